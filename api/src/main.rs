@@ -1,0 +1,4 @@
+//! The `bourse` binary.
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! Bourse's synchronous core.
+//!
+//! - [`Engine`]: every pair's order book and the ledger; a deterministic state machine fed
+//!   with [`Command`]s that reports [`Event`]s. No clock, no I/O, no allocation per order.
+//! - [`state`]: the canonical encoding used for snapshots and the state hash.
+//!
+//! Layering: the API decides ids and parses decimals; the pipeline sequences, journals and
+//! runs commands on one engine thread; the engine decides. Nothing here knows about JSON,
+//! HTTP or tokio.
+
+pub mod book;
+pub mod client_id;
+pub mod command;
+pub mod engine;
+pub mod event;
+pub mod ids;
+pub mod ledger;
+pub mod money;
+pub mod pipeline;
+pub mod price;
+pub mod price_index;
+pub mod reject;
+pub mod side;
+pub mod spec;
+pub mod state;
+pub mod units;
+
+pub use client_id::ClientOrderId;
+pub use command::{Command, MarketSize, OrderKind, PlaceOrder, RequestSpec};
+pub use engine::{CurrencyAudit, Engine, EngineLimits, PendingRequest, RequestKind};
+pub use event::{DoneReason, Event, OrderStatus, RequestStatus, Trade};
+pub use ids::{AccountId, CurrencyId, OrderId, PairId, RequestId, TradeId};
+pub use ledger::Balance;
+pub use price::{Amount, MAX_PRICE_TICKS, Price};
+pub use reject::RejectReason;
+pub use side::{SelfTradePrevention, Side, TimeInForce};
+pub use spec::{CurrencySpec, PairInfo, PairScale, PairSpec, PairStatus};

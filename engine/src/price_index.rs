@@ -1,0 +1,348 @@
+//! An ordered map from price (ticks) to a level slot, with O(1) insert, remove, min and max.
+//!
+//! A 64-ary trie of fixed depth 7 over the 42-bit price space: each node holds a 64-bit
+//! occupancy mask and 64 child slots, so every operation is at most 7 steps of
+//! `trailing_zeros`/`leading_zeros`, whatever the number of levels. Nodes live in one
+//! arena with a free list: once the book is warm, adding and removing levels allocates
+//! nothing (a `BTreeMap` would allocate on node splits).
+
+use crate::price::MAX_PRICE_TICKS;
+
+const BITS: u32 = 6;
+const DEPTH: usize = 7;
+const NONE: u32 = u32::MAX;
+
+#[derive(Clone)]
+struct Node {
+    mask: u64,
+    slots: [u32; 64],
+}
+
+impl Node {
+    const EMPTY: Node = Node {
+        mask: 0,
+        slots: [NONE; 64],
+    };
+}
+
+/// Price to slot map, ordered by price.
+#[derive(Clone)]
+pub struct PriceIndex {
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl std::fmt::Debug for PriceIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PriceIndex")
+            .field("len", &self.len)
+            .field("nodes", &self.nodes.len())
+            .finish()
+    }
+}
+
+impl Default for PriceIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn digit(key: u64, depth: usize) -> usize {
+    ((key >> (BITS * (DEPTH - 1 - depth) as u32)) & 63) as usize
+}
+
+impl PriceIndex {
+    pub fn new() -> Self {
+        PriceIndex {
+            nodes: vec![Node::EMPTY],
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Arena nodes in use or free (for capacity planning and tests).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn alloc(&mut self) -> u32 {
+        if let Some(n) = self.free.pop() {
+            n
+        } else {
+            self.nodes.push(Node::EMPTY);
+            // Keep the free list able to take every node back without growing.
+            if self.free.capacity() < self.nodes.len() {
+                self.free.reserve(self.nodes.capacity() - self.free.len());
+            }
+            (self.nodes.len() - 1) as u32
+        }
+    }
+
+    /// The slot stored for `key`.
+    pub fn get(&self, key: u64) -> Option<u32> {
+        if key > MAX_PRICE_TICKS {
+            return None;
+        }
+        let mut n = 0usize;
+        for d in 0..DEPTH {
+            let i = digit(key, d);
+            let node = &self.nodes[n];
+            if node.mask & (1 << i) == 0 {
+                return None;
+            }
+            if d == DEPTH - 1 {
+                return Some(node.slots[i]);
+            }
+            n = node.slots[i] as usize;
+        }
+        None
+    }
+
+    /// Stores `slot` for `key` (which must not be present).
+    pub fn insert(&mut self, key: u64, slot: u32) {
+        assert!(key <= MAX_PRICE_TICKS, "price outside the index");
+        let mut n = 0usize;
+        for d in 0..DEPTH {
+            let i = digit(key, d);
+            if d == DEPTH - 1 {
+                let node = &mut self.nodes[n];
+                assert!(node.mask & (1 << i) == 0, "price already indexed");
+                node.mask |= 1 << i;
+                node.slots[i] = slot;
+                self.len += 1;
+                return;
+            }
+            if self.nodes[n].mask & (1 << i) == 0 {
+                let child = self.alloc();
+                let node = &mut self.nodes[n];
+                node.mask |= 1 << i;
+                node.slots[i] = child;
+            }
+            n = self.nodes[n].slots[i] as usize;
+        }
+    }
+
+    /// Removes `key`, returning its slot.
+    pub fn remove(&mut self, key: u64) -> Option<u32> {
+        if key > MAX_PRICE_TICKS {
+            return None;
+        }
+        let mut path = [0u32; DEPTH];
+        let mut n = 0u32;
+        for (d, step) in path.iter_mut().enumerate() {
+            *step = n;
+            let node = &self.nodes[n as usize];
+            let i = digit(key, d);
+            if node.mask & (1 << i) == 0 {
+                return None;
+            }
+            if d < DEPTH - 1 {
+                n = node.slots[i];
+            }
+        }
+        let leaf = &mut self.nodes[path[DEPTH - 1] as usize];
+        let i = digit(key, DEPTH - 1);
+        let slot = leaf.slots[i];
+        leaf.mask &= !(1 << i);
+        leaf.slots[i] = NONE;
+        self.len -= 1;
+        // Free emptied nodes bottom-up (never the root).
+        let mut d = DEPTH - 1;
+        while d > 0 && self.nodes[path[d] as usize].mask == 0 {
+            self.free.push(path[d]);
+            let parent = &mut self.nodes[path[d - 1] as usize];
+            let pi = digit(key, d - 1);
+            parent.mask &= !(1 << pi);
+            parent.slots[pi] = NONE;
+            d -= 1;
+        }
+        Some(slot)
+    }
+
+    /// Descends from node `n` at depth `d` with key prefix `prefix`, always taking the
+    /// lowest (or highest) child.
+    fn extreme_from(
+        &self,
+        mut n: usize,
+        mut d: usize,
+        mut prefix: u64,
+        lowest: bool,
+    ) -> (u64, u32) {
+        loop {
+            let node = &self.nodes[n];
+            debug_assert!(node.mask != 0);
+            let i = if lowest {
+                node.mask.trailing_zeros()
+            } else {
+                63 - node.mask.leading_zeros()
+            } as usize;
+            prefix = (prefix << BITS) | i as u64;
+            if d == DEPTH - 1 {
+                return (prefix, node.slots[i]);
+            }
+            n = node.slots[i] as usize;
+            d += 1;
+        }
+    }
+
+    /// Lowest key and its slot.
+    pub fn min(&self) -> Option<(u64, u32)> {
+        if self.len == 0 {
+            None
+        } else {
+            Some(self.extreme_from(0, 0, 0, true))
+        }
+    }
+
+    /// Highest key and its slot.
+    pub fn max(&self) -> Option<(u64, u32)> {
+        if self.len == 0 {
+            None
+        } else {
+            Some(self.extreme_from(0, 0, 0, false))
+        }
+    }
+
+    /// Smallest key strictly above `key`.
+    pub fn next_above(&self, key: u64) -> Option<(u64, u32)> {
+        self.neighbour(key, true)
+    }
+
+    /// Largest key strictly below `key`.
+    pub fn next_below(&self, key: u64) -> Option<(u64, u32)> {
+        self.neighbour(key, false)
+    }
+
+    fn neighbour(&self, key: u64, above: bool) -> Option<(u64, u32)> {
+        if self.len == 0 {
+            return None;
+        }
+        if key > MAX_PRICE_TICKS {
+            return if above { None } else { self.max() };
+        }
+        // Walk down the key's path as far as it exists.
+        let mut path = [0u32; DEPTH];
+        let mut depth_reached = 0;
+        let mut n = 0u32;
+        for (d, step) in path.iter_mut().enumerate() {
+            *step = n;
+            depth_reached = d;
+            let node = &self.nodes[n as usize];
+            let i = digit(key, d);
+            if d == DEPTH - 1 || node.mask & (1 << i) == 0 {
+                break;
+            }
+            n = node.slots[i];
+        }
+        // From the deepest node reached, look for a sibling on the wanted side, climbing up.
+        let mut d = depth_reached as isize;
+        while d >= 0 {
+            let du = d as usize;
+            let node = &self.nodes[path[du] as usize];
+            let i = digit(key, du) as u32;
+            let candidates = if above {
+                if i == 63 {
+                    0
+                } else {
+                    node.mask & (!0u64 << (i + 1))
+                }
+            } else if i == 0 {
+                0
+            } else {
+                node.mask & ((1u64 << i) - 1)
+            };
+            if candidates != 0 {
+                let j = if above {
+                    candidates.trailing_zeros()
+                } else {
+                    63 - candidates.leading_zeros()
+                } as u64;
+                let shift = BITS * (DEPTH - du) as u32;
+                let prefix = if shift >= 64 { 0 } else { key >> shift };
+                let prefix = (prefix << BITS) | j;
+                if du == DEPTH - 1 {
+                    return Some((prefix, node.slots[j as usize]));
+                }
+                return Some(self.extreme_from(
+                    node.slots[j as usize] as usize,
+                    du + 1,
+                    prefix,
+                    above,
+                ));
+            }
+            d -= 1;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn ordered_operations_match_a_btreemap() {
+        let mut index = PriceIndex::new();
+        let mut model = BTreeMap::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for step in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = if step % 3 == 0 {
+                x & MAX_PRICE_TICKS
+            } else {
+                1_000_000 + (x % 5_000)
+            };
+            if model.contains_key(&key) {
+                assert_eq!(index.remove(key), model.remove(&key));
+            } else {
+                index.insert(key, step);
+                model.insert(key, step);
+            }
+            assert_eq!(index.len(), model.len());
+            assert_eq!(index.min(), model.iter().next().map(|(k, v)| (*k, *v)));
+            assert_eq!(index.max(), model.iter().next_back().map(|(k, v)| (*k, *v)));
+            let probe = 1_000_000 + (x >> 20) % 5_000;
+            assert_eq!(index.get(probe), model.get(&probe).copied());
+            assert_eq!(
+                index.next_above(probe),
+                model.range(probe + 1..).next().map(|(k, v)| (*k, *v))
+            );
+            assert_eq!(
+                index.next_below(probe),
+                model.range(..probe).next_back().map(|(k, v)| (*k, *v))
+            );
+        }
+        for k in model.keys().copied().collect::<Vec<_>>() {
+            index.remove(k);
+        }
+        assert!(index.is_empty());
+        assert_eq!(index.min(), None);
+    }
+
+    #[test]
+    fn extremes_of_the_key_space() {
+        let mut index = PriceIndex::new();
+        index.insert(1, 10);
+        index.insert(MAX_PRICE_TICKS, 20);
+        assert_eq!(index.min(), Some((1, 10)));
+        assert_eq!(index.max(), Some((MAX_PRICE_TICKS, 20)));
+        assert_eq!(index.next_above(1), Some((MAX_PRICE_TICKS, 20)));
+        assert_eq!(index.next_below(MAX_PRICE_TICKS), Some((1, 10)));
+        assert_eq!(index.next_above(MAX_PRICE_TICKS), None);
+        assert_eq!(index.next_below(1), None);
+        assert_eq!(index.next_below(0), None);
+    }
+}

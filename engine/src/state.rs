@@ -1,0 +1,183 @@
+//! The engine's logical state in canonical form: the snapshot format and the state hash.
+//!
+//! Canonical means independent of history: books are listed best price first and FIFO
+//! within a level, balances by account then currency, requests by id. Two engines with
+//! the same logical state encode to the same bytes, whatever arena slots or hash-table
+//! layouts they ended up with, so a recovered engine can be compared to the live one
+//! byte for byte ([`state_hash`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Engine, EngineLimits, PendingRequest};
+use crate::ids::{AccountId, CurrencyId, OrderId, PairId, RequestId};
+use crate::ledger::Balance;
+use crate::price::Price;
+use crate::side::Side;
+use crate::spec::{CurrencySpec, PairSpec};
+
+/// Format version written in every encoding.
+pub const STATE_VERSION: u32 = 1;
+
+/// A resting order in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestingOrderState {
+    pub id: OrderId,
+    pub account: AccountId,
+    pub side: Side,
+    pub price: Price,
+    pub remaining: u64,
+    pub held: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct PairStateDto {
+    spec: PairSpec,
+    book_seq: u64,
+    /// Bids best first (FIFO within a level), then asks best first.
+    orders: Vec<RestingOrderState>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct EngineStateDto {
+    version: u32,
+    currencies: Vec<(CurrencySpec, u64, u64)>,
+    pairs: Vec<PairStateDto>,
+    balances: Vec<(AccountId, CurrencyId, u64, u64)>,
+    requests: Vec<(RequestId, PendingRequest)>,
+    next_trade_id: u64,
+    max_order_id: u64,
+    max_request_id: u64,
+}
+
+/// Why a state encoding could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state encoding is malformed: {0}")]
+    Malformed(#[from] postcard::Error),
+    #[error("state version {0} is not supported (expected {STATE_VERSION})")]
+    Version(u32),
+    #[error("state is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+/// Encodes the engine's logical state canonically.
+pub fn encode(engine: &Engine) -> Vec<u8> {
+    let mut pairs = Vec::new();
+    for info in engine.pairs() {
+        let book = engine.book(info.id).expect("listed pair has a book");
+        let mut orders = Vec::with_capacity(book.len());
+        for side in [Side::Buy, Side::Sell] {
+            book.for_each_level(side, |level| {
+                book.for_each_order_at(side, level.price, |o| {
+                    orders.push(RestingOrderState {
+                        id: o.id,
+                        account: o.account,
+                        side: o.side,
+                        price: o.price,
+                        remaining: o.remaining,
+                        held: o.held,
+                    })
+                });
+                true
+            });
+        }
+        pairs.push(PairStateDto {
+            spec: info.spec,
+            book_seq: engine.book_seq(info.id),
+            orders,
+        });
+    }
+    let (next_trade_id, max_order_id, max_request_id) = engine.counters();
+    let dto = EngineStateDto {
+        version: STATE_VERSION,
+        currencies: engine.currency_totals(),
+        pairs,
+        balances: engine
+            .ledger()
+            .non_zero()
+            .map(|(a, c, b)| (a, c, b.available, b.held))
+            .collect(),
+        requests: engine.pending_requests(),
+        next_trade_id,
+        max_order_id,
+        max_request_id,
+    };
+    postcard::to_stdvec(&dto).expect("encoding to memory cannot fail")
+}
+
+/// Rebuilds an engine from [`encode`]'s output and checks its invariants.
+pub fn decode(bytes: &[u8], limits: EngineLimits) -> Result<Engine, StateError> {
+    let dto: EngineStateDto = postcard::from_bytes(bytes)?;
+    if dto.version != STATE_VERSION {
+        return Err(StateError::Version(dto.version));
+    }
+    let mut engine = Engine::restore_parts(
+        limits,
+        dto.currencies,
+        (dto.next_trade_id, dto.max_order_id, dto.max_request_id),
+    );
+    for (i, pair) in dto.pairs.into_iter().enumerate() {
+        let id = engine
+            .restore_pair(pair.spec, pair.book_seq)
+            .map_err(|r| StateError::Inconsistent(format!("pair {i}: {r:?}")))?;
+        if id != PairId(i as u16) {
+            return Err(StateError::Inconsistent(format!(
+                "pair {i} restored as {id}"
+            )));
+        }
+        for o in &pair.orders {
+            if !o.price.is_valid() || o.remaining == 0 {
+                return Err(StateError::Inconsistent(format!(
+                    "order {} is invalid",
+                    o.id
+                )));
+            }
+            if engine.resting_order(o.id).is_some() {
+                return Err(StateError::Inconsistent(format!(
+                    "order {} appears twice",
+                    o.id
+                )));
+            }
+            engine.restore_order(id, o);
+        }
+    }
+    for (account, currency, available, held) in dto.balances {
+        if currency.0 as usize >= engine.currencies().count() {
+            return Err(StateError::Inconsistent(format!(
+                "balance in unknown currency {currency}"
+            )));
+        }
+        engine
+            .ledger_mut()
+            .set(account, currency, Balance { available, held });
+    }
+    for (id, r) in dto.requests {
+        engine.restore_request(id, r);
+    }
+    engine
+        .check_invariants()
+        .map_err(StateError::Inconsistent)?;
+    Ok(engine)
+}
+
+/// FNV-1a 64 of the canonical encoding: equal hashes mean equal logical state.
+pub fn state_hash(engine: &Engine) -> u64 {
+    fnv1a(&encode(engine))
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms (unlike `DefaultHasher`).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl Engine {
+    /// See [`state_hash`].
+    pub fn state_hash(&self) -> u64 {
+        state_hash(self)
+    }
+}

@@ -1,0 +1,1 @@
+//! Market data derivation and the WebSocket server (see the feed issue).
