@@ -15,6 +15,7 @@ pub mod engine;
 pub mod event;
 pub mod ids;
 pub mod ledger;
+pub mod markets;
 pub mod money;
 pub mod pipeline;
 pub mod price;

@@ -1,1 +1,3 @@
 //! Market data derivation and the WebSocket server (see the feed issue).
+
+pub mod problem;
