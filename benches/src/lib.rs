@@ -1,1 +1,4 @@
-//! The latency harness.
+//! The measurement harnesses behind `bourse bench` (criterion micro-benchmarks live in
+//! `benches/benches/`).
+
+pub mod cli;
