@@ -516,11 +516,11 @@
 
   function setupCanvas(cv) {
     const dpr = window.devicePixelRatio || 1;
-    const w = cv.clientWidth, h = cv.clientHeight || Number(cv.getAttribute("height"));
+    // The CSS fixes the displayed size; the backing store follows it at the device pixel ratio.
+    const w = cv.clientWidth, h = cv.clientHeight;
     if (cv.width !== Math.round(w * dpr) || cv.height !== Math.round(h * dpr)) {
       cv.width = Math.round(w * dpr);
       cv.height = Math.round(h * dpr);
-      cv.style.height = h + "px";
     }
     const g = cv.getContext("2d");
     g.setTransform(dpr, 0, 0, dpr, 0, 0);
