@@ -670,10 +670,14 @@ impl Engine {
                     break None;
                 }
             }
-            if touched.is_some_and(|t| t != price) {
-                self.flush_level(pair_id, opp, touched.take(), out);
-            }
-            touched = Some(price);
+            // A level is reported once, when the taker leaves it, and only if it changed:
+            // stopping at a level (self-trade, funds) without touching it reports nothing.
+            let mut touch = |this: &mut Self, out: &mut Vec<Event>| {
+                if touched.is_some_and(|t| t != price) {
+                    this.flush_level(pair_id, opp, touched.take(), out);
+                }
+                touched = Some(price);
+            };
 
             if maker.account == taker.account && taker.stp != SelfTradePrevention::None {
                 match taker.stp {
@@ -681,10 +685,12 @@ impl Engine {
                         break Some(DoneReason::SelfTradePrevention);
                     }
                     SelfTradePrevention::ExpireMaker => {
+                        touch(self, out);
                         self.expire_maker(pair_id, head, DoneReason::SelfTradePrevention, out);
                         continue;
                     }
                     _ => {
+                        touch(self, out);
                         self.expire_maker(pair_id, head, DoneReason::SelfTradePrevention, out);
                         break Some(DoneReason::SelfTradePrevention);
                     }
@@ -695,6 +701,11 @@ impl Engine {
             if lots == 0 {
                 // A budget-limited market order cannot afford one more lot.
                 break Some(match (taker.side, taker.sell_value_budget) {
+                    // A market sell by quote that ran out of base did not reach its
+                    // quote amount: it expires, it is not filled.
+                    (Side::Sell, Some(budget)) if budget >= u128::from(price.0) => {
+                        DoneReason::InsufficientFunds
+                    }
                     (Side::Sell, Some(_)) => DoneReason::Filled,
                     (Side::Buy, _) if taker.remaining == u64::MAX => DoneReason::Filled,
                     _ => DoneReason::InsufficientFunds,
@@ -718,12 +729,14 @@ impl Engine {
                     let need = paid + Self::buy_requirement(&scale, price, maker.remaining - lots);
                     let have = maker.held + self.ledger.get(maker.account, quote).available;
                     if need > have {
+                        touch(self, out);
                         self.expire_maker(pair_id, head, DoneReason::InsufficientFunds, out);
                         continue;
                     }
                 }
             }
 
+            touch(self, out);
             self.execute(pair_id, taker, head, lots, paid, out);
         };
         self.flush_level(pair_id, opp, touched, out);

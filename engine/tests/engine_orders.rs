@@ -1,0 +1,753 @@
+//! Unit tests of order handling: every order type, time in force, post-only, market sizing,
+//! self-trade prevention, cancels, and the exact events and balances each produces.
+
+mod engine_common;
+
+use engine::{
+    Amount, Command, DoneReason, Event, MarketSize, OrderId, OrderKind, PairId, Price,
+    RejectReason, SelfTradePrevention, Side, TimeInForce, Trade, TradeId,
+};
+use engine_common::*;
+
+fn bal(
+    account: engine::AccountId,
+    currency: engine::CurrencyId,
+    available: u64,
+    held: u64,
+) -> Event {
+    Event::Balance {
+        account,
+        currency,
+        available,
+        held,
+    }
+}
+
+fn level(side: Side, price: Price, amount: u64, book_seq: u64) -> Event {
+    Event::LevelChanged {
+        pair: BTC_SEK,
+        side,
+        price,
+        amount: Amount(amount),
+        book_seq,
+    }
+}
+
+fn done(order: OrderId, account: engine::AccountId, reason: DoneReason) -> Event {
+    Event::Done {
+        order,
+        account,
+        pair: BTC_SEK,
+        reason,
+    }
+}
+
+fn accepted(order: OrderId, account: engine::AccountId, side: Side, held: u64) -> Event {
+    Event::Accepted {
+        order,
+        account,
+        pair: BTC_SEK,
+        side,
+        held,
+    }
+}
+
+#[test]
+fn gtc_limit_rests_and_holds() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    let o = fx.limit(ALICE, Side::Sell, sek(100), BTC_1 / 2);
+    let ev = fx.place(o);
+    assert_eq!(
+        ev,
+        vec![
+            accepted(o.0.id, ALICE, Side::Sell, BTC_1 / 2),
+            bal(ALICE, BTC, BTC_1 / 2, BTC_1 / 2),
+            Event::Rested {
+                order: o.0.id,
+                remaining: Amount(BTC_1 / 2)
+            },
+            level(Side::Sell, sek(100), BTC_1 / 2, 1),
+        ]
+    );
+    assert_eq!(fx.e.book_seq(BTC_SEK), 1);
+    let book = fx.e.book(BTC_SEK).unwrap();
+    assert_eq!(book.best(Side::Sell), Some((sek(100), Amount(BTC_1 / 2))));
+    assert_eq!(book.best(Side::Buy), None);
+}
+
+#[test]
+fn crossing_limit_trades_at_the_makers_price_and_releases_the_difference() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    let ask = fx.rest(ALICE, Side::Sell, sek(100), BTC_1 / 2);
+    let o = fx.limit(BOB, Side::Buy, sek(101), BTC_1 / 2);
+    let ev = fx.place(o);
+    // Held at the limit: 50.50 SEK; paid at the maker's price: 50.00 SEK.
+    assert_eq!(
+        ev,
+        vec![
+            accepted(o.0.id, BOB, Side::Buy, 5050),
+            bal(BOB, SEK, 100_000 - 5050, 5050),
+            Event::Trade(Trade {
+                id: TradeId(1),
+                pair: BTC_SEK,
+                price: sek(100),
+                amount: Amount(BTC_1 / 2),
+                taker_side: Side::Buy,
+                maker_order: ask,
+                taker_order: o.0.id,
+                maker_account: ALICE,
+                taker_account: BOB,
+                buyer_paid: 5000,
+                seller_received: 5000,
+                base_received: BTC_1 / 2,
+                buyer_fee: 100_000, // 0.2 % of 0.5 BTC, taker rate, in BTC
+                seller_fee: 5,      // 0.1 % of 50.00 SEK, maker rate, in SEK
+            }),
+            done(ask, ALICE, DoneReason::Filled),
+            bal(BOB, SEK, 95_000, 0),
+            bal(BOB, BTC, BTC_1 / 2 - 100_000, 0),
+            bal(ALICE, BTC, BTC_1 / 2, 0),
+            bal(ALICE, SEK, 4995, 0),
+            level(Side::Sell, sek(100), 0, 2),
+            done(o.0.id, BOB, DoneReason::Filled),
+        ]
+    );
+    assert_eq!(fx.bal(FEES, BTC), (100_000, 0));
+    assert_eq!(fx.bal(FEES, SEK), (5, 0));
+    assert!(fx.e.book(BTC_SEK).unwrap().is_empty());
+}
+
+#[test]
+fn price_time_priority_sweeps_levels_best_first_and_fifo_within_a_level() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(CAROL, BTC, BTC_1);
+    fx.fund(BOB, SEK, 10_000 * SEK_1);
+    let a1 = fx.rest(ALICE, Side::Sell, sek(101), 10_000_000);
+    let c1 = fx.rest(CAROL, Side::Sell, sek(100), 10_000_000);
+    let a2 = fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+    let far = fx.rest(CAROL, Side::Sell, sek(105), 10_000_000);
+    let o = fx.limit(BOB, Side::Buy, sek(102), 25_000_000);
+    let ev = fx.place(o);
+    let t = trades(&ev);
+    let seen: Vec<_> = t
+        .iter()
+        .map(|t| (t.maker_order, t.price, t.amount.0))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (c1, sek(100), 10_000_000),
+            (a2, sek(100), 10_000_000),
+            (a1, sek(101), 5_000_000)
+        ]
+    );
+    // Each level reported once, after the taker left it, all with the command's book_seq.
+    let levels: Vec<_> = ev
+        .iter()
+        .filter(|e| matches!(e, Event::LevelChanged { .. }))
+        .copied()
+        .collect();
+    let seq = fx.e.book_seq(BTC_SEK);
+    assert_eq!(
+        levels,
+        vec![
+            level(Side::Sell, sek(100), 0, seq),
+            level(Side::Sell, sek(101), 5_000_000, seq)
+        ]
+    );
+    assert_eq!(ev.last(), Some(&done(o.0.id, BOB, DoneReason::Filled)));
+    assert!(fx.e.resting_order(far).is_some());
+    assert_eq!(fx.e.resting_order(a1).unwrap().1.remaining, 5_000_000);
+}
+
+#[test]
+fn partial_fill_rests_the_remainder_with_its_hold_at_the_limit() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+    let o = fx.limit(BOB, Side::Buy, sek(101), 30_000_000);
+    let ev = fx.place(o);
+    // 30.30 held; 10.00 paid; 20.20 stays held for the 0.2 BTC left at 101.
+    assert_eq!(ev[0], accepted(o.0.id, BOB, Side::Buy, 3030));
+    let n = ev.len();
+    assert_eq!(
+        ev[n - 3..],
+        [
+            level(Side::Sell, sek(100), 0, 2),
+            Event::Rested {
+                order: o.0.id,
+                remaining: Amount(20_000_000)
+            },
+            level(Side::Buy, sek(101), 20_000_000, 2),
+        ]
+    );
+    assert_eq!(fx.bal(BOB, SEK), (100_000 - 1000 - 2020, 2020));
+    assert_eq!(fx.e.resting_order(o.0.id).unwrap().1.held, 2020);
+}
+
+#[test]
+fn ioc_trades_what_crosses_and_expires_the_rest() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+    let o = fx
+        .limit(BOB, Side::Buy, sek(100), 30_000_000)
+        .tif(TimeInForce::Ioc);
+    let ev = fx.place(o);
+    assert_eq!(trades(&ev).len(), 1);
+    let n = ev.len();
+    assert_eq!(
+        ev[n - 3..],
+        [
+            level(Side::Sell, sek(100), 0, 2),
+            bal(BOB, SEK, 99_000, 0),
+            done(o.0.id, BOB, DoneReason::ImmediateOrCancel),
+        ]
+    );
+    assert!(fx.e.book(BTC_SEK).unwrap().is_empty());
+}
+
+#[test]
+fn ioc_without_liquidity_expires_untouched() {
+    let mut fx = Fx::new();
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    let o = fx
+        .limit(BOB, Side::Buy, sek(100), 10_000_000)
+        .tif(TimeInForce::Ioc);
+    assert_eq!(
+        fx.place(o),
+        vec![
+            accepted(o.0.id, BOB, Side::Buy, 1000),
+            bal(BOB, SEK, 99_000, 1000),
+            bal(BOB, SEK, 100_000, 0),
+            done(o.0.id, BOB, DoneReason::ImmediateOrCancel),
+        ]
+    );
+    assert_eq!(fx.e.book_seq(BTC_SEK), 0);
+}
+
+#[test]
+fn fok_that_cannot_fill_leaves_no_partial_trade_behind() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+    fx.rest(ALICE, Side::Sell, sek(101), 10_000_000);
+    fx.rest(ALICE, Side::Sell, sek(110), 10_000_000);
+    let before = fx.market_state();
+    let seq = fx.e.book_seq(BTC_SEK);
+    // 0.3 BTC wanted up to 105: only 0.2 crosses.
+    let o = fx
+        .limit(BOB, Side::Buy, sek(105), 30_000_000)
+        .tif(TimeInForce::Fok);
+    assert_eq!(
+        fx.place(o),
+        vec![
+            accepted(o.0.id, BOB, Side::Buy, 3150),
+            bal(BOB, SEK, 100_000 - 3150, 3150),
+            bal(BOB, SEK, 100_000, 0),
+            done(o.0.id, BOB, DoneReason::FillOrKill),
+        ]
+    );
+    assert_eq!(fx.market_state(), before, "a killed FOK changes nothing");
+    assert_eq!(fx.e.book_seq(BTC_SEK), seq);
+    assert_eq!(fx.e.next_trade_id(), TradeId(1));
+}
+
+#[test]
+fn fok_that_can_fill_fills_completely_across_levels() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+    fx.rest(ALICE, Side::Sell, sek(101), 10_000_000);
+    let o = fx
+        .limit(BOB, Side::Buy, sek(101), 20_000_000)
+        .tif(TimeInForce::Fok);
+    let ev = fx.place(o);
+    assert_eq!(
+        trades(&ev).iter().map(|t| t.amount.0).sum::<u64>(),
+        20_000_000
+    );
+    assert_eq!(ev.last(), Some(&done(o.0.id, BOB, DoneReason::Filled)));
+    assert_eq!(fx.bal(BOB, SEK), (100_000 - 1000 - 1010, 0));
+}
+
+#[test]
+fn fok_blocked_by_own_order_under_expire_taker_is_killed() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(ALICE, SEK, 1000 * SEK_1);
+    fx.fund(CAROL, BTC, BTC_1);
+    fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+    fx.rest(CAROL, Side::Sell, sek(100), 10_000_000);
+    let before = fx.market_state();
+    let o = fx
+        .limit(ALICE, Side::Buy, sek(100), 20_000_000)
+        .tif(TimeInForce::Fok);
+    let ev = fx.place(o);
+    assert_eq!(
+        ev.last(),
+        Some(&done(o.0.id, ALICE, DoneReason::FillOrKill))
+    );
+    assert_eq!(fx.market_state(), before);
+}
+
+#[test]
+fn post_only_that_would_take_is_rejected_and_changes_nothing() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+    let before = fx.e.state_hash();
+    let o = fx.limit(BOB, Side::Buy, sek(100), 10_000_000).post_only();
+    assert_eq!(
+        fx.place(o),
+        vec![Event::Rejected {
+            order: o.0.id,
+            account: BOB,
+            reason: RejectReason::PostOnlyWouldTake
+        }]
+    );
+    assert_eq!(fx.e.state_hash(), before);
+    // Below the ask it makes.
+    let o = fx.limit(BOB, Side::Buy, sek(99), 10_000_000).post_only();
+    let ev = fx.place(o);
+    assert!(matches!(ev[2], Event::Rested { .. }), "{ev:?}");
+}
+
+#[test]
+fn market_buy_by_base_holds_everything_available_and_releases_the_unused() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+    fx.rest(ALICE, Side::Sell, sek(110), 10_000_000);
+    let o = fx.market_base(BOB, Side::Buy, 15_000_000);
+    let ev = fx.place(o);
+    assert_eq!(ev[0], accepted(o.0.id, BOB, Side::Buy, 100_000));
+    let t = trades(&ev);
+    assert_eq!(
+        t.iter()
+            .map(|t| (t.price, t.amount.0, t.buyer_paid))
+            .collect::<Vec<_>>(),
+        vec![(sek(100), 10_000_000, 1000), (sek(110), 5_000_000, 550)]
+    );
+    let n = ev.len();
+    assert_eq!(
+        ev[n - 2..],
+        [
+            bal(BOB, SEK, 100_000 - 1550, 0),
+            done(o.0.id, BOB, DoneReason::Filled)
+        ]
+    );
+}
+
+#[test]
+fn market_buy_by_base_without_enough_liquidity_expires() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+    let o = fx.market_base(BOB, Side::Buy, 50_000_000);
+    let ev = fx.place(o);
+    assert_eq!(trades(&ev).len(), 1);
+    assert_eq!(ev.last(), Some(&done(o.0.id, BOB, DoneReason::NoLiquidity)));
+    assert_eq!(fx.bal(BOB, SEK), (99_000, 0));
+}
+
+#[test]
+fn market_buy_by_base_stops_when_funds_run_out() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 15 * SEK_1);
+    fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+    fx.rest(ALICE, Side::Sell, sek(110), 10_000_000);
+    let o = fx.market_base(BOB, Side::Buy, 20_000_000);
+    let ev = fx.place(o);
+    let t = trades(&ev);
+    // 10.00 for the first 0.1, then 5.00 buys floor(500 / 110 * 10^6) lots at 110.
+    assert_eq!(t[1].amount.0, 4_545_454);
+    assert_eq!(t[1].buyer_paid, 500);
+    assert_eq!(
+        ev.last(),
+        Some(&done(o.0.id, BOB, DoneReason::InsufficientFunds))
+    );
+    assert_eq!(fx.bal(BOB, SEK), (0, 0));
+}
+
+#[test]
+fn market_buy_by_quote_spends_at_most_its_amount() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+    fx.rest(ALICE, Side::Sell, sek(110), 10_000_000);
+    let o = fx.market_quote(BOB, Side::Buy, 1500);
+    let ev = fx.place(o);
+    assert_eq!(ev[0], accepted(o.0.id, BOB, Side::Buy, 1500));
+    let t = trades(&ev);
+    assert_eq!(
+        t.iter()
+            .map(|t| (t.amount.0, t.buyer_paid))
+            .collect::<Vec<_>>(),
+        vec![(10_000_000, 1000), (4_545_454, 500)]
+    );
+    assert_eq!(ev.last(), Some(&done(o.0.id, BOB, DoneReason::Filled)));
+    assert_eq!(fx.bal(BOB, SEK), (100_000 - 1500, 0));
+}
+
+#[test]
+fn market_buy_by_quote_more_than_available_is_rejected() {
+    let mut fx = Fx::new();
+    fx.fund(BOB, SEK, 10 * SEK_1);
+    let o = fx.market_quote(BOB, Side::Buy, 1001);
+    assert_eq!(
+        fx.place(o),
+        vec![Event::Rejected {
+            order: o.0.id,
+            account: BOB,
+            reason: RejectReason::InsufficientFunds
+        }]
+    );
+}
+
+#[test]
+fn market_sell_by_base_and_by_quote() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.rest(BOB, Side::Buy, sek(100), 10_000_000);
+    fx.rest(BOB, Side::Buy, sek(90), 10_000_000);
+    // By base: 0.15 BTC, sweeping 100 then 90.
+    let o = fx.market_base(ALICE, Side::Sell, 15_000_000);
+    let ev = fx.place(o);
+    assert_eq!(ev[0], accepted(o.0.id, ALICE, Side::Sell, 15_000_000));
+    let t = trades(&ev);
+    assert_eq!(
+        t.iter().map(|t| (t.price, t.amount.0)).collect::<Vec<_>>(),
+        vec![(sek(100), 10_000_000), (sek(90), 5_000_000)]
+    );
+    assert_eq!(ev.last(), Some(&done(o.0.id, ALICE, DoneReason::Filled)));
+    // By quote: sells until the trades are worth 2.70 SEK at 90.
+    let o = fx.market_quote(ALICE, Side::Sell, 270);
+    let ev = fx.place(o);
+    // Holds every whole lot available: 0.85 BTC.
+    assert_eq!(ev[0], accepted(o.0.id, ALICE, Side::Sell, 85_000_000));
+    let t = trades(&ev);
+    assert_eq!(t.len(), 1);
+    assert_eq!((t[0].amount.0, t[0].seller_received), (3_000_000, 270));
+    assert_eq!(ev.last(), Some(&done(o.0.id, ALICE, DoneReason::Filled)));
+    assert_eq!(fx.bal(ALICE, BTC), (BTC_1 - 18_000_000, 0));
+}
+
+/// Regression: a market sell by quote that ran out of base used to report `Filled`.
+#[test]
+fn market_sell_by_quote_that_runs_out_of_base_expires() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, 1_000_000);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.rest(BOB, Side::Buy, sek(100), 10_000_000);
+    let o = fx.market_quote(ALICE, Side::Sell, 500);
+    let ev = fx.place(o);
+    let t = trades(&ev);
+    assert_eq!((t[0].amount.0, t[0].seller_received), (1_000_000, 100));
+    assert_eq!(
+        ev.last(),
+        Some(&done(o.0.id, ALICE, DoneReason::InsufficientFunds))
+    );
+}
+
+#[test]
+fn market_order_without_liquidity_expires_and_releases() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    let o = fx.market_base(ALICE, Side::Sell, 10_000_000);
+    assert_eq!(
+        fx.place(o),
+        vec![
+            accepted(o.0.id, ALICE, Side::Sell, 10_000_000),
+            bal(ALICE, BTC, BTC_1 - 10_000_000, 10_000_000),
+            bal(ALICE, BTC, BTC_1, 0),
+            done(o.0.id, ALICE, DoneReason::NoLiquidity),
+        ]
+    );
+}
+
+fn stp_book() -> (Fx, OrderId, OrderId) {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(ALICE, SEK, 1000 * SEK_1);
+    fx.fund(BOB, BTC, BTC_1);
+    let own = fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+    let other = fx.rest(BOB, Side::Sell, sek(101), 10_000_000);
+    (fx, own, other)
+}
+
+#[test]
+fn stp_expire_taker_keeps_the_maker_and_reports_no_level_change() {
+    let (mut fx, own, _) = stp_book();
+    let seq = fx.e.book_seq(BTC_SEK);
+    let o = fx.limit(ALICE, Side::Buy, sek(102), 20_000_000);
+    let ev = fx.place(o);
+    // Regression: the level the taker stopped at used to be reported although unchanged.
+    assert_eq!(
+        ev,
+        vec![
+            accepted(o.0.id, ALICE, Side::Buy, 2040),
+            bal(ALICE, SEK, 100_000 - 2040, 2040),
+            bal(ALICE, SEK, 100_000, 0),
+            done(o.0.id, ALICE, DoneReason::SelfTradePrevention),
+        ]
+    );
+    assert_eq!(fx.e.book_seq(BTC_SEK), seq);
+    assert!(fx.e.resting_order(own).is_some());
+}
+
+#[test]
+fn stp_expire_maker_removes_own_orders_and_keeps_matching() {
+    let (mut fx, own, other) = stp_book();
+    let o = fx
+        .limit(ALICE, Side::Buy, sek(102), 20_000_000)
+        .stp(SelfTradePrevention::ExpireMaker);
+    let ev = fx.place(o);
+    assert_eq!(
+        ev[2..4],
+        [
+            bal(ALICE, BTC, BTC_1, 0),
+            done(own, ALICE, DoneReason::SelfTradePrevention)
+        ]
+    );
+    let t = trades(&ev);
+    assert_eq!(t.len(), 1);
+    assert_eq!((t[0].maker_order, t[0].price), (other, sek(101)));
+    assert!(ev.contains(&level(Side::Sell, sek(100), 0, fx.e.book_seq(BTC_SEK))));
+    assert!(matches!(
+        ev[ev.len() - 2],
+        Event::Rested {
+            remaining: Amount(10_000_000),
+            ..
+        }
+    ));
+    assert!(fx.e.resting_order(own).is_none());
+}
+
+#[test]
+fn stp_expire_both_removes_the_maker_and_the_taker() {
+    let (mut fx, own, other) = stp_book();
+    let o = fx
+        .limit(ALICE, Side::Buy, sek(102), 20_000_000)
+        .stp(SelfTradePrevention::ExpireBoth);
+    let ev = fx.place(o);
+    let seq = fx.e.book_seq(BTC_SEK);
+    assert_eq!(
+        ev[2..],
+        [
+            bal(ALICE, BTC, BTC_1, 0),
+            done(own, ALICE, DoneReason::SelfTradePrevention),
+            level(Side::Sell, sek(100), 0, seq),
+            bal(ALICE, SEK, 100_000, 0),
+            done(o.0.id, ALICE, DoneReason::SelfTradePrevention),
+        ]
+    );
+    assert!(fx.e.resting_order(other).is_some());
+    assert!(trades(&ev).is_empty());
+}
+
+#[test]
+fn stp_none_trades_with_itself_and_pays_fees() {
+    let (mut fx, own, other) = stp_book();
+    let o = fx
+        .limit(ALICE, Side::Buy, sek(101), 20_000_000)
+        .stp(SelfTradePrevention::None);
+    let ev = fx.place(o);
+    let t = trades(&ev);
+    assert_eq!(
+        t.iter().map(|t| t.maker_order).collect::<Vec<_>>(),
+        vec![own, other]
+    );
+    assert_eq!(t[0].buyer(), ALICE);
+    assert_eq!(t[0].seller(), ALICE);
+    // Self-trade: Alice paid 10.00 and received 10.00 minus 0.01 fee; 0.1 BTC came back minus fee.
+    assert_eq!((t[0].buyer_fee, t[0].seller_fee), (20_000, 1));
+    assert_eq!(ev.last(), Some(&done(o.0.id, ALICE, DoneReason::Filled)));
+}
+
+#[test]
+fn cancel_releases_the_hold_and_reports_the_level() {
+    let mut fx = Fx::new();
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    let id = fx.rest(BOB, Side::Buy, sek(100), 10_000_000);
+    let id2 = fx.rest(BOB, Side::Buy, sek(100), 20_000_000);
+    assert_eq!(
+        fx.cancel(BOB, id),
+        vec![
+            bal(BOB, SEK, 100_000 - 2000, 2000),
+            done(id, BOB, DoneReason::Cancelled),
+            level(Side::Buy, sek(100), 20_000_000, 3),
+        ]
+    );
+    // A second cancel of the same order, an unknown order, another account's order.
+    for (account, order) in [(BOB, id), (BOB, OrderId(999)), (ALICE, id2)] {
+        assert_eq!(
+            fx.cancel(account, order),
+            vec![Event::CancelRejected {
+                order,
+                account,
+                reason: RejectReason::OrderNotOpen
+            }]
+        );
+    }
+    assert!(fx.e.resting_order(id2).is_some());
+}
+
+#[test]
+fn cancel_of_a_filled_order_is_a_reject_event() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    let ask = fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+    let o = fx.market_base(BOB, Side::Buy, 10_000_000);
+    fx.place(o);
+    assert_eq!(
+        fx.cancel(ALICE, ask),
+        vec![Event::CancelRejected {
+            order: ask,
+            account: ALICE,
+            reason: RejectReason::OrderNotOpen
+        }]
+    );
+}
+
+#[test]
+fn cancel_all_cancels_only_that_accounts_orders_newest_first() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(ALICE, SEK, 1000 * SEK_1);
+    fx.fund(BOB, BTC, BTC_1);
+    let a1 = fx.rest(ALICE, Side::Sell, sek(110), 10_000_000);
+    let b1 = fx.rest(BOB, Side::Sell, sek(110), 10_000_000);
+    let a2 = fx.rest(ALICE, Side::Buy, sek(90), 10_000_000);
+    let ev = fx.cmd(Command::CancelAll {
+        account: ALICE,
+        pair: Some(BTC_SEK),
+    });
+    let cancelled: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Done { order, reason, .. } => {
+                assert_eq!(*reason, DoneReason::Cancelled);
+                Some(*order)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancelled, vec![a2, a1]);
+    assert!(ev.contains(&level(Side::Sell, sek(110), 10_000_000, 4)));
+    assert!(ev.contains(&level(Side::Buy, sek(90), 0, 4)));
+    assert!(fx.e.resting_order(b1).is_some());
+    assert_eq!(fx.bal(ALICE, BTC), (BTC_1, 0));
+    assert_eq!(fx.bal(ALICE, SEK), (100_000, 0));
+    // Nothing left: no events. An unknown pair: no events.
+    assert!(
+        fx.cmd(Command::CancelAll {
+            account: ALICE,
+            pair: None
+        })
+        .is_empty()
+    );
+    assert!(
+        fx.cmd(Command::CancelAll {
+            account: BOB,
+            pair: Some(PairId(7))
+        })
+        .is_empty()
+    );
+}
+
+#[test]
+fn rejects_follow_precedence_and_change_nothing() {
+    let mut fx = Fx::new();
+    fx.fund(BOB, SEK, 10 * SEK_1);
+    let resting = fx.rest(BOB, Side::Buy, sek(1), 10_000_000);
+    let before = fx.e.state_hash();
+    let reject = |fx: &mut Fx, o: Order, reason| {
+        let ev = fx.place(o);
+        assert_eq!(
+            ev,
+            vec![Event::Rejected {
+                order: o.0.id,
+                account: o.0.account,
+                reason
+            }]
+        );
+    };
+    let o = fx.limit(BOB, Side::Buy, Price(0), 0).pair(PairId(9));
+    reject(&mut fx, o, RejectReason::UnknownPair);
+    let o = fx.limit(BOB, Side::Buy, Price(0), 0);
+    reject(&mut fx, o, RejectReason::InvalidPrice);
+    let o = fx.limit(BOB, Side::Buy, Price(engine::MAX_PRICE_TICKS + 1), 10_000);
+    reject(&mut fx, o, RejectReason::InvalidPrice);
+    let o = fx.limit(BOB, Side::Buy, sek(1), 0);
+    reject(&mut fx, o, RejectReason::InvalidAmount);
+    let o = fx.limit(BOB, Side::Buy, sek(1), 9_999);
+    reject(&mut fx, o, RejectReason::AmountTooSmall);
+    let o = fx.market_base(BOB, Side::Buy, 9_999);
+    reject(&mut fx, o, RejectReason::AmountTooSmall);
+    let o = fx.market_quote(BOB, Side::Buy, 0);
+    reject(&mut fx, o, RejectReason::InvalidAmount);
+    let o = fx.limit(BOB, Side::Buy, sek(1), 10_000).id(resting.0);
+    reject(&mut fx, o, RejectReason::DuplicateOrderId);
+    let o = fx.limit(BOB, Side::Buy, sek(100), BTC_1);
+    reject(&mut fx, o, RejectReason::InsufficientFunds);
+    let o = fx.limit(ALICE, Side::Sell, sek(100), 10_000);
+    reject(&mut fx, o, RejectReason::InsufficientFunds);
+    assert_eq!(fx.e.state_hash(), before);
+}
+
+#[test]
+fn a_full_book_rejects_new_resting_orders() {
+    let mut fx = Fx::with_limits(engine::EngineLimits {
+        max_orders_per_book: 2,
+        ..Default::default()
+    });
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.rest(BOB, Side::Buy, sek(1), 10_000);
+    fx.rest(BOB, Side::Buy, sek(2), 10_000);
+    let o = fx.limit(BOB, Side::Buy, sek(3), 10_000);
+    let ev = fx.place(o);
+    assert_eq!(
+        ev,
+        vec![Event::Rejected {
+            order: o.0.id,
+            account: BOB,
+            reason: RejectReason::BookFull
+        }]
+    );
+    // IOC never rests, so it is still accepted.
+    let o = fx
+        .limit(BOB, Side::Buy, sek(3), 10_000)
+        .tif(TimeInForce::Ioc);
+    assert!(matches!(fx.place(o)[0], Event::Accepted { .. }));
+}
+
+#[test]
+fn market_kind_is_always_immediate() {
+    let mut fx = Fx::new();
+    fx.fund(ALICE, BTC, BTC_1);
+    let o = fx.market_base(ALICE, Side::Sell, 10_000);
+    fx.place(o);
+    assert!(fx.e.book(BTC_SEK).unwrap().is_empty());
+    assert!(matches!(
+        o.0.kind,
+        OrderKind::Market {
+            size: MarketSize::Base(_)
+        }
+    ));
+}
