@@ -1,0 +1,166 @@
+//! The engine thread: the sequencer and the only owner of the [`Engine`].
+//!
+//! Loop: take up to `batch_max` commands from the rings (round-robin, a quantum per ring so
+//! one busy pair cannot starve the others), read the clock once, give each command the next
+//! sequence number, apply it, frame its journal record, and hand the batch to the writer.
+//! While the writer fsyncs one batch the next one forms, which is what makes group commit
+//! work without a timer. Idle: park (with a timeout as a safety net), never spin.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::Shared;
+use super::batch::Batch;
+use super::record;
+use super::snapshot::SnapshotData;
+use super::writer::WriterMsg;
+use crate::engine::Engine;
+use crate::ids::PairId;
+use crate::state;
+
+/// A message to the engine thread outside the rings.
+pub(crate) enum Control {
+    /// Run a read-only query against the engine as it stands.
+    Query(Box<dyn FnOnce(&Engine) + Send>),
+    /// Drain every ring, write a final snapshot, stop.
+    Shutdown,
+}
+
+/// Longest park while idle (a wake-up is normally immediate via `unpark`).
+const PARK: Duration = Duration::from_millis(5);
+
+/// Commands taken from one ring per round-robin pass.
+const QUANTUM: usize = 256;
+
+pub(crate) struct Sequencer {
+    pub engine: Engine,
+    pub shared: Arc<Shared>,
+    pub control: Receiver<Control>,
+    pub to_writer: Sender<WriterMsg>,
+    pub pool: Receiver<Batch>,
+    pub batch_max: usize,
+    pub snapshot_every: u64,
+    /// The next sequence number to assign.
+    pub next_seq: u64,
+    pub last_timestamp_ns: i64,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+impl Sequencer {
+    pub fn run(mut self) {
+        let shared = self.shared.clone();
+        let router = &shared.router;
+        let mut spare: Option<Batch> = None;
+        let mut cursor = 0usize;
+        let mut since_snapshot = 0u64;
+        let mut shutting_down = false;
+        loop {
+            while let Ok(msg) = self.control.try_recv() {
+                match msg {
+                    Control::Query(f) => f(&self.engine),
+                    Control::Shutdown => shutting_down = true,
+                }
+            }
+            if self.shared.is_failed() {
+                return;
+            }
+            let mut batch = spare
+                .take()
+                .or_else(|| self.pool.try_recv().ok())
+                .unwrap_or_else(|| Batch::with_capacity(self.batch_max));
+            self.fill(&mut batch, &mut cursor);
+            if batch.is_empty() {
+                spare = Some(batch);
+                if shutting_down && router.is_empty() {
+                    break;
+                }
+                router.set_sleeping(true);
+                if router.is_empty() && self.control.is_empty() && !shutting_down {
+                    std::thread::park_timeout(PARK);
+                }
+                router.set_sleeping(false);
+                continue;
+            }
+            self.execute(&mut batch);
+            since_snapshot += batch.len() as u64;
+            if self.snapshot_every > 0 && since_snapshot >= self.snapshot_every {
+                since_snapshot = 0;
+                batch.snapshot = Some(self.snapshot());
+            }
+            if self.to_writer.send(WriterMsg::Batch(batch)).is_err() {
+                return; // the writer stopped (it recorded why)
+            }
+        }
+        // Clean shutdown: every accepted command has been sequenced.
+        let last_seq = self.next_seq - 1;
+        let final_snapshot = (last_seq > 0).then(|| self.snapshot());
+        let _ = self.to_writer.send(WriterMsg::Stop(final_snapshot));
+    }
+
+    fn snapshot(&self) -> SnapshotData {
+        SnapshotData {
+            seq: self.next_seq - 1,
+            timestamp_ns: self.last_timestamp_ns,
+            state: state::encode(&self.engine),
+        }
+    }
+
+    /// Takes commands from the rings into `batch`, round-robin.
+    fn fill(&self, batch: &mut Batch, cursor: &mut usize) {
+        let router = &self.shared.router;
+        let rings = router.ring_count();
+        *cursor = (*cursor + 1) % rings;
+        loop {
+            let before = batch.commands.len();
+            for k in 0..rings {
+                let ring = router.ring((*cursor + k) % rings);
+                let mut taken = 0;
+                while taken < QUANTUM && batch.commands.len() < self.batch_max {
+                    let Some(job) = ring.pop() else { break };
+                    batch.commands.push(job.command);
+                    batch.replies.push(job.reply);
+                    taken += 1;
+                }
+                if batch.commands.len() >= self.batch_max {
+                    return;
+                }
+            }
+            if batch.commands.len() == before {
+                return;
+            }
+        }
+    }
+
+    /// Sequences and applies the commands in `batch`, framing their records.
+    fn execute(&mut self, batch: &mut Batch) {
+        let ts = now_ns().max(self.last_timestamp_ns);
+        self.last_timestamp_ns = ts;
+        batch.first_seq = self.next_seq;
+        batch.timestamp_ns = ts;
+        for command in &batch.commands {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.engine.apply(command, &mut batch.events);
+            batch.event_ends.push(batch.events.len());
+            record::encode_into(&mut batch.records, seq, ts, command);
+        }
+        // Pairs added by this batch get their rings now.
+        let router = &self.shared.router;
+        let mut pairs = router.ring_count() - 1;
+        while self.engine.pair(PairId(pairs as u16)).is_some() {
+            pairs += 1;
+        }
+        router.ensure_pairs(pairs);
+        let c = &self.shared.counters;
+        c.commands
+            .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        c.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
