@@ -1,3 +1,305 @@
-//! Market data derivation and the WebSocket server (see the feed issue).
+//! Market data derivation and the WebSocket price streams.
+//!
+//! - [`Feed`]: the handle the API holds. [`Feed::listener`] is the pipeline consumer that
+//!   derives tickers (rolling 24 h), trades, the L2 book with its sequence, and candles;
+//!   [`Feed::router`] serves the public market data routes and `GET /v1/ws`.
+//! - State lives behind one `RwLock`: the output thread writes once per batch; REST handlers
+//!   and WebSocket subscriptions read. Trades and candles are kept in `marketdata.sqlite`
+//!   so that a restart keeps the 24 h figures, recent trades and candles.
 
+pub mod candles;
+pub mod l2;
 pub mod problem;
+mod rest;
+pub mod state;
+pub mod store;
+pub mod views;
+pub mod window;
+mod ws;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use engine::AccountId;
+use engine::pipeline::{OutputListener, Processed};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::broadcast;
+
+pub use l2::checksum_of;
+pub use rest::openapi;
+pub use state::Published;
+
+use state::{DeriveConfig, State};
+use store::Store;
+
+/// Limits and timings of the feed.
+#[derive(Clone, Debug)]
+pub struct FeedConfig {
+    /// Most concurrent WebSocket connections (more get 503).
+    pub max_connections: usize,
+    /// Most subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Inbound client messages per second per connection (a burst of as many is allowed).
+    pub max_inbound_per_sec: u32,
+    /// Largest inbound message, bytes.
+    pub max_message_bytes: usize,
+    /// Outbound messages queued per connection before it counts as slow.
+    pub queue_bound: usize,
+    /// Messages buffered per public channel for subscribers that fall behind.
+    pub channel_capacity: usize,
+    /// Server ping period.
+    pub ping_interval: Duration,
+    /// A connection silent (no frame, no pong) this long is closed.
+    pub idle_timeout: Duration,
+    /// A connection whose queue stays full this long is closed with 1008.
+    pub stall_timeout: Duration,
+    /// How long a closing connection may take to flush its close frame.
+    pub close_grace: Duration,
+    /// Book resyncs (fresh snapshots) allowed per connection per minute before 1008.
+    pub max_resyncs_per_min: u32,
+    /// Candles kept in memory per pair and interval (all stay in SQLite).
+    pub candles_retained: usize,
+    /// Advance the 24 h horizon with the wall clock when no batch arrives (quiet markets).
+    pub wall_clock_expiry: bool,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig {
+            max_connections: 20_000,
+            max_subscriptions: 50,
+            max_inbound_per_sec: 20,
+            max_message_bytes: 16 * 1024,
+            queue_bound: 4096,
+            channel_capacity: 4096,
+            ping_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(10),
+            close_grace: Duration::from_secs(10),
+            max_resyncs_per_min: 10,
+            candles_retained: 10_000,
+            wall_clock_expiry: true,
+        }
+    }
+}
+
+/// Why the feed could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("data directory: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("market data store: {0}")]
+    Store(#[from] rusqlite::Error),
+}
+
+/// An account's private channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PrivateChannel {
+    Orders,
+    Fills,
+    Wallet,
+}
+
+impl PrivateChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrivateChannel::Orders => "orders",
+            PrivateChannel::Fills => "fills",
+            PrivateChannel::Wallet => "wallet",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PrivateChannel> {
+        match s {
+            "orders" => Some(PrivateChannel::Orders),
+            "fills" => Some(PrivateChannel::Fills),
+            "wallet" => Some(PrivateChannel::Wallet),
+            _ => None,
+        }
+    }
+}
+
+/// Verifies a token and names its account.
+pub type Authenticator = Arc<dyn Fn(&str) -> Option<AccountId> + Send + Sync>;
+
+struct PrivateEntry {
+    tx: broadcast::Sender<Published>,
+    seq: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: FeedConfig,
+    pub(crate) state: RwLock<State>,
+    store: Arc<Mutex<Store>>,
+    stored_seq: u64,
+    private: Mutex<HashMap<(AccountId, PrivateChannel), PrivateEntry>>,
+    pub(crate) authenticator: RwLock<Option<Authenticator>>,
+    pub(crate) connections: AtomicUsize,
+}
+
+/// The market data feed. Cheap to clone.
+#[derive(Clone)]
+pub struct Feed {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Feed {
+    /// Opens (or creates) `data_dir/marketdata.sqlite` and loads trades and candles.
+    pub fn open(config: FeedConfig, data_dir: &Path) -> Result<Feed, FeedError> {
+        std::fs::create_dir_all(data_dir)?;
+        let store = Store::open(&data_dir.join("marketdata.sqlite"))?;
+        let loaded = store.load(config.candles_retained)?;
+        let mut state = State::new(DeriveConfig {
+            channel_capacity: config.channel_capacity,
+            candles_retained: config.candles_retained,
+        });
+        state.load(&loaded);
+        Ok(Feed {
+            inner: Arc::new(Inner {
+                config,
+                state: RwLock::new(state),
+                store: Arc::new(Mutex::new(store)),
+                stored_seq: loaded.applied_seq,
+                private: Mutex::new(HashMap::new()),
+                authenticator: RwLock::new(None),
+                connections: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &FeedConfig {
+        &self.inner.config
+    }
+
+    /// The market data consumer to add to the pipeline.
+    pub fn listener(&self) -> Box<dyn OutputListener> {
+        Box::new(FeedListener { feed: self.clone() })
+    }
+
+    /// The market data routes and `GET /v1/ws`.
+    pub fn router(&self) -> axum::Router {
+        rest::router(self.clone())
+    }
+
+    /// Sets the token check of the WebSocket `auth` op.
+    pub fn set_authenticator(&self, f: Authenticator) {
+        *self.inner.authenticator.write() = Some(f);
+    }
+
+    /// Sends `data` (a REST object) to `account`'s connections subscribed to `channel`.
+    /// Never blocks; encoded once however many connections listen.
+    pub fn publish_private(
+        &self,
+        account: AccountId,
+        channel: PrivateChannel,
+        data: serde_json::Value,
+    ) {
+        let mut map = self.inner.private.lock();
+        let key = (account, channel);
+        let Some(entry) = map.get_mut(&key) else {
+            return;
+        };
+        if entry.tx.receiver_count() == 0 {
+            map.remove(&key);
+            return;
+        }
+        entry.seq += 1;
+        let msg = views::DataMsg {
+            channel: channel.as_str(),
+            seq: entry.seq,
+            data: &data,
+        };
+        if let Ok(text) = serde_json::to_string(&msg) {
+            let _ = entry.tx.send(Published {
+                seq: entry.seq,
+                text: text.into(),
+            });
+        }
+    }
+
+    pub(crate) fn private_subscribe(
+        &self,
+        account: AccountId,
+        channel: PrivateChannel,
+    ) -> broadcast::Receiver<Published> {
+        let mut map = self.inner.private.lock();
+        let cap = self.inner.config.channel_capacity;
+        map.entry((account, channel))
+            .or_insert_with(|| PrivateEntry {
+                tx: broadcast::channel(cap.max(1)).0,
+                seq: 0,
+            })
+            .tx
+            .subscribe()
+    }
+
+    /// The feed's applied sequence (what it has derived).
+    pub fn applied_seq(&self) -> u64 {
+        self.inner.state.read().applied_seq
+    }
+
+    /// Open WebSocket connections.
+    pub fn connections(&self) -> usize {
+        self.inner
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Advances the rolling window's horizon to the wall clock (called by readers).
+    pub(crate) fn touch_clock(&self) {
+        if !self.inner.config.wall_clock_expiry {
+            return;
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        if self.inner.state.read().clock_ns + 1_000_000_000 < now {
+            self.inner.state.write().advance_clock(now);
+        }
+    }
+}
+
+/// The pipeline consumer: derives on the output thread, persists trades and candles.
+struct FeedListener {
+    feed: Feed,
+}
+
+impl std::fmt::Debug for FeedListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FeedListener")
+    }
+}
+
+impl OutputListener for FeedListener {
+    fn applied_seq(&self) -> u64 {
+        self.feed.inner.stored_seq
+    }
+
+    fn on_recovered(&mut self, engine: &engine::Engine, last_seq: u64) {
+        self.feed.inner.state.write().recover(engine, last_seq);
+    }
+
+    fn on_batch(&mut self, batch: &[Processed<'_>]) {
+        let mut state = self.feed.inner.state.write();
+        let out = state.apply(batch);
+        if out.last_seq == 0 {
+            return;
+        }
+        // Same lock order everywhere: state, then store. Written before the state lock is
+        // released so that readers never see a figure that a crash now would lose.
+        let mut store = self.feed.inner.store.lock();
+        if let Err(e) = store.commit(&out.trades, &out.candles, out.last_seq) {
+            tracing::error!(error = %e, "market data store write failed");
+        }
+    }
+}

@@ -1,0 +1,635 @@
+//! Market data derivation: the state the output thread maintains from processed batches and
+//! that the REST routes and WebSocket subscriptions read.
+//!
+//! Everything is integers until a message or a view is built. Times come from
+//! `Processed::timestamp_ns` (the sequencer's batch time). Each outgoing message is encoded
+//! once per channel and sent as shared bytes to every subscriber (`tokio::sync::broadcast`);
+//! a channel nobody listens to is not encoded at all. Messages are sent while the state's
+//! write lock is held, so a subscriber that takes a book snapshot and subscribes under the
+//! read lock sees exactly the updates after its snapshot.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use axum::extract::ws::Utf8Bytes;
+use engine::markets::{Markets, PairEntry};
+use engine::pipeline::Processed;
+use engine::units::format_units;
+use engine::{Command, Engine, Event, PairId, Side};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::candles::{Candle, Interval, Series};
+use crate::l2::L2;
+use crate::store::{Loaded, StoredTrade};
+use crate::views::{
+    BookData, BookMsg, BookView, CandleView, DataMsg, TickerView, TradeView, rfc3339_ms,
+};
+use crate::window::Window;
+
+/// Most recent trades kept per pair (the REST maximum).
+pub const RECENT_TRADES: usize = 1000;
+
+/// One encoded message as every subscriber of a channel receives it.
+#[derive(Clone, Debug)]
+pub struct Published {
+    /// The channel's seq (the book seq for book channels).
+    pub seq: u64,
+    pub text: Utf8Bytes,
+}
+
+/// A public channel: its name, sender and counter.
+#[derive(Debug)]
+pub struct Channel {
+    pub name: String,
+    pub tx: broadcast::Sender<Published>,
+    pub seq: u64,
+    /// The latest message (tickers: sent to a new subscriber at once).
+    pub last: Option<Published>,
+}
+
+impl Channel {
+    fn new(name: String, capacity: usize) -> Channel {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Channel {
+            name,
+            tx,
+            seq: 0,
+            last: None,
+        }
+    }
+
+    fn live(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    /// Bumps seq, encodes (only if someone listens or `keep`), sends.
+    fn publish<T: Serialize>(&mut self, data: &T, keep: bool) {
+        self.seq += 1;
+        if !keep && !self.live() {
+            return;
+        }
+        let msg = DataMsg {
+            channel: &self.name,
+            seq: self.seq,
+            data,
+        };
+        let Ok(text) = serde_json::to_string(&msg) else {
+            return;
+        };
+        let p = Published {
+            seq: self.seq,
+            text: Utf8Bytes::from(text),
+        };
+        if keep {
+            self.last = Some(p.clone());
+        }
+        let _ = self.tx.send(p);
+    }
+}
+
+/// The channels of one pair.
+#[derive(Debug)]
+pub struct PairChannels {
+    pub ticker: Channel,
+    pub trades: Channel,
+    pub book: Channel,
+    pub candles: Vec<Channel>,
+}
+
+/// A recent trade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TradeRec {
+    pub id: u64,
+    pub ts_ns: i64,
+    pub price: u64,
+    pub lots: u64,
+    pub quote: u64,
+    pub taker: Side,
+}
+
+/// Everything derived for one pair.
+#[derive(Debug, Default)]
+pub struct PairState {
+    pub window: Window,
+    /// Newest first.
+    pub recent: VecDeque<TradeRec>,
+    pub last_price: Option<u64>,
+    pub book: L2,
+    pub candles: Vec<Series>,
+    /// Time of the last change (batch time).
+    pub updated_ns: i64,
+    pub channels: Option<PairChannels>,
+}
+
+impl PairState {
+    fn new() -> PairState {
+        PairState {
+            candles: vec![Series::default(); Interval::ALL.len()],
+            ..PairState::default()
+        }
+    }
+}
+
+/// Settings the derivation needs.
+#[derive(Clone, Copy, Debug)]
+pub struct DeriveConfig {
+    pub channel_capacity: usize,
+    pub candles_retained: usize,
+}
+
+/// The whole derived market state.
+#[derive(Debug)]
+pub struct State {
+    pub cfg: DeriveConfig,
+    pub markets: Markets,
+    pub pairs: Vec<PairState>,
+    /// After `on_recovered`: markets and books are known, messages flow.
+    pub recovered: bool,
+    pub applied_seq: u64,
+    pub last_ts_ns: i64,
+    /// The window horizon's clock (batch time, advanced by wall time on quiet markets).
+    pub clock_ns: i64,
+}
+
+/// What one batch produced for the store.
+#[derive(Debug, Default)]
+pub struct BatchOutput {
+    pub trades: Vec<StoredTrade>,
+    pub candles: Vec<(u16, Interval, Candle)>,
+    pub last_seq: u64,
+}
+
+fn side_str(s: Side) -> &'static str {
+    match s {
+        Side::Buy => "buy",
+        Side::Sell => "sell",
+    }
+}
+
+impl State {
+    pub fn new(cfg: DeriveConfig) -> State {
+        State {
+            cfg,
+            markets: Markets::default(),
+            pairs: Vec::new(),
+            recovered: false,
+            applied_seq: 0,
+            last_ts_ns: 0,
+            clock_ns: 0,
+        }
+    }
+
+    fn pair_mut(&mut self, id: PairId) -> &mut PairState {
+        let i = id.0 as usize;
+        while self.pairs.len() <= i {
+            self.pairs.push(PairState::new());
+        }
+        &mut self.pairs[i]
+    }
+
+    /// Puts stored trades and candles back.
+    pub fn load(&mut self, loaded: &Loaded) {
+        self.applied_seq = loaded.applied_seq;
+        let retain = self.cfg.candles_retained;
+        let horizon = loaded
+            .trades
+            .iter()
+            .map(|t| t.ts_ns)
+            .max()
+            .unwrap_or(0)
+            .saturating_sub(crate::window::DAY_NS);
+        let mut newest = 0;
+        for t in &loaded.trades {
+            newest = newest.max(t.ts_ns);
+            let ps = self.pair_mut(PairId(t.pair));
+            if t.ts_ns > horizon {
+                ps.window.push(t.ts_ns, t.price, t.lots, t.quote);
+            }
+            ps.recent.push_front(TradeRec {
+                id: t.id,
+                ts_ns: t.ts_ns,
+                price: t.price,
+                lots: t.lots,
+                quote: t.quote,
+                taker: if t.taker_buy { Side::Buy } else { Side::Sell },
+            });
+            ps.recent.truncate(RECENT_TRADES);
+            ps.last_price = Some(t.price);
+            ps.updated_ns = t.ts_ns;
+        }
+        for (pair, iv, c) in &loaded.candles {
+            self.pair_mut(PairId(*pair)).candles[iv.index()].load(*c, retain);
+        }
+        self.last_ts_ns = newest;
+        self.clock_ns = newest;
+    }
+
+    fn ensure_channels(&mut self, id: PairId) {
+        let Some(entry) = self.markets.pair(id) else {
+            return;
+        };
+        let sym = entry.symbol.clone();
+        let cap = self.cfg.channel_capacity;
+        let ps = self.pair_mut(id);
+        if ps.channels.is_some() {
+            return;
+        }
+        ps.channels = Some(PairChannels {
+            ticker: Channel::new(format!("ticker:{sym}"), 16),
+            trades: Channel::new(format!("trades:{sym}"), cap),
+            book: Channel::new(format!("book:{sym}"), cap),
+            candles: Interval::ALL
+                .iter()
+                .map(|iv| Channel::new(format!("candles:{}:{sym}", iv.as_str()), cap))
+                .collect(),
+        });
+    }
+
+    /// After recovery: markets and books from the engine as it stands at `last_seq`.
+    pub fn recover(&mut self, engine: &Engine, _last_seq: u64) {
+        self.markets = Markets::from_engine(engine);
+        let ids: Vec<PairId> = self.markets.pairs().iter().map(|p| p.id).collect();
+        for id in ids {
+            let mut l2 = L2::default();
+            if let Some(book) = engine.book(id) {
+                for side in [Side::Buy, Side::Sell] {
+                    book.for_each_level(side, |lv| {
+                        l2.set(side, lv.price.0, lv.total.0);
+                        true
+                    });
+                }
+            }
+            l2.seq = engine.book_seq(id);
+            self.pair_mut(id).book = l2;
+            self.ensure_channels(id);
+        }
+        self.recovered = true;
+    }
+
+    /// Advances the 24 h horizon to `now_ns` if that is later (quiet markets).
+    pub fn advance_clock(&mut self, now_ns: i64) {
+        if now_ns <= self.clock_ns {
+            return;
+        }
+        self.clock_ns = now_ns;
+        for ps in &mut self.pairs {
+            ps.window.expire(now_ns);
+        }
+    }
+
+    /// Applies one batch; sends the messages; returns what to store.
+    pub fn apply(&mut self, batch: &[Processed<'_>]) -> BatchOutput {
+        let mut out = BatchOutput::default();
+        let mut ticker_touched: BTreeSet<u16> = BTreeSet::new();
+        let mut candle_touched: BTreeSet<(u16, usize, i64)> = BTreeSet::new();
+        let mut changes: Vec<(PairId, Side, u64, u64, u64)> = Vec::new();
+        for p in batch {
+            if p.seq <= self.applied_seq {
+                continue;
+            }
+            let ts = p.timestamp_ns;
+            self.last_ts_ns = self.last_ts_ns.max(ts);
+            if ts > self.clock_ns {
+                self.clock_ns = ts;
+            }
+            let clock = self.clock_ns;
+            changes.clear();
+            for ev in p.events {
+                match ev {
+                    Event::Trade(t) => {
+                        let retain = self.cfg.candles_retained;
+                        let recovered = self.recovered;
+                        let ps = self.pair_mut(t.pair);
+                        let quote = t.buyer_paid;
+                        ps.window.expire(clock);
+                        ps.window.push(ts, t.price.0, t.amount.0, quote);
+                        let rec = TradeRec {
+                            id: t.id.0,
+                            ts_ns: ts,
+                            price: t.price.0,
+                            lots: t.amount.0,
+                            quote,
+                            taker: t.taker_side,
+                        };
+                        ps.recent.push_front(rec);
+                        ps.recent.truncate(RECENT_TRADES);
+                        ps.last_price = Some(t.price.0);
+                        ps.updated_ns = ts;
+                        let ts_ms = ts.div_euclid(1_000_000);
+                        for iv in Interval::ALL {
+                            let c = ps.candles[iv.index()]
+                                .add(iv, ts_ms, t.price.0, t.amount.0, quote, retain);
+                            candle_touched.insert((t.pair.0, iv.index(), c.open_ms));
+                        }
+                        ticker_touched.insert(t.pair.0);
+                        out.trades.push(StoredTrade {
+                            id: t.id.0,
+                            pair: t.pair.0,
+                            ts_ns: ts,
+                            price: t.price.0,
+                            lots: t.amount.0,
+                            quote,
+                            taker_buy: t.taker_side == Side::Buy,
+                        });
+                        if recovered {
+                            self.publish_trade(t.pair, &rec);
+                        }
+                    }
+                    Event::LevelChanged {
+                        pair,
+                        side,
+                        price,
+                        amount,
+                        book_seq,
+                    } => changes.push((*pair, *side, price.0, amount.0, *book_seq)),
+                    Event::PairAdded { .. } => {}
+                    _ => {}
+                }
+            }
+            if self.recovered {
+                if !changes.is_empty() {
+                    changes.sort_by_key(|c| c.0);
+                    self.apply_level_changes(&changes, ts, &mut ticker_touched);
+                }
+                self.markets.apply(p);
+                if let Command::AddPair(_) = p.command {
+                    for ev in p.events {
+                        if let Event::PairAdded { pair } = ev {
+                            self.ensure_channels(*pair);
+                        }
+                    }
+                }
+            }
+            out.last_seq = p.seq;
+            self.applied_seq = p.seq;
+        }
+        for (pair, iv, open) in &candle_touched {
+            let ps = &self.pairs[*pair as usize];
+            if let Some(c) = ps.candles[*iv].get(*open) {
+                out.candles.push((*pair, Interval::ALL[*iv], *c));
+            }
+        }
+        if self.recovered {
+            for (pair, iv, open) in candle_touched {
+                self.publish_candle(PairId(pair), iv, open);
+            }
+            for pair in ticker_touched {
+                self.publish_ticker(PairId(pair));
+            }
+        }
+        out
+    }
+
+    fn apply_level_changes(
+        &mut self,
+        changes: &[(PairId, Side, u64, u64, u64)],
+        ts: i64,
+        ticker_touched: &mut BTreeSet<u16>,
+    ) {
+        let mut i = 0;
+        while i < changes.len() {
+            let pair = changes[i].0;
+            let mut j = i;
+            while j < changes.len() && changes[j].0 == pair {
+                j += 1;
+            }
+            let group = &changes[i..j];
+            i = j;
+            let Some(entry) = self.markets.pair(pair).cloned() else {
+                continue;
+            };
+            let ps = self.pair_mut(pair);
+            let top_before = (ps.book.best_bid(), ps.book.best_ask());
+            for &(_, side, price, amount, _) in group {
+                ps.book.set(side, price, amount);
+            }
+            let seq = group[0].4;
+            if seq != ps.book.seq + 1 {
+                tracing::warn!(
+                    pair = pair.0,
+                    have = ps.book.seq,
+                    got = seq,
+                    "book seq jump"
+                );
+            }
+            ps.book.seq = seq;
+            ps.updated_ns = ts;
+            if (ps.book.best_bid(), ps.book.best_ask()) != top_before {
+                ticker_touched.insert(pair.0);
+            }
+            let Some(ch) = ps.channels.as_mut() else {
+                continue;
+            };
+            ch.book.seq = seq;
+            if !ch.book.live() {
+                continue;
+            }
+            let (pd, ad) = (entry.spec.price_decimals, entry.spec.amount_decimals);
+            let mut data = BookData {
+                bids: Vec::new(),
+                asks: Vec::new(),
+            };
+            for &(_, side, price, amount, _) in group {
+                let lv = [
+                    format_units(u128::from(price), pd),
+                    format_units(u128::from(amount), ad),
+                ];
+                match side {
+                    Side::Buy => data.bids.push(lv),
+                    Side::Sell => data.asks.push(lv),
+                }
+            }
+            let msg = BookMsg {
+                channel: &ch.book.name,
+                kind: "update",
+                seq,
+                checksum: ps.book.checksum(pd, ad),
+                data,
+            };
+            if let Ok(text) = serde_json::to_string(&msg) {
+                let _ = ch.book.tx.send(Published {
+                    seq,
+                    text: Utf8Bytes::from(text),
+                });
+            }
+        }
+    }
+
+    fn publish_trade(&mut self, pair: PairId, rec: &TradeRec) {
+        let Some(entry) = self.markets.pair(pair) else {
+            return;
+        };
+        let ps = &mut self.pairs[pair.0 as usize];
+        let Some(ch) = ps.channels.as_mut() else {
+            return;
+        };
+        if !ch.trades.live() {
+            ch.trades.seq += 1;
+            return;
+        }
+        let view = trade_view(entry, rec);
+        ch.trades.publish(&view, false);
+    }
+
+    fn publish_candle(&mut self, pair: PairId, iv: usize, open: i64) {
+        let Some(entry) = self.markets.pair(pair) else {
+            return;
+        };
+        let ps = &mut self.pairs[pair.0 as usize];
+        let Some(c) = ps.candles[iv].get(open).copied() else {
+            return;
+        };
+        let Some(ch) = ps.channels.as_mut() else {
+            return;
+        };
+        let ch = &mut ch.candles[iv];
+        if !ch.live() {
+            ch.seq += 1;
+            return;
+        }
+        ch.publish(&candle_view(entry, &c), false);
+    }
+
+    fn publish_ticker(&mut self, pair: PairId) {
+        let Some(view) = self.ticker(pair) else {
+            return;
+        };
+        if let Some(ch) = self.pairs[pair.0 as usize].channels.as_mut() {
+            ch.ticker.publish(&view, true);
+        }
+    }
+
+    /// The ticker of a pair.
+    pub fn ticker(&self, pair: PairId) -> Option<TickerView> {
+        let entry = self.markets.pair(pair)?;
+        let empty = PairState::default();
+        let ps = self.pairs.get(pair.0 as usize).unwrap_or(&empty);
+        let (pd, ad, qd) = (
+            entry.spec.price_decimals,
+            entry.spec.amount_decimals,
+            entry.quote_decimals,
+        );
+        let price = |p: u64| format_units(u128::from(p), pd);
+        let amount = |a: u64| format_units(u128::from(a), ad);
+        let bid = ps.book.best_bid();
+        let ask = ps.book.best_ask();
+        Some(TickerView {
+            pair: entry.symbol.clone(),
+            timestamp: rfc3339_ms(ps.updated_ns.max(self.last_ts_ns)),
+            last_price: ps.last_price.map(price),
+            best_bid: bid.map(|b| price(b.0)),
+            best_bid_amount: bid.map(|b| amount(b.1)),
+            best_ask: ask.map(|a| price(a.0)),
+            best_ask_amount: ask.map(|a| amount(a.1)),
+            high: ps.window.high().map(price),
+            low: ps.window.low().map(price),
+            base_volume: format_units(ps.window.base_lots(), ad),
+            quote_volume: format_units(ps.window.quote_minor(), qd),
+        })
+    }
+
+    /// The REST book.
+    pub fn book_view(&self, pair: PairId, depth: usize) -> Option<BookView> {
+        let entry = self.markets.pair(pair)?;
+        let ps = self.pairs.get(pair.0 as usize)?;
+        let (pd, ad) = (entry.spec.price_decimals, entry.spec.amount_decimals);
+        Some(BookView {
+            pair: entry.symbol.clone(),
+            sequence: ps.book.seq,
+            timestamp: rfc3339_ms(self.last_ts_ns),
+            bids: ps.book.levels(Side::Buy, depth, pd, ad),
+            asks: ps.book.levels(Side::Sell, depth, pd, ad),
+        })
+    }
+
+    /// A full book snapshot message and a receiver for the updates after it.
+    pub fn book_subscribe(
+        &self,
+        pair: PairId,
+    ) -> Option<(Published, broadcast::Receiver<Published>)> {
+        let entry = self.markets.pair(pair)?;
+        let ps = self.pairs.get(pair.0 as usize)?;
+        let ch = ps.channels.as_ref()?;
+        let (pd, ad) = (entry.spec.price_decimals, entry.spec.amount_decimals);
+        let msg = BookMsg {
+            channel: &ch.book.name,
+            kind: "snapshot",
+            seq: ps.book.seq,
+            checksum: ps.book.checksum(pd, ad),
+            data: BookData {
+                bids: ps.book.levels(Side::Buy, usize::MAX, pd, ad),
+                asks: ps.book.levels(Side::Sell, usize::MAX, pd, ad),
+            },
+        };
+        let text = serde_json::to_string(&msg).ok()?;
+        Some((
+            Published {
+                seq: ps.book.seq,
+                text: Utf8Bytes::from(text),
+            },
+            ch.book.tx.subscribe(),
+        ))
+    }
+
+    /// Recent trades, newest first.
+    pub fn trades(&self, pair: PairId, limit: usize) -> Option<Vec<TradeView>> {
+        let entry = self.markets.pair(pair)?;
+        let Some(ps) = self.pairs.get(pair.0 as usize) else {
+            return Some(Vec::new());
+        };
+        Some(
+            ps.recent
+                .iter()
+                .take(limit)
+                .map(|r| trade_view(entry, r))
+                .collect(),
+        )
+    }
+
+    /// Candles, oldest first.
+    pub fn candles(
+        &self,
+        pair: PairId,
+        iv: Interval,
+        start_ms: Option<i64>,
+        end_ms: Option<i64>,
+        limit: usize,
+    ) -> Option<Vec<CandleView>> {
+        let entry = self.markets.pair(pair)?;
+        let Some(ps) = self.pairs.get(pair.0 as usize) else {
+            return Some(Vec::new());
+        };
+        let list = ps.candles[iv.index()].query(
+            start_ms.unwrap_or(i64::MIN),
+            end_ms.unwrap_or(i64::MAX),
+            limit,
+            start_ms.is_some() && end_ms.is_none(),
+        );
+        Some(list.iter().map(|c| candle_view(entry, c)).collect())
+    }
+}
+
+pub fn trade_view(entry: &PairEntry, r: &TradeRec) -> TradeView {
+    TradeView {
+        id: r.id.to_string(),
+        price: format_units(u128::from(r.price), entry.spec.price_decimals),
+        amount: format_units(u128::from(r.lots), entry.spec.amount_decimals),
+        side: side_str(r.taker),
+        timestamp: rfc3339_ms(r.ts_ns),
+    }
+}
+
+pub fn candle_view(entry: &PairEntry, c: &Candle) -> CandleView {
+    let pd = entry.spec.price_decimals;
+    let price = |p: u64| format_units(u128::from(p), pd);
+    CandleView {
+        open_time: rfc3339_ms(c.open_ms.saturating_mul(1_000_000)),
+        open: price(c.open),
+        high: price(c.high),
+        low: price(c.low),
+        close: price(c.close),
+        base_volume: format_units(c.base_lots, entry.spec.amount_decimals),
+        quote_volume: format_units(c.quote_minor, entry.quote_decimals),
+        trades: c.trades,
+    }
+}

@@ -1,0 +1,202 @@
+//! The feed's own SQLite file (`marketdata.sqlite`): what cannot be rebuilt from the engine
+//! state, namely trades and candles, plus the feed's applied sequence. One transaction per
+//! batch, written together with `applied_seq`, so a restart replays exactly what is missing.
+
+use std::path::Path;
+
+use rusqlite::{Connection, params};
+
+use crate::candles::{Candle, Interval};
+
+/// A trade as stored (integers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredTrade {
+    pub id: u64,
+    pub pair: u16,
+    pub ts_ns: i64,
+    pub price: u64,
+    pub lots: u64,
+    /// Quote minor units the buyer paid.
+    pub quote: u64,
+    pub taker_buy: bool,
+}
+
+/// What `open` loads back.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub applied_seq: u64,
+    /// Trades of the last 24 h before the newest stored trade, plus the newest 1000 per
+    /// pair, in id order.
+    pub trades: Vec<StoredTrade>,
+    pub candles: Vec<(u16, Interval, Candle)>,
+}
+
+/// The connection, owned by the output thread.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+fn u2i(v: u64) -> i64 {
+    v as i64
+}
+
+fn i2u(v: i64) -> u64 {
+    v as u64
+}
+
+impl Store {
+    pub fn open(path: &Path) -> rusqlite::Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS trades (
+                 id INTEGER PRIMARY KEY, pair INTEGER NOT NULL, ts_ns INTEGER NOT NULL,
+                 price INTEGER NOT NULL, lots INTEGER NOT NULL, quote INTEGER NOT NULL,
+                 taker_buy INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS trades_pair_id ON trades(pair, id);
+             CREATE INDEX IF NOT EXISTS trades_ts ON trades(ts_ns);
+             CREATE TABLE IF NOT EXISTS candles (
+                 pair INTEGER NOT NULL, interval INTEGER NOT NULL, open_ms INTEGER NOT NULL,
+                 open INTEGER NOT NULL, high INTEGER NOT NULL, low INTEGER NOT NULL,
+                 close INTEGER NOT NULL, base TEXT NOT NULL, quote TEXT NOT NULL,
+                 trades INTEGER NOT NULL, PRIMARY KEY (pair, interval, open_ms)) WITHOUT ROWID;",
+        )?;
+        Ok(Store { conn })
+    }
+
+    /// Loads the applied sequence, recent trades and candles.
+    pub fn load(&self, candles_retained: usize) -> rusqlite::Result<Loaded> {
+        let applied_seq: u64 = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'applied_seq'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(i2u)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(0),
+                e => Err(e),
+            })?;
+        let newest: Option<i64> =
+            self.conn
+                .query_row("SELECT max(ts_ns) FROM trades", [], |r| r.get(0))?;
+        let mut trades = Vec::new();
+        if let Some(newest) = newest {
+            let horizon = newest.saturating_sub(crate::window::DAY_NS);
+            let mut stmt = self.conn.prepare(
+                "SELECT id, pair, ts_ns, price, lots, quote, taker_buy FROM trades
+                 WHERE ts_ns > ?1
+                 UNION
+                 SELECT id, pair, ts_ns, price, lots, quote, taker_buy FROM trades t
+                 WHERE id IN (SELECT id FROM trades WHERE pair = t.pair ORDER BY id DESC LIMIT 1000)
+                 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![horizon], |r| {
+                Ok(StoredTrade {
+                    id: i2u(r.get(0)?),
+                    pair: r.get(1)?,
+                    ts_ns: r.get(2)?,
+                    price: i2u(r.get(3)?),
+                    lots: i2u(r.get(4)?),
+                    quote: i2u(r.get(5)?),
+                    taker_buy: r.get::<_, i64>(6)? != 0,
+                })
+            })?;
+            for t in rows {
+                trades.push(t?);
+            }
+        }
+        let mut candles = Vec::new();
+        let mut stmt = self.conn.prepare(
+            "SELECT pair, interval, open_ms, open, high, low, close, base, quote, trades FROM (
+                 SELECT *, row_number() OVER (PARTITION BY pair, interval ORDER BY open_ms DESC) AS rn
+                 FROM candles) WHERE rn <= ?1 ORDER BY pair, interval, open_ms",
+        )?;
+        let rows = stmt.query_map(params![candles_retained as i64], |r| {
+            let iv: i64 = r.get(1)?;
+            let base: String = r.get(7)?;
+            let quote: String = r.get(8)?;
+            Ok((
+                r.get::<_, u16>(0)?,
+                iv,
+                Candle {
+                    open_ms: r.get(2)?,
+                    open: i2u(r.get(3)?),
+                    high: i2u(r.get(4)?),
+                    low: i2u(r.get(5)?),
+                    close: i2u(r.get(6)?),
+                    base_lots: base.parse().unwrap_or(0),
+                    quote_minor: quote.parse().unwrap_or(0),
+                    trades: i2u(r.get(9)?),
+                },
+            ))
+        })?;
+        for row in rows {
+            let (pair, iv, c) = row?;
+            if let Some(interval) = Interval::ALL.get(iv as usize) {
+                candles.push((pair, *interval, c));
+            }
+        }
+        Ok(Loaded {
+            applied_seq,
+            trades,
+            candles,
+        })
+    }
+
+    /// Writes one batch's trades and touched candles with the new applied sequence.
+    pub fn commit(
+        &mut self,
+        trades: &[StoredTrade],
+        candles: &[(u16, Interval, Candle)],
+        applied_seq: u64,
+    ) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO trades (id, pair, ts_ns, price, lots, quote, taker_buy)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for t in trades {
+                ins.execute(params![
+                    u2i(t.id),
+                    t.pair,
+                    t.ts_ns,
+                    u2i(t.price),
+                    u2i(t.lots),
+                    u2i(t.quote),
+                    i64::from(t.taker_buy)
+                ])?;
+            }
+            let mut up = tx.prepare_cached(
+                "INSERT OR REPLACE INTO candles
+                 (pair, interval, open_ms, open, high, low, close, base, quote, trades)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for (pair, iv, c) in candles {
+                up.execute(params![
+                    pair,
+                    iv.index() as i64,
+                    c.open_ms,
+                    u2i(c.open),
+                    u2i(c.high),
+                    u2i(c.low),
+                    u2i(c.close),
+                    c.base_lots.to_string(),
+                    c.quote_minor.to_string(),
+                    u2i(c.trades)
+                ])?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('applied_seq', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![u2i(applied_seq)])?;
+        }
+        tx.commit()
+    }
+}
