@@ -407,7 +407,7 @@ impl Book {
                         failure = Some(format!("bad order {} at level {}", o.id, view.price));
                         return false;
                     }
-                    if self.accounts.get(&o.account).is_none() {
+                    if !self.accounts.contains_key(&o.account) {
                         failure = Some(format!("order {} missing from its account list", o.id));
                         return false;
                     }

@@ -140,6 +140,8 @@ pub struct Engine {
     max_order_id: u64,
     max_request_id: u64,
     commands: u64,
+    /// Reused by cancel-all (order id, slot), so it does not allocate once warm.
+    scratch: Vec<(OrderId, u32)>,
 }
 
 /// The incoming order while it matches.
@@ -180,6 +182,7 @@ impl Engine {
             max_order_id: 0,
             max_request_id: 0,
             commands: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -928,11 +931,23 @@ impl Engine {
             Some(_) => 0..0,
             None => 0..self.pairs.len() as u16,
         };
+        // In order id order, not the account list's (arrival) order: a snapshot does not
+        // keep arrival order, and an engine restored from one must emit the same events.
+        let mut mine = std::mem::take(&mut self.scratch);
         for p in pairs {
-            while let Some(slot) = self.pairs[p as usize].book.account_head(account) {
-                self.cancel_slot(PairId(p), slot, out);
+            mine.clear();
+            let book = &self.pairs[p as usize].book;
+            let mut slot = book.account_head(account);
+            while let Some(s) = slot {
+                mine.push((book.order(s).id, s));
+                slot = book.next_of_account(s);
+            }
+            mine.sort_unstable();
+            for &(_, s) in &mine {
+                self.cancel_slot(PairId(p), s, out);
             }
         }
+        self.scratch = mine;
     }
 
     fn validate_request(&self, spec: &RequestSpec) -> Option<RejectReason> {

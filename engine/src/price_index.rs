@@ -305,8 +305,8 @@ mod tests {
             } else {
                 1_000_000 + (x % 5_000)
             };
-            if model.contains_key(&key) {
-                assert_eq!(index.remove(key), model.remove(&key));
+            if let Some(slot) = model.remove(&key) {
+                assert_eq!(index.remove(key), Some(slot));
             } else {
                 index.insert(key, step);
                 model.insert(key, step);

@@ -626,7 +626,7 @@ fn cancel_of_a_filled_order_is_a_reject_event() {
 }
 
 #[test]
-fn cancel_all_cancels_only_that_accounts_orders_newest_first() {
+fn cancel_all_cancels_only_that_accounts_orders_in_id_order() {
     let mut fx = Fx::new();
     fx.fund(ALICE, BTC, BTC_1);
     fx.fund(ALICE, SEK, 1000 * SEK_1);
@@ -648,7 +648,7 @@ fn cancel_all_cancels_only_that_accounts_orders_newest_first() {
             _ => None,
         })
         .collect();
-    assert_eq!(cancelled, vec![a2, a1]);
+    assert_eq!(cancelled, vec![a1, a2]);
     assert!(ev.contains(&level(Side::Sell, sek(110), 10_000_000, 4)));
     assert!(ev.contains(&level(Side::Buy, sek(90), 0, 4)));
     assert!(fx.e.resting_order(b1).is_some());

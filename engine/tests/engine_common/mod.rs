@@ -235,12 +235,7 @@ impl Fx {
 
     /// Every resting order (FIFO per level, best first) and every non-zero balance: what
     /// a rejected or killed order must leave exactly as it was.
-    pub fn market_state(
-        &self,
-    ) -> (
-        Vec<(OrderId, u64, u64)>,
-        Vec<(AccountId, CurrencyId, Balance)>,
-    ) {
+    pub fn market_state(&self) -> MarketState {
         let book = self.e.book(BTC_SEK).expect("pair exists");
         let mut orders = Vec::new();
         for side in [Side::Buy, Side::Sell] {
@@ -268,3 +263,9 @@ pub fn trades(events: &[Event]) -> Vec<engine::Trade> {
         })
         .collect()
 }
+
+/// Resting orders (id, remaining, held) and non-zero balances.
+pub type MarketState = (
+    Vec<(OrderId, u64, u64)>,
+    Vec<(AccountId, CurrencyId, Balance)>,
+);
