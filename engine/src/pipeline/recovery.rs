@@ -258,8 +258,18 @@ pub(crate) fn recover(
             offset: offset as u64,
             reason,
         };
+        // Segments are contiguous: each starts right after the previous one's last record.
+        if journal_seq == 0 {
+            journal_seq = name_seq.saturating_sub(1);
+        } else if *name_seq != journal_seq + 1 {
+            return Err(corrupt(
+                0,
+                format!(
+                    "segment starts at seq {name_seq} but the journal so far ends at {journal_seq}"
+                ),
+            ));
+        }
         let mut off = 0usize;
-        let mut first_in_segment = true;
         while off < buf.len() {
             let rec = match record::parse(&buf[off..]) {
                 Ok(r) => r,
@@ -285,19 +295,12 @@ pub(crate) fn recover(
                     break;
                 }
             };
-            if first_in_segment && rec.seq != *name_seq {
+            if rec.seq != journal_seq + 1 {
                 return Err(corrupt(
                     off,
-                    format!("segment named {name_seq} starts with seq {}", rec.seq),
+                    format!("seq {} where {} was expected", rec.seq, journal_seq + 1),
                 ));
             }
-            if journal_seq != 0 && rec.seq != journal_seq + 1 {
-                return Err(corrupt(
-                    off,
-                    format!("seq {} follows seq {journal_seq}", rec.seq),
-                ));
-            }
-            first_in_segment = false;
             journal_seq = rec.seq;
             if rec.seq > snapshot_seq {
                 if rec.seq != last_seq + 1 {
@@ -336,7 +339,7 @@ pub(crate) fn recover(
     delivery.flush();
     report.records_delivered = delivery.delivered;
     let listener = delivery.listener;
-    if last_seq < snapshot_seq || (journal_seq < snapshot_seq && snapshot_seq > 0) {
+    if journal_seq < snapshot_seq {
         return Err(PipelineError::Corrupt {
             file: journal_dir,
             offset: 0,

@@ -129,7 +129,10 @@ impl Writer {
             c.journal_bytes
                 .fetch_add(b.records.len() as u64, Ordering::Relaxed);
         }
-        if self.durability == Durability::Fsync {
+        // A snapshot is only written once the journal up to its sequence is durable, in
+        // either durability mode (else a crash could leave a snapshot ahead of the journal).
+        let snapshot_due = group.iter().any(|b| b.snapshot.is_some());
+        if self.durability == Durability::Fsync || snapshot_due {
             let t = Instant::now();
             self.journal.sync()?;
             c.record_fsync(t.elapsed().as_nanos() as u64);

@@ -136,7 +136,12 @@ impl Stream {
         }
         if r == 12 && self.pairs == 1 {
             self.pairs = 2;
-            return Command::AddPair(pair_spec(CurrencyId(1), CurrencyId(0)));
+            // SEK_BTC: SEK has 2 decimals, so amounts in 0.01 and prices in 1e-8 BTC.
+            return Command::AddPair(PairSpec {
+                amount_decimals: 2,
+                price_decimals: 8,
+                ..pair_spec(CurrencyId(1), CurrencyId(0))
+            });
         }
         if r < 25 && self.next_order > 1 {
             let order = OrderId(1 + self.rng.below(self.next_order - 1));
