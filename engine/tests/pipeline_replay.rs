@@ -99,27 +99,6 @@ fn journal_only_and_snapshot_plus_tail_match_the_live_run() {
     let want = &live_seen[need as usize..];
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(want) {
-        if matches!(w.command, engine::Command::CancelAll { .. }) {
-            // Engine limitation (reported): after a snapshot restore an account's orders are
-            // relinked in price order, not arrival order, so `CancelAll` cancels the same
-            // orders in another order (intermediate Balance events differ). Same end state.
-            assert_eq!(
-                (g.seq, g.timestamp_ns, &g.command),
-                (w.seq, w.timestamp_ns, &w.command)
-            );
-            let done = |s: &pipeline_support::Seen| {
-                let mut d: Vec<_> = s
-                    .events
-                    .iter()
-                    .filter(|e| matches!(e, engine::Event::Done { .. }))
-                    .map(|e| format!("{e:?}"))
-                    .collect();
-                d.sort();
-                d
-            };
-            assert_eq!(done(g), done(w));
-            continue;
-        }
         assert!(g == w, "replayed {g:?}\nlive {w:?}");
     }
 
