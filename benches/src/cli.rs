@@ -4,9 +4,14 @@ use clap::Subcommand;
 
 /// What to measure.
 #[derive(Subcommand, Debug)]
-pub enum BenchCommand {}
+pub enum BenchCommand {
+    /// Place and cancel orders over the REST API with N concurrent clients.
+    Http(crate::http_bench::HttpBenchArgs),
+}
 
 /// Runs one bench subcommand, printing its report.
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        BenchCommand::Http(args) => crate::http_bench::run(args),
+    }
 }

@@ -2,3 +2,4 @@
 //! `benches/benches/`).
 
 pub mod cli;
+pub mod http_bench;
