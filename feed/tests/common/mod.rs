@@ -1,0 +1,284 @@
+//! Test harness: the real pipeline on a temp dir, the feed's router on 127.0.0.1:0, and
+//! WebSocket clients (tokio-tungstenite).
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::pipeline::{Durability, Pipeline, PipelineConfig, Processed};
+use engine::{
+    AccountId, Amount, ClientOrderId, Command, CurrencyId, CurrencySpec, Event, OrderId, OrderKind,
+    PairId, PairSpec, PairStatus, PlaceOrder, Price, RequestId, RequestSpec, SelfTradePrevention,
+    Side, TimeInForce,
+};
+use feed::{Feed, FeedConfig};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a reply reported.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub seq: u64,
+    pub timestamp_ns: i64,
+    pub events: Vec<Event>,
+}
+
+pub struct Harness {
+    pub pipeline: Option<Arc<Pipeline>>,
+    pub feed: Feed,
+    pub addr: SocketAddr,
+    pub server: tokio::task::JoinHandle<()>,
+    pub http: reqwest_lite::Client,
+}
+
+/// A tiny HTTP GET over tokio (no extra client crate).
+pub mod reqwest_lite {
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[derive(Clone, Copy, Debug)]
+    pub struct Client(pub SocketAddr);
+
+    impl Client {
+        /// Returns (status, body).
+        pub async fn get(&self, path: &str) -> (u16, String) {
+            let mut s = tokio::net::TcpStream::connect(self.0).await.unwrap();
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).await.unwrap();
+            let text = String::from_utf8(buf).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+            let body = if head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked")
+            {
+                dechunk(body)
+            } else {
+                body.to_string()
+            };
+            (status, body)
+        }
+
+        pub async fn json(&self, path: &str) -> serde_json::Value {
+            let (status, body) = self.get(path).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            serde_json::from_str(&body).unwrap()
+        }
+    }
+
+    fn dechunk(mut s: &str) -> String {
+        let mut out = String::new();
+        loop {
+            let (len, rest) = s.split_once("\r\n").unwrap();
+            let n = usize::from_str_radix(len.trim(), 16).unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.push_str(&rest[..n]);
+            s = &rest[n + 2..];
+        }
+    }
+}
+
+pub const PAIR: &str = "BTC_SEK";
+
+impl Harness {
+    pub async fn start(dir: &Path, config: FeedConfig) -> Harness {
+        let feed = Feed::open(config, dir).unwrap();
+        let mut pc = PipelineConfig::new(dir.join("engine"));
+        pc.durability = Durability::None;
+        let listener = feed.listener();
+        let pipeline = tokio::task::spawn_blocking(move || Pipeline::start(pc, listener))
+            .await
+            .unwrap()
+            .unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let router = feed.router();
+        let server = tokio::spawn(async move {
+            axum::serve(tcp, router).await.unwrap();
+        });
+        Harness {
+            pipeline: Some(Arc::new(pipeline)),
+            feed,
+            addr,
+            server,
+            http: reqwest_lite::Client(addr),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.server.abort();
+        let p = self.pipeline.take().unwrap();
+        let p = Arc::try_unwrap(p).unwrap();
+        tokio::task::spawn_blocking(move || p.shutdown().map(|_| ()))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Submits and waits for the outcome.
+    pub async fn run(&self, cmd: Command) -> Outcome {
+        self.submit(cmd).await.await.unwrap()
+    }
+
+    /// Submits; the receiver yields the outcome.
+    pub async fn submit(&self, cmd: Command) -> tokio::sync::oneshot::Receiver<Outcome> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let reply: engine::pipeline::Reply = Box::new(move |p: &Processed<'_>| {
+            let _ = tx.send(Outcome {
+                seq: p.seq,
+                timestamp_ns: p.timestamp_ns,
+                events: p.events.to_vec(),
+            });
+        });
+        let pipeline = self.pipeline.as_ref().unwrap();
+        let mut reply = Some(reply);
+        let mut cmd = Some(cmd);
+        loop {
+            match pipeline.submit(cmd.take().unwrap(), reply.take().unwrap()) {
+                Ok(()) => return rx,
+                Err(e) => panic!("submit: {e}"),
+            }
+        }
+    }
+
+    /// BTC (8), SEK (2), BTC_SEK (price 2 decimals, amount 4), accounts 1..=n funded.
+    pub async fn setup_market(&self, accounts: u32) {
+        for (code, d) in [("BTC", 8u8), ("SEK", 2u8)] {
+            self.run(Command::AddCurrency(CurrencySpec {
+                code: code.into(),
+                display_name: code.into(),
+                decimals: d,
+            }))
+            .await;
+        }
+        let out = self
+            .run(Command::AddPair(PairSpec {
+                base: CurrencyId(0),
+                quote: CurrencyId(1),
+                price_decimals: 2,
+                amount_decimals: 4,
+                min_amount: Amount(1),
+                maker_fee_ppm: 1000,
+                taker_fee_ppm: 2000,
+                status: PairStatus::Active,
+            }))
+            .await;
+        assert!(matches!(out.events[0], Event::PairAdded { .. }), "{out:?}");
+        self.fund(1..=accounts).await;
+    }
+
+    pub async fn fund(&self, accounts: std::ops::RangeInclusive<u32>) {
+        for a in accounts {
+            for (c, amount) in [(0u16, 1_000_000_000_000u64), (1, 100_000_000_000_000)] {
+                self.run(Command::DepositCredited(RequestSpec {
+                    request: RequestId(u64::from(a) * 10 + u64::from(c)),
+                    account: AccountId(a),
+                    currency: CurrencyId(c),
+                    amount,
+                    external_id: format!("d{a}-{c}"),
+                    destination: String::new(),
+                }))
+                .await;
+            }
+        }
+    }
+
+    pub async fn ws(&self) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", self.addr))
+            .await
+            .unwrap();
+        ws
+    }
+}
+
+pub fn limit(
+    id: u64,
+    account: u32,
+    side: Side,
+    price: u64,
+    lots: u64,
+    tif: TimeInForce,
+) -> Command {
+    Command::Place(PlaceOrder {
+        id: OrderId(id),
+        account: AccountId(account),
+        pair: PairId(0),
+        side,
+        kind: OrderKind::Limit {
+            price: Price(price),
+            amount: Amount(lots),
+            tif,
+            post_only: false,
+        },
+        stp: SelfTradePrevention::None,
+        client_id: ClientOrderId::parse(&format!("c{id}")).unwrap(),
+    })
+}
+
+pub fn cancel(id: u64, account: u32) -> Command {
+    Command::Cancel {
+        account: AccountId(account),
+        order: OrderId(id),
+    }
+}
+
+pub async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).await.unwrap();
+}
+
+pub async fn send_raw(ws: &mut Ws, s: &str) {
+    ws.send(Message::text(s.to_string())).await.unwrap();
+}
+
+/// The next JSON text message (pings skipped), within 10 s.
+pub async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("stream ended")
+            .expect("ws error");
+        if let Message::Text(t) = m {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+/// Spawns a reader that forwards every JSON message to a channel.
+pub fn reader(mut ws: Ws) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Text(t) = m
+                && tx
+                    .send(serde_json::from_str::<Value>(t.as_str()).unwrap())
+                    .is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// "310438.36" -> 31043836 (fixed decimals).
+pub fn units(s: &str) -> u128 {
+    s.replace('.', "").parse().unwrap()
+}
+
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
