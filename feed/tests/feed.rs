@@ -14,6 +14,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+/// open, high, low, close, base, quote, trades
+type Agg = (u128, u128, u128, u128, u128, u128, u64);
+
 type Book = (
     BTreeMap<u128, (String, String)>,
     BTreeMap<u128, (String, String)>,
@@ -236,7 +239,7 @@ async fn book_ticker_trades_candles_agree_with_the_engine() {
     assert_eq!(last_ticker["quoteVolume"], ticker["quoteVolume"]);
 
     // Candles: an independent aggregation of the trades stream.
-    let mut agg: BTreeMap<String, (u128, u128, u128, u128, u128, u128, u64)> = BTreeMap::new();
+    let mut agg: BTreeMap<String, Agg> = BTreeMap::new();
     for w in &ws_trades {
         let ts = w["timestamp"].as_str().unwrap();
         let minute = format!("{}:00.000Z", &ts[..16]);

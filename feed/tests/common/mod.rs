@@ -144,14 +144,10 @@ impl Harness {
             });
         });
         let pipeline = self.pipeline.as_ref().unwrap();
-        let mut reply = Some(reply);
-        let mut cmd = Some(cmd);
-        loop {
-            match pipeline.submit(cmd.take().unwrap(), reply.take().unwrap()) {
-                Ok(()) => return rx,
-                Err(e) => panic!("submit: {e}"),
-            }
-        }
+        pipeline
+            .submit(cmd, reply)
+            .unwrap_or_else(|e| panic!("submit: {e}"));
+        rx
     }
 
     /// BTC (8), SEK (2), BTC_SEK (price 2 decimals, amount 4), accounts 1..=n funded.
