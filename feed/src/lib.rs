@@ -7,6 +7,7 @@
 //!   and WebSocket subscriptions read. Trades and candles are kept in `marketdata.sqlite`
 //!   so that a restart keeps the 24 h figures, recent trades and candles.
 
+pub mod bench;
 pub mod candles;
 pub mod l2;
 pub mod problem;
