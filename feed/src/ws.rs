@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -47,7 +48,17 @@ impl Drop for ConnGuard {
     }
 }
 
-pub(crate) async fn ws_upgrade(State(feed): State<Feed>, ws: WebSocketUpgrade) -> Response {
+pub(crate) async fn ws_upgrade(
+    State(feed): State<Feed>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return Problem::new(e.status(), "BAD_REQUEST", "a WebSocket upgrade is required")
+                .into_response();
+        }
+    };
     let cfg = feed.inner.config.clone();
     let before = feed.inner.connections.fetch_add(1, Ordering::Relaxed);
     let guard = ConnGuard(feed.clone());
@@ -181,10 +192,25 @@ async fn run(feed: Feed, socket: WebSocket) {
             }
         }
     }
+    let ended_by_peer = conn.ended;
     let close = conn.close.take();
+    let grace = conn.cfg.close_grace;
     let _ = close_tx.send(close);
     drop(conn);
-    let _ = writer.await;
+    if close.is_some() && !ended_by_peer {
+        // Keep reading (and discarding) until the peer answers the close frame, so that
+        // closing the socket with unread data does not reset it before the peer read it.
+        let drain = async {
+            while let Some(Ok(m)) = stream.next().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::join!(writer, tokio::time::timeout(grace, drain));
+    } else {
+        let _ = writer.await;
+    }
 }
 
 async fn writer(

@@ -180,11 +180,14 @@ async fn book_ticker_trades_candles_agree_with_the_engine() {
     assert!(checks > 1000);
     // Channels are independent streams: let the last ticker arrive.
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
-        if m["channel"]
-            .as_str()
-            .is_some_and(|c| c.starts_with("ticker:"))
-        {
+        let ch = m["channel"].as_str().unwrap_or_default();
+        if ch.starts_with("ticker:") {
             last_ticker = m["data"].clone();
+        } else if ch.starts_with("candles:") {
+            candles.insert(
+                m["data"]["openTime"].as_str().unwrap().to_string(),
+                m["data"].clone(),
+            );
         }
     }
     let bids: Vec<Value> = book.0.values().rev().map(|(p, a)| json!([p, a])).collect();
@@ -483,8 +486,8 @@ async fn private_channels_only_carry_the_account() {
 async fn slow_consumer_is_closed_and_does_not_delay_others() {
     let dir = tmp();
     let cfg = FeedConfig {
-        queue_bound: 32,
-        channel_capacity: 64,
+        queue_bound: 256,
+        channel_capacity: 8192,
         stall_timeout: Duration::from_secs(1),
         ..FeedConfig::default()
     };
@@ -648,5 +651,54 @@ async fn restart_keeps_ticker_trades_and_candles() {
         units(t3["baseVolume"].as_str().unwrap()),
         units(ticker["baseVolume"].as_str().unwrap()) + 1
     );
+    h.stop().await;
+}
+
+/// The server pings; a peer that does not answer is closed, one that reads stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peers_are_dropped_and_live_ones_kept() {
+    let dir = tmp();
+    let cfg = FeedConfig {
+        ping_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(800),
+        ..FeedConfig::default()
+    };
+    let h = Harness::start(dir.path(), cfg).await;
+    h.setup_market(1).await;
+    let mut silent = h.ws().await;
+    let live = h.ws().await;
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let live_task = tokio::spawn(async move {
+        let mut live = live;
+        let mut pings = 0;
+        loop {
+            tokio::select! {
+                m = live.next() => match m {
+                    Some(Ok(Message::Ping(_))) => pings += 1,
+                    Some(Ok(Message::Close(f))) => panic!("live peer closed: {f:?}"),
+                    Some(Ok(_)) => {}
+                    _ => panic!("live peer ended"),
+                },
+                _ = &mut stop_rx => return pings,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop_tx.send(());
+    assert!(live_task.await.unwrap() >= 5);
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(5), silent.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(Some(f)))) => break Some(u16::from(f.code)),
+            Some(Ok(_)) => {}
+            _ => break None,
+        }
+    };
+    assert_eq!(code, Some(1001));
+    let (status, body) = h.http.get("/v1/ws").await;
+    assert!(status >= 400, "{status}");
+    assert!(body.contains("BAD_REQUEST"), "{body}");
     h.stop().await;
 }
