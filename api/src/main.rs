@@ -2,10 +2,17 @@
 //!
 //! `bourse serve` runs the exchange; `bourse bench ...` runs the measurement harnesses.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "bourse", version, about = "Bourse: a real-time market data and order matching engine")]
+#[command(
+    name = "bourse",
+    version,
+    about = "Bourse: a real-time market data and order matching engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -13,6 +20,18 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the exchange: REST API, WebSocket feed, engine.
+    Serve {
+        /// Address to listen on [env: BOURSE_BIND] (default 127.0.0.1:8080).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+        /// Journal, snapshots and history store [env: BOURSE_DATA_DIR] (default ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// TOML settings file [env: BOURSE_CONFIG].
+        #[arg(long, env = "BOURSE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Measure the engine, the pipeline, the HTTP API or the WebSocket feed.
     Bench {
         #[command(subcommand)]
@@ -23,6 +42,42 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve {
+            bind,
+            data_dir,
+            config,
+        } => serve(bind, data_dir, config),
         Command::Bench { bench } => bench_harness::cli::run(bench),
     }
+}
+
+fn serve(
+    bind: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let mut config = api::Config::load(config.as_deref())?;
+    if let Some(b) = bind {
+        config.bind = b;
+    }
+    if let Some(d) = data_dir {
+        config.data_dir = d;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.bind).await?;
+        tracing::info!(bind = %config.bind, data_dir = %config.data_dir.display(), "starting");
+        let state = api::server::start(config).await?;
+        tracing::info!("listening");
+        api::server::serve(state, listener, api::server::shutdown_signal()).await?;
+        tracing::info!("stopped cleanly");
+        Ok::<_, anyhow::Error>(())
+    })
 }

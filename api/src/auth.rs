@@ -1,0 +1,224 @@
+//! Authentication: client secrets (argon2), bearer tokens (random 256-bit, stored as a
+//! SHA-256 hash), scopes, and the [`Auth`] extractor.
+
+use std::collections::HashMap;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use base64::Engine as _;
+use engine::AccountId;
+use parking_lot::RwLock;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub const ORDERS: u8 = 1;
+pub const ORDERS_READ: u8 = 2;
+pub const WALLET: u8 = 4;
+pub const WALLET_READ: u8 = 8;
+pub const TRANSACTIONS_READ: u8 = 16;
+pub const ADMIN: u8 = 32;
+/// What a registered client holds.
+pub const USER_SCOPES: u8 = ORDERS | ORDERS_READ | WALLET | WALLET_READ | TRANSACTIONS_READ;
+pub const ALL_SCOPES: u8 = USER_SCOPES | ADMIN;
+
+const NAMES: [(u8, &str); 6] = [
+    (ORDERS, "orders"),
+    (ORDERS_READ, "orders:read"),
+    (WALLET, "wallet"),
+    (WALLET_READ, "wallet:read"),
+    (TRANSACTIONS_READ, "transactions:read"),
+    (ADMIN, "admin"),
+];
+
+/// Parses a space-separated scope list; `None` for an unknown scope.
+pub fn parse_scopes(s: &str) -> Option<u8> {
+    let mut bits = 0;
+    for word in s.split(' ').filter(|w| !w.is_empty()) {
+        bits |= NAMES.iter().find(|(_, n)| *n == word)?.0;
+    }
+    Some(bits)
+}
+
+pub fn scopes_str(bits: u8) -> String {
+    NAMES
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A random 256-bit value, base64url without padding.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A random client id.
+pub fn random_client_id() -> String {
+    let mut bytes = [0u8; 12];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn argon(memory_kib: u32, iterations: u32) -> Argon2<'static> {
+    let params = Params::new(memory_kib.max(8), iterations.max(1), 1, None)
+        .unwrap_or_else(|_| Params::default());
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// The argon2id PHC string of `secret`.
+pub fn hash_secret(secret: &str, memory_kib: u32, iterations: u32) -> String {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
+    argon(memory_kib, iterations)
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+}
+
+/// Checks `secret` against a PHC string (argon2's comparison is constant-time).
+pub fn verify_secret(secret: &str, phc: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    Argon2::default()
+        .verify_password(secret.as_bytes(), &hash)
+        .is_ok()
+}
+
+/// Constant-time equality of two byte strings.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// A verified token.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenInfo {
+    pub account: u32,
+    pub scopes: u8,
+    pub expires_ns: i64,
+}
+
+/// Verified tokens, so a request does not hit SQLite.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    map: RwLock<HashMap<[u8; 32], TokenInfo>>,
+}
+
+const CACHE_MAX: usize = 100_000;
+
+impl TokenCache {
+    pub fn get(&self, hash: &[u8; 32]) -> Option<TokenInfo> {
+        self.map.read().get(hash).copied()
+    }
+    pub fn put(&self, hash: [u8; 32], info: TokenInfo) {
+        let mut m = self.map.write();
+        if m.len() >= CACHE_MAX {
+            let now = crate::model::now_ns();
+            m.retain(|_, t| t.expires_ns > now);
+            if m.len() >= CACHE_MAX {
+                m.clear();
+            }
+        }
+        m.insert(hash, info);
+    }
+}
+
+/// Looks a bearer token up (cache, then the store).
+pub fn verify_token(state: &AppState, token: &str) -> Option<TokenInfo> {
+    let hash = token_hash(token);
+    let now = crate::model::now_ns();
+    let info = match state.tokens.get(&hash) {
+        Some(info) => info,
+        None => {
+            let found = state
+                .store
+                .read(|c| {
+                    use rusqlite::OptionalExtension;
+                    c.query_row(
+                        "SELECT hash, user_id, scopes, expires_ns FROM tokens WHERE hash = ?1",
+                        [hash.as_slice()],
+                        |r| {
+                            Ok((
+                                r.get::<_, Vec<u8>>(0)?,
+                                TokenInfo {
+                                    account: r.get(1)?,
+                                    scopes: r.get(2)?,
+                                    expires_ns: r.get(3)?,
+                                },
+                            ))
+                        },
+                    )
+                    .optional()
+                })
+                .ok()
+                .flatten()?;
+            if !ct_eq(&found.0, &hash) {
+                return None;
+            }
+            state.tokens.put(hash, found.1);
+            found.1
+        }
+    };
+    (info.expires_ns > now).then_some(info)
+}
+
+/// The caller, authenticated by `Authorization: Bearer TOKEN`.
+#[derive(Clone, Copy, Debug)]
+pub struct Auth {
+    pub account: AccountId,
+    pub scopes: u8,
+}
+
+impl Auth {
+    /// Requires one of `any` scopes: 403 otherwise.
+    pub fn require(&self, any: u8) -> Result<(), ApiError> {
+        if self.scopes & any != 0 {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "the token lacks the scope for this call",
+            ))
+        }
+    }
+}
+
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?;
+    let v = v.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(token) = bearer(parts) else {
+            return Err(ApiError::unauthorized("missing or malformed bearer token"));
+        };
+        let Some(info) = verify_token(state, token) else {
+            return Err(ApiError::unauthorized("invalid or expired token"));
+        };
+        Ok(Auth {
+            account: AccountId(info.account),
+            scopes: info.scopes,
+        })
+    }
+}

@@ -1,0 +1,210 @@
+//! Request parsing with our own rejections: JSON bodies through simd-json, query strings,
+//! pagination, decimals.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use engine::units::{UnitsError, parse_units};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The largest body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+pub fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        "the body is larger than 64 KiB",
+    )
+}
+
+/// Reads the body (at most [`BODY_LIMIT`]).
+pub async fn body_bytes(req: Request) -> Result<Vec<u8>, ApiError> {
+    let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
+        .await
+        .map_err(|_| too_large())?;
+    Ok(bytes.to_vec())
+}
+
+/// A JSON body parsed with simd-json; every failure is a 400 problem.
+#[derive(Debug)]
+pub struct AppJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                let mime = v.split(';').next().unwrap_or("").trim();
+                mime.eq_ignore_ascii_case("application/json")
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !json {
+            return Err(ApiError::validation(
+                "Content-Type must be application/json",
+            ));
+        }
+        let mut bytes = body_bytes(req).await?;
+        if bytes.is_empty() {
+            return Err(ApiError::validation("the body is empty"));
+        }
+        simd_json::serde::from_slice::<T>(&mut bytes)
+            .map(AppJson)
+            .map_err(|e| {
+                ApiError::validation(format!("invalid JSON body: {}", clean(&e.to_string())))
+            })
+    }
+}
+
+/// Keeps parser messages short and free of internals.
+fn clean(msg: &str) -> String {
+    let mut s: String = msg.chars().take(200).collect();
+    if let Some(i) = s.find(" at character") {
+        s.truncate(i);
+    }
+    s
+}
+
+/// A query string parsed into `T`; unknown or malformed parameters are a 400.
+#[derive(Debug)]
+pub struct AppQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str::<T>(q)
+            .map(AppQuery)
+            .map_err(|e| ApiError::validation(format!("invalid query: {}", clean(&e.to_string()))))
+    }
+}
+
+pub const LIMIT_MAX: u64 = 1000;
+
+/// `offset` and `limit`, validated.
+#[derive(Clone, Copy, Debug)]
+pub struct Page {
+    pub offset: u64,
+    pub limit: u64,
+}
+
+pub fn page(offset: Option<String>, limit: Option<String>) -> Result<Page, ApiError> {
+    let num = |v: Option<String>, name: &str, default: u64| -> Result<u64, ApiError> {
+        match v {
+            None => Ok(default),
+            Some(s) => s.parse::<u64>().map_err(|_| {
+                ApiError::validation(format!("{name} must be a non-negative integer"))
+            }),
+        }
+    };
+    let offset = num(offset, "offset", 0)?;
+    let limit = num(limit, "limit", 100)?;
+    if limit > LIMIT_MAX {
+        return Err(ApiError::validation("limit must be at most 1000"));
+    }
+    if offset > i64::MAX as u64 {
+        return Err(ApiError::validation("offset out of range"));
+    }
+    Ok(Page { offset, limit })
+}
+
+/// A list response with its pagination meta.
+#[derive(serde::Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    pub offset: u64,
+    pub limit: u64,
+    pub count: usize,
+    pub total_count: u64,
+    pub sort: &'static str,
+    pub order: &'static str,
+}
+
+#[derive(serde::Serialize, Debug)]
+pub struct Paged<T> {
+    pub meta: Meta,
+    pub data: Vec<T>,
+}
+
+impl<T> Paged<T> {
+    pub fn new(
+        page: Page,
+        total: u64,
+        data: Vec<T>,
+        sort: &'static str,
+        order: &'static str,
+    ) -> Self {
+        Paged {
+            meta: Meta {
+                offset: page.offset,
+                limit: page.limit,
+                count: data.len(),
+                total_count: total,
+                sort,
+                order,
+            },
+            data,
+        }
+    }
+}
+
+/// What a decimal field stands for, for the error code of too many places.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecimalKind {
+    Price,
+    Amount,
+    Money,
+}
+
+/// Parses a decimal string exactly onto a grid of `decimals` places; positive, at most `max`.
+pub fn decimal(
+    field: &str,
+    text: &str,
+    decimals: u8,
+    kind: DecimalKind,
+    max: u128,
+) -> Result<u64, ApiError> {
+    let v = parse_units(text, decimals).map_err(|e| match e {
+        UnitsError::Syntax => ApiError::validation(format!(
+            "{field} must be a plain positive decimal string like \"12.5\""
+        )),
+        UnitsError::TooManyPlaces => match kind {
+            DecimalKind::Price => ApiError::bad(
+                "INVALID_PRICE_TICK",
+                format!("{field} has more than {decimals} decimals"),
+            ),
+            DecimalKind::Amount => ApiError::bad(
+                "INVALID_AMOUNT_STEP",
+                format!("{field} has more than {decimals} decimals"),
+            ),
+            DecimalKind::Money => {
+                ApiError::validation(format!("{field} has more than {decimals} decimals"))
+            }
+        },
+        UnitsError::Overflow => ApiError::validation(format!("{field} is out of range")),
+    })?;
+    if v == 0 {
+        return Err(ApiError::validation(format!("{field} must be positive")));
+    }
+    if v > max {
+        return Err(ApiError::validation(format!("{field} is out of range")));
+    }
+    Ok(v as u64)
+}
+
+/// Query parameters shared by the paginated lists.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub offset: Option<String>,
+    pub limit: Option<String>,
+}

@@ -1,0 +1,187 @@
+//! Prometheus text metrics: requests and latencies by route, plus the pipeline's counters.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use engine::pipeline::PipelineStats;
+use parking_lot::Mutex;
+
+use crate::state::Shared;
+
+/// Latency bucket upper bounds in microseconds.
+const BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+#[derive(Debug, Default, Clone)]
+struct RouteStats {
+    count: u64,
+    sum_us: u64,
+    buckets: [u64; BUCKETS_US.len()],
+}
+
+/// Request counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<HashMap<(String, String, u16), u64>>,
+    latency: Mutex<HashMap<(String, String), RouteStats>>,
+}
+
+impl Metrics {
+    pub fn record(&self, method: &str, route: &str, status: u16, micros: u64) {
+        *self
+            .requests
+            .lock()
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default() += 1;
+        let mut l = self.latency.lock();
+        let s = l
+            .entry((method.to_string(), route.to_string()))
+            .or_default();
+        s.count += 1;
+        s.sum_us += micros;
+        for (i, b) in BUCKETS_US.iter().enumerate() {
+            if micros <= *b {
+                s.buckets[i] += 1;
+            }
+        }
+    }
+}
+
+/// The whole `/metrics` text.
+pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP bourse_http_requests_total HTTP requests by route and status.\n");
+    out.push_str("# TYPE bourse_http_requests_total counter\n");
+    for ((m, r, s), n) in shared.metrics.requests.lock().iter() {
+        let _ = writeln!(
+            out,
+            "bourse_http_requests_total{{method=\"{m}\",route=\"{r}\",status=\"{s}\"}} {n}"
+        );
+    }
+    out.push_str("# HELP bourse_http_request_duration_seconds HTTP latency by route.\n");
+    out.push_str("# TYPE bourse_http_request_duration_seconds histogram\n");
+    for ((m, r), s) in shared.metrics.latency.lock().iter() {
+        for (i, b) in BUCKETS_US.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "bourse_http_request_duration_seconds_bucket{{method=\"{m}\",route=\"{r}\",le=\"{}\"}} {}",
+                secs_us(*b),
+                s.buckets[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "bourse_http_request_duration_seconds_bucket{{method=\"{m}\",route=\"{r}\",le=\"+Inf\"}} {}",
+            s.count
+        );
+        let _ = writeln!(
+            out,
+            "bourse_http_request_duration_seconds_sum{{method=\"{m}\",route=\"{r}\"}} {}",
+            secs_us(s.sum_us)
+        );
+        let _ = writeln!(
+            out,
+            "bourse_http_request_duration_seconds_count{{method=\"{m}\",route=\"{r}\"}} {}",
+            s.count
+        );
+    }
+    let model = &shared.model;
+    let _ = writeln!(out, "# TYPE bourse_orders_total counter");
+    let _ = writeln!(
+        out,
+        "bourse_orders_total {}",
+        model.orders_total.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(out, "# TYPE bourse_trades_total counter");
+    let _ = writeln!(
+        out,
+        "bourse_trades_total {}",
+        model.trades_total.load(Ordering::Relaxed)
+    );
+    if let Some(s) = stats {
+        let _ = writeln!(out, "# TYPE bourse_pipeline_commands_total counter");
+        let _ = writeln!(out, "bourse_pipeline_commands_total {}", s.commands);
+        let _ = writeln!(out, "# TYPE bourse_pipeline_batches_total counter");
+        let _ = writeln!(out, "bourse_pipeline_batches_total {}", s.batches);
+        let _ = writeln!(out, "# TYPE bourse_pipeline_busy_rejections_total counter");
+        let _ = writeln!(
+            out,
+            "bourse_pipeline_busy_rejections_total {}",
+            s.busy_rejections
+        );
+        let _ = writeln!(out, "# TYPE bourse_pipeline_last_seq gauge");
+        let _ = writeln!(out, "bourse_pipeline_last_seq {}", s.last_seq);
+        let _ = writeln!(out, "# TYPE bourse_journal_bytes_total counter");
+        let _ = writeln!(out, "bourse_journal_bytes_total {}", s.journal_bytes);
+        let _ = writeln!(
+            out,
+            "# HELP bourse_ring_occupancy Commands queued per ring."
+        );
+        let _ = writeln!(out, "# TYPE bourse_ring_occupancy gauge");
+        let _ = writeln!(out, "# TYPE bourse_ring_capacity gauge");
+        for r in &s.rings {
+            let ring = r
+                .pair
+                .map(|p| p.0.to_string())
+                .unwrap_or_else(|| "control".into());
+            let _ = writeln!(out, "bourse_ring_occupancy{{ring=\"{ring}\"}} {}", r.len);
+            let _ = writeln!(
+                out,
+                "bourse_ring_capacity{{ring=\"{ring}\"}} {}",
+                r.capacity
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bourse_journal_fsync_duration_seconds Journal fsync latency."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE bourse_journal_fsync_duration_seconds histogram"
+        );
+        let mut cumulative = 0;
+        for (i, n) in s.fsync_us_buckets.iter().enumerate() {
+            cumulative += n;
+            if i + 1 == s.fsync_us_buckets.len() {
+                break;
+            }
+            let le = secs_us(1u64 << i);
+            let _ = writeln!(
+                out,
+                "bourse_journal_fsync_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "bourse_journal_fsync_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            s.fsyncs
+        );
+        let _ = writeln!(
+            out,
+            "bourse_journal_fsync_duration_seconds_sum {}",
+            secs_ns(s.fsync_ns_sum)
+        );
+        let _ = writeln!(
+            out,
+            "bourse_journal_fsync_duration_seconds_count {}",
+            s.fsyncs
+        );
+        let _ = writeln!(out, "# TYPE bourse_journal_fsync_max_seconds gauge");
+        let _ = writeln!(
+            out,
+            "bourse_journal_fsync_max_seconds {}",
+            secs_ns(s.fsync_ns_max)
+        );
+    }
+    out
+}
+
+fn secs_us(us: u64) -> String {
+    format!("{}.{:06}", us / 1_000_000, us % 1_000_000)
+}
+
+fn secs_ns(ns: u64) -> String {
+    format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
+}

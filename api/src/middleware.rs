@@ -1,0 +1,174 @@
+//! The middleware every route (the feed's included) runs through: request ids, problem
+//! rendering, the body limit, per-client rate limits and request metrics.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use feed::problem::{Problem, REQUEST_ID_HEADER};
+use parking_lot::Mutex;
+
+use crate::extract::BODY_LIMIT;
+use crate::state::AppState;
+
+static REQ_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn new_request_id() -> String {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(rand::random::<u64>);
+    let n = REQ_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:016x}{:08x}", base, n)
+}
+
+fn valid_request_id(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Token buckets per client, in micro-tokens (integers only).
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_sec: u64,
+    burst: u64,
+    shards: Vec<Mutex<HashMap<u64, (u64, Instant)>>>,
+}
+
+const MICRO: u64 = 1_000_000;
+
+impl RateLimiter {
+    pub fn new(per_sec: u32, burst: u32) -> Self {
+        RateLimiter {
+            per_sec: u64::from(per_sec),
+            burst: u64::from(burst.max(1)),
+            shards: (0..16).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    /// `Ok` to proceed, `Err(seconds)` to wait.
+    pub fn check(&self, key: u64) -> Result<(), u64> {
+        if self.per_sec == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let cap = self.burst * MICRO;
+        let mut shard = self.shards[(key % 16) as usize].lock();
+        if shard.len() > 100_000 {
+            shard.clear();
+        }
+        let (tokens, last) = shard.entry(key).or_insert((cap, now));
+        let elapsed_us = now.duration_since(*last).as_micros() as u64;
+        *tokens = (*tokens + elapsed_us.saturating_mul(self.per_sec)).min(cap);
+        *last = now;
+        if *tokens >= MICRO {
+            *tokens -= MICRO;
+            Ok(())
+        } else {
+            let missing = MICRO - *tokens;
+            let wait_us = missing.div_ceil(self.per_sec);
+            Err(wait_us.div_ceil(1_000_000).max(1))
+        }
+    }
+}
+
+fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "NOT_FOUND",
+        StatusCode::UNAUTHORIZED => "UNAUTHORIZED",
+        StatusCode::FORBIDDEN => "FORBIDDEN",
+        StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE",
+        StatusCode::TOO_MANY_REQUESTS => "RATE_LIMITED",
+        StatusCode::SERVICE_UNAVAILABLE => "SERVICE_UNAVAILABLE",
+        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "VALIDATION_FAILED",
+        s if s.is_server_error() => "INTERNAL_ERROR",
+        _ => "VALIDATION_FAILED",
+    }
+}
+
+/// Request id, limits, problem rendering and metrics.
+pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map(str::to_string)
+        .unwrap_or_else(new_request_id);
+    let path = req.uri().path().to_string();
+    let method = req.method().as_str().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+
+    let too_large = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > BODY_LIMIT as u64);
+
+    let ops = matches!(path.as_str(), "/health" | "/ready" | "/metrics");
+    let limited = if ops {
+        Ok(())
+    } else {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        match req.headers().get(header::AUTHORIZATION) {
+            Some(v) => v.as_bytes().hash(&mut h),
+            None => req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+                .hash(&mut h),
+        }
+        state.rate.check(h.finish())
+    };
+
+    let mut response = if too_large {
+        crate::extract::too_large().0.render(&id, &path)
+    } else if let Err(secs) = limited {
+        let mut p = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "too many requests, slow down",
+        );
+        p.retry_after_secs = Some(secs);
+        p.render(&id, &path)
+    } else {
+        next.run(req).await
+    };
+
+    if let Some(p) = response.extensions().get::<Problem>().cloned() {
+        response = p.render(&id, &path);
+    } else {
+        let status = response.status();
+        let is_problem = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| {
+                v.as_bytes().starts_with(b"application/problem+json")
+                    || v.as_bytes().starts_with(b"application/json")
+            });
+        if (status.is_client_error() || status.is_server_error()) && !is_problem {
+            let detail = status.canonical_reason().unwrap_or("error").to_string();
+            response = Problem::new(status, code_for(status), detail).render(&id, &path);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    let route = route.unwrap_or_else(|| "unmatched".into());
+    state.metrics.record(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_micros() as u64,
+    );
+    response
+}

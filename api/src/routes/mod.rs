@@ -1,0 +1,180 @@
+//! The router: every route of API.md, the ops endpoints and the OpenAPI document.
+
+pub mod admin;
+pub mod markets;
+pub mod orders;
+pub mod transactions;
+pub mod users;
+pub mod wallet;
+
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, patch, post};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+struct BearerAddon;
+
+impl utoipa::Modify for BearerAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Bourse", description = "Market data and order matching engine: REST API v1"),
+    modifiers(&BearerAddon),
+    paths(
+        health, ready, metrics,
+        markets::currencies_list, markets::pairs_list,
+        users::users_create, users::oauth_token,
+        orders::orders_create, orders::orders_get, orders::orders_get_by_client_id,
+        orders::orders_cancel, orders::orders_cancel_all, orders::orders_list, orders::fills_list,
+        wallet::wallet_get, wallet::deposits_create, wallet::withdrawals_create,
+        wallet::deposits_list, wallet::withdrawals_list, wallet::requests_get,
+        transactions::transactions_list, transactions::transactions_get,
+        admin::admin_requests_list, admin::admin_requests_approve, admin::admin_requests_reject,
+        admin::admin_deposits_create, admin::admin_audit, admin::admin_users_wallet,
+        admin::admin_currencies_create, admin::admin_pairs_create, admin::admin_pairs_update,
+    )
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+/// The OpenAPI document (the feed's paths merged in by the server when present).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200)))]
+pub async fn health() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"ok\"}",
+    )
+}
+
+/// Readiness: recovered and the engine running.
+#[utoipa::path(get, path = "/ready", tag = "ops", responses((status = 200), (status = 503)))]
+pub async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let running = state
+        .pipeline
+        .read()
+        .as_ref()
+        .is_some_and(|p| p.failure().is_none());
+    if !running
+        || !state.model.recovered.load(Ordering::Acquire)
+        || state.shutting_down.load(Ordering::Acquire)
+    {
+        return Err(ApiError::unavailable("not ready"));
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(
+            "{{\"status\":\"ready\",\"lastSeq\":{}}}",
+            state.model.last_seq.load(Ordering::Acquire)
+        ),
+    ))
+}
+
+/// Prometheus text metrics.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200)))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let stats = state.pipeline.read().as_ref().map(|p| p.stats());
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&state, stats),
+    )
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found("no such resource")
+}
+
+/// Every route, with the edge middleware around all of them (the feed's included).
+pub fn app(state: AppState) -> Router {
+    use admin::*;
+    use orders::*;
+    use transactions::*;
+    use wallet::*;
+    let mut doc = openapi();
+    let feed = state.feed_router.lock().clone();
+    if let Some((_, feed_doc)) = &feed {
+        doc.merge(feed_doc.clone());
+    }
+    let api: Router<AppState> = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/v1/currencies", get(markets::currencies_list))
+        .route("/v1/pairs", get(markets::pairs_list))
+        .route("/v1/users", post(users::users_create))
+        .route("/v1/oauth2/token", post(users::oauth_token))
+        .route(
+            "/v1/orders",
+            post(orders_create)
+                .get(orders_list)
+                .delete(orders_cancel_all),
+        )
+        .route(
+            "/v1/orders/by-client-id/{client_id}",
+            get(orders_get_by_client_id),
+        )
+        .route("/v1/orders/{id}", get(orders_get).delete(orders_cancel))
+        .route("/v1/fills", get(fills_list))
+        .route("/v1/wallet", get(wallet_get))
+        .route(
+            "/v1/wallet/deposits",
+            post(deposits_create).get(deposits_list),
+        )
+        .route(
+            "/v1/wallet/withdrawals",
+            post(withdrawals_create).get(withdrawals_list),
+        )
+        .route("/v1/wallet/requests/{id}", get(requests_get))
+        .route("/v1/transactions", get(transactions_list))
+        .route("/v1/transactions/{id}", get(transactions_get))
+        .route("/v1/admin/requests", get(admin_requests_list))
+        .route(
+            "/v1/admin/requests/{id}/approve",
+            post(admin_requests_approve),
+        )
+        .route(
+            "/v1/admin/requests/{id}/reject",
+            post(admin_requests_reject),
+        )
+        .route("/v1/admin/deposits", post(admin_deposits_create))
+        .route("/v1/admin/audit", get(admin_audit))
+        .route("/v1/admin/users/{user_id}/wallet", get(admin_users_wallet))
+        .route("/v1/admin/currencies", post(admin_currencies_create))
+        .route("/v1/admin/pairs", post(admin_pairs_create))
+        .route("/v1/admin/pairs/{pair}", patch(admin_pairs_update));
+    let mut router: Router = api
+        .with_state(state.clone())
+        .merge(SwaggerUi::new("/docs").url("/v1/openapi.json", doc))
+        .merge(crate::web::router());
+    if let Some((feed_router, _)) = feed {
+        router = router.merge(feed_router);
+    }
+    router
+        .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::middleware::edge,
+        ))
+}

@@ -1,0 +1,497 @@
+//! Orders and fills of the caller's account.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use engine::{
+    Amount, ClientOrderId, Command, Event, MAX_PRICE_TICKS, MarketSize, OrderId, OrderKind, PairId,
+    PlaceOrder, Price, RejectReason, SelfTradePrevention, Side, TimeInForce,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{Auth, ORDERS, ORDERS_READ};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AppJson, AppQuery, DecimalKind, Paged, decimal, page};
+use crate::model::{FillJson, OrderJson, OrderRec, fill_json, order_json};
+use crate::state::AppState;
+use crate::store;
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SideIn {
+    Buy,
+    Sell,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TypeIn {
+    Limit,
+    Market,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+pub enum TifIn {
+    #[serde(rename = "GTC")]
+    Gtc,
+    #[serde(rename = "IOC")]
+    Ioc,
+    #[serde(rename = "FOK")]
+    Fok,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum StpIn {
+    ExpireTaker,
+    ExpireMaker,
+    ExpireBoth,
+    None,
+}
+
+/// `POST /v1/orders` body.
+#[derive(Deserialize, Debug, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderCreate {
+    pub pair: String,
+    pub side: SideIn,
+    #[serde(rename = "type")]
+    pub kind: TypeIn,
+    #[serde(default)]
+    pub amount: Option<String>,
+    #[serde(default)]
+    pub quote_amount: Option<String>,
+    #[serde(default)]
+    pub price: Option<String>,
+    #[serde(default)]
+    pub time_in_force: Option<TifIn>,
+    #[serde(default)]
+    pub post_only: Option<bool>,
+    #[serde(default)]
+    pub self_trade_prevention: Option<StpIn>,
+    pub client_id: String,
+}
+
+/// Validates the body against the pair and builds the engine order (without its id).
+fn build(
+    state: &AppState,
+    account: engine::AccountId,
+    b: &OrderCreate,
+) -> ApiResult<(PairId, Side, OrderKind, SelfTradePrevention, ClientOrderId)> {
+    let client_id =
+        ClientOrderId::parse(&b.client_id).map_err(|e| ApiError::validation(e.to_string()))?;
+    let m = state.model.markets.read();
+    let pair = m
+        .pair_by_symbol(&b.pair)
+        .ok_or_else(|| ApiError::bad("UNKNOWN_PAIR", format!("unknown pair {}", b.pair)))?;
+    let side = match b.side {
+        SideIn::Buy => Side::Buy,
+        SideIn::Sell => Side::Sell,
+    };
+    let stp = match b.self_trade_prevention {
+        None | Some(StpIn::ExpireTaker) => SelfTradePrevention::ExpireTaker,
+        Some(StpIn::ExpireMaker) => SelfTradePrevention::ExpireMaker,
+        Some(StpIn::ExpireBoth) => SelfTradePrevention::ExpireBoth,
+        Some(StpIn::None) => SelfTradePrevention::None,
+    };
+    let (pd, ad) = (pair.spec.price_decimals, pair.spec.amount_decimals);
+    let min = pair.spec.min_amount.0;
+    let lots = |text: &str| -> ApiResult<u64> {
+        let v = decimal(
+            "amount",
+            text,
+            ad,
+            DecimalKind::Amount,
+            u128::from(u64::MAX / 4),
+        )?;
+        if v < min {
+            return Err(ApiError::bad(
+                "AMOUNT_TOO_SMALL",
+                "amount is below the pair's minimum",
+            ));
+        }
+        Ok(v)
+    };
+    let kind = match b.kind {
+        TypeIn::Limit => {
+            if b.quote_amount.is_some() {
+                return Err(ApiError::validation(
+                    "quoteAmount applies to market orders only",
+                ));
+            }
+            let price = b
+                .price
+                .as_deref()
+                .ok_or_else(|| ApiError::validation("price is required for a limit order"))?;
+            let amount = b
+                .amount
+                .as_deref()
+                .ok_or_else(|| ApiError::validation("amount is required for a limit order"))?;
+            let price = decimal(
+                "price",
+                price,
+                pd,
+                DecimalKind::Price,
+                u128::from(MAX_PRICE_TICKS),
+            )?;
+            let amount = lots(amount)?;
+            let tif = match b.time_in_force {
+                None | Some(TifIn::Gtc) => TimeInForce::Gtc,
+                Some(TifIn::Ioc) => TimeInForce::Ioc,
+                Some(TifIn::Fok) => TimeInForce::Fok,
+            };
+            let post_only = b.post_only.unwrap_or(false);
+            if post_only && tif != TimeInForce::Gtc {
+                return Err(ApiError::validation("postOnly requires timeInForce GTC"));
+            }
+            OrderKind::Limit {
+                price: Price(price),
+                amount: Amount(amount),
+                tif,
+                post_only,
+            }
+        }
+        TypeIn::Market => {
+            if b.price.is_some() {
+                return Err(ApiError::validation("a market order takes no price"));
+            }
+            if matches!(b.time_in_force, Some(TifIn::Gtc | TifIn::Fok)) {
+                return Err(ApiError::validation("a market order is always IOC"));
+            }
+            if b.post_only == Some(true) {
+                return Err(ApiError::validation("a market order cannot be post-only"));
+            }
+            let size = match (b.amount.as_deref(), b.quote_amount.as_deref()) {
+                (Some(a), None) => MarketSize::Base(Amount(lots(a)?)),
+                (None, Some(q)) => MarketSize::Quote(decimal(
+                    "quoteAmount",
+                    q,
+                    pair.quote_decimals,
+                    DecimalKind::Money,
+                    1u128 << 62,
+                )?),
+                _ => {
+                    return Err(ApiError::validation(
+                        "a market order needs exactly one of amount and quoteAmount",
+                    ));
+                }
+            };
+            OrderKind::Market { size }
+        }
+    };
+    if pair.spec.status == engine::PairStatus::Halted {
+        return Err(ApiError::from_reject(RejectReason::PairHalted));
+    }
+    let _ = account;
+    Ok((pair.id, side, kind, stp, client_id))
+}
+
+/// Places an order; 201 with the order after matching.
+#[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = OrderCreate,
+    security(("bearer" = ["orders"])),
+    responses((status = 201, body = OrderJson), (status = 400), (status = 401), (status = 403),
+        (status = 409), (status = 422), (status = 503)))]
+pub async fn orders_create(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppJson(body): AppJson<OrderCreate>,
+) -> ApiResult<(StatusCode, Json<OrderJson>)> {
+    auth.require(ORDERS)?;
+    let (pair, side, kind, stp, client_id) = build(&state, auth.account, &body)?;
+    let account = auth.account.0;
+    let id = match state.client_ids.reserve(
+        account,
+        client_id.as_str(),
+        || {
+            Ok(state
+                .store
+                .read(|c| store::order_id_by_client(c, account, client_id.as_str()))?)
+        },
+        || state.next_order_id(),
+    )? {
+        Ok(id) => id,
+        Err(existing) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "DUPLICATE_CLIENT_ID",
+                "an order with this clientId exists",
+            )
+            .with("orderId", existing.to_string()));
+        }
+    };
+    let place = PlaceOrder {
+        id: OrderId(id),
+        account: auth.account,
+        pair,
+        side,
+        kind,
+        stp,
+        client_id,
+    };
+    let result = state.submit(Command::Place(place)).await;
+    let committed = match result {
+        Ok(c) => c,
+        Err(e) => {
+            state.client_ids.release(account, client_id.as_str());
+            return Err(e);
+        }
+    };
+    let mut rec = OrderRec::new(&place, committed.ts_ns);
+    for ev in &committed.events {
+        if let Event::Rejected { order, reason, .. } = ev
+            && order.0 == id
+            && *reason != RejectReason::PostOnlyWouldTake
+        {
+            state.client_ids.release(account, client_id.as_str());
+            return Err(ApiError::from_reject(*reason));
+        }
+        rec.apply(ev, committed.ts_ns);
+    }
+    state.client_ids.release(account, client_id.as_str());
+    let m = state.model.markets.read();
+    Ok((StatusCode::CREATED, Json(order_json(&m, &rec))))
+}
+
+fn parse_id(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// One order.
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", security(("bearer" = ["orders:read"])),
+    params(("id" = String, Path)), responses((status = 200, body = OrderJson), (status = 404)))]
+pub async fn orders_get(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OrderJson>> {
+    auth.require(ORDERS | ORDERS_READ)?;
+    let id = parse_id(&id).ok_or_else(ApiError::order_not_found)?;
+    let o = state
+        .store
+        .read(|c| store::order_get(c, auth.account.0, id))?
+        .ok_or_else(ApiError::order_not_found)?;
+    let m = state.model.markets.read();
+    Ok(Json(order_json(&m, &o)))
+}
+
+/// One order by its client id.
+#[utoipa::path(get, path = "/v1/orders/by-client-id/{clientId}", tag = "orders",
+    security(("bearer" = ["orders:read"])), params(("clientId" = String, Path)),
+    responses((status = 200, body = OrderJson), (status = 404)))]
+pub async fn orders_get_by_client_id(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(client_id): Path<String>,
+) -> ApiResult<Json<OrderJson>> {
+    auth.require(ORDERS | ORDERS_READ)?;
+    let o = state
+        .store
+        .read(|c| store::order_by_client(c, auth.account.0, &client_id))?
+        .ok_or_else(ApiError::order_not_found)?;
+    let m = state.model.markets.read();
+    Ok(Json(order_json(&m, &o)))
+}
+
+/// Cancels one order.
+#[utoipa::path(delete, path = "/v1/orders/{id}", tag = "orders", security(("bearer" = ["orders"])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = OrderJson), (status = 404), (status = 409)))]
+pub async fn orders_cancel(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OrderJson>> {
+    auth.require(ORDERS)?;
+    let id = parse_id(&id).ok_or_else(ApiError::order_not_found)?;
+    let account = auth.account.0;
+    let o = state
+        .store
+        .read(|c| store::order_get(c, account, id))?
+        .ok_or_else(ApiError::order_not_found)?;
+    if o.is_final() {
+        return Err(ApiError::from_reject(RejectReason::OrderNotOpen));
+    }
+    let committed = state
+        .submit(Command::Cancel {
+            account: auth.account,
+            order: OrderId(id),
+        })
+        .await?;
+    for ev in &committed.events {
+        if let Event::CancelRejected { reason, .. } = ev {
+            return Err(ApiError::from_reject(*reason));
+        }
+    }
+    let o = state
+        .store
+        .read(|c| store::order_get(c, account, id))?
+        .ok_or_else(ApiError::order_not_found)?;
+    let m = state.model.markets.read();
+    Ok(Json(order_json(&m, &o)))
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CancelAllQuery {
+    pub pair: Option<String>,
+}
+
+#[derive(Serialize, ToSchema, Debug)]
+pub struct Cancelled {
+    pub cancelled: Vec<String>,
+}
+
+fn pair_param(state: &AppState, pair: Option<&str>) -> ApiResult<Option<PairId>> {
+    match pair {
+        None => Ok(None),
+        Some(p) => state
+            .model
+            .markets
+            .read()
+            .pair_by_symbol(p)
+            .map(|p| Some(p.id))
+            .ok_or_else(|| ApiError::bad("UNKNOWN_PAIR", format!("unknown pair {p}"))),
+    }
+}
+
+/// Cancels every open order of the account (on one pair).
+#[utoipa::path(delete, path = "/v1/orders", tag = "orders", security(("bearer" = ["orders"])),
+    params(("pair" = Option<String>, Query)), responses((status = 200, body = Cancelled)))]
+pub async fn orders_cancel_all(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppQuery(q): AppQuery<CancelAllQuery>,
+) -> ApiResult<Json<Cancelled>> {
+    auth.require(ORDERS)?;
+    let pair = pair_param(&state, q.pair.as_deref())?;
+    let committed = state
+        .submit(Command::CancelAll {
+            account: auth.account,
+            pair,
+        })
+        .await?;
+    let cancelled = committed
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Done { order, .. } => Some(order.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    Ok(Json(Cancelled { cancelled }))
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OrdersQuery {
+    pub pair: Option<String>,
+    pub status: Option<String>,
+    pub offset: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// The account's orders, newest first.
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", security(("bearer" = ["orders:read"])),
+    params(("pair" = Option<String>, Query), ("status" = Option<String>, Query),
+        ("offset" = Option<u64>, Query), ("limit" = Option<u64>, Query)),
+    responses((status = 200, description = "paginated Orders")))]
+pub async fn orders_list(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppQuery(q): AppQuery<OrdersQuery>,
+) -> ApiResult<Json<Paged<OrderJson>>> {
+    auth.require(ORDERS | ORDERS_READ)?;
+    let pg = page(q.offset, q.limit)?;
+    let pair = pair_param(&state, q.pair.as_deref())?;
+    let status_sql = match q.status.as_deref() {
+        None | Some("all") => "",
+        Some("open") => " AND status IN (0, 1)",
+        Some("closed") => " AND status NOT IN (0, 1)",
+        Some(_) => return Err(ApiError::validation("status must be open, closed or all")),
+    };
+    let pair_sql = if pair.is_some() {
+        " AND pair = ?2"
+    } else {
+        " AND ?2 IS NULL"
+    };
+    let account = auth.account.0;
+    let pair_v = pair.map(|p| i64::from(p.0));
+    let (total, rows) = state.store.read(|c| {
+        let total: i64 = c.query_row(
+            &format!("SELECT COUNT(*) FROM orders WHERE account = ?1{pair_sql}{status_sql}"),
+            rusqlite::params![account, pair_v],
+            |r| r.get(0),
+        )?;
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {} FROM orders WHERE account = ?1{pair_sql}{status_sql} ORDER BY id DESC LIMIT ?3 OFFSET ?4",
+            store::ORDER_COLS
+        ))?;
+        let mut rows: Vec<OrderRec> = st
+            .query_map(
+                rusqlite::params![account, pair_v, pg.limit as i64, pg.offset as i64],
+                store::order_from_row,
+            )?
+            .collect::<Result<_, _>>()?;
+        for o in &mut rows {
+            o.fills = store::fills_of(c, o.id)?;
+        }
+        Ok((total as u64, rows))
+    })?;
+    let m = state.model.markets.read();
+    let data = rows.iter().map(|o| order_json(&m, o)).collect();
+    Ok(Json(Paged::new(pg, total, data, "createdAt", "DESC")))
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FillsQuery {
+    pub pair: Option<String>,
+    pub offset: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// The account's fills, newest first.
+#[utoipa::path(get, path = "/v1/fills", tag = "orders", security(("bearer" = ["orders:read"])),
+    params(("pair" = Option<String>, Query), ("offset" = Option<u64>, Query), ("limit" = Option<u64>, Query)),
+    responses((status = 200, description = "paginated Fills")))]
+pub async fn fills_list(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppQuery(q): AppQuery<FillsQuery>,
+) -> ApiResult<Json<Paged<FillJson>>> {
+    auth.require(ORDERS | ORDERS_READ)?;
+    let pg = page(q.offset, q.limit)?;
+    let pair = pair_param(&state, q.pair.as_deref())?;
+    let pair_sql = if pair.is_some() {
+        " AND pair = ?2"
+    } else {
+        " AND ?2 IS NULL"
+    };
+    let account = auth.account.0;
+    let pair_v = pair.map(|p| i64::from(p.0));
+    let (total, rows) = state.store.read(|c| {
+        let total: i64 = c.query_row(
+            &format!("SELECT COUNT(*) FROM fills WHERE account = ?1{pair_sql}"),
+            rusqlite::params![account, pair_v],
+            |r| r.get(0),
+        )?;
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {} FROM fills WHERE account = ?1{pair_sql} ORDER BY trade_id DESC, order_id DESC LIMIT ?3 OFFSET ?4",
+            store::FILL_COLS
+        ))?;
+        let rows: Vec<_> = st
+            .query_map(
+                rusqlite::params![account, pair_v, pg.limit as i64, pg.offset as i64],
+                store::fill_from_row,
+            )?
+            .collect::<Result<_, _>>()?;
+        Ok((total as u64, rows))
+    })?;
+    let m = state.model.markets.read();
+    let data = rows.iter().map(|f| fill_json(&m, f)).collect();
+    Ok(Json(Paged::new(pg, total, data, "timestamp", "DESC")))
+}

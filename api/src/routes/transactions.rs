@@ -1,0 +1,150 @@
+//! Booked movements of the caller's account.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Deserialize;
+
+use crate::auth::{Auth, TRANSACTIONS_READ};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AppQuery, Paged, page};
+use crate::model::{TransactionJson, TxType, tx_json};
+use crate::state::AppState;
+use crate::store;
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TxQuery {
+    pub currency: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub start_date: Option<String>,
+    pub end_date: Option<String>,
+    pub sort: Option<String>,
+    pub order: Option<String>,
+    pub offset: Option<String>,
+    pub limit: Option<String>,
+}
+
+const DATE: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]");
+
+fn day_start_ns(s: &str, field: &str) -> ApiResult<i64> {
+    let d = time::Date::parse(s, DATE)
+        .map_err(|_| ApiError::validation(format!("{field} must be YYYY-MM-DD")))?;
+    Ok((d.midnight().assume_utc().unix_timestamp_nanos()) as i64)
+}
+
+const DAY_NS: i64 = 86_400_000_000_000;
+
+/// The account's transactions with filters.
+#[utoipa::path(get, path = "/v1/transactions", tag = "transactions",
+    security(("bearer" = ["transactions:read"])),
+    params(("currency" = Option<String>, Query), ("type" = Option<String>, Query),
+        ("startDate" = Option<String>, Query), ("endDate" = Option<String>, Query),
+        ("sort" = Option<String>, Query), ("order" = Option<String>, Query),
+        ("offset" = Option<u64>, Query), ("limit" = Option<u64>, Query)),
+    responses((status = 200, description = "paginated transactions")))]
+pub async fn transactions_list(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppQuery(q): AppQuery<TxQuery>,
+) -> ApiResult<Json<Paged<TransactionJson>>> {
+    auth.require(TRANSACTIONS_READ)?;
+    let pg = page(q.offset, q.limit)?;
+    let mut clauses = vec!["account = ?1".to_string()];
+    let mut args: Vec<i64> = vec![i64::from(auth.account.0)];
+    if let Some(c) = q.currency.as_deref() {
+        let id = state
+            .model
+            .markets
+            .read()
+            .currency_by_code(c)
+            .map(|c| c.id.0)
+            .ok_or_else(|| ApiError::validation(format!("unknown currency {c}")))?;
+        args.push(i64::from(id));
+        clauses.push(format!("currency = ?{}", args.len()));
+    }
+    if let Some(t) = q.kind.as_deref() {
+        let t = TxType::parse(t).ok_or_else(|| {
+            ApiError::validation(
+                "type must be ORDER_EXECUTION, FEE_COLLECTION, TOPUP or WITHDRAWAL",
+            )
+        })?;
+        args.push(t.code());
+        clauses.push(format!("type = ?{}", args.len()));
+    }
+    if let Some(s) = q.start_date.as_deref() {
+        args.push(day_start_ns(s, "startDate")?);
+        clauses.push(format!("ts_ns >= ?{}", args.len()));
+    }
+    if let Some(s) = q.end_date.as_deref() {
+        args.push(day_start_ns(s, "endDate")? + DAY_NS);
+        clauses.push(format!("ts_ns < ?{}", args.len()));
+    }
+    match q.sort.as_deref() {
+        None | Some("bookingDate") => {}
+        Some(_) => return Err(ApiError::validation("sort must be bookingDate")),
+    }
+    let order = match q.order.as_deref() {
+        None => "DESC",
+        Some(o) if o.eq_ignore_ascii_case("desc") => "DESC",
+        Some(o) if o.eq_ignore_ascii_case("asc") => "ASC",
+        Some(_) => return Err(ApiError::validation("order must be ASC or DESC")),
+    };
+    let filter = clauses.join(" AND ");
+    let (total, rows) = state.store.read(|c| {
+        let total: i64 = c.query_row(
+            &format!("SELECT COUNT(*) FROM transactions WHERE {filter}"),
+            rusqlite::params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        let n = args.len();
+        let mut all = args.clone();
+        all.push(pg.limit as i64);
+        all.push(pg.offset as i64);
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {} FROM transactions WHERE {filter} ORDER BY ts_ns {order}, id {order} LIMIT ?{} OFFSET ?{}",
+            store::TX_COLS,
+            n + 1,
+            n + 2
+        ))?;
+        let rows: Vec<_> = st
+            .query_map(rusqlite::params_from_iter(all.iter()), store::tx_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok((total as u64, rows))
+    })?;
+    let m = state.model.markets.read();
+    let data = rows.iter().map(|t| tx_json(&m, t)).collect();
+    Ok(Json(Paged::new(pg, total, data, "bookingDate", order)))
+}
+
+/// One transaction.
+#[utoipa::path(get, path = "/v1/transactions/{id}", tag = "transactions",
+    security(("bearer" = ["transactions:read"])), params(("id" = String, Path)),
+    responses((status = 200, body = TransactionJson), (status = 404)))]
+pub async fn transactions_get(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TransactionJson>> {
+    auth.require(TRANSACTIONS_READ)?;
+    let nf = || ApiError::not_found("no such transaction");
+    let id = crate::routes::wallet::parse_id(&id).ok_or_else(nf)?;
+    let t = state
+        .store
+        .read(|c| {
+            use rusqlite::OptionalExtension;
+            c.query_row(
+                &format!(
+                    "SELECT {} FROM transactions WHERE id = ?1 AND account = ?2",
+                    store::TX_COLS
+                ),
+                rusqlite::params![id as i64, auth.account.0],
+                store::tx_from_row,
+            )
+            .optional()
+        })?
+        .ok_or_else(nf)?;
+    let m = state.model.markets.read();
+    Ok(Json(tx_json(&m, &t)))
+}

@@ -1,0 +1,313 @@
+//! Registration and the OAuth2 client-credentials token endpoint (RFC 6749 section 4.4).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{self, ADMIN, USER_SCOPES};
+use crate::config::Registration;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::AppJson;
+use crate::model::now_ns;
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct UserCreate {
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct UserCreated {
+    pub user_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+/// Creates a user and a client with every non-admin scope; returns the secret once.
+pub fn create_user(
+    state: &AppState,
+    name: &str,
+    client_id: Option<&str>,
+    secret: Option<&str>,
+    scopes: u8,
+) -> ApiResult<UserCreated> {
+    let client_id = client_id
+        .map(str::to_string)
+        .unwrap_or_else(auth::random_client_id);
+    let secret = secret
+        .map(str::to_string)
+        .unwrap_or_else(auth::random_token);
+    let hash = auth::hash_secret(
+        &secret,
+        state.config.argon2_memory_kib,
+        state.config.argon2_iterations,
+    );
+    let now = now_ns();
+    let user_id = state.store.read(|c| {
+        let tx = c.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO users (name, created_ns) VALUES (?1, ?2)",
+            params![name, now],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO clients VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![client_id, id, hash, scopes, now],
+        )?;
+        tx.commit()?;
+        Ok(id)
+    })?;
+    Ok(UserCreated {
+        user_id: user_id.to_string(),
+        client_id,
+        client_secret: secret,
+    })
+}
+
+/// Registers an account.
+#[utoipa::path(post, path = "/v1/users", tag = "auth", request_body = UserCreate,
+    responses((status = 201, body = UserCreated), (status = 400), (status = 401), (status = 403)))]
+pub async fn users_create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    AppJson(body): AppJson<UserCreate>,
+) -> ApiResult<(StatusCode, Json<UserCreated>)> {
+    if state.config.registration == Registration::Admin {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("registration is restricted to admins"))?;
+        let info = auth::verify_token(&state, token)
+            .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+        if info.scopes & ADMIN == 0 {
+            return Err(ApiError::forbidden("registration is restricted to admins"));
+        }
+    }
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::validation("name must be 1 to 100 characters"));
+    }
+    let name = name.to_string();
+    let st = state.clone();
+    let created =
+        tokio::task::spawn_blocking(move || create_user(&st, &name, None, None, USER_SCOPES))
+            .await
+            .map_err(|_| ApiError::internal())??;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut r = (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        serde_json::json!({"error": error, "error_description": description}).to_string(),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"bourse\""),
+        );
+    }
+    r
+}
+
+#[derive(Serialize, ToSchema, Debug)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub scope: String,
+}
+
+/// Issues a bearer token for client credentials.
+#[utoipa::path(post, path = "/v1/oauth2/token", tag = "auth",
+    request_body(content_type = "application/x-www-form-urlencoded", content = String),
+    responses((status = 200, body = TokenResponse), (status = 400), (status = 401)))]
+pub async fn oauth_token(State(state): State<AppState>, req: Request) -> Response {
+    let form_ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    let basic = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("basic")
+                .then(|| rest.trim().to_string())
+        });
+    let bytes = match crate::extract::body_bytes(req).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    if !form_ct {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        );
+    }
+    let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "malformed form body",
+        );
+    };
+    let mut fields: HashMap<String, String> = HashMap::new();
+    for (k, v) in form {
+        if fields.insert(k, v).is_some() {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "repeated parameter",
+            );
+        }
+    }
+    match fields.get("grant_type").map(String::as_str) {
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is required",
+            );
+        }
+        Some("client_credentials") => {}
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only client_credentials is supported",
+            );
+        }
+    }
+    let creds = match basic {
+        Some(b) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|s| {
+                s.split_once(':')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            }),
+        None => match (fields.get("client_id"), fields.get("client_secret")) {
+            (Some(a), Some(b)) => Some((a.clone(), b.clone())),
+            _ => None,
+        },
+    };
+    let Some((client_id, secret)) = creds else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
+    };
+    let found = state
+        .store
+        .read(|c| {
+            c.query_row(
+                "SELECT user_id, secret_hash, scopes FROM clients WHERE client_id = ?1",
+                [&client_id],
+                |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u8>(2)?,
+                    ))
+                },
+            )
+            .optional()
+        })
+        .ok()
+        .flatten();
+    let Some((user, phc, client_scopes)) = found else {
+        // Spend comparable time on an unknown client.
+        let _ = tokio::task::spawn_blocking(move || auth::verify_secret(&secret, "")).await;
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
+    };
+    let ok = tokio::task::spawn_blocking(move || auth::verify_secret(&secret, &phc))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
+    }
+    let scopes = match fields
+        .get("scope")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        None => client_scopes & !ADMIN,
+        Some(s) => match auth::parse_scopes(s) {
+            Some(bits) if bits & !client_scopes == 0 && bits != 0 => bits,
+            _ => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    "unknown scope or a scope the client does not hold",
+                );
+            }
+        },
+    };
+    let token = auth::random_token();
+    let hash = auth::token_hash(&token);
+    let ttl = state.config.token_ttl_secs;
+    let expires_ns = now_ns().saturating_add((ttl as i64).saturating_mul(1_000_000_000));
+    let stored = state.store.read(|c| {
+        c.execute(
+            "INSERT INTO tokens VALUES (?1, ?2, ?3, ?4)",
+            params![hash.as_slice(), user, scopes, expires_ns],
+        )
+    });
+    if stored.is_err() {
+        return ApiError::internal().into_response();
+    }
+    state.tokens.put(
+        hash,
+        auth::TokenInfo {
+            account: user,
+            scopes,
+            expires_ns,
+        },
+    );
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(TokenResponse {
+            access_token: token,
+            token_type: "Bearer",
+            expires_in: ttl,
+            scope: auth::scopes_str(scopes),
+        }),
+    )
+        .into_response()
+}

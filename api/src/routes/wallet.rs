@@ -1,0 +1,364 @@
+//! Wallet: balances, deposits, withdrawals and the account's requests.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use engine::{AccountId, Command, Event, RequestId, RequestSpec};
+use rusqlite::OptionalExtension;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::{Auth, WALLET, WALLET_READ};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AppJson, AppQuery, DecimalKind, PageQuery, Paged, decimal, page};
+use crate::model::{BalanceJson, RequestJson, RequestRec, balance_json, request_json, ts};
+use crate::state::AppState;
+use crate::store;
+
+#[derive(Serialize, ToSchema, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct WalletJson {
+    pub balances: Vec<BalanceJson>,
+    pub created_at: String,
+}
+
+/// The wallet of `account`: every currency listed.
+pub fn wallet_of(state: &AppState, account: u32) -> ApiResult<WalletJson> {
+    let created: Option<i64> = state.store.read(|c| {
+        c.query_row(
+            "SELECT created_ns FROM users WHERE id = ?1",
+            [account],
+            |r| r.get(0),
+        )
+        .optional()
+    })?;
+    let Some(created) = created else {
+        return Err(ApiError::not_found("no such user"));
+    };
+    let m = state.model.markets.read();
+    let b = state.model.balances.read();
+    let balances = m
+        .currencies()
+        .iter()
+        .map(|c| {
+            balance_json(
+                &m,
+                c.id.0,
+                b.get(&(account, c.id.0)).copied().unwrap_or_default(),
+            )
+        })
+        .collect();
+    Ok(WalletJson {
+        balances,
+        created_at: ts(created),
+    })
+}
+
+/// The caller's balances.
+#[utoipa::path(get, path = "/v1/wallet", tag = "wallet", security(("bearer" = ["wallet:read"])),
+    responses((status = 200, body = WalletJson)))]
+pub async fn wallet_get(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<WalletJson>> {
+    auth.require(WALLET | WALLET_READ)?;
+    Ok(Json(wallet_of(&state, auth.account.0)?))
+}
+
+#[derive(Deserialize, Debug, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DepositCreate {
+    pub currency: String,
+    pub amount: String,
+    pub external_id: String,
+}
+
+#[derive(Deserialize, Debug, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WithdrawalCreate {
+    pub currency: String,
+    pub amount: String,
+    pub external_id: String,
+    pub destination: String,
+}
+
+fn check_external_id(s: &str) -> ApiResult<()> {
+    if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::validation(
+            "externalId must be 1 to 128 printable ASCII characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The kind of money request to submit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    Deposit,
+    Credit,
+    Withdrawal,
+}
+
+/// Validates, reserves the external id, submits, and returns the stored request.
+pub async fn request_create(
+    state: &AppState,
+    account: AccountId,
+    currency: &str,
+    amount: &str,
+    external_id: &str,
+    destination: Option<&str>,
+    kind: RequestKind,
+) -> ApiResult<RequestJson> {
+    check_external_id(external_id)?;
+    let (currency_id, decimals) = {
+        let m = state.model.markets.read();
+        let c = m
+            .currency_by_code(currency)
+            .ok_or_else(|| ApiError::validation(format!("unknown currency {currency}")))?;
+        (c.id, c.spec.decimals)
+    };
+    let amount = decimal("amount", amount, decimals, DecimalKind::Money, 1u128 << 62)?;
+    let destination = match (kind, destination) {
+        (RequestKind::Withdrawal, Some(d)) => {
+            if d.trim().is_empty() || d.len() > 256 {
+                return Err(ApiError::validation(
+                    "destination must be 1 to 256 characters",
+                ));
+            }
+            d.to_string()
+        }
+        _ => String::new(),
+    };
+    let a = account.0;
+    let rx = {
+        // Request ids reach the engine in increasing order: assign and submit together.
+        let _order = state.request_lock.lock();
+        let id = match state.external_ids.reserve(
+            a,
+            external_id,
+            || {
+                Ok(state
+                    .store
+                    .read(|c| store::request_id_by_external(c, a, external_id))?)
+            },
+            || state.next_request_id(),
+        )? {
+            Ok(id) => id,
+            Err(existing) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "DUPLICATE_EXTERNAL_ID",
+                    "a request with this externalId exists",
+                )
+                .with("existingId", existing.to_string()));
+            }
+        };
+        let spec = RequestSpec {
+            request: RequestId(id),
+            account,
+            currency: currency_id,
+            amount,
+            external_id: external_id.to_string(),
+            destination,
+        };
+        let command = match kind {
+            RequestKind::Deposit if state.config.deposit_auto_approve => {
+                Command::DepositCredited(spec)
+            }
+            RequestKind::Deposit => Command::DepositRequested(spec),
+            RequestKind::Credit => Command::DepositCredited(spec),
+            RequestKind::Withdrawal => Command::WithdrawalRequested(spec),
+        };
+        match state.submit_start(command) {
+            Ok(rx) => (rx, id),
+            Err(e) => {
+                state.external_ids.release(a, external_id);
+                return Err(e);
+            }
+        }
+    };
+    let (rx, id) = rx;
+    let committed = rx.await;
+    let Ok(committed) = committed else {
+        state.external_ids.release(a, external_id);
+        return Err(ApiError::unavailable("the engine stopped"));
+    };
+    for ev in &committed.events {
+        if let Event::RequestRefused { reason, .. } = ev {
+            state.external_ids.release(a, external_id);
+            return Err(ApiError::from_reject(*reason));
+        }
+    }
+    state.external_ids.release(a, external_id);
+    let rec = state
+        .store
+        .read(|c| store::request_get(c, id))?
+        .ok_or_else(ApiError::internal)?;
+    let m = state.model.markets.read();
+    Ok(request_json(&m, &rec))
+}
+
+/// Announces a deposit.
+#[utoipa::path(post, path = "/v1/wallet/deposits", tag = "wallet", request_body = DepositCreate,
+    security(("bearer" = ["wallet"])),
+    responses((status = 201, body = RequestJson), (status = 400), (status = 409)))]
+pub async fn deposits_create(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppJson(b): AppJson<DepositCreate>,
+) -> ApiResult<(StatusCode, Json<RequestJson>)> {
+    auth.require(WALLET)?;
+    let r = request_create(
+        &state,
+        auth.account,
+        &b.currency,
+        &b.amount,
+        &b.external_id,
+        None,
+        RequestKind::Deposit,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+/// Requests a withdrawal; the amount is held at once.
+#[utoipa::path(post, path = "/v1/wallet/withdrawals", tag = "wallet", request_body = WithdrawalCreate,
+    security(("bearer" = ["wallet"])),
+    responses((status = 201, body = RequestJson), (status = 400), (status = 409), (status = 422)))]
+pub async fn withdrawals_create(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppJson(b): AppJson<WithdrawalCreate>,
+) -> ApiResult<(StatusCode, Json<RequestJson>)> {
+    auth.require(WALLET)?;
+    let r = request_create(
+        &state,
+        auth.account,
+        &b.currency,
+        &b.amount,
+        &b.external_id,
+        Some(&b.destination),
+        RequestKind::Withdrawal,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+/// Lists requests with filters (account, kind, status), newest first.
+pub fn requests_query(
+    state: &AppState,
+    account: Option<u32>,
+    withdrawal: Option<bool>,
+    status: Option<i64>,
+    pg: crate::extract::Page,
+) -> ApiResult<Paged<RequestJson>> {
+    let mut clauses = Vec::new();
+    let mut args: Vec<i64> = Vec::new();
+    if let Some(a) = account {
+        args.push(i64::from(a));
+        clauses.push(format!("account = ?{}", args.len()));
+    }
+    if let Some(w) = withdrawal {
+        args.push(i64::from(w));
+        clauses.push(format!("kind = ?{}", args.len()));
+    }
+    if let Some(s) = status {
+        args.push(s);
+        clauses.push(format!("status = ?{}", args.len()));
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
+    };
+    let (total, rows) = state.store.read(|c| {
+        let total: i64 = c.query_row(
+            &format!("SELECT COUNT(*) FROM requests{filter}"),
+            rusqlite::params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        let mut all = args.clone();
+        all.push(pg.limit as i64);
+        all.push(pg.offset as i64);
+        let n = args.len();
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {} FROM requests{filter} ORDER BY id DESC LIMIT ?{} OFFSET ?{}",
+            store::REQ_COLS,
+            n + 1,
+            n + 2
+        ))?;
+        let rows: Vec<RequestRec> = st
+            .query_map(
+                rusqlite::params_from_iter(all.iter()),
+                store::request_from_row,
+            )?
+            .collect::<Result<_, _>>()?;
+        Ok((total as u64, rows))
+    })?;
+    let m = state.model.markets.read();
+    let data = rows.iter().map(|r| request_json(&m, r)).collect();
+    Ok(Paged::new(pg, total, data, "createdAt", "DESC"))
+}
+
+/// The caller's deposits.
+#[utoipa::path(get, path = "/v1/wallet/deposits", tag = "wallet", security(("bearer" = ["wallet:read"])),
+    responses((status = 200, description = "paginated requests")))]
+pub async fn deposits_list(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppQuery(q): AppQuery<PageQuery>,
+) -> ApiResult<Json<Paged<RequestJson>>> {
+    auth.require(WALLET | WALLET_READ)?;
+    let pg = page(q.offset, q.limit)?;
+    Ok(Json(requests_query(
+        &state,
+        Some(auth.account.0),
+        Some(false),
+        None,
+        pg,
+    )?))
+}
+
+/// The caller's withdrawals.
+#[utoipa::path(get, path = "/v1/wallet/withdrawals", tag = "wallet", security(("bearer" = ["wallet:read"])),
+    responses((status = 200, description = "paginated requests")))]
+pub async fn withdrawals_list(
+    State(state): State<AppState>,
+    auth: Auth,
+    AppQuery(q): AppQuery<PageQuery>,
+) -> ApiResult<Json<Paged<RequestJson>>> {
+    auth.require(WALLET | WALLET_READ)?;
+    let pg = page(q.offset, q.limit)?;
+    Ok(Json(requests_query(
+        &state,
+        Some(auth.account.0),
+        Some(true),
+        None,
+        pg,
+    )?))
+}
+
+pub fn parse_id(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// One of the caller's requests.
+#[utoipa::path(get, path = "/v1/wallet/requests/{id}", tag = "wallet",
+    security(("bearer" = ["wallet:read"])), params(("id" = String, Path)),
+    responses((status = 200, body = RequestJson), (status = 404)))]
+pub async fn requests_get(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RequestJson>> {
+    auth.require(WALLET | WALLET_READ)?;
+    let nf = || ApiError::not_found("no such request");
+    let id = parse_id(&id).ok_or_else(nf)?;
+    let r = state
+        .store
+        .read(|c| store::request_get(c, id))?
+        .filter(|r| r.account == auth.account.0)
+        .ok_or_else(nf)?;
+    let m = state.model.markets.read();
+    Ok(Json(request_json(&m, &r)))
+}

@@ -1,0 +1,237 @@
+//! Start-up (recovery, default markets, admin bootstrap), serving and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use engine::pipeline::{Durability, OutputListener, Pipeline, PipelineConfig};
+use engine::{Command, CurrencySpec, Event, PairStatus};
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::auth::{self, ALL_SCOPES};
+use crate::config::Config;
+use crate::listener::HistoryListener;
+use crate::state::{AppState, ReadModel, Reservations, Shared};
+use crate::store::{self, Store};
+
+/// Recovers the engine, opens the store and prepares the state (markets and admin included).
+pub async fn start(config: Config) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let db = store::db_path(&config.data_dir);
+    let model = Arc::new(ReadModel::default());
+    let history = HistoryListener::open(&db, model.clone(), None)?;
+    let mut pcfg = PipelineConfig::new(&config.data_dir);
+    pcfg.durability = match config.durability.as_str() {
+        "none" => Durability::None,
+        _ => Durability::Fsync,
+    };
+    pcfg.ring_capacity = config.ring_capacity;
+    let listeners: Vec<Box<dyn OutputListener>> = vec![Box::new(history)];
+    let pipeline =
+        tokio::task::spawn_blocking(move || Pipeline::start(pcfg, Box::new(listeners))).await??;
+    tracing::info!(last_seq = pipeline.last_seq(), "engine recovered");
+    let rate =
+        crate::middleware::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
+    let state = Arc::new(Shared {
+        pipeline: RwLock::new(Some(pipeline)),
+        model,
+        store: Store::open(&db, 4)?,
+        tokens: Default::default(),
+        client_ids: Reservations::default(),
+        external_ids: Reservations::default(),
+        request_lock: Mutex::new(()),
+        metrics: Default::default(),
+        rate,
+        feed_router: Mutex::new(None),
+        shutting_down: AtomicBool::new(false),
+        config,
+    });
+    bootstrap_markets(&state).await?;
+    bootstrap_admin(&state)?;
+    Ok(state)
+}
+
+async fn bootstrap_markets(state: &AppState) -> anyhow::Result<()> {
+    if !state.model.markets.read().currencies().is_empty() {
+        return Ok(());
+    }
+    for c in &state.config.currencies {
+        let done = state
+            .submit(Command::AddCurrency(CurrencySpec {
+                code: c.code.clone(),
+                display_name: c.display_name.clone(),
+                decimals: c.decimals,
+            }))
+            .await
+            .map_err(|e| anyhow::anyhow!("adding currency {}: {}", c.code, e.0.detail))?;
+        if let Some(Event::ConfigRefused { reason }) = done.events.first() {
+            anyhow::bail!("currency {} refused: {reason:?}", c.code);
+        }
+    }
+    for p in &state.config.pairs {
+        let spec = {
+            let m = state.model.markets.read();
+            crate::routes::admin::pair_spec(
+                &m,
+                &p.base,
+                &p.quote,
+                p.price_decimals,
+                p.amount_decimals,
+                &p.min_amount,
+                &p.maker_fee_rate,
+                &p.taker_fee_rate,
+                PairStatus::Active,
+            )
+            .map_err(|e| anyhow::anyhow!("pair {}_{}: {}", p.base, p.quote, e.0.detail))?
+        };
+        let done = state
+            .submit(Command::AddPair(spec))
+            .await
+            .map_err(|e| anyhow::anyhow!("adding pair: {}", e.0.detail))?;
+        if let Some(Event::ConfigRefused { reason }) = done.events.first() {
+            anyhow::bail!("pair {}_{} refused: {reason:?}", p.base, p.quote);
+        }
+    }
+    Ok(())
+}
+
+fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
+    let id = std::env::var("BOURSE_ADMIN_CLIENT_ID")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let secret = std::env::var("BOURSE_ADMIN_CLIENT_SECRET")
+        .ok()
+        .filter(|v| !v.is_empty());
+    if let (Some(id), Some(secret)) = (id, secret) {
+        let exists: i64 = state.store.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM clients WHERE client_id = ?1",
+                [&id],
+                |r| r.get(0),
+            )
+        })?;
+        if exists > 0 {
+            let hash = auth::hash_secret(
+                &secret,
+                state.config.argon2_memory_kib,
+                state.config.argon2_iterations,
+            );
+            state.store.read(|c| {
+                c.execute(
+                    "UPDATE clients SET secret_hash = ?1, scopes = ?2 WHERE client_id = ?3",
+                    rusqlite::params![hash, ALL_SCOPES, id],
+                )
+            })?;
+        } else {
+            crate::routes::users::create_user(state, "admin", Some(&id), Some(&secret), ALL_SCOPES)
+                .map_err(|e| anyhow::anyhow!("creating the admin: {}", e.0.detail))?;
+        }
+        return Ok(());
+    }
+    let admins: i64 = state.store.read(|c| {
+        c.query_row(
+            "SELECT COUNT(*) FROM clients WHERE scopes & ?1 != 0",
+            [auth::ADMIN],
+            |r| r.get(0),
+        )
+    })?;
+    if admins == 0 {
+        let created = crate::routes::users::create_user(state, "admin", None, None, ALL_SCOPES)
+            .map_err(|e| anyhow::anyhow!("creating the admin: {}", e.0.detail))?;
+        println!(
+            "bourse: created the admin client (shown once)\n  BOURSE_ADMIN_CLIENT_ID={}\n  BOURSE_ADMIN_CLIENT_SECRET={}",
+            created.client_id, created.client_secret
+        );
+    }
+    Ok(())
+}
+
+/// Serves until `shutdown` resolves, then drains and stops the pipeline (final snapshot).
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = crate::routes::app(state.clone());
+    let st = state.clone();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        st.shutting_down.store(true, Ordering::Release);
+    })
+    .await?;
+    stop_pipeline(&state).await
+}
+
+/// Stops the pipeline: every accepted command finishes, a snapshot is written.
+pub async fn stop_pipeline(state: &AppState) -> anyhow::Result<()> {
+    let pipeline = state.pipeline.write().take();
+    if let Some(p) = pipeline {
+        tokio::task::spawn_blocking(move || p.shutdown())
+            .await?
+            .map_err(|e| anyhow::anyhow!("pipeline shutdown: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A server running in this process (tests).
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    join: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Graceful stop: drains, stops the pipeline.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.join.await?
+    }
+}
+
+/// Starts a server on `config.bind` (port 0 for any) in this process.
+pub async fn spawn(config: Config) -> anyhow::Result<Running> {
+    let listener = TcpListener::bind(config.bind).await?;
+    let addr = listener.local_addr()?;
+    let state = start(config).await?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let join = tokio::spawn(serve(state.clone(), listener, async move {
+        let _ = rx.await;
+    }));
+    Ok(Running {
+        addr,
+        state,
+        stop: Some(tx),
+        join,
+    })
+}
+
+/// SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining connections");
+}

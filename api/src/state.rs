@@ -1,0 +1,179 @@
+//! Shared state: the pipeline handle, the read models the history listener maintains, the
+//! id counters and the idempotency reservations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use engine::markets::Markets;
+use engine::pipeline::Processed;
+use engine::{Balance, Command, Event};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+
+use crate::auth::TokenCache;
+use crate::config::Config;
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use engine::pipeline::{Pipeline, SubmitError};
+
+/// Per-currency reconciliation figures the listener follows.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AuditFig {
+    pub deposits: u64,
+    pub withdrawals: u64,
+    pub fees: u64,
+}
+
+/// A private message for the feed: account, channel (`orders`, `fills`, `wallet`), data.
+pub type PrivatePublisher =
+    Arc<dyn Fn(engine::AccountId, &'static str, serde_json::Value) + Send + Sync>;
+
+/// What the history listener keeps in memory for the handlers.
+#[derive(Default)]
+pub struct ReadModel {
+    pub markets: RwLock<Markets>,
+    pub balances: RwLock<HashMap<(u32, u16), Balance>>,
+    pub audit: Mutex<HashMap<u16, AuditFig>>,
+    pub next_order_id: AtomicU64,
+    pub next_request_id: AtomicU64,
+    pub last_seq: AtomicU64,
+    pub recovered: AtomicBool,
+    pub orders_total: AtomicU64,
+    pub trades_total: AtomicU64,
+}
+
+impl std::fmt::Debug for ReadModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadModel").finish_non_exhaustive()
+    }
+}
+
+/// A command's outcome, owned.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    pub seq: u64,
+    pub ts_ns: i64,
+    pub events: Vec<Event>,
+}
+
+impl Committed {
+    fn from(p: &Processed<'_>) -> Self {
+        Committed {
+            seq: p.seq,
+            ts_ns: p.timestamp_ns,
+            events: p.events.to_vec(),
+        }
+    }
+}
+
+const SHARDS: usize = 64;
+
+/// In-flight idempotency reservations, sharded by account. A key is reserved (under its
+/// shard lock, after checking the store) before the command is submitted, and dropped once
+/// the outcome is known: by then the store holds it (or the command was refused).
+#[derive(Debug)]
+pub struct Reservations {
+    shards: Vec<Mutex<HashMap<(u32, String), u64>>>,
+}
+
+impl Default for Reservations {
+    fn default() -> Self {
+        Reservations {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+impl Reservations {
+    /// Reserves `key` for `account` with the id `fresh()` returns, unless it is in flight or
+    /// `stored` finds it: then `Err(existing id)`.
+    pub fn reserve(
+        &self,
+        account: u32,
+        key: &str,
+        stored: impl FnOnce() -> ApiResult<Option<u64>>,
+        fresh: impl FnOnce() -> u64,
+    ) -> ApiResult<Result<u64, u64>> {
+        let mut shard = self.shards[account as usize % SHARDS].lock();
+        if let Some(id) = shard.get(&(account, key.to_string())) {
+            return Ok(Err(*id));
+        }
+        if let Some(id) = stored()? {
+            return Ok(Err(id));
+        }
+        let id = fresh();
+        shard.insert((account, key.to_string()), id);
+        Ok(Ok(id))
+    }
+
+    pub fn release(&self, account: u32, key: &str) {
+        self.shards[account as usize % SHARDS]
+            .lock()
+            .remove(&(account, key.to_string()));
+    }
+}
+
+/// Everything a handler needs.
+pub struct Shared {
+    pub config: Config,
+    pub pipeline: RwLock<Option<Pipeline>>,
+    pub model: Arc<ReadModel>,
+    pub store: Store,
+    pub tokens: TokenCache,
+    pub client_ids: Reservations,
+    pub external_ids: Reservations,
+    /// Request ids must reach the engine in increasing order: assign and submit under this.
+    pub request_lock: Mutex<()>,
+    pub metrics: Metrics,
+    pub rate: crate::middleware::RateLimiter,
+    pub feed_router: Mutex<Option<(axum::Router, utoipa::openapi::OpenApi)>>,
+    pub shutting_down: AtomicBool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+pub type AppState = Arc<Shared>;
+
+impl Shared {
+    /// Submits `command` and waits until it is durable and applied by every listener.
+    pub async fn submit(&self, command: Command) -> ApiResult<Committed> {
+        let rx = self.submit_start(command)?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the engine stopped"))
+    }
+
+    /// Submits without waiting (the caller awaits the receiver).
+    pub fn submit_start(&self, command: Command) -> ApiResult<oneshot::Receiver<Committed>> {
+        let (tx, rx) = oneshot::channel();
+        let guard = self.pipeline.read();
+        let Some(pipeline) = guard.as_ref() else {
+            return Err(ApiError::unavailable("the engine is not running"));
+        };
+        pipeline
+            .submit(
+                command,
+                Box::new(move |p: &Processed<'_>| {
+                    let _ = tx.send(Committed::from(p));
+                }),
+            )
+            .map_err(|e| match e {
+                SubmitError::Busy => ApiError::unavailable("the engine is busy, retry later"),
+                SubmitError::Stopped => ApiError::unavailable("the engine is stopping"),
+            })?;
+        Ok(rx)
+    }
+
+    pub fn next_order_id(&self) -> u64 {
+        self.model.next_order_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn next_request_id(&self) -> u64 {
+        self.model.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

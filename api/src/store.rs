@@ -1,0 +1,402 @@
+//! The history store: embedded SQLite (WAL) in `data_dir/history.sqlite`.
+//!
+//! One writer (the history listener, one transaction per batch, `applied_seq` in the same
+//! transaction) and a small pool of reader connections for the handlers. The store is a
+//! read model: the journal is the truth, and the pipeline replays whatever the store has
+//! not applied yet.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use engine::Side;
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::model::{
+    FillRec, OrderRec, RequestRec, TxRec, TxType, request_status_from, status_from_code,
+};
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS users(id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS clients(client_id TEXT PRIMARY KEY, user_id INTEGER NOT NULL,
+  secret_hash TEXT NOT NULL, scopes INTEGER NOT NULL, created_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens(hash BLOB PRIMARY KEY, user_id INTEGER NOT NULL,
+  scopes INTEGER NOT NULL, expires_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS orders(id INTEGER PRIMARY KEY, account INTEGER NOT NULL,
+  client_id TEXT NOT NULL, pair INTEGER NOT NULL, side INTEGER NOT NULL, market INTEGER NOT NULL,
+  tif INTEGER NOT NULL, post_only INTEGER NOT NULL, price INTEGER, amount INTEGER,
+  quote_amount INTEGER, filled INTEGER NOT NULL, filled_quote INTEGER NOT NULL,
+  value_sum TEXT NOT NULL, fee INTEGER NOT NULL, status INTEGER NOT NULL, reject_reason TEXT,
+  created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS orders_client ON orders(account, client_id);
+CREATE INDEX IF NOT EXISTS orders_account ON orders(account, id);
+CREATE TABLE IF NOT EXISTS fills(trade_id INTEGER NOT NULL, order_id INTEGER NOT NULL,
+  account INTEGER NOT NULL, pair INTEGER NOT NULL, side INTEGER NOT NULL, price INTEGER NOT NULL,
+  amount INTEGER NOT NULL, quote INTEGER NOT NULL, fee INTEGER NOT NULL, maker INTEGER NOT NULL,
+  ts_ns INTEGER NOT NULL, PRIMARY KEY(trade_id, order_id));
+CREATE INDEX IF NOT EXISTS fills_order ON fills(order_id);
+CREATE INDEX IF NOT EXISTS fills_account ON fills(account, trade_id);
+CREATE TABLE IF NOT EXISTS transactions(id INTEGER PRIMARY KEY, account INTEGER NOT NULL,
+  currency INTEGER NOT NULL, type INTEGER NOT NULL, amount INTEGER NOT NULL,
+  balance_after INTEGER NOT NULL, ts_ns INTEGER NOT NULL, ref_id TEXT, ref_type TEXT,
+  ref2_id TEXT, ref2_type TEXT);
+CREATE INDEX IF NOT EXISTS tx_account ON transactions(account, id);
+CREATE TABLE IF NOT EXISTS requests(id INTEGER PRIMARY KEY, account INTEGER NOT NULL,
+  external_id TEXT NOT NULL, kind INTEGER NOT NULL, currency INTEGER NOT NULL,
+  amount INTEGER NOT NULL, status INTEGER NOT NULL, destination TEXT, reason TEXT,
+  created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS requests_ext ON requests(account, external_id);
+CREATE INDEX IF NOT EXISTS requests_account ON requests(account, id);
+";
+
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("history.sqlite")
+}
+
+/// Opens a connection with the store's pragmas (and creates the schema).
+pub fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(MARKET_LOG)?;
+    Ok(conn)
+}
+
+/// Reader connections for the handlers.
+#[derive(Debug)]
+pub struct Store {
+    readers: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl Store {
+    pub fn open(path: &Path, readers: usize) -> rusqlite::Result<Store> {
+        let mut v = Vec::new();
+        for _ in 0..readers.max(1) {
+            v.push(Mutex::new(open(path)?));
+        }
+        Ok(Store {
+            readers: v,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs `f` on a free reader connection.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        for c in &self.readers {
+            if let Some(conn) = c.try_lock() {
+                return f(&conn);
+            }
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        let conn = self.readers[i].lock();
+        f(&conn)
+    }
+}
+
+pub fn side_code(s: Side) -> i64 {
+    match s {
+        Side::Buy => 0,
+        Side::Sell => 1,
+    }
+}
+
+pub fn side_from(c: i64) -> Side {
+    if c == 0 { Side::Buy } else { Side::Sell }
+}
+
+fn tif_code(t: engine::TimeInForce) -> i64 {
+    match t {
+        engine::TimeInForce::Gtc => 0,
+        engine::TimeInForce::Ioc => 1,
+        engine::TimeInForce::Fok => 2,
+    }
+}
+
+fn tif_from(c: i64) -> engine::TimeInForce {
+    match c {
+        0 => engine::TimeInForce::Gtc,
+        1 => engine::TimeInForce::Ioc,
+        _ => engine::TimeInForce::Fok,
+    }
+}
+
+pub const ORDER_COLS: &str = "id, account, client_id, pair, side, market, tif, post_only, price, amount, quote_amount, filled, filled_quote, value_sum, fee, status, reject_reason, created_ns, updated_ns";
+
+pub fn order_from_row(r: &Row<'_>) -> rusqlite::Result<OrderRec> {
+    let vs: String = r.get(13)?;
+    Ok(OrderRec {
+        id: r.get::<_, i64>(0)? as u64,
+        account: r.get(1)?,
+        client_id: r.get(2)?,
+        pair: r.get(3)?,
+        side: side_from(r.get(4)?),
+        market: r.get(5)?,
+        tif: tif_from(r.get(6)?),
+        post_only: r.get(7)?,
+        price: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+        amount: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+        quote_amount: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+        filled: r.get::<_, i64>(11)? as u64,
+        filled_quote: r.get::<_, i64>(12)? as u64,
+        value_sum: vs.parse().unwrap_or(0),
+        fee: r.get::<_, i64>(14)? as u64,
+        status: status_from_code(r.get(15)?),
+        reject_reason: r.get(16)?,
+        created_ns: r.get(17)?,
+        updated_ns: r.get(18)?,
+        fills: Vec::new(),
+    })
+}
+
+pub fn write_order(conn: &Connection, o: &OrderRec) -> rusqlite::Result<()> {
+    let mut st = conn.prepare_cached(
+        "INSERT OR REPLACE INTO orders VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
+    )?;
+    st.execute(params![
+        o.id as i64,
+        o.account,
+        o.client_id,
+        o.pair,
+        side_code(o.side),
+        o.market,
+        tif_code(o.tif),
+        o.post_only,
+        o.price.map(|v| v as i64),
+        o.amount.map(|v| v as i64),
+        o.quote_amount.map(|v| v as i64),
+        o.filled as i64,
+        o.filled_quote as i64,
+        o.value_sum.to_string(),
+        o.fee as i64,
+        crate::model::status_code(o.status),
+        o.reject_reason,
+        o.created_ns,
+        o.updated_ns,
+    ])?;
+    Ok(())
+}
+
+pub const FILL_COLS: &str =
+    "trade_id, order_id, account, pair, side, price, amount, quote, fee, maker, ts_ns";
+
+pub fn fill_from_row(r: &Row<'_>) -> rusqlite::Result<FillRec> {
+    Ok(FillRec {
+        trade_id: r.get::<_, i64>(0)? as u64,
+        order_id: r.get::<_, i64>(1)? as u64,
+        account: r.get(2)?,
+        pair: r.get(3)?,
+        side: side_from(r.get(4)?),
+        price: r.get::<_, i64>(5)? as u64,
+        amount: r.get::<_, i64>(6)? as u64,
+        quote: r.get::<_, i64>(7)? as u64,
+        fee: r.get::<_, i64>(8)? as u64,
+        maker: r.get(9)?,
+        ts_ns: r.get(10)?,
+    })
+}
+
+pub fn write_fill(conn: &Connection, f: &FillRec) -> rusqlite::Result<()> {
+    let mut st = conn.prepare_cached(
+        "INSERT OR REPLACE INTO fills VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+    )?;
+    st.execute(params![
+        f.trade_id as i64,
+        f.order_id as i64,
+        f.account,
+        f.pair,
+        side_code(f.side),
+        f.price as i64,
+        f.amount as i64,
+        f.quote as i64,
+        f.fee as i64,
+        f.maker,
+        f.ts_ns
+    ])?;
+    Ok(())
+}
+
+/// The order's fills, oldest first.
+pub fn fills_of(conn: &Connection, order: u64) -> rusqlite::Result<Vec<FillRec>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {FILL_COLS} FROM fills WHERE order_id = ?1 ORDER BY trade_id"
+    ))?;
+    let rows = st.query_map([order as i64], fill_from_row)?;
+    rows.collect()
+}
+
+/// One order of one account, with its fills.
+pub fn order_get(conn: &Connection, account: u32, id: u64) -> rusqlite::Result<Option<OrderRec>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {ORDER_COLS} FROM orders WHERE id = ?1 AND account = ?2"
+    ))?;
+    let Some(mut o) = st
+        .query_row(params![id as i64, account], order_from_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    o.fills = fills_of(conn, o.id)?;
+    Ok(Some(o))
+}
+
+pub fn order_by_client(
+    conn: &Connection,
+    account: u32,
+    client_id: &str,
+) -> rusqlite::Result<Option<OrderRec>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {ORDER_COLS} FROM orders WHERE account = ?1 AND client_id = ?2"
+    ))?;
+    let Some(mut o) = st
+        .query_row(params![account, client_id], order_from_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    o.fills = fills_of(conn, o.id)?;
+    Ok(Some(o))
+}
+
+/// The id of the account's order with this client id, if any.
+pub fn order_id_by_client(
+    conn: &Connection,
+    account: u32,
+    client_id: &str,
+) -> rusqlite::Result<Option<u64>> {
+    let mut st =
+        conn.prepare_cached("SELECT id FROM orders WHERE account = ?1 AND client_id = ?2")?;
+    st.query_row(params![account, client_id], |r| r.get::<_, i64>(0))
+        .optional()
+        .map(|v| v.map(|v| v as u64))
+}
+
+pub const REQ_COLS: &str = "id, external_id, account, kind, currency, amount, status, destination, reason, created_ns, updated_ns";
+
+pub fn request_from_row(r: &Row<'_>) -> rusqlite::Result<RequestRec> {
+    Ok(RequestRec {
+        id: r.get::<_, i64>(0)? as u64,
+        external_id: r.get(1)?,
+        account: r.get(2)?,
+        withdrawal: r.get::<_, i64>(3)? == 1,
+        currency: r.get(4)?,
+        amount: r.get::<_, i64>(5)? as u64,
+        status: request_status_from(r.get(6)?),
+        destination: r.get(7)?,
+        reason: r.get(8)?,
+        created_ns: r.get(9)?,
+        updated_ns: r.get(10)?,
+    })
+}
+
+pub fn write_request(conn: &Connection, q: &RequestRec) -> rusqlite::Result<()> {
+    let mut st = conn.prepare_cached(
+        "INSERT OR REPLACE INTO requests (id, external_id, account, kind, currency, amount, status, destination, reason, created_ns, updated_ns) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+    )?;
+    st.execute(params![
+        q.id as i64,
+        q.external_id,
+        q.account,
+        i64::from(q.withdrawal),
+        q.currency,
+        q.amount as i64,
+        crate::model::request_status_code(q.status),
+        q.destination,
+        q.reason,
+        q.created_ns,
+        q.updated_ns
+    ])?;
+    Ok(())
+}
+
+pub fn request_get(conn: &Connection, id: u64) -> rusqlite::Result<Option<RequestRec>> {
+    let mut st = conn.prepare_cached(&format!("SELECT {REQ_COLS} FROM requests WHERE id = ?1"))?;
+    st.query_row([id as i64], request_from_row).optional()
+}
+
+pub fn request_id_by_external(
+    conn: &Connection,
+    account: u32,
+    external_id: &str,
+) -> rusqlite::Result<Option<u64>> {
+    let mut st =
+        conn.prepare_cached("SELECT id FROM requests WHERE account = ?1 AND external_id = ?2")?;
+    st.query_row(params![account, external_id], |r| r.get::<_, i64>(0))
+        .optional()
+        .map(|v| v.map(|v| v as u64))
+}
+
+pub const TX_COLS: &str = "id, account, currency, type, amount, balance_after, ts_ns, ref_id, ref_type, ref2_id, ref2_type";
+
+fn ref_type(s: &str) -> &'static str {
+    match s {
+        "ORDER" => "ORDER",
+        "ORDER_EXECUTION" => "ORDER_EXECUTION",
+        "TOPUP" => "TOPUP",
+        _ => "WITHDRAWAL",
+    }
+}
+
+pub fn tx_from_row(r: &Row<'_>) -> rusqlite::Result<TxRec> {
+    let mut refs = Vec::new();
+    for (i, t) in [(7, 8), (9, 10)] {
+        let id: Option<String> = r.get(i)?;
+        let ty: Option<String> = r.get(t)?;
+        if let (Some(id), Some(ty)) = (id, ty) {
+            refs.push((id, ref_type(&ty)));
+        }
+    }
+    Ok(TxRec {
+        id: r.get(0)?,
+        account: r.get(1)?,
+        currency: r.get(2)?,
+        kind: TxType::from_code(r.get(3)?),
+        delta: r.get(4)?,
+        balance_after: r.get(5)?,
+        ts_ns: r.get(6)?,
+        refs,
+    })
+}
+
+pub fn write_tx(conn: &Connection, t: &TxRec) -> rusqlite::Result<i64> {
+    let mut st = conn.prepare_cached(
+        "INSERT INTO transactions (account, currency, type, amount, balance_after, ts_ns, ref_id, ref_type, ref2_id, ref2_type) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    )?;
+    let r0 = t.refs.first();
+    let r1 = t.refs.get(1);
+    st.execute(params![
+        t.account,
+        t.currency,
+        t.kind.code(),
+        t.delta,
+        t.balance_after,
+        t.ts_ns,
+        r0.map(|r| r.0.clone()),
+        r0.map(|r| r.1),
+        r1.map(|r| r.0.clone()),
+        r1.map(|r| r.1),
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+        r.get::<_, i64>(0)
+    })
+    .optional()
+    .map(|v| v.unwrap_or(0) as u64)
+}
+
+pub fn meta_set(conn: &Connection, key: &str, value: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO meta VALUES (?1, ?2)")?
+        .execute(params![key, value as i64])?;
+    Ok(())
+}
+
+pub const MARKET_LOG: &str = "CREATE TABLE IF NOT EXISTS market_log(seq INTEGER NOT NULL, command TEXT NOT NULL, event TEXT NOT NULL);";
