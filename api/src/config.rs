@@ -57,6 +57,9 @@ pub struct Config {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub ring_capacity: usize,
+    /// Admin client credentials (also `BOURSE_ADMIN_CLIENT_ID` / `BOURSE_ADMIN_CLIENT_SECRET`).
+    pub admin_client_id: Option<String>,
+    pub admin_client_secret: Option<String>,
     pub currencies: Vec<CurrencyConfig>,
     pub pairs: Vec<PairConfig>,
 }
@@ -95,6 +98,8 @@ impl Default for Config {
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
             ring_capacity: 65_536,
+            admin_client_id: None,
+            admin_client_secret: None,
             currencies: vec![
                 cur("BTC", 8, "Bitcoin"),
                 cur("ETH", 8, "Ether"),
@@ -158,6 +163,12 @@ impl Config {
         }
         if let Some(v) = env("BOURSE_TOKEN_TTL_SECS") {
             self.token_ttl_secs = v.parse()?;
+        }
+        if let Some(v) = env("BOURSE_ADMIN_CLIENT_ID") {
+            self.admin_client_id = Some(v);
+        }
+        if let Some(v) = env("BOURSE_ADMIN_CLIENT_SECRET") {
+            self.admin_client_secret = Some(v);
         }
         if let Some(v) = env("BOURSE_RATE_LIMIT_PER_SEC") {
             self.rate_limit_per_sec = v.parse()?;

@@ -21,14 +21,21 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_dir)?;
     let db = store::db_path(&config.data_dir);
     let model = Arc::new(ReadModel::default());
-    let history = HistoryListener::open(&db, model.clone(), None)?;
+    let feed = feed::Feed::open(feed::FeedConfig::default(), &config.data_dir)?;
+    let publisher_feed = feed.clone();
+    let publisher: crate::state::PrivatePublisher = Arc::new(move |account, channel, data| {
+        if let Some(ch) = feed::PrivateChannel::parse(channel) {
+            publisher_feed.publish_private(account, ch, data);
+        }
+    });
+    let history = HistoryListener::open(&db, model.clone(), Some(publisher))?;
     let mut pcfg = PipelineConfig::new(&config.data_dir);
     pcfg.durability = match config.durability.as_str() {
         "none" => Durability::None,
         _ => Durability::Fsync,
     };
     pcfg.ring_capacity = config.ring_capacity;
-    let listeners: Vec<Box<dyn OutputListener>> = vec![Box::new(history)];
+    let listeners: Vec<Box<dyn OutputListener>> = vec![Box::new(history), feed.listener()];
     let pipeline =
         tokio::task::spawn_blocking(move || Pipeline::start(pcfg, Box::new(listeners))).await??;
     tracing::info!(last_seq = pipeline.last_seq(), "engine recovered");
@@ -44,10 +51,15 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         request_lock: Mutex::new(()),
         metrics: Default::default(),
         rate,
-        feed_router: Mutex::new(None),
+        feed_router: Mutex::new(Some((feed.router(), feed::openapi()))),
         shutting_down: AtomicBool::new(false),
         config,
     });
+    let weak = Arc::downgrade(&state);
+    feed.set_authenticator(Arc::new(move |token: &str| {
+        let state = weak.upgrade()?;
+        auth::verify_token(&state, token).map(|t| engine::AccountId(t.account))
+    }));
     bootstrap_markets(&state).await?;
     bootstrap_admin(&state)?;
     Ok(state)
@@ -98,12 +110,8 @@ async fn bootstrap_markets(state: &AppState) -> anyhow::Result<()> {
 }
 
 fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
-    let id = std::env::var("BOURSE_ADMIN_CLIENT_ID")
-        .ok()
-        .filter(|v| !v.is_empty());
-    let secret = std::env::var("BOURSE_ADMIN_CLIENT_SECRET")
-        .ok()
-        .filter(|v| !v.is_empty());
+    let id = state.config.admin_client_id.clone();
+    let secret = state.config.admin_client_secret.clone();
     if let (Some(id), Some(secret)) = (id, secret) {
         let exists: i64 = state.store.read(|c| {
             c.query_row(

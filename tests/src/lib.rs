@@ -1,1 +1,295 @@
-//! Shared helpers for the black-box tests.
+//! Shared helpers for the black-box tests: the real server in-process on 127.0.0.1:0 with
+//! a temporary data directory, and a small JSON-over-HTTP client.
+
+use std::path::{Path, PathBuf};
+
+pub use reqwest::StatusCode;
+pub use serde_json::{Value, json};
+
+pub const ADMIN_ID: &str = "test-admin";
+pub const ADMIN_SECRET: &str = "test-admin-secret";
+
+/// Settings for tests: cheap argon2, no rate limit, admin credentials known.
+pub fn test_config(dir: &Path) -> api::Config {
+    let mut c = api::Config::default();
+    c.bind = "127.0.0.1:0".parse().expect("addr");
+    c.data_dir = dir.to_path_buf();
+    c.argon2_memory_kib = 64;
+    c.argon2_iterations = 1;
+    c.rate_limit_per_sec = 0;
+    c.admin_client_id = Some(ADMIN_ID.into());
+    c.admin_client_secret = Some(ADMIN_SECRET.into());
+    c
+}
+
+/// A running server and a client for it.
+#[derive(Debug)]
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub dir: PathBuf,
+    running: Option<api::server::Running>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// A registered account with a token holding every user scope.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: String,
+    pub client_id: String,
+    pub secret: String,
+    pub token: String,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut s = Self::start_with(test_config(&dir)).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    pub async fn start_with(config: api::Config) -> TestServer {
+        let dir = config.data_dir.clone();
+        let running = api::server::spawn(config).await.expect("server starts");
+        TestServer {
+            base: format!("http://{}", running.addr),
+            http: reqwest::Client::new(),
+            dir,
+            running: Some(running),
+            _tmp: None,
+        }
+    }
+
+    /// Stops gracefully and starts again on the same data directory.
+    pub async fn restart(mut self) -> TestServer {
+        let tmp = self._tmp.take();
+        let dir = self.dir.clone();
+        self.running
+            .take()
+            .expect("running")
+            .stop()
+            .await
+            .expect("stops");
+        let mut s = Self::start_with(test_config(&dir)).await;
+        s._tmp = tmp;
+        s
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("stops");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let res = req.send().await.expect("request");
+        let status = res.status();
+        let text = res.text().await.expect("body");
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut r = self.http.get(self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        self.send(r).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        let mut r = self.http.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        self.send(r).await
+    }
+
+    pub async fn patch(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let mut r = self.http.patch(self.url(path)).json(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        self.send(r).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut r = self.http.delete(self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        self.send(r).await
+    }
+
+    /// Raw request with a body and content type.
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut r = self.http.request(method, self.url(path)).body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(ct) = content_type {
+            r = r.header("content-type", ct);
+        }
+        self.send(r).await
+    }
+
+    pub async fn token(
+        &self,
+        client_id: &str,
+        secret: &str,
+        scope: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+        ];
+        if let Some(s) = scope {
+            form.push(("scope", s));
+        }
+        self.send(self.http.post(self.url("/v1/oauth2/token")).form(&form))
+            .await
+    }
+
+    pub async fn admin_token(&self) -> String {
+        let (s, v) = self
+            .token(
+                ADMIN_ID,
+                ADMIN_SECRET,
+                Some("admin orders wallet transactions:read"),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["access_token"].as_str().expect("token").to_string()
+    }
+
+    pub async fn register(&self, name: &str) -> User {
+        let (s, v) = self.post("/v1/users", None, &json!({ "name": name })).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let client_id = v["clientId"].as_str().expect("clientId").to_string();
+        let secret = v["clientSecret"].as_str().expect("secret").to_string();
+        let (s, t) = self.token(&client_id, &secret, None).await;
+        assert_eq!(s, StatusCode::OK, "{t}");
+        User {
+            id: v["userId"].as_str().expect("userId").to_string(),
+            client_id,
+            secret,
+            token: t["access_token"].as_str().expect("token").to_string(),
+        }
+    }
+
+    /// Credits `amount` of `currency` to `user` through the back office.
+    pub async fn fund(&self, admin: &str, user: &User, currency: &str, amount: &str) {
+        let ext = format!("fund-{}-{}-{}", user.id, currency, rand_suffix());
+        let (s, v) = self
+            .post(
+                "/v1/admin/deposits",
+                Some(admin),
+                &json!({"userId": user.id, "currency": currency, "amount": amount, "externalId": ext}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    pub async fn order(&self, user: &User, body: Value) -> (StatusCode, Value) {
+        self.post("/v1/orders", Some(&user.token), &body).await
+    }
+
+    pub async fn limit(
+        &self,
+        user: &User,
+        pair: &str,
+        side: &str,
+        amount: &str,
+        price: &str,
+        client_id: &str,
+    ) -> Value {
+        let (s, v) = self
+            .order(
+                user,
+                json!({"pair": pair, "side": side, "type": "limit", "amount": amount, "price": price, "clientId": client_id}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v
+    }
+
+    /// The audit, asserted ok.
+    pub async fn assert_audit_ok(&self, admin: &str) {
+        let (s, v) = self.get("/v1/admin/audit", Some(admin)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["ok"], json!(true), "{v}");
+    }
+
+    /// Every currency: the account's transactions sum to its wallet total.
+    pub async fn assert_transactions_match_wallet(&self, user: &User) {
+        let (_, w) = self.get("/v1/wallet", Some(&user.token)).await;
+        for b in w["balances"].as_array().expect("balances") {
+            let cur = b["currency"].as_str().expect("currency");
+            let (_, txs) = self
+                .get(
+                    &format!("/v1/transactions?currency={cur}&limit=1000"),
+                    Some(&user.token),
+                )
+                .await;
+            let sum: i128 = txs["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .map(|t| minor(t["delta"]["amount"].as_str().expect("amount")))
+                .sum();
+            assert_eq!(
+                sum,
+                minor(b["total"].as_str().expect("total")),
+                "{cur}: transactions {txs} vs wallet {b}"
+            );
+        }
+    }
+}
+
+/// A decimal string as an integer of its own minor units (digits without the point).
+pub fn minor(s: &str) -> i128 {
+    let neg = s.starts_with('-');
+    let digits: String = s.chars().filter(|c| c.is_ascii_digit()).collect();
+    let v: i128 = digits.parse().expect("digits");
+    if neg { -v } else { v }
+}
+
+pub fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+impl TestServer {
+    /// Posts a form to the token endpoint.
+    pub async fn send_form(&self, form: &[(&str, &str)]) -> (StatusCode, Value) {
+        self.send(self.http.post(self.url("/v1/oauth2/token")).form(form))
+            .await
+    }
+
+    /// A GET returning text.
+    pub async fn get_text(&self, path: &str) -> (StatusCode, String) {
+        let res = self.http.get(self.url(path)).send().await.expect("request");
+        let st = res.status();
+        (st, res.text().await.expect("body"))
+    }
+}

@@ -1,0 +1,196 @@
+//! Registration, tokens, scopes, and the ops endpoints.
+
+use bourse_tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_tokens_and_scopes() {
+    let s = TestServer::start().await;
+    let a = s.register("alice").await;
+    // Token errors (RFC 6749 bodies).
+    let (st, e) = s.token(&a.client_id, "wrong", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(e["error"], "invalid_client");
+    let (st, e) = s.token("nobody", "x", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(e["error"], "invalid_client");
+    let (st, e) = s.token(&a.client_id, &a.secret, Some("admin")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(e["error"], "invalid_scope");
+    let (st, e) = s.token(&a.client_id, &a.secret, Some("bogus")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(e["error"], "invalid_scope");
+    let (st, e) = s
+        .send_form(&[
+            ("grant_type", "password"),
+            ("client_id", &a.client_id),
+            ("client_secret", &a.secret),
+        ])
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(e["error"], "unsupported_grant_type");
+    let (st, e) = s.send_form(&[("client_id", &a.client_id)]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(e["error"], "invalid_request");
+    // HTTP Basic.
+    let res = s
+        .http
+        .post(s.url("/v1/oauth2/token"))
+        .basic_auth(&a.client_id, Some(&a.secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "orders:read"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["token_type"], "Bearer");
+    assert_eq!(v["scope"], "orders:read");
+    assert_eq!(v["expires_in"], 3600);
+    let read_only = v["access_token"].as_str().unwrap().to_string();
+    // Default scopes: everything but admin.
+    let (_, v) = s.token(&a.client_id, &a.secret, None).await;
+    assert_eq!(
+        v["scope"],
+        "orders orders:read wallet wallet:read transactions:read"
+    );
+
+    // 401s and 403s.
+    let (st, e) = s.get("/v1/wallet", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(e["code"], "UNAUTHORIZED");
+    let (st, _) = s.get("/v1/wallet", Some("garbage")).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, e) = s.get("/v1/wallet", Some(&read_only)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert_eq!(e["code"], "FORBIDDEN");
+    let (st, _) = s.get("/v1/orders", Some(&read_only)).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = s
+        .post("/v1/orders", Some(&read_only), &json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"1","price":"1","clientId":"r"}))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = s.get("/v1/admin/audit", Some(&a.token)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = s.get("/v1/transactions", Some(&read_only)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, e) = s.post("/v1/users", None, &json!({"name": ""})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_markets_and_edges() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let (st, _) = s.get("/health", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = s.get("/ready", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, doc) = s.get("/v1/openapi.json", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(doc["paths"]["/v1/orders"].is_object());
+    let res = s.http.get(s.url("/docs/")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Request ids: echoed or generated, also on problems.
+    let res = s
+        .http
+        .get(s.url("/v1/nope"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(res.headers()["x-request-id"], "abc-123");
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["requestId"], "abc-123");
+    assert_eq!(v["code"], "NOT_FOUND");
+    let res = s.http.get(s.url("/health")).send().await.unwrap();
+    assert!(res.headers().get("x-request-id").is_some());
+    // Markets.
+    let (_, cur) = s.get("/v1/currencies", None).await;
+    assert_eq!(cur.as_array().unwrap().len(), 5);
+    let (_, pairs) = s.get("/v1/pairs", None).await;
+    let names: Vec<_> = pairs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pair"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["BTC_SEK", "ETH_SEK", "BTC_USDC", "ETH_BTC"]);
+    assert_eq!(pairs[0]["makerFeeRate"], "0.001");
+    assert_eq!(pairs[0]["takerFeeRate"], "0.002");
+    // Run-time currencies and pairs.
+    let (st, c) = s
+        .post(
+            "/v1/admin/currencies",
+            Some(&admin),
+            &json!({"currency":"NOK","minorAmountDecimals":2,"displayName":"Norwegian krone"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{c}");
+    let (st, _) = s
+        .post(
+            "/v1/admin/currencies",
+            Some(&admin),
+            &json!({"currency":"NOK","minorAmountDecimals":2,"displayName":"again"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    let (st, p) = s
+        .post("/v1/admin/pairs", Some(&admin), &json!({"pair":"BTC_NOK","base":"BTC","quote":"NOK","priceDecimals":1,"amountDecimals":6,"minAmount":"0.001","makerFeeRate":"0.0005","takerFeeRate":"0.001"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{p}");
+    assert_eq!(p["makerFeeRate"], "0.0005");
+    let (st, _) = s
+        .post("/v1/admin/pairs", Some(&admin), &json!({"base":"BTC","quote":"NOK","priceDecimals":1,"amountDecimals":6,"minAmount":"0.001","makerFeeRate":"0.0005","takerFeeRate":"0.001"}))
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    let (st, _) = s
+        .post("/v1/admin/pairs", Some(&admin), &json!({"base":"ETH","quote":"NOK","priceDecimals":0,"amountDecimals":1,"minAmount":"0.1","makerFeeRate":"0.001","takerFeeRate":"0.001"}))
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::BAD_REQUEST,
+        "price+amount decimals coarser than the quote"
+    );
+    let (_, pairs) = s.get("/v1/pairs", None).await;
+    assert_eq!(pairs.as_array().unwrap().len(), 5);
+    let (st, _) = s
+        .patch(
+            "/v1/admin/pairs/NOPE_X",
+            Some(&admin),
+            &json!({"status":"halted"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, m) = s.get_text("/metrics").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(m.contains("bourse_http_requests_total"), "{m}");
+    assert!(m.contains("bourse_journal_fsync_duration_seconds_count"));
+    assert!(m.contains("bourse_ring_occupancy"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_answers_429() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = test_config(tmp.path());
+    c.rate_limit_per_sec = 5;
+    c.rate_limit_burst = 5;
+    let s = TestServer::start_with(c).await;
+    let mut limited = None;
+    for _ in 0..20 {
+        let res = s.http.get(s.url("/v1/pairs")).send().await.unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(res);
+            break;
+        }
+    }
+    let res = limited.expect("limited within 20 requests");
+    assert!(res.headers().get("retry-after").is_some());
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["code"], "RATE_LIMITED");
+    s.stop().await;
+}

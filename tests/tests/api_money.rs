@@ -1,0 +1,248 @@
+//! Money scenarios: deposits, withdrawals, approvals, trades with fees; transactions sum to
+//! wallets, the audit reconciles, and everything survives a restart.
+
+use bourse_tests::*;
+
+fn bal(w: &Value, cur: &str) -> Value {
+    w["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["currency"] == cur)
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_scenario_and_restart() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+
+    // Deposit request, pending until approved.
+    let (st, d) = s
+        .post(
+            "/v1/wallet/deposits",
+            Some(&a.token),
+            &json!({"currency":"SEK","amount":"500000.5","externalId":"bank-1"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{d}");
+    assert_eq!(d["status"], "pending");
+    assert_eq!(d["amount"], "500000.50");
+    let (_, w) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(bal(&w, "SEK")["total"], "0.00");
+    let (_, pending) = s
+        .get(
+            "/v1/admin/requests?status=pending&type=deposit",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(pending["meta"]["totalCount"], 1, "{pending}");
+    let id = d["id"].as_str().unwrap();
+    let (st, r) = s
+        .post(
+            &format!("/v1/admin/requests/{id}/approve"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r["status"], "completed");
+    let (st, r) = s
+        .post(
+            &format!("/v1/admin/requests/{id}/approve"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert_eq!(r["code"], "REQUEST_NOT_PENDING");
+    let (st, _) = s
+        .post("/v1/admin/requests/9999/approve", Some(&admin), &json!({}))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // A rejected deposit credits nothing.
+    let (_, d2) = s
+        .post(
+            "/v1/wallet/deposits",
+            Some(&a.token),
+            &json!({"currency":"SEK","amount":"1","externalId":"bank-2"}),
+        )
+        .await;
+    let (st, r) = s
+        .post(
+            &format!("/v1/admin/requests/{}/reject", d2["id"].as_str().unwrap()),
+            Some(&admin),
+            &json!({"reason":"no funds arrived"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(r["status"], "rejected");
+    assert_eq!(r["reason"], "no funds arrived");
+    s.fund(&admin, &b, "BTC", "3").await;
+
+    // Trades at several prices, maker and taker fees.
+    s.limit(&b, "BTC_SEK", "sell", "0.5", "300000", "s1").await;
+    s.limit(&b, "BTC_SEK", "sell", "0.5", "301000.33", "s2")
+        .await;
+    s.limit(&b, "BTC_SEK", "sell", "0.5", "302000", "s3").await;
+    let t = s.limit(&a, "BTC_SEK", "buy", "0.7", "301500", "b1").await;
+    assert_eq!(t["status"], "filled", "{t}");
+    assert_eq!(t["fills"].as_array().unwrap().len(), 2);
+    let rest = s.limit(&a, "BTC_SEK", "buy", "0.3", "299000", "b2").await;
+    assert_eq!(rest["status"], "open");
+    let (st, c) = s
+        .delete(
+            &format!("/v1/orders/{}", rest["id"].as_str().unwrap()),
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    let (st, sell_taker) = s
+        .order(&b, json!({"pair":"BTC_SEK","side":"sell","type":"limit","amount":"0.1","price":"1","timeInForce":"IOC","clientId":"s4"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(sell_taker["status"], "expired");
+
+    // Withdrawals: hold, approve, reject, insufficient funds.
+    let (st, wd) = s
+        .post(
+            "/v1/wallet/withdrawals",
+            Some(&a.token),
+            &json!({"currency":"BTC","amount":"0.1","externalId":"w1","destination":"bc1qxyz"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{wd}");
+    assert_eq!(wd["status"], "pending");
+    let (_, w) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(bal(&w, "BTC")["held"], "0.10000000");
+    s.post(
+        &format!("/v1/admin/requests/{}/approve", wd["id"].as_str().unwrap()),
+        Some(&admin),
+        &json!({}),
+    )
+    .await;
+    let (_, wd2) = s
+        .post(
+            "/v1/wallet/withdrawals",
+            Some(&a.token),
+            &json!({"currency":"SEK","amount":"1000","externalId":"w2","destination":"SE123"}),
+        )
+        .await;
+    let (st, _) = s
+        .post(
+            &format!("/v1/admin/requests/{}/reject", wd2["id"].as_str().unwrap()),
+            Some(&admin),
+            &json!({"reason":"kyc"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, e) = s
+        .post(
+            "/v1/wallet/withdrawals",
+            Some(&a.token),
+            &json!({"currency":"BTC","amount":"100","externalId":"w3","destination":"x"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(e["code"], "INSUFFICIENT_FUNDS");
+    let (st, e) = s
+        .post(
+            "/v1/wallet/withdrawals",
+            Some(&a.token),
+            &json!({"currency":"BTC","amount":"0.01","externalId":"w1","destination":"x"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert_eq!(e["code"], "DUPLICATE_EXTERNAL_ID");
+    assert_eq!(e["existingId"], wd["id"]);
+
+    // Lists and single reads, cross-account isolation.
+    let (_, l) = s.get("/v1/wallet/deposits", Some(&a.token)).await;
+    assert_eq!(l["meta"]["totalCount"], 2);
+    let (_, l) = s
+        .get("/v1/wallet/withdrawals?limit=1", Some(&a.token))
+        .await;
+    assert_eq!(l["meta"]["totalCount"], 2);
+    assert_eq!(l["meta"]["count"], 1);
+    let (st, _) = s
+        .get(
+            &format!("/v1/wallet/requests/{}", wd["id"].as_str().unwrap()),
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = s
+        .get(
+            &format!("/v1/wallet/requests/{}", wd["id"].as_str().unwrap()),
+            Some(&b.token),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, txs) = s.get("/v1/transactions?order=ASC", Some(&a.token)).await;
+    let first = txs["data"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(txs["data"][0]["type"], "TOPUP");
+    let (st, _) = s
+        .get(&format!("/v1/transactions/{first}"), Some(&a.token))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = s
+        .get(&format!("/v1/transactions/{first}"), Some(&b.token))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, fees) = s
+        .get("/v1/transactions?type=FEE_COLLECTION", Some(&a.token))
+        .await;
+    assert_eq!(fees["meta"]["totalCount"], 2, "{fees}");
+    let (st, _) = s.get("/v1/transactions?type=NOPE", Some(&a.token)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = s
+        .get("/v1/transactions?startDate=2020-13-01", Some(&a.token))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (_, none) = s
+        .get("/v1/transactions?endDate=2000-01-01", Some(&a.token))
+        .await;
+    assert_eq!(none["meta"]["totalCount"], 0);
+
+    s.assert_transactions_match_wallet(&a).await;
+    s.assert_transactions_match_wallet(&b).await;
+    s.assert_audit_ok(&admin).await;
+    let (_, aw) = s
+        .get(&format!("/v1/admin/users/{}/wallet", a.id), Some(&admin))
+        .await;
+    let (_, w_before) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(aw, w_before);
+    let (_, orders_before) = s.get("/v1/orders?limit=1000", Some(&a.token)).await;
+    let (_, tx_before) = s.get("/v1/transactions?limit=1000", Some(&b.token)).await;
+
+    // Restart: everything is still there, tokens included.
+    let s = s.restart().await;
+    let (_, w_after) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(w_before, w_after);
+    let (_, orders_after) = s.get("/v1/orders?limit=1000", Some(&a.token)).await;
+    assert_eq!(orders_before, orders_after);
+    let (_, tx_after) = s.get("/v1/transactions?limit=1000", Some(&b.token)).await;
+    assert_eq!(tx_before, tx_after);
+    let (st, e) = s.limit_dup(&a).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{e}");
+    let next = s
+        .limit(&a, "BTC_SEK", "buy", "0.1", "1000", "after-restart")
+        .await;
+    assert!(next["id"].as_str().unwrap().parse::<u64>().unwrap() > 4);
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}
+
+trait Dup {
+    async fn limit_dup(&self, a: &User) -> (StatusCode, Value);
+}
+
+impl Dup for TestServer {
+    async fn limit_dup(&self, a: &User) -> (StatusCode, Value) {
+        self.order(a, json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"1000","clientId":"b1"}))
+            .await
+    }
+}

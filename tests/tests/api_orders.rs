@@ -1,0 +1,351 @@
+//! Orders: success paths, every order error code, cross-account isolation, idempotency.
+
+use bourse_tests::*;
+
+async fn setup() -> (TestServer, String, User, User) {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    s.fund(&admin, &a, "SEK", "1000000").await;
+    s.fund(&admin, &b, "BTC", "10").await;
+    (s, admin, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_lifecycle_and_reads() {
+    let (s, admin, a, b) = setup().await;
+    let sell = s.limit(&b, "BTC_SEK", "sell", "1", "300000", "s1").await;
+    assert_eq!(sell["status"], "open");
+    assert_eq!(sell["price"], "300000.00");
+    assert_eq!(sell["amount"], "1.00000000");
+    // Taker buy at a better limit: fills at the maker's price.
+    let buy = s.limit(&a, "BTC_SEK", "buy", "0.4", "310000", "b1").await;
+    assert_eq!(buy["status"], "filled", "{buy}");
+    assert_eq!(buy["averagePrice"], "300000.00");
+    assert_eq!(buy["filledQuoteAmount"], "120000.00");
+    assert_eq!(buy["fee"], "0.00080000");
+    assert_eq!(buy["feeCurrency"], "BTC");
+    assert_eq!(buy["fills"][0]["liquidity"], "taker");
+    let id = sell["id"].as_str().unwrap();
+    let (st, o) = s.get(&format!("/v1/orders/{id}"), Some(&b.token)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(o["status"], "partially_filled");
+    assert_eq!(o["filledAmount"], "0.40000000");
+    assert_eq!(o["fee"], "120.00");
+    assert_eq!(o["fills"][0]["liquidity"], "maker");
+    let (st, o2) = s.get("/v1/orders/by-client-id/s1", Some(&b.token)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(o2["id"], o["id"]);
+    // Other account: 404, read and cancel.
+    let (st, e) = s.get(&format!("/v1/orders/{id}"), Some(&a.token)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(e["code"], "ORDER_NOT_FOUND");
+    let (st, _) = s.get("/v1/orders/by-client-id/s1", Some(&a.token)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = s.delete(&format!("/v1/orders/{id}"), Some(&a.token)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, l) = s.get("/v1/orders", Some(&a.token)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(l["meta"]["totalCount"], 1, "{l}");
+    // Lists and fills.
+    let (_, l) = s.get("/v1/orders?status=open", Some(&b.token)).await;
+    assert_eq!(l["meta"]["count"], 1);
+    let (_, l) = s.get("/v1/orders?status=closed", Some(&b.token)).await;
+    assert_eq!(l["meta"]["count"], 0);
+    let (_, f) = s.get("/v1/fills?pair=BTC_SEK", Some(&a.token)).await;
+    assert_eq!(f["meta"]["totalCount"], 1, "{f}");
+    assert_eq!(f["data"][0]["side"], "buy");
+    // Cancel, then cancel again.
+    let (st, c) = s.delete(&format!("/v1/orders/{id}"), Some(&b.token)).await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    assert_eq!(c["status"], "cancelled");
+    let (st, c) = s.delete(&format!("/v1/orders/{id}"), Some(&b.token)).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert_eq!(c["code"], "ORDER_NOT_OPEN");
+    // Cancel-all.
+    s.limit(&b, "BTC_SEK", "sell", "0.1", "350000", "s2").await;
+    s.limit(&b, "BTC_SEK", "sell", "0.1", "360000", "s3").await;
+    let (st, c) = s.delete("/v1/orders?pair=BTC_SEK", Some(&b.token)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(c["cancelled"].as_array().unwrap().len(), 2, "{c}");
+    // Market orders, IOC, FOK, post-only.
+    s.limit(&b, "BTC_SEK", "sell", "0.5", "300000", "s4").await;
+    let (st, m) = s
+        .order(&a, json!({"pair":"BTC_SEK","side":"buy","type":"market","quoteAmount":"30000","clientId":"m1"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{m}");
+    assert_eq!(m["filledAmount"], "0.10000000", "{m}");
+    let (st, p) = s
+        .order(&a, json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"300000","postOnly":true,"clientId":"p1"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(p["status"], "rejected");
+    let (st, _) = s
+        .order(&a, json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"300000","postOnly":true,"clientId":"p1"}))
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::CONFLICT,
+        "a post-only reject consumes the clientId"
+    );
+    let (st, f) = s
+        .order(&a, json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"2","price":"300000","timeInForce":"FOK","clientId":"f1"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(f["status"], "expired");
+    let (st, i) = s
+        .order(&a, json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"1","price":"300000","timeInForce":"IOC","clientId":"i1"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(i["status"], "expired");
+    assert_eq!(i["filledAmount"], "0.40000000");
+    s.assert_audit_ok(&admin).await;
+    s.assert_transactions_match_wallet(&a).await;
+    s.assert_transactions_match_wallet(&b).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_errors_change_nothing() {
+    let (s, admin, a, _b) = setup().await;
+    let (_, before) = s.get("/v1/wallet", Some(&a.token)).await;
+    let base = json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"300000","clientId":"x"});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let cases: Vec<(Value, StatusCode, &str)> = vec![
+        (
+            with("pair", json!("NOPE_SEK")),
+            StatusCode::BAD_REQUEST,
+            "UNKNOWN_PAIR",
+        ),
+        (
+            with("price", json!("300000.001")),
+            StatusCode::BAD_REQUEST,
+            "INVALID_PRICE_TICK",
+        ),
+        (
+            with("amount", json!("0.000000001")),
+            StatusCode::BAD_REQUEST,
+            "INVALID_AMOUNT_STEP",
+        ),
+        (
+            with("amount", json!("0.00001")),
+            StatusCode::BAD_REQUEST,
+            "AMOUNT_TOO_SMALL",
+        ),
+        (
+            with("amount", json!("-1")),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with("amount", json!("1e3")),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with("amount", json!(1)),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with("price", json!("99999999999999999999999999")),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with("side", json!("hold")),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with("type", json!("stop")),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with("clientId", json!("bad id!")),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with("clientId", json!("")),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with("extra", json!(1)),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with("price", Value::Null),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with("amount", json!("100")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INSUFFICIENT_FUNDS",
+        ),
+        (
+            json!({"pair":"BTC_SEK","side":"buy","type":"market","amount":"0.1","quoteAmount":"100","clientId":"x"}),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1"}),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (st, e) = s.order(&a, body.clone()).await;
+        assert_eq!(st, status, "{body} -> {e}");
+        assert_eq!(e["code"], code, "{body} -> {e}");
+        assert!(
+            e["requestId"].as_str().is_some_and(|r| !r.is_empty()),
+            "{e}"
+        );
+        assert_eq!(e["instance"], "/v1/orders");
+    }
+    // The failed "x" attempts did not consume the clientId.
+    let (st, _) = s.order(&a, base.clone()).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, e) = s.order(&a, base.clone()).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert_eq!(e["code"], "DUPLICATE_CLIENT_ID");
+    assert!(e["orderId"].is_string());
+    // Malformed bodies.
+    for (ct, body) in [
+        (Some("application/json"), b"{not json".to_vec()),
+        (Some("text/plain"), base.to_string().into_bytes()),
+        (None, base.to_string().into_bytes()),
+        (Some("application/json"), b"[]".to_vec()),
+    ] {
+        let (st, e) = s
+            .raw(
+                reqwest::Method::POST,
+                "/v1/orders",
+                Some(&a.token),
+                ct,
+                body,
+            )
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+        assert_eq!(e["code"], "VALIDATION_FAILED");
+    }
+    let big = vec![b' '; 70 * 1024];
+    let (st, e) = s
+        .raw(
+            reqwest::Method::POST,
+            "/v1/orders",
+            Some(&a.token),
+            Some("application/json"),
+            big,
+        )
+        .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(e["code"], "PAYLOAD_TOO_LARGE");
+    // Halted pair.
+    let (st, p) = s
+        .patch(
+            "/v1/admin/pairs/BTC_SEK",
+            Some(&admin),
+            &json!({"status":"halted"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{p}");
+    assert_eq!(p["status"], "halted");
+    let (st, e) = s.order(&a, with("clientId", json!("h1"))).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert_eq!(e["code"], "PAIR_HALTED");
+    s.patch(
+        "/v1/admin/pairs/BTC_SEK",
+        Some(&admin),
+        &json!({"status":"active"}),
+    )
+    .await;
+    // Pagination limits, unknown pair in a query.
+    let (st, e) = s.get("/v1/orders?limit=1001", Some(&a.token)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+    let (st, e) = s.get("/v1/orders?pair=XX_YY", Some(&a.token)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(e["code"], "UNKNOWN_PAIR");
+    let (st, _) = s.get("/v1/orders/999999", Some(&a.token)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // State: only the one good order holds funds.
+    let (_, after) = s.get("/v1/wallet", Some(&a.token)).await;
+    let sek = |w: &Value| {
+        w["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["currency"] == "SEK")
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(sek(&before)["total"], sek(&after)["total"]);
+    assert_eq!(sek(&after)["held"], "30000.00");
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_identical_orders_one_created() {
+    let (s, admin, a, _b) = setup().await;
+    let s = std::sync::Arc::new(s);
+    let body = json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"1000","clientId":"same"});
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (s, a, body) = (s.clone(), a.clone(), body.clone());
+        tasks.push(tokio::spawn(async move { s.order(&a, body).await }));
+    }
+    let mut created = Vec::new();
+    let mut conflicts = Vec::new();
+    for t in tasks {
+        let (st, v) = t.await.unwrap();
+        match st {
+            StatusCode::CREATED => created.push(v),
+            StatusCode::CONFLICT => conflicts.push(v),
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert_eq!(created.len(), 1);
+    assert_eq!(conflicts.len(), 19);
+    for c in &conflicts {
+        assert_eq!(c["code"], "DUPLICATE_CLIENT_ID");
+        assert_eq!(c["orderId"], created[0]["id"]);
+    }
+    let (_, l) = s.get("/v1/orders", Some(&a.token)).await;
+    assert_eq!(l["meta"]["totalCount"], 1);
+    // Same for deposits' externalId.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (s, a) = (s.clone(), a.clone());
+        tasks.push(tokio::spawn(async move {
+            s.post(
+                "/v1/wallet/deposits",
+                Some(&a.token),
+                &json!({"currency":"EUR","amount":"10","externalId":"dep-same"}),
+            )
+            .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (st, v) = t.await.unwrap();
+        if st == StatusCode::CREATED {
+            ok += 1;
+        } else {
+            assert_eq!(v["code"], "DUPLICATE_EXTERNAL_ID", "{v}");
+            assert!(v["existingId"].is_string());
+        }
+    }
+    assert_eq!(ok, 1);
+    s.assert_audit_ok(&admin).await;
+}
