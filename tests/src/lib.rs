@@ -11,15 +11,16 @@ pub const ADMIN_SECRET: &str = "test-admin-secret";
 
 /// Settings for tests: cheap argon2, no rate limit, admin credentials known.
 pub fn test_config(dir: &Path) -> api::Config {
-    let mut c = api::Config::default();
-    c.bind = "127.0.0.1:0".parse().expect("addr");
-    c.data_dir = dir.to_path_buf();
-    c.argon2_memory_kib = 64;
-    c.argon2_iterations = 1;
-    c.rate_limit_per_sec = 0;
-    c.admin_client_id = Some(ADMIN_ID.into());
-    c.admin_client_secret = Some(ADMIN_SECRET.into());
-    c
+    api::Config {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.to_path_buf(),
+        argon2_memory_kib: 64,
+        argon2_iterations: 1,
+        rate_limit_per_sec: 0,
+        admin_client_id: Some(ADMIN_ID.into()),
+        admin_client_secret: Some(ADMIN_SECRET.into()),
+        ..Default::default()
+    }
 }
 
 /// A running server and a client for it.

@@ -401,6 +401,7 @@ fn status_of(s: Option<&str>) -> ApiResult<PairStatus> {
 }
 
 /// Builds a pair spec from decimal settings (also used for the defaults).
+#[allow(clippy::too_many_arguments)]
 pub fn pair_spec(
     m: &engine::markets::Markets,
     base: &str,
