@@ -32,6 +32,8 @@ enum Command {
         #[arg(long, env = "BOURSE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Run the exchange with a simulated market and print the URLs and a demo account.
+    Demo(api::demo::DemoArgs),
     /// Measure the engine, the pipeline, the HTTP API or the WebSocket feed.
     Bench {
         #[command(subcommand)]
@@ -47,6 +49,7 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             config,
         } => serve(bind, data_dir, config),
+        Command::Demo(args) => api::demo::main(args),
         Command::Bench { bench } => bench_harness::cli::run(bench),
     }
 }

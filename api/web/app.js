@@ -569,8 +569,13 @@
     });
     // time labels
     g.fillStyle = css("--muted");
-    const step = Math.max(1, Math.ceil(cs.length / 6));
-    for (let i = 0; i < cs.length; i += step) g.fillText(cs[i].openTime.slice(11, 16), x0 + i * slot, h - 4);
+    let lastLabel = -Infinity;
+    cs.forEach((c, i) => {
+      const x = x0 + i * slot;
+      if (x - lastLabel < 70) return;
+      g.fillText(c.openTime.slice(11, 16), x, h - 4);
+      lastLabel = x;
+    });
     // last price line
     const last = num(cs[cs.length - 1].close), yl = Math.round(y(last)) + 0.5;
     g.strokeStyle = css("--accent"); g.setLineDash([3, 3]);

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use super::client::{Client, CurrencyInfo, Credentials};
+use super::client::{Client, Credentials, CurrencyInfo};
 use super::market::worth_minor;
 use super::units;
 

@@ -219,7 +219,11 @@ impl Client {
     /// `POST /v1/orders` with a prepared body.
     pub async fn place(&self, order: &serde_json::Value) -> Result<OrderView, CallError> {
         let url = self.url("/v1/orders");
-        Ok(self.authed(|h| h.post(&url).json(order)).await?.json().await?)
+        Ok(self
+            .authed(|h| h.post(&url).json(order))
+            .await?
+            .json()
+            .await?)
     }
 
     /// `DELETE /v1/orders/{id}`.

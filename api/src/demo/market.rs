@@ -42,6 +42,11 @@ pub struct Market {
     pub fair: u64,
     /// Where the walk started; it is pulled back towards it so it never wanders off.
     anchor: u64,
+    /// Distance between ladder rungs, in ticks. Fixed (from the anchor) so that quotes stay on
+    /// one grid while the fair value moves: only the rungs it crosses change.
+    rung: u64,
+    /// Distance from the fair value to the nearest quote, in ticks.
+    half_spread: u64,
 }
 
 impl Market {
@@ -62,6 +67,8 @@ impl Market {
             min_lots,
             fair,
             anchor: fair,
+            rung: (fair / 4_000).max(1),        // 2.5 bp
+            half_spread: (fair / 5_000).max(1), // 2 bp
         })
     }
 
@@ -79,15 +86,14 @@ impl Market {
         self.fair = if k < 0 {
             self.fair.saturating_sub(delta).max(self.anchor / 4)
         } else {
-            self.fair.saturating_add(delta).min(self.anchor.saturating_mul(4))
+            self.fair
+                .saturating_add(delta)
+                .min(self.anchor.saturating_mul(4))
         };
     }
 
-    /// Distance between ladder rungs and from the fair value to the first rung, in ticks.
     fn gaps(&self) -> (u64, u64) {
-        let rung = (self.fair / 4_000).max(1); // 2.5 bp
-        let half_spread = (self.fair / 5_000).max(1); // 2 bp
-        (rung, half_spread)
+        (self.rung, self.half_spread)
     }
 
     /// The bid prices the maker wants (best first), snapped to a grid of rungs so that a small
@@ -110,13 +116,13 @@ impl Market {
 
     /// A quote size: deeper rungs are larger, with noise.
     pub fn quote_lots(&self, level: usize, rng: &mut impl Rng) -> u64 {
-        let base = self.min_lots * rng.random_range(5..=60);
-        base + base * level as u64 / 3
+        let base = self.min_lots * rng.random_range(10..=120);
+        base + base * level as u64 / 2
     }
 
     /// A taker size.
     pub fn taker_lots(&self, rng: &mut impl Rng) -> u64 {
-        self.min_lots * rng.random_range(1..=80)
+        self.min_lots * rng.random_range(1..=60)
     }
 
     pub fn price(&self, ticks: u64) -> String {
@@ -163,6 +169,8 @@ mod tests {
                 assert_eq!(a.len(), LEVELS);
             }
             assert!(m.fair > start / 4 && m.fair < start * 4);
+            // Rungs stay on one grid.
+            assert!(m.bid_ladder().iter().all(|p| p % m.rung == 0));
         }
     }
 

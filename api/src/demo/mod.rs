@@ -143,6 +143,20 @@ impl Demo {
     }
 }
 
+/// The `bourse demo` entry point: logging (warnings only, so the banner stays readable; set
+/// `RUST_LOG` for more) and a runtime, then [`run`].
+pub fn main(args: DemoArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
 /// `bourse demo`: runs until Ctrl-C, printing a status line every 30 seconds.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let demo = Demo::start(&args).await?;

@@ -23,9 +23,9 @@ use super::units;
 /// How often a pair's loop runs.
 pub const TICK: Duration = Duration::from_millis(250);
 /// Quotes changed (cancelled, and separately placed) per tick at most.
-const MAX_CHANGES: usize = 3;
+const MAX_CHANGES: usize = 4;
 /// How often the maker re-reads its open orders (learning which quotes were taken).
-const RESYNC: Duration = Duration::from_secs(3);
+const RESYNC: Duration = Duration::from_secs(1);
 /// A quote older than this is replaced (one per tick) so sizes keep changing.
 const MAX_QUOTE_AGE: Duration = Duration::from_secs(20);
 
@@ -113,7 +113,7 @@ impl PairTrader {
                 last_resync = Instant::now();
             }
             self.requote(MAX_CHANGES).await;
-            if self.rng.random_range(0..100) < 45 {
+            if self.rng.random_range(0..100) < 35 {
                 self.take().await;
             }
         }
@@ -127,7 +127,11 @@ impl PairTrader {
         };
         let mut quotes = BTreeMap::new();
         for o in open {
-            let side = if o.side == "buy" { Side::Buy } else { Side::Sell };
+            let side = if o.side == "buy" {
+                Side::Buy
+            } else {
+                Side::Sell
+            };
             let Some(price) = o
                 .price
                 .as_deref()
@@ -174,10 +178,9 @@ impl PairTrader {
                 .iter()
                 .filter(|(_, q)| q.placed.elapsed() > MAX_QUOTE_AGE)
                 .min_by_key(|(_, q)| q.placed)
+            && !stale.contains(k)
         {
-            if !stale.contains(k) {
-                stale.push(*k);
-            }
+            stale.push(*k);
         }
         let cancels = stale
             .iter()
