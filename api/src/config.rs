@@ -164,6 +164,9 @@ impl Config {
         if let Some(v) = env("BOURSE_TOKEN_TTL_SECS") {
             self.token_ttl_secs = v.parse()?;
         }
+        if let Some(v) = env("BOURSE_ARGON2_MEMORY_KIB") {
+            self.argon2_memory_kib = v.parse()?;
+        }
         if let Some(v) = env("BOURSE_ADMIN_CLIENT_ID") {
             self.admin_client_id = Some(v);
         }

@@ -1,0 +1,302 @@
+//! Process-level crash test: the real `bourse` binary under concurrent load, `kill -9` at
+//! several points, restart on the same data dir; every acknowledged command is there with
+//! the same outcome and the audit reconciles.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const ADMIN: (&str, &str) = ("crash-admin", "crash-admin-secret");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+fn spawn(dir: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_bourse"))
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("BOURSE_ADMIN_CLIENT_ID", ADMIN.0)
+        .env("BOURSE_ADMIN_CLIENT_SECRET", ADMIN.1)
+        .env("BOURSE_RATE_LIMIT_PER_SEC", "0")
+        .env("BOURSE_ARGON2_MEMORY_KIB", "64")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn bourse")
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{base}/ready")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server not ready");
+}
+
+async fn token(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    secret: &str,
+    scope: Option<&str>,
+) -> String {
+    let mut form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", id),
+        ("client_secret", secret),
+    ];
+    if let Some(s) = scope {
+        form.push(("scope", s));
+    }
+    let v: Value = http
+        .post(format!("{base}/v1/oauth2/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["access_token"].as_str().expect("token").to_string()
+}
+
+#[derive(Clone, Debug)]
+struct Acked {
+    token: String,
+    order: Value,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_under_load_loses_nothing_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut users: Vec<(String, String)> = Vec::new();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
+    let deposits: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    for (round, run_ms) in [300u64, 900, 1500].into_iter().enumerate() {
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut child = spawn(tmp.path(), port);
+        wait_ready(&http, &base).await;
+        let admin = token(&http, &base, ADMIN.0, ADMIN.1, Some("admin")).await;
+        if round == 0 {
+            for i in 0..4 {
+                let v: Value = http
+                    .post(format!("{base}/v1/users"))
+                    .json(&json!({"name": format!("u{i}")}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let uid = v["userId"].as_str().unwrap().to_string();
+                for (cur, amt) in [("SEK", "100000000"), ("BTC", "1000")] {
+                    let r = http
+                        .post(format!("{base}/v1/admin/deposits"))
+                        .bearer_auth(&admin)
+                        .json(&json!({"userId": uid, "currency": cur, "amount": amt, "externalId": format!("seed-{cur}")}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 201);
+                }
+                users.push((
+                    v["clientId"].as_str().unwrap().into(),
+                    v["clientSecret"].as_str().unwrap().into(),
+                ));
+            }
+        } else {
+            // Everything acknowledged before the kill is there, with the same outcome.
+            for a in acked.lock().unwrap().clone() {
+                let id = a.order["id"].as_str().unwrap();
+                let r = http
+                    .get(format!("{base}/v1/orders/{id}"))
+                    .bearer_auth(&a.token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "acknowledged order {id} lost");
+                let o: Value = r.json().await.unwrap();
+                assert_eq!(o["clientId"], a.order["clientId"]);
+                let acked_status = a.order["status"].as_str().unwrap();
+                if !matches!(acked_status, "open" | "partially_filled") {
+                    assert_eq!(
+                        o["status"], a.order["status"],
+                        "final outcome changed for {id}"
+                    );
+                    assert_eq!(o["filledAmount"], a.order["filledAmount"]);
+                }
+            }
+            for (tok, d) in deposits.lock().unwrap().clone() {
+                let id = d["id"].as_str().unwrap();
+                let r = http
+                    .get(format!("{base}/v1/wallet/requests/{id}"))
+                    .bearer_auth(&tok)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "acknowledged deposit {id} lost");
+            }
+            let audit: Value = http
+                .get(format!("{base}/v1/admin/audit"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(audit["ok"], true, "{audit}");
+        }
+        // Load from several clients, then kill -9.
+        let stop = Instant::now() + Duration::from_millis(run_ms);
+        let mut tasks = Vec::new();
+        for (ci, (id, secret)) in users.iter().enumerate() {
+            let tok = token(&http, &base, id, secret, None).await;
+            let (http, base, acked, deposits) =
+                (http.clone(), base.clone(), acked.clone(), deposits.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < stop {
+                    n += 1;
+                    let side = if (n + ci as u64) % 2 == 0 { "buy" } else { "sell" };
+                    let price = 300_000 + (n * 7 + ci as u64 * 13) % 50;
+                    let cid = format!("r{round}-c{ci}-{n}");
+                    let res = http
+                        .post(format!("{base}/v1/orders"))
+                        .bearer_auth(&tok)
+                        .json(&json!({"pair":"BTC_SEK","side":side,"type":"limit","amount":"0.01","price":price.to_string(),"clientId":cid}))
+                        .send()
+                        .await;
+                    let Ok(res) = res else { break };
+                    if res.status() == 201
+                        && let Ok(v) = res.json::<Value>().await
+                    {
+                        acked.lock().unwrap().push(Acked { token: tok.clone(), order: v.clone() });
+                        if n % 5 == 0 {
+                            let id = v["id"].as_str().unwrap();
+                            let _ = http.delete(format!("{base}/v1/orders/{id}")).bearer_auth(&tok).send().await;
+                        }
+                    }
+                    if n % 10 == 0 {
+                        let res = http
+                            .post(format!("{base}/v1/wallet/deposits"))
+                            .bearer_auth(&tok)
+                            .json(&json!({"currency":"EUR","amount":"1","externalId":format!("d-{cid}")}))
+                            .send()
+                            .await;
+                        if let Ok(res) = res
+                            && res.status() == 201
+                            && let Ok(v) = res.json::<Value>().await
+                        {
+                            deposits.lock().unwrap().push((tok.clone(), v));
+                        }
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(run_ms)).await;
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        for t in tasks {
+            let _ = t.await;
+        }
+        assert!(!acked.lock().unwrap().is_empty());
+    }
+    // Final restart: check once more, then a clean shutdown.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn(tmp.path(), port);
+    wait_ready(&http, &base).await;
+    let admin = token(&http, &base, ADMIN.0, ADMIN.1, Some("admin")).await;
+    for a in acked.lock().unwrap().iter() {
+        let id = a.order["id"].as_str().unwrap();
+        let r = http
+            .get(format!("{base}/v1/orders/{id}"))
+            .bearer_auth(&a.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "acknowledged order {id} lost");
+    }
+    let audit: Value = http
+        .get(format!("{base}/v1/admin/audit"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["ok"], true, "{audit}");
+    for (id, secret) in &users {
+        let tok = token(&http, &base, id, secret, None).await;
+        let w: Value = http
+            .get(format!("{base}/v1/wallet"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for b in w["balances"].as_array().unwrap() {
+            let cur = b["currency"].as_str().unwrap();
+            let txs: Value = http
+                .get(format!("{base}/v1/transactions?currency={cur}&limit=1000"))
+                .bearer_auth(&tok)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if txs["meta"]["totalCount"].as_u64().unwrap() > 1000 {
+                continue;
+            }
+            let sum: i128 = txs["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| minor(t["delta"]["amount"].as_str().unwrap()))
+                .sum();
+            assert_eq!(sum, minor(b["total"].as_str().unwrap()), "{cur}");
+        }
+    }
+    unsafe_free_kill(&mut child);
+}
+
+fn minor(s: &str) -> i128 {
+    let neg = s.starts_with('-');
+    let v: i128 = s
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .unwrap();
+    if neg { -v } else { v }
+}
+
+/// Stops the last server (SIGKILL is fine: the data dir is thrown away).
+fn unsafe_free_kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
