@@ -151,7 +151,11 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
                     request: RequestId(u64::from(a) * 10 + u64::from(c)),
                     account: AccountId(a),
                     currency: CurrencyId(c),
-                    amount: u64::MAX / 4,
+                    amount: if c == 0 {
+                        1_000_000_000_000_000
+                    } else {
+                        100_000_000_000_000
+                    },
                     external_id: format!("d{a}{c}"),
                     destination: String::new(),
                 }),
