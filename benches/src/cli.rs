@@ -5,6 +5,8 @@ use clap::Subcommand;
 /// What to measure.
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// Commands through the durable pipeline: sequencer, rings, engine, journal, replies.
+    Pipeline(crate::pipeline_bench::PipelineBenchArgs),
     /// Place and cancel orders over the REST API with N concurrent clients.
     Http(crate::http_bench::HttpBenchArgs),
 }
@@ -12,6 +14,7 @@ pub enum BenchCommand {
 /// Runs one bench subcommand, printing its report.
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Pipeline(args) => crate::pipeline_bench::run(args),
         BenchCommand::Http(args) => crate::http_bench::run(args),
     }
 }

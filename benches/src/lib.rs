@@ -2,4 +2,5 @@
 //! `benches/benches/`).
 
 pub mod cli;
+pub mod pipeline_bench;
 pub mod http_bench;
