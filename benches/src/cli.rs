@@ -7,6 +7,8 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Commands through the durable pipeline: sequencer, rings, engine, journal, replies.
     Pipeline(crate::pipeline_bench::PipelineBenchArgs),
+    /// Replay a command stream through one book: throughput and latency percentiles.
+    Engine(crate::engine_bench::EngineBenchArgs),
     /// Place and cancel orders over the REST API with N concurrent clients.
     Http(crate::http_bench::HttpBenchArgs),
 }
@@ -15,6 +17,7 @@ pub enum BenchCommand {
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Pipeline(args) => crate::pipeline_bench::run(args),
+        BenchCommand::Engine(args) => crate::engine_bench::run(args),
         BenchCommand::Http(args) => crate::http_bench::run(args),
     }
 }

@@ -3,4 +3,5 @@
 
 pub mod cli;
 pub mod pipeline_bench;
+pub mod engine_bench;
 pub mod http_bench;
