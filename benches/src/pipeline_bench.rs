@@ -130,7 +130,7 @@ fn setup_commands(pairs: u16) -> Vec<Command> {
 fn command(t: u64, threads: u64, i: u64, rng: &mut u64, pairs: u16) -> Command {
     let r = rng_next(rng);
     let account = AccountId(1 + (r % u64::from(ACCOUNTS)) as u32);
-    if i > 16 && r % 10 == 0 {
+    if i > 16 && r.is_multiple_of(10) {
         let back = 1 + (r >> 20) % 16;
         return Command::Cancel {
             account,
