@@ -125,7 +125,8 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
             }
         } else {
             // Everything acknowledged before the kill is there, with the same outcome.
-            for a in acked.lock().unwrap().clone() {
+            let snapshot = acked.lock().unwrap().clone();
+            for a in snapshot {
                 let id = a.order["id"].as_str().unwrap();
                 let r = http
                     .get(format!("{base}/v1/orders/{id}"))
@@ -145,7 +146,8 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
                     assert_eq!(o["filledAmount"], a.order["filledAmount"]);
                 }
             }
-            for (tok, d) in deposits.lock().unwrap().clone() {
+            let snapshot = deposits.lock().unwrap().clone();
+            for (tok, d) in snapshot {
                 let id = d["id"].as_str().unwrap();
                 let r = http
                     .get(format!("{base}/v1/wallet/requests/{id}"))
@@ -177,7 +179,7 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
                 let mut n = 0u64;
                 while Instant::now() < stop {
                     n += 1;
-                    let side = if (n + ci as u64) % 2 == 0 { "buy" } else { "sell" };
+                    let side = if (n + ci as u64).is_multiple_of(2) { "buy" } else { "sell" };
                     let price = 300_000 + (n * 7 + ci as u64 * 13) % 50;
                     let cid = format!("r{round}-c{ci}-{n}");
                     let res = http
@@ -191,12 +193,12 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
                         && let Ok(v) = res.json::<Value>().await
                     {
                         acked.lock().unwrap().push(Acked { token: tok.clone(), order: v.clone() });
-                        if n % 5 == 0 {
+                        if n.is_multiple_of(5) {
                             let id = v["id"].as_str().unwrap();
                             let _ = http.delete(format!("{base}/v1/orders/{id}")).bearer_auth(&tok).send().await;
                         }
                     }
-                    if n % 10 == 0 {
+                    if n.is_multiple_of(10) {
                         let res = http
                             .post(format!("{base}/v1/wallet/deposits"))
                             .bearer_auth(&tok)
@@ -227,7 +229,8 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
     let mut child = spawn(tmp.path(), port);
     wait_ready(&http, &base).await;
     let admin = token(&http, &base, ADMIN.0, ADMIN.1, Some("admin")).await;
-    for a in acked.lock().unwrap().iter() {
+    let snapshot = acked.lock().unwrap().clone();
+    for a in snapshot.iter() {
         let id = a.order["id"].as_str().unwrap();
         let r = http
             .get(format!("{base}/v1/orders/{id}"))
