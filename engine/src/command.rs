@@ -40,6 +40,18 @@ pub enum Command {
     AddPair(PairSpec),
     /// Halt or resume a pair.
     SetPairStatus { pair: PairId, status: PairStatus },
+    /// Register an account (or replace its client's credentials) for the API. The engine
+    /// keeps nothing of it; it is journaled so that users and clients, like every read
+    /// model, can be rebuilt from the journal. Only a hash of the secret is ever here.
+    RegisterAccount {
+        account: AccountId,
+        name: String,
+        client_id: String,
+        /// The argon2id PHC string of the client secret.
+        secret_hash: String,
+        /// The client's scopes (the API's bit set).
+        scopes: u8,
+    },
 }
 
 /// A new order as the engine receives it.

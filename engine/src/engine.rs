@@ -308,6 +308,7 @@ impl Engine {
             Command::AddCurrency(spec) => self.add_currency(spec, out),
             Command::AddPair(spec) => self.add_pair(spec, out),
             Command::SetPairStatus { pair, status } => self.set_pair_status(*pair, *status, out),
+            Command::RegisterAccount { account, .. } => self.register_account(*account, out),
         }
         #[cfg(feature = "verify")]
         if let Err(e) = self.check_invariants() {
@@ -1161,6 +1162,19 @@ impl Engine {
                 p.spec.status = status;
                 out.push(Event::PairStatusChanged { pair, status });
             }
+        }
+    }
+
+    /// Accounts need no engine state (a balance appears on first credit); the command is
+    /// journaled so the read models (users, clients) can be rebuilt from the journal. The
+    /// engine only checks the id is one the ledger accepts.
+    fn register_account(&mut self, account: AccountId, out: &mut Vec<Event>) {
+        if account == AccountId::FEES || account.0 > self.limits.max_account_id {
+            out.push(Event::ConfigRefused {
+                reason: RejectReason::InvalidSpec,
+            });
+        } else {
+            out.push(Event::AccountRegistered { account });
         }
     }
 

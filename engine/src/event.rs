@@ -85,9 +85,13 @@ pub enum Event {
         pair: PairId,
         status: PairStatus,
     },
-    /// An operator command (currency, pair, status) was refused.
+    /// An operator command (currency, pair, status, account registration) was refused.
     ConfigRefused {
         reason: RejectReason,
+    },
+    /// A [`crate::Command::RegisterAccount`] was accepted.
+    AccountRegistered {
+        account: AccountId,
     },
 }
 

@@ -190,6 +190,9 @@ impl Model {
                     reason: RejectReason::UnknownPair,
                 }),
             },
+            Command::RegisterAccount { account, .. } => {
+                out.push(Event::AccountRegistered { account: *account })
+            }
             Command::Place(o) => self.place(o, &mut out),
             Command::Cancel { account, order } => {
                 let found = self.pairs.iter().enumerate().find_map(|(p, pair)| {
