@@ -84,12 +84,12 @@ pub enum BenchOp {
     },
 }
 
-const MID_TICKS: u64 = 1_000_000;
-const PAIR: PairId = PairId(0);
+pub const MID_TICKS: u64 = 1_000_000;
+pub const PAIR: PairId = PairId(0);
 const BASE: CurrencyId = CurrencyId(0);
 const QUOTE: CurrencyId = CurrencyId(1);
 /// Users of the pre-filled book (the stream's users are 1..=n).
-const PREFILL_USERS: u32 = 64;
+pub const PREFILL_USERS: u32 = 64;
 
 /// splitmix64: a tiny seeded generator, so the mix is the same on every machine.
 #[derive(Debug, Clone)]

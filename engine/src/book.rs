@@ -37,6 +37,8 @@ pub struct RestingOrder {
     pub remaining: u64,
     /// Funds this order still holds (quote minor for a buy, base minor for a sell).
     pub held: u64,
+    /// The slot of its level in its side's ladder: fills and cancels skip the price index.
+    level: u32,
     prev: u32,
     next: u32,
     acct_prev: u32,
@@ -207,39 +209,7 @@ impl Book {
         held: u64,
     ) -> (u32, u64) {
         assert!(remaining > 0, "a resting order has a positive amount");
-        let acct_next = self.accounts.get(&account).copied().unwrap_or(NIL);
-        let order = RestingOrder {
-            id,
-            account,
-            side,
-            price,
-            remaining,
-            held,
-            prev: NIL,
-            next: NIL,
-            acct_prev: NIL,
-            acct_next,
-        };
-        let slot = match self.free_orders.pop() {
-            Some(s) => {
-                self.orders[s as usize] = order;
-                s
-            }
-            None => {
-                self.orders.push(order);
-                if self.free_orders.capacity() < self.orders.len() {
-                    self.free_orders
-                        .reserve(self.orders.capacity() - self.free_orders.len());
-                }
-                (self.orders.len() - 1) as u32
-            }
-        };
-        if acct_next != NIL {
-            self.orders[acct_next as usize].acct_prev = slot;
-        }
-        self.accounts.insert(account, slot);
-        self.len += 1;
-
+        // The level first (the order records its slot).
         let ladder = &mut self.sides[side.index()];
         let level_slot = match ladder.index.get(price.0) {
             Some(l) => l,
@@ -280,6 +250,34 @@ impl Book {
         };
         let level = &mut ladder.levels[level_slot as usize];
         let tail = level.tail;
+        let order = RestingOrder {
+            id,
+            account,
+            side,
+            price,
+            remaining,
+            held,
+            level: level_slot,
+            prev: tail,
+            next: NIL,
+            acct_prev: NIL,
+            acct_next: NIL,
+        };
+        let slot = match self.free_orders.pop() {
+            Some(s) => {
+                self.orders[s as usize] = order;
+                s
+            }
+            None => {
+                self.orders.push(order);
+                if self.free_orders.capacity() < self.orders.len() {
+                    self.free_orders
+                        .reserve(self.orders.capacity() - self.free_orders.len());
+                }
+                (self.orders.len() - 1) as u32
+            }
+        };
+        let level = &mut self.sides[side.index()].levels[level_slot as usize];
         level.tail = slot;
         if tail == NIL {
             level.head = slot;
@@ -289,8 +287,15 @@ impl Book {
         let total = level.total;
         if tail != NIL {
             self.orders[tail as usize].next = slot;
-            self.orders[slot as usize].prev = tail;
         }
+        // Newest first in the account list: one hash operation.
+        let head = self.accounts.entry(account).or_insert(NIL);
+        let acct_next = std::mem::replace(head, slot);
+        if acct_next != NIL {
+            self.orders[acct_next as usize].acct_prev = slot;
+            self.orders[slot as usize].acct_next = acct_next;
+        }
+        self.len += 1;
         (slot, total)
     }
 
@@ -300,13 +305,8 @@ impl Book {
         let order = &mut self.orders[slot as usize];
         assert!(lots < order.remaining, "reduce must leave the order open");
         order.remaining -= lots;
-        let (side, price) = (order.side, order.price);
-        let ladder = &mut self.sides[side.index()];
-        let l = ladder
-            .index
-            .get(price.0)
-            .expect("resting order has a level");
-        let level = &mut ladder.levels[l as usize];
+        let (side, l) = (order.side, order.level);
+        let level = &mut self.sides[side.index()].levels[l as usize];
         level.total -= lots;
         level.total
     }
@@ -337,10 +337,7 @@ impl Book {
         self.len -= 1;
 
         let ladder = &mut self.sides[order.side.index()];
-        let l = ladder
-            .index
-            .get(order.price.0)
-            .expect("resting order has a level");
+        let l = order.level;
         let level = &mut ladder.levels[l as usize];
         if level.head == slot {
             level.head = order.next;
@@ -402,7 +399,11 @@ impl Book {
                 let (mut sum, mut count, mut prev, mut slot) = (0u64, 0u32, NIL, level.head);
                 while slot != NIL {
                     let o = &self.orders[slot as usize];
-                    if o.prev != prev || o.price != view.price || o.side != side || o.remaining == 0
+                    if o.prev != prev
+                        || o.price != view.price
+                        || o.side != side
+                        || o.remaining == 0
+                        || o.level != l
                     {
                         failure = Some(format!("bad order {} at level {}", o.id, view.price));
                         return false;

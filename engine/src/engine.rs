@@ -653,7 +653,7 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Option<DoneReason> {
         let opp = taker.side.opposite();
-        let mut touched: Option<Price> = None;
+        let mut touched: Option<(Price, u64)> = None;
         let stop = loop {
             if taker.remaining == 0 {
                 break None;
@@ -676,12 +676,16 @@ impl Engine {
             }
             // A level is reported once, when the taker leaves it, and only if it changed:
             // stopping at a level (self-trade, funds) without touching it reports nothing.
-            let mut touch = |this: &mut Self, out: &mut Vec<Event>| {
-                if touched.is_some_and(|t| t != price) {
-                    this.flush_level(pair_id, opp, touched.take(), out);
-                }
-                touched = Some(price);
-            };
+            // `touched` carries the level's total after the last change (no lookup needed).
+            let touch =
+                |this: &mut Self, touched: &mut Option<(Price, u64)>, out: &mut Vec<Event>| {
+                    if let Some((p, total)) = *touched
+                        && p != price
+                    {
+                        this.push_level(pair_id, opp, p, total, out);
+                    }
+                    *touched = Some((price, 0));
+                };
 
             if maker.account == taker.account && taker.stp != SelfTradePrevention::None {
                 match taker.stp {
@@ -689,13 +693,17 @@ impl Engine {
                         break Some(DoneReason::SelfTradePrevention);
                     }
                     SelfTradePrevention::ExpireMaker => {
-                        touch(self, out);
-                        self.expire_maker(pair_id, head, DoneReason::SelfTradePrevention, out);
+                        touch(self, &mut touched, out);
+                        let total =
+                            self.expire_maker(pair_id, head, DoneReason::SelfTradePrevention, out);
+                        touched = Some((price, total));
                         continue;
                     }
                     _ => {
-                        touch(self, out);
-                        self.expire_maker(pair_id, head, DoneReason::SelfTradePrevention, out);
+                        touch(self, &mut touched, out);
+                        let total =
+                            self.expire_maker(pair_id, head, DoneReason::SelfTradePrevention, out);
+                        touched = Some((price, total));
                         break Some(DoneReason::SelfTradePrevention);
                     }
                 }
@@ -733,21 +741,27 @@ impl Engine {
                     let need = paid + Self::buy_requirement(&scale, price, maker.remaining - lots);
                     let have = maker.held + self.ledger.get(maker.account, quote).available;
                     if need > have {
-                        touch(self, out);
-                        self.expire_maker(pair_id, head, DoneReason::InsufficientFunds, out);
+                        touch(self, &mut touched, out);
+                        let total =
+                            self.expire_maker(pair_id, head, DoneReason::InsufficientFunds, out);
+                        touched = Some((price, total));
                         continue;
                     }
                 }
             }
 
-            touch(self, out);
-            self.execute(pair_id, taker, head, lots, paid, out);
+            touch(self, &mut touched, out);
+            let total = self.execute(pair_id, taker, head, lots, paid, out);
+            touched = Some((price, total));
         };
-        self.flush_level(pair_id, opp, touched, out);
+        if let Some((p, total)) = touched {
+            self.push_level(pair_id, opp, p, total, out);
+        }
         stop
     }
 
-    /// One trade between the taker and the maker at `slot`, settled in full.
+    /// One trade between the taker and the maker at `slot`, settled in full. Returns the
+    /// maker's level total afterwards.
     fn execute(
         &mut self,
         pair_id: PairId,
@@ -756,7 +770,7 @@ impl Engine {
         lots: u64,
         paid: u64,
         out: &mut Vec<Event>,
-    ) {
+    ) -> u64 {
         let pair = &mut self.pairs[pair_id.0 as usize];
         let scale = pair.scale;
         let (base, quote) = (pair.spec.base, pair.spec.quote);
@@ -841,8 +855,8 @@ impl Engine {
             Side::Sell => taker.held -= base_amount,
         }
         let pair = &mut self.pairs[pair_id.0 as usize];
-        if lots == maker.remaining {
-            let (gone, _) = pair.book.remove(slot);
+        let level_total = if lots == maker.remaining {
+            let (gone, total) = pair.book.remove(slot);
             self.orders.remove(&gone.id);
             let leftover = match maker.side {
                 Side::Buy => new_buy_held,
@@ -858,30 +872,34 @@ impl Engine {
                 pair: pair_id,
                 reason: DoneReason::Filled,
             });
+            total
         } else {
-            pair.book.reduce(slot, lots);
+            let total = pair.book.reduce(slot, lots);
             let m = pair.book.order_mut(slot);
             match maker.side {
                 Side::Buy => m.held = new_buy_held,
                 Side::Sell => m.held -= base_amount,
             }
-        }
+            total
+        };
         self.push_balance(buyer, quote, out);
         self.push_balance(buyer, base, out);
         self.push_balance(seller, base, out);
         self.push_balance(seller, quote, out);
+        level_total
     }
 
-    /// Removes a resting order that can no longer trade, releasing its hold.
+    /// Removes a resting order that can no longer trade, releasing its hold. Returns its
+    /// level's total afterwards.
     fn expire_maker(
         &mut self,
         pair_id: PairId,
         slot: u32,
         reason: DoneReason,
         out: &mut Vec<Event>,
-    ) {
+    ) -> u64 {
         let pair = &mut self.pairs[pair_id.0 as usize];
-        let (order, _) = pair.book.remove(slot);
+        let (order, total) = pair.book.remove(slot);
         let currency = if order.side == Side::Buy {
             pair.spec.quote
         } else {
@@ -896,6 +914,7 @@ impl Engine {
             pair: pair_id,
             reason,
         });
+        total
     }
 
     fn cancel(&mut self, account: AccountId, order: OrderId, out: &mut Vec<Event>) {
@@ -922,8 +941,8 @@ impl Engine {
             let o = self.pairs[pair_id.0 as usize].book.order(slot);
             (o.side, o.price)
         };
-        self.expire_maker(pair_id, slot, DoneReason::Cancelled, out);
-        self.flush_level(pair_id, side, Some(price), out);
+        let total = self.expire_maker(pair_id, slot, DoneReason::Cancelled, out);
+        self.push_level(pair_id, side, price, total, out);
     }
 
     fn cancel_all(&mut self, account: AccountId, only: Option<PairId>, out: &mut Vec<Event>) {
@@ -1191,19 +1210,6 @@ impl Engine {
             available: b.available,
             held: b.held,
         });
-    }
-
-    fn flush_level(
-        &mut self,
-        pair_id: PairId,
-        side: Side,
-        price: Option<Price>,
-        out: &mut Vec<Event>,
-    ) {
-        if let Some(price) = price {
-            let total = self.pairs[pair_id.0 as usize].book.level_total(side, price);
-            self.push_level(pair_id, side, price, total, out);
-        }
     }
 
     fn push_level(
