@@ -286,8 +286,8 @@ async fn setup(
             .as_str()
             .and_then(|s| parse_units(s, p.price_decimals))
     };
-    // Rest far from the market: buys at 50-90 % of the best ask, sells at 110-150 % of the best
-    // bid; with an empty book around 100 quote units.
+    // Rest far from the market: buys at 50-90 % of the mid (below the best ask), sells at
+    // 110-150 % (above the best bid); with an empty book around 100 quote units.
     let fallback = 100 * 10u128.pow(u32::from(p.price_decimals));
     let ask = tick("bestAsk")
         .or(tick("lastPrice"))
@@ -297,12 +297,17 @@ async fn setup(
         .or(tick("lastPrice"))
         .unwrap_or(fallback)
         .max(20);
+    let reference = (ask + bid) / 2;
     let plan = Plan {
         base: base.clone(),
         pair: p.pair.clone(),
         amount: p.min_amount.clone(),
-        buy: (ask / 2, ask * 9 / 10),
-        sell: (bid * 11 / 10, bid * 3 / 2),
+        // Disjoint from each other and from the book, so the bench's own orders never cross.
+        buy: (reference / 2, (reference * 9 / 10).min(ask - 1)),
+        sell: (
+            (reference * 11 / 10).max(bid + 1),
+            (reference * 3 / 2).max(bid + 2),
+        ),
         price_decimals: p.price_decimals,
     };
     let lots = parse_units(&p.min_amount, p.amount_decimals).context("bad minAmount")?;
@@ -476,8 +481,14 @@ async fn client_loop(
         if order["status"] != "open" {
             continue;
         }
-        // Cancel.
+        // Cancel. Past the deadline the order is still cancelled (leaving the book as found),
+        // just not measured.
         if Instant::now() >= deadline {
+            let _ = http
+                .delete(format!("{orders_url}/{id}"))
+                .bearer_auth(&account.token)
+                .send()
+                .await;
             break;
         }
         let scheduled = wait_turn(&mut next_send, interval).await;

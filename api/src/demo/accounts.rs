@@ -1,6 +1,8 @@
 //! The demo's accounts: a market maker, a taker and the visitor's account, each registered
 //! and funded through the public API (the demo server auto-approves deposits).
 
+use std::path::Path;
+
 use anyhow::Context;
 
 use super::client::{Client, Credentials, CurrencyInfo};
@@ -43,4 +45,51 @@ pub async fn open_funded(
         );
     }
     Ok((client, creds))
+}
+
+/// The demo's three accounts.
+#[derive(Debug)]
+pub struct DemoAccounts {
+    pub maker: Client,
+    pub taker: Client,
+    pub visitor: Credentials,
+}
+
+/// Where a demo keeps its accounts' credentials, so that a restart on the same data dir logs
+/// the same traders back in (and they go on managing their resting quotes) and the visitor's
+/// credentials stay valid.
+fn accounts_file(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("demo-accounts.json")
+}
+
+/// Logs the saved accounts back in, or registers and funds new ones and saves them.
+pub async fn load_or_open(
+    root: &Client,
+    data_dir: &Path,
+    currencies: &[CurrencyInfo],
+) -> anyhow::Result<DemoAccounts> {
+    let file = accounts_file(data_dir);
+    if let Ok(text) = std::fs::read_to_string(&file)
+        && let Ok([maker, taker, visitor]) = serde_json::from_str::<[Credentials; 3]>(&text)
+    {
+        let (m, t) = (root.another(), root.another());
+        if m.login(&maker).await.is_ok() && t.login(&taker).await.is_ok() {
+            return Ok(DemoAccounts {
+                maker: m,
+                taker: t,
+                visitor,
+            });
+        }
+        tracing::warn!("saved demo accounts no longer log in; registering new ones");
+    }
+    let (maker, maker_creds) = open_funded(root, "demo-maker", currencies, TRADER_USD).await?;
+    let (taker, taker_creds) = open_funded(root, "demo-taker", currencies, TRADER_USD).await?;
+    let (_, visitor) = open_funded(root, "demo-visitor", currencies, VISITOR_USD).await?;
+    let saved = serde_json::to_string_pretty(&[&maker_creds, &taker_creds, &visitor])?;
+    std::fs::write(&file, saved).with_context(|| format!("writing {}", file.display()))?;
+    Ok(DemoAccounts {
+        maker,
+        taker,
+        visitor,
+    })
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 /// Credentials of a registered account, as `POST /v1/users` returns them.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Credentials {
     pub user_id: String,

@@ -70,13 +70,11 @@ impl Demo {
         let currencies = root.currencies().await.context("listing currencies")?;
         let pair_infos = root.pairs().await.context("listing pairs")?;
 
-        let (maker, _) =
-            accounts::open_funded(&root, "demo-maker", &currencies, accounts::TRADER_USD).await?;
-        let (taker, _) =
-            accounts::open_funded(&root, "demo-taker", &currencies, accounts::TRADER_USD).await?;
-        let (_, visitor) =
-            accounts::open_funded(&root, "demo-visitor", &currencies, accounts::VISITOR_USD)
-                .await?;
+        let accounts::DemoAccounts {
+            maker,
+            taker,
+            visitor,
+        } = accounts::load_or_open(&root, &data_dir, &currencies).await?;
 
         let stats = Arc::new(Stats::default());
         let seed = std::time::SystemTime::now()
