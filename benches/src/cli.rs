@@ -11,6 +11,8 @@ pub enum BenchCommand {
     Engine(crate::engine_bench::EngineBenchArgs),
     /// Place and cancel orders over the REST API with N concurrent clients.
     Http(crate::http_bench::HttpBenchArgs),
+    /// WebSocket fan-out: N subscribers on one pair while orders flow.
+    Ws(feed::bench::WsBenchArgs),
 }
 
 /// Runs one bench subcommand, printing its report.
@@ -19,5 +21,11 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pipeline(args) => crate::pipeline_bench::run(args),
         BenchCommand::Engine(args) => crate::engine_bench::run(args),
         BenchCommand::Http(args) => crate::http_bench::run(args),
+        BenchCommand::Ws(args) => {
+            let json = args.json;
+            let report = feed::bench::run(args).map_err(anyhow::Error::msg)?;
+            feed::bench::print(&report, json);
+            Ok(())
+        }
     }
 }
