@@ -8,6 +8,7 @@
 //!   so that a restart keeps the 24 h figures, recent trades and candles.
 
 pub mod bench;
+pub mod bus;
 pub mod candles;
 pub mod l2;
 pub mod problem;
@@ -27,7 +28,6 @@ use std::time::Duration;
 use engine::AccountId;
 use engine::pipeline::{OutputListener, Processed};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::broadcast;
 
 pub use l2::checksum_of;
 pub use rest::openapi;
@@ -127,7 +127,7 @@ impl PrivateChannel {
 pub type Authenticator = Arc<dyn Fn(&str) -> Option<AccountId> + Send + Sync>;
 
 struct PrivateEntry {
-    tx: broadcast::Sender<Published>,
+    bus: Arc<bus::Bus>,
     seq: u64,
 }
 
@@ -211,7 +211,7 @@ impl Feed {
         let Some(entry) = map.get_mut(&key) else {
             return;
         };
-        if entry.tx.receiver_count() == 0 {
+        if entry.bus.receiver_count() == 0 {
             map.remove(&key);
             return;
         }
@@ -222,7 +222,7 @@ impl Feed {
             data: &data,
         };
         if let Ok(text) = serde_json::to_string(&msg) {
-            let _ = entry.tx.send(Published {
+            entry.bus.send(Published {
                 seq: entry.seq,
                 text: text.into(),
             });
@@ -233,15 +233,15 @@ impl Feed {
         &self,
         account: AccountId,
         channel: PrivateChannel,
-    ) -> broadcast::Receiver<Published> {
+    ) -> bus::Cursor {
         let mut map = self.inner.private.lock();
         let cap = self.inner.config.channel_capacity;
         map.entry((account, channel))
             .or_insert_with(|| PrivateEntry {
-                tx: broadcast::channel(cap.max(1)).0,
+                bus: bus::Bus::new(cap),
                 seq: 0,
             })
-            .tx
+            .bus
             .subscribe()
     }
 

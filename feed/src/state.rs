@@ -3,8 +3,8 @@
 //!
 //! Everything is integers until a message or a view is built. Times come from
 //! `Processed::timestamp_ns` (the sequencer's batch time). Each outgoing message is encoded
-//! once per channel and sent as shared bytes to every subscriber (`tokio::sync::broadcast`);
-//! a channel nobody listens to is not encoded at all. Messages are sent while the state's
+//! once per channel and appended as shared bytes to the channel's ring ([`crate::bus`]);
+//! a channel nobody listens to is not encoded at all. Subscribers are woken once per batch. Messages are sent while the state's
 //! write lock is held, so a subscriber that takes a book snapshot and subscribes under the
 //! read lock sees exactly the updates after its snapshot.
 
@@ -16,7 +16,9 @@ use engine::pipeline::Processed;
 use engine::units::format_units;
 use engine::{Command, Engine, Event, PairId, Side};
 use serde::Serialize;
-use tokio::sync::broadcast;
+use std::sync::Arc;
+
+use crate::bus::{Bus, Cursor};
 
 use crate::candles::{Candle, Interval, Series};
 use crate::l2::L2;
@@ -41,7 +43,7 @@ pub struct Published {
 #[derive(Debug)]
 pub struct Channel {
     pub name: String,
-    pub tx: broadcast::Sender<Published>,
+    pub bus: Arc<Bus>,
     pub seq: u64,
     /// The latest message (tickers: sent to a new subscriber at once).
     pub last: Option<Published>,
@@ -49,17 +51,16 @@ pub struct Channel {
 
 impl Channel {
     fn new(name: String, capacity: usize) -> Channel {
-        let (tx, _) = broadcast::channel(capacity.max(1));
         Channel {
             name,
-            tx,
+            bus: Bus::new(capacity),
             seq: 0,
             last: None,
         }
     }
 
     fn live(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.bus.receiver_count() > 0
     }
 
     /// Bumps seq, encodes (only if someone listens or `keep`), sends.
@@ -83,7 +84,7 @@ impl Channel {
         if keep {
             self.last = Some(p.clone());
         }
-        let _ = self.tx.send(p);
+        self.bus.push(p);
     }
 }
 
@@ -376,8 +377,21 @@ impl State {
             for pair in ticker_touched {
                 self.publish_ticker(PairId(pair));
             }
+            self.wake_subscribers();
         }
         out
+    }
+
+    /// Wakes the subscribers of every channel that got messages (once per batch).
+    pub fn wake_subscribers(&self) {
+        for ch in self.pairs.iter().filter_map(|p| p.channels.as_ref()) {
+            ch.ticker.bus.wake();
+            ch.trades.bus.wake();
+            ch.book.bus.wake();
+            for c in &ch.candles {
+                c.bus.wake();
+            }
+        }
     }
 
     fn apply_level_changes(
@@ -447,7 +461,7 @@ impl State {
                 data,
             };
             if let Ok(text) = serde_json::to_string(&msg) {
-                let _ = ch.book.tx.send(Published {
+                ch.book.bus.push(Published {
                     seq,
                     text: Utf8Bytes::from(text),
                 });
@@ -543,10 +557,7 @@ impl State {
     }
 
     /// A full book snapshot message and a receiver for the updates after it.
-    pub fn book_subscribe(
-        &self,
-        pair: PairId,
-    ) -> Option<(Published, broadcast::Receiver<Published>)> {
+    pub fn book_subscribe(&self, pair: PairId) -> Option<(Published, Cursor)> {
         let entry = self.markets.pair(pair)?;
         let ps = self.pairs.get(pair.0 as usize)?;
         let ch = ps.channels.as_ref()?;
@@ -567,7 +578,7 @@ impl State {
                 seq: ps.book.seq,
                 text: Utf8Bytes::from(text),
             },
-            ch.book.tx.subscribe(),
+            ch.book.bus.subscribe(),
         ))
     }
 

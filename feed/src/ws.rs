@@ -1,20 +1,24 @@
 //! `GET /v1/ws`: subscriptions to the public channels and the account's private channels.
 //!
-//! Per connection, two tasks:
-//! - the connection task reads client ops and pulls from its channels' broadcast receivers
-//!   into a bounded queue (`try_send` only: it never waits for the socket);
-//! - the writer task drains the queue into the socket.
+//! One task per connection. Each subscription is a cursor in its channel's ring
+//! ([`crate::bus`]): the output thread appends encoded messages and wakes the waiting
+//! connections once per batch; a woken connection drains everything its cursors have not
+//! seen, hands the frames to the socket one after the other and flushes once (one write
+//! for many messages). Control messages (replies, snapshots, pings) go first.
 //!
-//! When the queue is full (the client reads too slowly): a ticker is conflated (only the
-//! latest is kept and sent when there is room), a book channel drops its updates and is
-//! resent as a fresh snapshot when there is room, and a channel that cannot lose messages
-//! (trades, candles, private) closes the connection with 1008. A broadcast receiver that
-//! lags behind its channel is treated the same way. A queue that stays full for
-//! `stall_timeout`, or more than `max_resyncs_per_min` book resyncs, also closes with 1008.
-//! The output thread only ever does a non-blocking broadcast send.
+//! The connection's queue is its backlog in the rings, bounded by `queue_bound`. When the
+//! client reads too slowly (the socket does not take our frames) the backlog grows: a
+//! ticker is conflated (only the latest is sent when there is room), a book channel past
+//! the bound is resent as a fresh snapshot when there is room, and a channel that cannot
+//! lose messages (trades, candles, private) past the bound closes the connection with
+//! 1008. A cursor overtaken by its ring (`channel_capacity`) is treated the same way. A
+//! socket that takes nothing for `stall_timeout`, or more than `max_resyncs_per_min` book
+//! resyncs, also closes with 1008. The output thread never waits for a connection.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashSet, VecDeque};
+use std::future::poll_fn;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -24,14 +28,10 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use engine::{AccountId, PairId};
-use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::StreamMap;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use crate::bus::Cursor;
 use crate::candles::Interval;
 use crate::problem::Problem;
 use crate::state::Published;
@@ -102,33 +102,59 @@ enum Target {
     Private(PrivateChannel),
 }
 
+/// One subscription: a cursor in its channel's ring.
+struct Sub {
+    id: u32,
+    name: String,
+    kind: Kind,
+    cursor: Cursor,
+    /// Book: updates at or below the snapshot's seq are skipped.
+    snap_seq: u64,
+    /// Book: to be resent as a fresh snapshot when the socket has room.
+    resync: bool,
+}
+
+/// Messages drained from the rings per subscription and round.
+const PULL: usize = 256;
+/// Messages written per poll before the task yields to the others.
+const BUDGET: usize = 1024;
+
 struct Conn {
     feed: Feed,
     cfg: FeedConfig,
-    tx: mpsc::Sender<Message>,
-    subs: StreamMap<String, BroadcastStream<Published>>,
-    kinds: HashMap<String, Kind>,
-    snap_seq: HashMap<String, u64>,
-    pending_ticker: HashMap<String, Utf8Bytes>,
-    resync: HashSet<String>,
+    subs: Vec<Sub>,
+    next_id: u32,
+    rr: usize,
+    /// Replies, snapshots, first tickers and pings: sent before data.
+    control: VecDeque<Message>,
+    /// Data drained from the rings, not yet written (sub id, text).
+    batch: VecDeque<(u32, Published)>,
+    scratch: Vec<Published>,
+    /// Frames handed to the socket and not flushed yet.
+    unflushed: bool,
+    /// Since when the socket has not taken our frames.
+    blocked_since: Option<Instant>,
     account: Option<AccountId>,
     close: Option<(u16, &'static str)>,
     ended: bool,
     last_seen: Instant,
     last_ping: Instant,
-    full_since: Option<Instant>,
     rate_window: Instant,
     rate_count: u32,
     resync_window: Instant,
     resyncs: u32,
 }
 
-async fn run(feed: Feed, socket: WebSocket) {
+enum Ev {
+    Tick,
+    In(Message),
+    Gone,
+    Yield,
+    Stop,
+}
+
+async fn run(feed: Feed, mut socket: WebSocket) {
     let cfg = feed.inner.config.clone();
-    let (sink, mut stream) = socket.split();
-    let (tx, rx) = mpsc::channel::<Message>(cfg.queue_bound.max(4));
-    let (close_tx, close_rx) = oneshot::channel();
-    let writer = tokio::spawn(writer(sink, rx, close_rx, cfg.close_grace));
     let now = Instant::now();
     let tick_every = [
         Duration::from_secs(1),
@@ -143,18 +169,19 @@ async fn run(feed: Feed, socket: WebSocket) {
     let mut conn = Conn {
         feed,
         cfg,
-        tx,
-        subs: StreamMap::new(),
-        kinds: HashMap::new(),
-        snap_seq: HashMap::new(),
-        pending_ticker: HashMap::new(),
-        resync: HashSet::new(),
+        subs: Vec::new(),
+        next_id: 0,
+        rr: 0,
+        control: VecDeque::new(),
+        batch: VecDeque::new(),
+        scratch: Vec::new(),
+        unflushed: false,
+        blocked_since: None,
         account: None,
         close: None,
         ended: false,
         last_seen: now,
         last_ping: now,
-        full_since: None,
         rate_window: now,
         rate_count: 0,
         resync_window: now,
@@ -163,132 +190,214 @@ async fn run(feed: Feed, socket: WebSocket) {
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while conn.close.is_none() && !conn.ended {
-        let has_pending = !conn.resync.is_empty() || !conn.pending_ticker.is_empty();
-        tokio::select! {
-            biased;
-            _ = tick.tick() => conn.housekeeping(),
-            inbound = stream.next() => match inbound {
-                Some(Ok(msg)) => {
-                    conn.last_seen = Instant::now();
-                    match msg {
-                        Message::Text(t) => conn.on_text(t.as_str()),
-                        Message::Binary(_) => {
-                            conn.error(Value::Null, "BAD_REQUEST", "binary frames are not supported")
-                        }
-                        Message::Close(_) => conn.ended = true,
-                        Message::Ping(_) | Message::Pong(_) => {}
-                    }
-                }
-                _ => conn.ended = true,
-            },
-            permit = conn.tx.clone().reserve_owned(), if has_pending => match permit {
-                Ok(permit) => conn.flush_one(permit),
-                Err(_) => conn.ended = true,
-            },
-            item = conn.subs.next(), if !conn.subs.is_empty() => {
-                if let Some((key, item)) = item {
-                    conn.on_item(key, item);
+        let ev = poll_fn(|cx| conn.poll(cx, &mut socket, &mut tick)).await;
+        match ev {
+            Ev::Tick => conn.housekeeping(),
+            Ev::In(msg) => {
+                conn.last_seen = Instant::now();
+                match msg {
+                    Message::Text(t) => conn.on_text(t.as_str()),
+                    Message::Binary(_) => conn.error(
+                        Value::Null,
+                        "BAD_REQUEST",
+                        "binary frames are not supported",
+                    ),
+                    Message::Close(_) => conn.ended = true,
+                    Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
+            Ev::Gone => conn.ended = true,
+            Ev::Yield => tokio::task::yield_now().await,
+            Ev::Stop => {}
         }
     }
     let ended_by_peer = conn.ended;
     let close = conn.close.take();
     let grace = conn.cfg.close_grace;
-    let _ = close_tx.send(close);
     drop(conn);
-    if close.is_some() && !ended_by_peer {
-        // Keep reading (and discarding) until the peer answers the close frame, so that
-        // closing the socket with unread data does not reset it before the peer read it.
-        let drain = async {
-            while let Some(Ok(m)) = stream.next().await {
-                if matches!(m, Message::Close(_)) {
-                    break;
+    match close {
+        Some((code, reason)) if !ended_by_peer => {
+            // The close frame goes behind what the socket already holds; then keep reading
+            // (and discarding) until the peer answers it, so that closing the socket with
+            // unread data does not reset it before the peer read everything.
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            };
+            let _ = tokio::time::timeout(grace, async {
+                if socket.send(Message::Close(Some(frame))).await.is_err() {
+                    return;
                 }
-            }
-        };
-        let _ = tokio::join!(writer, tokio::time::timeout(grace, drain));
-    } else {
-        let _ = writer.await;
-    }
-}
-
-async fn writer(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Message>,
-    mut close_rx: oneshot::Receiver<Option<(u16, &'static str)>>,
-    grace: Duration,
-) {
-    async fn finish(
-        sink: &mut SplitSink<WebSocket, Message>,
-        close: Option<(u16, &'static str)>,
-        grace: Duration,
-    ) {
-        match close {
-            Some((code, reason)) => {
-                let frame = CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from_static(reason),
-                };
-                let _ = tokio::time::timeout(grace, sink.send(Message::Close(Some(frame)))).await;
-            }
-            None => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
-            }
+                while let Some(Ok(m)) = socket.next().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
         }
-    }
-    loop {
-        let msg = tokio::select! {
-            biased;
-            c = &mut close_rx => {
-                finish(&mut sink, c.ok().flatten(), grace).await;
-                return;
-            }
-            m = rx.recv() => m,
-        };
-        let Some(msg) = msg else {
-            let c = close_rx.await.ok().flatten();
-            finish(&mut sink, c, grace).await;
-            return;
-        };
-        tokio::select! {
-            biased;
-            c = &mut close_rx => {
-                finish(&mut sink, c.ok().flatten(), grace).await;
-                return;
-            }
-            r = sink.send(msg) => if r.is_err() { return },
+        _ => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.close()).await;
         }
     }
 }
 
 impl Conn {
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &mut WebSocket,
+        tick: &mut tokio::time::Interval,
+    ) -> Poll<Ev> {
+        if self.close.is_some() || self.ended {
+            return Poll::Ready(Ev::Stop);
+        }
+        if tick.poll_tick(cx).is_ready() {
+            return Poll::Ready(Ev::Tick);
+        }
+        match socket.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(m))) => return Poll::Ready(Ev::In(m)),
+            Poll::Ready(_) => return Poll::Ready(Ev::Gone),
+            Poll::Pending => {}
+        }
+        match self.pump(cx, socket) {
+            Err(()) => Poll::Ready(Ev::Gone),
+            Ok(true) => Poll::Ready(Ev::Yield),
+            Ok(false) if self.close.is_some() => Poll::Ready(Ev::Stop),
+            Ok(false) => Poll::Pending,
+        }
+    }
+
+    /// Writes what is queued and what the rings hold, then flushes once. Ok(true): the
+    /// budget ran out (yield and come back).
+    fn pump(&mut self, cx: &mut Context<'_>, socket: &mut WebSocket) -> Result<bool, ()> {
+        let mut sent = 0;
+        loop {
+            match socket.poll_ready_unpin(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Err(()),
+                Poll::Pending => {
+                    self.blocked_since.get_or_insert_with(Instant::now);
+                    return Ok(false);
+                }
+            }
+            let msg = if let Some(m) = self.control.pop_front() {
+                m
+            } else if let Some((_, p)) = self.batch.pop_front() {
+                Message::Text(p.text)
+            } else if sent < BUDGET && self.pull(cx) {
+                continue;
+            } else {
+                break;
+            };
+            if socket.start_send_unpin(msg).is_err() {
+                return Err(());
+            }
+            self.unflushed = true;
+            sent += 1;
+        }
+        if self.unflushed {
+            match socket.poll_flush_unpin(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(_)) => return Err(()),
+                Poll::Pending => {
+                    self.blocked_since.get_or_insert_with(Instant::now);
+                    return Ok(false);
+                }
+            }
+        }
+        self.blocked_since = None;
+        Ok(sent >= BUDGET)
+    }
+
+    /// Drains the rings into `batch` (snapshots of resyncing books into `control`); when
+    /// nothing is waiting, registers for the next batch. True when something was queued.
+    fn pull(&mut self, cx: &mut Context<'_>) -> bool {
+        for _attempt in 0..2 {
+            let n = self.subs.len();
+            let bound = self.cfg.queue_bound as u64;
+            for k in 0..n {
+                let i = (self.rr + k) % n;
+                if self.subs[i].resync {
+                    self.resnapshot(i);
+                    continue;
+                }
+                let sub = &mut self.subs[i];
+                match sub.kind {
+                    Kind::Ticker => {
+                        if let Some(p) = sub.cursor.latest() {
+                            self.batch.push_back((sub.id, p));
+                        }
+                    }
+                    Kind::Book(_) => {
+                        if sub.cursor.backlog() > bound {
+                            self.mark_resync(i);
+                            continue;
+                        }
+                        self.scratch.clear();
+                        if sub.cursor.recv_into(&mut self.scratch, PULL).is_err() {
+                            self.mark_resync(i);
+                            continue;
+                        }
+                        let (id, snap) = (sub.id, sub.snap_seq);
+                        self.batch.extend(
+                            self.scratch
+                                .drain(..)
+                                .filter(|p| p.seq > snap)
+                                .map(|p| (id, p)),
+                        );
+                    }
+                    Kind::Lossless => {
+                        if sub.cursor.backlog() > bound {
+                            self.shut(POLICY, "slow consumer");
+                            return false;
+                        }
+                        self.scratch.clear();
+                        if sub.cursor.recv_into(&mut self.scratch, PULL).is_err() {
+                            self.shut(POLICY, "slow consumer");
+                            return false;
+                        }
+                        let id = sub.id;
+                        self.batch.extend(self.scratch.drain(..).map(|p| (id, p)));
+                    }
+                }
+            }
+            self.rr = self.rr.wrapping_add(1);
+            if self.close.is_some() {
+                return false;
+            }
+            if !self.batch.is_empty() || !self.control.is_empty() {
+                return true;
+            }
+            let mut waiting = false;
+            for sub in &mut self.subs {
+                waiting |= sub.cursor.register(cx);
+            }
+            if !waiting {
+                return false;
+            }
+        }
+        !self.batch.is_empty() || !self.control.is_empty()
+    }
+
     fn shut(&mut self, code: u16, reason: &'static str) {
         if self.close.is_none() {
             self.close = Some((code, reason));
         }
     }
 
-    /// Queues a message without waiting; false when the queue is full.
-    fn try_send(&mut self, text: Utf8Bytes) -> bool {
-        match self.tx.try_send(Message::Text(text)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.full_since.get_or_insert_with(Instant::now);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.ended = true;
-                false
-            }
+    /// Queues a control message (reply, snapshot, ping); a client too slow to take even
+    /// those is closed.
+    fn push_control(&mut self, msg: Message) {
+        if self.control.len() >= self.cfg.queue_bound.max(64) {
+            self.shut(POLICY, "slow consumer");
+            return;
         }
+        self.control.push_back(msg);
     }
 
-    /// Sends a control reply; a client too slow to take even that is closed.
     fn reply(&mut self, v: Value) {
-        if !self.try_send(Utf8Bytes::from(v.to_string())) {
-            self.shut(POLICY, "slow consumer");
-        }
+        self.push_control(Message::Text(Utf8Bytes::from(v.to_string())));
     }
 
     fn error(&mut self, id: Value, code: &str, message: &str) {
@@ -303,15 +412,26 @@ impl Conn {
         }
         if now.duration_since(self.last_ping) >= self.cfg.ping_interval {
             self.last_ping = now;
-            let _ = self.tx.try_send(Message::Ping(Bytes::new()));
+            self.push_control(Message::Ping(Bytes::new()));
         }
-        if self.tx.capacity() == 0 {
-            let since = *self.full_since.get_or_insert(now);
+        if let Some(since) = self.blocked_since {
             if now.duration_since(since) > self.cfg.stall_timeout {
                 self.shut(POLICY, "slow consumer");
+                return;
             }
-        } else if self.resync.is_empty() && self.pending_ticker.is_empty() {
-            self.full_since = None;
+            // The socket is full: the backlogs in the rings are this connection's queue.
+            let bound = self.cfg.queue_bound as u64;
+            for i in 0..self.subs.len() {
+                let sub = &self.subs[i];
+                if sub.resync || sub.cursor.backlog() <= bound {
+                    continue;
+                }
+                match sub.kind {
+                    Kind::Ticker => {}
+                    Kind::Book(_) => self.mark_resync(i),
+                    Kind::Lossless => self.shut(POLICY, "slow consumer"),
+                }
+            }
         }
         if now.duration_since(self.resync_window) >= Duration::from_secs(60) {
             self.resync_window = now;
@@ -319,66 +439,31 @@ impl Conn {
         }
     }
 
-    fn mark_resync(&mut self, key: String) {
+    fn mark_resync(&mut self, i: usize) {
         self.resyncs += 1;
         if self.resyncs > self.cfg.max_resyncs_per_min {
             self.shut(POLICY, "slow consumer");
             return;
         }
-        self.resync.insert(key);
+        let id = self.subs[i].id;
+        self.subs[i].resync = true;
+        self.batch.retain(|(s, _)| *s != id);
     }
 
-    fn on_item(&mut self, key: String, item: Result<Published, BroadcastStreamRecvError>) {
-        let Some(kind) = self.kinds.get(&key).copied() else {
+    /// Replaces a resyncing book's cursor and queues its fresh snapshot.
+    fn resnapshot(&mut self, i: usize) {
+        let Kind::Book(pair) = self.subs[i].kind else {
             return;
         };
-        match (kind, item) {
-            (Kind::Ticker, Ok(p)) => {
-                if self.pending_ticker.contains_key(&key) || !self.try_send(p.text.clone()) {
-                    self.pending_ticker.insert(key, p.text);
-                }
-            }
-            (Kind::Ticker, Err(_)) => {}
-            (Kind::Book(_), _) if self.resync.contains(&key) => {}
-            (Kind::Book(_), Ok(p)) => {
-                if self.snap_seq.get(&key).is_some_and(|s| p.seq <= *s) {
-                    return;
-                }
-                if !self.try_send(p.text) {
-                    self.mark_resync(key);
-                }
-            }
-            (Kind::Book(_), Err(_)) => self.mark_resync(key),
-            (Kind::Lossless, Ok(p)) => {
-                if !self.try_send(p.text) {
-                    self.shut(POLICY, "slow consumer");
-                }
-            }
-            (Kind::Lossless, Err(_)) => self.shut(POLICY, "slow consumer"),
-        }
-    }
-
-    /// Sends one resync snapshot or conflated ticker into a reserved slot.
-    fn flush_one(&mut self, permit: mpsc::OwnedPermit<Message>) {
-        self.full_since = None;
-        if let Some(key) = self.resync.iter().next().cloned() {
-            self.resync.remove(&key);
-            let Some(Kind::Book(pair)) = self.kinds.get(&key).copied() else {
-                return;
-            };
-            let snap = self.feed.inner.state.read().book_subscribe(pair);
-            if let Some((snap, rx)) = snap {
-                self.subs.insert(key.clone(), BroadcastStream::new(rx));
-                self.snap_seq.insert(key, snap.seq);
-                permit.send(Message::Text(snap.text));
-            }
+        let snap = self.feed.inner.state.read().book_subscribe(pair);
+        let Some((snap, cursor)) = snap else {
             return;
-        }
-        if let Some(key) = self.pending_ticker.keys().next().cloned()
-            && let Some(text) = self.pending_ticker.remove(&key)
-        {
-            permit.send(Message::Text(text));
-        }
+        };
+        let sub = &mut self.subs[i];
+        sub.cursor = cursor;
+        sub.snap_seq = snap.seq;
+        sub.resync = false;
+        self.push_control(Message::Text(snap.text));
     }
 
     fn on_text(&mut self, text: &str) {
@@ -463,11 +548,8 @@ impl Conn {
                 }
             }
         }
-        let new: HashSet<&String> = names
-            .iter()
-            .filter(|n| !self.kinds.contains_key(*n))
-            .collect();
-        if self.kinds.len() + new.len() > self.cfg.max_subscriptions {
+        let new: HashSet<&String> = names.iter().filter(|n| !self.has(n)).collect();
+        if self.subs.len() + new.len() > self.cfg.max_subscriptions {
             let msg = format!(
                 "at most {} subscriptions per connection",
                 self.cfg.max_subscriptions
@@ -480,32 +562,46 @@ impl Conn {
         }
     }
 
+    fn has(&self, name: &str) -> bool {
+        self.subs.iter().any(|s| s.name == name)
+    }
+
     fn add(&mut self, name: String, target: Target) {
-        self.pending_ticker.remove(&name);
-        self.resync.remove(&name);
+        self.remove(&name);
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
         match target {
             Target::Private(pc) => {
                 let Some(account) = self.account else {
                     return;
                 };
-                let rx = self.feed.private_subscribe(account, pc);
-                self.subs.insert(name.clone(), BroadcastStream::new(rx));
-                self.kinds.insert(name, Kind::Lossless);
+                let cursor = self.feed.private_subscribe(account, pc);
+                self.subs.push(Sub {
+                    id,
+                    name,
+                    kind: Kind::Lossless,
+                    cursor,
+                    snap_seq: 0,
+                    resync: false,
+                });
             }
             Target::Public(pair, Sel::Book) => {
                 let snap = self.feed.inner.state.read().book_subscribe(pair);
-                let Some((snap, rx)) = snap else {
+                let Some((snap, cursor)) = snap else {
                     return;
                 };
-                self.subs.insert(name.clone(), BroadcastStream::new(rx));
-                self.kinds.insert(name.clone(), Kind::Book(pair));
-                self.snap_seq.insert(name.clone(), snap.seq);
-                if !self.try_send(snap.text) {
-                    self.mark_resync(name);
-                }
+                self.subs.push(Sub {
+                    id,
+                    name,
+                    kind: Kind::Book(pair),
+                    cursor,
+                    snap_seq: snap.seq,
+                    resync: false,
+                });
+                self.push_control(Message::Text(snap.text));
             }
             Target::Public(pair, sel) => {
-                let (rx, last) = {
+                let (cursor, last) = {
                     let st = self.feed.inner.state.read();
                     let Some(ch) = st
                         .pairs
@@ -520,35 +616,39 @@ impl Conn {
                         Sel::Candles(iv) => &ch.candles[iv.index()],
                         Sel::Book => &ch.book,
                     };
-                    (c.tx.subscribe(), c.last.clone())
+                    (c.bus.subscribe(), c.last.clone())
                 };
-                self.subs.insert(name.clone(), BroadcastStream::new(rx));
                 let kind = if matches!(sel, Sel::Ticker) {
                     Kind::Ticker
                 } else {
                     Kind::Lossless
                 };
-                self.kinds.insert(name.clone(), kind);
-                if let Some(last) = last
-                    && !self.try_send(last.text.clone())
-                {
-                    self.pending_ticker.insert(name, last.text);
+                self.subs.push(Sub {
+                    id,
+                    name,
+                    kind,
+                    cursor,
+                    snap_seq: 0,
+                    resync: false,
+                });
+                if let Some(last) = last {
+                    self.push_control(Message::Text(last.text));
                 }
             }
         }
     }
 
     fn remove(&mut self, name: &str) {
-        self.subs.remove(name);
-        self.kinds.remove(name);
-        self.snap_seq.remove(name);
-        self.pending_ticker.remove(name);
-        self.resync.remove(name);
+        let Some(i) = self.subs.iter().position(|s| s.name == name) else {
+            return;
+        };
+        let sub = self.subs.remove(i);
+        self.batch.retain(|(s, _)| *s != sub.id);
     }
 
     fn unsubscribe(&mut self, id: Value, names: Vec<String>) {
         for name in &names {
-            if !self.kinds.contains_key(name) && self.parse_channel(name).is_none() {
+            if !self.has(name) && self.parse_channel(name).is_none() {
                 let msg = format!("unknown channel {name}");
                 return self.error(id, "UNKNOWN_CHANNEL", &msg);
             }
