@@ -113,6 +113,11 @@ pub struct TokenInfo {
 }
 
 /// Verified tokens, so a request does not hit SQLite.
+///
+/// Tokens, unlike accounts and clients, are not journaled: they are short-lived
+/// (`token_ttl_secs`) and live only here and in the history store's `tokens` table. A
+/// history store rebuilt from the journal has none; clients just ask for a new token with
+/// their (journaled) credentials.
 #[derive(Debug, Default)]
 pub struct TokenCache {
     map: RwLock<HashMap<[u8; 32], TokenInfo>>,

@@ -226,6 +226,26 @@ impl HistoryListener {
                 Event::RequestUpdated {
                     request, status, ..
                 } => self.request_updated(p, request.0, status, ts)?,
+                Event::AccountRegistered { account } => {
+                    if let Command::RegisterAccount {
+                        name,
+                        client_id,
+                        secret_hash,
+                        scopes,
+                        ..
+                    } = p.command
+                    {
+                        store::write_account(
+                            &self.conn,
+                            account.0,
+                            name,
+                            client_id,
+                            secret_hash,
+                            *scopes,
+                            ts,
+                        )?;
+                    }
+                }
                 Event::CurrencyAdded { .. }
                 | Event::PairAdded { .. }
                 | Event::PairStatusChanged { .. } => {
@@ -391,14 +411,31 @@ impl OutputListener for HistoryListener {
                 );
             }
         }
-        let (max_order, max_request) = self
+        let (max_order, max_request, max_user) = self
             .conn
             .query_row(
-                "SELECT (SELECT COALESCE(MAX(id), 0) FROM orders), (SELECT COALESCE(MAX(id), 0) FROM requests)",
+                "SELECT (SELECT COALESCE(MAX(id), 0) FROM orders), (SELECT COALESCE(MAX(id), 0) FROM requests),
+                 (SELECT COALESCE(MAX(id), 0) FROM users)",
                 [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                },
             )
-            .unwrap_or((0, 0));
+            .unwrap_or((0, 0, 0));
+        let max_account = engine
+            .ledger()
+            .non_zero()
+            .map(|(a, _, _)| u64::from(a.0))
+            .max()
+            .unwrap_or(0)
+            .max(max_user);
+        self.model
+            .next_account_id
+            .store(max_account + 1, Ordering::SeqCst);
         self.model
             .next_order_id
             .store(engine.max_order_id().0.max(max_order) + 1, Ordering::SeqCst);

@@ -61,7 +61,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         auth::verify_token(&state, token).map(|t| engine::AccountId(t.account))
     }));
     bootstrap_markets(&state).await?;
-    bootstrap_admin(&state)?;
+    bootstrap_admin(&state).await?;
     Ok(state)
 }
 
@@ -109,33 +109,41 @@ async fn bootstrap_markets(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
+async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
     let id = state.config.admin_client_id.clone();
     let secret = state.config.admin_client_secret.clone();
     if let (Some(id), Some(secret)) = (id, secret) {
-        let exists: i64 = state.store.read(|c| {
+        let existing: Option<(u32, String, u8)> = state.store.read(|c| {
+            use rusqlite::OptionalExtension;
             c.query_row(
-                "SELECT COUNT(*) FROM clients WHERE client_id = ?1",
+                "SELECT user_id, secret_hash, scopes FROM clients WHERE client_id = ?1",
                 [&id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
+            .optional()
         })?;
-        if exists > 0 {
-            let hash = auth::hash_secret(
-                &secret,
-                state.config.argon2_memory_kib,
-                state.config.argon2_iterations,
-            );
-            state.store.read(|c| {
-                c.execute(
-                    "UPDATE clients SET secret_hash = ?1, scopes = ?2 WHERE client_id = ?3",
-                    rusqlite::params![hash, ALL_SCOPES, id],
-                )
-            })?;
-        } else {
-            crate::routes::users::create_user(state, "admin", Some(&id), Some(&secret), ALL_SCOPES)
-                .map_err(|e| anyhow::anyhow!("creating the admin: {}", e.0.detail))?;
-        }
+        let account = match existing {
+            Some((user, phc, scopes)) => {
+                let check = secret.clone();
+                let same =
+                    tokio::task::spawn_blocking(move || auth::verify_secret(&check, &phc)).await?;
+                if same && scopes == ALL_SCOPES {
+                    return Ok(());
+                }
+                Some(user)
+            }
+            None => None,
+        };
+        crate::routes::users::create_user(
+            state,
+            "admin",
+            Some(&id),
+            Some(&secret),
+            ALL_SCOPES,
+            account,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the admin: {}", e.0.detail))?;
         return Ok(());
     }
     let admins: i64 = state.store.read(|c| {
@@ -146,8 +154,10 @@ fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
         )
     })?;
     if admins == 0 {
-        let created = crate::routes::users::create_user(state, "admin", None, None, ALL_SCOPES)
-            .map_err(|e| anyhow::anyhow!("creating the admin: {}", e.0.detail))?;
+        let created =
+            crate::routes::users::create_user(state, "admin", None, None, ALL_SCOPES, None)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the admin: {}", e.0.detail))?;
         println!(
             "bourse: created the admin client (shown once)\n  BOURSE_ADMIN_CLIENT_ID={}\n  BOURSE_ADMIN_CLIENT_SECRET={}",
             created.client_id, created.client_secret

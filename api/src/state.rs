@@ -38,6 +38,9 @@ pub struct ReadModel {
     pub audit: Mutex<HashMap<u16, AuditFig>>,
     pub next_order_id: AtomicU64,
     pub next_request_id: AtomicU64,
+    /// The next account id to register (set on recovery from the rebuilt users table and
+    /// the ledger, so ids stay unique after the history store is rebuilt).
+    pub next_account_id: AtomicU64,
     pub last_seq: AtomicU64,
     pub recovered: AtomicBool,
     pub orders_total: AtomicU64,
@@ -171,6 +174,10 @@ impl Shared {
 
     pub fn next_order_id(&self) -> u64 {
         self.model.next_order_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn next_account_id(&self) -> u64 {
+        self.model.next_account_id.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn next_request_id(&self) -> u64 {

@@ -277,6 +277,30 @@ pub fn order_id_by_client(
         .map(|v| v.map(|v| v as u64))
 }
 
+/// A registered account and its client, as [`engine::Command::RegisterAccount`] carries
+/// them (a repeat replaces the credentials: the admin bootstrap re-registers on a new secret).
+pub fn write_account(
+    conn: &Connection,
+    account: u32,
+    name: &str,
+    client_id: &str,
+    secret_hash: &str,
+    scopes: u8,
+    ts_ns: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO users (id, name, created_ns) VALUES (?1, ?2, ?3)
+         ON CONFLICT(id) DO UPDATE SET name = excluded.name",
+    )?
+    .execute(params![account, name, ts_ns])?;
+    conn.prepare_cached(
+        "INSERT INTO clients VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(client_id) DO UPDATE SET
+         user_id = excluded.user_id, secret_hash = excluded.secret_hash, scopes = excluded.scopes",
+    )?
+    .execute(params![client_id, account, secret_hash, scopes, ts_ns])?;
+    Ok(())
+}
+
 pub const REQ_COLS: &str = "id, external_id, account, kind, currency, amount, status, destination, reason, created_ns, updated_ns";
 
 pub fn request_from_row(r: &Row<'_>) -> rusqlite::Result<RequestRec> {

@@ -64,7 +64,12 @@ impl TestServer {
     }
 
     /// Stops gracefully and starts again on the same data directory.
-    pub async fn restart(mut self) -> TestServer {
+    pub async fn restart(self) -> TestServer {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops gracefully, runs `between` on the data directory, starts again on it.
+    pub async fn restart_with(mut self, between: impl FnOnce(&Path)) -> TestServer {
         let tmp = self._tmp.take();
         let dir = self.dir.clone();
         self.running
@@ -73,6 +78,7 @@ impl TestServer {
             .stop()
             .await
             .expect("stops");
+        between(&dir);
         let mut s = Self::start_with(test_config(&dir)).await;
         s._tmp = tmp;
         s

@@ -7,6 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use engine::{AccountId, Command, Event};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -32,13 +33,19 @@ pub struct UserCreated {
     pub client_secret: String,
 }
 
-/// Creates a user and a client with every non-admin scope; returns the secret once.
-pub fn create_user(
+/// Creates a user and a client holding `scopes`; returns the secret once.
+///
+/// The account is journaled ([`Command::RegisterAccount`], with the secret's argon2 hash):
+/// this returns only once the command is durable and the history store holds the user and
+/// the client, and a history store rebuilt from the journal has them again. `account`
+/// re-registers an existing account (new credentials for the same client id).
+pub async fn create_user(
     state: &AppState,
     name: &str,
     client_id: Option<&str>,
     secret: Option<&str>,
     scopes: u8,
+    account: Option<u32>,
 ) -> ApiResult<UserCreated> {
     let client_id = client_id
         .map(str::to_string)
@@ -46,28 +53,38 @@ pub fn create_user(
     let secret = secret
         .map(str::to_string)
         .unwrap_or_else(auth::random_token);
-    let hash = auth::hash_secret(
-        &secret,
+    let (memory, iterations) = (
         state.config.argon2_memory_kib,
         state.config.argon2_iterations,
     );
-    let now = now_ns();
-    let user_id = state.store.read(|c| {
-        let tx = c.unchecked_transaction()?;
-        tx.execute(
-            "INSERT INTO users (name, created_ns) VALUES (?1, ?2)",
-            params![name, now],
-        )?;
-        let id = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT INTO clients VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![client_id, id, hash, scopes, now],
-        )?;
-        tx.commit()?;
-        Ok(id)
-    })?;
+    let hash = {
+        let secret = secret.clone();
+        tokio::task::spawn_blocking(move || auth::hash_secret(&secret, memory, iterations))
+            .await
+            .map_err(|_| ApiError::internal())?
+    };
+    let account = match account {
+        Some(a) => a,
+        None => u32::try_from(state.next_account_id())
+            .map_err(|_| ApiError::unavailable("no more accounts can be registered"))?,
+    };
+    let committed = state
+        .submit(Command::RegisterAccount {
+            account: AccountId(account),
+            name: name.to_string(),
+            client_id: client_id.clone(),
+            secret_hash: hash,
+            scopes,
+        })
+        .await?;
+    if !matches!(
+        committed.events.first(),
+        Some(Event::AccountRegistered { .. })
+    ) {
+        return Err(ApiError::unavailable("no more accounts can be registered"));
+    }
     Ok(UserCreated {
-        user_id: user_id.to_string(),
+        user_id: account.to_string(),
         client_id,
         client_secret: secret,
     })
@@ -97,12 +114,7 @@ pub async fn users_create(
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::validation("name must be 1 to 100 characters"));
     }
-    let name = name.to_string();
-    let st = state.clone();
-    let created =
-        tokio::task::spawn_blocking(move || create_user(&st, &name, None, None, USER_SCOPES))
-            .await
-            .map_err(|_| ApiError::internal())??;
+    let created = create_user(&state, name, None, None, USER_SCOPES, None).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
