@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::book::Book;
 use crate::command::{Command, MarketSize, OrderKind, PlaceOrder, RequestSpec};
 use crate::event::{DoneReason, Event, RequestStatus, Trade};
+use crate::id_hash::SequentialIdMap;
 use crate::ids::{AccountId, CurrencyId, OrderId, PairId, RequestId, TradeId};
 use crate::ledger::{Balance, Ledger, MAX_SUPPLY};
 use crate::money::{buyer_pays, exact_value, fee, lots_affordable, seller_receives};
@@ -134,7 +135,8 @@ pub struct Engine {
     currencies: Vec<CurrencyState>,
     pairs: Vec<PairState>,
     ledger: Ledger,
-    orders: FxHashMap<OrderId, OrderLoc>,
+    /// Resting orders by id (sequential ids: see [`crate::id_hash`]).
+    orders: SequentialIdMap<OrderId, OrderLoc>,
     requests: FxHashMap<RequestId, PendingRequest>,
     next_trade_id: u64,
     max_order_id: u64,
@@ -169,7 +171,7 @@ impl Default for Engine {
 impl Engine {
     /// An empty engine: no currencies, no pairs, only the fee account.
     pub fn new(limits: EngineLimits) -> Self {
-        let mut orders = FxHashMap::default();
+        let mut orders = SequentialIdMap::default();
         orders.reserve(limits.reserve_orders_per_book);
         Engine {
             limits,

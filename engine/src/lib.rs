@@ -13,6 +13,7 @@ pub mod client_id;
 pub mod command;
 pub mod engine;
 pub mod event;
+pub mod id_hash;
 pub mod ids;
 pub mod ledger;
 pub mod markets;
