@@ -299,6 +299,36 @@ async fn scenario(url: &str, visitor: &Credentials, c: &Client) {
         "after cancel: {status}"
     );
 
+    // A market buy of the minimum amount fills against the simulated makers and shows up in
+    // the account's fills.
+    c.find(Locator::Id("order-type"))
+        .await
+        .expect("type")
+        .select_by_value("market")
+        .await
+        .expect("select market");
+    set_value(c, "order-amount", &amount).await;
+    c.find(Locator::Id("order-submit"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("click submit");
+    wait_js(
+        c,
+        "the market order to fill",
+        "return document.getElementById('order-status').textContent;",
+        |v| v.as_str().is_some_and(|s| s.starts_with("filled")),
+    )
+    .await;
+    wait_js(
+        c,
+        "the fill in the account's fills",
+        "return document.querySelectorAll('#my-fills tbody tr').length;",
+        |v| v.as_i64().unwrap_or(0) >= 1,
+    )
+    .await;
+
     // The page's CRC32 agreed with the server's on every book message (no resubscription).
     let resyncs = c
         .execute("return window.bourse.state.book.resyncs || 0;", vec![])

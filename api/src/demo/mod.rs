@@ -155,7 +155,7 @@ pub fn main(args: DemoArgs) -> anyhow::Result<()> {
         .block_on(run(args))
 }
 
-/// `bourse demo`: runs until Ctrl-C, printing a status line every 30 seconds.
+/// `bourse demo`: runs until Ctrl-C (or SIGTERM), printing a status line every 30 seconds.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let demo = Demo::start(&args).await?;
     println!("{}", demo.banner());
@@ -174,7 +174,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             );
         }
     });
-    tokio::signal::ctrl_c().await?;
+    crate::server::shutdown_signal().await;
     println!("stopping ...");
     status.abort();
     demo.shutdown().await;
