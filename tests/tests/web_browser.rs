@@ -336,6 +336,37 @@ async fn scenario(url: &str, visitor: &Credentials, c: &Client) {
         .expect("resyncs");
     assert_eq!(resyncs, json!(0), "book checksum or sequence mismatches");
     save_screenshot(c, "web-trading-after-cancel").await;
+
+    // Log out, then "Register demo account": a fresh account, logged in and funded.
+    c.find(Locator::Id("logout"))
+        .await
+        .expect("logout")
+        .click()
+        .await
+        .expect("click logout");
+    c.find(Locator::Id("register-demo"))
+        .await
+        .expect("register button")
+        .click()
+        .await
+        .expect("click register");
+    let fresh = wait_js(
+        c,
+        "a registered and funded demo account",
+        "const s = document.getElementById('login-status').textContent; \
+         return s.startsWith('registered') ? [s, window.bourse.state.auth.clientId] : null;",
+        Value::is_array,
+    )
+    .await;
+    assert_ne!(
+        fresh[1].as_str(),
+        Some(visitor.client_id.as_str()),
+        "a new account"
+    );
+    assert!(
+        fresh[0].as_str().unwrap_or_default().contains("completed"),
+        "deposits: {fresh}"
+    );
 }
 
 /// `"650000.00"` -> `"649999.99"`: one unit of the last decimal place less.
