@@ -22,6 +22,9 @@ pub fn banner(url: &str, visitor: &Credentials, pairs: &[String], data_dir: &str
          \x20 curl -s -X POST {url}/v1/oauth2/token -d grant_type=client_credentials \\\n\
          \x20      -d client_id={id} -d client_secret={secret}\n\
          \n\
+         Load it (deposits are auto-approved here, so no admin credentials are needed):\n\
+         \x20 bourse bench http --url {url} --clients 8 --duration 10s\n\
+         \n\
          Press Ctrl-C to stop.\n",
         pairs = pairs.join(", "),
         id = visitor.client_id,
