@@ -16,12 +16,165 @@ use engine::{
     PairId, PairSpec, PairStatus, PlaceOrder, Price, RequestId, RequestSpec, SelfTradePrevention,
     Side, TimeInForce,
 };
-use futures::{SinkExt, StreamExt};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{ChildStdin, ChildStdout, Stdio};
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::{Feed, FeedConfig};
+
+mod client;
+
+/// Set in the child process that holds the clients the parent has no descriptors for:
+/// `ADDR;COUNT`.
+const CHILD_ENV: &str = "BOURSE_WS_BENCH_CHILD";
+
+fn client_runtime(threads: usize) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("ws-clients")
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn subscribe_text(channels: &str) -> String {
+    let channels: Vec<String> = channels
+        .split(',')
+        .map(|c| format!("{}:BTC_SEK", c.trim()))
+        .collect();
+    serde_json::json!({"op":"subscribe","id":1,"channels":channels}).to_string()
+}
+
+/// Connects `n` clients (the first `sampled` record latency) and starts their read loops.
+fn connect_all(
+    rt: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    subscribe: &str,
+    n: usize,
+    sampled: usize,
+    stop: &Arc<AtomicBool>,
+    sampling: Option<&Arc<client::Sampling>>,
+) -> Vec<Arc<client::ClientStats>> {
+    rt.block_on(async {
+        let mut all = Vec::with_capacity(n);
+        let mut i = 0;
+        while i < n {
+            let chunk = (n - i).min(200);
+            let conns = futures::future::join_all(
+                (0..chunk).map(|_| client::connect(addr, subscribe)),
+            )
+            .await;
+            for c in conns {
+                let Ok(s) = c else {
+                    continue;
+                };
+                let stats = Arc::new(client::ClientStats::default());
+                let sm = if all.len() < sampled {
+                    sampling.cloned()
+                } else {
+                    None
+                };
+                tokio::spawn(client::read_loop(s, stats.clone(), stop.clone(), sm));
+                all.push(stats);
+            }
+            i += chunk;
+        }
+        all
+    })
+}
+
+/// The child process side: connect, report, count until told to stop.
+fn child_main(args: &WsBenchArgs, spec: &str) -> ! {
+    let mut parts = spec.split(';');
+    let addr = parts.next().and_then(|a| a.parse().ok());
+    let n: usize = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let (Some(addr), Ok(rt)) = (addr, client_runtime(args.client_threads)) else {
+        std::process::exit(2);
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = connect_all(&rt, addr, &subscribe_text(&args.channels), n, 0, &stop, None);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ready {}", stats.len());
+    let _ = out.flush();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim() == "stop" {
+            stop.store(true, Ordering::Relaxed);
+        }
+        let m: u64 = stats
+            .iter()
+            .map(|s| s.messages.load(Ordering::Relaxed))
+            .sum();
+        let c = stats
+            .iter()
+            .filter(|s| s.closed.load(Ordering::Relaxed))
+            .count();
+        let _ = writeln!(out, "stat {m} {c}");
+        let _ = out.flush();
+        if line.trim() == "stop" {
+            break;
+        }
+    }
+    std::process::exit(0);
+}
+
+/// The parent's handle on the child process.
+struct Child {
+    proc: std::process::Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Child {
+    fn spawn(addr: std::net::SocketAddr, n: usize) -> Result<Child, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut proc = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(CHILD_ENV, format!("{addr};{n}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("client process: {e}"))?;
+        let stdin = proc.stdin.take().ok_or("client process stdin")?;
+        let stdout = BufReader::new(proc.stdout.take().ok_or("client process stdout")?);
+        Ok(Child {
+            proc,
+            stdin,
+            stdout,
+        })
+    }
+
+    fn line(&mut self) -> Result<String, String> {
+        let mut l = String::new();
+        self.stdout.read_line(&mut l).map_err(|e| e.to_string())?;
+        Ok(l)
+    }
+
+    fn ready(&mut self) -> Result<usize, String> {
+        let l = self.line()?;
+        l.strip_prefix("ready ")
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| format!("client process: {l:?}"))
+    }
+
+    fn stat(&mut self) -> Result<(u64, u64), String> {
+        writeln!(self.stdin, "stat").map_err(|e| e.to_string())?;
+        let l = self.line()?;
+        let mut it = l.split_whitespace().skip(1).map(|x| x.parse::<u64>());
+        match (it.next(), it.next()) {
+            (Some(Ok(m)), Some(Ok(c))) => Ok((m, c)),
+            _ => Err(format!("client process: {l:?}")),
+        }
+    }
+
+    fn finish(mut self) {
+        let _ = writeln!(self.stdin, "stop");
+        let _ = self.line();
+        let _ = self.proc.wait();
+    }
+}
 
 /// Settings of `bourse bench ws`.
 #[derive(clap::Args, Debug, Clone)]
@@ -45,6 +198,13 @@ pub struct WsBenchArgs {
     /// Per-connection outbound queue bound.
     #[arg(long, default_value_t = 4096)]
     pub queue_bound: usize,
+    /// Worker threads of the clients' runtime (the server's has 2).
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+    /// 0: every client in this process; 1: all but the latency-sampled clients in a child
+    /// process. Default: a child only when the descriptors would not suffice.
+    #[arg(long)]
+    pub client_processes: Option<usize>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -72,6 +232,9 @@ pub struct WsBenchReport {
     pub latency_ms_max: f64,
     pub clients_closed_early: u64,
     pub busy_retries: u64,
+    pub client_threads: usize,
+    pub clients_in_child_process: usize,
+    pub nofile_limit: u64,
 }
 
 fn place(id: u64, account: u32, side: Side, price: u64, lots: u64) -> Command {
@@ -108,6 +271,10 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 /// Runs the bench and prints its report.
 #[allow(clippy::float_arithmetic)]
 pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
+    let nofile = crate::raise_nofile_limit();
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        child_main(&args, &spec);
+    }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let config = FeedConfig {
         max_connections: args.subscribers + 16,
@@ -172,24 +339,19 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         })
         .ok_or("warm-up did not trade")?;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name("ws-server")
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let client_rt = client_runtime(args.client_threads)?;
     let total = args.trades_per_sec * args.seconds;
     let submit_ns: Arc<Vec<AtomicI64>> = Arc::new((0..total).map(|_| AtomicI64::new(0)).collect());
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let channels: Vec<String> = args
-        .channels
-        .split(',')
-        .map(|c| {
-            let c = c.trim();
-            format!("{c}:BTC_SEK")
-        })
-        .collect();
-    let (addr, clients) = rt.block_on(async {
+    let subscribe = subscribe_text(&args.channels);
+    let addr = server_rt.block_on(async {
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
@@ -198,71 +360,61 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         tokio::spawn(async move {
             let _ = axum::serve(tcp, router).await;
         });
-        let mut clients = Vec::with_capacity(args.subscribers);
-        for i in 0..args.subscribers {
-            let url = format!("ws://{addr}/v1/ws");
-            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await else {
-                continue;
-            };
-            let sub = serde_json::json!({"op":"subscribe","id":1,"channels":channels});
-            if ws.send(Message::text(sub.to_string())).await.is_err() {
-                continue;
-            }
-            let sampled = i < args.latency_clients;
-            let submit_ns = submit_ns.clone();
-            let stop = stop.clone();
-            clients.push(tokio::spawn(async move {
-                let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).ok();
-                let mut count = 0u64;
-                let mut closed = false;
-                loop {
-                    let m = tokio::select! {
-                        m = ws.next() => m,
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                            if stop.load(Ordering::Relaxed) { break; }
-                            continue;
-                        }
-                    };
-                    match m {
-                        Some(Ok(Message::Text(t))) => {
-                            count += 1;
-                            let s = t.as_str();
-                            if sampled
-                                && s.starts_with("{\"channel\":\"trades:")
-                                && let Some(pos) = s.find("\"id\":\"")
-                            {
-                                let digits: String = s[pos + 6..]
-                                    .chars()
-                                    .take_while(char::is_ascii_digit)
-                                    .collect();
-                                if let Ok(id) = digits.parse::<u64>()
-                                    && id > base_id
-                                    && let Some(sent) = submit_ns.get((id - base_id - 1) as usize)
-                                {
-                                    let now = epoch.elapsed().as_nanos() as i64;
-                                    let lat_us = (now - sent.load(Ordering::Relaxed)) / 1000;
-                                    if let Some(h) = hist.as_mut() {
-                                        let _ = h.record(lat_us.max(1) as u64);
-                                    }
-                                }
-                            }
-                        }
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                            closed = !stop.load(Ordering::Relaxed);
-                            break;
-                        }
-                        Some(Ok(_)) => {}
-                    }
-                }
-                (count, hist, closed)
-            }));
-        }
-        Ok::<_, String>((addr, clients))
+        Ok::<_, String>(addr)
     })?;
-    let _ = addr;
-    let connected = clients.len();
+    // Clients beyond what this process's descriptors allow (each connection costs two
+    // here: the client's and the server's) go to a child process.
+    let in_process = match args.client_processes {
+        Some(0) => args.subscribers,
+        Some(_) => args.latency_clients.min(args.subscribers),
+        None if 2 * args.subscribers + 256 > nofile as usize => {
+            args.latency_clients.min(args.subscribers)
+        }
+        None => args.subscribers,
+    };
+    let remote = args.subscribers - in_process;
+    let mut child = if remote > 0 {
+        Some(Child::spawn(addr, remote)?)
+    } else {
+        None
+    };
+    let sampling = Arc::new(client::Sampling {
+        epoch,
+        base_id,
+        submit_ns: submit_ns.clone(),
+        hist: parking_lot::Mutex::new(
+            Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?,
+        ),
+    });
+    let stats = connect_all(
+        &client_rt,
+        addr,
+        &subscribe,
+        in_process,
+        args.latency_clients,
+        &stop,
+        Some(&sampling),
+    );
+    let remote_connected = match child.as_mut() {
+        Some(c) => c.ready()?,
+        None => 0,
+    };
+    let connected = stats.len() + remote_connected;
     // Let the subscriptions settle.
     std::thread::sleep(Duration::from_millis(500));
+    let delivered_now = |child: &mut Option<Child>| -> (u64, u64) {
+        let local: u64 = stats
+            .iter()
+            .map(|s| s.messages.load(Ordering::Relaxed))
+            .sum();
+        let closed = stats
+            .iter()
+            .filter(|s| s.closed.load(Ordering::Relaxed))
+            .count() as u64;
+        let (rm, rc) = child.as_mut().and_then(|c| c.stat().ok()).unwrap_or((0, 0));
+        (local + rm, closed + rc)
+    };
+    let (delivered_before, _) = delivered_now(&mut child);
 
     // The order flow: a resting sell and a crossing buy per trade, paced.
     let busy = Arc::new(AtomicU64::new(0));
@@ -299,34 +451,32 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         .map_err(|_| "order flow thread panicked")?;
     }
     let flow_secs = flow_start.elapsed();
-    // Drain: wait until the pipeline has delivered everything, then a little more.
+    // Drain: until the pipeline has delivered everything and the clients' counts stop
+    // moving for a second (at most 30 s).
     let target = pipeline.last_seq();
     while pipeline.last_seq() < target {
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    let deliver_secs = flow_start.elapsed().saturating_sub(Duration::from_secs(2));
-    let results = rt.block_on(async {
-        let mut out = Vec::new();
-        for c in clients {
-            if let Ok(r) = c.await {
-                out.push(r);
-            }
-        }
-        out
-    });
-    let mut hist =
-        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?;
-    let mut delivered = 0u64;
-    let mut closed = 0u64;
-    for (count, h, was_closed) in &results {
-        delivered += count;
-        closed += u64::from(*was_closed);
-        if let Some(h) = h {
-            let _ = hist.add(h);
+    let (mut last, mut closed) = delivered_now(&mut child);
+    let mut last_change = Instant::now();
+    while last_change.elapsed() < Duration::from_secs(1)
+        && flow_start.elapsed() < flow_secs + Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        let (d, c) = delivered_now(&mut child);
+        closed = c;
+        if d != last {
+            last = d;
+            last_change = Instant::now();
         }
     }
+    let deliver_secs = last_change.duration_since(flow_start);
+    stop.store(true, Ordering::Relaxed);
+    let delivered = last - delivered_before;
+    if let Some(c) = child.take() {
+        c.finish();
+    }
+    let hist = sampling.hist.lock().clone();
     let machine = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -356,8 +506,12 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         latency_ms_max: hist.max() as f64 / 1000.0,
         clients_closed_early: closed,
         busy_retries: busy.load(Ordering::Relaxed),
+        client_threads: args.client_threads,
+        clients_in_child_process: remote,
+        nofile_limit: nofile,
     };
-    drop(rt);
+    drop(client_rt);
+    drop(server_rt);
     if let Ok(p) = Arc::try_unwrap(pipeline) {
         let _ = p.shutdown();
     }

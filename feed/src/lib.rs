@@ -87,6 +87,15 @@ impl Default for FeedConfig {
     }
 }
 
+/// Raises this process's soft limit of open files to the hard limit (each WebSocket
+/// connection holds one) and returns the limit now in force.
+pub fn raise_nofile_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(_) => rlimit::Resource::NOFILE.get().map_or(0, |(soft, _)| soft),
+    }
+}
+
 /// Why the feed could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
@@ -159,6 +168,14 @@ impl Feed {
     /// Opens (or creates) `data_dir/marketdata.sqlite` and loads trades and candles.
     pub fn open(config: FeedConfig, data_dir: &Path) -> Result<Feed, FeedError> {
         std::fs::create_dir_all(data_dir)?;
+        let nofile = raise_nofile_limit();
+        if nofile < config.max_connections as u64 + 256 {
+            tracing::warn!(
+                nofile,
+                max_connections = config.max_connections,
+                "open-file limit below the WebSocket connection limit"
+            );
+        }
         let store = Store::open(&data_dir.join("marketdata.sqlite"))?;
         let loaded = store.load(config.candles_retained)?;
         let mut state = State::new(DeriveConfig {

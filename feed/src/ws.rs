@@ -70,8 +70,11 @@ pub(crate) async fn ws_upgrade(
         )
         .into_response();
     }
+    // Client messages are small: a small read buffer (tungstenite zeroes the free part of
+    // it before every read attempt, 128 KiB by default).
     ws.max_message_size(cfg.max_message_bytes)
         .max_frame_size(cfg.max_message_bytes)
+        .read_buffer_size(4096)
         .on_upgrade(move |socket| async move {
             let _guard = guard;
             run(feed, socket).await;

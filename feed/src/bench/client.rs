@@ -1,0 +1,198 @@
+//! The bench's WebSocket clients: raw TCP, a hand-written handshake and a frame parser that
+//! only reads frame headers (server frames are unmasked), so that the clients cost little
+//! next to the server they measure. Only latency-sampled clients look into trade messages
+//! for the trade id.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What a client counted.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub messages: AtomicU64,
+    /// Closed by the server (close frame or EOF) before the bench stopped.
+    pub closed: AtomicBool,
+    pub close_code: AtomicU64,
+}
+
+/// What a latency-sampled client needs: submit times by trade id.
+#[derive(Debug)]
+pub struct Sampling {
+    pub epoch: Instant,
+    pub base_id: u64,
+    pub submit_ns: Arc<Vec<AtomicI64>>,
+    pub hist: Mutex<Histogram<u64>>,
+}
+
+/// A masked client frame (the mask is fixed: the bench is not an attack surface).
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut f = Vec::with_capacity(payload.len() + 14);
+    f.push(0x80 | opcode);
+    let n = payload.len();
+    if n < 126 {
+        f.push(0x80 | n as u8);
+    } else if n <= 0xffff {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        f.push(0x80 | 127);
+        f.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Connects, upgrades and subscribes.
+pub async fn connect(addr: std::net::SocketAddr, subscribe: &str) -> io::Result<TcpStream> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let req = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    // Read the response head byte by byte: nothing after it may be consumed here.
+    let mut head = Vec::with_capacity(256);
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).await? == 0 || head.len() > 8192 {
+            return Err(io::Error::other("bad upgrade response"));
+        }
+        head.push(b[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(io::Error::other(String::from_utf8_lossy(&head).into_owned()));
+    }
+    s.write_all(&client_frame(1, subscribe.as_bytes())).await?;
+    Ok(s)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads frames until the connection ends, counting messages.
+pub async fn read_loop(
+    mut s: TcpStream,
+    stats: Arc<ClientStats>,
+    stop: Arc<AtomicBool>,
+    sampling: Option<Arc<Sampling>>,
+) {
+    let mut buf = vec![0u8; 256 * 1024];
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut lat: Vec<u64> = Vec::new();
+    loop {
+        if buf.len() - end < 16 * 1024 {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+            if buf.len() - end < 16 * 1024 {
+                buf.resize(buf.len() * 2, 0);
+            }
+        }
+        let n = match s.read(&mut buf[end..]).await {
+            Ok(0) | Err(_) => {
+                if !stop.load(Ordering::Relaxed) {
+                    stats.closed.store(true, Ordering::Relaxed);
+                }
+                return;
+            }
+            Ok(n) => n,
+        };
+        end += n;
+        let mut count = 0u64;
+        let mut pong: Option<Vec<u8>> = None;
+        let now_ns = sampling.as_ref().map(|sm| sm.epoch.elapsed().as_nanos() as i64);
+        loop {
+            let b = &buf[start..end];
+            if b.len() < 2 {
+                break;
+            }
+            let (fin, op) = (b[0] & 0x80 != 0, b[0] & 0x0f);
+            let mut len = u64::from(b[1] & 0x7f);
+            let mut off = 2usize;
+            if len == 126 {
+                if b.len() < 4 {
+                    break;
+                }
+                len = u64::from(u16::from_be_bytes([b[2], b[3]]));
+                off = 4;
+            } else if len == 127 {
+                if b.len() < 10 {
+                    break;
+                }
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&b[2..10]);
+                len = u64::from_be_bytes(a);
+                off = 10;
+            }
+            let total = off + len as usize;
+            if b.len() < total {
+                break;
+            }
+            let payload = &b[off..total];
+            match op {
+                0..=2 if fin => {
+                    count += 1;
+                    if let (Some(sm), Some(now)) = (sampling.as_ref(), now_ns)
+                        && payload.starts_with(b"{\"channel\":\"trades:")
+                        && let Some(pos) = find(payload, b"\"id\":\"")
+                    {
+                        let id = payload[pos + 6..]
+                            .iter()
+                            .take_while(|c| c.is_ascii_digit())
+                            .fold(0u64, |a, c| a * 10 + u64::from(c - b'0'));
+                        if id > sm.base_id
+                            && let Some(sent) = sm.submit_ns.get((id - sm.base_id - 1) as usize)
+                        {
+                            let us = (now - sent.load(Ordering::Relaxed)) / 1000;
+                            lat.push(us.max(1) as u64);
+                        }
+                    }
+                }
+                8 => {
+                    if payload.len() >= 2 {
+                        let code = u16::from_be_bytes([payload[0], payload[1]]);
+                        stats.close_code.store(u64::from(code), Ordering::Relaxed);
+                    }
+                    stats.messages.fetch_add(count, Ordering::Relaxed);
+                    if !stop.load(Ordering::Relaxed) {
+                        stats.closed.store(true, Ordering::Relaxed);
+                    }
+                    let _ = s.write_all(&client_frame(8, &payload[..payload.len().min(2)])).await;
+                    return;
+                }
+                9 => pong = Some(client_frame(10, payload)),
+                _ => {}
+            }
+            start += total;
+        }
+        if start == end {
+            start = 0;
+            end = 0;
+        }
+        stats.messages.fetch_add(count, Ordering::Relaxed);
+        if let Some(sm) = sampling.as_ref()
+            && !lat.is_empty()
+        {
+            let mut h = sm.hist.lock();
+            for v in lat.drain(..) {
+                let _ = h.record(v);
+            }
+        }
+        if let Some(p) = pong
+            && s.write_all(&p).await.is_err()
+        {
+            return;
+        }
+    }
+}
