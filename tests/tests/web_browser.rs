@@ -8,6 +8,7 @@
 //! Without `/usr/bin/chromedriver` the test prints a loud skip notice and passes, unless
 //! `BOURSE_REQUIRE_BROWSER=1` (CI installs `chromium` and `chromium-driver` and sets it).
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -398,7 +399,9 @@ async fn trading_page_in_a_real_browser() {
             "BOURSE_REQUIRE_BROWSER=1 but {CHROMEDRIVER} or {CHROMIUM} is missing \
              (apt-get install -y chromium chromium-driver)"
         );
-        eprintln!(
+        // Straight to stderr, past the test harness's output capture, so a skip is seen.
+        let _ = writeln!(
+            std::io::stderr(),
             "\n########################################################################\n\
              # SKIPPED web_browser: {CHROMEDRIVER} not found.                       \n\
              # Install it with: apt-get install -y chromium chromium-driver          \n\
