@@ -354,8 +354,10 @@
     if (!b || b.pair !== pair) return;
     const d = m.data || {};
     if (m.type === "snapshot") {
-      b.bids = new Map((d.bids || []).map(([p, a]) => [p, a]));
-      b.asks = new Map((d.asks || []).map(([p, a]) => [p, a]));
+      b.bids = new Map();
+      b.asks = new Map();
+      applyLevels(b.bids, d.bids, pair);
+      applyLevels(b.asks, d.asks, pair);
       b.seq = m.seq;
       b.ready = true;
     } else {
@@ -379,12 +381,17 @@
     markDirty("book");
   }
 
+  /**
+   * Applies absolute levels to one side. A level is kept as {p, a, u, q}: the price and amount
+   * strings exactly as sent (for display and the checksum) and both as BigInt units, parsed once.
+   */
   function applyLevels(map, levels, pair) {
     if (!levels) return;
-    const dec = st.pairBy[pair].amountDecimals;
+    const { priceDecimals: pd, amountDecimals: ad } = st.pairBy[pair];
     for (const [p, a] of levels) {
-      if (toUnits(a, Math.max(dec, decOf(a))) === 0n) map.delete(p);
-      else map.set(p, a);
+      const q = toUnits(a, Math.max(ad, decOf(a)));
+      if (q === 0n) map.delete(p);
+      else map.set(p, { p, a, q, u: toUnits(p, Math.max(pd, decOf(p))) });
     }
   }
 
@@ -397,17 +404,31 @@
     send({ op: "subscribe", channels: ["book:" + pair] });
   }
 
-  /** Sorted levels: asks lowest first, bids highest first, prices compared as integers. */
-  function sortedLevels(map, pair, desc) {
-    const dec = st.pairBy[pair].priceDecimals;
-    const arr = [...map.entries()].map(([p, a]) => ({ p, a, u: toUnits(p, Math.max(dec, decOf(p))) }));
-    arr.sort((x, y) => (x.u === y.u ? 0 : (x.u < y.u) !== desc ? -1 : 1));
-    return arr;
+  /**
+   * The best k levels: asks lowest first, bids highest first, prices compared as integers.
+   * A small k is a single pass with insertion into a short list, so a deep book costs O(n k)
+   * per message rather than a full sort.
+   */
+  function bestLevels(map, desc, k) {
+    const better = (x, y) => (desc ? x.u > y.u : x.u < y.u);
+    if (k > 32) {
+      const all = [...map.values()];
+      all.sort((x, y) => (x.u === y.u ? 0 : better(x, y) ? -1 : 1));
+      return all.slice(0, k);
+    }
+    const top = [];
+    for (const l of map.values()) {
+      if (top.length === k && !better(l, top[k - 1])) continue;
+      let i = top.length < k ? top.length : k - 1;
+      top[i] = l;
+      while (i > 0 && better(top[i], top[i - 1])) { [top[i], top[i - 1]] = [top[i - 1], top[i]]; i--; }
+    }
+    return top;
   }
 
   function bookChecksum(b, pair) {
-    const asks = sortedLevels(b.asks, pair, false).slice(0, 10);
-    const bids = sortedLevels(b.bids, pair, true).slice(0, 10);
+    const asks = bestLevels(b.asks, false, 10);
+    const bids = bestLevels(b.bids, true, 10);
     let s = "";
     for (const l of asks) s += ckField(l.p) + ckField(l.a);
     for (const l of bids) s += ckField(l.p) + ckField(l.a);
@@ -426,10 +447,10 @@
     if (!b) return;
     const p = st.pairBy[b.pair];
     const adec = p.amountDecimals;
-    const asks = sortedLevels(b.asks, b.pair, false).slice(0, BOOK_ROWS);
-    const bids = sortedLevels(b.bids, b.pair, true).slice(0, BOOK_ROWS);
+    const asks = bestLevels(b.asks, false, BOOK_ROWS);
+    const bids = bestLevels(b.bids, true, BOOK_ROWS);
     // Running totals (BigInt in lots), the bar width is pixel math only.
-    const cum = (levels) => { let t = 0n; return levels.map((l) => (t += toUnits(l.a, Math.max(adec, decOf(l.a))))); };
+    const cum = (levels) => { let t = 0n; return levels.map((l) => (t += l.q)); };
     const ac = cum(asks), bc = cum(bids);
     const maxTot = Number([...ac, ...bc].reduce((m, x) => (x > m ? x : m), 1n));
     const mine = myPrices();
@@ -589,11 +610,11 @@
     const b = st.book;
     if (!b || !b.ready) return;
     const p = st.pairBy[b.pair];
-    const bids = sortedLevels(b.bids, b.pair, true).slice(0, 100);
-    const asks = sortedLevels(b.asks, b.pair, false).slice(0, 100);
+    const bids = bestLevels(b.bids, true, 100);
+    const asks = bestLevels(b.asks, false, 100);
     if (!bids.length && !asks.length) { g.fillStyle = css("--muted"); g.fillText("empty book", 12, 20); return; }
     const adec = p.amountDecimals;
-    const cumul = (ls) => { let t = 0n; return ls.map((l) => ({ x: num(l.p), c: (t += toUnits(l.a, Math.max(adec, decOf(l.a)))) })); };
+    const cumul = (ls) => { let t = 0n; return ls.map((l) => ({ x: num(l.p), c: (t += l.q) })); };
     const bc = cumul(bids), ac = cumul(asks);
     const scale = 10 ** adec;
     const maxC = Math.max(bc.length ? Number(bc[bc.length - 1].c) : 0, ac.length ? Number(ac[ac.length - 1].c) : 0) / scale || 1;
@@ -975,6 +996,6 @@
   }
 
   // Exposed for the browser test and for poking at it from the console.
-  window.bourse = { state: st, crc32, bookChecksum: () => st.book && bookChecksum(st.book, st.book.pair), toUnits, fromUnits };
+  window.bourse = { state: st, crc32, bookChecksum: () => st.book && bookChecksum(st.book, st.book.pair), onBook, toUnits, fromUnits };
   start();
 })();
