@@ -92,6 +92,7 @@ impl Book {
     }
 
     /// Number of resting orders.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -101,6 +102,7 @@ impl Book {
     }
 
     /// Best price and its level total on `side`.
+    #[inline]
     pub fn best(&self, side: Side) -> Option<(Price, Amount)> {
         let ladder = &self.sides[side.index()];
         ladder
@@ -109,15 +111,18 @@ impl Book {
     }
 
     /// The slot of the first order at the best price of `side`.
+    #[inline]
     pub fn best_head(&self, side: Side) -> Option<u32> {
         let ladder = &self.sides[side.index()];
         ladder.best.map(|(_, l)| ladder.levels[l as usize].head)
     }
 
+    #[inline]
     pub fn order(&self, slot: u32) -> &RestingOrder {
         &self.orders[slot as usize]
     }
 
+    #[inline]
     pub fn order_mut(&mut self, slot: u32) -> &mut RestingOrder {
         &mut self.orders[slot as usize]
     }
@@ -301,6 +306,7 @@ impl Book {
 
     /// Reduces a resting order by `lots` (a fill). Returns the level's new total.
     /// The order must stay positive: a complete fill goes through [`Book::remove`].
+    #[inline]
     pub fn reduce(&mut self, slot: u32, lots: u64) -> u64 {
         let order = &mut self.orders[slot as usize];
         assert!(lots < order.remaining, "reduce must leave the order open");

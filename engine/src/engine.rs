@@ -557,6 +557,7 @@ impl Engine {
     }
 
     /// Lots the taker may take from a maker at `price`, given its size and budgets.
+    #[inline]
     fn taker_lots(scale: &PairScale, taker: &Taker, price: Price, maker_remaining: u64) -> u64 {
         let mut lots = taker.remaining.min(maker_remaining);
         match taker.side {
@@ -576,6 +577,7 @@ impl Engine {
     }
 
     /// Quote a limit buy must keep held for `remaining` lots.
+    #[inline]
     fn buy_requirement(scale: &PairScale, limit: Price, remaining: u64) -> u64 {
         buyer_pays(scale, exact_value(limit.0, remaining)) as u64
     }
@@ -1201,6 +1203,7 @@ impl Engine {
 
     // ----- event helpers -------------------------------------------------------------
 
+    #[inline]
     fn push_balance(&self, account: AccountId, currency: CurrencyId, out: &mut Vec<Event>) {
         if account == AccountId::FEES {
             return;
@@ -1214,6 +1217,7 @@ impl Engine {
         });
     }
 
+    #[inline]
     fn push_level(
         &mut self,
         pair_id: PairId,

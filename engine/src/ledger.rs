@@ -31,6 +31,7 @@ pub struct Ledger {
     balances: Vec<Balance>,
 }
 
+#[inline]
 fn slot(account: AccountId, currency: CurrencyId) -> usize {
     account.0 as usize * MAX_CURRENCIES + currency.0 as usize
 }
@@ -57,6 +58,7 @@ impl Ledger {
     }
 
     /// The balance (zero for an account never credited).
+    #[inline]
     pub fn get(&self, account: AccountId, currency: CurrencyId) -> Balance {
         self.balances
             .get(slot(account, currency))
@@ -64,11 +66,13 @@ impl Ledger {
             .unwrap_or_default()
     }
 
+    #[inline]
     fn entry(&mut self, account: AccountId, currency: CurrencyId) -> &mut Balance {
         &mut self.balances[slot(account, currency)]
     }
 
     /// Moves `amount` from available to held. False (and no change) when short.
+    #[inline]
     pub fn hold(&mut self, account: AccountId, currency: CurrencyId, amount: u64) -> bool {
         if self.get(account, currency).available < amount {
             return false;
@@ -83,6 +87,7 @@ impl Ledger {
     }
 
     /// Moves `amount` from held back to available.
+    #[inline]
     pub fn release(&mut self, account: AccountId, currency: CurrencyId, amount: u64) {
         if amount == 0 {
             return;
@@ -94,6 +99,7 @@ impl Ledger {
     }
 
     /// Removes `amount` from held (money leaves the account: a payment or a withdrawal).
+    #[inline]
     pub fn spend_held(&mut self, account: AccountId, currency: CurrencyId, amount: u64) {
         if amount == 0 {
             return;
@@ -104,6 +110,7 @@ impl Ledger {
     }
 
     /// Adds `amount` to available. The account must exist ([`Ledger::ensure_account`]).
+    #[inline]
     pub fn credit(&mut self, account: AccountId, currency: CurrencyId, amount: u64) {
         if amount == 0 {
             return;

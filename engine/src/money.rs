@@ -8,21 +8,25 @@
 use crate::spec::{FEE_RATE_SCALE, PairScale};
 
 /// The exact value of `lots` at `price`, in value units.
+#[inline]
 pub fn exact_value(price_ticks: u64, lots: u64) -> u128 {
     u128::from(price_ticks) * u128::from(lots)
 }
 
 /// What the buyer pays for a value, quote minor units (rounded up).
+#[inline]
 pub fn buyer_pays(scale: &PairScale, value: u128) -> u128 {
     value.div_ceil(scale.value_per_quote_minor)
 }
 
 /// What the seller receives for a value, quote minor units (rounded down).
+#[inline]
 pub fn seller_receives(scale: &PairScale, value: u128) -> u128 {
     value / scale.value_per_quote_minor
 }
 
 /// A fee on `received` minor units at `rate_ppm`, rounded up.
+#[inline]
 pub fn fee(received: u64, rate_ppm: u32) -> u64 {
     let f = (u128::from(received) * u128::from(rate_ppm)).div_ceil(u128::from(FEE_RATE_SCALE));
     // rate <= 100 %, so the fee never exceeds what was received.
@@ -30,6 +34,7 @@ pub fn fee(received: u64, rate_ppm: u32) -> u64 {
 }
 
 /// The most lots whose rounded-up cost fits in `budget_minor` quote minor units at `price`.
+#[inline]
 pub fn lots_affordable(scale: &PairScale, price_ticks: u64, budget_minor: u64) -> u64 {
     let lots = u128::from(budget_minor) * scale.value_per_quote_minor / u128::from(price_ticks);
     u64::try_from(lots).unwrap_or(u64::MAX)

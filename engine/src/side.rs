@@ -11,6 +11,7 @@ pub enum Side {
 
 impl Side {
     /// The side a taker of this side matches against.
+    #[inline]
     pub fn opposite(self) -> Side {
         match self {
             Side::Buy => Side::Sell,
@@ -19,6 +20,7 @@ impl Side {
     }
 
     /// Index used for per-side arrays: buy 0, sell 1.
+    #[inline]
     pub fn index(self) -> usize {
         match self {
             Side::Buy => 0,
