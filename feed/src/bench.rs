@@ -62,10 +62,9 @@ fn connect_all(
         let mut i = 0;
         while i < n {
             let chunk = (n - i).min(200);
-            let conns = futures::future::join_all(
-                (0..chunk).map(|_| client::connect(addr, subscribe)),
-            )
-            .await;
+            let conns =
+                futures::future::join_all((0..chunk).map(|_| client::connect(addr, subscribe)))
+                    .await;
             for c in conns {
                 let Ok(s) = c else {
                     continue;
@@ -94,7 +93,15 @@ fn child_main(args: &WsBenchArgs, spec: &str) -> ! {
         std::process::exit(2);
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let stats = connect_all(&rt, addr, &subscribe_text(&args.channels), n, 0, &stop, None);
+    let stats = connect_all(
+        &rt,
+        addr,
+        &subscribe_text(&args.channels),
+        n,
+        0,
+        &stop,
+        None,
+    );
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "ready {}", stats.len());
     let _ = out.flush();

@@ -183,7 +183,7 @@ impl Feed {
             candles_retained: config.candles_retained,
         });
         state.load(&loaded);
-        Ok(Feed {
+        let feed = Feed {
             inner: Arc::new(Inner {
                 config,
                 state: RwLock::new(state),
@@ -193,7 +193,32 @@ impl Feed {
                 authenticator: RwLock::new(None),
                 connections: AtomicUsize::new(0),
             }),
-        })
+        };
+        if feed.inner.config.wall_clock_expiry {
+            feed.start_clock();
+        }
+        Ok(feed)
+    }
+
+    /// Once a second, on a quiet market, moves the 24 h horizon with the wall clock so that
+    /// trades leave the window (and the WebSocket tickers show it) without new batches. The
+    /// thread ends when the feed is dropped.
+    fn start_clock(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("bourse-feed-clock".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let Some(inner) = weak.upgrade() else {
+                        return;
+                    };
+                    Feed { inner }.touch_clock();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "feed clock thread not started");
+        }
     }
 
     pub fn config(&self) -> &FeedConfig {
@@ -274,14 +299,20 @@ impl Feed {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Advances the rolling window's horizon to the wall clock (called by readers).
+    /// Advances the rolling window's horizon to the wall clock when no batch came for a
+    /// second (called by REST readers and once a second by the clock thread). Derivation
+    /// stays driven by batch times; the wall clock only moves the horizon forward.
     pub(crate) fn touch_clock(&self) {
         if !self.inner.config.wall_clock_expiry {
             return;
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
         let now = i64::try_from(now).unwrap_or(i64::MAX);
-        if self.inner.state.read().clock_ns + 1_000_000_000 < now {
+        let due = {
+            let st = self.inner.state.read();
+            st.recovered && st.clock_ns + 1_000_000_000 < now
+        };
+        if due {
             self.inner.state.write().advance_clock(now);
         }
     }

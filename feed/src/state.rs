@@ -267,14 +267,28 @@ impl State {
         self.recovered = true;
     }
 
-    /// Advances the 24 h horizon to `now_ns` if that is later (quiet markets).
+    /// Advances the 24 h horizon to `now_ns` if that is later (quiet markets): trades that
+    /// leave the window change the ticker, which goes out to the ticker channels.
     pub fn advance_clock(&mut self, now_ns: i64) {
         if now_ns <= self.clock_ns {
             return;
         }
         self.clock_ns = now_ns;
-        for ps in &mut self.pairs {
+        let mut changed = Vec::new();
+        for (i, ps) in self.pairs.iter_mut().enumerate() {
+            let before = ps.window.len();
             ps.window.expire(now_ns);
+            if ps.window.len() != before {
+                changed.push(i);
+            }
+        }
+        if self.recovered && !changed.is_empty() {
+            for i in changed {
+                if let Ok(i) = u16::try_from(i) {
+                    self.publish_ticker(PairId(i));
+                }
+            }
+            self.wake_subscribers();
         }
     }
 
@@ -537,8 +551,17 @@ impl State {
             best_ask_amount: ask.map(|a| amount(a.1)),
             high: ps.window.high().map(price),
             low: ps.window.low().map(price),
-            base_volume: format_units(ps.window.base_lots(), ad),
-            quote_volume: format_units(ps.window.quote_minor(), qd),
+            // API.md: "0" when no trade is in the window (fixed decimals otherwise).
+            base_volume: if ps.window.is_empty() {
+                "0".to_string()
+            } else {
+                format_units(ps.window.base_lots(), ad)
+            },
+            quote_volume: if ps.window.is_empty() {
+                "0".to_string()
+            } else {
+                format_units(ps.window.quote_minor(), qd)
+            },
         })
     }
 
@@ -642,5 +665,121 @@ pub fn candle_view(entry: &PairEntry, c: &Candle) -> CandleView {
         base_volume: format_units(c.base_lots, entry.spec.amount_decimals),
         quote_volume: format_units(c.quote_minor, entry.quote_decimals),
         trades: c.trades,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::{
+        AccountId, Amount, ClientOrderId, CurrencyId, CurrencySpec, Engine, EngineLimits, OrderId,
+        OrderKind, PairSpec, PairStatus, PlaceOrder, Price, RequestId, RequestSpec,
+        SelfTradePrevention, TimeInForce,
+    };
+
+    use super::*;
+
+    fn place(id: u64, account: u32, side: Side) -> Command {
+        Command::Place(PlaceOrder {
+            id: OrderId(id),
+            account: AccountId(account),
+            pair: PairId(0),
+            side,
+            kind: OrderKind::Limit {
+                price: Price(100_000),
+                amount: Amount(3),
+                tif: TimeInForce::Gtc,
+                post_only: false,
+            },
+            stp: SelfTradePrevention::None,
+            client_id: ClientOrderId::NONE,
+        })
+    }
+
+    /// A trade leaves the ticker's 24 h window with the clock alone (no batch), the
+    /// WebSocket ticker says so, and empty-window volumes are exactly "0".
+    #[test]
+    fn ticker_expires_without_batches() {
+        let mut engine = Engine::new(EngineLimits::default());
+        let mut ev = Vec::new();
+        let mut setup = vec![
+            Command::AddCurrency(CurrencySpec {
+                code: "BTC".into(),
+                display_name: "BTC".into(),
+                decimals: 8,
+            }),
+            Command::AddCurrency(CurrencySpec {
+                code: "SEK".into(),
+                display_name: "SEK".into(),
+                decimals: 2,
+            }),
+            Command::AddPair(PairSpec {
+                base: CurrencyId(0),
+                quote: CurrencyId(1),
+                price_decimals: 2,
+                amount_decimals: 4,
+                min_amount: Amount(1),
+                maker_fee_ppm: 0,
+                taker_fee_ppm: 0,
+                status: PairStatus::Active,
+            }),
+        ];
+        for a in 1..=2u32 {
+            for c in 0..2u16 {
+                setup.push(Command::DepositCredited(RequestSpec {
+                    request: RequestId(u64::from(a) * 10 + u64::from(c)),
+                    account: AccountId(a),
+                    currency: CurrencyId(c),
+                    amount: 1_000_000_000_000,
+                    external_id: format!("d{a}{c}"),
+                    destination: String::new(),
+                }));
+            }
+        }
+        for c in &setup {
+            ev.clear();
+            engine.apply(c, &mut ev);
+        }
+        let mut st = State::new(DeriveConfig {
+            channel_capacity: 64,
+            candles_retained: 100,
+        });
+        st.recover(&engine, setup.len() as u64);
+        let t0 = 1_700_000_000_000_000_000i64;
+        assert_eq!(st.ticker(PairId(0)).unwrap().base_volume, "0");
+        let mut cursor = st.pairs[0]
+            .channels
+            .as_ref()
+            .unwrap()
+            .ticker
+            .bus
+            .subscribe();
+        for (i, c) in [place(1, 1, Side::Sell), place(2, 2, Side::Buy)]
+            .iter()
+            .enumerate()
+        {
+            ev.clear();
+            engine.apply(c, &mut ev);
+            let p = Processed {
+                seq: 100 + i as u64,
+                timestamp_ns: t0,
+                command: c,
+                events: &ev,
+            };
+            st.apply(std::slice::from_ref(&p));
+        }
+        let t = st.ticker(PairId(0)).unwrap();
+        assert_eq!(t.base_volume, "0.0003");
+        assert_eq!(t.high.as_deref(), Some("1000.00"));
+        cursor.latest();
+        // Not yet 24 h: nothing changes, nothing is published.
+        st.advance_clock(t0 + crate::window::DAY_NS - 1);
+        assert!(cursor.latest().is_none());
+        st.advance_clock(t0 + crate::window::DAY_NS);
+        let msg = cursor.latest().expect("ticker published on expiry");
+        let v: serde_json::Value = serde_json::from_str(msg.text.as_str()).unwrap();
+        assert_eq!(v["data"]["baseVolume"], "0");
+        assert_eq!(v["data"]["quoteVolume"], "0");
+        assert_eq!(v["data"]["high"], serde_json::Value::Null);
+        assert_eq!(v["data"]["lastPrice"], "1000.00");
     }
 }

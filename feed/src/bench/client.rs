@@ -70,7 +70,9 @@ pub async fn connect(addr: std::net::SocketAddr, subscribe: &str) -> io::Result<
         head.push(b[0]);
     }
     if !head.starts_with(b"HTTP/1.1 101") {
-        return Err(io::Error::other(String::from_utf8_lossy(&head).into_owned()));
+        return Err(io::Error::other(
+            String::from_utf8_lossy(&head).into_owned(),
+        ));
     }
     s.write_all(&client_frame(1, subscribe.as_bytes())).await?;
     Ok(s)
@@ -111,7 +113,9 @@ pub async fn read_loop(
         end += n;
         let mut count = 0u64;
         let mut pong: Option<Vec<u8>> = None;
-        let now_ns = sampling.as_ref().map(|sm| sm.epoch.elapsed().as_nanos() as i64);
+        let now_ns = sampling
+            .as_ref()
+            .map(|sm| sm.epoch.elapsed().as_nanos() as i64);
         loop {
             let b = &buf[start..end];
             if b.len() < 2 {
@@ -168,7 +172,9 @@ pub async fn read_loop(
                     if !stop.load(Ordering::Relaxed) {
                         stats.closed.store(true, Ordering::Relaxed);
                     }
-                    let _ = s.write_all(&client_frame(8, &payload[..payload.len().min(2)])).await;
+                    let _ = s
+                        .write_all(&client_frame(8, &payload[..payload.len().min(2)]))
+                        .await;
                     return;
                 }
                 9 => pong = Some(client_frame(10, payload)),
