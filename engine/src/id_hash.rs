@@ -45,12 +45,10 @@ pub type SequentialIdMap<K, V> = HashMap<K, V, BuildHasherDefault<SequentialIdHa
 mod tests {
     use super::*;
     use crate::ids::OrderId;
-    use std::hash::{BuildHasher, Hash};
+    use std::hash::BuildHasher;
 
     fn hash(id: OrderId) -> u64 {
-        let mut h = BuildHasherDefault::<SequentialIdHasher>::default().build_hasher();
-        id.hash(&mut h);
-        h.finish()
+        BuildHasherDefault::<SequentialIdHasher>::default().hash_one(id)
     }
 
     #[test]
