@@ -12,9 +12,58 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Waker};
 
+use axum::body::Bytes;
 use parking_lot::{Mutex, RwLock};
 
-use crate::state::Published;
+/// A server WebSocket frame (FIN set, unmasked) around `payload`.
+pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len();
+    let mut f = Vec::with_capacity(n + 10);
+    f.push(0x80 | opcode);
+    if n < 126 {
+        f.push(n as u8);
+    } else if let Ok(n) = u16::try_from(n) {
+        f.push(126);
+        f.extend_from_slice(&n.to_be_bytes());
+    } else {
+        f.push(127);
+        f.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+/// One encoded message as every subscriber of a channel receives it: the whole WebSocket
+/// text frame, since server frames are not masked and so are the same bytes for every
+/// connection. Built once per channel; connections copy it into their write buffers.
+#[derive(Clone, Debug)]
+pub struct Published {
+    /// The channel's seq (the book seq for book channels).
+    pub seq: u64,
+    frame: Bytes,
+    start: usize,
+}
+
+impl Published {
+    pub fn new(seq: u64, text: &str) -> Published {
+        let frame = frame(0x1, text.as_bytes());
+        Published {
+            seq,
+            start: frame.len() - text.len(),
+            frame: Bytes::from(frame),
+        }
+    }
+
+    /// The JSON text.
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.frame[self.start..]).unwrap_or_default()
+    }
+
+    /// The frame as written to a socket.
+    pub fn frame(&self) -> &[u8] {
+        &self.frame
+    }
+}
 
 /// One channel's ring.
 #[derive(Debug)]
@@ -142,6 +191,54 @@ impl Cursor {
         let n = (end - self.pos) as usize;
         self.pos = end;
         Ok(n)
+    }
+
+    /// Appends the frames of the messages not yet taken (those with seq above `min_seq`) to
+    /// `out` until it holds `max_bytes`. `Err(Lagged)` (nothing taken) when messages were
+    /// overwritten before this cursor read them. No reference counting: bytes are copied
+    /// under the read lock.
+    pub fn copy_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        max_bytes: usize,
+        min_seq: u64,
+    ) -> Result<usize, Lagged> {
+        if self.bus.head.load(Ordering::Acquire) == self.pos {
+            return Ok(0);
+        }
+        let slots = self.bus.slots.read();
+        let head = self.bus.head.load(Ordering::Acquire);
+        if head - self.pos > self.bus.cap {
+            return Err(Lagged);
+        }
+        let mut n = 0;
+        while self.pos < head && out.len() < max_bytes {
+            if let Some(p) = &slots[(self.pos % self.bus.cap) as usize]
+                && p.seq > min_seq
+            {
+                out.extend_from_slice(&p.frame);
+                n += 1;
+            }
+            self.pos += 1;
+        }
+        Ok(n)
+    }
+
+    /// Appends only the newest message's frame, skipping the rest (conflation).
+    pub fn latest_into(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.bus.head.load(Ordering::Acquire) == self.pos {
+            return false;
+        }
+        let slots = self.bus.slots.read();
+        let head = self.bus.head.load(Ordering::Acquire);
+        self.pos = head;
+        match &slots[((head - 1) % self.bus.cap) as usize] {
+            Some(p) => {
+                out.extend_from_slice(&p.frame);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Only the newest message, skipping the rest (conflation).

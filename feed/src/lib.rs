@@ -264,10 +264,7 @@ impl Feed {
             data: &data,
         };
         if let Ok(text) = serde_json::to_string(&msg) {
-            entry.bus.send(Published {
-                seq: entry.seq,
-                text: text.into(),
-            });
+            entry.bus.send(Published::new(entry.seq, &text));
         }
     }
 

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use axum::extract::ws::Utf8Bytes;
 use engine::markets::{Markets, PairEntry};
 use engine::pipeline::Processed;
 use engine::units::format_units;
@@ -31,13 +30,7 @@ use crate::window::Window;
 /// Most recent trades kept per pair (the REST maximum).
 pub const RECENT_TRADES: usize = 1000;
 
-/// One encoded message as every subscriber of a channel receives it.
-#[derive(Clone, Debug)]
-pub struct Published {
-    /// The channel's seq (the book seq for book channels).
-    pub seq: u64,
-    pub text: Utf8Bytes,
-}
+pub use crate::bus::Published;
 
 /// A public channel: its name, sender and counter.
 #[derive(Debug)]
@@ -77,10 +70,7 @@ impl Channel {
         let Ok(text) = serde_json::to_string(&msg) else {
             return;
         };
-        let p = Published {
-            seq: self.seq,
-            text: Utf8Bytes::from(text),
-        };
+        let p = Published::new(self.seq, &text);
         if keep {
             self.last = Some(p.clone());
         }
@@ -475,10 +465,7 @@ impl State {
                 data,
             };
             if let Ok(text) = serde_json::to_string(&msg) {
-                ch.book.bus.push(Published {
-                    seq,
-                    text: Utf8Bytes::from(text),
-                });
+                ch.book.bus.push(Published::new(seq, &text));
             }
         }
     }
@@ -596,13 +583,7 @@ impl State {
             },
         };
         let text = serde_json::to_string(&msg).ok()?;
-        Some((
-            Published {
-                seq: ps.book.seq,
-                text: Utf8Bytes::from(text),
-            },
-            ch.book.bus.subscribe(),
-        ))
+        Some((Published::new(ps.book.seq, &text), ch.book.bus.subscribe()))
     }
 
     /// Recent trades, newest first.
@@ -776,7 +757,7 @@ mod tests {
         assert!(cursor.latest().is_none());
         st.advance_clock(t0 + crate::window::DAY_NS);
         let msg = cursor.latest().expect("ticker published on expiry");
-        let v: serde_json::Value = serde_json::from_str(msg.text.as_str()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(msg.text()).unwrap();
         assert_eq!(v["data"]["baseVolume"], "0");
         assert_eq!(v["data"]["quoteVolume"], "0");
         assert_eq!(v["data"]["high"], serde_json::Value::Null);

@@ -1,10 +1,13 @@
 //! `GET /v1/ws`: subscriptions to the public channels and the account's private channels.
 //!
 //! One task per connection. Each subscription is a cursor in its channel's ring
-//! ([`crate::bus`]): the output thread appends encoded messages and wakes the waiting
-//! connections once per batch; a woken connection drains everything its cursors have not
-//! seen, hands the frames to the socket one after the other and flushes once (one write
-//! for many messages). Control messages (replies, snapshots, pings) go first.
+//! ([`crate::bus`]) of ready-made WebSocket frames (server frames are unmasked, so every
+//! connection sends the same bytes): the output thread appends them and wakes the waiting
+//! connections once per batch; a woken connection copies every frame its cursors have not
+//! seen into its write buffer and writes it with as few writes as the socket takes.
+//! Control messages (replies, snapshots, pings) go first. Client frames are read by
+//! tungstenite, which only ever writes (pongs, close replies) while our buffer is empty, so
+//! frames never interleave.
 //!
 //! The connection's queue is its backlog in the rings, bounded by `queue_bound`. When the
 //! client reads too slowly (the socket does not take our frames) the backlog grows: a
@@ -17,28 +20,35 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use engine::{AccountId, PairId};
 use futures::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::bus::Cursor;
+use crate::bus::{Cursor, frame};
 use crate::candles::Interval;
 use crate::problem::Problem;
-use crate::state::Published;
 use crate::{Feed, FeedConfig, PrivateChannel};
 
 /// Close code for slow consumers and abuse.
 const POLICY: u16 = 1008;
+
+type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 struct ConnGuard(Feed);
 
@@ -48,16 +58,45 @@ impl Drop for ConnGuard {
     }
 }
 
-pub(crate) async fn ws_upgrade(
-    State(feed): State<Feed>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => {
-            return Problem::new(e.status(), "BAD_REQUEST", "a WebSocket upgrade is required")
-                .into_response();
-        }
+fn header_has(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// The WebSocket handshake (RFC 6455 section 4.2, HTTP/1.1), done here rather than by
+/// axum's extractor so that the connection owns the raw stream for its frame writes.
+pub(crate) async fn ws_upgrade(State(feed): State<Feed>, mut req: Request) -> Response {
+    let bad =
+        |status: StatusCode, msg: &str| Problem::new(status, "BAD_REQUEST", msg).into_response();
+    if req.method() != Method::GET {
+        return bad(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket upgrade is a GET",
+        );
+    }
+    let h = req.headers();
+    if req.version() != Version::HTTP_11
+        || !header_has(h, header::CONNECTION, "upgrade")
+        || !header_has(h, header::UPGRADE, "websocket")
+    {
+        return bad(
+            StatusCode::UPGRADE_REQUIRED,
+            "a WebSocket upgrade is required",
+        );
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return bad(StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13");
+    }
+    let Some(key) = h.get(header::SEC_WEBSOCKET_KEY) else {
+        return bad(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return bad(StatusCode::UPGRADE_REQUIRED, "connection not upgradable");
     };
     let cfg = feed.inner.config.clone();
     let before = feed.inner.connections.fetch_add(1, Ordering::Relaxed);
@@ -70,15 +109,29 @@ pub(crate) async fn ws_upgrade(
         )
         .into_response();
     }
-    // Client messages are small: a small read buffer (tungstenite zeroes the free part of
-    // it before every read attempt, 128 KiB by default).
-    ws.max_message_size(cfg.max_message_bytes)
-        .max_frame_size(cfg.max_message_bytes)
-        .read_buffer_size(4096)
-        .on_upgrade(move |socket| async move {
-            let _guard = guard;
-            run(feed, socket).await;
-        })
+    tokio::spawn(async move {
+        let _guard = guard;
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        // Client messages are small: a small read buffer (tungstenite zeroes the free part
+        // of it before every read attempt, 128 KiB by default).
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .max_message_size(Some(cfg.max_message_bytes))
+            .max_frame_size(Some(cfg.max_message_bytes));
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        run(feed, socket).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +160,6 @@ enum Target {
 
 /// One subscription: a cursor in its channel's ring.
 struct Sub {
-    id: u32,
     name: String,
     kind: Kind,
     cursor: Cursor,
@@ -117,24 +169,21 @@ struct Sub {
     resync: bool,
 }
 
-/// Messages drained from the rings per subscription and round.
-const PULL: usize = 256;
-/// Messages written per poll before the task yields to the others.
-const BUDGET: usize = 1024;
+/// Bytes gathered into the write buffer before writing.
+const WBUF: usize = 256 * 1024;
+/// Bytes written per poll before the task yields to the others.
+const BUDGET: usize = 1024 * 1024;
 
 struct Conn {
     feed: Feed,
     cfg: FeedConfig,
     subs: Vec<Sub>,
-    next_id: u32,
     rr: usize,
-    /// Replies, snapshots, first tickers and pings: sent before data.
-    control: VecDeque<Message>,
-    /// Data drained from the rings, not yet written (sub id, text).
-    batch: VecDeque<(u32, Published)>,
-    scratch: Vec<Published>,
-    /// Frames handed to the socket and not flushed yet.
-    unflushed: bool,
+    /// Replies, snapshots, first tickers and pings (frames): sent before data.
+    control: VecDeque<Bytes>,
+    /// Frames to write; `wpos` is how much of it the socket took.
+    wbuf: Vec<u8>,
+    wpos: usize,
     /// Since when the socket has not taken our frames.
     blocked_since: Option<Instant>,
     account: Option<AccountId>,
@@ -156,7 +205,7 @@ enum Ev {
     Stop,
 }
 
-async fn run(feed: Feed, mut socket: WebSocket) {
+async fn run(feed: Feed, mut socket: Socket) {
     let cfg = feed.inner.config.clone();
     let now = Instant::now();
     let tick_every = [
@@ -173,12 +222,10 @@ async fn run(feed: Feed, mut socket: WebSocket) {
         feed,
         cfg,
         subs: Vec::new(),
-        next_id: 0,
         rr: 0,
         control: VecDeque::new(),
-        batch: VecDeque::new(),
-        scratch: Vec::new(),
-        unflushed: false,
+        wbuf: Vec::with_capacity(16 * 1024),
+        wpos: 0,
         blocked_since: None,
         account: None,
         close: None,
@@ -206,7 +253,7 @@ async fn run(feed: Feed, mut socket: WebSocket) {
                         "binary frames are not supported",
                     ),
                     Message::Close(_) => conn.ended = true,
-                    Message::Ping(_) | Message::Pong(_) => {}
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                 }
             }
             Ev::Gone => conn.ended = true,
@@ -217,6 +264,7 @@ async fn run(feed: Feed, mut socket: WebSocket) {
     let ended_by_peer = conn.ended;
     let close = conn.close.take();
     let grace = conn.cfg.close_grace;
+    let pending = conn.wbuf.split_off(conn.wpos);
     drop(conn);
     match close {
         Some((code, reason)) if !ended_by_peer => {
@@ -224,11 +272,13 @@ async fn run(feed: Feed, mut socket: WebSocket) {
             // (and discarding) until the peer answers it, so that closing the socket with
             // unread data does not reset it before the peer read everything.
             let frame = CloseFrame {
-                code,
+                code: CloseCode::from(code),
                 reason: Utf8Bytes::from_static(reason),
             };
             let _ = tokio::time::timeout(grace, async {
-                if socket.send(Message::Close(Some(frame))).await.is_err() {
+                if socket.get_mut().write_all(&pending).await.is_err()
+                    || socket.send(Message::Close(Some(frame))).await.is_err()
+                {
                     return;
                 }
                 while let Some(Ok(m)) = socket.next().await {
@@ -240,7 +290,7 @@ async fn run(feed: Feed, mut socket: WebSocket) {
             .await;
         }
         _ => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), socket.close()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
         }
     }
 }
@@ -249,7 +299,7 @@ impl Conn {
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        socket: &mut WebSocket,
+        socket: &mut Socket,
         tick: &mut tokio::time::Interval,
     ) -> Poll<Ev> {
         if self.close.is_some() || self.ended {
@@ -258,10 +308,13 @@ impl Conn {
         if tick.poll_tick(cx).is_ready() {
             return Poll::Ready(Ev::Tick);
         }
-        match socket.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(m))) => return Poll::Ready(Ev::In(m)),
-            Poll::Ready(_) => return Poll::Ready(Ev::Gone),
-            Poll::Pending => {}
+        // Read only between our frames: tungstenite may write a pong while reading.
+        if self.wpos == self.wbuf.len() {
+            match socket.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(m))) => return Poll::Ready(Ev::In(m)),
+                Poll::Ready(_) => return Poll::Ready(Ev::Gone),
+                Poll::Pending => {}
+            }
         }
         match self.pump(cx, socket) {
             Err(()) => Poll::Ready(Ev::Gone),
@@ -271,12 +324,12 @@ impl Conn {
         }
     }
 
-    /// Writes what is queued and what the rings hold, then flushes once. Ok(true): the
-    /// budget ran out (yield and come back).
-    fn pump(&mut self, cx: &mut Context<'_>, socket: &mut WebSocket) -> Result<bool, ()> {
-        let mut sent = 0;
-        loop {
-            match socket.poll_ready_unpin(cx) {
+    /// Writes the write buffer, refilling it from the control queue and the rings, until
+    /// the socket is full or nothing is left. Ok(true): the budget ran out (yield).
+    fn pump(&mut self, cx: &mut Context<'_>, socket: &mut Socket) -> Result<bool, ()> {
+        // What tungstenite itself queued (pong, close reply) goes before our frames.
+        if self.wpos == self.wbuf.len() {
+            match socket.poll_flush_unpin(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Err(()),
                 Poll::Pending => {
@@ -284,103 +337,98 @@ impl Conn {
                     return Ok(false);
                 }
             }
-            let msg = if let Some(m) = self.control.pop_front() {
-                m
-            } else if let Some((_, p)) = self.batch.pop_front() {
-                Message::Text(p.text)
-            } else if sent < BUDGET && self.pull(cx) {
-                continue;
-            } else {
-                break;
-            };
-            if socket.start_send_unpin(msg).is_err() {
-                return Err(());
-            }
-            self.unflushed = true;
-            sent += 1;
         }
-        if self.unflushed {
-            match socket.poll_flush_unpin(cx) {
-                Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(_)) => return Err(()),
+        let mut written = 0;
+        loop {
+            if self.wpos == self.wbuf.len() {
+                self.wbuf.clear();
+                self.wpos = 0;
+                self.blocked_since = None;
+                if written >= BUDGET {
+                    return Ok(true);
+                }
+                self.fill(cx);
+                if self.wbuf.is_empty() {
+                    return Ok(false);
+                }
+            }
+            match Pin::new(socket.get_mut()).poll_write(cx, &self.wbuf[self.wpos..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(()),
+                Poll::Ready(Ok(n)) => {
+                    self.wpos += n;
+                    written += n;
+                }
                 Poll::Pending => {
                     self.blocked_since.get_or_insert_with(Instant::now);
                     return Ok(false);
                 }
             }
         }
-        self.blocked_since = None;
-        Ok(sent >= BUDGET)
     }
 
-    /// Drains the rings into `batch` (snapshots of resyncing books into `control`); when
-    /// nothing is waiting, registers for the next batch. True when something was queued.
-    fn pull(&mut self, cx: &mut Context<'_>) -> bool {
+    fn take_control(&mut self) {
+        while self.wbuf.len() < WBUF
+            && let Some(f) = self.control.pop_front()
+        {
+            self.wbuf.extend_from_slice(&f);
+        }
+    }
+
+    /// Fills the write buffer: control frames, then what the rings hold (snapshots of
+    /// resyncing books are taken here, when there is room). When nothing is waiting,
+    /// registers for the next batch.
+    fn fill(&mut self, cx: &mut Context<'_>) {
         for _attempt in 0..2 {
+            self.take_control();
             let n = self.subs.len();
             let bound = self.cfg.queue_bound as u64;
             for k in 0..n {
+                if self.wbuf.len() >= WBUF {
+                    break;
+                }
                 let i = (self.rr + k) % n;
                 if self.subs[i].resync {
                     self.resnapshot(i);
+                    self.take_control();
                     continue;
                 }
                 let sub = &mut self.subs[i];
                 match sub.kind {
                     Kind::Ticker => {
-                        if let Some(p) = sub.cursor.latest() {
-                            self.batch.push_back((sub.id, p));
-                        }
+                        sub.cursor.latest_into(&mut self.wbuf);
                     }
                     Kind::Book(_) => {
-                        if sub.cursor.backlog() > bound {
+                        if sub.cursor.backlog() > bound
+                            || sub
+                                .cursor
+                                .copy_into(&mut self.wbuf, WBUF, sub.snap_seq)
+                                .is_err()
+                        {
                             self.mark_resync(i);
-                            continue;
                         }
-                        self.scratch.clear();
-                        if sub.cursor.recv_into(&mut self.scratch, PULL).is_err() {
-                            self.mark_resync(i);
-                            continue;
-                        }
-                        let (id, snap) = (sub.id, sub.snap_seq);
-                        self.batch.extend(
-                            self.scratch
-                                .drain(..)
-                                .filter(|p| p.seq > snap)
-                                .map(|p| (id, p)),
-                        );
                     }
                     Kind::Lossless => {
-                        if sub.cursor.backlog() > bound {
+                        if sub.cursor.backlog() > bound
+                            || sub.cursor.copy_into(&mut self.wbuf, WBUF, 0).is_err()
+                        {
                             self.shut(POLICY, "slow consumer");
-                            return false;
+                            return;
                         }
-                        self.scratch.clear();
-                        if sub.cursor.recv_into(&mut self.scratch, PULL).is_err() {
-                            self.shut(POLICY, "slow consumer");
-                            return false;
-                        }
-                        let id = sub.id;
-                        self.batch.extend(self.scratch.drain(..).map(|p| (id, p)));
                     }
                 }
             }
             self.rr = self.rr.wrapping_add(1);
-            if self.close.is_some() {
-                return false;
-            }
-            if !self.batch.is_empty() || !self.control.is_empty() {
-                return true;
+            if !self.wbuf.is_empty() || self.close.is_some() {
+                return;
             }
             let mut waiting = false;
             for sub in &mut self.subs {
                 waiting |= sub.cursor.register(cx);
             }
             if !waiting {
-                return false;
+                return;
             }
         }
-        !self.batch.is_empty() || !self.control.is_empty()
     }
 
     fn shut(&mut self, code: u16, reason: &'static str) {
@@ -389,18 +437,18 @@ impl Conn {
         }
     }
 
-    /// Queues a control message (reply, snapshot, ping); a client too slow to take even
+    /// Queues a control frame (reply, snapshot, ping); a client too slow to take even
     /// those is closed.
-    fn push_control(&mut self, msg: Message) {
+    fn push_control(&mut self, f: Bytes) {
         if self.control.len() >= self.cfg.queue_bound.max(64) {
             self.shut(POLICY, "slow consumer");
             return;
         }
-        self.control.push_back(msg);
+        self.control.push_back(f);
     }
 
     fn reply(&mut self, v: Value) {
-        self.push_control(Message::Text(Utf8Bytes::from(v.to_string())));
+        self.push_control(Bytes::from(frame(0x1, v.to_string().as_bytes())));
     }
 
     fn error(&mut self, id: Value, code: &str, message: &str) {
@@ -415,7 +463,7 @@ impl Conn {
         }
         if now.duration_since(self.last_ping) >= self.cfg.ping_interval {
             self.last_ping = now;
-            self.push_control(Message::Ping(Bytes::new()));
+            self.push_control(Bytes::from(frame(0x9, &[])));
         }
         if let Some(since) = self.blocked_since {
             if now.duration_since(since) > self.cfg.stall_timeout {
@@ -448,9 +496,7 @@ impl Conn {
             self.shut(POLICY, "slow consumer");
             return;
         }
-        let id = self.subs[i].id;
         self.subs[i].resync = true;
-        self.batch.retain(|(s, _)| *s != id);
     }
 
     /// Replaces a resyncing book's cursor and queues its fresh snapshot.
@@ -466,7 +512,7 @@ impl Conn {
         sub.cursor = cursor;
         sub.snap_seq = snap.seq;
         sub.resync = false;
-        self.push_control(Message::Text(snap.text));
+        self.push_control(Bytes::copy_from_slice(snap.frame()));
     }
 
     fn on_text(&mut self, text: &str) {
@@ -571,8 +617,6 @@ impl Conn {
 
     fn add(&mut self, name: String, target: Target) {
         self.remove(&name);
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1);
         match target {
             Target::Private(pc) => {
                 let Some(account) = self.account else {
@@ -580,7 +624,6 @@ impl Conn {
                 };
                 let cursor = self.feed.private_subscribe(account, pc);
                 self.subs.push(Sub {
-                    id,
                     name,
                     kind: Kind::Lossless,
                     cursor,
@@ -594,14 +637,13 @@ impl Conn {
                     return;
                 };
                 self.subs.push(Sub {
-                    id,
                     name,
                     kind: Kind::Book(pair),
                     cursor,
                     snap_seq: snap.seq,
                     resync: false,
                 });
-                self.push_control(Message::Text(snap.text));
+                self.push_control(Bytes::copy_from_slice(snap.frame()));
             }
             Target::Public(pair, sel) => {
                 let (cursor, last) = {
@@ -627,7 +669,6 @@ impl Conn {
                     Kind::Lossless
                 };
                 self.subs.push(Sub {
-                    id,
                     name,
                     kind,
                     cursor,
@@ -635,7 +676,7 @@ impl Conn {
                     resync: false,
                 });
                 if let Some(last) = last {
-                    self.push_control(Message::Text(last.text));
+                    self.push_control(Bytes::copy_from_slice(last.frame()));
                 }
             }
         }
@@ -645,8 +686,7 @@ impl Conn {
         let Some(i) = self.subs.iter().position(|s| s.name == name) else {
             return;
         };
-        let sub = self.subs.remove(i);
-        self.batch.retain(|(s, _)| *s != sub.id);
+        self.subs.remove(i);
     }
 
     fn unsubscribe(&mut self, id: Value, names: Vec<String>) {
