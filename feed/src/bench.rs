@@ -205,6 +205,9 @@ pub struct WsBenchArgs {
     /// Per-connection outbound queue bound.
     #[arg(long, default_value_t = 4096)]
     pub queue_bound: usize,
+    /// `FeedConfig::min_write_interval`, microseconds (0: write on every wake-up).
+    #[arg(long, default_value_t = 2000)]
+    pub min_write_interval_us: u64,
     /// Worker threads of the clients' runtime (the server's has 2).
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
@@ -288,6 +291,7 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         max_subscriptions: 64,
         queue_bound: args.queue_bound,
         channel_capacity: 16_384,
+        min_write_interval: Duration::from_micros(args.min_write_interval_us),
         ..FeedConfig::default()
     };
     let feed = Feed::open(config, dir.path()).map_err(|e| e.to_string())?;
@@ -365,6 +369,10 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         let addr = tcp.local_addr().map_err(|e| e.to_string())?;
         let router = feed.router();
         tokio::spawn(async move {
+            // As `bourse serve` should: no Nagle delay on small frames.
+            let tcp = axum::serve::ListenerExt::tap_io(tcp, |s: &mut tokio::net::TcpStream| {
+                let _ = s.set_nodelay(true);
+            });
             let _ = axum::serve(tcp, router).await;
         });
         Ok::<_, String>(addr)

@@ -51,6 +51,10 @@ pub struct FeedConfig {
     pub queue_bound: usize,
     /// Messages buffered per public channel for subscribers that fall behind.
     pub channel_capacity: usize,
+    /// A connection that wrote less than this ago gathers what arrives until then and writes
+    /// it at once (at most one write per interval on a busy stream; a quiet connection writes
+    /// at once). Zero: write on every wake-up.
+    pub min_write_interval: Duration,
     /// Server ping period.
     pub ping_interval: Duration,
     /// A connection silent (no frame, no pong) this long is closed.
@@ -76,6 +80,7 @@ impl Default for FeedConfig {
             max_message_bytes: 16 * 1024,
             queue_bound: 4096,
             channel_capacity: 4096,
+            min_write_interval: Duration::from_millis(2),
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
             stall_timeout: Duration::from_secs(10),

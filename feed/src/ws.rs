@@ -19,7 +19,7 @@
 //! resyncs, also closes with 1008. The output thread never waits for a connection.
 
 use std::collections::{HashSet, VecDeque};
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -186,6 +186,11 @@ struct Conn {
     wpos: usize,
     /// Since when the socket has not taken our frames.
     blocked_since: Option<Instant>,
+    /// When the last batch of frames went out, and the timer that holds the next one back
+    /// until `min_write_interval` after it.
+    last_write: Option<Instant>,
+    hold: Pin<Box<tokio::time::Sleep>>,
+    holding: bool,
     account: Option<AccountId>,
     close: Option<(u16, &'static str)>,
     ended: bool,
@@ -227,6 +232,9 @@ async fn run(feed: Feed, mut socket: Socket) {
         wbuf: Vec::with_capacity(16 * 1024),
         wpos: 0,
         blocked_since: None,
+        last_write: None,
+        hold: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        holding: false,
         account: None,
         close: None,
         ended: false,
@@ -347,7 +355,27 @@ impl Conn {
                 if written >= BUDGET {
                     return Ok(true);
                 }
+                if !self.cfg.min_write_interval.is_zero()
+                    && let Some(last) = self.last_write
+                {
+                    let due = last + self.cfg.min_write_interval;
+                    if !self.holding && Instant::now() < due {
+                        self.hold
+                            .as_mut()
+                            .reset(tokio::time::Instant::from_std(due));
+                        self.holding = true;
+                    }
+                    if self.holding {
+                        if self.hold.as_mut().poll(cx).is_pending() {
+                            return Ok(false);
+                        }
+                        self.holding = false;
+                    }
+                }
                 self.fill(cx);
+                if !self.wbuf.is_empty() && written == 0 {
+                    self.last_write = Some(Instant::now());
+                }
                 if self.wbuf.is_empty() {
                     return Ok(false);
                 }
