@@ -151,7 +151,7 @@ pub fn verify_token(state: &AppState, token: &str) -> Option<TokenInfo> {
         None => {
             let found = state
                 .store
-                .read(|c| {
+                .read_now(|c| {
                     use rusqlite::OptionalExtension;
                     c.query_row(
                         "SELECT hash, user_id, scopes, expires_ns FROM tokens WHERE hash = ?1",

@@ -1,12 +1,22 @@
-//! The history listener: turns every processed batch into rows of the history store (one
-//! SQLite transaction per batch, `applied_seq` included), keeps the in-memory read models
-//! (balances, markets, id counters) and publishes the private feed messages.
+//! The history listener: turns every processed batch into rows of the history store, keeps
+//! the in-memory read models (balances, markets, id counters, open orders, pending requests,
+//! the client-id index) and publishes the private feed messages.
+//!
+//! SQLite is written behind, on its own thread ([`store_thread`]): the pipeline's output
+//! thread only derives the rows (in memory, cheap) and queues them, so the journal's fsync
+//! and the replies never wait for SQLite. The store thread commits whatever has queued up in
+//! one transaction, `applied_seq` included, so after a crash the store is at a batch boundary
+//! and the journal replays the rest. "A read right after a 201 sees the write" holds through
+//! [`crate::store::Store::read`], which first waits until the store has committed every
+//! sequence delivered so far ([`ReadModel::last_seq`]); the hot paths (order create and
+//! cancel) need no SQLite read at all.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crossbeam_channel::{Receiver, Sender};
 use engine::markets::Markets;
 use engine::pipeline::{OutputListener, Processed};
 use engine::{AccountId, Command, Engine, Event, RejectReason, RequestStatus};
@@ -16,16 +26,167 @@ use crate::model::{self, FillRec, OrderRec, RequestRec, TxRec, TxType};
 use crate::state::{AuditFig, PrivatePublisher, ReadModel};
 use crate::store;
 
+/// A row for the store thread.
+enum Op {
+    Order(OrderRec),
+    Fill(FillRec),
+    Tx(TxRec),
+    Request(RequestRec),
+    MarketLog {
+        seq: u64,
+        command: String,
+        event: String,
+    },
+    Account {
+        account: u32,
+        name: String,
+        client_id: String,
+        secret_hash: String,
+        scopes: u8,
+        ts_ns: i64,
+    },
+}
+
+/// The rows of one batch, up to `last_seq`.
+struct StoreMsg {
+    last_seq: u64,
+    ops: Vec<Op>,
+}
+
+/// Batches queued for the store thread before the output thread waits (back-pressure).
+const STORE_QUEUE: usize = 4096;
+/// Most queued batches committed in one SQLite transaction.
+const STORE_GROUP: usize = 1024;
+/// With fewer batches queued than this, the store thread lingers a little so that a
+/// transaction carries more rows (fewer commits and WAL frames per row); reads that must see
+/// the store wait at most about this much longer.
+const STORE_LINGER_BELOW: usize = 64;
+const STORE_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Writes the history store; see the module doc.
 pub struct HistoryListener {
     conn: Connection,
     model: Arc<ReadModel>,
     markets: Markets,
     open: HashMap<u64, OrderRec>,
+    /// Pending deposit and withdrawal requests (approve and reject need them).
+    pending: HashMap<u64, RequestRec>,
     totals: HashMap<(u32, u16), i64>,
     applied: u64,
     publisher: Option<PrivatePublisher>,
     live: bool,
+    ops: Vec<Op>,
+    to_store: Option<Sender<StoreMsg>>,
+    store_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HistoryListener {
+    /// Lets the store thread commit what is queued, then joins it.
+    fn drop(&mut self) {
+        self.to_store = None;
+        if let Some(h) = self.store_thread.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The store thread: commits queued batches, several per transaction, `applied_seq` in the
+/// same transaction. A failure stops the writes (the store stays at its last good batch, the
+/// journal replays the rest at the next start) and fails the reads that wait for it.
+fn store_thread(conn: Connection, rx: Receiver<StoreMsg>, model: Arc<ReadModel>) {
+    let mut failed = false;
+    // Fewer, larger checkpoints (the store is rebuilt from the journal if ever lost).
+    let _ = conn.pragma_update(None, "wal_autocheckpoint", 8192);
+    let mut latest: HashMap<u64, (usize, usize)> = HashMap::new();
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        let mut lingered = false;
+        loop {
+            while group.len() < STORE_GROUP {
+                match rx.try_recv() {
+                    Ok(m) => group.push(m),
+                    Err(_) => break,
+                }
+            }
+            if lingered || group.len() >= STORE_LINGER_BELOW {
+                break;
+            }
+            lingered = true;
+            std::thread::sleep(STORE_LINGER);
+        }
+        if failed {
+            continue;
+        }
+        let last = group.last().map_or(0, |m| m.last_seq);
+        // An order written several times in the group (placed, then filled or cancelled)
+        // is written once, as it ends up.
+        latest.clear();
+        for (i, m) in group.iter().enumerate() {
+            for (j, op) in m.ops.iter().enumerate() {
+                if let Op::Order(o) = op {
+                    latest.insert(o.id, (i, j));
+                }
+            }
+        }
+        let result = (|| -> rusqlite::Result<()> {
+            conn.execute_batch("BEGIN")?;
+            for (i, m) in group.iter().enumerate() {
+                for (j, op) in m.ops.iter().enumerate() {
+                    if let Op::Order(o) = op
+                        && latest.get(&o.id) != Some(&(i, j))
+                    {
+                        continue;
+                    }
+                    write_op(&conn, op)?;
+                }
+            }
+            store::meta_set(&conn, "applied_seq", last)?;
+            conn.execute_batch("COMMIT")
+        })();
+        match result {
+            Ok(()) => model.set_stored(last),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                // The journal still has the batches: the next start replays them.
+                tracing::error!(error = %e, seq = last, "history store write failed; the store stops here");
+                failed = true;
+                model.fail_store();
+            }
+        }
+    }
+}
+
+fn write_op(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
+    match op {
+        Op::Order(o) => store::write_order(conn, o),
+        Op::Fill(f) => store::write_fill(conn, f),
+        Op::Tx(t) => store::write_tx(conn, t).map(|_| ()),
+        Op::Request(r) => store::write_request(conn, r),
+        Op::MarketLog {
+            seq,
+            command,
+            event,
+        } => conn
+            .prepare_cached("INSERT INTO market_log (seq, command, event) VALUES (?1, ?2, ?3)")?
+            .execute(rusqlite::params![*seq as i64, command, event])
+            .map(|_| ()),
+        Op::Account {
+            account,
+            name,
+            client_id,
+            secret_hash,
+            scopes,
+            ts_ns,
+        } => store::write_account(
+            conn,
+            *account,
+            name,
+            client_id,
+            secret_hash,
+            *scopes,
+            *ts_ns,
+        ),
+    }
 }
 
 impl std::fmt::Debug for HistoryListener {
@@ -38,9 +199,19 @@ impl std::fmt::Debug for HistoryListener {
 
 /// A pending private message.
 struct Outbox {
+    /// Collect at all (nobody listening: nothing is collected or built).
+    on: bool,
     orders: Vec<OrderRec>,
     fills: Vec<FillRec>,
     wallets: Vec<(u32, u16)>,
+}
+
+impl Outbox {
+    fn order(&mut self, o: &OrderRec) {
+        if self.on {
+            self.orders.push(o.clone());
+        }
+    }
 }
 
 impl HistoryListener {
@@ -103,16 +274,48 @@ impl HistoryListener {
                 open.insert(o.id, o);
             }
         }
+        let mut pending = HashMap::new();
+        {
+            let mut st = conn.prepare(&format!(
+                "SELECT {} FROM requests WHERE status = 0",
+                store::REQ_COLS
+            ))?;
+            for row in st.query_map([], store::request_from_row)? {
+                let r = row?;
+                pending.insert(r.id, r);
+            }
+        }
+        {
+            let mut ids = model.client_ids.write();
+            let mut st = conn.prepare("SELECT account, client_id FROM orders")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (a, c) = row?;
+                ids.insert(crate::state::client_key(a, &c));
+            }
+        }
         *model.markets.write() = markets.clone();
+        model.set_stored(applied);
+        let writer = store::open(path)?;
+        let (tx, rx) = crossbeam_channel::bounded(STORE_QUEUE);
+        let thread_model = model.clone();
+        let thread = std::thread::Builder::new()
+            .name("bourse-history".into())
+            .spawn(move || store_thread(writer, rx, thread_model))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(HistoryListener {
             conn,
             model,
             markets,
             open,
+            pending,
             totals,
             applied,
             publisher,
             live: false,
+            ops: Vec::new(),
+            to_store: Some(tx),
+            store_thread: Some(thread),
         })
     }
 
@@ -141,7 +344,7 @@ impl HistoryListener {
             ts_ns,
             refs,
         };
-        store::write_tx(&self.conn, &rec)?;
+        self.ops.push(Op::Tx(rec));
         Ok(())
     }
 
@@ -156,6 +359,13 @@ impl HistoryListener {
                         && po.id == order
                     {
                         self.open.insert(order.0, OrderRec::new(po, ts));
+                        self.model
+                            .client_ids
+                            .write()
+                            .insert(crate::state::client_key(
+                                po.account.0,
+                                po.client_id.as_str(),
+                            ));
                         touched.push(order.0);
                         self.model.orders_total.fetch_add(1, Ordering::Relaxed);
                     }
@@ -167,7 +377,14 @@ impl HistoryListener {
                     {
                         let mut rec = OrderRec::new(po, ts);
                         rec.apply(event, ts);
-                        store::write_order(&self.conn, &rec)?;
+                        self.model
+                            .client_ids
+                            .write()
+                            .insert(crate::state::client_key(
+                                po.account.0,
+                                po.client_id.as_str(),
+                            ));
+                        self.ops.push(Op::Order(rec.clone()));
                         finals.push(rec);
                     }
                 }
@@ -177,8 +394,10 @@ impl HistoryListener {
                         if let Some(o) = self.open.get_mut(&id)
                             && let Some(fill) = o.apply(event, ts)
                         {
-                            store::write_fill(&self.conn, &fill)?;
-                            out.fills.push(fill);
+                            if out.on {
+                                out.fills.push(fill.clone());
+                            }
+                            self.ops.push(Op::Fill(fill));
                             touched.push(id);
                         }
                     }
@@ -206,7 +425,12 @@ impl HistoryListener {
                 Event::Done { order, .. } => {
                     if let Some(mut o) = self.open.remove(&order.0) {
                         o.apply(event, ts);
-                        store::write_order(&self.conn, &o)?;
+                        self.ops.push(Op::Order(o.clone()));
+                        if let Command::Cancel { order: asked, .. } = p.command
+                            && *asked == order
+                        {
+                            self.model.stash_cancelled(p.seq, o.clone());
+                        }
                         touched.retain(|id| *id != order.0);
                         finals.push(o);
                     }
@@ -221,7 +445,9 @@ impl HistoryListener {
                         .balances
                         .write()
                         .insert((account.0, currency.0), engine::Balance { available, held });
-                    out.wallets.push((account.0, currency.0));
+                    if out.on {
+                        out.wallets.push((account.0, currency.0));
+                    }
                 }
                 Event::RequestUpdated {
                     request, status, ..
@@ -235,29 +461,24 @@ impl HistoryListener {
                         ..
                     } = p.command
                     {
-                        store::write_account(
-                            &self.conn,
-                            account.0,
-                            name,
-                            client_id,
-                            secret_hash,
-                            *scopes,
-                            ts,
-                        )?;
+                        self.ops.push(Op::Account {
+                            account: account.0,
+                            name: name.clone(),
+                            client_id: client_id.clone(),
+                            secret_hash: secret_hash.clone(),
+                            scopes: *scopes,
+                            ts_ns: ts,
+                        });
                     }
                 }
                 Event::CurrencyAdded { .. }
                 | Event::PairAdded { .. }
                 | Event::PairStatusChanged { .. } => {
-                    self.conn
-                        .prepare_cached(
-                            "INSERT INTO market_log (seq, command, event) VALUES (?1, ?2, ?3)",
-                        )?
-                        .execute(rusqlite::params![
-                            p.seq as i64,
-                            serde_json::to_string(p.command).unwrap_or_default(),
-                            serde_json::to_string(event).unwrap_or_default()
-                        ])?;
+                    self.ops.push(Op::MarketLog {
+                        seq: p.seq,
+                        command: serde_json::to_string(p.command).unwrap_or_default(),
+                        event: serde_json::to_string(event).unwrap_or_default(),
+                    });
                     self.markets.apply(&Processed {
                         seq: p.seq,
                         timestamp_ns: ts,
@@ -273,11 +494,13 @@ impl HistoryListener {
         touched.dedup();
         for id in touched {
             if let Some(o) = self.open.get(&id) {
-                store::write_order(&self.conn, o)?;
-                out.orders.push(o.clone());
+                out.order(o);
+                self.ops.push(Op::Order(o.clone()));
             }
         }
-        out.orders.extend(finals);
+        if out.on {
+            out.orders.extend(finals);
+        }
         Ok(())
     }
 
@@ -306,7 +529,7 @@ impl HistoryListener {
             Command::WithdrawalRequested(spec) => new(spec, true),
             Command::DepositCredited(spec) => new(spec, false),
             Command::ApproveRequest { .. } | Command::RejectRequest { .. } => {
-                let Some(mut rec) = store::request_get(&self.conn, id)? else {
+                let Some(mut rec) = self.pending.remove(&id) else {
                     tracing::warn!(request = id, "decided request missing from the store");
                     return Ok(());
                 };
@@ -349,13 +572,23 @@ impl HistoryListener {
             e.deposits += audit_fig.deposits;
             e.withdrawals += audit_fig.withdrawals;
         }
-        store::write_request(&self.conn, &rec)
+        if rec.status == RequestStatus::Pending {
+            self.pending.insert(rec.id, rec.clone());
+        }
+        self.ops.push(Op::Request(rec));
+        Ok(())
+    }
+
+    /// Whether this batch's private messages are wanted (live, and a WebSocket is open).
+    fn publishing(&self) -> bool {
+        self.live && self.publisher.as_ref().is_some_and(|p| (p.listening)())
     }
 
     fn publish(&self, out: Outbox) {
-        let Some(publish) = &self.publisher else {
+        let Some(publisher) = &self.publisher else {
             return;
         };
+        let publish = &publisher.publish;
         let m = self.model.markets.read();
         for o in &out.orders {
             if let Ok(v) = serde_json::to_value(model::order_json(&m, o)) {
@@ -411,6 +644,8 @@ impl OutputListener for HistoryListener {
                 );
             }
         }
+        // The store thread may still be committing the replayed batches.
+        self.model.wait_stored(self.applied);
         let (max_order, max_request, max_user) = self
             .conn
             .query_row(
@@ -456,30 +691,31 @@ impl OutputListener for HistoryListener {
             return;
         }
         let mut out = Outbox {
+            on: self.publishing(),
             orders: Vec::new(),
             fills: Vec::new(),
             wallets: Vec::new(),
         };
-        let result = (|| -> rusqlite::Result<()> {
-            self.conn.execute_batch("BEGIN")?;
-            let applied = self.applied;
-            for p in batch.iter().filter(|p| p.seq > applied) {
-                self.apply_one(p, &mut out)?;
+        let applied = self.applied;
+        for p in batch.iter().filter(|p| p.seq > applied) {
+            if let Err(e) = self.apply_one(p, &mut out) {
+                tracing::error!(error = %e, seq = p.seq, "history listener failed");
             }
-            store::meta_set(&self.conn, "applied_seq", last.seq)?;
-            self.conn.execute_batch("COMMIT")
-        })();
-        if result.is_err() {
-            let _ = self.conn.execute_batch("ROLLBACK");
         }
-        if let Err(e) = result {
-            // The journal still has the batch: the next start replays it into the store.
-            tracing::error!(error = %e, seq = last.seq, "history store write failed");
-            return;
+        let ops = std::mem::take(&mut self.ops);
+        if let Some(tx) = &self.to_store
+            && tx
+                .send(StoreMsg {
+                    last_seq: last.seq,
+                    ops,
+                })
+                .is_err()
+        {
+            tracing::error!(seq = last.seq, "the history store thread is gone");
         }
         self.applied = last.seq;
         self.model.last_seq.store(last.seq, Ordering::Release);
-        if self.live {
+        if out.on {
             self.publish(out);
         }
     }

@@ -21,24 +21,44 @@ struct RouteStats {
     buckets: [u64; BUCKETS_US.len()],
 }
 
-/// Request counters.
+/// One method of one route.
+#[derive(Debug, Default, Clone)]
+struct MethodStats {
+    method: String,
+    /// Requests by status.
+    statuses: Vec<(u16, u64)>,
+    latency: RouteStats,
+}
+
+/// Request counters, by route then method (looked up without allocating).
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<HashMap<(String, String, u16), u64>>,
-    latency: Mutex<HashMap<(String, String), RouteStats>>,
+    routes: Mutex<HashMap<String, Vec<MethodStats>>>,
 }
 
 impl Metrics {
     pub fn record(&self, method: &str, route: &str, status: u16, micros: u64) {
-        *self
-            .requests
-            .lock()
-            .entry((method.to_string(), route.to_string(), status))
-            .or_default() += 1;
-        let mut l = self.latency.lock();
-        let s = l
-            .entry((method.to_string(), route.to_string()))
-            .or_default();
+        let mut routes = self.routes.lock();
+        if !routes.contains_key(route) {
+            routes.insert(route.to_string(), Vec::new());
+        }
+        let methods = routes.get_mut(route).expect("just inserted");
+        let i = match methods.iter().position(|m| m.method == method) {
+            Some(i) => i,
+            None => {
+                methods.push(MethodStats {
+                    method: method.to_string(),
+                    ..Default::default()
+                });
+                methods.len() - 1
+            }
+        };
+        let m = &mut methods[i];
+        match m.statuses.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => m.statuses.push((status, 1)),
+        }
+        let s = &mut m.latency;
         s.count += 1;
         s.sum_us += micros;
         for (i, b) in BUCKETS_US.iter().enumerate() {
@@ -54,15 +74,25 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
     let mut out = String::new();
     out.push_str("# HELP bourse_http_requests_total HTTP requests by route and status.\n");
     out.push_str("# TYPE bourse_http_requests_total counter\n");
-    for ((m, r, s), n) in shared.metrics.requests.lock().iter() {
-        let _ = writeln!(
-            out,
-            "bourse_http_requests_total{{method=\"{m}\",route=\"{r}\",status=\"{s}\"}} {n}"
-        );
+    let routes = shared.metrics.routes.lock().clone();
+    for (r, methods) in &routes {
+        for ms in methods {
+            let m = &ms.method;
+            for (s, n) in &ms.statuses {
+                let _ = writeln!(
+                    out,
+                    "bourse_http_requests_total{{method=\"{m}\",route=\"{r}\",status=\"{s}\"}} {n}"
+                );
+            }
+        }
     }
     out.push_str("# HELP bourse_http_request_duration_seconds HTTP latency by route.\n");
     out.push_str("# TYPE bourse_http_request_duration_seconds histogram\n");
-    for ((m, r), s) in shared.metrics.latency.lock().iter() {
+    for (r, ms, s) in routes
+        .iter()
+        .flat_map(|(r, v)| v.iter().map(move |m| (r, &m.method, &m.latency)))
+    {
+        let m = ms;
         for (i, b) in BUCKETS_US.iter().enumerate() {
             let _ = writeln!(
                 out,

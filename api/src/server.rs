@@ -23,11 +23,15 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     let model = Arc::new(ReadModel::default());
     let feed = feed::Feed::open(feed::FeedConfig::default(), &config.data_dir)?;
     let publisher_feed = feed.clone();
-    let publisher: crate::state::PrivatePublisher = Arc::new(move |account, channel, data| {
-        if let Some(ch) = feed::PrivateChannel::parse(channel) {
-            publisher_feed.publish_private(account, ch, data);
-        }
-    });
+    let listening_feed = feed.clone();
+    let publisher = crate::state::PrivatePublisher {
+        listening: Arc::new(move || listening_feed.connections() > 0),
+        publish: Arc::new(move |account, channel, data| {
+            if let Some(ch) = feed::PrivateChannel::parse(channel) {
+                publisher_feed.publish_private(account, ch, data);
+            }
+        }),
+    };
     let history = HistoryListener::open(&db, model.clone(), Some(publisher))?;
     let mut pcfg = PipelineConfig::new(&config.data_dir);
     pcfg.durability = match config.durability.as_str() {
@@ -43,8 +47,8 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         crate::middleware::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
     let state = Arc::new(Shared {
         pipeline: RwLock::new(Some(pipeline)),
-        model,
-        store: Store::open(&db, 4)?,
+        model: model.clone(),
+        store: Store::open(&db, 4, model.clone())?,
         tokens: Default::default(),
         client_ids: Reservations::default(),
         external_ids: Reservations::default(),
@@ -190,7 +194,8 @@ pub async fn serve(
 pub async fn stop_pipeline(state: &AppState) -> anyhow::Result<()> {
     let pipeline = state.pipeline.write().take();
     if let Some(p) = pipeline {
-        tokio::task::spawn_blocking(move || p.shutdown())
+        // Dropping the listener (in the blocking task) lets the history store thread finish.
+        tokio::task::spawn_blocking(move || p.shutdown().map(drop))
             .await?
             .map_err(|e| anyhow::anyhow!("pipeline shutdown: {e}"))?;
     }

@@ -1,14 +1,16 @@
 //! Shared state: the pipeline handle, the read models the history listener maintains, the
 //! id counters and the idempotency reservations.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use engine::markets::Markets;
 use engine::pipeline::Processed;
 use engine::{Balance, Command, Event};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use crate::auth::TokenCache;
@@ -27,8 +29,18 @@ pub struct AuditFig {
 }
 
 /// A private message for the feed: account, channel (`orders`, `fills`, `wallet`), data.
-pub type PrivatePublisher =
-    Arc<dyn Fn(engine::AccountId, &'static str, serde_json::Value) + Send + Sync>;
+#[derive(Clone)]
+pub struct PrivatePublisher {
+    /// Whether anyone could be listening (a WebSocket is open): if not, no message is built.
+    pub listening: Arc<dyn Fn() -> bool + Send + Sync>,
+    pub publish: Arc<dyn Fn(engine::AccountId, &'static str, serde_json::Value) + Send + Sync>,
+}
+
+impl std::fmt::Debug for PrivatePublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrivatePublisher")
+    }
+}
 
 /// What the history listener keeps in memory for the handlers.
 #[derive(Default)]
@@ -45,6 +57,74 @@ pub struct ReadModel {
     pub recovered: AtomicBool,
     pub orders_total: AtomicU64,
     pub trades_total: AtomicU64,
+    /// [`client_key`] of every stored order's `(account, clientId)`: a miss means the key is
+    /// new without asking SQLite (a hit, or a hash collision, is settled by the store).
+    /// About 16 bytes per order ever placed, loaded at start.
+    pub client_ids: RwLock<HashSet<u64>>,
+    /// The last sequence the history store has committed ([`ReadModel::wait_stored`]).
+    stored_seq: Mutex<u64>,
+    stored_cv: Condvar,
+    store_failed: AtomicBool,
+    /// Orders just cancelled by `DELETE /v1/orders/{id}`, final, for its reply: (seq, order).
+    cancelled: Mutex<HashMap<u64, (u64, crate::model::OrderRec)>>,
+}
+
+/// How long a read waits for the history store to catch up before it fails.
+const STORE_WAIT: Duration = Duration::from_secs(10);
+/// Cancelled orders kept for replies that never came to take them.
+const CANCELLED_MAX: usize = 10_000;
+
+/// The key of an order's `(account, clientId)` in [`ReadModel::client_ids`].
+pub fn client_key(account: u32, client_id: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    account.hash(&mut h);
+    client_id.hash(&mut h);
+    h.finish()
+}
+
+impl ReadModel {
+    /// The history store thread committed everything up to `seq`.
+    pub fn set_stored(&self, seq: u64) {
+        let mut s = self.stored_seq.lock();
+        *s = (*s).max(seq);
+        self.stored_cv.notify_all();
+    }
+
+    /// The history store thread stopped on an error.
+    pub fn fail_store(&self) {
+        self.store_failed.store(true, Ordering::Release);
+        let _s = self.stored_seq.lock();
+        self.stored_cv.notify_all();
+    }
+
+    /// Blocks until the history store holds every sequence up to `seq`; false if it failed
+    /// or did not catch up in time. Cheap when it already has (the usual case).
+    pub fn wait_stored(&self, seq: u64) -> bool {
+        let deadline = Instant::now() + STORE_WAIT;
+        let mut s = self.stored_seq.lock();
+        while *s < seq {
+            if self.store_failed.load(Ordering::Acquire) {
+                return false;
+            }
+            if self.stored_cv.wait_until(&mut s, deadline).timed_out() {
+                return *s >= seq;
+            }
+        }
+        true
+    }
+
+    pub fn stash_cancelled(&self, seq: u64, order: crate::model::OrderRec) {
+        let mut m = self.cancelled.lock();
+        if m.len() >= CANCELLED_MAX {
+            let floor = seq.saturating_sub(CANCELLED_MAX as u64);
+            m.retain(|_, (s, _)| *s > floor);
+        }
+        m.insert(order.id, (seq, order));
+    }
+
+    pub fn take_cancelled(&self, order: u64) -> Option<crate::model::OrderRec> {
+        self.cancelled.lock().remove(&order).map(|(_, o)| o)
+    }
 }
 
 impl std::fmt::Debug for ReadModel {

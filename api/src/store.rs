@@ -1,11 +1,13 @@
 //! The history store: embedded SQLite (WAL) in `data_dir/history.sqlite`.
 //!
-//! One writer (the history listener, one transaction per batch, `applied_seq` in the same
-//! transaction) and a small pool of reader connections for the handlers. The store is a
-//! read model: the journal is the truth, and the pipeline replays whatever the store has
-//! not applied yet.
+//! One writer (the history listener's store thread, one transaction per group of batches,
+//! `applied_seq` in the same transaction) and a small pool of reader connections for the
+//! handlers. The store is a read model: the journal is the truth, and the pipeline replays
+//! whatever the store has not applied yet. The store is written behind the replies:
+//! [`Store::read`] waits until it has caught up with every reply sent so far.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use engine::Side;
@@ -70,10 +72,15 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
 pub struct Store {
     readers: Vec<Mutex<Connection>>,
     next: AtomicUsize,
+    model: Arc<crate::state::ReadModel>,
 }
 
 impl Store {
-    pub fn open(path: &Path, readers: usize) -> rusqlite::Result<Store> {
+    pub fn open(
+        path: &Path,
+        readers: usize,
+        model: Arc<crate::state::ReadModel>,
+    ) -> rusqlite::Result<Store> {
         let mut v = Vec::new();
         for _ in 0..readers.max(1) {
             v.push(Mutex::new(open(path)?));
@@ -81,11 +88,29 @@ impl Store {
         Ok(Store {
             readers: v,
             next: AtomicUsize::new(0),
+            model,
         })
     }
 
-    /// Runs `f` on a free reader connection.
+    /// Runs `f` on a free reader connection once the store holds every outcome delivered so
+    /// far (so a read after a 201 sees it).
     pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let seq = self.model.last_seq.load(Ordering::Acquire);
+        if !self.model.wait_stored(seq) {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                Some("the history store is behind".into()),
+            ));
+        }
+        self.read_now(f)
+    }
+
+    /// Runs `f` without waiting for the history store (for what only handlers write:
+    /// tokens).
+    pub fn read_now<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
@@ -157,7 +182,11 @@ pub fn order_from_row(r: &Row<'_>) -> rusqlite::Result<OrderRec> {
 
 pub fn write_order(conn: &Connection, o: &OrderRec) -> rusqlite::Result<()> {
     let mut st = conn.prepare_cached(
-        "INSERT OR REPLACE INTO orders VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
+        // An update touches only what changes (no delete and re-insert of every index entry).
+        "INSERT INTO orders VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)
+         ON CONFLICT(id) DO UPDATE SET filled = excluded.filled, filled_quote = excluded.filled_quote,
+         value_sum = excluded.value_sum, fee = excluded.fee, status = excluded.status,
+         reject_reason = excluded.reject_reason, updated_ns = excluded.updated_ns",
     )?;
     st.execute(params![
         o.id as i64,

@@ -204,6 +204,11 @@ pub async fn orders_create(
         account,
         client_id.as_str(),
         || {
+            // Most keys are new: the in-memory index says so without SQLite.
+            let key = crate::state::client_key(account, client_id.as_str());
+            if !state.model.client_ids.read().contains(&key) {
+                return Ok(None);
+            }
             Ok(state
                 .store
                 .read(|c| store::order_id_by_client(c, account, client_id.as_str()))?)
@@ -308,13 +313,8 @@ pub async fn orders_cancel(
     auth.require(ORDERS)?;
     let id = parse_id(&id).ok_or_else(ApiError::order_not_found)?;
     let account = auth.account.0;
-    let o = state
-        .store
-        .read(|c| store::order_get(c, account, id))?
-        .ok_or_else(ApiError::order_not_found)?;
-    if o.is_final() {
-        return Err(ApiError::from_reject(RejectReason::OrderNotOpen));
-    }
+    // The engine knows whether the order rests for this account: no store read first. A
+    // refused cancel changes nothing; the store then tells unknown (404) from final (409).
     let committed = state
         .submit(Command::Cancel {
             account: auth.account,
@@ -323,13 +323,19 @@ pub async fn orders_cancel(
         .await?;
     for ev in &committed.events {
         if let Event::CancelRejected { reason, .. } = ev {
-            return Err(ApiError::from_reject(*reason));
+            return match state.store.read(|c| store::order_get(c, account, id))? {
+                None => Err(ApiError::order_not_found()),
+                Some(_) => Err(ApiError::from_reject(*reason)),
+            };
         }
     }
-    let o = state
-        .store
-        .read(|c| store::order_get(c, account, id))?
-        .ok_or_else(ApiError::order_not_found)?;
+    let o = match state.model.take_cancelled(id) {
+        Some(o) => o,
+        None => state
+            .store
+            .read(|c| store::order_get(c, account, id))?
+            .ok_or_else(ApiError::order_not_found)?,
+    };
     let m = state.model.markets.read();
     Ok(Json(order_json(&m, &o)))
 }

@@ -295,7 +295,7 @@ pub async fn oauth_token(State(state): State<AppState>, req: Request) -> Respons
     let hash = auth::token_hash(&token);
     let ttl = state.config.token_ttl_secs;
     let expires_ns = now_ns().saturating_add((ttl as i64).saturating_mul(1_000_000_000));
-    let stored = state.store.read(|c| {
+    let stored = state.store.read_now(|c| {
         c.execute(
             "INSERT INTO tokens VALUES (?1, ?2, ?3, ?4)",
             params![hash.as_slice(), user, scopes, expires_ns],
