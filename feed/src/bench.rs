@@ -571,4 +571,8 @@ pub fn print(report: &WsBenchReport, json: bool) {
         "  clients closed early (slow consumer) {}, busy retries {}",
         report.clients_closed_early, report.busy_retries
     );
+    println!(
+        "  client threads {}, clients in a child process {}, open-file limit {}",
+        report.client_threads, report.clients_in_child_process, report.nofile_limit
+    );
 }
