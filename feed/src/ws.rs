@@ -377,6 +377,10 @@ impl Conn {
                     self.last_write = Some(Instant::now());
                 }
                 if self.wbuf.is_empty() {
+                    // Idle: give back what a burst made the buffer grow to.
+                    if self.wbuf.capacity() > 64 * 1024 {
+                        self.wbuf.shrink_to(16 * 1024);
+                    }
                     return Ok(false);
                 }
             }
