@@ -95,8 +95,6 @@ impl Drop for HistoryListener {
 /// journal replays the rest at the next start) and fails the reads that wait for it.
 fn store_thread(conn: Connection, rx: Receiver<StoreMsg>, model: Arc<ReadModel>) {
     let mut failed = false;
-    // Fewer, larger checkpoints (the store is rebuilt from the journal if ever lost).
-    let _ = conn.pragma_update(None, "wal_autocheckpoint", 8192);
     let mut latest: HashMap<u64, (usize, usize)> = HashMap::new();
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
