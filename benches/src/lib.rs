@@ -2,6 +2,6 @@
 //! `benches/benches/`).
 
 pub mod cli;
-pub mod pipeline_bench;
 pub mod engine_bench;
 pub mod http_bench;
+pub mod pipeline_bench;
