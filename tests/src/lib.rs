@@ -56,7 +56,12 @@ impl TestServer {
         let running = api::server::spawn(config).await.expect("server starts");
         TestServer {
             base: format!("http://{}", running.addr),
-            http: reqwest::Client::new(),
+            // No pooled keep-alive: the bad-input battery makes the server close connections
+            // (413, malformed requests), and reusing one it just closed races into a broken pipe.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("http client"),
             dir,
             running: Some(running),
             _tmp: None,
