@@ -111,3 +111,27 @@ fn corrupt_snapshot_falls_back_to_an_older_state() {
     assert_eq!(p.state_hash().unwrap(), hash);
     p.shutdown().unwrap();
 }
+
+#[test]
+fn unfinished_snapshot_write_is_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PipelineConfig::new(dir.path());
+    fill(&config);
+    let hash = {
+        let p = Pipeline::start(config.clone(), Box::new(Recorder::needing_nothing())).unwrap();
+        let h = p.state_hash().unwrap();
+        p.shutdown().unwrap();
+        h
+    };
+    // A crash between writing a snapshot's temp file and renaming it leaves this behind.
+    let stale = dir
+        .path()
+        .join("snapshots")
+        .join(format!("{:020}.snap.tmp", u64::MAX / 2));
+    std::fs::write(&stale, b"half a snapshot").unwrap();
+    let p = Pipeline::start(config, Box::new(Recorder::needing_nothing())).unwrap();
+    assert_eq!(p.recovery_report().stale_temps_removed, vec![stale.clone()]);
+    assert!(!stale.exists());
+    assert_eq!(p.state_hash().unwrap(), hash);
+    p.shutdown().unwrap();
+}

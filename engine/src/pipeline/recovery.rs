@@ -1,5 +1,7 @@
 //! Start-up recovery: newest usable snapshot, then the journal tail.
 //!
+//! 0. Temp files of snapshot writes a crash interrupted are removed (they were never renamed
+//!    into place, so nothing refers to them).
 //! 1. `need` = the listener's [`OutputListener::applied_seq`] (`u64::MAX`: needs nothing).
 //! 2. The newest snapshot with `seq <= need` that reads back valid (checksum, decode) is
 //!    loaded; invalid ones are skipped and reported. Without one, replay starts from an
@@ -50,6 +52,8 @@ pub struct RecoveryReport {
     pub truncated_bytes: u64,
     pub truncated_file: Option<PathBuf>,
     pub segments_read: usize,
+    /// Temp files of unfinished snapshot writes that were removed.
+    pub stale_temps_removed: Vec<PathBuf>,
     pub elapsed: Duration,
 }
 
@@ -88,6 +92,9 @@ impl std::fmt::Display for RecoveryReport {
                 self.truncated_bytes,
                 p.display()
             )?;
+        }
+        for p in &self.stale_temps_removed {
+            write!(f, ", removed unfinished snapshot {}", p.display())?;
         }
         for (p, why) in &self.snapshots_rejected {
             write!(f, ", skipped snapshot {}: {why}", p.display())?;
@@ -195,7 +202,11 @@ pub(crate) fn recover(
     storage
         .create_dir_all(&snapshot_dir)
         .map_err(io_err("create", &snapshot_dir))?;
-    let mut report = RecoveryReport::default();
+    let mut report = RecoveryReport {
+        stale_temps_removed: snapshot::remove_stale_temps(&**storage, &snapshot_dir)
+            .map_err(io_err("clean", &snapshot_dir))?,
+        ..RecoveryReport::default()
+    };
     let need = listener.applied_seq();
 
     // 1. The snapshot.

@@ -8,7 +8,9 @@
 //! ```
 //! Written atomically: a temp file is written and fsynced, renamed into place, then the
 //! directory is fsynced. A snapshot is only written once the journal holds its sequence
-//! durably, so the journal is always at least as new as the newest snapshot.
+//! durably, so the journal is always at least as new as the newest snapshot. A crash while
+//! writing leaves a `SEQ.snap.tmp` that is never read; recovery removes such leftovers
+//! ([`remove_stale_temps`]) so they do not pile up across crashes.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ const MAGIC: &[u8; 8] = b"BRSSNAP1";
 const VERSION: u32 = 1;
 const HEADER_LEN: usize = 36;
 const SUFFIX: &str = ".snap";
+const TEMP_SUFFIX: &str = ".snap.tmp";
 
 /// Snapshots kept; older ones are removed after a new one is in place.
 pub const DEFAULT_SNAPSHOTS_KEPT: usize = 3;
@@ -88,7 +91,7 @@ pub fn write(
 ) -> io::Result<()> {
     let bytes = encode(snap);
     let final_path = dir.join(snapshot_name(snap.seq));
-    let tmp = dir.join(format!("{}.tmp", snapshot_name(snap.seq)));
+    let tmp = dir.join(format!("{seq:020}{TEMP_SUFFIX}", seq = snap.seq));
     storage.write_synced(&tmp, &bytes)?;
     storage.rename(&tmp, &final_path)?;
     storage.sync_dir(dir)?;
@@ -96,6 +99,24 @@ pub fn write(
         storage.remove(&old)?;
     }
     Ok(())
+}
+
+/// Removes the temp files of snapshot writes that never finished (a crash between writing
+/// the temp file and the rename) and returns their paths. Only names of the exact
+/// `SEQ.snap.tmp` shape are touched.
+pub fn remove_stale_temps(storage: &dyn Storage, dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for name in storage.list(dir)? {
+        let is_temp = name
+            .strip_suffix(TEMP_SUFFIX)
+            .is_some_and(|digits| digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()));
+        if is_temp {
+            let path = dir.join(name);
+            storage.remove(&path)?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
 }
 
 /// Reads and checks a snapshot file (header, version, checksum, name matches content).
@@ -159,5 +180,26 @@ mod tests {
         bytes[50] ^= 0xff;
         disk.set_file(&list[0].1, bytes);
         assert!(read(&disk, &list[0].1).is_err());
+    }
+
+    #[test]
+    fn stale_temps_are_removed_and_nothing_else() {
+        let disk = SimDisk::new();
+        let dir = Path::new("/s");
+        let snap = SnapshotData {
+            seq: 7,
+            timestamp_ns: 70,
+            state: vec![1; 10],
+        };
+        write(&disk, dir, &snap, 3).unwrap();
+        let stale = dir.join(format!("{:020}.snap.tmp", 9));
+        disk.set_file(&stale, vec![0; 5]);
+        let unrelated = dir.join("notes.tmp");
+        disk.set_file(&unrelated, vec![0; 5]);
+        assert_eq!(remove_stale_temps(&disk, dir).unwrap(), vec![stale.clone()]);
+        assert!(disk.file(&stale).is_none());
+        assert!(disk.file(&unrelated).is_some());
+        assert_eq!(list_snapshots(&disk, dir).unwrap().len(), 1);
+        assert!(remove_stale_temps(&disk, dir).unwrap().is_empty());
     }
 }
