@@ -208,6 +208,9 @@ pub struct WsBenchArgs {
     /// `FeedConfig::min_write_interval`, microseconds (0: write on every wake-up).
     #[arg(long, default_value_t = 2000)]
     pub min_write_interval_us: u64,
+    /// `FeedConfig::book_interval`, microseconds (0: one book update per pipeline batch).
+    #[arg(long, default_value_t = 5000)]
+    pub book_interval_us: u64,
     /// Worker threads of the clients' runtime (the server's has 2).
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
@@ -292,6 +295,7 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         queue_bound: args.queue_bound,
         channel_capacity: 16_384,
         min_write_interval: Duration::from_micros(args.min_write_interval_us),
+        book_interval: Duration::from_micros(args.book_interval_us),
         ..FeedConfig::default()
     };
     let feed = Feed::open(config, dir.path()).map_err(|e| e.to_string())?;

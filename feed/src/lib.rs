@@ -69,6 +69,10 @@ pub struct FeedConfig {
     pub candles_retained: usize,
     /// Advance the 24 h horizon with the wall clock when no batch arrives (quiet markets).
     pub wall_clock_expiry: bool,
+    /// A pair's book changes are merged into one `book` update (one book seq, the absolute
+    /// amount of each changed level) at most this often; a REST book read or a new book
+    /// subscription publishes what is pending first. Zero: one update per pipeline batch.
+    pub book_interval: Duration,
 }
 
 impl Default for FeedConfig {
@@ -88,6 +92,7 @@ impl Default for FeedConfig {
             max_resyncs_per_min: 10,
             candles_retained: 10_000,
             wall_clock_expiry: true,
+            book_interval: Duration::from_millis(5),
         }
     }
 }
@@ -153,6 +158,9 @@ pub(crate) struct Inner {
     private: Mutex<HashMap<(AccountId, PrivateChannel), PrivateEntry>>,
     pub(crate) authenticator: RwLock<Option<Authenticator>>,
     pub(crate) connections: AtomicUsize,
+    /// The thread that publishes book changes left pending after a batch once
+    /// `book_interval` has passed (none when the interval is zero).
+    book_flusher: std::sync::OnceLock<std::thread::Thread>,
 }
 
 /// The market data feed. Cheap to clone.
@@ -186,6 +194,7 @@ impl Feed {
         let mut state = State::new(DeriveConfig {
             channel_capacity: config.channel_capacity,
             candles_retained: config.candles_retained,
+            book_interval: config.book_interval,
         });
         state.load(&loaded);
         let feed = Feed {
@@ -197,10 +206,14 @@ impl Feed {
                 private: Mutex::new(HashMap::new()),
                 authenticator: RwLock::new(None),
                 connections: AtomicUsize::new(0),
+                book_flusher: std::sync::OnceLock::new(),
             }),
         };
         if feed.inner.config.wall_clock_expiry {
             feed.start_clock();
+        }
+        if !feed.inner.config.book_interval.is_zero() {
+            feed.start_book_flusher();
         }
         Ok(feed)
     }
@@ -224,6 +237,68 @@ impl Feed {
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "feed clock thread not started");
         }
+    }
+
+    /// Publishes book changes that a batch left pending (`book_interval` not yet passed) once
+    /// it has passed, so that the last changes before a pause go out too. Parked while
+    /// nothing is pending; the output thread unparks it. Ends when the feed is dropped.
+    fn start_book_flusher(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("bourse-feed-book".into())
+            .spawn(move || {
+                loop {
+                    std::thread::park_timeout(Duration::from_secs(1));
+                    loop {
+                        let Some(inner) = weak.upgrade() else {
+                            return;
+                        };
+                        let due = {
+                            let st = inner.state.read();
+                            if !st.book_pending() {
+                                break;
+                            }
+                            st.book_flush_due()
+                        };
+                        let wait = due.map_or(Duration::ZERO, |d| {
+                            d.saturating_duration_since(std::time::Instant::now())
+                        });
+                        if !wait.is_zero() {
+                            drop(inner);
+                            std::thread::sleep(wait);
+                            continue;
+                        }
+                        let mut st = inner.state.write();
+                        if st.book_pending() {
+                            st.flush_book();
+                            st.wake_subscribers();
+                        }
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                let _ = self.inner.book_flusher.set(handle.thread().clone());
+            }
+            Err(e) => tracing::warn!(error = %e, "feed book thread not started"),
+        }
+    }
+
+    /// Runs `f` on the state with no book change pending (publishing them first), so that a
+    /// book read or snapshot is exactly the state its seq names.
+    pub(crate) fn with_book<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        {
+            let st = self.inner.state.read();
+            if !st.book_pending() {
+                return f(&st);
+            }
+        }
+        let mut st = self.inner.state.write();
+        if st.book_pending() {
+            st.flush_book();
+            st.wake_subscribers();
+        }
+        f(&parking_lot::RwLockWriteGuard::downgrade(st))
     }
 
     pub fn config(&self) -> &FeedConfig {
@@ -343,13 +418,18 @@ impl OutputListener for FeedListener {
     fn on_batch(&mut self, batch: &[Processed<'_>]) {
         let mut state = self.feed.inner.state.write();
         let out = state.apply(batch);
+        if out.book_pending
+            && let Some(t) = self.feed.inner.book_flusher.get()
+        {
+            t.unpark();
+        }
         if out.last_seq == 0 {
             return;
         }
         // Same lock order everywhere: state, then store. Written before the state lock is
         // released so that readers never see a figure that a crash now would lose.
         let mut store = self.feed.inner.store.lock();
-        if let Err(e) = store.commit(&out.trades, &out.candles, out.last_seq) {
+        if let Err(e) = store.commit(&out.trades, &out.candles, &out.books, out.last_seq) {
             tracing::error!(error = %e, "market data store write failed");
         }
     }

@@ -114,8 +114,7 @@ pub(crate) async fn book_get(
     let id = pair_id(&feed, &pair)?;
     let q = query(q)?;
     let depth = limit(q.depth, 50, "depth")?;
-    let st = feed.inner.state.read();
-    st.book_view(id, depth)
+    feed.with_book(|st| st.book_view(id, depth))
         .map(Json)
         .ok_or_else(|| Problem::not_found("no such pair"))
 }

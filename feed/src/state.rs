@@ -21,7 +21,7 @@ use crate::bus::{Bus, Cursor};
 
 use crate::candles::{Candle, Interval, Series};
 use crate::l2::L2;
-use crate::store::{Loaded, StoredTrade};
+use crate::store::{Loaded, StoredBook, StoredTrade};
 use crate::views::{
     BookData, BookMsg, BookView, CandleView, DataMsg, TickerView, TradeView, rfc3339_ms,
 };
@@ -105,7 +105,16 @@ pub struct PairState {
     /// Newest first.
     pub recent: VecDeque<TradeRec>,
     pub last_price: Option<u64>,
+    /// The published L2 book; its `seq` is the book channel's and the REST book's sequence:
+    /// one per published update (a batch's changes are merged), not the engine's.
     pub book: L2,
+    /// The book seq and pending state as last handed to the store.
+    pub stored_book: Option<(u64, bool)>,
+    /// Replayed batches (before `recover`) changed this book.
+    pub replay_touched: bool,
+    /// The engine's book seq of the last `LevelChanged` seen (one per command; checked for
+    /// jumps only).
+    pub engine_book_seq: u64,
     pub candles: Vec<Series>,
     /// Time of the last change (batch time).
     pub updated_ns: i64,
@@ -126,6 +135,9 @@ impl PairState {
 pub struct DeriveConfig {
     pub channel_capacity: usize,
     pub candles_retained: usize,
+    /// Book changes are merged into one update per pair at most this often (zero: one
+    /// update per batch). See [`State::flush_book`].
+    pub book_interval: std::time::Duration,
 }
 
 /// The whole derived market state.
@@ -140,7 +152,20 @@ pub struct State {
     pub last_ts_ns: i64,
     /// The window horizon's clock (batch time, advanced by wall time on quiet markets).
     pub clock_ns: i64,
+    /// Levels changed since the last published book update: pair, side, price, and the
+    /// amount as last published (the first record of a level; later ones are duplicates).
+    book_touched: Vec<(PairId, Side, u64, u64)>,
+    /// Pairs whose book changed in the current batch, with their top of book before it.
+    book_tops: Vec<(PairId, Top)>,
+    /// When book changes were last published.
+    book_flushed_at: Option<std::time::Instant>,
 }
+
+/// Top of book: best bid and best ask (price, amount).
+type Top = (Option<(u64, u64)>, Option<(u64, u64)>);
+
+/// `book_touched` is compacted (one record per level) when it grows past this.
+const TOUCHED_COMPACT: usize = 4096;
 
 /// What one batch produced for the store.
 #[derive(Debug, Default)]
@@ -148,6 +173,11 @@ pub struct BatchOutput {
     pub trades: Vec<StoredTrade>,
     pub candles: Vec<(u16, Interval, Candle)>,
     pub last_seq: u64,
+    /// Book seqs (or pending states) that changed since the last batch stored.
+    pub books: Vec<StoredBook>,
+    /// This batch left book changes waiting to be published (`book_interval`) where there
+    /// were none: they are to be flushed once it has passed.
+    pub book_pending: bool,
 }
 
 fn side_str(s: Side) -> &'static str {
@@ -167,6 +197,9 @@ impl State {
             applied_seq: 0,
             last_ts_ns: 0,
             clock_ns: 0,
+            book_touched: Vec::new(),
+            book_tops: Vec::new(),
+            book_flushed_at: None,
         }
     }
 
@@ -211,6 +244,9 @@ impl State {
         for (pair, iv, c) in &loaded.candles {
             self.pair_mut(PairId(*pair)).candles[iv.index()].load(*c, retain);
         }
+        for b in &loaded.books {
+            self.pair_mut(PairId(b.pair)).stored_book = Some((b.seq, b.pending));
+        }
         self.last_ts_ns = newest;
         self.clock_ns = newest;
     }
@@ -250,8 +286,20 @@ impl State {
                     });
                 }
             }
-            l2.seq = engine.book_seq(id);
-            self.pair_mut(id).book = l2;
+            let engine_seq = engine.book_seq(id);
+            let ps = self.pair_mut(id);
+            // A seq names one book state, across restarts too: the stored seq if the book is
+            // still the one it named, else past it (a flush may have published seq + 1 before
+            // a crash, and replayed batches may have changed the book since). Without a
+            // stored seq (a new store), the engine's: it counts every command that changed
+            // the book, which is at least as many as there were updates.
+            l2.seq = match ps.stored_book {
+                Some((seq, pending)) => seq + u64::from(pending) + u64::from(ps.replay_touched),
+                None => engine_seq,
+            };
+            ps.engine_book_seq = engine_seq;
+            ps.replay_touched = false;
+            ps.book = l2;
             self.ensure_channels(id);
         }
         self.recovered = true;
@@ -285,6 +333,7 @@ impl State {
     /// Applies one batch; sends the messages; returns what to store.
     pub fn apply(&mut self, batch: &[Processed<'_>]) -> BatchOutput {
         let mut out = BatchOutput::default();
+        let was_pending = self.book_pending();
         let mut ticker_touched: BTreeSet<u16> = BTreeSet::new();
         let mut candle_touched: BTreeSet<(u16, usize, i64)> = BTreeSet::new();
         let mut changes: Vec<(PairId, Side, u64, u64, u64)> = Vec::new();
@@ -351,10 +400,14 @@ impl State {
                     _ => {}
                 }
             }
+            if !self.recovered {
+                for c in &changes {
+                    self.pair_mut(c.0).replay_touched = true;
+                }
+            }
             if self.recovered {
                 if !changes.is_empty() {
-                    changes.sort_by_key(|c| c.0);
-                    self.apply_level_changes(&changes, ts, &mut ticker_touched);
+                    self.record_level_changes(&changes);
                 }
                 self.markets.apply(p);
                 if let Command::AddPair(_) = p.command {
@@ -375,6 +428,15 @@ impl State {
             }
         }
         if self.recovered {
+            self.tops_to_tickers(&mut ticker_touched);
+            let interval = self.cfg.book_interval;
+            let due =
+                interval.is_zero() || self.book_flushed_at.is_none_or(|t| t.elapsed() >= interval);
+            if due {
+                self.flush_book();
+            }
+            out.book_pending = !was_pending && self.book_pending();
+            self.books_to_store(&mut out.books);
             for (pair, iv, open) in candle_touched {
                 self.publish_candle(PairId(pair), iv, open);
             }
@@ -398,64 +460,150 @@ impl State {
         }
     }
 
-    fn apply_level_changes(
-        &mut self,
-        changes: &[(PairId, Side, u64, u64, u64)],
-        ts: i64,
-        ticker_touched: &mut BTreeSet<u16>,
-    ) {
+    /// Applies one command's level changes to the L2 books, remembering for each level its
+    /// amount as last published and for each pair its top of book before the batch.
+    fn record_level_changes(&mut self, changes: &[(PairId, Side, u64, u64, u64)]) {
+        for &(pair, side, price, amount, engine_seq) in changes {
+            let ps = self.pair_mut(pair);
+            if engine_seq != ps.engine_book_seq && engine_seq != ps.engine_book_seq + 1 {
+                tracing::warn!(
+                    pair = pair.0,
+                    have = ps.engine_book_seq,
+                    got = engine_seq,
+                    "engine book seq jump"
+                );
+            }
+            ps.engine_book_seq = engine_seq;
+            let top = (ps.book.best_bid(), ps.book.best_ask());
+            let before = match side {
+                Side::Buy => ps.book.bids.get(&price),
+                Side::Sell => ps.book.asks.get(&price),
+            }
+            .copied()
+            .unwrap_or(0);
+            ps.book.set(side, price, amount);
+            if !self.book_tops.iter().any(|(p, _)| *p == pair) {
+                self.book_tops.push((pair, top));
+            }
+            self.book_touched.push((pair, side, price, before));
+        }
+        if self.book_touched.len() > TOUCHED_COMPACT {
+            compact(&mut self.book_touched);
+        }
+    }
+
+    /// Marks the ticker of every pair whose top of book moved in this batch.
+    fn tops_to_tickers(&mut self, ticker_touched: &mut BTreeSet<u16>) {
+        let tops = std::mem::take(&mut self.book_tops);
+        for &(pair, top_before) in &tops {
+            let ps = self.pair_mut(pair);
+            if (ps.book.best_bid(), ps.book.best_ask()) != top_before {
+                ticker_touched.insert(pair.0);
+            }
+        }
+        self.book_tops = tops;
+        self.book_tops.clear();
+    }
+
+    /// The pairs whose book seq or pending state differs from what the store holds.
+    fn books_to_store(&mut self, out: &mut Vec<StoredBook>) {
+        for (i, ps) in self.pairs.iter_mut().enumerate() {
+            if ps.channels.is_none() {
+                continue;
+            }
+            let Ok(pair) = u16::try_from(i) else {
+                continue;
+            };
+            let pending = self.book_touched.iter().any(|t| t.0.0 == pair);
+            let now = (ps.book.seq, pending);
+            if ps.stored_book != Some(now) {
+                ps.stored_book = Some(now);
+                out.push(StoredBook {
+                    pair,
+                    seq: now.0,
+                    pending,
+                });
+            }
+        }
+    }
+
+    /// Book changes recorded and not yet published.
+    pub fn book_pending(&self) -> bool {
+        !self.book_touched.is_empty()
+    }
+
+    /// Publishes the book changes recorded since the last update: per pair whose levels
+    /// changed, one `update` with the absolute amount of each level that differs from what
+    /// was last published (`"0"` removes it), the next book seq, and the checksum of the
+    /// book after it. A level that changed and came back is not sent; a pair whose book came
+    /// back unchanged gets no update and keeps its seq (a seq names one book state). The
+    /// book seq therefore counts published updates, and the REST book (which flushes first)
+    /// is always at a published seq. The caller wakes the subscribers.
+    pub fn flush_book(&mut self) {
+        self.book_flushed_at = Some(std::time::Instant::now());
+        if self.book_touched.is_empty() {
+            return;
+        }
+        let ts = self.last_ts_ns;
+        let mut touched = std::mem::take(&mut self.book_touched);
+        compact(&mut touched);
         let mut i = 0;
-        while i < changes.len() {
-            let pair = changes[i].0;
+        while i < touched.len() {
+            let pair = touched[i].0;
             let mut j = i;
-            while j < changes.len() && changes[j].0 == pair {
+            while j < touched.len() && touched[j].0 == pair {
                 j += 1;
             }
-            let group = &changes[i..j];
+            let group = &touched[i..j];
             i = j;
             let Some(entry) = self.markets.pair(pair).cloned() else {
                 continue;
             };
-            let ps = self.pair_mut(pair);
-            let top_before = (ps.book.best_bid(), ps.book.best_ask());
-            for &(_, side, price, amount, _) in group {
-                ps.book.set(side, price, amount);
-            }
-            let seq = group[0].4;
-            if seq != ps.book.seq + 1 {
-                tracing::warn!(
-                    pair = pair.0,
-                    have = ps.book.seq,
-                    got = seq,
-                    "book seq jump"
-                );
-            }
-            ps.book.seq = seq;
-            ps.updated_ns = ts;
-            if (ps.book.best_bid(), ps.book.best_ask()) != top_before {
-                ticker_touched.insert(pair.0);
-            }
-            let Some(ch) = ps.channels.as_mut() else {
-                continue;
-            };
-            ch.book.seq = seq;
-            if !ch.book.live() {
-                continue;
-            }
             let (pd, ad) = (entry.spec.price_decimals, entry.spec.amount_decimals);
+            let ps = self.pair_mut(pair);
+            let now = |side: Side, price: u64| {
+                match side {
+                    Side::Buy => ps.book.bids.get(&price),
+                    Side::Sell => ps.book.asks.get(&price),
+                }
+                .copied()
+                .unwrap_or(0)
+            };
+            if group.iter().all(|&(_, s, p, before)| now(s, p) == before) {
+                continue;
+            }
             let mut data = BookData {
                 bids: Vec::new(),
                 asks: Vec::new(),
             };
-            for &(_, side, price, amount, _) in group {
-                let lv = [
-                    format_units(u128::from(price), pd),
-                    format_units(u128::from(amount), ad),
-                ];
-                match side {
-                    Side::Buy => data.bids.push(lv),
-                    Side::Sell => data.asks.push(lv),
+            let live = ps.channels.as_ref().is_some_and(|ch| ch.book.live());
+            if live {
+                for &(_, side, price, before) in group {
+                    let amount = now(side, price);
+                    if amount == before {
+                        continue;
+                    }
+                    let lv = [
+                        format_units(u128::from(price), pd),
+                        format_units(u128::from(amount), ad),
+                    ];
+                    match side {
+                        Side::Buy => data.bids.push(lv),
+                        Side::Sell => data.asks.push(lv),
+                    }
                 }
+                // Best first, like a snapshot: bids were gathered by rising price.
+                data.bids.reverse();
+            }
+            ps.book.seq += 1;
+            ps.updated_ns = ps.updated_ns.max(ts);
+            let seq = ps.book.seq;
+            let Some(ch) = ps.channels.as_mut() else {
+                continue;
+            };
+            ch.book.seq = seq;
+            if !live {
+                continue;
             }
             let msg = BookMsg {
                 channel: &ch.book.name,
@@ -468,6 +616,8 @@ impl State {
                 ch.book.bus.push(Published::new(seq, &text));
             }
         }
+        touched.clear();
+        self.book_touched = touched;
     }
 
     fn publish_trade(&mut self, pair: PairId, rec: &TradeRec) {
@@ -552,7 +702,13 @@ impl State {
         })
     }
 
-    /// The REST book.
+    /// When the pending book changes are due (`book_interval` after the last update).
+    pub fn book_flush_due(&self) -> Option<std::time::Instant> {
+        Some(self.book_flushed_at? + self.cfg.book_interval)
+    }
+
+    /// The REST book. Call with no book changes pending (`Feed` flushes them first), so
+    /// that `sequence` names exactly these levels.
     pub fn book_view(&self, pair: PairId, depth: usize) -> Option<BookView> {
         let entry = self.markets.pair(pair)?;
         let ps = self.pairs.get(pair.0 as usize)?;
@@ -566,7 +722,8 @@ impl State {
         })
     }
 
-    /// A full book snapshot message and a receiver for the updates after it.
+    /// A full book snapshot message and a receiver for the updates after it. Call with no
+    /// book changes pending (`Feed` flushes them first).
     pub fn book_subscribe(&self, pair: PairId) -> Option<(Published, Cursor)> {
         let entry = self.markets.pair(pair)?;
         let ps = self.pairs.get(pair.0 as usize)?;
@@ -624,6 +781,14 @@ impl State {
     }
 }
 
+/// One record per level (pair, side, price), keeping the first (the amount as published),
+/// ordered by pair, then bids before asks, then rising price.
+fn compact(touched: &mut Vec<(PairId, Side, u64, u64)>) {
+    // Stable: the first record of a level stays first.
+    touched.sort_by_key(|&(pair, side, price, _)| (pair.0, side == Side::Sell, price));
+    touched.dedup_by_key(|&mut (pair, side, price, _)| (pair.0, side == Side::Sell, price));
+}
+
 pub fn trade_view(entry: &PairEntry, r: &TradeRec) -> TradeView {
     TradeView {
         id: r.id.to_string(),
@@ -676,6 +841,202 @@ mod tests {
         })
     }
 
+    fn place_at(id: u64, account: u32, side: Side, price: u64, lots: u64) -> Command {
+        Command::Place(PlaceOrder {
+            id: OrderId(id),
+            account: AccountId(account),
+            pair: PairId(0),
+            side,
+            kind: OrderKind::Limit {
+                price: Price(price),
+                amount: Amount(lots),
+                tif: TimeInForce::Gtc,
+                post_only: false,
+            },
+            stp: SelfTradePrevention::None,
+            client_id: ClientOrderId::NONE,
+        })
+    }
+
+    /// An engine with BTC_SEK and two funded accounts, and a recovered state on it.
+    fn market(book_interval: std::time::Duration) -> (Engine, State, u64) {
+        let mut engine = Engine::new(EngineLimits::default());
+        let mut ev = Vec::new();
+        let mut setup = vec![
+            Command::AddCurrency(CurrencySpec {
+                code: "BTC".into(),
+                display_name: "BTC".into(),
+                decimals: 8,
+            }),
+            Command::AddCurrency(CurrencySpec {
+                code: "SEK".into(),
+                display_name: "SEK".into(),
+                decimals: 2,
+            }),
+            Command::AddPair(PairSpec {
+                base: CurrencyId(0),
+                quote: CurrencyId(1),
+                price_decimals: 2,
+                amount_decimals: 4,
+                min_amount: Amount(1),
+                maker_fee_ppm: 0,
+                taker_fee_ppm: 0,
+                status: PairStatus::Active,
+            }),
+        ];
+        for a in 1..=2u32 {
+            for c in 0..2u16 {
+                setup.push(Command::DepositCredited(RequestSpec {
+                    request: RequestId(u64::from(a) * 10 + u64::from(c)),
+                    account: AccountId(a),
+                    currency: CurrencyId(c),
+                    amount: 1_000_000_000_000,
+                    external_id: format!("d{a}{c}"),
+                    destination: String::new(),
+                }));
+            }
+        }
+        for c in &setup {
+            ev.clear();
+            engine.apply(c, &mut ev);
+        }
+        let mut st = State::new(DeriveConfig {
+            channel_capacity: 64,
+            candles_retained: 100,
+            book_interval,
+        });
+        st.recover(&engine, setup.len() as u64);
+        (engine, st, setup.len() as u64)
+    }
+
+    /// Applies `cmds` to the engine and hands them to the state as one batch.
+    fn batch(engine: &mut Engine, st: &mut State, seq: &mut u64, cmds: &[Command]) -> BatchOutput {
+        let mut events = Vec::new();
+        for c in cmds {
+            let mut ev = Vec::new();
+            engine.apply(c, &mut ev);
+            events.push(ev);
+        }
+        let views: Vec<Processed<'_>> = cmds
+            .iter()
+            .zip(&events)
+            .map(|(c, ev)| {
+                *seq += 1;
+                Processed {
+                    seq: *seq,
+                    timestamp_ns: 1_700_000_000_000_000_000,
+                    command: c,
+                    events: ev,
+                }
+            })
+            .collect();
+        st.apply(&views)
+    }
+
+    /// One batch of several commands is one book update: one seq, the absolute amount of
+    /// each level that differs from before the batch (a level that came and went is not
+    /// sent), the checksum of the book after it; a batch that leaves the book as it was
+    /// publishes nothing and keeps the seq.
+    #[test]
+    fn a_batch_is_one_merged_book_update() {
+        let (mut engine, mut st, mut seq) = market(std::time::Duration::ZERO);
+        let mut cursor = st.pairs[0].channels.as_ref().unwrap().book.bus.subscribe();
+        let seq0 = st.pairs[0].book.seq;
+        batch(
+            &mut engine,
+            &mut st,
+            &mut seq,
+            &[
+                place_at(1, 1, Side::Sell, 100_100, 3),
+                place_at(2, 1, Side::Sell, 100_100, 2),
+                place_at(3, 2, Side::Buy, 99_900, 4),
+                place_at(4, 1, Side::Sell, 100_200, 1),
+                Command::Cancel {
+                    account: AccountId(1),
+                    order: OrderId(4),
+                },
+            ],
+        );
+        let mut got = Vec::new();
+        cursor.recv_into(&mut got, 100).unwrap();
+        assert_eq!(got.len(), 1, "one update for the batch");
+        let v: serde_json::Value = serde_json::from_str(got[0].text()).unwrap();
+        assert_eq!(v["type"], "update");
+        assert_eq!(v["seq"], seq0 + 1);
+        assert_eq!(st.pairs[0].book.seq, seq0 + 1);
+        assert_eq!(
+            v["data"]["asks"],
+            serde_json::json!([["1001.00", "0.0005"]]),
+            "1002.00 came and went: not sent"
+        );
+        assert_eq!(v["data"]["bids"], serde_json::json!([["999.00", "0.0004"]]));
+        assert_eq!(v["checksum"], st.pairs[0].book.checksum(2, 4));
+        // Back to the same book: nothing to publish, the seq stays.
+        batch(
+            &mut engine,
+            &mut st,
+            &mut seq,
+            &[
+                place_at(6, 2, Side::Buy, 100_100, 1),
+                place_at(7, 1, Side::Sell, 100_100, 1),
+            ],
+        );
+        got.clear();
+        cursor.recv_into(&mut got, 100).unwrap();
+        assert!(got.is_empty(), "{:?}", got.first().map(Published::text));
+        assert_eq!(st.pairs[0].book.seq, seq0 + 1);
+    }
+
+    /// With `book_interval`, changes of later batches wait and go out merged, in one update,
+    /// when flushed (the flusher thread, a REST read or a book subscription does that).
+    #[test]
+    fn changes_wait_for_the_book_interval() {
+        let (mut engine, mut st, mut seq) = market(std::time::Duration::from_secs(3600));
+        let mut cursor = st.pairs[0].channels.as_ref().unwrap().book.bus.subscribe();
+        let seq0 = st.pairs[0].book.seq;
+        let mut got = Vec::new();
+        // The first batch goes out at once (nothing published for an interval).
+        batch(
+            &mut engine,
+            &mut st,
+            &mut seq,
+            &[place_at(1, 1, Side::Sell, 100_100, 3)],
+        );
+        cursor.recv_into(&mut got, 100).unwrap();
+        assert_eq!(got.len(), 1);
+        let out = batch(
+            &mut engine,
+            &mut st,
+            &mut seq,
+            &[place_at(2, 1, Side::Sell, 100_100, 2)],
+        );
+        assert!(out.book_pending, "the flusher is to be woken");
+        let out = batch(
+            &mut engine,
+            &mut st,
+            &mut seq,
+            &[place_at(3, 2, Side::Buy, 99_900, 4)],
+        );
+        assert!(!out.book_pending, "already pending: no second wake-up");
+        got.clear();
+        cursor.recv_into(&mut got, 100).unwrap();
+        assert!(got.is_empty());
+        assert!(st.book_pending());
+        assert_eq!(st.pairs[0].book.seq, seq0 + 1);
+        st.flush_book();
+        cursor.recv_into(&mut got, 100).unwrap();
+        assert_eq!(got.len(), 1);
+        let v: serde_json::Value = serde_json::from_str(got[0].text()).unwrap();
+        assert_eq!(v["seq"], seq0 + 2);
+        assert_eq!(
+            v["data"]["asks"],
+            serde_json::json!([["1001.00", "0.0005"]])
+        );
+        assert_eq!(v["data"]["bids"], serde_json::json!([["999.00", "0.0004"]]));
+        assert!(!st.book_pending());
+        assert_eq!(st.book_view(PairId(0), 10).unwrap().sequence, seq0 + 2);
+    }
+
     /// A trade leaves the ticker's 24 h window with the clock alone (no batch), the
     /// WebSocket ticker says so, and empty-window volumes are exactly "0".
     #[test]
@@ -723,6 +1084,7 @@ mod tests {
         let mut st = State::new(DeriveConfig {
             channel_capacity: 64,
             candles_retained: 100,
+            book_interval: std::time::Duration::ZERO,
         });
         st.recover(&engine, setup.len() as u64);
         let t0 = 1_700_000_000_000_000_000i64;

@@ -1,5 +1,6 @@
 //! The feed's own SQLite file (`marketdata.sqlite`): what cannot be rebuilt from the engine
-//! state, namely trades and candles, plus the feed's applied sequence. One transaction per
+//! state, namely trades and candles, each pair's published book seq (the feed's own
+//! counter, see `State::flush_book`), plus the feed's applied sequence. One transaction per
 //! batch, written together with `applied_seq`, so a restart replays exactly what is missing.
 
 use std::path::Path;
@@ -29,6 +30,16 @@ pub struct Loaded {
     /// pair, in id order.
     pub trades: Vec<StoredTrade>,
     pub candles: Vec<(u16, Interval, Candle)>,
+    pub books: Vec<StoredBook>,
+}
+
+/// A pair's published book seq as of the stored `applied_seq`, and whether changes after
+/// it were still unpublished then (the book may no longer be the one `seq` names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredBook {
+    pub pair: u16,
+    pub seq: u64,
+    pub pending: bool,
 }
 
 /// The connection, owned by the output thread.
@@ -62,7 +73,9 @@ impl Store {
                  pair INTEGER NOT NULL, interval INTEGER NOT NULL, open_ms INTEGER NOT NULL,
                  open INTEGER NOT NULL, high INTEGER NOT NULL, low INTEGER NOT NULL,
                  close INTEGER NOT NULL, base TEXT NOT NULL, quote TEXT NOT NULL,
-                 trades INTEGER NOT NULL, PRIMARY KEY (pair, interval, open_ms)) WITHOUT ROWID;",
+                 trades INTEGER NOT NULL, PRIMARY KEY (pair, interval, open_ms)) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS book_seq (
+                 pair INTEGER PRIMARY KEY, seq INTEGER NOT NULL, pending INTEGER NOT NULL);",
         )?;
         Ok(Store { conn })
     }
@@ -141,18 +154,35 @@ impl Store {
                 candles.push((pair, *interval, c));
             }
         }
+        let mut books = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pair, seq, pending FROM book_seq ORDER BY pair")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredBook {
+                pair: r.get(0)?,
+                seq: i2u(r.get(1)?),
+                pending: r.get::<_, i64>(2)? != 0,
+            })
+        })?;
+        for b in rows {
+            books.push(b?);
+        }
         Ok(Loaded {
             applied_seq,
             trades,
             candles,
+            books,
         })
     }
 
-    /// Writes one batch's trades and touched candles with the new applied sequence.
+    /// Writes one batch's trades, touched candles and changed book seqs with the new
+    /// applied sequence.
     pub fn commit(
         &mut self,
         trades: &[StoredTrade],
         candles: &[(u16, Interval, Candle)],
+        books: &[StoredBook],
         applied_seq: u64,
     ) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
@@ -190,6 +220,12 @@ impl Store {
                     c.quote_minor.to_string(),
                     u2i(c.trades)
                 ])?;
+            }
+            let mut book = tx.prepare_cached(
+                "INSERT OR REPLACE INTO book_seq (pair, seq, pending) VALUES (?1, ?2, ?3)",
+            )?;
+            for b in books {
+                book.execute(params![b.pair, u2i(b.seq), i64::from(b.pending)])?;
             }
             tx.prepare_cached(
                 "INSERT INTO meta (key, value) VALUES ('applied_seq', ?1)

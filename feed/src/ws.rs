@@ -536,7 +536,7 @@ impl Conn {
         let Kind::Book(pair) = self.subs[i].kind else {
             return;
         };
-        let snap = self.feed.inner.state.read().book_subscribe(pair);
+        let snap = self.feed.with_book(|st| st.book_subscribe(pair));
         let Some((snap, cursor)) = snap else {
             return;
         };
@@ -664,7 +664,7 @@ impl Conn {
                 });
             }
             Target::Public(pair, Sel::Book) => {
-                let snap = self.feed.inner.state.read().book_subscribe(pair);
+                let snap = self.feed.with_book(|st| st.book_subscribe(pair));
                 let Some((snap, cursor)) = snap else {
                     return;
                 };

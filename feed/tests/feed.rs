@@ -70,7 +70,12 @@ fn independent_checksum(book: &Book) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn book_ticker_trades_candles_agree_with_the_engine() {
     let dir = tmp();
-    let h = Harness::start(dir.path(), FeedConfig::default()).await;
+    // One book update per batch: commands run one at a time here, so one per command.
+    let config = FeedConfig {
+        book_interval: Duration::ZERO,
+        ..FeedConfig::default()
+    };
+    let h = Harness::start(dir.path(), config).await;
     h.setup_market(8).await;
     let mut ws = h.ws().await;
     send(
@@ -281,6 +286,139 @@ async fn book_ticker_trades_candles_agree_with_the_engine() {
         .json(&format!("/v1/pairs/{PAIR}/candles?interval=1d"))
         .await;
     assert_eq!(day[0]["trades"].as_u64().unwrap() as usize, trades.len());
+    h.stop().await;
+}
+
+/// Book updates merge many commands (`book_interval`, commands in flight together): seqs
+/// stay gap-free, every checksum matches, and at every sequence the REST book reported
+/// (read while orders flow) the client holds exactly that book.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_book_updates_equal_the_rest_book_at_each_sequence() {
+    let dir = tmp();
+    let config = FeedConfig {
+        book_interval: Duration::from_millis(3),
+        ..FeedConfig::default()
+    };
+    let h = Harness::start(dir.path(), config).await;
+    h.setup_market(8).await;
+    let mut ws = h.ws().await;
+    send(
+        &mut ws,
+        json!({"op":"subscribe","id":1,"channels":[format!("book:{PAIR}")]}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    let mut rx = reader(ws);
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut open: Vec<(u64, u32)> = Vec::new();
+    let mut rest_books: BTreeMap<u64, Value> = BTreeMap::new();
+    let mut level_commands = 0u64;
+    let mut id = 1000u64;
+    for _round in 0..60 {
+        let mut pending = Vec::new();
+        for k in 0..40 {
+            id += 1;
+            let cmd = if !open.is_empty() && rng.random_range(0..4) == 0 {
+                let (oid, acct) = open.swap_remove(rng.random_range(0..open.len()));
+                cancel(oid, acct)
+            } else {
+                let side = if rng.random_bool(0.5) {
+                    Side::Buy
+                } else {
+                    Side::Sell
+                };
+                let price = 100_000 + rng.random_range(0..30u64) * 25;
+                let acct = rng.random_range(1..=8u32);
+                open.push((id, acct));
+                limit(
+                    id,
+                    acct,
+                    side,
+                    price,
+                    rng.random_range(1..5000u64),
+                    TimeInForce::Gtc,
+                )
+            };
+            pending.push(h.submit(cmd).await);
+            if k == 20 {
+                // A read while commands are in flight.
+                let b = h
+                    .http
+                    .json(&format!("/v1/pairs/{PAIR}/book?depth=1000"))
+                    .await;
+                rest_books.insert(b["sequence"].as_u64().unwrap(), b);
+            }
+        }
+        for rx in pending {
+            let out = rx.await.unwrap();
+            if out
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::LevelChanged { .. }))
+            {
+                level_commands += 1;
+            }
+        }
+        let b = h
+            .http
+            .json(&format!("/v1/pairs/{PAIR}/book?depth=1000"))
+            .await;
+        rest_books.insert(b["sequence"].as_u64().unwrap(), b);
+    }
+    let last_seq = *rest_books.keys().last().unwrap();
+
+    let mut book: Book = Default::default();
+    let mut book_seq = None::<u64>;
+    let mut updates = 0u64;
+    let mut compared = 0;
+    while book_seq != Some(last_seq) {
+        let m = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("stream stalled")
+            .expect("stream ended");
+        let seq = m["seq"].as_u64().unwrap();
+        match m["type"].as_str().unwrap() {
+            "snapshot" => {
+                assert!(book_seq.is_none(), "unexpected resync");
+                apply_levels(&mut book.0, &m["data"]["bids"]);
+                apply_levels(&mut book.1, &m["data"]["asks"]);
+            }
+            "update" => {
+                assert_eq!(Some(seq), book_seq.map(|s| s + 1), "book seq gap");
+                let levels = m["data"]["bids"].as_array().unwrap().len()
+                    + m["data"]["asks"].as_array().unwrap().len();
+                assert!(levels > 0, "an update without levels at {seq}");
+                apply_levels(&mut book.0, &m["data"]["bids"]);
+                apply_levels(&mut book.1, &m["data"]["asks"]);
+                updates += 1;
+            }
+            t => panic!("type {t}"),
+        }
+        book_seq = Some(seq);
+        let c = m["checksum"].as_u64().unwrap() as u32;
+        assert_eq!(c, own_checksum(&book), "checksum at {seq}");
+        assert_eq!(c, independent_checksum(&book), "checksum at {seq}");
+        if let Some(rest) = rest_books.get(&seq) {
+            let bids: Vec<Value> = book.0.values().rev().map(|(p, a)| json!([p, a])).collect();
+            let asks: Vec<Value> = book.1.values().map(|(p, a)| json!([p, a])).collect();
+            assert_eq!(Value::Array(bids), rest["bids"], "bids at {seq}");
+            assert_eq!(Value::Array(asks), rest["asks"], "asks at {seq}");
+            compared += 1;
+        }
+    }
+    // Every REST sequence was one the stream passed through (reads at an unchanged book
+    // share a sequence).
+    assert_eq!(compared, rest_books.len());
+    assert!(
+        rest_books.len() > 60,
+        "{} distinct REST reads",
+        rest_books.len()
+    );
+    assert!(
+        updates < level_commands,
+        "{updates} updates for {level_commands} commands that changed the book: none merged"
+    );
     h.stop().await;
 }
 
