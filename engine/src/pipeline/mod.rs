@@ -5,8 +5,9 @@
 //! submit(cmd, reply) --> per-pair ArrayQueue (full: Err(Busy), nothing lost, nothing held)
 //!   engine thread: pop, assign seq + batch timestamp, Engine::apply -> events,
 //!                  encode journal record; hand the batch to the writer
-//!   writer thread: append records, fsync once per batch (group commit)
-//!   output:        listener.on_batch(batch) (history store, market data), then the replies
+//!   writer thread: append records, fsync once per group of batches (group commit)
+//!   output thread: listener.on_batch(batch) (history store, market data), then the replies,
+//!                  while the writer syncs the next group
 //! ```
 //! A reply, and every event a consumer sees, is released only after the batch is durable.
 //!
@@ -20,17 +21,19 @@
 //!
 //! # Threads
 //! Submitters (any thread, e.g. tokio tasks) push to rings ([`ring`]); the engine thread
-//! ([`sequencer`]) owns the [`Engine`]; the writer thread ([`writer`]) appends, fsyncs, and
-//! runs the output; a snapshot thread writes snapshot files off the hot path.
+//! ([`sequencer`]) owns the [`Engine`]; the writer thread ([`writer`]) appends and fsyncs;
+//! the output thread ([`output`]) runs the listener and the replies of durable batches; a
+//! snapshot thread writes snapshot files off the hot path.
 //!
 //! # Replies
-//! A reply runs on the writer thread: keep it short (send on a channel). A reply that is
+//! A reply runs on the output thread: keep it short (send on a channel). A reply that is
 //! dropped without being called means the pipeline failed (journal I/O error) or stopped
 //! before the command was durable: its outcome is unknown to the caller, and after a
 //! restart the command is either fully there or absent.
 
 mod batch;
 pub mod journal;
+mod output;
 pub mod record;
 pub mod recovery;
 mod ring;
@@ -193,6 +196,9 @@ pub enum PipelineError {
     Failed(String),
 }
 
+/// Committed batches that may wait for the output thread before the writer waits.
+const OUTPUT_QUEUE: usize = 128;
+
 /// Tuning and the storage backend, beyond [`PipelineConfig`].
 #[derive(Clone, Debug)]
 pub struct StartOptions {
@@ -262,7 +268,8 @@ pub struct Pipeline {
     shared: Arc<Shared>,
     control: crossbeam_channel::Sender<sequencer::Control>,
     engine_thread: Option<JoinHandle<()>>,
-    writer_thread: Option<JoinHandle<Box<dyn OutputListener>>>,
+    writer_thread: Option<JoinHandle<()>>,
+    output_thread: Option<JoinHandle<Box<dyn OutputListener>>>,
     report: RecoveryReport,
 }
 
@@ -336,19 +343,35 @@ impl Pipeline {
 
         // In flight: a few batches queued for the writer while it syncs.
         let (to_writer, writer_rx) = crossbeam_channel::bounded(8);
+        // Committed batches waiting for the output thread.
+        let (to_output, output_rx) = crossbeam_channel::bounded(OUTPUT_QUEUE);
         let (pool_tx, pool_rx) = crossbeam_channel::unbounded();
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
+
+        let output = output::Output {
+            input: output_rx,
+            pool: pool_tx,
+            listener,
+            shared: shared.clone(),
+            storage,
+            snapshot_dir: config.data_dir.join("snapshots"),
+            snapshots_kept: options.snapshots_kept,
+        };
+        let guard_shared = shared.clone();
+        let output_thread = std::thread::Builder::new()
+            .name("bourse-output".into())
+            .spawn(move || {
+                let _guard = PanicGuard(guard_shared, "output");
+                output.run()
+            })
+            .map_err(PipelineError::Spawn)?;
 
         let writer = writer::Writer {
             journal,
             input: writer_rx,
-            pool: pool_tx,
-            listener,
+            to_output,
             shared: shared.clone(),
             durability: config.durability,
-            storage,
-            snapshot_dir: config.data_dir.join("snapshots"),
-            snapshots_kept: options.snapshots_kept,
         };
         let guard_shared = shared.clone();
         let writer_thread = std::thread::Builder::new()
@@ -387,11 +410,12 @@ impl Pipeline {
             control: control_tx,
             engine_thread: Some(engine_thread),
             writer_thread: Some(writer_thread),
+            output_thread: Some(output_thread),
             report: recovered.report,
         })
     }
 
-    /// Queues a command. `reply` runs (on the writer thread) once the command is durable and
+    /// Queues a command. `reply` runs (on the output thread) once the command is durable and
     /// the listener has seen it. Never blocks: a full ring is [`SubmitError::Busy`].
     pub fn submit(&self, command: Command, reply: Reply) -> Result<(), SubmitError> {
         self.shared.router.submit(command, reply)
@@ -475,12 +499,15 @@ impl Pipeline {
         if let Some(h) = self.engine_thread.take() {
             let _ = h.join();
         }
+        if let Some(h) = self.writer_thread.take() {
+            let _ = h.join();
+        }
         let listener = self
-            .writer_thread
+            .output_thread
             .take()
             .map(|h| h.join())
             .transpose()
-            .map_err(|_| PipelineError::Failed("the writer thread panicked".into()))?;
+            .map_err(|_| PipelineError::Failed("the output thread panicked".into()))?;
         if let Some(why) = self.failure() {
             return Err(PipelineError::Failed(why));
         }

@@ -1,0 +1,137 @@
+//! The output thread: what happens to a batch once its journal records are durable.
+//!
+//! The writer thread hands every committed batch here, in sequence order, and goes straight
+//! back to appending and syncing the next group, so the listener (history store, market
+//! data) and the replies for one group run while the next group's fsync is in flight instead
+//! of after it. Here, batch by batch: `listener.on_batch`, the replies, `last_seq`, the
+//! batch's snapshot (handed to the snapshot thread), and the batch back to the pool.
+//!
+//! Only durable batches ever arrive, so nothing a consumer sees can be lost by a crash. On a
+//! clean stop the final snapshot is written here, after every batch before it was delivered.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use super::batch::{Batch, processed};
+use super::snapshot::{self, SnapshotData};
+use super::storage::Storage;
+use super::{OutputListener, Processed, Shared};
+
+pub(crate) enum OutputMsg {
+    /// A batch whose records are durable.
+    Batch(Batch),
+    /// Clean shutdown: the journal is synced; the final snapshot, if any command was applied.
+    Stop(Option<SnapshotData>),
+}
+
+pub(crate) struct Output {
+    pub input: Receiver<OutputMsg>,
+    pub pool: Sender<Batch>,
+    pub listener: Box<dyn OutputListener>,
+    pub shared: Arc<Shared>,
+    pub storage: Arc<dyn Storage>,
+    pub snapshot_dir: PathBuf,
+    pub snapshots_kept: usize,
+}
+
+impl Output {
+    /// Delivers batches until a stop or until the writer goes away (a failure); returns the
+    /// listener.
+    pub fn run(mut self) -> Box<dyn OutputListener> {
+        let (snap_tx, snap_rx) = crossbeam_channel::bounded::<SnapshotData>(1);
+        let snapshotter = self.spawn_snapshotter(snap_rx);
+        let mut final_snapshot = None;
+        for msg in &self.input {
+            match msg {
+                OutputMsg::Batch(mut b) => {
+                    let mut v: Vec<Processed<'_>> = Vec::with_capacity(b.len());
+                    processed(
+                        b.first_seq,
+                        b.timestamp_ns,
+                        &b.commands,
+                        &b.event_ends,
+                        &b.events,
+                        &mut v,
+                    );
+                    self.listener.on_batch(&v);
+                    for (reply, p) in b.replies.drain(..).zip(v.iter()) {
+                        reply(p);
+                    }
+                    self.shared.last_seq.store(b.last_seq(), Ordering::Release);
+                    if let Some(snap) = b.snapshot.take()
+                        && let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                            snap_tx.try_send(snap)
+                    {
+                        self.shared
+                            .counters
+                            .snapshots_skipped
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    drop(v);
+                    b.clear();
+                    let _ = self.pool.send(b);
+                }
+                OutputMsg::Stop(snap) => {
+                    final_snapshot = snap;
+                    break;
+                }
+            }
+        }
+        drop(snap_tx);
+        if let Some(h) = snapshotter {
+            let _ = h.join();
+        }
+        if let Some(snap) = final_snapshot {
+            write_snapshot(
+                &*self.storage,
+                &self.snapshot_dir,
+                &snap,
+                self.snapshots_kept,
+                &self.shared,
+            );
+        }
+        self.listener
+    }
+
+    fn spawn_snapshotter(&self, rx: Receiver<SnapshotData>) -> Option<JoinHandle<()>> {
+        let storage = self.storage.clone();
+        let dir = self.snapshot_dir.clone();
+        let keep = self.snapshots_kept;
+        let shared = self.shared.clone();
+        std::thread::Builder::new()
+            .name("bourse-snapshot".into())
+            .spawn(move || {
+                for snap in rx {
+                    write_snapshot(&*storage, &dir, &snap, keep, &shared);
+                }
+            })
+            .ok()
+    }
+}
+
+/// Writes a snapshot; a failure is reported, not fatal (the journal still holds everything).
+fn write_snapshot(
+    storage: &dyn Storage,
+    dir: &std::path::Path,
+    snap: &SnapshotData,
+    keep: usize,
+    shared: &Shared,
+) {
+    match snapshot::write(storage, dir, snap, keep) {
+        Ok(()) => {
+            shared
+                .counters
+                .snapshots_written
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            let msg = format!("snapshot {} in {} failed: {e}", snap.seq, dir.display());
+            eprintln!("bourse pipeline: {msg}");
+            *shared.snapshot_error.lock() = Some(msg);
+        }
+    }
+}
