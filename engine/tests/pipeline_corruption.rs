@@ -32,6 +32,15 @@ fn fill(config: &PipelineConfig) -> Vec<pipeline_support::Seen> {
     rec.seen.lock().clone()
 }
 
+/// Fills the journal and returns the state hash of a clean restart from it.
+fn fill_and_hash(config: &PipelineConfig) -> u64 {
+    fill(config);
+    let p = Pipeline::start(config.clone(), Box::new(Recorder::needing_nothing())).unwrap();
+    let hash = p.state_hash().unwrap();
+    p.shutdown().unwrap();
+    hash
+}
+
 #[test]
 fn flipped_byte_refuses_and_torn_tail_recovers() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,13 +99,7 @@ fn flipped_byte_refuses_and_torn_tail_recovers() {
 fn corrupt_snapshot_falls_back_to_an_older_state() {
     let dir = tempfile::tempdir().unwrap();
     let config = PipelineConfig::new(dir.path());
-    fill(&config);
-    let hash = {
-        let p = Pipeline::start(config.clone(), Box::new(Recorder::needing_nothing())).unwrap();
-        let h = p.state_hash().unwrap();
-        p.shutdown().unwrap();
-        h
-    };
+    let hash = fill_and_hash(&config);
     for entry in std::fs::read_dir(dir.path().join("snapshots")).unwrap() {
         let path = entry.unwrap().path();
         let mut b = std::fs::read(&path).unwrap();
@@ -116,13 +119,7 @@ fn corrupt_snapshot_falls_back_to_an_older_state() {
 fn unfinished_snapshot_write_is_removed_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let config = PipelineConfig::new(dir.path());
-    fill(&config);
-    let hash = {
-        let p = Pipeline::start(config.clone(), Box::new(Recorder::needing_nothing())).unwrap();
-        let h = p.state_hash().unwrap();
-        p.shutdown().unwrap();
-        h
-    };
+    let hash = fill_and_hash(&config);
     // A crash between writing a snapshot's temp file and renaming it leaves this behind.
     let stale = dir
         .path()
