@@ -77,6 +77,61 @@ async fn token(
     v["access_token"].as_str().expect("token").to_string()
 }
 
+async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Every acknowledged order is there with the same final outcome (an order acknowledged
+/// while still open may have traded since), every acknowledged deposit is there, and the
+/// audit reconciles.
+async fn check_acknowledged(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    orders: &[Acked],
+    deposits: &[(String, Value)],
+) {
+    for a in orders {
+        let id = a.order["id"].as_str().unwrap();
+        let r = http
+            .get(format!("{base}/v1/orders/{id}"))
+            .bearer_auth(&a.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "acknowledged order {id} lost");
+        let o: Value = r.json().await.unwrap();
+        assert_eq!(o["clientId"], a.order["clientId"]);
+        let acked_status = a.order["status"].as_str().unwrap();
+        if !matches!(acked_status, "open" | "partially_filled") {
+            assert_eq!(
+                o["status"], a.order["status"],
+                "final outcome changed for {id}"
+            );
+            assert_eq!(o["filledAmount"], a.order["filledAmount"]);
+        }
+    }
+    for (tok, d) in deposits {
+        let id = d["id"].as_str().unwrap();
+        let r = http
+            .get(format!("{base}/v1/wallet/requests/{id}"))
+            .bearer_auth(tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "acknowledged deposit {id} lost");
+    }
+    let audit = get_json(http, &format!("{base}/v1/admin/audit"), admin).await;
+    assert_eq!(audit["ok"], true, "{audit}");
+}
+
 #[derive(Clone, Debug)]
 struct Acked {
     token: String,
@@ -124,49 +179,9 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
                 ));
             }
         } else {
-            // Everything acknowledged before the kill is there, with the same outcome.
-            let snapshot = acked.lock().unwrap().clone();
-            for a in snapshot {
-                let id = a.order["id"].as_str().unwrap();
-                let r = http
-                    .get(format!("{base}/v1/orders/{id}"))
-                    .bearer_auth(&a.token)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200, "acknowledged order {id} lost");
-                let o: Value = r.json().await.unwrap();
-                assert_eq!(o["clientId"], a.order["clientId"]);
-                let acked_status = a.order["status"].as_str().unwrap();
-                if !matches!(acked_status, "open" | "partially_filled") {
-                    assert_eq!(
-                        o["status"], a.order["status"],
-                        "final outcome changed for {id}"
-                    );
-                    assert_eq!(o["filledAmount"], a.order["filledAmount"]);
-                }
-            }
-            let snapshot = deposits.lock().unwrap().clone();
-            for (tok, d) in snapshot {
-                let id = d["id"].as_str().unwrap();
-                let r = http
-                    .get(format!("{base}/v1/wallet/requests/{id}"))
-                    .bearer_auth(&tok)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200, "acknowledged deposit {id} lost");
-            }
-            let audit: Value = http
-                .get(format!("{base}/v1/admin/audit"))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            assert_eq!(audit["ok"], true, "{audit}");
+            let orders = acked.lock().unwrap().clone();
+            let deps = deposits.lock().unwrap().clone();
+            check_acknowledged(&http, &base, &admin, &orders, &deps).await;
         }
         // Load from several clients, then kill -9.
         let stop = Instant::now() + Duration::from_millis(run_ms);
@@ -229,49 +244,16 @@ async fn kill9_under_load_loses_nothing_acknowledged() {
     let mut child = spawn(tmp.path(), port);
     wait_ready(&http, &base).await;
     let admin = token(&http, &base, ADMIN.0, ADMIN.1, Some("admin")).await;
-    let snapshot = acked.lock().unwrap().clone();
-    for a in snapshot.iter() {
-        let id = a.order["id"].as_str().unwrap();
-        let r = http
-            .get(format!("{base}/v1/orders/{id}"))
-            .bearer_auth(&a.token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "acknowledged order {id} lost");
-    }
-    let audit: Value = http
-        .get(format!("{base}/v1/admin/audit"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(audit["ok"], true, "{audit}");
+    let orders = acked.lock().unwrap().clone();
+    let deps = deposits.lock().unwrap().clone();
+    check_acknowledged(&http, &base, &admin, &orders, &deps).await;
     for (id, secret) in &users {
         let tok = token(&http, &base, id, secret, None).await;
-        let w: Value = http
-            .get(format!("{base}/v1/wallet"))
-            .bearer_auth(&tok)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let w = get_json(&http, &format!("{base}/v1/wallet"), &tok).await;
         for b in w["balances"].as_array().unwrap() {
             let cur = b["currency"].as_str().unwrap();
-            let txs: Value = http
-                .get(format!("{base}/v1/transactions?currency={cur}&limit=1000"))
-                .bearer_auth(&tok)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let url = format!("{base}/v1/transactions?currency={cur}&limit=1000");
+            let txs = get_json(&http, &url, &tok).await;
             if txs["meta"]["totalCount"].as_u64().unwrap() > 1000 {
                 continue;
             }
