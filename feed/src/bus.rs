@@ -6,7 +6,10 @@
 //! wake-up per connection, not N. A subscriber drains every message it has not seen in one
 //! lock acquisition; its backlog (`head - pos`) is its queue, bounded by the connection's
 //! `queue_bound`, and a subscriber more than `capacity` behind has lost messages (lagged).
-//! Messages are shared bytes: a subscriber clones a reference, never the text.
+//! The frames of a ring lie back to back in one byte ring (grown so that the last
+//! `capacity` frames always fit), so a subscriber takes everything it has not seen of a
+//! channel with one copy, under the read lock, with no per-message allocation, pointer
+//! chasing or reference counting.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -54,6 +57,20 @@ impl Published {
         }
     }
 
+    /// A message from its whole frame (as a ring holds it).
+    fn from_frame(seq: u64, frame: Vec<u8>) -> Published {
+        let start = match frame.get(1).map(|b| b & 0x7f) {
+            Some(126) => 4,
+            Some(127) => 10,
+            _ => 2,
+        };
+        Published {
+            seq,
+            start: start.min(frame.len()),
+            frame: Bytes::from(frame),
+        }
+    }
+
     /// The JSON text.
     pub fn text(&self) -> &str {
         std::str::from_utf8(&self.frame[self.start..]).unwrap_or_default()
@@ -65,12 +82,71 @@ impl Published {
     }
 }
 
+/// Where one message's frame sits in the byte ring.
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    seq: u64,
+    /// Absolute byte offset (bytes ever written before it).
+    start: u64,
+    len: u32,
+}
+
+/// The frames of the last `cap` messages, back to back in one byte ring, and where each
+/// one starts. A subscriber's pending frames of a channel are one contiguous run of bytes
+/// (two pieces when the ring wraps), so taking them is one copy, not one per message.
+#[derive(Debug)]
+struct Ring {
+    slots: Vec<Slot>,
+    /// A power of two; grows so that the last `cap` frames always fit.
+    data: Vec<u8>,
+    /// Bytes ever written.
+    bytes_head: u64,
+}
+
+impl Ring {
+    fn pos(&self, abs: u64) -> usize {
+        (abs & (self.data.len() as u64 - 1)) as usize
+    }
+
+    fn write_at(&mut self, abs: u64, src: &[u8]) {
+        let at = self.pos(abs);
+        let first = src.len().min(self.data.len() - at);
+        self.data[at..at + first].copy_from_slice(&src[..first]);
+        self.data[..src.len() - first].copy_from_slice(&src[first..]);
+    }
+
+    fn read_into(&self, abs: u64, len: usize, out: &mut Vec<u8>) {
+        let at = self.pos(abs);
+        let first = len.min(self.data.len() - at);
+        out.extend_from_slice(&self.data[at..at + first]);
+        out.extend_from_slice(&self.data[..len - first]);
+    }
+
+    /// Makes room for `extra` more bytes while keeping everything from `keep_from` on.
+    fn reserve(&mut self, keep_from: u64, extra: usize) {
+        let needed = (self.bytes_head - keep_from) as usize + extra;
+        if needed <= self.data.len() {
+            return;
+        }
+        let mut grown = Ring {
+            slots: Vec::new(),
+            data: vec![0; needed.next_power_of_two()],
+            bytes_head: self.bytes_head,
+        };
+        let live = (self.bytes_head - keep_from) as usize;
+        let mut tmp = Vec::with_capacity(live);
+        self.read_into(keep_from, live, &mut tmp);
+        grown.write_at(keep_from, &tmp);
+        self.data = grown.data;
+    }
+}
+
 /// One channel's ring.
 #[derive(Debug)]
 pub struct Bus {
-    slots: RwLock<Vec<Option<Published>>>,
+    ring: RwLock<Ring>,
     cap: u64,
-    /// Messages ever pushed (written under the `slots` write lock).
+    /// Messages ever pushed (written under the `ring` write lock).
     head: AtomicU64,
     receivers: AtomicUsize,
     /// Bumped by every wake; a cursor registered in the current generation is still waiting.
@@ -83,11 +159,32 @@ pub struct Bus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lagged;
 
+/// The WebSocket header of a FIN text-or-other frame with `n` payload bytes.
+fn header(opcode: u8, n: usize, out: &mut [u8; 10]) -> usize {
+    out[0] = 0x80 | opcode;
+    if n < 126 {
+        out[1] = n as u8;
+        2
+    } else if let Ok(n) = u16::try_from(n) {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&n.to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(n as u64).to_be_bytes());
+        10
+    }
+}
+
 impl Bus {
     pub fn new(capacity: usize) -> Arc<Bus> {
         let cap = capacity.max(1);
         Arc::new(Bus {
-            slots: RwLock::new(vec![None; cap]),
+            ring: RwLock::new(Ring {
+                slots: vec![Slot::default(); cap],
+                data: vec![0; 4096],
+                bytes_head: 0,
+            }),
             cap: cap as u64,
             head: AtomicU64::new(0),
             receivers: AtomicUsize::new(0),
@@ -101,13 +198,41 @@ impl Bus {
         self.receivers.load(Ordering::Relaxed)
     }
 
-    /// Appends a message; subscribers are woken by the next [`Bus::wake`].
+    /// Appends a message (its text frame built in place); subscribers are woken by the
+    /// next [`Bus::wake`].
+    pub fn push_text(&self, seq: u64, text: &str) {
+        let mut hdr = [0u8; 10];
+        let n = header(0x1, text.len(), &mut hdr);
+        self.append(seq, &hdr[..n], text.as_bytes());
+    }
+
+    /// Appends a ready-made message; subscribers are woken by the next [`Bus::wake`].
     pub fn push(&self, p: Published) {
-        let mut slots = self.slots.write();
+        self.append(p.seq, &[], &p.frame);
+    }
+
+    fn append(&self, seq: u64, a: &[u8], b: &[u8]) {
+        let len = a.len() + b.len();
+        let mut ring = self.ring.write();
         let h = self.head.load(Ordering::Relaxed);
-        slots[(h % self.cap) as usize] = Some(p);
+        // After this push the ring holds messages h + 1 - cap ..= h: keep their bytes.
+        let keep_from = if h + 1 > self.cap {
+            ring.slots[((h + 1 - self.cap) % self.cap) as usize].start
+        } else {
+            0
+        };
+        ring.reserve(keep_from, len);
+        let start = ring.bytes_head;
+        ring.write_at(start, a);
+        ring.write_at(start + a.len() as u64, b);
+        ring.bytes_head += len as u64;
+        ring.slots[(h % self.cap) as usize] = Slot {
+            seq,
+            start,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+        };
         self.head.store(h + 1, Ordering::Release);
-        drop(slots);
+        drop(ring);
         self.dirty.store(true, Ordering::Release);
     }
 
@@ -127,8 +252,8 @@ impl Bus {
     }
 
     /// Pushes and wakes at once (publishers outside the batch loop).
-    pub fn send(&self, p: Published) {
-        self.push(p);
+    pub fn send(&self, seq: u64, text: &str) {
+        self.push_text(seq, text);
         self.wake();
     }
 
@@ -180,14 +305,19 @@ impl Cursor {
         if self.bus.head.load(Ordering::Acquire) == self.pos {
             return Ok(0);
         }
-        let slots = self.bus.slots.read();
+        let ring = self.bus.ring.read();
         let head = self.bus.head.load(Ordering::Acquire);
         if head - self.pos > self.bus.cap {
             return Err(Lagged);
         }
         let end = head.min(self.pos + max as u64);
         let cap = self.bus.cap;
-        out.extend((self.pos..end).filter_map(|i| slots[(i % cap) as usize].as_ref().cloned()));
+        out.extend((self.pos..end).map(|i| {
+            let slot = ring.slots[(i % cap) as usize];
+            let mut frame = Vec::with_capacity(slot.len as usize);
+            ring.read_into(slot.start, slot.len as usize, &mut frame);
+            Published::from_frame(slot.seq, frame)
+        }));
         let n = (end - self.pos) as usize;
         self.pos = end;
         Ok(n)
@@ -195,8 +325,8 @@ impl Cursor {
 
     /// Appends the frames of the messages not yet taken (those with seq above `min_seq`) to
     /// `out` until it holds `max_bytes`. `Err(Lagged)` (nothing taken) when messages were
-    /// overwritten before this cursor read them. No reference counting: bytes are copied
-    /// under the read lock.
+    /// overwritten before this cursor read them. The frames lie back to back in the ring:
+    /// one copy (two when the ring wraps) under the read lock, whatever their number.
     pub fn copy_into(
         &mut self,
         out: &mut Vec<u8>,
@@ -206,21 +336,30 @@ impl Cursor {
         if self.bus.head.load(Ordering::Acquire) == self.pos {
             return Ok(0);
         }
-        let slots = self.bus.slots.read();
+        let ring = self.bus.ring.read();
         let head = self.bus.head.load(Ordering::Acquire);
         if head - self.pos > self.bus.cap {
             return Err(Lagged);
         }
-        let mut n = 0;
-        while self.pos < head && out.len() < max_bytes {
-            if let Some(p) = &slots[(self.pos % self.bus.cap) as usize]
-                && p.seq > min_seq
-            {
-                out.extend_from_slice(&p.frame);
-                n += 1;
-            }
+        let cap = self.bus.cap;
+        let slot = |i: u64| ring.slots[(i % cap) as usize];
+        // Seqs rise along the ring: the messages at or below `min_seq` come first.
+        while self.pos < head && slot(self.pos).seq <= min_seq {
             self.pos += 1;
         }
+        if self.pos == head {
+            return Ok(0);
+        }
+        let start = slot(self.pos).start;
+        let mut end = start;
+        let mut n = 0;
+        while self.pos < head && out.len() + ((end - start) as usize) < max_bytes {
+            let s = slot(self.pos);
+            end = s.start + u64::from(s.len);
+            self.pos += 1;
+            n += 1;
+        }
+        ring.read_into(start, (end - start) as usize, out);
         Ok(n)
     }
 
@@ -229,16 +368,12 @@ impl Cursor {
         if self.bus.head.load(Ordering::Acquire) == self.pos {
             return false;
         }
-        let slots = self.bus.slots.read();
+        let ring = self.bus.ring.read();
         let head = self.bus.head.load(Ordering::Acquire);
         self.pos = head;
-        match &slots[((head - 1) % self.bus.cap) as usize] {
-            Some(p) => {
-                out.extend_from_slice(&p.frame);
-                true
-            }
-            None => false,
-        }
+        let s = ring.slots[((head - 1) % self.bus.cap) as usize];
+        ring.read_into(s.start, s.len as usize, out);
+        true
     }
 
     /// Only the newest message, skipping the rest (conflation).
@@ -246,10 +381,13 @@ impl Cursor {
         if self.bus.head.load(Ordering::Acquire) == self.pos {
             return None;
         }
-        let slots = self.bus.slots.read();
+        let ring = self.bus.ring.read();
         let head = self.bus.head.load(Ordering::Acquire);
         self.pos = head;
-        slots[((head - 1) % self.bus.cap) as usize].clone()
+        let s = ring.slots[((head - 1) % self.bus.cap) as usize];
+        let mut frame = Vec::with_capacity(s.len as usize);
+        ring.read_into(s.start, s.len as usize, &mut frame);
+        Some(Published::from_frame(s.seq, frame))
     }
 
     /// Arranges for `cx` to be woken at the next batch; true when messages are already
@@ -263,5 +401,77 @@ impl Cursor {
             self.registered = self.bus.generation.load(Ordering::Acquire);
         }
         self.bus.head.load(Ordering::Acquire) != self.pos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(seq: u64) -> String {
+        // Sizes from 1 byte to past the 16-bit frame length, so that frames wrap the byte
+        // ring at every offset and the ring grows.
+        let n = match seq % 7 {
+            0 => 70_000,
+            1 => 1,
+            2 => 125,
+            3 => 126,
+            _ => (seq * 37 % 3000) as usize,
+        };
+        format!("{seq}:{}", "x".repeat(n))
+    }
+
+    /// Against a naive model: what a cursor copies is exactly the frames of the messages
+    /// after its position (above `min_seq`), up to the byte budget; a cursor more than
+    /// `capacity` behind is told it lagged.
+    #[test]
+    fn copies_what_a_naive_ring_holds() {
+        let bus = Bus::new(8);
+        let mut fast = bus.subscribe();
+        let mut slow = bus.subscribe();
+        let mut model: Vec<Vec<u8>> = Vec::new();
+        let mut fast_at = 0usize;
+        let mut rng = 12345u64;
+        for seq in 1..=400u64 {
+            bus.push_text(seq, &text(seq));
+            model.push(frame(0x1, text(seq).as_bytes()));
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            if rng >> 61 == 0 {
+                continue;
+            }
+            let budget = [1, 200, 5000, 100_000, usize::MAX][(rng >> 33) as usize % 5];
+            let min_seq = if rng >> 40 & 3 == 0 { seq - 1 } else { 0 };
+            let mut out = Vec::new();
+            let n = fast.copy_into(&mut out, budget, min_seq).unwrap();
+            let mut expect = Vec::new();
+            let mut taken = 0;
+            while fast_at < model.len() {
+                if (fast_at as u64 + 1) <= min_seq {
+                    fast_at += 1;
+                    continue;
+                }
+                if expect.len() >= budget {
+                    break;
+                }
+                expect.extend_from_slice(&model[fast_at]);
+                fast_at += 1;
+                taken += 1;
+            }
+            assert_eq!(n, taken, "at {seq}");
+            assert!(out == expect, "frames at {seq}");
+        }
+        assert_eq!(slow.copy_into(&mut Vec::new(), usize::MAX, 0), Err(Lagged));
+        let latest = fast.latest();
+        assert!(latest.is_none());
+        bus.push_text(401, "last");
+        let p = slow.latest().unwrap();
+        assert_eq!((p.seq, p.text()), (401, "last"));
+        let mut got = Vec::new();
+        fast.recv_into(&mut got, 10).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].text(), "last");
+        assert_eq!(got[0].frame(), frame(0x1, b"last").as_slice());
     }
 }

@@ -344,7 +344,7 @@ impl Feed {
             data: &data,
         };
         if let Ok(text) = serde_json::to_string(&msg) {
-            entry.bus.send(Published::new(entry.seq, &text));
+            entry.bus.send(entry.seq, &text);
         }
     }
 

@@ -70,11 +70,13 @@ impl Channel {
         let Ok(text) = serde_json::to_string(&msg) else {
             return;
         };
-        let p = Published::new(self.seq, &text);
         if keep {
+            let p = Published::new(self.seq, &text);
             self.last = Some(p.clone());
+            self.bus.push(p);
+        } else {
+            self.bus.push_text(self.seq, &text);
         }
-        self.bus.push(p);
     }
 }
 
@@ -613,7 +615,7 @@ impl State {
                 data,
             };
             if let Ok(text) = serde_json::to_string(&msg) {
-                ch.book.bus.push(Published::new(seq, &text));
+                ch.book.bus.push_text(seq, &text);
             }
         }
         touched.clear();
