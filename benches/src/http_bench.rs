@@ -6,6 +6,18 @@
 //! well below the market and sells well above, so the run measures the order path (auth,
 //! validation, funds hold, journal fsync, book insert and removal) without depending on fills.
 //!
+//! Before the orders, the same connections send `GET /health` for the same duration
+//! (closed loop): what the server answers when a request costs it nothing, run on the same
+//! machine at the same moment. The report gives creates/s over health/s as the ratio the
+//! speed target is stated in (`--no-health` skips it; `--no-cancel` places only).
+//!
+//! The load itself goes through a lean client ([`Conn`]): one raw keep-alive TCP connection
+//! per client, requests written as bytes, responses parsed only as far as the status line,
+//! `Content-Length` and the body. A general client (reqwest, hyper) costs several times
+//! more CPU per request, and on a machine where the generator shares the cores with the
+//! server that is CPU taken from the server: the bench would measure itself. Set-up
+//! (registration, tokens, funding) still uses reqwest.
+//!
 //! Latency is kept in hdrhistogram microseconds. With `--rate` each request has a scheduled
 //! send time and its latency is measured from that time, not from when it was actually sent:
 //! a stalled server is charged for the queue it causes (no coordinated omission). Without a
@@ -49,6 +61,16 @@ pub struct HttpBenchArgs {
     /// Print the report as JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Place orders only (they rest; the accounts are funded for it): creates/s alone,
+    /// instead of place+cancel pairs.
+    #[arg(long)]
+    pub no_cancel: bool,
+    /// Skip the `GET /health` phase (and the ratio).
+    #[arg(long)]
+    pub no_health: bool,
 }
 
 /// Parses `30s`, `2m`, `500ms`, `1h` or a plain number of seconds.
@@ -73,6 +95,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Runs the bench and prints its report.
 pub fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
     let report = rt.block_on(run_async(&args))?;
@@ -247,7 +270,6 @@ fn fmt_us(us: u64) -> String {
 
 /// Everything a client needs to trade.
 struct Plan {
-    base: String,
     pair: String,
     amount: String,
     /// Price ranges (ticks) that rest without crossing: buys in `buy_lo..buy_hi`, sells in
@@ -299,7 +321,6 @@ async fn setup(
         .max(20);
     let reference = (ask + bid) / 2;
     let plan = Plan {
-        base: base.clone(),
         pair: p.pair.clone(),
         amount: p.min_amount.clone(),
         // Disjoint from each other and from the book, so the bench's own orders never cross.
@@ -312,11 +333,13 @@ async fn setup(
     };
     let lots = parse_units(&p.min_amount, p.amount_decimals).context("bad minAmount")?;
 
-    // Enough for a thousand of the largest orders, in each currency's minor units.
+    // Enough for a thousand of the largest orders (place+cancel keeps at most one open), or
+    // a million when they all rest, in each currency's minor units.
+    let orders: u128 = if args.no_cancel { 1_000_000 } else { 1_000 };
     let base_minor =
-        lots * 1_000 * 10u128.pow(u32::from(base_dec - p.amount_decimals.min(base_dec)));
+        lots * orders * 10u128.pow(u32::from(base_dec - p.amount_decimals.min(base_dec)));
     let value_dec = u32::from(p.price_decimals) + u32::from(p.amount_decimals);
-    let quote_value = plan.sell.1.max(plan.buy.1) * lots * 1_000;
+    let quote_value = plan.sell.1.max(plan.buy.1) * lots * orders;
     let quote_minor = quote_value / 10u128.pow(value_dec.saturating_sub(u32::from(quote_dec))) + 1;
     let funding = [
         (p.base.clone(), format_units(base_minor, base_dec)),
@@ -379,6 +402,205 @@ async fn setup(
     Ok((plan, accounts))
 }
 
+// ------------------------------------------------------------------ the lean client
+
+/// A minimal HTTP/1.1 keep-alive client over one TCP connection.
+///
+/// The load generator shares the cores with the server, so every cycle it spends is taken
+/// from what it measures: requests are written as ready-made bytes and a response is parsed
+/// only as far as the status line, `Content-Length` and the body (no header map, no
+/// allocation per request once the buffers have grown). One request at a time per
+/// connection, no pipelining, like a real keep-alive client.
+struct Conn {
+    addr: std::net::SocketAddr,
+    stream: Option<tokio::net::TcpStream>,
+    /// Received bytes: `buf[..filled]`; a response starts at 0.
+    buf: Vec<u8>,
+    filled: usize,
+    /// The last response's body in `buf`, and the bytes it spans with its head.
+    body: std::ops::Range<usize>,
+    consumed: usize,
+}
+
+/// How a request failed on the wire.
+#[derive(Debug, thiserror::Error)]
+enum WireError {
+    #[error("transport: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("transport: connection closed")]
+    Closed,
+    #[error("transport: bad response ({0})")]
+    Bad(&'static str),
+}
+
+/// Where `needle` starts in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Parses a response head (`head` ends with the blank line): status and body length.
+fn parse_head(head: &[u8]) -> Result<(u16, usize), WireError> {
+    let status = head
+        .get(9..12)
+        .filter(|_| head.starts_with(b"HTTP/1."))
+        .and_then(|d| std::str::from_utf8(d).ok())
+        .and_then(|d| d.parse::<u16>().ok())
+        .ok_or(WireError::Bad("status line"))?;
+    let mut length = None;
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = line.split_at(colon);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            length = std::str::from_utf8(&value[1..])
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok());
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return Err(WireError::Bad("chunked body"));
+        }
+    }
+    match length {
+        Some(n) => Ok((status, n)),
+        None if status == 204 || status == 304 || (100..200).contains(&status) => Ok((status, 0)),
+        None => Err(WireError::Bad("no Content-Length")),
+    }
+}
+
+impl Conn {
+    async fn connect(addr: std::net::SocketAddr) -> Result<Conn, WireError> {
+        let mut c = Conn {
+            addr,
+            stream: None,
+            buf: vec![0; 16 * 1024],
+            filled: 0,
+            body: 0..0,
+            consumed: 0,
+        };
+        c.reconnect().await?;
+        Ok(c)
+    }
+
+    async fn reconnect(&mut self) -> Result<(), WireError> {
+        self.stream = None;
+        self.filled = 0;
+        self.consumed = 0;
+        let s = tokio::net::TcpStream::connect(self.addr).await?;
+        s.set_nodelay(true)?;
+        self.stream = Some(s);
+        Ok(())
+    }
+
+    /// Sends `request` (complete bytes) and reads the response; the body is [`Conn::body`].
+    /// A connection the server closed is reopened once before the request is sent.
+    async fn send(&mut self, request: &[u8]) -> Result<u16, WireError> {
+        use tokio::io::AsyncWriteExt;
+        // Drop the previous response.
+        if self.consumed > 0 {
+            self.buf.copy_within(self.consumed..self.filled, 0);
+            self.filled -= self.consumed;
+            self.consumed = 0;
+        }
+        if self.stream.is_none() {
+            self.reconnect().await?;
+        }
+        let stream = self.stream.as_mut().ok_or(WireError::Closed)?;
+        if let Err(e) = stream.write_all(request).await {
+            self.stream = None;
+            return Err(e.into());
+        }
+        let result = self.read_response().await;
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    async fn read_response(&mut self) -> Result<u16, WireError> {
+        use tokio::io::AsyncReadExt;
+        let stream = self.stream.as_mut().ok_or(WireError::Closed)?;
+        let mut scanned: usize = 0;
+        let (status, head_len, body_len) = loop {
+            if let Some(i) = find(
+                &self.buf[scanned.saturating_sub(3)..self.filled],
+                b"\r\n\r\n",
+            ) {
+                let end = scanned.saturating_sub(3) + i + 4;
+                let (status, n) = parse_head(&self.buf[..end])?;
+                break (status, end, n);
+            }
+            scanned = self.filled;
+            if self.filled == self.buf.len() {
+                if self.buf.len() >= 1 << 20 {
+                    return Err(WireError::Bad("head too large"));
+                }
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let n = stream.read(&mut self.buf[self.filled..]).await?;
+            if n == 0 {
+                return Err(WireError::Closed);
+            }
+            self.filled += n;
+        };
+        let total = head_len + body_len;
+        if self.buf.len() < total {
+            self.buf.resize(total, 0);
+        }
+        while self.filled < total {
+            let n = stream.read(&mut self.buf[self.filled..]).await?;
+            if n == 0 {
+                return Err(WireError::Closed);
+            }
+            self.filled += n;
+        }
+        self.body = head_len..total;
+        self.consumed = total;
+        Ok(status)
+    }
+
+    fn body(&self) -> &[u8] {
+        &self.buf[self.body.clone()]
+    }
+}
+
+/// The first `"key":"value"` string value in a JSON text (enough for the fields the bench
+/// reads: the order's `id` and `status` come before its fills, a problem's `code`).
+fn json_str<'a>(body: &'a [u8], key: &str) -> Option<&'a str> {
+    let mut pat = Vec::with_capacity(key.len() + 4);
+    pat.push(b'"');
+    pat.extend_from_slice(key.as_bytes());
+    pat.extend_from_slice(b"\":");
+    let at = find(body, &pat)? + pat.len();
+    let rest = &body[at..];
+    let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace())?..];
+    let rest = rest.strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
+/// The problem `code` of an error response, or `HTTP_<status>`.
+fn wire_code(status: u16, body: &[u8]) -> String {
+    json_str(body, "code").map_or_else(|| format!("HTTP_{status}"), str::to_string)
+}
+
+/// `host:port` of an `http://` URL, resolved.
+async fn socket_addr(url: &str) -> anyhow::Result<(std::net::SocketAddr, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url}: only http:// URLs are supported"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let with_port = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = tokio::net::lookup_host(&with_port)
+        .await?
+        .next()
+        .with_context(|| format!("{authority}: no address"))?;
+    Ok((addr, authority.to_string()))
+}
+
 // ------------------------------------------------------------------ the load
 
 fn histogram() -> Histogram<u64> {
@@ -389,7 +611,19 @@ fn histogram() -> Histogram<u64> {
 struct Tally {
     place: Histogram<u64>,
     cancel: Histogram<u64>,
+    health: Histogram<u64>,
     errors: Vec<String>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            place: histogram(),
+            cancel: histogram(),
+            health: histogram(),
+            errors: Vec::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -419,100 +653,181 @@ impl Xs {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn client_loop(
+/// What a phase sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// `GET /health`, closed loop: what the server answers when a request costs nothing.
+    Health,
+    /// Place (and, unless `--no-cancel`, cancel) resting limit orders.
+    Orders,
+}
+
+/// One client's share of a phase.
+struct ClientRun {
     index: u32,
     clients: u32,
+    phase: Phase,
     plan: Arc<Plan>,
-    account: Account,
+    host: Arc<str>,
+    token: String,
     deadline: Instant,
     start: Instant,
     interval: Option<Duration>,
+    cancel: bool,
     live: Arc<Live>,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<Tally> {
-    let http = http_client()?;
-    let orders_url = format!("{}/v1/orders", plan.base);
-    let mut tally = Tally {
-        place: histogram(),
-        cancel: histogram(),
-        errors: Vec::new(),
-    };
+}
+
+/// Appends a request with an optional bearer token and JSON body.
+fn write_request(
+    out: &mut Vec<u8>,
+    method: &str,
+    path: &str,
+    host: &str,
+    bearer: Option<&str>,
+    body: &[u8],
+) {
+    out.clear();
+    let _ = write!(Bytes(out), "{method} {path} HTTP/1.1\r\nhost: {host}\r\n");
+    if let Some(t) = bearer {
+        let _ = write!(Bytes(out), "authorization: Bearer {t}\r\n");
+    }
+    if !body.is_empty() || method == "POST" {
+        let _ = write!(
+            Bytes(out),
+            "content-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+/// `fmt::Write` into a byte buffer.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+async fn client_loop(run: ClientRun, conn: &mut Conn) -> anyhow::Result<Tally> {
+    let mut tally = Tally::new();
+    let plan = &run.plan;
     let mut rng =
-        Xs(0x9e37_79b9_7f4a_7c15 ^ (u64::from(index) + 1).wrapping_mul(0xff51_afd7_ed55_8ccd));
+        Xs(0x9e37_79b9_7f4a_7c15 ^ (u64::from(run.index) + 1).wrapping_mul(0xff51_afd7_ed55_8ccd));
     let mut seq: u64 = 0;
-    // Spread the clients' schedules over one interval.
-    let mut next_send = interval.map(|i| start + i * index / clients);
+    // Health runs closed loop; orders follow `--rate` when given. Spread the clients'
+    // schedules over one interval.
+    let interval = if run.phase == Phase::Health {
+        None
+    } else {
+        run.interval
+    };
+    let mut next_send = interval.map(|i| run.start + i * run.index / run.clients);
     let record = |h: &mut Histogram<u64>, scheduled: Instant| {
         let us = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
         h.saturating_record(us.max(1));
     };
-    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+    let mut req = Vec::with_capacity(512);
+    let mut body = Vec::with_capacity(256);
+    let mut path = String::with_capacity(64);
+    let host = &*run.host;
+    let token = run.token.as_str();
+    // A client id unique per account across runs of this process (accounts are fresh).
+    let tag = match run.phase {
+        Phase::Health => 'h',
+        Phase::Orders => 'b',
+    };
+    while Instant::now() < run.deadline && !run.stop.load(Ordering::Relaxed) {
+        if run.phase == Phase::Health {
+            let scheduled = Instant::now();
+            write_request(&mut req, "GET", "/health", host, None, b"");
+            let res = conn.send(&req).await;
+            record(&mut tally.health, scheduled);
+            run.live.ops.fetch_add(1, Ordering::Relaxed);
+            match res {
+                Ok(200) => {}
+                Ok(status) => {
+                    run.live.errors.fetch_add(1, Ordering::Relaxed);
+                    tally
+                        .errors
+                        .push(format!("health {}", wire_code(status, conn.body())));
+                }
+                Err(e) => {
+                    run.live.errors.fetch_add(1, Ordering::Relaxed);
+                    tally.errors.push(format!("health {e}"));
+                }
+            }
+            continue;
+        }
         // Place.
         let scheduled = wait_turn(&mut next_send, interval).await;
         seq += 1;
-        let buy = (seq + u64::from(index)).is_multiple_of(2);
+        let buy = (seq + u64::from(run.index)).is_multiple_of(2);
         let (lo, hi) = if buy { plan.buy } else { plan.sell };
         let price = format_units(rng.in_range(lo, hi), plan.price_decimals);
-        let body = json!({
-            "pair": plan.pair,
-            "side": if buy { "buy" } else { "sell" },
-            "type": "limit",
-            "price": price,
-            "amount": plan.amount,
-            "timeInForce": "GTC",
-            // Accounts are fresh each run, so a per-client counter is unique per account.
-            "clientId": format!("b{index}-{seq}"),
-        });
-        let placed = post_json(&http, &orders_url, &account.token, &body).await;
+        body.clear();
+        let _ = write!(
+            Bytes(&mut body),
+            "{{\"pair\":\"{}\",\"side\":\"{}\",\"type\":\"limit\",\"price\":\"{price}\",\
+             \"amount\":\"{}\",\"timeInForce\":\"GTC\",\"clientId\":\"{tag}{}-{seq}\"}}",
+            plan.pair,
+            if buy { "buy" } else { "sell" },
+            plan.amount,
+            run.index,
+        );
+        write_request(&mut req, "POST", "/v1/orders", host, Some(token), &body);
+        let placed = conn.send(&req).await;
         record(&mut tally.place, scheduled);
-        live.ops.fetch_add(1, Ordering::Relaxed);
-        let order = match placed {
-            Ok(o) => o,
-            Err(code) => {
-                live.errors.fetch_add(1, Ordering::Relaxed);
-                tally.errors.push(format!("place {code}"));
+        run.live.ops.fetch_add(1, Ordering::Relaxed);
+        let id = match placed {
+            Ok(201) => {
+                let b = conn.body();
+                match (json_str(b, "id"), json_str(b, "status")) {
+                    (Some(id), Some("open")) => Some(id.to_string()),
+                    _ => None,
+                }
+            }
+            Ok(status) => {
+                run.live.errors.fetch_add(1, Ordering::Relaxed);
+                tally
+                    .errors
+                    .push(format!("place {}", wire_code(status, conn.body())));
+                continue;
+            }
+            Err(e) => {
+                run.live.errors.fetch_add(1, Ordering::Relaxed);
+                tally.errors.push(format!("place {e}"));
                 continue;
             }
         };
-        let Some(id) = order["id"].as_str() else {
-            continue;
-        };
-        if order["status"] != "open" {
+        let Some(id) = id else { continue };
+        if !run.cancel {
             continue;
         }
         // Cancel. Past the deadline the order is still cancelled (leaving the book as found),
         // just not measured.
-        if Instant::now() >= deadline {
-            let _ = http
-                .delete(format!("{orders_url}/{id}"))
-                .bearer_auth(&account.token)
-                .send()
-                .await;
+        path.clear();
+        let _ = write!(path, "/v1/orders/{id}");
+        write_request(&mut req, "DELETE", &path, host, Some(token), b"");
+        if Instant::now() >= run.deadline {
+            let _ = conn.send(&req).await;
             break;
         }
         let scheduled = wait_turn(&mut next_send, interval).await;
-        let res = http
-            .delete(format!("{orders_url}/{id}"))
-            .bearer_auth(&account.token)
-            .send()
-            .await;
-        let ok = match res {
-            Ok(r) if r.status().is_success() => {
-                let _ = r.bytes().await;
-                Ok(())
-            }
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let v: Value = r.json().await.unwrap_or(Value::Null);
-                Err(problem_code(status, &v))
-            }
-            Err(e) => Err(format!("transport: {e}")),
-        };
+        let res = conn.send(&req).await;
         record(&mut tally.cancel, scheduled);
-        live.ops.fetch_add(1, Ordering::Relaxed);
-        if let Err(code) = ok {
-            live.errors.fetch_add(1, Ordering::Relaxed);
+        run.live.ops.fetch_add(1, Ordering::Relaxed);
+        let failed = match res {
+            Ok(200) => None,
+            Ok(status) => Some(wire_code(status, conn.body())),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(code) = failed {
+            run.live.errors.fetch_add(1, Ordering::Relaxed);
             tally.errors.push(format!("cancel {code}"));
         }
     }
@@ -542,12 +857,17 @@ pub struct Report {
     url: String,
     pair: String,
     clients: u32,
+    threads: usize,
     duration: Duration,
     rate: Option<u64>,
+    cancel: bool,
+    /// The order phase's wall time.
     elapsed: Duration,
     place: Histogram<u64>,
-    cancel: Histogram<u64>,
+    cancel_h: Histogram<u64>,
     all: Histogram<u64>,
+    /// The health phase (same connections, same duration), unless `--no-health`.
+    health: Option<(Duration, Histogram<u64>)>,
     errors: std::collections::BTreeMap<String, u64>,
 }
 
@@ -562,12 +882,35 @@ fn percentiles(h: &Histogram<u64>) -> [(&'static str, u64); 6] {
     ]
 }
 
+fn per_sec(n: u64, elapsed: Duration) -> u64 {
+    let us = u64::try_from(elapsed.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    n.saturating_mul(1_000_000) / us
+}
+
+/// `a / b` in thousandths (integers only).
+fn permille(a: u64, b: u64) -> u64 {
+    a.saturating_mul(1_000) / b.max(1)
+}
+
+fn fmt_permille(p: u64) -> String {
+    format!("{}.{:03}", p / 1_000, p % 1_000)
+}
+
 impl Report {
     fn ops_per_sec(&self, n: u64) -> u64 {
-        let us = u64::try_from(self.elapsed.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        n.saturating_mul(1_000_000) / us
+        per_sec(n, self.elapsed)
+    }
+
+    fn health_per_sec(&self) -> Option<u64> {
+        self.health.as_ref().map(|(e, h)| per_sec(h.len(), *e))
+    }
+
+    /// Creates per second over health answers per second, in thousandths.
+    fn ratio_permille(&self) -> Option<u64> {
+        self.health_per_sec()
+            .map(|h| permille(self.ops_per_sec(self.place.len()), h))
     }
 
     /// The human report.
@@ -581,15 +924,21 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "settings  url={} pair={} clients={} duration={}s rate={} (place+cancel of resting limit orders)",
+            "settings  url={} pair={} clients={} threads={} duration={}s rate={} ({} of resting limit orders)",
             self.url,
             self.pair,
             self.clients,
+            self.threads,
             self.duration.as_secs(),
             self.rate.map_or_else(
                 || "closed-loop".to_string(),
                 |r| format!("{r}/s (latency from scheduled send)")
-            )
+            ),
+            if self.cancel {
+                "place+cancel"
+            } else {
+                "place only"
+            },
         );
         let _ = writeln!(s, "elapsed   {} ms", self.elapsed.as_millis());
         let _ = writeln!(s);
@@ -598,24 +947,42 @@ impl Report {
             "{:<8} {:>9} {:>9} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
             "op", "count", "ops/s", "p50", "p90", "p99", "p99.9", "p99.99", "max"
         );
-        for (name, h) in [
-            ("place", &self.place),
-            ("cancel", &self.cancel),
-            ("all", &self.all),
-        ] {
+        let mut rows = vec![
+            ("place", &self.place, self.ops_per_sec(self.place.len())),
+            (
+                "cancel",
+                &self.cancel_h,
+                self.ops_per_sec(self.cancel_h.len()),
+            ),
+            ("all", &self.all, self.ops_per_sec(self.all.len())),
+        ];
+        if let Some((e, h)) = &self.health {
+            rows.push(("health", h, per_sec(h.len(), *e)));
+        }
+        for (name, h, rate) in rows {
             let p = percentiles(h);
             let _ = writeln!(
                 s,
                 "{:<8} {:>9} {:>9} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
                 name,
                 h.len(),
-                self.ops_per_sec(h.len()),
+                rate,
                 fmt_us(p[0].1),
                 fmt_us(p[1].1),
                 fmt_us(p[2].1),
                 fmt_us(p[3].1),
                 fmt_us(p[4].1),
                 fmt_us(p[5].1),
+            );
+        }
+        if let (Some(h), Some(r)) = (self.health_per_sec(), self.ratio_permille()) {
+            let _ = writeln!(s);
+            let _ = writeln!(
+                s,
+                "ratio     creates/s / health/s = {} / {} = {} (GET /health closed-loop, same connections and duration, run first)",
+                self.ops_per_sec(self.place.len()),
+                h,
+                fmt_permille(r)
             );
         }
         let total_errors: u64 = self.errors.values().sum();
@@ -629,89 +996,99 @@ impl Report {
 
     /// The machine-readable report.
     pub fn to_json(&self) -> Value {
-        let lat = |h: &Histogram<u64>| {
+        let lat = |h: &Histogram<u64>, rate: u64| {
             let mut m = serde_json::Map::new();
             m.insert("count".into(), json!(h.len()));
-            m.insert("opsPerSec".into(), json!(self.ops_per_sec(h.len())));
+            m.insert("opsPerSec".into(), json!(rate));
             for (k, v) in percentiles(h) {
                 m.insert(format!("latencyUs_{k}"), json!(v));
             }
             Value::Object(m)
         };
-        json!({
+        let mut v = json!({
             "bench": "http",
             "machine": { "cores": self.machine.cores, "cpuModel": self.machine.cpu_model },
             "settings": {
                 "url": self.url, "pair": self.pair, "clients": self.clients,
+                "threads": self.threads,
                 "durationSecs": self.duration.as_secs(), "rate": self.rate,
+                "cancel": self.cancel,
                 "coordinatedOmissionCorrected": self.rate.is_some(),
             },
             "elapsedMs": u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX),
-            "place": lat(&self.place),
-            "cancel": lat(&self.cancel),
-            "all": lat(&self.all),
+            "place": lat(&self.place, self.ops_per_sec(self.place.len())),
+            "cancel": lat(&self.cancel_h, self.ops_per_sec(self.cancel_h.len())),
+            "all": lat(&self.all, self.ops_per_sec(self.all.len())),
             "errors": self.errors,
-        })
+        });
+        if let Some((e, h)) = &self.health {
+            v["health"] = lat(h, per_sec(h.len(), *e));
+            v["health"]["elapsedMs"] = json!(u64::try_from(e.as_millis()).unwrap_or(u64::MAX));
+        }
+        if let Some(r) = self.ratio_permille() {
+            v["createsToHealthPermille"] = json!(r);
+            v["createsToHealth"] = json!(fmt_permille(r));
+        }
+        v
     }
 }
 
-/// Sets up the accounts, runs the load and gathers the report.
-pub async fn run_async(args: &HttpBenchArgs) -> anyhow::Result<Report> {
-    if args.clients == 0 {
-        bail!("--clients must be at least 1");
-    }
-    let http = http_client()?;
-    let progress = !args.json;
-    if progress {
-        eprintln!(
-            "registering and funding {} accounts on {} ...",
-            args.clients, args.url
-        );
-    }
-    let (plan, accounts) = setup(args, &http).await?;
-    let plan = Arc::new(plan);
-    let interval = match args.rate {
-        Some(0) => bail!("--rate must be positive"),
-        Some(r) => Some(Duration::from_nanos(
-            (1_000_000_000u64 * u64::from(args.clients)) / r,
-        )),
-        None => None,
-    };
+/// Runs one phase over every connection, with a progress bar unless `quiet`.
+#[allow(clippy::too_many_arguments)]
+async fn run_phase(
+    phase: Phase,
+    args: &HttpBenchArgs,
+    plan: &Arc<Plan>,
+    host: &Arc<str>,
+    clients: Vec<(String, Conn)>,
+    interval: Option<Duration>,
+    progress: bool,
+) -> anyhow::Result<(Duration, Tally, Vec<(String, Conn)>)> {
     let live = Arc::new(Live::default());
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let deadline = start + args.duration;
     let mut tasks = Vec::new();
-    for (i, account) in accounts.into_iter().enumerate() {
-        let index = u32::try_from(i).unwrap_or(u32::MAX);
-        tasks.push(tokio::spawn(client_loop(
-            index,
-            args.clients,
-            plan.clone(),
-            account,
+    for (i, (token, conn)) in clients.into_iter().enumerate() {
+        let run = ClientRun {
+            index: u32::try_from(i).unwrap_or(u32::MAX),
+            clients: args.clients,
+            phase,
+            plan: plan.clone(),
+            host: host.clone(),
+            token: token.clone(),
             deadline,
             start,
             interval,
-            live.clone(),
-            stop.clone(),
-        )));
+            cancel: !args.no_cancel,
+            live: live.clone(),
+            stop: stop.clone(),
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut conn = conn;
+            let tally = client_loop(run, &mut conn).await;
+            (token, conn, tally)
+        }));
     }
-
     let bar = if progress {
         let bar = indicatif::ProgressBar::new(args.duration.as_secs().max(1));
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len}s {msg}",
+                "{spinner} {prefix} [{elapsed_precise}] {bar:40} {pos}/{len}s {msg}",
             )
             .expect("valid template"),
         );
+        bar.set_prefix(match phase {
+            Phase::Health => "GET /health",
+            Phase::Orders => "orders",
+        });
         Some(bar)
     } else {
         None
     };
     let mut last = (Instant::now(), 0u64);
     while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(250).min(deadline - Instant::now())).await;
         if let Some(bar) = &bar {
             let ops = live.ops.load(Ordering::Relaxed);
             let dt = u64::try_from(last.0.elapsed().as_micros())
@@ -727,35 +1104,94 @@ pub async fn run_async(args: &HttpBenchArgs) -> anyhow::Result<Report> {
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let mut place = histogram();
-    let mut cancel = histogram();
-    let mut errors = std::collections::BTreeMap::new();
+    let mut total = Tally::new();
+    let mut back = Vec::new();
     for t in tasks {
-        let tally = t.await??;
-        place.add(&tally.place)?;
-        cancel.add(&tally.cancel)?;
-        for e in tally.errors {
-            *errors.entry(e).or_insert(0) += 1;
-        }
+        let (token, conn, tally) = t.await?;
+        let tally = tally?;
+        total.place.add(&tally.place)?;
+        total.cancel.add(&tally.cancel)?;
+        total.health.add(&tally.health)?;
+        total.errors.extend(tally.errors);
+        back.push((token, conn));
     }
     let elapsed = start.elapsed();
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    Ok((elapsed, total, back))
+}
+
+/// Sets up the accounts, runs the load and gathers the report.
+pub async fn run_async(args: &HttpBenchArgs) -> anyhow::Result<Report> {
+    if args.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let http = http_client()?;
+    let progress = !args.json;
+    if progress {
+        eprintln!(
+            "registering and funding {} accounts on {} ...",
+            args.clients, args.url
+        );
+    }
+    let (addr, host) = socket_addr(args.url.trim_end_matches('/')).await?;
+    let (plan, accounts) = setup(args, &http).await?;
+    let plan = Arc::new(plan);
+    let host: Arc<str> = host.into();
+    let interval = match args.rate {
+        Some(0) => bail!("--rate must be positive"),
+        Some(r) => Some(Duration::from_nanos(
+            (1_000_000_000u64 * u64::from(args.clients)) / r,
+        )),
+        None => None,
+    };
+    let mut clients = Vec::new();
+    for a in accounts {
+        clients.push((a.token, Conn::connect(addr).await?));
+    }
+    let mut errors = std::collections::BTreeMap::new();
+    let health = if args.no_health {
+        None
+    } else {
+        let (elapsed, tally, back) =
+            run_phase(Phase::Health, args, &plan, &host, clients, None, progress).await?;
+        clients = back;
+        for e in tally.errors {
+            *errors.entry(e).or_insert(0) += 1;
+        }
+        Some((elapsed, tally.health))
+    };
+    let (elapsed, tally, _) = run_phase(
+        Phase::Orders,
+        args,
+        &plan,
+        &host,
+        clients,
+        interval,
+        progress,
+    )
+    .await?;
+    for e in tally.errors {
+        *errors.entry(e).or_insert(0) += 1;
+    }
     let mut all = histogram();
-    all.add(&place)?;
-    all.add(&cancel)?;
+    all.add(&tally.place)?;
+    all.add(&tally.cancel)?;
     Ok(Report {
         machine: Machine::detect(),
         url: args.url.clone(),
         pair: args.pair.clone(),
         clients: args.clients,
+        threads: args.threads,
         duration: args.duration,
         rate: args.rate,
+        cancel: !args.no_cancel,
         elapsed,
-        place,
-        cancel,
+        place: tally.place,
+        cancel_h: tally.cancel,
         all,
+        health,
         errors,
     })
 }
@@ -782,5 +1218,32 @@ mod tests {
         assert_eq!(format_units(10_000, 8), "0.00010000");
         assert_eq!(fmt_us(1_234), "1.234 ms");
         assert_eq!(fmt_us(999), "999 us");
+    }
+
+    #[test]
+    fn response_heads_parse() {
+        let head =
+            b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nContent-Length: 17\r\n\r\n";
+        assert_eq!(parse_head(head).ok(), Some((201, 17)));
+        let head = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(parse_head(head).ok(), Some((204, 0)));
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
+        assert!(parse_head(b"garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn json_strings_are_found() {
+        let body = br#"{"id":"42","clientId":"b1-1","status":"open","fills":[{"orderId":"42"}]}"#;
+        assert_eq!(json_str(body, "id"), Some("42"));
+        assert_eq!(json_str(body, "status"), Some("open"));
+        assert_eq!(json_str(body, "code"), None);
+        assert_eq!(
+            wire_code(409, br#"{"code": "DUPLICATE_CLIENT_ID"}"#),
+            "DUPLICATE_CLIENT_ID"
+        );
+        assert_eq!(wire_code(502, b""), "HTTP_502");
+        assert_eq!(permille(15_000, 60_000), 250);
+        assert_eq!(fmt_permille(1_005), "1.005");
     }
 }
