@@ -307,7 +307,10 @@ impl Feed {
 
     /// The market data consumer to add to the pipeline.
     pub fn listener(&self) -> Box<dyn OutputListener> {
-        Box::new(FeedListener { feed: self.clone() })
+        Box::new(FeedListener {
+            feed: self.clone(),
+            store: StoreWriter::start(self.inner.store.clone()),
+        })
     }
 
     /// The market data routes and `GET /v1/ws`.
@@ -395,9 +398,11 @@ impl Feed {
     }
 }
 
-/// The pipeline consumer: derives on the output thread, persists trades and candles.
+/// The pipeline consumer: derives on the output thread and hands what is to be kept
+/// (trades, candles, book seqs, applied seq) to the store's writer thread.
 struct FeedListener {
     feed: Feed,
+    store: StoreWriter,
 }
 
 impl std::fmt::Debug for FeedListener {
@@ -416,8 +421,7 @@ impl OutputListener for FeedListener {
     }
 
     fn on_batch(&mut self, batch: &[Processed<'_>]) {
-        let mut state = self.feed.inner.state.write();
-        let out = state.apply(batch);
+        let out = self.feed.inner.state.write().apply(batch);
         if out.book_pending
             && let Some(t) = self.feed.inner.book_flusher.get()
         {
@@ -426,11 +430,91 @@ impl OutputListener for FeedListener {
         if out.last_seq == 0 {
             return;
         }
-        // Same lock order everywhere: state, then store. Written before the state lock is
-        // released so that readers never see a figure that a crash now would lose.
-        let mut store = self.feed.inner.store.lock();
-        if let Err(e) = store.commit(&out.trades, &out.candles, &out.books, out.last_seq) {
-            tracing::error!(error = %e, "market data store write failed");
+        self.store.send(out);
+    }
+}
+
+/// Batches queued for the store's writer before the output thread waits for it.
+const STORE_QUEUE: usize = 4096;
+/// Most batches written in one SQLite transaction.
+const STORE_GROUP: usize = 1024;
+
+/// Writes the feed's store behind the output thread, on `bourse-feed-store`: one SQLite
+/// transaction per group of the batches waiting (with the applied seq of the last), so a
+/// commit, and a WAL checkpoint's fsyncs, never hold up publishing, and a busy stream costs
+/// one transaction per group instead of one per batch. Nothing is lost by writing late: the
+/// journal holds every batch before the feed sees it, and recovery replays to the feed every
+/// batch after its stored applied seq, so a crash before a group is written only means that
+/// the group is derived again. The queue is bounded: past it the output thread waits.
+/// Dropping the writer writes what is queued and joins the thread.
+struct StoreWriter {
+    tx: Option<std::sync::mpsc::SyncSender<state::BatchOutput>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StoreWriter {
+    fn start(store: Arc<Mutex<Store>>) -> StoreWriter {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<state::BatchOutput>(STORE_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("bourse-feed-store".into())
+            .spawn(move || {
+                while let Ok(mut group) = rx.recv() {
+                    for _ in 1..STORE_GROUP {
+                        let Ok(next) = rx.try_recv() else { break };
+                        group.trades.extend(next.trades);
+                        group.candles.extend(next.candles);
+                        group.books.extend(next.books);
+                        group.last_seq = next.last_seq;
+                    }
+                    // The latest state of each candle and book is enough.
+                    let mut seen = std::collections::HashSet::new();
+                    group.candles.reverse();
+                    group
+                        .candles
+                        .retain(|(pair, iv, c)| seen.insert((*pair, iv.index(), c.open_ms)));
+                    let mut seen = std::collections::HashSet::new();
+                    group.books.reverse();
+                    group.books.retain(|b| seen.insert(b.pair));
+                    let res = store.lock().commit(
+                        &group.trades,
+                        &group.candles,
+                        &group.books,
+                        group.last_seq,
+                    );
+                    if let Err(e) = res {
+                        tracing::error!(error = %e, "market data store write failed");
+                    }
+                }
+            });
+        match spawned {
+            Ok(thread) => StoreWriter {
+                tx: Some(tx),
+                thread: Some(thread),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "market data store thread not started");
+                StoreWriter {
+                    tx: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    fn send(&self, out: state::BatchOutput) {
+        if let Some(tx) = &self.tx
+            && tx.send(out).is_err()
+        {
+            tracing::error!("market data store thread gone");
+        }
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -377,10 +377,6 @@ impl Conn {
                     self.last_write = Some(Instant::now());
                 }
                 if self.wbuf.is_empty() {
-                    // Idle: give back what a burst made the buffer grow to.
-                    if self.wbuf.capacity() > 64 * 1024 {
-                        self.wbuf.shrink_to(16 * 1024);
-                    }
                     return Ok(false);
                 }
             }
@@ -489,6 +485,14 @@ impl Conn {
 
     fn housekeeping(&mut self) {
         let now = Instant::now();
+        // Idle: give back what a burst made the write buffer grow to. Here (once a tick)
+        // rather than whenever the buffer runs empty: on a busy stream that freed and
+        // regrew it between writes (large buffers are mapped and unmapped, and each unmap
+        // interrupts the other core to flush its TLB).
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 64 * 1024 {
+            self.wbuf = Vec::with_capacity(16 * 1024);
+            self.wpos = 0;
+        }
         if now.duration_since(self.last_seen) > self.cfg.idle_timeout {
             self.shut(1001, "idle timeout");
             return;
