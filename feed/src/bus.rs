@@ -351,6 +351,15 @@ impl Cursor {
             return Ok(0);
         }
         let start = slot(self.pos).start;
+        let last = slot(head - 1);
+        let all_end = last.start + u64::from(last.len);
+        if out.len() + ((all_end - start) as usize) <= max_bytes {
+            // Everything fits (the usual case): no walk over the slots.
+            let n = (head - self.pos) as usize;
+            self.pos = head;
+            ring.read_into(start, (all_end - start) as usize, out);
+            return Ok(n);
+        }
         let mut end = start;
         let mut n = 0;
         while self.pos < head && out.len() + ((end - start) as usize) < max_bytes {
@@ -447,6 +456,13 @@ mod tests {
             let n = fast.copy_into(&mut out, budget, min_seq).unwrap();
             let mut expect = Vec::new();
             let mut taken = 0;
+            let rest: usize = model[fast_at..]
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (fast_at + i) as u64 + 1 > min_seq)
+                .map(|(_, f)| f.len())
+                .sum();
+            let budget = if rest <= budget { usize::MAX } else { budget };
             while fast_at < model.len() {
                 if (fast_at as u64 + 1) <= min_seq {
                     fast_at += 1;
