@@ -50,6 +50,8 @@ enum Op {
 /// The rows of one batch, up to `last_seq`.
 struct StoreMsg {
     last_seq: u64,
+    /// Commands in the batch.
+    commands: usize,
     ops: Vec<Op>,
 }
 
@@ -57,11 +59,15 @@ struct StoreMsg {
 const STORE_QUEUE: usize = 4096;
 /// Most queued batches committed in one SQLite transaction.
 const STORE_GROUP: usize = 1024;
-/// With fewer batches queued than this, the store thread lingers a little so that a
-/// transaction carries more rows (fewer commits and WAL frames per row); reads that must see
-/// the store wait at most about this much longer.
-const STORE_LINGER_BELOW: usize = 64;
-const STORE_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+/// The store thread lingers after the first queued batch until this many commands have
+/// queued, [`STORE_LINGER`] has passed, or a reader waits for the store
+/// ([`ReadModel::wait_stored`]), whichever comes first. A SQLite commit costs about the same
+/// whether it carries ten rows or a thousand (the WAL gets every dirty page once per commit,
+/// and the index pages of a busy account are dirtied by every row), so under load longer
+/// groups cut the history thread's CPU several times over; a read right after a write never
+/// waits for the linger, it ends it.
+const STORE_LINGER_COMMANDS: usize = 4096;
+const STORE_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Writes the history store; see the module doc.
 pub struct HistoryListener {
@@ -97,20 +103,33 @@ fn store_thread(conn: Connection, rx: Receiver<StoreMsg>, model: Arc<ReadModel>)
     let mut failed = false;
     let mut latest: HashMap<u64, (usize, usize)> = HashMap::new();
     while let Ok(first) = rx.recv() {
+        let mut commands = first.commands;
         let mut group = vec![first];
-        let mut lingered = false;
+        let deadline = std::time::Instant::now() + STORE_LINGER;
         loop {
             while group.len() < STORE_GROUP {
                 match rx.try_recv() {
-                    Ok(m) => group.push(m),
+                    Ok(m) => {
+                        commands += m.commands;
+                        group.push(m);
+                    }
                     Err(_) => break,
                 }
             }
-            if lingered || group.len() >= STORE_LINGER_BELOW {
+            if group.len() >= STORE_GROUP
+                || commands >= STORE_LINGER_COMMANDS
+                || std::time::Instant::now() >= deadline
+                || model.linger(deadline)
+            {
+                // Whatever queued while lingering goes into this commit too.
+                while group.len() < STORE_GROUP {
+                    match rx.try_recv() {
+                        Ok(m) => group.push(m),
+                        Err(_) => break,
+                    }
+                }
                 break;
             }
-            lingered = true;
-            std::thread::sleep(STORE_LINGER);
         }
         if failed {
             continue;
@@ -705,6 +724,7 @@ impl OutputListener for HistoryListener {
             && tx
                 .send(StoreMsg {
                     last_seq: last.seq,
+                    commands: batch.len(),
                     ops,
                 })
                 .is_err()

@@ -96,21 +96,24 @@ fn code_for(status: StatusCode) -> &'static str {
 }
 
 /// Request id, limits, problem rendering and metrics.
+///
+/// Runs for every request, so the common case allocates only the generated request id:
+/// the method, route and URI are cheap clones, the path is only read for a problem body.
 pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id = req
+    let echoed = req
         .headers()
         .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| valid_request_id(v))
-        .map(str::to_string)
-        .unwrap_or_else(new_request_id);
-    let path = req.uri().path().to_string();
-    let method = req.method().as_str().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string());
+        .filter(|v| v.to_str().is_ok_and(valid_request_id))
+        .cloned();
+    let id = match echoed {
+        Some(v) => v,
+        None => HeaderValue::try_from(new_request_id()).expect("hex is a valid header value"),
+    };
+    let id_str = || id.to_str().unwrap_or_default();
+    let uri = req.uri().clone();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
 
     let too_large = req
         .headers()
@@ -119,24 +122,24 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > BODY_LIMIT as u64);
 
-    let ops = matches!(path.as_str(), "/health" | "/ready" | "/metrics");
-    let limited = if ops || !state.rate.enabled() {
-        Ok(())
-    } else {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        match req.headers().get(header::AUTHORIZATION) {
-            Some(v) => v.as_bytes().hash(&mut h),
-            None => req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip())
-                .hash(&mut h),
-        }
-        state.rate.check(h.finish())
-    };
+    let limited =
+        if !state.rate.enabled() || matches!(uri.path(), "/health" | "/ready" | "/metrics") {
+            Ok(())
+        } else {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            match req.headers().get(header::AUTHORIZATION) {
+                Some(v) => v.as_bytes().hash(&mut h),
+                None => req
+                    .extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip())
+                    .hash(&mut h),
+            }
+            state.rate.check(h.finish())
+        };
 
     let mut response = if too_large {
-        crate::extract::too_large().0.render(&id, &path)
+        crate::extract::too_large().0.render(id_str(), uri.path())
     } else if let Err(secs) = limited {
         let mut p = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -144,35 +147,36 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
             "too many requests, slow down",
         );
         p.retry_after_secs = Some(secs);
-        p.render(&id, &path)
+        p.render(id_str(), uri.path())
     } else {
         next.run(req).await
     };
 
     if let Some(p) = response.extensions().get::<Problem>().cloned() {
-        response = p.render(&id, &path);
+        response = p.render(id_str(), uri.path());
     } else {
         let status = response.status();
-        let is_problem = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| {
-                v.as_bytes().starts_with(b"application/problem+json")
-                    || v.as_bytes().starts_with(b"application/json")
-            });
-        if (status.is_client_error() || status.is_server_error()) && !is_problem {
-            let detail = status.canonical_reason().unwrap_or("error").to_string();
-            response = Problem::new(status, code_for(status), detail).render(&id, &path);
+        if status.is_client_error() || status.is_server_error() {
+            let is_problem = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| {
+                    v.as_bytes().starts_with(b"application/problem+json")
+                        || v.as_bytes().starts_with(b"application/json")
+                });
+            if !is_problem {
+                let detail = status.canonical_reason().unwrap_or("error").to_string();
+                response =
+                    Problem::new(status, code_for(status), detail).render(id_str(), uri.path());
+            }
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, v);
-    }
-    let route = route.unwrap_or_else(|| "unmatched".into());
+    let status = response.status().as_u16();
+    response.headers_mut().insert(REQUEST_ID_HEADER, id);
     state.metrics.record(
-        &method,
-        &route,
-        response.status().as_u16(),
+        method.as_str(),
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        status,
         started.elapsed().as_micros() as u64,
     );
     response

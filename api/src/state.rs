@@ -65,6 +65,10 @@ pub struct ReadModel {
     stored_seq: Mutex<u64>,
     stored_cv: Condvar,
     store_failed: AtomicBool,
+    /// Set by a reader that waits for the store: the store thread stops lingering and
+    /// commits what it has ([`ReadModel::linger`]).
+    store_wanted: Mutex<bool>,
+    store_wanted_cv: Condvar,
     /// Orders just cancelled by `DELETE /v1/orders/{id}`, final, for its reply: (seq, order).
     cancelled: Mutex<HashMap<u64, (u64, crate::model::OrderRec)>>,
 }
@@ -97,11 +101,31 @@ impl ReadModel {
         self.stored_cv.notify_all();
     }
 
+    /// Store thread: waits until `deadline` or until a reader wants the store, whichever
+    /// comes first; true if a reader does.
+    pub fn linger(&self, deadline: Instant) -> bool {
+        let mut wanted = self.store_wanted.lock();
+        if !*wanted {
+            let _ = self.store_wanted_cv.wait_until(&mut wanted, deadline);
+        }
+        std::mem::take(&mut *wanted)
+    }
+
+    /// Tells a lingering store thread to commit now.
+    fn want_store(&self) {
+        *self.store_wanted.lock() = true;
+        self.store_wanted_cv.notify_one();
+    }
+
     /// Blocks until the history store holds every sequence up to `seq`; false if it failed
     /// or did not catch up in time. Cheap when it already has (the usual case).
     pub fn wait_stored(&self, seq: u64) -> bool {
         let deadline = Instant::now() + STORE_WAIT;
         let mut s = self.stored_seq.lock();
+        if *s < seq {
+            // Not under `stored_seq`: the store thread takes that lock to publish.
+            parking_lot::MutexGuard::unlocked(&mut s, || self.want_store());
+        }
         while *s < seq {
             if self.store_failed.load(Ordering::Acquire) {
                 return false;

@@ -453,3 +453,82 @@ pub fn meta_set(conn: &Connection, key: &str, value: u64) -> rusqlite::Result<()
 }
 
 pub const MARKET_LOG: &str = "CREATE TABLE IF NOT EXISTS market_log(seq INTEGER NOT NULL, command TEXT NOT NULL, event TEXT NOT NULL);";
+
+/// The `WHERE` of a paginated list: clauses joined by `AND`, each with at most one integer
+/// argument, numbered in order. Column names and operators come from the code, values are
+/// always bound.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    clauses: Vec<String>,
+    args: Vec<i64>,
+}
+
+impl Filter {
+    pub fn new() -> Filter {
+        Filter::default()
+    }
+
+    /// `column op ?N` with `value` bound (`op` one of `=`, `<`, `>=`, ...).
+    pub fn cmp(&mut self, column: &'static str, op: &'static str, value: i64) -> &mut Filter {
+        self.args.push(value);
+        self.clauses
+            .push(format!("{column} {op} ?{}", self.args.len()));
+        self
+    }
+
+    /// `column = ?N`.
+    pub fn eq(&mut self, column: &'static str, value: i64) -> &mut Filter {
+        self.cmp(column, "=", value)
+    }
+
+    /// A clause without arguments (`status IN (0, 1)`).
+    pub fn raw(&mut self, clause: &'static str) -> &mut Filter {
+        self.clauses.push(clause.to_string());
+        self
+    }
+
+    fn where_sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+/// One page of a list: the rows of `table` matching `filter` in `order_by` order, `limit`
+/// of them from `offset`, and how many match in all (the pagination meta's `totalCount`).
+/// Every account list (orders, fills, requests, transactions) goes through here.
+#[allow(clippy::too_many_arguments)]
+pub fn paged<T>(
+    conn: &Connection,
+    table: &'static str,
+    cols: &'static str,
+    filter: &Filter,
+    order_by: &str,
+    limit: u64,
+    offset: u64,
+    row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<(u64, Vec<T>)> {
+    let filter_sql = filter.where_sql();
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT COUNT(*) FROM {table}{filter_sql}"))?
+        .query_row(rusqlite::params_from_iter(filter.args.iter()), |r| r.get(0))?;
+    let n = filter.args.len();
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {cols} FROM {table}{filter_sql} ORDER BY {order_by} LIMIT ?{} OFFSET ?{}",
+        n + 1,
+        n + 2
+    ))?;
+    let page = [
+        i64::try_from(limit).unwrap_or(i64::MAX),
+        i64::try_from(offset).unwrap_or(i64::MAX),
+    ];
+    let rows = st
+        .query_map(
+            rusqlite::params_from_iter(filter.args.iter().chain(page.iter())),
+            row,
+        )?
+        .collect::<Result<Vec<T>, _>>()?;
+    Ok((u64::try_from(total).unwrap_or(0), rows))
+}

@@ -413,39 +413,36 @@ pub async fn orders_list(
     auth.require(ORDERS | ORDERS_READ)?;
     let pg = page(q.offset, q.limit)?;
     let pair = pair_param(&state, q.pair.as_deref())?;
-    let status_sql = match q.status.as_deref() {
-        None | Some("all") => "",
-        Some("open") => " AND status IN (0, 1)",
-        Some("closed") => " AND status NOT IN (0, 1)",
+    let mut filter = store::Filter::new();
+    filter.eq("account", i64::from(auth.account.0));
+    if let Some(p) = pair {
+        filter.eq("pair", i64::from(p.0));
+    }
+    match q.status.as_deref() {
+        None | Some("all") => {}
+        Some("open") => {
+            filter.raw("status IN (0, 1)");
+        }
+        Some("closed") => {
+            filter.raw("status NOT IN (0, 1)");
+        }
         Some(_) => return Err(ApiError::validation("status must be open, closed or all")),
-    };
-    let pair_sql = if pair.is_some() {
-        " AND pair = ?2"
-    } else {
-        " AND ?2 IS NULL"
-    };
-    let account = auth.account.0;
-    let pair_v = pair.map(|p| i64::from(p.0));
+    }
     let (total, rows) = state.store.read(|c| {
-        let total: i64 = c.query_row(
-            &format!("SELECT COUNT(*) FROM orders WHERE account = ?1{pair_sql}{status_sql}"),
-            rusqlite::params![account, pair_v],
-            |r| r.get(0),
+        let (total, mut rows) = store::paged(
+            c,
+            "orders",
+            store::ORDER_COLS,
+            &filter,
+            "id DESC",
+            pg.limit,
+            pg.offset,
+            store::order_from_row,
         )?;
-        let mut st = c.prepare_cached(&format!(
-            "SELECT {} FROM orders WHERE account = ?1{pair_sql}{status_sql} ORDER BY id DESC LIMIT ?3 OFFSET ?4",
-            store::ORDER_COLS
-        ))?;
-        let mut rows: Vec<OrderRec> = st
-            .query_map(
-                rusqlite::params![account, pair_v, pg.limit as i64, pg.offset as i64],
-                store::order_from_row,
-            )?
-            .collect::<Result<_, _>>()?;
         for o in &mut rows {
             o.fills = store::fills_of(c, o.id)?;
         }
-        Ok((total as u64, rows))
+        Ok((total, rows))
     })?;
     let m = state.model.markets.read();
     let data = rows.iter().map(|o| order_json(&m, o)).collect();
@@ -472,30 +469,22 @@ pub async fn fills_list(
     auth.require(ORDERS | ORDERS_READ)?;
     let pg = page(q.offset, q.limit)?;
     let pair = pair_param(&state, q.pair.as_deref())?;
-    let pair_sql = if pair.is_some() {
-        " AND pair = ?2"
-    } else {
-        " AND ?2 IS NULL"
-    };
-    let account = auth.account.0;
-    let pair_v = pair.map(|p| i64::from(p.0));
+    let mut filter = store::Filter::new();
+    filter.eq("account", i64::from(auth.account.0));
+    if let Some(p) = pair {
+        filter.eq("pair", i64::from(p.0));
+    }
     let (total, rows) = state.store.read(|c| {
-        let total: i64 = c.query_row(
-            &format!("SELECT COUNT(*) FROM fills WHERE account = ?1{pair_sql}"),
-            rusqlite::params![account, pair_v],
-            |r| r.get(0),
-        )?;
-        let mut st = c.prepare_cached(&format!(
-            "SELECT {} FROM fills WHERE account = ?1{pair_sql} ORDER BY trade_id DESC, order_id DESC LIMIT ?3 OFFSET ?4",
-            store::FILL_COLS
-        ))?;
-        let rows: Vec<_> = st
-            .query_map(
-                rusqlite::params![account, pair_v, pg.limit as i64, pg.offset as i64],
-                store::fill_from_row,
-            )?
-            .collect::<Result<_, _>>()?;
-        Ok((total as u64, rows))
+        store::paged(
+            c,
+            "fills",
+            store::FILL_COLS,
+            &filter,
+            "trade_id DESC, order_id DESC",
+            pg.limit,
+            pg.offset,
+            store::fill_from_row,
+        )
     })?;
     let m = state.model.markets.read();
     let data = rows.iter().map(|f| fill_json(&m, f)).collect();

@@ -51,8 +51,8 @@ pub async fn transactions_list(
 ) -> ApiResult<Json<Paged<TransactionJson>>> {
     auth.require(TRANSACTIONS_READ)?;
     let pg = page(q.offset, q.limit)?;
-    let mut clauses = vec!["account = ?1".to_string()];
-    let mut args: Vec<i64> = vec![i64::from(auth.account.0)];
+    let mut filter = store::Filter::new();
+    filter.eq("account", i64::from(auth.account.0));
     if let Some(c) = q.currency.as_deref() {
         let id = state
             .model
@@ -61,8 +61,7 @@ pub async fn transactions_list(
             .currency_by_code(c)
             .map(|c| c.id.0)
             .ok_or_else(|| ApiError::validation(format!("unknown currency {c}")))?;
-        args.push(i64::from(id));
-        clauses.push(format!("currency = ?{}", args.len()));
+        filter.eq("currency", i64::from(id));
     }
     if let Some(t) = q.kind.as_deref() {
         let t = TxType::parse(t).ok_or_else(|| {
@@ -70,16 +69,13 @@ pub async fn transactions_list(
                 "type must be ORDER_EXECUTION, FEE_COLLECTION, TOPUP or WITHDRAWAL",
             )
         })?;
-        args.push(t.code());
-        clauses.push(format!("type = ?{}", args.len()));
+        filter.eq("type", t.code());
     }
     if let Some(s) = q.start_date.as_deref() {
-        args.push(day_start_ns(s, "startDate")?);
-        clauses.push(format!("ts_ns >= ?{}", args.len()));
+        filter.cmp("ts_ns", ">=", day_start_ns(s, "startDate")?);
     }
     if let Some(s) = q.end_date.as_deref() {
-        args.push(day_start_ns(s, "endDate")? + DAY_NS);
-        clauses.push(format!("ts_ns < ?{}", args.len()));
+        filter.cmp("ts_ns", "<", day_start_ns(s, "endDate")? + DAY_NS);
     }
     match q.sort.as_deref() {
         None | Some("bookingDate") => {}
@@ -91,27 +87,22 @@ pub async fn transactions_list(
         Some(o) if o.eq_ignore_ascii_case("asc") => "ASC",
         Some(_) => return Err(ApiError::validation("order must be ASC or DESC")),
     };
-    let filter = clauses.join(" AND ");
+    let order_by = if order == "ASC" {
+        "ts_ns ASC, id ASC"
+    } else {
+        "ts_ns DESC, id DESC"
+    };
     let (total, rows) = state.store.read(|c| {
-        let total: i64 = c.query_row(
-            &format!("SELECT COUNT(*) FROM transactions WHERE {filter}"),
-            rusqlite::params_from_iter(args.iter()),
-            |r| r.get(0),
-        )?;
-        let n = args.len();
-        let mut all = args.clone();
-        all.push(pg.limit as i64);
-        all.push(pg.offset as i64);
-        let mut st = c.prepare_cached(&format!(
-            "SELECT {} FROM transactions WHERE {filter} ORDER BY ts_ns {order}, id {order} LIMIT ?{} OFFSET ?{}",
+        store::paged(
+            c,
+            "transactions",
             store::TX_COLS,
-            n + 1,
-            n + 2
-        ))?;
-        let rows: Vec<_> = st
-            .query_map(rusqlite::params_from_iter(all.iter()), store::tx_from_row)?
-            .collect::<Result<_, _>>()?;
-        Ok((total as u64, rows))
+            &filter,
+            order_by,
+            pg.limit,
+            pg.offset,
+            store::tx_from_row,
+        )
     })?;
     let m = state.model.markets.read();
     let data = rows.iter().map(|t| tx_json(&m, t)).collect();

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::auth::{Auth, WALLET, WALLET_READ};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppQuery, DecimalKind, PageQuery, Paged, decimal, page};
-use crate::model::{BalanceJson, RequestJson, RequestRec, balance_json, request_json, ts};
+use crate::model::{BalanceJson, RequestJson, balance_json, request_json, ts};
 use crate::state::AppState;
 use crate::store;
 
@@ -249,48 +249,27 @@ pub fn requests_query(
     status: Option<i64>,
     pg: crate::extract::Page,
 ) -> ApiResult<Paged<RequestJson>> {
-    let mut clauses = Vec::new();
-    let mut args: Vec<i64> = Vec::new();
+    let mut filter = store::Filter::new();
     if let Some(a) = account {
-        args.push(i64::from(a));
-        clauses.push(format!("account = ?{}", args.len()));
+        filter.eq("account", i64::from(a));
     }
     if let Some(w) = withdrawal {
-        args.push(i64::from(w));
-        clauses.push(format!("kind = ?{}", args.len()));
+        filter.eq("kind", i64::from(w));
     }
     if let Some(s) = status {
-        args.push(s);
-        clauses.push(format!("status = ?{}", args.len()));
+        filter.eq("status", s);
     }
-    let filter = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", clauses.join(" AND "))
-    };
     let (total, rows) = state.store.read(|c| {
-        let total: i64 = c.query_row(
-            &format!("SELECT COUNT(*) FROM requests{filter}"),
-            rusqlite::params_from_iter(args.iter()),
-            |r| r.get(0),
-        )?;
-        let mut all = args.clone();
-        all.push(pg.limit as i64);
-        all.push(pg.offset as i64);
-        let n = args.len();
-        let mut st = c.prepare_cached(&format!(
-            "SELECT {} FROM requests{filter} ORDER BY id DESC LIMIT ?{} OFFSET ?{}",
+        store::paged(
+            c,
+            "requests",
             store::REQ_COLS,
-            n + 1,
-            n + 2
-        ))?;
-        let rows: Vec<RequestRec> = st
-            .query_map(
-                rusqlite::params_from_iter(all.iter()),
-                store::request_from_row,
-            )?
-            .collect::<Result<_, _>>()?;
-        Ok((total as u64, rows))
+            &filter,
+            "id DESC",
+            pg.limit,
+            pg.offset,
+            store::request_from_row,
+        )
     })?;
     let m = state.model.markets.read();
     let data = rows.iter().map(|r| request_json(&m, r)).collect();
