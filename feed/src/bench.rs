@@ -208,6 +208,9 @@ pub struct WsBenchArgs {
     /// `FeedConfig::min_write_interval`, microseconds (0: write on every wake-up).
     #[arg(long, default_value_t = 2000)]
     pub min_write_interval_us: u64,
+    /// `FeedConfig::max_writes_per_sec` (0: no floor on the write interval).
+    #[arg(long, default_value_t = 125_000)]
+    pub max_writes_per_sec: u32,
     /// `FeedConfig::book_interval`, microseconds (0: one book update per pipeline batch).
     #[arg(long, default_value_t = 5000)]
     pub book_interval_us: u64,
@@ -296,6 +299,7 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         channel_capacity: 16_384,
         min_write_interval: Duration::from_micros(args.min_write_interval_us),
         book_interval: Duration::from_micros(args.book_interval_us),
+        max_writes_per_sec: args.max_writes_per_sec,
         ..FeedConfig::default()
     };
     let feed = Feed::open(config, dir.path()).map_err(|e| e.to_string())?;
@@ -305,11 +309,11 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
     for (code, d) in [("BTC", 8u8), ("SEK", 2u8)] {
         run_sync(
             &pipeline,
-            Command::AddCurrency(CurrencySpec {
+            Command::AddCurrency(Box::new(CurrencySpec {
                 code: code.into(),
                 display_name: code.into(),
                 decimals: d,
-            }),
+            })),
         );
     }
     run_sync(
@@ -329,7 +333,7 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         for c in 0..2u16 {
             run_sync(
                 &pipeline,
-                Command::DepositCredited(RequestSpec {
+                Command::DepositCredited(Box::new(RequestSpec {
                     request: RequestId(u64::from(a) * 10 + u64::from(c)),
                     account: AccountId(a),
                     currency: CurrencyId(c),
@@ -340,7 +344,7 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
                     },
                     external_id: format!("d{a}{c}"),
                     destination: String::new(),
-                }),
+                })),
             );
         }
     }

@@ -55,6 +55,12 @@ pub struct FeedConfig {
     /// it at once (at most one write per interval on a busy stream; a quiet connection writes
     /// at once). Zero: write on every wake-up.
     pub min_write_interval: Duration,
+    /// Writes per second that all connections together aim to stay under: a busy
+    /// connection's write interval is at least `connections / max_writes_per_sec` (so with
+    /// 1000 connections and 125,000/s, 8 ms), since on a busy server the cost is per write
+    /// (system call, TCP segment, the reader's wake-up) more than per byte. Zero: no such
+    /// floor.
+    pub max_writes_per_sec: u32,
     /// Server ping period.
     pub ping_interval: Duration,
     /// A connection silent (no frame, no pong) this long is closed.
@@ -85,6 +91,7 @@ impl Default for FeedConfig {
             queue_bound: 4096,
             channel_capacity: 4096,
             min_write_interval: Duration::from_millis(2),
+            max_writes_per_sec: 125_000,
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
             stall_timeout: Duration::from_secs(10),

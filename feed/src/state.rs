@@ -872,16 +872,16 @@ mod tests {
         let mut engine = Engine::new(EngineLimits::default());
         let mut ev = Vec::new();
         let mut setup = vec![
-            Command::AddCurrency(CurrencySpec {
+            Command::AddCurrency(Box::new(CurrencySpec {
                 code: "BTC".into(),
                 display_name: "BTC".into(),
                 decimals: 8,
-            }),
-            Command::AddCurrency(CurrencySpec {
+            })),
+            Command::AddCurrency(Box::new(CurrencySpec {
                 code: "SEK".into(),
                 display_name: "SEK".into(),
                 decimals: 2,
-            }),
+            })),
             Command::AddPair(PairSpec {
                 base: CurrencyId(0),
                 quote: CurrencyId(1),
@@ -895,14 +895,14 @@ mod tests {
         ];
         for a in 1..=2u32 {
             for c in 0..2u16 {
-                setup.push(Command::DepositCredited(RequestSpec {
+                setup.push(Command::DepositCredited(Box::new(RequestSpec {
                     request: RequestId(u64::from(a) * 10 + u64::from(c)),
                     account: AccountId(a),
                     currency: CurrencyId(c),
                     amount: 1_000_000_000_000,
                     external_id: format!("d{a}{c}"),
                     destination: String::new(),
-                }));
+                })));
             }
         }
         for c in &setup {
@@ -1053,16 +1053,16 @@ mod tests {
         let mut engine = Engine::new(EngineLimits::default());
         let mut ev = Vec::new();
         let mut setup = vec![
-            Command::AddCurrency(CurrencySpec {
+            Command::AddCurrency(Box::new(CurrencySpec {
                 code: "BTC".into(),
                 display_name: "BTC".into(),
                 decimals: 8,
-            }),
-            Command::AddCurrency(CurrencySpec {
+            })),
+            Command::AddCurrency(Box::new(CurrencySpec {
                 code: "SEK".into(),
                 display_name: "SEK".into(),
                 decimals: 2,
-            }),
+            })),
             Command::AddPair(PairSpec {
                 base: CurrencyId(0),
                 quote: CurrencyId(1),
@@ -1076,14 +1076,14 @@ mod tests {
         ];
         for a in 1..=2u32 {
             for c in 0..2u16 {
-                setup.push(Command::DepositCredited(RequestSpec {
+                setup.push(Command::DepositCredited(Box::new(RequestSpec {
                     request: RequestId(u64::from(a) * 10 + u64::from(c)),
                     account: AccountId(a),
                     currency: CurrencyId(c),
                     amount: 1_000_000_000_000,
                     external_id: format!("d{a}{c}"),
                     destination: String::new(),
-                }));
+                })));
             }
         }
         for c in &setup {

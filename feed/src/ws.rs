@@ -355,10 +355,11 @@ impl Conn {
                 if written >= BUDGET {
                     return Ok(true);
                 }
-                if !self.cfg.min_write_interval.is_zero()
+                let interval = self.write_interval();
+                if !interval.is_zero()
                     && let Some(last) = self.last_write
                 {
-                    let due = last + self.cfg.min_write_interval;
+                    let due = last + interval;
                     if !self.holding && Instant::now() < due {
                         self.hold
                             .as_mut()
@@ -392,6 +393,18 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// How long a busy connection gathers between writes: `min_write_interval`, or more
+    /// when that many connections would write more often than `max_writes_per_sec`.
+    fn write_interval(&self) -> Duration {
+        let min = self.cfg.min_write_interval;
+        if self.cfg.max_writes_per_sec == 0 {
+            return min;
+        }
+        let conns = self.feed.inner.connections.load(Ordering::Relaxed) as u64;
+        let floor_us = conns * 1_000_000 / u64::from(self.cfg.max_writes_per_sec);
+        min.max(Duration::from_micros(floor_us))
     }
 
     fn take_control(&mut self) {

@@ -153,11 +153,11 @@ impl Harness {
     /// BTC (8), SEK (2), BTC_SEK (price 2 decimals, amount 4), accounts 1..=n funded.
     pub async fn setup_market(&self, accounts: u32) {
         for (code, d) in [("BTC", 8u8), ("SEK", 2u8)] {
-            self.run(Command::AddCurrency(CurrencySpec {
+            self.run(Command::AddCurrency(Box::new(CurrencySpec {
                 code: code.into(),
                 display_name: code.into(),
                 decimals: d,
-            }))
+            })))
             .await;
         }
         let out = self
@@ -179,14 +179,14 @@ impl Harness {
     pub async fn fund(&self, accounts: std::ops::RangeInclusive<u32>) {
         for a in accounts {
             for (c, amount) in [(0u16, 1_000_000_000_000u64), (1, 100_000_000_000_000)] {
-                self.run(Command::DepositCredited(RequestSpec {
+                self.run(Command::DepositCredited(Box::new(RequestSpec {
                     request: RequestId(u64::from(a) * 10 + u64::from(c)),
                     account: AccountId(a),
                     currency: CurrencyId(c),
                     amount,
                     external_id: format!("d{a}-{c}"),
                     destination: String::new(),
-                }))
+                })))
                 .await;
             }
         }
