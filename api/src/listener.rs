@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use crossbeam_channel::{Receiver, Sender};
 use engine::markets::Markets;
 use engine::pipeline::{OutputListener, Processed};
-use engine::{AccountId, Command, Engine, Event, RejectReason, RequestStatus};
+use engine::{AccountId, AccountRegistration, Command, Engine, Event, RejectReason, RequestStatus};
 use rusqlite::Connection;
 
 use crate::model::{self, FillRec, OrderRec, RequestRec, TxRec, TxType};
@@ -470,14 +470,14 @@ impl HistoryListener {
                     request, status, ..
                 } => self.request_updated(p, request.0, status, ts)?,
                 Event::AccountRegistered { account } => {
-                    if let Command::RegisterAccount {
-                        name,
-                        client_id,
-                        secret_hash,
-                        scopes,
-                        ..
-                    } = p.command
-                    {
+                    if let Command::RegisterAccount(r) = p.command {
+                        let AccountRegistration {
+                            name,
+                            client_id,
+                            secret_hash,
+                            scopes,
+                            ..
+                        } = &**r;
                         self.ops.push(Op::Account {
                             account: account.0,
                             name: name.clone(),

@@ -75,11 +75,11 @@ async fn bootstrap_markets(state: &AppState) -> anyhow::Result<()> {
     }
     for c in &state.config.currencies {
         let done = state
-            .submit(Command::AddCurrency(CurrencySpec {
+            .submit(Command::AddCurrency(Box::new(CurrencySpec {
                 code: c.code.clone(),
                 display_name: c.display_name.clone(),
                 decimals: c.decimals,
-            }))
+            })))
             .await
             .map_err(|e| anyhow::anyhow!("adding currency {}: {}", c.code, e.0.detail))?;
         if let Some(Event::ConfigRefused { reason }) = done.events.first() {

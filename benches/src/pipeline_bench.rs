@@ -100,11 +100,11 @@ fn setup_commands(pairs: u16) -> Vec<Command> {
     let mut v = Vec::new();
     let currencies = pairs + 1;
     for c in 0..currencies {
-        v.push(Command::AddCurrency(CurrencySpec {
+        v.push(Command::AddCurrency(Box::new(CurrencySpec {
             code: format!("C{c}"),
             display_name: format!("Currency {c}"),
             decimals: 8,
-        }));
+        })));
     }
     for p in 0..pairs {
         v.push(Command::AddPair(PairSpec {
@@ -121,14 +121,14 @@ fn setup_commands(pairs: u16) -> Vec<Command> {
     let mut request = 1;
     for a in 1..=ACCOUNTS {
         for c in 0..currencies {
-            v.push(Command::DepositCredited(RequestSpec {
+            v.push(Command::DepositCredited(Box::new(RequestSpec {
                 request: RequestId(request),
                 account: AccountId(a),
                 currency: CurrencyId(c),
                 amount: 1 << 52,
                 external_id: format!("bench-{request}"),
                 destination: String::new(),
-            }));
+            })));
             request += 1;
         }
     }

@@ -14,6 +14,10 @@
 //! FIFO links are consistent in both directions; every order is on the level of its price
 //! and side; account lists hold exactly the account's orders.
 //!
+//! Level totals are `u64` sums of lots: the engine admits at most `MAX_ORDER_LOTS` (2^40)
+//! per order and `MAX_ORDERS_PER_BOOK` (< 2^24) per book, so no total can overflow; the
+//! addition is still checked.
+//!
 //! The book knows nothing of money: holds are stored on the order for the engine's ledger.
 
 use rustc_hash::FxHashMap;
@@ -287,7 +291,12 @@ impl Book {
         if tail == NIL {
             level.head = slot;
         }
-        level.total += remaining;
+        // Bounded by construction (`MAX_ORDER_LOTS` per order, `MAX_ORDERS_PER_BOOK` orders),
+        // asserted because a wrapped total would publish a wrong book.
+        level.total = level
+            .total
+            .checked_add(remaining)
+            .expect("level total bounded by MAX_ORDER_LOTS x MAX_ORDERS_PER_BOOK");
         level.count += 1;
         let total = level.total;
         if tail != NIL {

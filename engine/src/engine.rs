@@ -39,10 +39,11 @@ use crate::book::Book;
 use crate::command::{Command, MarketSize, OrderKind, PlaceOrder, RequestSpec};
 use crate::event::{DoneReason, Event, RequestStatus, Trade};
 use crate::id_hash::SequentialIdMap;
+use crate::id_window::IdWindow;
 use crate::ids::{AccountId, CurrencyId, OrderId, PairId, RequestId, TradeId};
 use crate::ledger::{Balance, Ledger, MAX_SUPPLY};
 use crate::money::{buyer_pays, exact_value, fee, lots_affordable, seller_receives};
-use crate::price::{Amount, Price};
+use crate::price::{Amount, MAX_ORDER_LOTS, Price};
 use crate::reject::RejectReason;
 use crate::side::{SelfTradePrevention, Side, TimeInForce};
 use crate::spec::{
@@ -50,10 +51,15 @@ use crate::spec::{
     PairStatus,
 };
 
+/// Most resting orders a book may be configured for: with at most [`MAX_ORDER_LOTS`] lots
+/// per order, a level's total (a `u64` of lots) cannot overflow.
+pub const MAX_ORDERS_PER_BOOK: usize = (1 << 24) - 1;
+
 /// Bounds the engine enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineLimits {
     /// Most resting orders per book; a GTC order beyond it is rejected with `BookFull`.
+    /// At most [`MAX_ORDERS_PER_BOOK`].
     pub max_orders_per_book: usize,
     /// Orders reserved up front per book (arena and id table), so a warm book does not grow.
     pub reserve_orders_per_book: usize,
@@ -139,7 +145,8 @@ pub struct Engine {
     orders: SequentialIdMap<OrderId, OrderLoc>,
     requests: FxHashMap<RequestId, PendingRequest>,
     next_trade_id: u64,
-    max_order_id: u64,
+    /// Order ids used (the highest is `max_order_id`): see [`crate::id_window`].
+    order_ids: IdWindow,
     max_request_id: u64,
     commands: u64,
     /// Reused by cancel-all (order id, slot), so it does not allocate once warm.
@@ -171,6 +178,11 @@ impl Default for Engine {
 impl Engine {
     /// An empty engine: no currencies, no pairs, only the fee account.
     pub fn new(limits: EngineLimits) -> Self {
+        assert!(
+            limits.max_orders_per_book <= MAX_ORDERS_PER_BOOK,
+            "max_orders_per_book {} above {MAX_ORDERS_PER_BOOK}",
+            limits.max_orders_per_book
+        );
         let mut orders = SequentialIdMap::default();
         orders.reserve(limits.reserve_orders_per_book);
         Engine {
@@ -181,7 +193,7 @@ impl Engine {
             orders,
             requests: FxHashMap::default(),
             next_trade_id: 1,
-            max_order_id: 0,
+            order_ids: IdWindow::default(),
             max_request_id: 0,
             commands: 0,
             scratch: Vec::new(),
@@ -265,7 +277,7 @@ impl Engine {
     }
 
     pub fn max_order_id(&self) -> OrderId {
-        OrderId(self.max_order_id)
+        OrderId(self.order_ids.hi())
     }
 
     pub fn max_request_id(&self) -> RequestId {
@@ -310,7 +322,7 @@ impl Engine {
             Command::AddCurrency(spec) => self.add_currency(spec, out),
             Command::AddPair(spec) => self.add_pair(spec, out),
             Command::SetPairStatus { pair, status } => self.set_pair_status(*pair, *status, out),
-            Command::RegisterAccount { account, .. } => self.register_account(*account, out),
+            Command::RegisterAccount(r) => self.register_account(r.account, out),
         }
         #[cfg(feature = "verify")]
         if let Err(e) = self.check_invariants() {
@@ -343,7 +355,7 @@ impl Engine {
                 if !price.is_valid() {
                     return reject(out, RejectReason::InvalidPrice);
                 }
-                if amount.0 == 0 {
+                if amount.0 == 0 || amount.0 > MAX_ORDER_LOTS {
                     return reject(out, RejectReason::InvalidAmount);
                 }
                 if amount.0 < min {
@@ -353,7 +365,7 @@ impl Engine {
             OrderKind::Market {
                 size: MarketSize::Base(amount),
             } => {
-                if amount.0 == 0 {
+                if amount.0 == 0 || amount.0 > MAX_ORDER_LOTS {
                     return reject(out, RejectReason::InvalidAmount);
                 }
                 if amount.0 < min {
@@ -368,7 +380,7 @@ impl Engine {
                 }
             }
         }
-        if self.orders.contains_key(&o.id) {
+        if self.order_ids.is_used(o.id) {
             return reject(out, RejectReason::DuplicateOrderId);
         }
 
@@ -438,7 +450,7 @@ impl Engine {
         // Accepted: hold the funds.
         let held_ok = self.ledger.hold(o.account, hold_currency, hold);
         assert!(held_ok, "hold checked against available above");
-        self.max_order_id = self.max_order_id.max(o.id.0);
+        self.order_ids.mark(o.id);
         out.push(Event::Accepted {
             order: o.id,
             account: o.account,
@@ -1320,7 +1332,8 @@ impl Engine {
     pub(crate) fn restore_parts(
         limits: EngineLimits,
         currencies: Vec<(CurrencySpec, u64, u64)>,
-        counters: (u64, u64, u64),
+        counters: (u64, u64),
+        order_ids: IdWindow,
     ) -> Engine {
         let mut e = Engine::new(limits);
         e.currencies = currencies
@@ -1331,7 +1344,8 @@ impl Engine {
                 withdrawn,
             })
             .collect();
-        (e.next_trade_id, e.max_order_id, e.max_request_id) = counters;
+        (e.next_trade_id, e.max_request_id) = counters;
+        e.order_ids = order_ids;
         e
     }
 
@@ -1373,7 +1387,11 @@ impl Engine {
             .collect()
     }
 
-    pub(crate) fn counters(&self) -> (u64, u64, u64) {
-        (self.next_trade_id, self.max_order_id, self.max_request_id)
+    pub(crate) fn counters(&self) -> (u64, u64) {
+        (self.next_trade_id, self.max_request_id)
+    }
+
+    pub(crate) fn order_ids(&self) -> &IdWindow {
+        &self.order_ids
     }
 }

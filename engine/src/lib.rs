@@ -14,6 +14,7 @@ pub mod command;
 pub mod engine;
 pub mod event;
 pub mod id_hash;
+pub mod id_window;
 pub mod ids;
 pub mod ledger;
 pub mod markets;
@@ -28,12 +29,14 @@ pub mod state;
 pub mod units;
 
 pub use client_id::ClientOrderId;
-pub use command::{Command, MarketSize, OrderKind, PlaceOrder, RequestSpec};
-pub use engine::{CurrencyAudit, Engine, EngineLimits, PendingRequest, RequestKind};
+pub use command::{AccountRegistration, Command, MarketSize, OrderKind, PlaceOrder, RequestSpec};
+pub use engine::{
+    CurrencyAudit, Engine, EngineLimits, MAX_ORDERS_PER_BOOK, PendingRequest, RequestKind,
+};
 pub use event::{DoneReason, Event, OrderStatus, RequestStatus, Trade};
 pub use ids::{AccountId, CurrencyId, OrderId, PairId, RequestId, TradeId};
 pub use ledger::Balance;
-pub use price::{Amount, MAX_PRICE_TICKS, Price};
+pub use price::{Amount, MAX_ORDER_LOTS, MAX_PRICE_TICKS, Price};
 pub use reject::RejectReason;
 pub use side::{SelfTradePrevention, Side, TimeInForce};
 pub use spec::{CurrencySpec, PairInfo, PairScale, PairSpec, PairStatus};

@@ -77,7 +77,7 @@ impl Markets {
                     debug_assert_eq!(currency.0 as usize, self.currencies.len());
                     self.currencies.push(CurrencyEntry {
                         id: *currency,
-                        spec: spec.clone(),
+                        spec: (**spec).clone(),
                     });
                 }
                 (Event::PairAdded { pair }, Command::AddPair(spec)) => {

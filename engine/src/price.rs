@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 /// (42 bits), so this is its capacity; at 2 decimals it is 43 980 465 111.03 quote units.
 pub const MAX_PRICE_TICKS: u64 = (1 << 42) - 1;
 
+/// Largest order amount in lots (about 1.1e12: 10 995 BTC at 8 amount decimals). With at
+/// most [`crate::engine::MAX_ORDERS_PER_BOOK`] (< 2^24) orders on a level, a level total
+/// stays below 2^64 by construction; larger orders are rejected with `InvalidAmount`.
+pub const MAX_ORDER_LOTS: u64 = 1 << 40;
+
 /// A limit price in ticks. Always in `1..=MAX_PRICE_TICKS` once accepted by the engine.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,

@@ -16,7 +16,8 @@ use crate::side::Side;
 use crate::spec::{CurrencySpec, PairSpec};
 
 /// Format version written in every encoding.
-pub const STATE_VERSION: u32 = 1;
+/// 2: the order id window (`order_ids_used`) replaced nothing but is new state.
+pub const STATE_VERSION: u32 = 2;
 
 /// A resting order in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +48,9 @@ struct EngineStateDto {
     next_trade_id: u64,
     max_order_id: u64,
     max_request_id: u64,
+    /// The order id window's ring ([`crate::id_window`]): which ids below `max_order_id`
+    /// were used, so a restored engine refuses the same duplicates as the live one.
+    order_ids_used: Vec<u64>,
 }
 
 /// Why a state encoding could not be loaded.
@@ -87,7 +91,8 @@ pub fn encode(engine: &Engine) -> Vec<u8> {
             orders,
         });
     }
-    let (next_trade_id, max_order_id, max_request_id) = engine.counters();
+    let (next_trade_id, max_request_id) = engine.counters();
+    let order_ids = engine.order_ids();
     let dto = EngineStateDto {
         version: STATE_VERSION,
         currencies: engine.currency_totals(),
@@ -99,8 +104,9 @@ pub fn encode(engine: &Engine) -> Vec<u8> {
             .collect(),
         requests: engine.pending_requests(),
         next_trade_id,
-        max_order_id,
+        max_order_id: order_ids.hi(),
         max_request_id,
+        order_ids_used: order_ids.words().to_vec(),
     };
     postcard::to_stdvec(&dto).expect("encoding to memory cannot fail")
 }
@@ -111,10 +117,13 @@ pub fn decode(bytes: &[u8], limits: EngineLimits) -> Result<Engine, StateError> 
     if dto.version != STATE_VERSION {
         return Err(StateError::Version(dto.version));
     }
+    let order_ids = crate::id_window::IdWindow::restore(dto.max_order_id, &dto.order_ids_used)
+        .map_err(StateError::Inconsistent)?;
     let mut engine = Engine::restore_parts(
         limits,
         dto.currencies,
-        (dto.next_trade_id, dto.max_order_id, dto.max_request_id),
+        (dto.next_trade_id, dto.max_request_id),
+        order_ids,
     );
     for (i, pair) in dto.pairs.into_iter().enumerate() {
         let id = engine
@@ -129,6 +138,12 @@ pub fn decode(bytes: &[u8], limits: EngineLimits) -> Result<Engine, StateError> 
             if !o.price.is_valid() || o.remaining == 0 {
                 return Err(StateError::Inconsistent(format!(
                     "order {} is invalid",
+                    o.id
+                )));
+            }
+            if !engine.order_ids().is_used(o.id) {
+                return Err(StateError::Inconsistent(format!(
+                    "resting order {} is not in the used order ids",
                     o.id
                 )));
             }

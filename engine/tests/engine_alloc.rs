@@ -135,16 +135,16 @@ fn steady_state_matching_allocates_nothing() {
     });
     let mut out = Vec::with_capacity(1 << 16);
     let mut setup = vec![
-        Command::AddCurrency(CurrencySpec {
+        Command::AddCurrency(Box::new(CurrencySpec {
             code: "B".into(),
             display_name: "B".into(),
             decimals: 0,
-        }),
-        Command::AddCurrency(CurrencySpec {
+        })),
+        Command::AddCurrency(Box::new(CurrencySpec {
             code: "Q".into(),
             display_name: "Q".into(),
             decimals: 0,
-        }),
+        })),
         Command::AddPair(PairSpec {
             base: CurrencyId(0),
             quote: CurrencyId(1),
@@ -158,14 +158,14 @@ fn steady_state_matching_allocates_nothing() {
     ];
     for a in 1..=8u32 {
         for c in 0..2u16 {
-            setup.push(Command::DepositCredited(RequestSpec {
+            setup.push(Command::DepositCredited(Box::new(RequestSpec {
                 request: RequestId(u64::from(a) * 2 + u64::from(c)),
                 account: AccountId(a),
                 currency: CurrencyId(c),
                 amount: 1 << 50,
                 external_id: String::new(),
                 destination: String::new(),
-            }));
+            })));
         }
     }
     for c in &setup {

@@ -178,7 +178,7 @@ fn deposit_request_moves_no_money_until_approved() {
     let spec = fx.request(ALICE, SEK, 500);
     let id = spec.request;
     assert_eq!(
-        fx.cmd(Command::DepositRequested(spec)),
+        fx.cmd(Command::DepositRequested(Box::new(spec))),
         vec![updated(id, ALICE, RequestStatus::Pending)]
     );
     assert_eq!(fx.bal(ALICE, SEK), (0, 0));
@@ -208,7 +208,7 @@ fn rejected_deposit_credits_nothing() {
     let mut fx = Fx::new();
     let spec = fx.request(ALICE, SEK, 500);
     let id = spec.request;
-    fx.cmd(Command::DepositRequested(spec));
+    fx.cmd(Command::DepositRequested(Box::new(spec)));
     assert_eq!(
         fx.cmd(Command::RejectRequest {
             request: id,
@@ -226,7 +226,7 @@ fn credited_deposit_is_completed_at_once() {
     let spec = fx.request(ALICE, BTC, 7);
     let id = spec.request;
     assert_eq!(
-        fx.cmd(Command::DepositCredited(spec)),
+        fx.cmd(Command::DepositCredited(Box::new(spec))),
         vec![
             fx_bal(ALICE, BTC, 7, 0),
             updated(id, ALICE, RequestStatus::Completed)
@@ -241,7 +241,7 @@ fn withdrawal_holds_then_approve_removes_or_reject_returns() {
     let spec = fx.request(ALICE, SEK, 300);
     let w1 = spec.request;
     assert_eq!(
-        fx.cmd(Command::WithdrawalRequested(spec)),
+        fx.cmd(Command::WithdrawalRequested(Box::new(spec))),
         vec![
             fx_bal(ALICE, SEK, 700, 300),
             updated(w1, ALICE, RequestStatus::Pending)
@@ -267,7 +267,7 @@ fn withdrawal_holds_then_approve_removes_or_reject_returns() {
     assert_eq!((audit.deposits, audit.withdrawals), (1000, 300));
     let spec = fx.request(ALICE, SEK, 200);
     let w2 = spec.request;
-    fx.cmd(Command::WithdrawalRequested(spec));
+    fx.cmd(Command::WithdrawalRequested(Box::new(spec)));
     assert_eq!(
         fx.cmd(Command::RejectRequest {
             request: w2,
@@ -291,7 +291,7 @@ fn request_refusals() {
     let id = spec.request;
     refused(
         &mut fx,
-        Command::WithdrawalRequested(spec),
+        Command::WithdrawalRequested(Box::new(spec)),
         id,
         RejectReason::InsufficientFunds,
     );
@@ -299,7 +299,7 @@ fn request_refusals() {
     let id = spec.request;
     refused(
         &mut fx,
-        Command::DepositRequested(spec),
+        Command::DepositRequested(Box::new(spec)),
         id,
         RejectReason::UnknownCurrency,
     );
@@ -307,7 +307,7 @@ fn request_refusals() {
     let id = spec.request;
     refused(
         &mut fx,
-        Command::DepositCredited(spec),
+        Command::DepositCredited(Box::new(spec)),
         id,
         RejectReason::InvalidAmount,
     );
@@ -315,7 +315,7 @@ fn request_refusals() {
     spec.request = RequestId(1);
     refused(
         &mut fx,
-        Command::DepositCredited(spec),
+        Command::DepositCredited(Box::new(spec)),
         RequestId(1),
         RejectReason::DuplicateRequestId,
     );
@@ -323,7 +323,7 @@ fn request_refusals() {
     let id = spec.request;
     refused(
         &mut fx,
-        Command::DepositCredited(spec),
+        Command::DepositCredited(Box::new(spec)),
         id,
         RejectReason::InvalidSpec,
     );
@@ -331,7 +331,7 @@ fn request_refusals() {
     let id = spec.request;
     refused(
         &mut fx,
-        Command::DepositCredited(spec),
+        Command::DepositCredited(Box::new(spec)),
         id,
         RejectReason::AmountOverflow,
     );
@@ -350,18 +350,18 @@ fn request_refusals() {
 fn add_currency_and_pair_and_their_refusals() {
     let mut fx = Fx::new();
     assert_eq!(
-        fx.cmd(Command::AddCurrency(currency("ETH", 18))),
+        fx.cmd(Command::AddCurrency(Box::new(currency("ETH", 18)))),
         vec![Event::CurrencyAdded {
             currency: CurrencyId(2)
         }]
     );
     let refused = |reason| vec![Event::ConfigRefused { reason }];
     assert_eq!(
-        fx.cmd(Command::AddCurrency(currency("ETH", 8))),
+        fx.cmd(Command::AddCurrency(Box::new(currency("ETH", 8)))),
         refused(RejectReason::DuplicateCurrency)
     );
     assert_eq!(
-        fx.cmd(Command::AddCurrency(currency("XXX", 19))),
+        fx.cmd(Command::AddCurrency(Box::new(currency("XXX", 19)))),
         refused(RejectReason::InvalidSpec)
     );
     let mut eth_btc = btc_sek_spec();
@@ -410,7 +410,7 @@ fn add_currency_and_pair_and_their_refusals() {
     );
     // The new pair trades at once.
     let spec = fx.request(ALICE, CurrencyId(2), 10u64.pow(18));
-    fx.cmd(Command::DepositCredited(spec));
+    fx.cmd(Command::DepositCredited(Box::new(spec)));
     let o = fx.limit(ALICE, Side::Sell, Price(5_000), 1).pair(PairId(1));
     assert!(matches!(fx.place(o)[2], Event::Rested { .. }));
 }

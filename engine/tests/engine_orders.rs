@@ -751,3 +751,109 @@ fn market_kind_is_always_immediate() {
         }
     ));
 }
+
+fn rejected(ev: &[Event], reason: RejectReason) -> bool {
+    matches!(ev, [Event::Rejected { reason: r, .. }] if *r == reason)
+}
+
+fn was_accepted(ev: &[Event]) -> bool {
+    matches!(ev.first(), Some(Event::Accepted { .. }))
+}
+
+/// Regression: only resting ids were checked, so a cancelled or filled order's id could be
+/// used again (and every read model keyed by it would mix two orders).
+#[test]
+fn an_order_id_is_never_used_twice_even_after_its_order_is_final() {
+    let mut fx = Fx::new();
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.fund(ALICE, BTC, BTC_1);
+    let cancelled = fx.rest(BOB, Side::Buy, sek(1), 10_000);
+    fx.cancel(BOB, cancelled);
+    let o = fx.limit(BOB, Side::Buy, sek(1), 10_000).id(cancelled.0);
+    assert!(rejected(&fx.place(o), RejectReason::DuplicateOrderId));
+
+    let filled = fx.rest(BOB, Side::Buy, sek(2), 10_000);
+    let taker = fx.limit(ALICE, Side::Sell, sek(2), 10_000);
+    fx.place(taker);
+    assert!(fx.e.resting_order(filled).is_none());
+    for id in [filled.0, taker.0.id.0] {
+        let o = fx.limit(BOB, Side::Buy, sek(1), 10_000).id(id);
+        assert!(
+            rejected(&fx.place(o), RejectReason::DuplicateOrderId),
+            "{id}"
+        );
+    }
+    // A rejected order leaves no trace: its id is still free.
+    let short = fx.limit(BOB, Side::Buy, sek(1_000_000), BTC_1);
+    assert!(rejected(&fx.place(short), RejectReason::InsufficientFunds));
+    let o = fx.limit(BOB, Side::Buy, sek(1), 10_000).id(short.0.id.0);
+    assert!(was_accepted(&fx.place(o)));
+    let _ = fx.e.check_invariants().map_err(|e| panic!("{e}"));
+}
+
+/// Ids are assigned before sequencing, so they may arrive slightly out of order: a lower id
+/// never used is accepted; one older than the window below the highest is refused.
+#[test]
+fn order_ids_may_arrive_out_of_order_within_the_window() {
+    let mut fx = Fx::new();
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    let high = 5 * engine::id_window::WINDOW;
+    for id in [
+        high,
+        high - 3,
+        high - 1,
+        high - engine::id_window::WINDOW + 1,
+    ] {
+        let o = fx.limit(BOB, Side::Buy, sek(1), 10_000).id(id);
+        assert!(was_accepted(&fx.place(o)), "{id}");
+    }
+    for id in [high - 3, high - engine::id_window::WINDOW, 1, 0] {
+        let o = fx.limit(BOB, Side::Buy, sek(1), 10_000).id(id);
+        assert!(
+            rejected(&fx.place(o), RejectReason::DuplicateOrderId),
+            "{id}"
+        );
+    }
+    // A snapshot keeps the window: the restored engine refuses the same ids.
+    let restored = engine::state::decode(&engine::state::encode(&fx.e), fx.e.limits()).unwrap();
+    assert_eq!(restored.state_hash(), fx.e.state_hash());
+    let mut fx2 = Fx::new();
+    fx2.e = restored;
+    let o = fx2.limit(BOB, Side::Buy, sek(1), 10_000).id(high - 1);
+    assert!(rejected(&fx2.place(o), RejectReason::DuplicateOrderId));
+    let o = fx2.limit(BOB, Side::Buy, sek(1), 10_000).id(high - 2);
+    assert!(was_accepted(&fx2.place(o)));
+}
+
+/// Regression: a level total is a `u64` sum of lots, and nothing bounded an order's lots,
+/// so two buys of 2^63 lots at a tiny price (cheap to hold) overflowed the level total.
+#[test]
+fn order_amounts_above_the_lot_cap_are_rejected_so_level_totals_cannot_overflow() {
+    let mut fx = Fx::new();
+    fx.fund(BOB, SEK, 1_000_000_000 * SEK_1);
+    fx.fund(ALICE, BTC, 20_000 * BTC_1);
+    let huge = 1u64 << 63;
+    let o = fx.limit(BOB, Side::Buy, Price(1), huge);
+    assert!(rejected(&fx.place(o), RejectReason::InvalidAmount));
+    let o = fx.limit(BOB, Side::Buy, Price(1), engine::MAX_ORDER_LOTS + 1);
+    assert!(rejected(&fx.place(o), RejectReason::InvalidAmount));
+    let o = fx.market_base(ALICE, Side::Sell, engine::MAX_ORDER_LOTS + 1);
+    assert!(rejected(&fx.place(o), RejectReason::InvalidAmount));
+    // The cap itself is fine, twice on one level.
+    fx.rest(BOB, Side::Buy, Price(1), engine::MAX_ORDER_LOTS);
+    fx.rest(BOB, Side::Buy, Price(1), engine::MAX_ORDER_LOTS);
+    assert_eq!(
+        fx.e.book(BTC_SEK).unwrap().level_total(Side::Buy, Price(1)),
+        2 * engine::MAX_ORDER_LOTS
+    );
+    let _ = fx.e.check_invariants().map_err(|e| panic!("{e}"));
+}
+
+#[test]
+#[should_panic(expected = "max_orders_per_book")]
+fn a_book_limit_that_could_overflow_a_level_total_is_refused() {
+    let _ = engine::Engine::new(engine::EngineLimits {
+        max_orders_per_book: engine::MAX_ORDERS_PER_BOOK + 1,
+        ..Default::default()
+    });
+}

@@ -142,11 +142,11 @@ struct Driver {
 impl Driver {
     fn setup_commands(&mut self, s: &Setup) -> Vec<Command> {
         let cur = |code: &str, decimals| {
-            Command::AddCurrency(CurrencySpec {
+            Command::AddCurrency(Box::new(CurrencySpec {
                 code: code.into(),
                 display_name: code.into(),
                 decimals,
-            })
+            }))
         };
         let mut v = vec![cur("AAA", 3), cur("BBB", 2), cur("QQQ", 2)];
         // A_Q: a tick is 0.01 Q, a lot 0.1 A = 100 minor: values in 0.001 Q, so rounding.
@@ -175,7 +175,9 @@ impl Driver {
             let acct = i as u32 / u32::from(CURRENCIES) + 1;
             let cur = (i as u32 % u32::from(CURRENCIES)) as u16;
             if *amount > 0 {
-                v.push(Command::DepositCredited(self.request(acct, cur, *amount)));
+                v.push(Command::DepositCredited(Box::new(
+                    self.request(acct, cur, *amount),
+                )));
             }
         }
         v
@@ -303,13 +305,13 @@ impl Driver {
             } => {
                 let spec = self.request(acct, cur, amount);
                 if credited {
-                    Command::DepositCredited(spec)
+                    Command::DepositCredited(Box::new(spec))
                 } else {
-                    Command::DepositRequested(spec)
+                    Command::DepositRequested(Box::new(spec))
                 }
             }
             Op::Withdraw { acct, cur, amount } => {
-                Command::WithdrawalRequested(self.request(acct, cur, amount))
+                Command::WithdrawalRequested(Box::new(self.request(acct, cur, amount)))
             }
             Op::Decide { k, approve } => {
                 let pending = model.pending_requests();

@@ -340,11 +340,11 @@ pub async fn admin_currencies_create(
         ));
     }
     let committed = state
-        .submit(Command::AddCurrency(CurrencySpec {
+        .submit(Command::AddCurrency(Box::new(CurrencySpec {
             code: b.currency.clone(),
             display_name: b.display_name.clone(),
             decimals: b.minor_amount_decimals,
-        }))
+        })))
         .await?;
     config_refused(&committed.events)?;
     Ok((

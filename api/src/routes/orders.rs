@@ -232,9 +232,9 @@ pub async fn orders_create(
         side,
         kind,
         stp,
-        client_id,
+        client_id: client_id.clone(),
     };
-    let result = state.submit(Command::Place(place)).await;
+    let result = state.submit(Command::Place(place.clone())).await;
     let committed = match result {
         Ok(c) => c,
         Err(e) => {

@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use engine::{AccountId, Command, Event};
+use engine::{AccountId, AccountRegistration, Command, Event};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -69,13 +69,13 @@ pub async fn create_user(
             .map_err(|_| ApiError::unavailable("no more accounts can be registered"))?,
     };
     let committed = state
-        .submit(Command::RegisterAccount {
+        .submit(Command::RegisterAccount(Box::new(AccountRegistration {
             account: AccountId(account),
             name: name.to_string(),
             client_id: client_id.clone(),
             secret_hash: hash,
             scopes,
-        })
+        })))
         .await?;
     if !matches!(
         committed.events.first(),

@@ -160,11 +160,11 @@ pub async fn request_create(
         };
         let command = match kind {
             RequestKind::Deposit if state.config.deposit_auto_approve => {
-                Command::DepositCredited(spec)
+                Command::DepositCredited(Box::new(spec))
             }
-            RequestKind::Deposit => Command::DepositRequested(spec),
-            RequestKind::Credit => Command::DepositCredited(spec),
-            RequestKind::Withdrawal => Command::WithdrawalRequested(spec),
+            RequestKind::Deposit => Command::DepositRequested(Box::new(spec)),
+            RequestKind::Credit => Command::DepositCredited(Box::new(spec)),
+            RequestKind::Withdrawal => Command::WithdrawalRequested(Box::new(spec)),
         };
         match state.submit_start(command) {
             Ok(rx) => (rx, id),

@@ -51,9 +51,37 @@ pub fn btc_sek_spec() -> PairSpec {
     }
 }
 
-/// An order as a builder: defaults GTC, not post-only, expireTaker.
+/// An order as a builder: defaults GTC, not post-only, expireTaker, no client id.
 #[derive(Clone, Copy, Debug)]
-pub struct Order(pub PlaceOrder);
+pub struct Order(pub OrderFields);
+
+/// [`PlaceOrder`] without its client id (which is not `Copy`), so tests can keep using an
+/// order after placing it.
+#[derive(Clone, Copy, Debug)]
+pub struct OrderFields {
+    pub id: OrderId,
+    pub account: AccountId,
+    pub pair: PairId,
+    pub side: Side,
+    pub kind: OrderKind,
+    pub stp: SelfTradePrevention,
+}
+
+impl Order {
+    /// The command's form.
+    pub fn place_order(&self) -> PlaceOrder {
+        let o = self.0;
+        PlaceOrder {
+            id: o.id,
+            account: o.account,
+            pair: o.pair,
+            side: o.side,
+            kind: o.kind,
+            stp: o.stp,
+            client_id: ClientOrderId::NONE,
+        }
+    }
+}
 
 impl Order {
     pub fn tif(mut self, tif: TimeInForce) -> Self {
@@ -103,8 +131,8 @@ impl Fx {
             next_order: 0,
             next_request: 0,
         };
-        fx.cmd(Command::AddCurrency(currency("BTC", 8)));
-        fx.cmd(Command::AddCurrency(currency("SEK", 2)));
+        fx.cmd(Command::AddCurrency(Box::new(currency("BTC", 8))));
+        fx.cmd(Command::AddCurrency(Box::new(currency("SEK", 2))));
         fx.cmd(Command::AddPair(btc_sek_spec()));
         fx
     }
@@ -148,7 +176,7 @@ impl Fx {
     /// Credits at once (back-office deposit).
     pub fn fund(&mut self, account: AccountId, currency: CurrencyId, amount: u64) {
         let spec = self.request(account, currency, amount);
-        self.cmd(Command::DepositCredited(spec));
+        self.cmd(Command::DepositCredited(Box::new(spec)));
     }
 
     pub fn bal(&self, account: AccountId, currency: CurrencyId) -> (u64, u64) {
@@ -168,14 +196,13 @@ impl Fx {
 
     fn new_order(&mut self, account: AccountId, side: Side, kind: OrderKind) -> Order {
         self.next_order += 1;
-        Order(PlaceOrder {
+        Order(OrderFields {
             id: OrderId(self.next_order),
             account,
             pair: BTC_SEK,
             side,
             kind,
             stp: SelfTradePrevention::ExpireTaker,
-            client_id: ClientOrderId::NONE,
         })
     }
 
@@ -214,7 +241,7 @@ impl Fx {
     }
 
     pub fn place(&mut self, o: Order) -> Vec<Event> {
-        self.cmd(Command::Place(o.0))
+        self.cmd(Command::Place(o.place_order()))
     }
 
     /// Places and returns the order id.

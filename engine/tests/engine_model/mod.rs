@@ -5,12 +5,12 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use engine::{
-    AccountId, Amount, Command, CurrencyId, DoneReason, Event, MAX_PRICE_TICKS, MarketSize,
-    OrderId, OrderKind, PairId, PairSpec, PairStatus, PlaceOrder, Price, RejectReason, RequestId,
-    RequestSpec, RequestStatus, SelfTradePrevention, Side, TimeInForce, Trade, TradeId,
+    AccountId, Amount, Command, CurrencyId, DoneReason, Event, MAX_ORDER_LOTS, MAX_PRICE_TICKS,
+    MarketSize, OrderId, OrderKind, PairId, PairSpec, PairStatus, PlaceOrder, Price, RejectReason,
+    RequestId, RequestSpec, RequestStatus, SelfTradePrevention, Side, TimeInForce, Trade, TradeId,
 };
 
 const FEE_SCALE: u128 = 1_000_000;
@@ -57,6 +57,8 @@ pub struct Model {
     requests: BTreeMap<RequestId, (Kind, AccountId, CurrencyId, u64)>,
     next_trade: u64,
     max_request: u64,
+    /// Every order id ever accepted (naive: never forgets).
+    used_ids: BTreeSet<u64>,
     seq: u64,
     /// Did this command already bump the pair's book sequence?
     bumped: Vec<bool>,
@@ -190,8 +192,8 @@ impl Model {
                     reason: RejectReason::UnknownPair,
                 }),
             },
-            Command::RegisterAccount { account, .. } => {
-                out.push(Event::AccountRegistered { account: *account })
+            Command::RegisterAccount(r) => {
+                out.push(Event::AccountRegistered { account: r.account })
             }
             Command::Place(o) => self.place(o, &mut out),
             Command::Cancel { account, order } => {
@@ -474,7 +476,7 @@ impl Model {
             | OrderKind::Market {
                 size: MarketSize::Base(amount),
             } => {
-                if amount.0 == 0 {
+                if amount.0 == 0 || amount.0 > MAX_ORDER_LOTS {
                     Some(RejectReason::InvalidAmount)
                 } else if amount.0 < min {
                     Some(RejectReason::AmountTooSmall)
@@ -489,11 +491,9 @@ impl Model {
         if let Some(r) = size_reason {
             return reject(out, r);
         }
-        if self
-            .pairs
-            .iter()
-            .any(|pp| pp.orders.iter().any(|x| x.id == o.id))
-        {
+        // Used before, or older than the engine's window (2^20 ids) below the highest.
+        let highest = self.used_ids.last().copied().unwrap_or(0);
+        if o.id.0 == 0 || self.used_ids.contains(&o.id.0) || o.id.0 + (1 << 20) <= highest {
             return reject(out, RejectReason::DuplicateOrderId);
         }
         let hc = self.held_currency(p, o.side);
@@ -551,6 +551,7 @@ impl Model {
         }
 
         self.move_to_held(o.account, hc, hold);
+        self.used_ids.insert(o.id.0);
         out.push(Event::Accepted {
             order: o.id,
             account: o.account,
@@ -561,7 +562,7 @@ impl Model {
         self.push_balance(o.account, hc, out);
 
         let mut t = Taker {
-            o: *o,
+            o: o.clone(),
             limit: None,
             remaining: None,
             held: hold,

@@ -36,16 +36,16 @@ impl Rng {
 /// by the stream, to exercise run-time pairs).
 pub fn setup() -> Vec<Command> {
     vec![
-        Command::AddCurrency(CurrencySpec {
+        Command::AddCurrency(Box::new(CurrencySpec {
             code: "BTC".into(),
             display_name: "Bitcoin".into(),
             decimals: 8,
-        }),
-        Command::AddCurrency(CurrencySpec {
+        })),
+        Command::AddCurrency(Box::new(CurrencySpec {
             code: "SEK".into(),
             display_name: "Swedish krona".into(),
             decimals: 2,
-        }),
+        })),
         Command::AddPair(pair_spec(CurrencyId(0), CurrencyId(1))),
     ]
 }
@@ -109,7 +109,7 @@ impl Stream {
             } else {
                 1 + self.rng.below(50_000_000)
             };
-            return Command::DepositCredited(self.request(account, currency, amount));
+            return Command::DepositCredited(Box::new(self.request(account, currency, amount)));
         }
         if r < 10 {
             let currency = self.rng.below(2) as u16;
@@ -117,9 +117,9 @@ impl Stream {
             let spec = self.request(account, currency, amount);
             self.pending_requests.push(spec.request.0);
             return if self.rng.below(2) == 0 {
-                Command::WithdrawalRequested(spec)
+                Command::WithdrawalRequested(Box::new(spec))
             } else {
-                Command::DepositRequested(spec)
+                Command::DepositRequested(Box::new(spec))
             };
         }
         if r < 12 && !self.pending_requests.is_empty() {
