@@ -366,8 +366,10 @@ impl Conn {
                             .reset(tokio::time::Instant::from_std(due));
                         self.holding = true;
                     }
+                    // Replies, snapshots and pings do not wait for the interval (with many
+                    // connections it can be tens of milliseconds).
                     if self.holding {
-                        if self.hold.as_mut().poll(cx).is_pending() {
+                        if self.control.is_empty() && self.hold.as_mut().poll(cx).is_pending() {
                             return Ok(false);
                         }
                         self.holding = false;

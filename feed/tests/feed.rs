@@ -840,3 +840,75 @@ async fn silent_peers_are_dropped_and_live_ones_kept() {
     assert!(body.contains("BAD_REQUEST"), "{body}");
     h.stop().await;
 }
+
+/// A busy connection gathers between writes for its write interval (here 1 s: one
+/// connection, `max_writes_per_sec` 1), but a reply does not wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_do_not_wait_for_the_write_interval() {
+    let dir = tmp();
+    let cfg = FeedConfig {
+        max_writes_per_sec: 1,
+        ..FeedConfig::default()
+    };
+    let h = Harness::start(dir.path(), cfg).await;
+    h.setup_market(2).await;
+    let mut ws = h.ws().await;
+    send(
+        &mut ws,
+        json!({"op":"subscribe","id":1,"channels":[format!("trades:{PAIR}")]}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    let trade = |i: u64| {
+        let h = &h;
+        async move {
+            h.run(limit(
+                10 * i + 1,
+                1,
+                Side::Sell,
+                100_000,
+                1,
+                TimeInForce::Gtc,
+            ))
+            .await;
+            h.run(limit(
+                10 * i + 2,
+                2,
+                Side::Buy,
+                100_000,
+                1,
+                TimeInForce::Gtc,
+            ))
+            .await;
+        }
+    };
+    // The subscribe reply was the last write: this trade waits for the interval.
+    trade(1).await;
+    let start = std::time::Instant::now();
+    send(&mut ws, json!({"op":"ping","id":2})).await;
+    let m = next_json(&mut ws).await;
+    assert_eq!(m["op"], "pong", "{m}");
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "pong after {:?}",
+        start.elapsed()
+    );
+    // The pong went out with what was gathered; the next trade waits for the interval.
+    let mut seen = 0;
+    while seen < 1 {
+        let m = next_json(&mut ws).await;
+        if m["channel"] == format!("trades:{PAIR}") {
+            seen += 1;
+        }
+    }
+    trade(2).await;
+    let start = std::time::Instant::now();
+    let m = next_json(&mut ws).await;
+    assert_eq!(m["channel"], format!("trades:{PAIR}"));
+    assert!(
+        start.elapsed() > Duration::from_millis(300),
+        "a busy connection wrote again after {:?}",
+        start.elapsed()
+    );
+    h.stop().await;
+}
