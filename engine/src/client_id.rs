@@ -1,7 +1,7 @@
 //! A client's own order id: validated text, held behind one pointer.
 //!
 //! Why a pointer: the id is up to 64 bytes, and it rode inline in every `PlaceOrder`, which
-//! made `Command` 120 bytes, two cache lines per command, for a field the matching engine
+//! made `Command` 112 bytes, nearly two cache lines per command, for a field the matching engine
 //! never reads (idempotency is the API's job, before sequencing). Boxed, an order without
 //! a client id (`NONE`, no allocation) or with one costs 8 bytes in the command, and the
 //! command stream the engine reads shrinks to one line per command (measured in

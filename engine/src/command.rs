@@ -7,7 +7,7 @@
 //! # Size
 //! `Command` is 48 bytes (asserted below): the hot variants (place, cancel) are inline and
 //! the rare ones with text (requests, currencies, account registration) are boxed, so a
-//! stream of commands costs under one cache line each. It was 120 bytes, and reading the
+//! stream of commands costs under one cache line each. It was 112 bytes, and reading the
 //! command was the engine bench's most frequent cache miss. Boxing does not change the
 //! journal encoding (postcard writes a boxed value like the value, and a newtype variant
 //! holding a struct like a struct variant).

@@ -1,4 +1,5 @@
-//! Which order ids have been used: the `DuplicateOrderId` check.
+//! Order ids: which have been used (the `DuplicateOrderId` check) and where each resting
+//! order is (its pair and book slot), in one direct-mapped ring.
 //!
 //! # Why a window
 //! Order ids are assigned upstream (one counter in the API, before sequencing), so they are
@@ -11,42 +12,78 @@
 //! # The rule
 //! With `hi` the highest id ever accepted, an order id `id` is a duplicate when
 //! - `id <= hi - WINDOW` (too old to tell: refused, whatever it was), or
-//! - `id` is in `(hi - WINDOW, hi]` and was accepted before (one bit per id in a ring).
+//! - `id` is in `(hi - WINDOW, hi]` and was accepted before.
 //!
-//! `WINDOW` (2^20) is far more than the ids that can be in flight between assignment and
+//! `WINDOW` (2^22) is far more than the ids that can be in flight between assignment and
 //! sequencing (bounded by the API's connection and queue limits), so no genuine order is
 //! ever refused as too old. Only accepted orders use an id; a rejected one leaves no trace
 //! (like every reject), the same rule as request ids.
 //!
-//! # Cost
-//! One bit test and set per accepted order in a 128 KiB ring; ids arrive nearly in order,
-//! so the word touched is almost always cached. This replaced a probe of the resting-order
-//! hash table per new order, so it is cheaper *and* stricter. The ring is engine state: it
-//! is in the snapshot (see `state`), so a recovered engine decides exactly like the live one.
+//! # Layout and cost
+//! One `u64` per id of the window at `id % WINDOW` (32 MiB, touched only where ids are, so
+//! mostly never paged in by a young engine): 0 unused, 1 used and final, or
+//! the resting order's pair and slot. Ids arrive nearly in order, so a new order's entry is
+//! next to the previous one's (cached), and a cancel costs one cache line where a hash table
+//! costs two (control bytes and bucket) plus probing. A resting order whose id leaves the
+//! window (4 million newer orders arrived while it rested) moves to a hash map, `old`, which
+//! stays small; the window is that wide so that moving out is rare even under a deep book
+//! (a book of a million orders followed by a million new ones moves none: moving one costs a
+//! hash insert, about what the ring saves per order). `bourse bench engine`: this replaced a `HashMap<OrderId, OrderLoc>` probe
+//! per place, insert per rest, remove per fill and lookup per cancel.
+//!
+//! The used ids are engine state: the snapshot stores them as runs (`used_runs`), so a
+//! recovered engine decides exactly like the live one.
 
-use crate::ids::OrderId;
+use crate::id_hash::SequentialIdMap;
+use crate::ids::{OrderId, PairId};
 
 /// Ids remembered below the highest accepted id.
-pub const WINDOW: u64 = 1 << 20;
-const WORDS: usize = (WINDOW / 64) as usize;
+pub const WINDOW: u64 = 1 << 22;
+
+const UNUSED: u64 = 0;
+const FINAL: u64 = 1;
+
+/// Where a resting order is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderLoc {
+    pub pair: PairId,
+    pub slot: u32,
+}
+
+impl OrderLoc {
+    #[inline]
+    fn encode(self) -> u64 {
+        ((u64::from(self.pair.0) + 1) << 32) | u64::from(self.slot)
+    }
+
+    #[inline]
+    fn decode(entry: u64) -> Option<OrderLoc> {
+        (entry > FINAL).then(|| OrderLoc {
+            pair: PairId(((entry >> 32) - 1) as u16),
+            slot: entry as u32,
+        })
+    }
+}
 
 /// See the module doc.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IdWindow {
     /// Highest accepted id (0: none yet; ids start at 1).
     hi: u64,
-    /// Bit `id % WINDOW` is set when `id` in `(hi - WINDOW, hi]` was accepted.
-    bits: Box<[u64]>,
+    /// `entries[id % WINDOW]` for ids in `(hi - WINDOW, hi]`.
+    entries: Box<[u64]>,
+    /// Resting orders whose id is below the window.
+    old: SequentialIdMap<OrderId, OrderLoc>,
+    /// Resting orders (window and `old`).
+    resting: usize,
 }
 
 impl std::fmt::Debug for IdWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdWindow")
             .field("hi", &self.hi)
-            .field(
-                "used",
-                &self.bits.iter().map(|w| w.count_ones()).sum::<u32>(),
-            )
+            .field("resting", &self.resting)
+            .field("old", &self.old.len())
             .finish()
     }
 }
@@ -55,15 +92,16 @@ impl Default for IdWindow {
     fn default() -> Self {
         IdWindow {
             hi: 0,
-            bits: vec![0u64; WORDS].into_boxed_slice(),
+            entries: vec![UNUSED; WINDOW as usize].into_boxed_slice(),
+            old: SequentialIdMap::default(),
+            resting: 0,
         }
     }
 }
 
 #[inline]
-fn position(id: u64) -> (usize, u64) {
-    let bit = id % WINDOW;
-    ((bit / 64) as usize, 1u64 << (bit % 64))
+fn position(id: u64) -> usize {
+    (id % WINDOW) as usize
 }
 
 impl IdWindow {
@@ -72,17 +110,29 @@ impl IdWindow {
         self.hi
     }
 
+    /// Number of resting orders.
+    pub fn resting(&self) -> usize {
+        self.resting
+    }
+
+    /// Room for `n` resting orders below the window before `old` grows.
+    pub fn reserve_old(&mut self, n: usize) {
+        self.old.reserve(n);
+    }
+
+    #[inline]
+    fn in_window(&self, id: u64) -> bool {
+        id != 0 && id <= self.hi && (self.hi < WINDOW || id > self.hi - WINDOW)
+    }
+
     /// True when `id` may not be used (see the module doc). Id 0 is never valid.
     #[inline]
     pub fn is_used(&self, id: OrderId) -> bool {
         let id = id.0;
-        if id == 0 || (self.hi >= WINDOW && id <= self.hi - WINDOW) {
-            return true;
-        }
         if id > self.hi {
             return false;
         }
-        self.is_used_bit(id)
+        !self.in_window(id) || self.entries[position(id)] != UNUSED
     }
 
     /// Records `id` as used. It must not be (checked with [`IdWindow::is_used`]).
@@ -90,80 +140,167 @@ impl IdWindow {
     pub fn mark(&mut self, id: OrderId) {
         let id = id.0;
         debug_assert!(!self.is_used(OrderId(id)), "order id {id} already used");
-        let (w, m) = position(id);
         if id > self.hi {
-            // Usually the next id: its position held `id - WINDOW`, now out of the window.
-            if id - self.hi > 1 {
-                self.forget_until(id);
-            }
-            self.hi = id;
+            self.advance(id);
         } else {
-            assert!(self.bits[w] & m == 0, "order id {id} marked twice");
+            assert!(
+                self.entries[position(id)] == UNUSED,
+                "order id {id} marked twice"
+            );
         }
-        self.bits[w] |= m;
+        self.entries[position(id)] = FINAL;
     }
 
-    /// Clears the positions of `(hi, id)`: they held ids now out of the window.
+    /// Moves `hi` up to `id`: the positions of `(hi, id]` held ids now out of the window;
+    /// the resting ones among them move to `old`.
+    #[inline]
+    fn advance(&mut self, id: u64) {
+        if id - self.hi > WINDOW {
+            // Every position is recycled: move all resting entries out.
+            self.evict_all();
+        } else {
+            for fresh in self.hi + 1..=id {
+                let p = position(fresh);
+                let entry = self.entries[p];
+                if entry > FINAL {
+                    self.evict(fresh - WINDOW, entry);
+                }
+                self.entries[p] = UNUSED;
+            }
+        }
+        self.hi = id;
+    }
+
     #[cold]
-    fn forget_until(&mut self, id: u64) {
-        if id - self.hi >= WINDOW {
-            self.bits.fill(0);
-        } else {
-            for old in self.hi + 1..id {
-                let (w, m) = position(old);
-                self.bits[w] &= !m;
+    fn evict(&mut self, old_id: u64, entry: u64) {
+        let loc = OrderLoc::decode(entry).expect("a resting entry");
+        self.old.insert(OrderId(old_id), loc);
+    }
+
+    #[cold]
+    fn evict_all(&mut self) {
+        for id in self.hi.saturating_sub(WINDOW - 1).max(1)..=self.hi {
+            let entry = self.entries[position(id)];
+            if entry > FINAL {
+                self.evict(id, entry);
             }
+        }
+        self.entries.fill(UNUSED);
+    }
+
+    /// Where the resting order `id` is.
+    #[inline]
+    pub fn get(&self, id: OrderId) -> Option<OrderLoc> {
+        if self.in_window(id.0) {
+            OrderLoc::decode(self.entries[position(id.0)])
+        } else if self.old.is_empty() {
+            None
+        } else {
+            self.old.get(&id).copied()
         }
     }
 
-    /// The ring as words (the snapshot form: canonical, bit `id % WINDOW` for each used id).
-    pub fn words(&self) -> &[u64] {
-        &self.bits
+    /// Records where the resting order `id` (used, in the window) is.
+    #[inline]
+    pub fn set_resting(&mut self, id: OrderId, loc: OrderLoc) {
+        if self.in_window(id.0) {
+            let e = &mut self.entries[position(id.0)];
+            assert!(*e == FINAL, "order {id} rests once, after it was marked");
+            *e = loc.encode();
+        } else {
+            let before = self.old.insert(id, loc);
+            assert!(before.is_none(), "order {id} rests once");
+        }
+        self.resting += 1;
+    }
+
+    /// The resting order `id` is final (filled, cancelled, expired).
+    #[inline]
+    pub fn set_final(&mut self, id: OrderId) {
+        if self.in_window(id.0) {
+            let e = &mut self.entries[position(id.0)];
+            assert!(*e > FINAL, "order {id} was not resting");
+            *e = FINAL;
+        } else {
+            let before = self.old.remove(&id);
+            assert!(before.is_some(), "order {id} was not resting");
+        }
+        self.resting -= 1;
+    }
+
+    /// The lowest id that can be in the window.
+    fn low(&self) -> u64 {
+        self.hi.saturating_sub(WINDOW - 1).max(1)
+    }
+
+    /// The used ids of the window as ascending runs `(first, count)` (the snapshot form:
+    /// canonical, and small because nearly every id is used).
+    pub fn used_runs(&self) -> Vec<(u64, u64)> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        if self.hi == 0 {
+            return runs;
+        }
+        for id in self.low()..=self.hi {
+            if self.entries[position(id)] == UNUSED {
+                continue;
+            }
+            match runs.last_mut() {
+                Some((first, count)) if *first + *count == id => *count += 1,
+                _ => runs.push((id, 1)),
+            }
+        }
+        runs
     }
 
     /// The used ids still inside the window, ascending.
     pub fn used(&self) -> Vec<u64> {
-        let low = self.hi.saturating_sub(WINDOW - 1).max(1);
-        (low..=self.hi)
-            .filter(|&id| {
-                let (w, m) = position(id);
-                self.bits[w] & m != 0
-            })
+        self.used_runs()
+            .into_iter()
+            .flat_map(|(first, count)| first..first + count)
             .collect()
     }
 
-    /// Rebuilds a window from [`IdWindow::words`] and the highest accepted id.
-    pub fn restore(hi: u64, words: &[u64]) -> Result<IdWindow, String> {
-        if words.len() != WORDS {
-            return Err(format!(
-                "order id window of {} words, expected {WORDS}",
-                words.len()
-            ));
-        }
-        let window = IdWindow {
+    /// Rebuilds a window, with no resting order yet, from [`IdWindow::used_runs`] and the
+    /// highest accepted id.
+    pub fn restore(hi: u64, runs: &[(u64, u64)]) -> Result<IdWindow, String> {
+        let mut window = IdWindow {
             hi,
-            bits: words.to_vec().into_boxed_slice(),
+            ..IdWindow::default()
         };
-        // Before the window fills, only ids 1..=hi have a position.
-        let set: u64 = words.iter().map(|w| u64::from(w.count_ones())).sum();
-        if set != window.used().len() as u64 {
-            return Err(format!("order id window has bits outside 1..={hi}"));
+        let mut next = window.low();
+        for &(first, count) in runs {
+            let last = first.checked_add(count).map(|end| end - 1);
+            match last {
+                Some(last) if count > 0 && first >= next && last <= hi => {
+                    for id in first..=last {
+                        window.entries[position(id)] = FINAL;
+                    }
+                    next = last + 2;
+                }
+                _ => {
+                    return Err(format!(
+                        "order id run {first}+{count} out of order or outside the window below {hi}"
+                    ));
+                }
+            }
         }
-        if hi > 0 && !window.is_used_bit(hi) {
+        if hi > 0 && window.entries[position(hi)] == UNUSED {
             return Err(format!("highest order id {hi} not marked as used"));
         }
         Ok(window)
-    }
-
-    fn is_used_bit(&self, id: u64) -> bool {
-        let (w, m) = position(id);
-        self.bits[w] & m != 0
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn loc(slot: u32) -> OrderLoc {
+        OrderLoc {
+            pair: PairId(3),
+            slot,
+        }
+    }
 
     #[test]
     fn ids_out_of_order_are_accepted_once() {
@@ -179,7 +316,7 @@ mod tests {
     }
 
     #[test]
-    fn ids_older_than_the_window_are_refused_and_bits_are_forgotten() {
+    fn ids_older_than_the_window_are_refused_and_positions_are_recycled() {
         let mut w = IdWindow::default();
         w.mark(OrderId(10));
         w.mark(OrderId(10 + WINDOW - 1));
@@ -187,24 +324,60 @@ mod tests {
         assert!(!w.is_used(OrderId(11)), "inside, never used");
         w.mark(OrderId(10 + WINDOW));
         assert!(w.is_used(OrderId(10)), "too old: refused");
-        assert!(!w.is_used(OrderId(11)), "its bit was not carried over");
+        assert!(!w.is_used(OrderId(11)), "its position was not carried over");
         w.mark(OrderId(5 * WINDOW));
         assert!(!w.is_used(OrderId(5 * WINDOW - 1)));
         assert_eq!(w.used(), vec![5 * WINDOW]);
     }
 
     #[test]
-    fn restore_gives_back_the_same_window() {
+    fn resting_orders_are_found_in_the_window_and_after_they_leave_it() {
+        let mut w = IdWindow::default();
+        for (id, slot) in [(1u64, 10u32), (2, 20), (7, 70)] {
+            w.mark(OrderId(id));
+            w.set_resting(OrderId(id), loc(slot));
+        }
+        w.set_final(OrderId(2));
+        assert_eq!(w.get(OrderId(1)), Some(loc(10)));
+        assert_eq!(w.get(OrderId(2)), None);
+        assert_eq!(w.resting(), 2);
+        // Id 1 leaves the window (position reused), id 7 too after a jump.
+        w.mark(OrderId(1 + WINDOW));
+        assert_eq!(w.get(OrderId(1)), Some(loc(10)));
+        assert_eq!(w.get(OrderId(1 + WINDOW)), None);
+        w.mark(OrderId(10 * WINDOW));
+        assert_eq!(w.get(OrderId(7)), Some(loc(70)));
+        assert_eq!(w.old.len(), 2);
+        w.set_final(OrderId(1));
+        assert_eq!(w.get(OrderId(1)), None);
+        assert_eq!(w.resting(), 1);
+        w.set_final(OrderId(7));
+        assert_eq!(w.resting(), 0);
+    }
+
+    #[test]
+    fn restore_gives_back_the_same_used_ids() {
         let mut w = IdWindow::default();
         for id in [3u64, 9, 7, WINDOW + 4, WINDOW + 2] {
             w.mark(OrderId(id));
         }
-        let r = IdWindow::restore(w.hi(), w.words()).unwrap();
+        assert_eq!(
+            w.used_runs(),
+            vec![(7, 1), (9, 1), (WINDOW + 2, 1), (WINDOW + 4, 1)]
+        );
+        let r = IdWindow::restore(w.hi(), &w.used_runs()).unwrap();
         assert_eq!(r, w);
-        let mut bad = vec![0u64; WORDS];
-        bad[0] = 1 << 11;
-        bad[0] |= 1 << 10;
-        assert!(IdWindow::restore(10, &bad).is_err(), "id 11 above hi 10");
-        assert!(IdWindow::restore(10, &[0; 3]).is_err());
+        assert!(
+            IdWindow::restore(10, &[(9, 3)]).is_err(),
+            "id 11 above hi 10"
+        );
+        assert!(IdWindow::restore(10, &[(5, 2), (6, 5)]).is_err(), "overlap");
+        assert!(
+            IdWindow::restore(10, &[(5, 0), (10, 1)]).is_err(),
+            "empty run"
+        );
+        assert!(IdWindow::restore(10, &[(1, 9)]).is_err(), "hi unused");
+        let dense = IdWindow::restore(10, &[(1, 4), (6, 5)]).unwrap();
+        assert_eq!(dense.used_runs(), vec![(1, 4), (6, 5)]);
     }
 }

@@ -48,9 +48,10 @@ struct EngineStateDto {
     next_trade_id: u64,
     max_order_id: u64,
     max_request_id: u64,
-    /// The order id window's ring ([`crate::id_window`]): which ids below `max_order_id`
-    /// were used, so a restored engine refuses the same duplicates as the live one.
-    order_ids_used: Vec<u64>,
+    /// The order id window ([`crate::id_window`]): which ids below `max_order_id` were
+    /// used, as runs `(first, count)`, so a restored engine refuses the same duplicates as
+    /// the live one.
+    order_ids_used: Vec<(u64, u64)>,
 }
 
 /// Why a state encoding could not be loaded.
@@ -106,7 +107,7 @@ pub fn encode(engine: &Engine) -> Vec<u8> {
         next_trade_id,
         max_order_id: order_ids.hi(),
         max_request_id,
-        order_ids_used: order_ids.words().to_vec(),
+        order_ids_used: order_ids.used_runs(),
     };
     postcard::to_stdvec(&dto).expect("encoding to memory cannot fail")
 }

@@ -491,9 +491,10 @@ impl Model {
         if let Some(r) = size_reason {
             return reject(out, r);
         }
-        // Used before, or older than the engine's window (2^20 ids) below the highest.
+        // Used before, or older than the engine's window of ids below the highest.
         let highest = self.used_ids.last().copied().unwrap_or(0);
-        if o.id.0 == 0 || self.used_ids.contains(&o.id.0) || o.id.0 + (1 << 20) <= highest {
+        let window = engine::id_window::WINDOW;
+        if o.id.0 == 0 || self.used_ids.contains(&o.id.0) || o.id.0 + window <= highest {
             return reject(out, RejectReason::DuplicateOrderId);
         }
         let hc = self.held_currency(p, o.side);
