@@ -29,6 +29,14 @@ pub async fn body_bytes(req: Request) -> Result<Vec<u8>, ApiError> {
     Ok(bytes.to_vec())
 }
 
+thread_local! {
+    /// simd-json's working buffers, kept per thread: without them every parse allocates (and
+    /// zeroes) four buffers sized for the body. They grow to the largest body seen, at most
+    /// [`BODY_LIMIT`] plus padding per buffer.
+    static PARSE_BUFFERS: std::cell::RefCell<simd_json::Buffers> =
+        std::cell::RefCell::new(simd_json::Buffers::new(1024));
+}
+
 /// A JSON body parsed with simd-json; every failure is a 400 problem.
 #[derive(Debug)]
 pub struct AppJson<T>(pub T);
@@ -56,7 +64,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
         if bytes.is_empty() {
             return Err(ApiError::validation("the body is empty"));
         }
-        simd_json::serde::from_slice::<T>(&mut bytes)
+        PARSE_BUFFERS
+            .with_borrow_mut(|buffers| {
+                simd_json::serde::from_slice_with_buffers::<T>(&mut bytes, buffers)
+            })
             .map(AppJson)
             .map_err(|e| {
                 ApiError::validation(format!("invalid JSON body: {}", clean(&e.to_string())))

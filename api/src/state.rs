@@ -179,10 +179,11 @@ const SHARDS: usize = 64;
 
 /// In-flight idempotency reservations, sharded by account. A key is reserved (under its
 /// shard lock, after checking the store) before the command is submitted, and dropped once
-/// the outcome is known: by then the store holds it (or the command was refused).
+/// the outcome is known: by then the store holds it (or the command was refused). Looked up
+/// by account then key, so a check allocates nothing (a reservation allocates its key once).
 #[derive(Debug)]
 pub struct Reservations {
-    shards: Vec<Mutex<HashMap<(u32, String), u64>>>,
+    shards: Vec<Mutex<HashMap<u32, HashMap<String, u64>>>>,
 }
 
 impl Default for Reservations {
@@ -204,21 +205,28 @@ impl Reservations {
         fresh: impl FnOnce() -> u64,
     ) -> ApiResult<Result<u64, u64>> {
         let mut shard = self.shards[account as usize % SHARDS].lock();
-        if let Some(id) = shard.get(&(account, key.to_string())) {
+        if let Some(id) = shard.get(&account).and_then(|keys| keys.get(key)) {
             return Ok(Err(*id));
         }
         if let Some(id) = stored()? {
             return Ok(Err(id));
         }
         let id = fresh();
-        shard.insert((account, key.to_string()), id);
+        shard
+            .entry(account)
+            .or_default()
+            .insert(key.to_string(), id);
         Ok(Ok(id))
     }
 
     pub fn release(&self, account: u32, key: &str) {
-        self.shards[account as usize % SHARDS]
-            .lock()
-            .remove(&(account, key.to_string()));
+        let mut shard = self.shards[account as usize % SHARDS].lock();
+        if let Some(keys) = shard.get_mut(&account) {
+            keys.remove(key);
+            if keys.is_empty() {
+                shard.remove(&account);
+            }
+        }
     }
 }
 
