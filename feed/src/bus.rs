@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Waker};
 
 use axum::body::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 /// A server WebSocket frame (FIN set, unmasked) around `payload`.
 pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
@@ -155,6 +155,20 @@ pub struct Bus {
     dirty: AtomicBool,
 }
 
+/// A ring held for reading (see [`Cursor::read`]).
+#[derive(Debug)]
+pub struct RingRead<'a>(RwLockReadGuard<'a, Ring>);
+
+/// A run of frames a cursor has not taken: `skip` messages at or below the seq asked for,
+/// then `msgs` messages in `len` bytes from the absolute offset `start`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peek {
+    pub skip: u64,
+    pub msgs: u64,
+    pub start: u64,
+    pub len: usize,
+}
+
 /// The subscriber fell more than the ring's capacity behind: messages were lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lagged;
@@ -234,6 +248,12 @@ impl Bus {
         self.head.store(h + 1, Ordering::Release);
         drop(ring);
         self.dirty.store(true, Ordering::Release);
+    }
+
+    /// The ring, read-locked, for [`Cursor::peek`] and [`Cursor::consume`] of this bus's
+    /// cursors: the frames can be handed to a vectored write without copying while it is held.
+    pub fn read(&self) -> RingRead<'_> {
+        RingRead(self.ring.read())
     }
 
     /// Wakes the waiting subscribers if anything was pushed since the last wake.
@@ -372,6 +392,95 @@ impl Cursor {
         Ok(n)
     }
 
+    /// The cursor's ring (to read-lock with [`Bus::read`] for [`Cursor::peek`]).
+    pub fn bus(&self) -> &Arc<Bus> {
+        &self.bus
+    }
+
+    /// The run of frames this cursor has not taken (those with seq above `min_seq`), up to
+    /// about `max_bytes` (at least one frame), as a place in `ring`; `None` when there is
+    /// nothing. Takes nothing: [`Cursor::consume`] does, once the bytes are written.
+    pub fn peek(
+        &self,
+        ring: &RingRead<'_>,
+        max_bytes: usize,
+        min_seq: u64,
+    ) -> Result<Option<Peek>, Lagged> {
+        let head = self.bus.head.load(Ordering::Acquire);
+        if head - self.pos > self.bus.cap {
+            return Err(Lagged);
+        }
+        let cap = self.bus.cap;
+        let slot = |i: u64| ring.0.slots[(i % cap) as usize];
+        let mut pos = self.pos;
+        while pos < head && slot(pos).seq <= min_seq {
+            pos += 1;
+        }
+        if pos == head {
+            return Ok(None);
+        }
+        let start = slot(pos).start;
+        let last = slot(head - 1);
+        let mut end = last.start + u64::from(last.len);
+        let mut msgs = head - pos;
+        if (end - start) as usize > max_bytes {
+            end = start;
+            msgs = 0;
+            while pos + msgs < head && ((end - start) as usize) < max_bytes {
+                let s = slot(pos + msgs);
+                end = s.start + u64::from(s.len);
+                msgs += 1;
+            }
+        }
+        Ok(Some(Peek {
+            skip: pos - self.pos,
+            msgs,
+            start,
+            len: (end - start) as usize,
+        }))
+    }
+
+    /// The bytes of a [`Peek`]: one slice, or two where the ring wraps.
+    pub fn slices<'r>(ring: &'r RingRead<'_>, peek: &Peek) -> [&'r [u8]; 2] {
+        let data = &ring.0.data;
+        let at = ring.0.pos(peek.start);
+        let first = peek.len.min(data.len() - at);
+        [&data[at..at + first], &data[..peek.len - first]]
+    }
+
+    /// Takes what a write of `written` bytes of `peek` sent: the whole frames, and a frame
+    /// cut short, whose unsent rest is appended to `rest` (it must be written next). Frames
+    /// not reached stay for the next write.
+    pub fn consume(
+        &mut self,
+        ring: &RingRead<'_>,
+        peek: &Peek,
+        written: usize,
+        rest: &mut Vec<u8>,
+    ) {
+        self.pos += peek.skip;
+        if written >= peek.len {
+            self.pos += peek.msgs;
+            return;
+        }
+        let cap = self.bus.cap;
+        for _ in 0..peek.msgs {
+            let s = ring.0.slots[(self.pos % cap) as usize];
+            let from = (s.start - peek.start) as usize;
+            if from >= written {
+                return;
+            }
+            self.pos += 1;
+            let to = from + s.len as usize;
+            if to > written {
+                let sent = written - from;
+                ring.0
+                    .read_into(s.start + sent as u64, s.len as usize - sent, rest);
+                return;
+            }
+        }
+    }
+
     /// Appends only the newest message's frame, skipping the rest (conflation).
     pub fn latest_into(&mut self, out: &mut Vec<u8>) -> bool {
         if self.bus.head.load(Ordering::Acquire) == self.pos {
@@ -489,5 +598,56 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].text(), "last");
         assert_eq!(got[0].frame(), frame(0x1, b"last").as_slice());
+    }
+
+    /// Vectored writes from the ring that stop anywhere (short writes): the bytes sent, plus
+    /// the rest of a frame cut short, written next, are exactly the frames in order.
+    #[test]
+    fn short_writes_from_the_ring_keep_frames_whole() {
+        let bus = Bus::new(16);
+        let mut cur = bus.subscribe();
+        let mut expect = Vec::new();
+        let mut sent = Vec::new();
+        let mut rng = 99u64;
+        let mut next = || {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            rng >> 33
+        };
+        let mut seq = 0;
+        for _ in 0..2000 {
+            for _ in 0..next() % 4 {
+                seq += 1;
+                bus.push_text(seq, &text(seq));
+                expect.extend_from_slice(&frame(0x1, text(seq).as_bytes()));
+            }
+            let ring = bus.read();
+            let room = [1, 100, 4000, 1 << 20][next() as usize % 4];
+            let Some(p) = cur.peek(&ring, room, 0).unwrap() else {
+                continue;
+            };
+            let [a, b] = Cursor::slices(&ring, &p);
+            assert_eq!(a.len() + b.len(), p.len);
+            let written = (next() as usize) % (p.len + 1);
+            let all: Vec<u8> = a.iter().chain(b).copied().collect();
+            sent.extend_from_slice(&all[..written]);
+            let mut rest = Vec::new();
+            if written > 0 {
+                cur.consume(&ring, &p, written, &mut rest);
+            }
+            sent.extend_from_slice(&rest);
+            assert!(sent.len() <= expect.len());
+            assert!(sent == expect[..sent.len()], "bytes differ after {seq}");
+        }
+        let ring = bus.read();
+        if let Some(p) = cur.peek(&ring, usize::MAX, 0).unwrap() {
+            let [a, b] = Cursor::slices(&ring, &p);
+            sent.extend_from_slice(a);
+            sent.extend_from_slice(b);
+            cur.consume(&ring, &p, p.len, &mut Vec::new());
+        }
+        assert!(sent == expect);
+        assert_eq!(cur.backlog(), 0);
     }
 }

@@ -3,8 +3,9 @@
 //! One task per connection. Each subscription is a cursor in its channel's ring
 //! ([`crate::bus`]) of ready-made WebSocket frames (server frames are unmasked, so every
 //! connection sends the same bytes): the output thread appends them and wakes the waiting
-//! connections once per batch; a woken connection copies every frame its cursors have not
-//! seen into its write buffer and writes it with as few writes as the socket takes.
+//! connections once per batch; a woken connection writes every frame its cursors have not
+//! seen straight from the rings with vectored writes (no copy per connection), behind its
+//! control frames; the rest of a frame cut short by a short write is kept and written first.
 //! Control messages (replies, snapshots, pings) go first. Client frames are read by
 //! tungstenite, which only ever writes (pongs, close replies) while our buffer is empty, so
 //! frames never interleave.
@@ -20,7 +21,9 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::future::{Future, poll_fn};
+use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -40,7 +43,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::bus::{Cursor, frame};
+use crate::bus::{Bus, Cursor, Peek, RingRead, frame};
 use crate::candles::Interval;
 use crate::problem::Problem;
 use crate::{Feed, FeedConfig, PrivateChannel};
@@ -184,6 +187,9 @@ struct Conn {
     /// Frames to write; `wpos` is how much of it the socket took.
     wbuf: Vec<u8>,
     wpos: usize,
+    /// Subscriptions (indexes) whose pending frames go out straight from their rings with the
+    /// next write, behind `wbuf` (vectored: no copy into `wbuf`).
+    direct: Vec<usize>,
     /// Since when the socket has not taken our frames.
     blocked_since: Option<Instant>,
     /// When the last batch of frames went out, and the timer that holds the next one back
@@ -231,6 +237,7 @@ async fn run(feed: Feed, mut socket: Socket) {
         control: VecDeque::new(),
         wbuf: Vec::with_capacity(16 * 1024),
         wpos: 0,
+        direct: Vec::new(),
         blocked_since: None,
         last_write: None,
         hold: Box::pin(tokio::time::sleep(Duration::ZERO)),
@@ -348,7 +355,7 @@ impl Conn {
         }
         let mut written = 0;
         loop {
-            if self.wpos == self.wbuf.len() {
+            if self.wpos == self.wbuf.len() && self.direct.is_empty() {
                 self.wbuf.clear();
                 self.wpos = 0;
                 self.blocked_since = None;
@@ -376,12 +383,24 @@ impl Conn {
                     }
                 }
                 self.fill(cx);
-                if !self.wbuf.is_empty() && written == 0 {
+                let any = !self.wbuf.is_empty() || !self.direct.is_empty();
+                if any && written == 0 {
                     self.last_write = Some(Instant::now());
                 }
-                if self.wbuf.is_empty() {
+                if !any {
                     return Ok(false);
                 }
+            }
+            if !self.direct.is_empty() {
+                match self.write_direct(cx, socket) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(()),
+                    Poll::Ready(Ok(n)) => written += n,
+                    Poll::Pending => {
+                        self.blocked_since.get_or_insert_with(Instant::now);
+                        return Ok(false);
+                    }
+                }
+                continue;
             }
             match Pin::new(socket.get_mut()).poll_write(cx, &self.wbuf[self.wpos..]) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(()),
@@ -395,6 +414,85 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// One vectored write of what is left of `wbuf` and then the pending frames of the
+    /// `direct` subscriptions, straight from their rings (read-locked for the duration of
+    /// the system call, which does not block). What the socket took is taken from the
+    /// cursors; a frame cut short has its rest moved to `wbuf`, which is written before
+    /// anything else. `direct` is emptied unless the socket took nothing.
+    fn write_direct(
+        &mut self,
+        cx: &mut Context<'_>,
+        socket: &mut Socket,
+    ) -> Poll<std::io::Result<usize>> {
+        let direct = std::mem::take(&mut self.direct);
+        let buses: Vec<Arc<Bus>> = direct
+            .iter()
+            .map(|&i| self.subs[i].cursor.bus().clone())
+            .collect();
+        let rings: Vec<RingRead<'_>> = buses.iter().map(|b| b.read()).collect();
+        let mut peeks: Vec<Option<Peek>> = Vec::with_capacity(direct.len());
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(1 + 2 * direct.len());
+        let head = &self.wbuf[self.wpos..];
+        if !head.is_empty() {
+            slices.push(IoSlice::new(head));
+        }
+        let mut room = WBUF.saturating_sub(head.len()).max(1);
+        for (k, &i) in direct.iter().enumerate() {
+            let sub = &self.subs[i];
+            let peek = match sub.kind {
+                Kind::Book(_) => sub.cursor.peek(&rings[k], room, sub.snap_seq),
+                _ => sub.cursor.peek(&rings[k], room, 0),
+            }
+            .ok()
+            .flatten()
+            .filter(|_| room > 0);
+            if let Some(p) = &peek {
+                room = room.saturating_sub(p.len);
+                for part in Cursor::slices(&rings[k], p) {
+                    if !part.is_empty() {
+                        slices.push(IoSlice::new(part));
+                    }
+                }
+            }
+            peeks.push(peek);
+        }
+        let n = match Pin::new(socket.get_mut()).poll_write_vectored(cx, &slices) {
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                drop(slices);
+                drop(rings);
+                self.direct = direct;
+                return Poll::Pending;
+            }
+        };
+        drop(slices);
+        let from_wbuf = n.min(self.wbuf.len() - self.wpos);
+        self.wpos += from_wbuf;
+        let mut left = n - from_wbuf;
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+        }
+        let mut rest = Vec::new();
+        for (k, &i) in direct.iter().enumerate() {
+            let Some(p) = &peeks[k] else { continue };
+            let took = left.min(p.len);
+            left -= took;
+            if took > 0 {
+                self.subs[i].cursor.consume(&rings[k], p, took, &mut rest);
+            }
+        }
+        drop(rings);
+        if !rest.is_empty() {
+            // The rest of a frame cut short: written next, before anything else (a partial
+            // `wbuf` means the socket took nothing from the rings).
+            debug_assert!(self.wbuf.is_empty());
+            self.wbuf.extend_from_slice(&rest);
+        }
+        Poll::Ready(Ok(n))
     }
 
     /// How long a busy connection gathers between writes: `min_write_interval`, or more
@@ -441,27 +539,24 @@ impl Conn {
                         sub.cursor.latest_into(&mut self.wbuf);
                     }
                     Kind::Book(_) => {
-                        if sub.cursor.backlog() > bound
-                            || sub
-                                .cursor
-                                .copy_into(&mut self.wbuf, WBUF, sub.snap_seq)
-                                .is_err()
-                        {
+                        if sub.cursor.backlog() > bound || sub.cursor.lagged() {
                             self.mark_resync(i);
+                        } else if sub.cursor.backlog() > 0 {
+                            self.direct.push(i);
                         }
                     }
                     Kind::Lossless => {
-                        if sub.cursor.backlog() > bound
-                            || sub.cursor.copy_into(&mut self.wbuf, WBUF, 0).is_err()
-                        {
+                        if sub.cursor.backlog() > bound || sub.cursor.lagged() {
                             self.shut(POLICY, "slow consumer");
                             return;
+                        } else if sub.cursor.backlog() > 0 {
+                            self.direct.push(i);
                         }
                     }
                 }
             }
             self.rr = self.rr.wrapping_add(1);
-            if !self.wbuf.is_empty() || self.close.is_some() {
+            if !self.wbuf.is_empty() || !self.direct.is_empty() || self.close.is_some() {
                 return;
             }
             let mut waiting = false;

@@ -912,3 +912,59 @@ async fn replies_do_not_wait_for_the_write_interval() {
     );
     h.stop().await;
 }
+
+/// A client that reads slowly through a small receive buffer makes the server's writes stop
+/// short, mid-frame: every trade still arrives whole, in order, without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_writes_keep_frames_whole() {
+    let dir = tmp();
+    // Room for more than the kernel's socket buffers hold (4 MiB send buffer at most here).
+    let cfg = FeedConfig {
+        queue_bound: 65_536,
+        channel_capacity: 65_536,
+        ..FeedConfig::default()
+    };
+    let h = Harness::start(dir.path(), cfg).await;
+    h.setup_market(2).await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    let tcp = sock.connect(h.addr).await.unwrap();
+    let tcp = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/v1/ws", h.addr), tcp)
+        .await
+        .unwrap();
+    send(
+        &mut ws,
+        json!({"op":"subscribe","id":1,"channels":[format!("trades:{PAIR}")]}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    let n = 40_000u64;
+    // In groups, so that the pipeline's rings never run full.
+    for group in 0..n / 500 {
+        let mut pending = Vec::new();
+        for i in group * 500..(group + 1) * 500 {
+            let sell = limit(10 * i + 1, 1, Side::Sell, 100_000, 1, TimeInForce::Gtc);
+            let buy = limit(10 * i + 2, 2, Side::Buy, 100_000, 1, TimeInForce::Gtc);
+            pending.push(h.submit(sell).await);
+            pending.push(h.submit(buy).await);
+        }
+        for p in pending {
+            p.await.unwrap();
+        }
+    }
+    // Nothing read yet: the socket fills and the server's last write stopped short.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut last = 0;
+    while last < n {
+        let m = next_json(&mut ws).await;
+        let seq = m["seq"].as_u64().unwrap();
+        assert_eq!(seq, last + 1, "{m}");
+        assert_eq!(m["data"]["amount"], "0.0001");
+        last = seq;
+        if seq % 1000 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    h.stop().await;
+}
