@@ -431,7 +431,16 @@ impl Conn {
             .iter()
             .map(|&i| self.subs[i].cursor.bus().clone())
             .collect();
-        let rings: Vec<RingRead<'_>> = buses.iter().map(|b| b.read()).collect();
+        // Read locks in one global order (by address): a writer waiting on one ring blocks
+        // new readers of it, so two connections taking two rings in opposite orders while
+        // two publishers (the output thread, an account's private channel) wait could
+        // deadlock.
+        let mut order: Vec<usize> = (0..buses.len()).collect();
+        order.sort_by_key(|&k| Arc::as_ptr(&buses[k]) as usize);
+        let mut locked: Vec<(usize, RingRead<'_>)> =
+            order.into_iter().map(|k| (k, buses[k].read())).collect();
+        locked.sort_by_key(|(k, _)| *k);
+        let rings: Vec<RingRead<'_>> = locked.into_iter().map(|(_, r)| r).collect();
         let mut peeks: Vec<Option<Peek>> = Vec::with_capacity(direct.len());
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(1 + 2 * direct.len());
         let head = &self.wbuf[self.wpos..];
