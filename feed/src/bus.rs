@@ -159,11 +159,10 @@ pub struct Bus {
 #[derive(Debug)]
 pub struct RingRead<'a>(RwLockReadGuard<'a, Ring>);
 
-/// A run of frames a cursor has not taken: `skip` messages at or below the seq asked for,
-/// then `msgs` messages in `len` bytes from the absolute offset `start`.
+/// A run of frames a cursor has not taken: `msgs` messages in `len` bytes from the
+/// absolute offset `start`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peek {
-    pub skip: u64,
     pub msgs: u64,
     pub start: u64,
     pub len: usize,
@@ -399,9 +398,10 @@ impl Cursor {
 
     /// The run of frames this cursor has not taken (those with seq above `min_seq`), up to
     /// about `max_bytes` (at least one frame), as a place in `ring`; `None` when there is
-    /// nothing. Takes nothing: [`Cursor::consume`] does, once the bytes are written.
+    /// nothing. Messages at or below `min_seq` are skipped for good (they are never to be
+    /// sent); the others are taken by [`Cursor::consume`], once written.
     pub fn peek(
-        &self,
+        &mut self,
         ring: &RingRead<'_>,
         max_bytes: usize,
         min_seq: u64,
@@ -412,10 +412,10 @@ impl Cursor {
         }
         let cap = self.bus.cap;
         let slot = |i: u64| ring.0.slots[(i % cap) as usize];
-        let mut pos = self.pos;
-        while pos < head && slot(pos).seq <= min_seq {
-            pos += 1;
+        while self.pos < head && slot(self.pos).seq <= min_seq {
+            self.pos += 1;
         }
+        let pos = self.pos;
         if pos == head {
             return Ok(None);
         }
@@ -433,7 +433,6 @@ impl Cursor {
             }
         }
         Ok(Some(Peek {
-            skip: pos - self.pos,
             msgs,
             start,
             len: (end - start) as usize,
@@ -458,7 +457,6 @@ impl Cursor {
         written: usize,
         rest: &mut Vec<u8>,
     ) {
-        self.pos += peek.skip;
         if written >= peek.len {
             self.pos += peek.msgs;
             return;

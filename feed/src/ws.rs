@@ -393,8 +393,10 @@ impl Conn {
             }
             if !self.direct.is_empty() {
                 match self.write_direct(cx, socket) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(()),
-                    Poll::Ready(Ok(n)) => written += n,
+                    // Nothing to send after all (skipped, or lagged: the next fill sees it).
+                    Poll::Ready(Ok(None)) => {}
+                    Poll::Ready(Ok(Some(0))) | Poll::Ready(Err(_)) => return Err(()),
+                    Poll::Ready(Ok(Some(n))) => written += n,
                     Poll::Pending => {
                         self.blocked_since.get_or_insert_with(Instant::now);
                         return Ok(false);
@@ -425,7 +427,7 @@ impl Conn {
         &mut self,
         cx: &mut Context<'_>,
         socket: &mut Socket,
-    ) -> Poll<std::io::Result<usize>> {
+    ) -> Poll<std::io::Result<Option<usize>>> {
         let direct = std::mem::take(&mut self.direct);
         let buses: Vec<Arc<Bus>> = direct
             .iter()
@@ -449,7 +451,7 @@ impl Conn {
         }
         let mut room = WBUF.saturating_sub(head.len()).max(1);
         for (k, &i) in direct.iter().enumerate() {
-            let sub = &self.subs[i];
+            let sub = &mut self.subs[i];
             let peek = match sub.kind {
                 Kind::Book(_) => sub.cursor.peek(&rings[k], room, sub.snap_seq),
                 _ => sub.cursor.peek(&rings[k], room, 0),
@@ -466,6 +468,9 @@ impl Conn {
                 }
             }
             peeks.push(peek);
+        }
+        if slices.is_empty() {
+            return Poll::Ready(Ok(None));
         }
         let n = match Pin::new(socket.get_mut()).poll_write_vectored(cx, &slices) {
             Poll::Ready(Ok(n)) => n,
@@ -501,7 +506,7 @@ impl Conn {
             debug_assert!(self.wbuf.is_empty());
             self.wbuf.extend_from_slice(&rest);
         }
-        Poll::Ready(Ok(n))
+        Poll::Ready(Ok(Some(n)))
     }
 
     /// How long a busy connection gathers between writes: `min_write_interval`, or more
