@@ -907,8 +907,12 @@ impl Report {
         self.health.as_ref().map(|(e, h)| per_sec(h.len(), *e))
     }
 
-    /// Creates per second over health answers per second, in thousandths.
+    /// Creates per second over health answers per second, in thousandths; only closed
+    /// loop (with `--rate` the creates are paced, so the quotient says nothing of capacity).
     fn ratio_permille(&self) -> Option<u64> {
+        if self.rate.is_some() {
+            return None;
+        }
         self.health_per_sec()
             .map(|h| permille(self.ops_per_sec(self.place.len()), h))
     }
