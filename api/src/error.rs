@@ -62,7 +62,7 @@ impl ApiError {
             UnknownCurrency => Self::validation("unknown currency"),
             PairHalted => Self::new(StatusCode::CONFLICT, "PAIR_HALTED", "the pair is halted"),
             InvalidPrice => Self::bad("INVALID_PRICE_TICK", "price out of range"),
-            InvalidAmount => Self::validation("amount must be positive"),
+            InvalidAmount => Self::validation("amount must be positive and at most 2^40 lots"),
             AmountTooSmall => Self::bad("AMOUNT_TOO_SMALL", "amount below the pair minimum"),
             DuplicateOrderId | DuplicateRequestId => {
                 Self::unavailable("id collision, retry the request")

@@ -103,7 +103,8 @@ fn build(
             text,
             ad,
             DecimalKind::Amount,
-            u128::from(u64::MAX / 4),
+            // The engine's bound (it rejects more), so level totals cannot overflow.
+            u128::from(engine::MAX_ORDER_LOTS),
         )?;
         if v < min {
             return Err(ApiError::bad(
