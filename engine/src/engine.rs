@@ -45,6 +45,7 @@ use crate::ledger::{Balance, Ledger, MAX_SUPPLY};
 use crate::money::{buyer_pays, exact_value, fee, lots_affordable, seller_receives};
 use crate::price::{Amount, MAX_ORDER_LOTS, Price};
 use crate::reject::RejectReason;
+use crate::request_ids::RequestIds;
 use crate::side::{SelfTradePrevention, Side, TimeInForce};
 use crate::spec::{
     CurrencySpec, MAX_CURRENCIES, MAX_CURRENCY_DECIMALS, MAX_PAIRS, PairInfo, PairScale, PairSpec,
@@ -140,7 +141,8 @@ pub struct Engine {
     /// Order ids used (the highest is `max_order_id`) and where resting orders are: see
     /// [`crate::id_window`].
     order_ids: IdWindow,
-    max_request_id: u64,
+    /// Request ids used (the highest is `max_request_id`): see [`crate::request_ids`].
+    request_ids: RequestIds,
     commands: u64,
     /// Reused by cancel-all (order id, slot), so it does not allocate once warm.
     scratch: Vec<(OrderId, u32)>,
@@ -186,7 +188,7 @@ impl Engine {
             requests: FxHashMap::default(),
             next_trade_id: 1,
             order_ids,
-            max_request_id: 0,
+            request_ids: RequestIds::default(),
             commands: 0,
             scratch: Vec::new(),
         }
@@ -273,7 +275,7 @@ impl Engine {
     }
 
     pub fn max_request_id(&self) -> RequestId {
-        RequestId(self.max_request_id)
+        RequestId(self.request_ids.hi())
     }
 
     /// Reconciliation figures per currency.
@@ -986,7 +988,7 @@ impl Engine {
         if spec.amount == 0 {
             return Some(RejectReason::InvalidAmount);
         }
-        if spec.request.0 <= self.max_request_id {
+        if self.request_ids.is_used(spec.request.0) {
             return Some(RejectReason::DuplicateRequestId);
         }
         if spec.account.0 > self.limits.max_account_id || spec.account == AccountId::FEES {
@@ -1020,7 +1022,7 @@ impl Engine {
             }
             self.push_balance(spec.account, spec.currency, out);
         }
-        self.max_request_id = spec.request.0;
+        self.request_ids.mark(spec.request.0);
         self.requests.insert(
             spec.request,
             PendingRequest {
@@ -1052,7 +1054,7 @@ impl Engine {
             });
             return;
         }
-        self.max_request_id = spec.request.0;
+        self.request_ids.mark(spec.request.0);
         self.credit_deposit(spec.account, spec.currency, spec.amount, out);
         out.push(Event::RequestUpdated {
             request: spec.request,
@@ -1325,8 +1327,9 @@ impl Engine {
     pub(crate) fn restore_parts(
         limits: EngineLimits,
         currencies: Vec<(CurrencySpec, u64, u64)>,
-        counters: (u64, u64),
+        next_trade_id: u64,
         order_ids: IdWindow,
+        request_ids: RequestIds,
     ) -> Engine {
         let mut e = Engine::new(limits);
         e.currencies = currencies
@@ -1337,8 +1340,9 @@ impl Engine {
                 withdrawn,
             })
             .collect();
-        (e.next_trade_id, e.max_request_id) = counters;
+        e.next_trade_id = next_trade_id;
         e.order_ids = order_ids;
+        e.request_ids = request_ids;
         e
     }
 
@@ -1380,8 +1384,8 @@ impl Engine {
             .collect()
     }
 
-    pub(crate) fn counters(&self) -> (u64, u64) {
-        (self.next_trade_id, self.max_request_id)
+    pub(crate) fn request_ids(&self) -> &RequestIds {
+        &self.request_ids
     }
 
     pub(crate) fn order_ids(&self) -> &IdWindow {

@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod price;
 pub mod price_index;
 pub mod reject;
+pub mod request_ids;
 pub mod side;
 pub mod spec;
 pub mod state;

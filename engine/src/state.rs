@@ -16,8 +16,9 @@ use crate::side::Side;
 use crate::spec::{CurrencySpec, PairSpec};
 
 /// Format version written in every encoding.
-/// 2: the order id window (`order_ids_used`) replaced nothing but is new state.
-pub const STATE_VERSION: u32 = 2;
+/// 2: the order id window (`order_ids_used`) is new state. 3: so is the request id window
+/// (`request_ids_used`).
+pub const STATE_VERSION: u32 = 3;
 
 /// A resting order in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +53,8 @@ struct EngineStateDto {
     /// used, as runs `(first, count)`, so a restored engine refuses the same duplicates as
     /// the live one.
     order_ids_used: Vec<(u64, u64)>,
+    /// The request id window ([`crate::request_ids`]), as runs.
+    request_ids_used: Vec<(u64, u64)>,
 }
 
 /// Why a state encoding could not be loaded.
@@ -92,7 +95,8 @@ pub fn encode(engine: &Engine) -> Vec<u8> {
             orders,
         });
     }
-    let (next_trade_id, max_request_id) = engine.counters();
+    let next_trade_id = engine.next_trade_id().0;
+    let request_ids = engine.request_ids();
     let order_ids = engine.order_ids();
     let dto = EngineStateDto {
         version: STATE_VERSION,
@@ -106,8 +110,9 @@ pub fn encode(engine: &Engine) -> Vec<u8> {
         requests: engine.pending_requests(),
         next_trade_id,
         max_order_id: order_ids.hi(),
-        max_request_id,
+        max_request_id: request_ids.hi(),
         order_ids_used: order_ids.used_runs(),
+        request_ids_used: request_ids.used_runs(),
     };
     postcard::to_stdvec(&dto).expect("encoding to memory cannot fail")
 }
@@ -120,11 +125,15 @@ pub fn decode(bytes: &[u8], limits: EngineLimits) -> Result<Engine, StateError> 
     }
     let order_ids = crate::id_window::IdWindow::restore(dto.max_order_id, &dto.order_ids_used)
         .map_err(StateError::Inconsistent)?;
+    let request_ids =
+        crate::request_ids::RequestIds::restore(dto.max_request_id, &dto.request_ids_used)
+            .map_err(StateError::Inconsistent)?;
     let mut engine = Engine::restore_parts(
         limits,
         dto.currencies,
-        (dto.next_trade_id, dto.max_request_id),
+        dto.next_trade_id,
         order_ids,
+        request_ids,
     );
     for (i, pair) in dto.pairs.into_iter().enumerate() {
         let id = engine
@@ -168,6 +177,11 @@ pub fn decode(bytes: &[u8], limits: EngineLimits) -> Result<Engine, StateError> 
             .set(account, currency, Balance { available, held });
     }
     for (id, r) in dto.requests {
+        if !engine.request_ids().is_used(id.0) {
+            return Err(StateError::Inconsistent(format!(
+                "pending request {id} is not in the used request ids"
+            )));
+        }
         engine.restore_request(id, r);
     }
     engine

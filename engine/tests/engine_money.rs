@@ -463,3 +463,39 @@ fn a_halted_pair_refuses_orders_but_cancels_still_work() {
     );
     let _ = OrderId(0);
 }
+
+/// Regression: request ids come from the API's counter before sequencing, so two concurrent
+/// requests may reach the engine in the opposite order of their ids; the lower one was
+/// refused as a duplicate (a spurious 503). Now only an id used before is.
+#[test]
+fn request_ids_may_arrive_out_of_order_but_are_used_once() {
+    let mut fx = Fx::new();
+    let first = fx.request(ALICE, SEK, 100);
+    let second = fx.request(ALICE, SEK, 200);
+    let completed = |ev: &[Event]| {
+        matches!(
+            ev.last(),
+            Some(Event::RequestUpdated {
+                status: engine::RequestStatus::Completed,
+                ..
+            })
+        )
+    };
+    let ev = fx.cmd(Command::DepositCredited(Box::new(second.clone())));
+    assert!(completed(&ev), "{ev:?}");
+    let ev = fx.cmd(Command::DepositCredited(Box::new(first.clone())));
+    assert!(completed(&ev), "{ev:?}");
+    for spec in [first, second] {
+        let id = spec.request;
+        assert_eq!(
+            fx.cmd(Command::DepositCredited(Box::new(spec))),
+            vec![Event::RequestRefused {
+                request: id,
+                reason: RejectReason::DuplicateRequestId
+            }]
+        );
+    }
+    assert_eq!(fx.bal(ALICE, SEK), (300, 0));
+    let restored = engine::state::decode(&engine::state::encode(&fx.e), fx.e.limits()).unwrap();
+    assert_eq!(restored.state_hash(), fx.e.state_hash());
+}

@@ -56,7 +56,8 @@ pub struct Model {
     bal: BTreeMap<(AccountId, CurrencyId), (u64, u64)>,
     requests: BTreeMap<RequestId, (Kind, AccountId, CurrencyId, u64)>,
     next_trade: u64,
-    max_request: u64,
+    /// Every request id ever accepted (naive: never forgets).
+    used_requests: BTreeSet<u64>,
     /// Every order id ever accepted (naive: never forgets).
     used_ids: BTreeSet<u64>,
     seq: u64,
@@ -249,7 +250,7 @@ impl Model {
                         reason: RejectReason::AmountOverflow,
                     });
                 } else {
-                    self.max_request = s.request.0;
+                    self.used_requests.insert(s.request.0);
                     self.deposit(s.account, s.currency, s.amount, &mut out);
                     out.push(Event::RequestUpdated {
                         request: s.request,
@@ -265,11 +266,16 @@ impl Model {
     }
 
     fn request_invalid(&self, s: &RequestSpec) -> Option<RejectReason> {
+        // Used before, or older than the engine's window below the highest.
+        let highest = self.used_requests.last().copied().unwrap_or(0);
+        let used = s.request.0 == 0
+            || self.used_requests.contains(&s.request.0)
+            || s.request.0 + engine::request_ids::WINDOW <= highest;
         if s.currency.0 as usize >= self.decimals.len() {
             Some(RejectReason::UnknownCurrency)
         } else if s.amount == 0 {
             Some(RejectReason::InvalidAmount)
-        } else if s.request.0 <= self.max_request {
+        } else if used {
             Some(RejectReason::DuplicateRequestId)
         } else if s.account == AccountId::FEES {
             Some(RejectReason::InvalidSpec)
@@ -309,7 +315,7 @@ impl Model {
             self.move_to_held(s.account, s.currency, s.amount);
             self.push_balance(s.account, s.currency, out);
         }
-        self.max_request = s.request.0;
+        self.used_requests.insert(s.request.0);
         self.requests
             .insert(s.request, (kind, s.account, s.currency, s.amount));
         out.push(Event::RequestUpdated {
