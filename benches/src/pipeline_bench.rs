@@ -184,19 +184,14 @@ fn submit_retrying(p: &Pipeline, c: Command, busy: &mut u64) {
     }
 }
 
-/// Waits until `at`: sleeps while it is far, then yields (sleep alone oversleeps by ~50 us).
+/// Waits until `at` by sleeping. A sleep oversleeps by some tens of microseconds; the commands
+/// that came due meanwhile are then submitted back to back, and their latency still counts
+/// from their scheduled times. Spinning or yielding instead would keep both submitters on the
+/// two cores and starve the pipeline threads the bench is measuring.
 fn wait_until(at: Instant) {
-    loop {
-        let now = Instant::now();
-        if now >= at {
-            return;
-        }
-        let left = at - now;
-        if left > Duration::from_micros(200) {
-            std::thread::sleep(left - Duration::from_micros(100));
-        } else {
-            std::thread::yield_now();
-        }
+    let now = Instant::now();
+    if at > now {
+        std::thread::sleep(at - now);
     }
 }
 
@@ -310,7 +305,7 @@ pub fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
                         }
                     }
                     while done.load(Ordering::Acquire) < per_thread {
-                        std::thread::yield_now();
+                        std::thread::sleep(Duration::from_micros(50));
                     }
                     busy
                 })
