@@ -368,10 +368,8 @@ impl Book {
             ladder.index.remove(order.price.0);
             ladder.free_levels.push(l);
             if ladder.best.map(|(p, _)| p) == Some(order.price) {
-                let next = match order.side {
-                    Side::Buy => ladder.index.max(),
-                    Side::Sell => ladder.index.min(),
-                };
+                let lowest = order.side == Side::Sell;
+                let next = ladder.index.extreme_after_removing(order.price.0, lowest);
                 ladder.best = next.map(|(p, s)| (Price(p), s));
             }
         }

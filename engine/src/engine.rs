@@ -42,7 +42,7 @@ use crate::event::{DoneReason, Event, RequestStatus, Trade};
 use crate::id_window::{IdWindow, OrderLoc};
 use crate::ids::{AccountId, CurrencyId, OrderId, PairId, RequestId, TradeId};
 use crate::ledger::{Balance, Ledger, MAX_SUPPLY};
-use crate::money::{buyer_pays, exact_value, fee, lots_affordable, seller_receives};
+use crate::money::{buyer_pays, exact_value, fee, lots_affordable, lots_in_value, seller_receives};
 use crate::price::{Amount, MAX_ORDER_LOTS, Price};
 use crate::reject::RejectReason;
 use crate::request_ids::RequestIds;
@@ -574,7 +574,7 @@ impl Engine {
             Side::Sell => {
                 if let Some(budget) = taker.sell_value_budget {
                     lots =
-                        lots.min(u64::try_from(budget / u128::from(price.0)).unwrap_or(u64::MAX));
+                        lots.min(u64::try_from(lots_in_value(budget, price.0)).unwrap_or(u64::MAX));
                 }
                 lots = lots.min(taker.held / scale.base_minor_per_lot);
             }

@@ -66,12 +66,13 @@ impl OrderLoc {
 }
 
 /// See the module doc.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct IdWindow {
     /// Highest accepted id (0: none yet; ids start at 1).
     hi: u64,
-    /// `entries[id % WINDOW]` for ids in `(hi - WINDOW, hi]`.
-    entries: Box<[u64]>,
+    /// `entries[id % WINDOW]` for ids in `(hi - WINDOW, hi]`. A fixed-size array, so that
+    /// indexing with `id % WINDOW` needs no bounds check.
+    entries: Box<[u64; WINDOW as usize]>,
     /// Resting orders whose id is below the window.
     old: SequentialIdMap<OrderId, OrderLoc>,
     /// Resting orders (window and `old`).
@@ -88,13 +89,35 @@ impl std::fmt::Debug for IdWindow {
     }
 }
 
+/// A zeroed ring, built on the heap (32 MiB never passes through the stack).
+fn unused_entries() -> Box<[u64; WINDOW as usize]> {
+    vec![UNUSED; WINDOW as usize]
+        .into_boxed_slice()
+        .try_into()
+        .expect("a vec of WINDOW entries")
+}
+
 impl Default for IdWindow {
     fn default() -> Self {
         IdWindow {
             hi: 0,
-            entries: vec![UNUSED; WINDOW as usize].into_boxed_slice(),
+            entries: unused_entries(),
             old: SequentialIdMap::default(),
             resting: 0,
+        }
+    }
+}
+
+impl Clone for IdWindow {
+    /// By hand: the ring is copied heap to heap, never through the stack.
+    fn clone(&self) -> Self {
+        let mut entries = unused_entries();
+        entries.copy_from_slice(&self.entries[..]);
+        IdWindow {
+            hi: self.hi,
+            entries,
+            old: self.old.clone(),
+            resting: self.resting,
         }
     }
 }
@@ -120,9 +143,11 @@ impl IdWindow {
         self.old.reserve(n);
     }
 
+    /// `id` in `(hi - WINDOW, hi]` (and not 0): one subtraction covers both bounds, since
+    /// an id above `hi` wraps to a huge distance.
     #[inline]
     fn in_window(&self, id: u64) -> bool {
-        id != 0 && id <= self.hi && (self.hi < WINDOW || id > self.hi - WINDOW)
+        id != 0 && self.hi.wrapping_sub(id) < WINDOW
     }
 
     /// True when `id` may not be used (see the module doc). Id 0 is never valid.
@@ -140,6 +165,17 @@ impl IdWindow {
     pub fn mark(&mut self, id: OrderId) {
         let id = id.0;
         debug_assert!(!self.is_used(OrderId(id)), "order id {id} already used");
+        if id > self.hi && id - self.hi == 1 {
+            // The common case (ids arrive nearly in order): `advance` for one position.
+            let p = position(id);
+            let entry = self.entries[p];
+            if entry > FINAL {
+                self.evict(id - WINDOW, entry);
+            }
+            self.entries[p] = FINAL;
+            self.hi = id;
+            return;
+        }
         if id > self.hi {
             self.advance(id);
         } else {

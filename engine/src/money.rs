@@ -7,6 +7,32 @@
 
 use crate::spec::{FEE_RATE_SCALE, PairScale};
 
+// Division: a `u128` division is a call into compiler-builtins (`__udivti3`, tens of
+// instructions, and a division by a constant is not turned into a multiplication). Every
+// realistic trade value fits in 64 bits (`price_ticks < 2^42`, lots of a normal order far
+// below 2^22), so each division below tries the native 64-bit one first; the `u128` one
+// remains for the rest. Both give the same quotient: this is an optimisation, not a rule.
+
+/// `n / d`, through 64 bits when both fit.
+#[inline(always)]
+fn div(n: u128, d: u128) -> u128 {
+    if (n | d) >> 64 == 0 {
+        u128::from(n as u64 / d as u64)
+    } else {
+        n / d
+    }
+}
+
+/// `ceil(n / d)`, through 64 bits when both fit.
+#[inline(always)]
+fn div_ceil(n: u128, d: u128) -> u128 {
+    if (n | d) >> 64 == 0 {
+        u128::from((n as u64).div_ceil(d as u64))
+    } else {
+        n.div_ceil(d)
+    }
+}
+
 /// The exact value of `lots` at `price`, in value units.
 #[inline]
 pub fn exact_value(price_ticks: u64, lots: u64) -> u128 {
@@ -16,28 +42,41 @@ pub fn exact_value(price_ticks: u64, lots: u64) -> u128 {
 /// What the buyer pays for a value, quote minor units (rounded up).
 #[inline]
 pub fn buyer_pays(scale: &PairScale, value: u128) -> u128 {
-    value.div_ceil(scale.value_per_quote_minor)
+    div_ceil(value, scale.value_per_quote_minor)
 }
 
 /// What the seller receives for a value, quote minor units (rounded down).
 #[inline]
 pub fn seller_receives(scale: &PairScale, value: u128) -> u128 {
-    value / scale.value_per_quote_minor
+    div(value, scale.value_per_quote_minor)
 }
 
 /// A fee on `received` minor units at `rate_ppm`, rounded up.
 #[inline]
 pub fn fee(received: u64, rate_ppm: u32) -> u64 {
-    let f = (u128::from(received) * u128::from(rate_ppm)).div_ceil(u128::from(FEE_RATE_SCALE));
     // rate <= 100 %, so the fee never exceeds what was received.
-    f as u64
+    match received.checked_mul(u64::from(rate_ppm)) {
+        // A division by a 64-bit constant: a multiplication and a shift.
+        Some(product) => product.div_ceil(FEE_RATE_SCALE),
+        None => (u128::from(received) * u128::from(rate_ppm)).div_ceil(u128::from(FEE_RATE_SCALE))
+            as u64,
+    }
 }
 
 /// The most lots whose rounded-up cost fits in `budget_minor` quote minor units at `price`.
 #[inline]
 pub fn lots_affordable(scale: &PairScale, price_ticks: u64, budget_minor: u64) -> u64 {
-    let lots = u128::from(budget_minor) * scale.value_per_quote_minor / u128::from(price_ticks);
+    let lots = div(
+        u128::from(budget_minor) * scale.value_per_quote_minor,
+        u128::from(price_ticks),
+    );
     u64::try_from(lots).unwrap_or(u64::MAX)
+}
+
+/// `value / price_ticks` (a value budget in lots at `price`), through 64 bits when it fits.
+#[inline]
+pub fn lots_in_value(value: u128, price_ticks: u64) -> u128 {
+    div(value, u128::from(price_ticks))
 }
 
 #[cfg(test)]
@@ -72,6 +111,45 @@ mod tests {
         assert_eq!(fee(0, 2000), 0);
         assert_eq!(fee(1, 1), 1);
         assert_eq!(fee(u64::MAX >> 2, 1_000_000), u64::MAX >> 2);
+    }
+
+    #[test]
+    fn the_64_bit_fast_paths_agree_with_u128_division() {
+        let values = [
+            0u128,
+            1,
+            2,
+            999,
+            1_000_000,
+            u128::from(u64::MAX) - 1,
+            u128::from(u64::MAX),
+        ];
+        let big = [1u128 << 64, (1u128 << 64) + 7, u128::MAX / 3];
+        let divisors = [
+            1u128,
+            3,
+            10,
+            100_000_000,
+            u128::from(u64::MAX),
+            1u128 << 64,
+            10u128.pow(36),
+        ];
+        for &n in values.iter().chain(&big) {
+            for &d in &divisors {
+                assert_eq!(div(n, d), n / d, "{n} / {d}");
+                assert_eq!(div_ceil(n, d), n.div_ceil(d), "{n} / {d}");
+            }
+        }
+        for received in [0u64, 1, 999_999, 1 << 44, u64::MAX / 1_000_000, u64::MAX] {
+            for rate in [0u32, 1, 1000, 999_999, 1_000_000] {
+                let exact = (u128::from(received) * u128::from(rate)).div_ceil(1_000_000);
+                assert_eq!(
+                    u128::from(fee(received, rate)),
+                    exact,
+                    "{received} at {rate}"
+                );
+            }
+        }
     }
 
     #[test]
