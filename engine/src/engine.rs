@@ -867,8 +867,8 @@ impl Engine {
         }
         let pair = &mut self.pairs[pair_id.0 as usize];
         let level_total = if lots == maker.remaining {
-            let (gone, total) = pair.book.remove(slot);
-            self.order_ids.set_final(gone.id);
+            let total = pair.book.remove(slot);
+            self.order_ids.set_final(maker.id);
             let leftover = match maker.side {
                 Side::Buy => new_buy_held,
                 Side::Sell => maker.held - base_amount,
@@ -910,18 +910,20 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> u64 {
         let pair = &mut self.pairs[pair_id.0 as usize];
-        let (order, total) = pair.book.remove(slot);
-        let currency = if order.side == Side::Buy {
+        let o = pair.book.order(slot);
+        let (id, account, side, held) = (o.id, o.account, o.side, o.held);
+        let total = pair.book.remove(slot);
+        let currency = if side == Side::Buy {
             pair.spec.quote
         } else {
             pair.spec.base
         };
-        self.order_ids.set_final(order.id);
-        self.ledger.release(order.account, currency, order.held);
-        self.push_balance(order.account, currency, out);
+        self.order_ids.set_final(id);
+        self.ledger.release(account, currency, held);
+        self.push_balance(account, currency, out);
         out.push(Event::Done {
-            order: order.id,
-            account: order.account,
+            order: id,
+            account,
             pair: pair_id,
             reason,
         });

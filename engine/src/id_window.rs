@@ -176,6 +176,13 @@ impl IdWindow {
             self.hi = id;
             return;
         }
+        self.mark_slow(id);
+    }
+
+    /// [`IdWindow::mark`] for an id out of order or past a gap (out of line, so the fast
+    /// path inlines).
+    #[inline(never)]
+    fn mark_slow(&mut self, id: u64) {
         if id > self.hi {
             self.advance(id);
         } else {
@@ -243,10 +250,17 @@ impl IdWindow {
             let e = &mut self.entries[position(id.0)];
             assert!(*e == FINAL, "order {id} rests once, after it was marked");
             *e = loc.encode();
+            self.resting += 1;
         } else {
-            let before = self.old.insert(id, loc);
-            assert!(before.is_none(), "order {id} rests once");
+            self.set_resting_old(id, loc);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn set_resting_old(&mut self, id: OrderId, loc: OrderLoc) {
+        let before = self.old.insert(id, loc);
+        assert!(before.is_none(), "order {id} rests once");
         self.resting += 1;
     }
 
@@ -257,10 +271,17 @@ impl IdWindow {
             let e = &mut self.entries[position(id.0)];
             assert!(*e > FINAL, "order {id} was not resting");
             *e = FINAL;
+            self.resting -= 1;
         } else {
-            let before = self.old.remove(&id);
-            assert!(before.is_some(), "order {id} was not resting");
+            self.set_final_old(id);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn set_final_old(&mut self, id: OrderId) {
+        let before = self.old.remove(&id);
+        assert!(before.is_some(), "order {id} was not resting");
         self.resting -= 1;
     }
 

@@ -122,6 +122,7 @@ impl PriceIndex {
         self.get_walk(key)
     }
 
+    #[inline(never)]
     fn get_walk(&self, key: u64) -> Option<u32> {
         if key > MAX_PRICE_TICKS {
             return None;
