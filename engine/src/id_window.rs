@@ -161,7 +161,7 @@ impl IdWindow {
     }
 
     /// Records `id` as used. It must not be (checked with [`IdWindow::is_used`]).
-    #[inline]
+    #[inline(always)]
     pub fn mark(&mut self, id: OrderId) {
         let id = id.0;
         debug_assert!(!self.is_used(OrderId(id)), "order id {id} already used");
@@ -244,7 +244,7 @@ impl IdWindow {
     }
 
     /// Records where the resting order `id` (used, in the window) is.
-    #[inline]
+    #[inline(always)]
     pub fn set_resting(&mut self, id: OrderId, loc: OrderLoc) {
         if self.in_window(id.0) {
             let e = &mut self.entries[position(id.0)];
@@ -265,7 +265,7 @@ impl IdWindow {
     }
 
     /// The resting order `id` is final (filled, cancelled, expired).
-    #[inline]
+    #[inline(always)]
     pub fn set_final(&mut self, id: OrderId) {
         if self.in_window(id.0) {
             let e = &mut self.entries[position(id.0)];
