@@ -125,7 +125,10 @@ fn commit(
     let snapshot_due = group.iter().any(|b| b.snapshot.is_some());
     if durability == Durability::Fsync || snapshot_due {
         let t = Instant::now();
-        journal.sync()?;
+        shared.router.writer_syncing(true);
+        let synced = journal.sync();
+        shared.router.writer_syncing(false);
+        synced?;
         c.record_fsync(t.elapsed().as_nanos() as u64);
     }
     Ok(())
