@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::{Feed, FeedConfig};
 
 mod client;
+mod threads;
 
 /// Set in the child process that holds the clients the parent has no descriptors for:
 /// `ADDR;COUNT`.
@@ -251,6 +252,18 @@ pub struct WsBenchReport {
     pub client_threads: usize,
     pub clients_in_child_process: usize,
     pub nofile_limit: u64,
+    /// CPUs (CPU seconds per second of order flow) used by the server's runtime, the
+    /// in-process clients and the pipeline's and feed's threads, and the time each spent
+    /// runnable but waiting for a CPU (same unit): `[server, clients, pipeline]`.
+    pub cpus_used: [f64; 3],
+    pub cpus_waited: [f64; 3],
+    /// Server WebSocket writes per second during the flow, and bytes per write.
+    pub server_writes_per_sec: f64,
+    pub server_bytes_per_write: f64,
+    /// The busy connections' write interval the settings ask for, ms.
+    pub write_interval_ms: f64,
+    /// 1-minute load average at the end of the flow.
+    pub load_1m: String,
 }
 
 fn place(id: u64, account: u32, side: Side, price: u64, lots: u64) -> Command {
@@ -277,6 +290,16 @@ fn run_sync(p: &Pipeline, cmd: Command) -> Vec<Event> {
     });
     p.submit(cmd, reply).expect("submit");
     rx.recv().expect("reply")
+}
+
+/// `min_write_interval`, or `connections / max_writes_per_sec` when longer (as `ws.rs`).
+#[allow(clippy::float_arithmetic)]
+fn write_interval_ms(args: &WsBenchArgs, connections: usize) -> f64 {
+    let min = args.min_write_interval_us as f64 / 1000.0;
+    if args.max_writes_per_sec == 0 {
+        return min;
+    }
+    min.max(connections as f64 * 1000.0 / f64::from(args.max_writes_per_sec))
 }
 
 #[allow(clippy::float_arithmetic)]
@@ -441,6 +464,8 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
 
     // The order flow: a resting sell and a crossing buy per trade, paced.
     let busy = Arc::new(AtomicU64::new(0));
+    let threads_before = threads::snapshot();
+    let writes_before = feed.ws_write_totals();
     let flow_start = Instant::now();
     {
         let pipeline = pipeline.clone();
@@ -474,6 +499,9 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         .map_err(|_| "order flow thread panicked")?;
     }
     let flow_secs = flow_start.elapsed();
+    let threads_used = threads::between(&threads_before, &threads::snapshot());
+    let writes_after = feed.ws_write_totals();
+    let load_1m = threads::load_1m();
     // Drain: until the pipeline has delivered everything and the clients' counts stop
     // moving for a second (at most 30 s).
     let target = pipeline.last_seq();
@@ -532,6 +560,14 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         client_threads: args.client_threads,
         clients_in_child_process: remote,
         nofile_limit: nofile,
+        cpus_used: threads_used.map(|(cpu, _)| cpu as f64 / 1e9 / flow_secs.as_secs_f64()),
+        cpus_waited: threads_used.map(|(_, wait)| wait as f64 / 1e9 / flow_secs.as_secs_f64()),
+        server_writes_per_sec: (writes_after.writes - writes_before.writes) as f64
+            / flow_secs.as_secs_f64(),
+        server_bytes_per_write: (writes_after.bytes - writes_before.bytes) as f64
+            / (writes_after.writes - writes_before.writes).max(1) as f64,
+        write_interval_ms: write_interval_ms(&args, connected),
+        load_1m,
     };
     drop(client_rt);
     drop(server_rt);
@@ -542,6 +578,7 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
 }
 
 /// Prints a report as a table or JSON.
+#[allow(clippy::float_arithmetic)]
 pub fn print(report: &WsBenchReport, json: bool) {
     if json {
         println!(
@@ -582,5 +619,18 @@ pub fn print(report: &WsBenchReport, json: bool) {
     println!(
         "  client threads {}, clients in a child process {}, open-file limit {}",
         report.client_threads, report.clients_in_child_process, report.nofile_limit
+    );
+    let [us, uc, up] = report.cpus_used;
+    let [ws, wc, wp] = report.cpus_waited;
+    println!(
+        "  CPUs used (waiting for a CPU) during the flow: server {us:.2} ({ws:.2}), clients {uc:.2} ({wc:.2}), pipeline {up:.2} ({wp:.2}); load {}",
+        report.load_1m
+    );
+    println!(
+        "  server writes {:.0}/s, {:.0} bytes each (interval {:.1} ms asked: {:.0}/s per busy connection)",
+        report.server_writes_per_sec,
+        report.server_bytes_per_write,
+        report.write_interval_ms,
+        1000.0 / report.write_interval_ms.max(0.001)
     );
 }

@@ -22,7 +22,7 @@ mod ws;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use engine::AccountId;
@@ -165,9 +165,32 @@ pub(crate) struct Inner {
     private: Mutex<HashMap<(AccountId, PrivateChannel), PrivateEntry>>,
     pub(crate) authenticator: RwLock<Option<Authenticator>>,
     pub(crate) connections: AtomicUsize,
+    /// WebSocket writes (system calls) and the bytes they took, since the start.
+    pub(crate) ws_writes: WriteCounters,
     /// The thread that publishes book changes left pending after a batch once
     /// `book_interval` has passed (none when the interval is zero).
     book_flusher: std::sync::OnceLock<std::thread::Thread>,
+}
+
+/// Counts of the WebSocket writes (see [`Feed::ws_write_totals`]).
+#[derive(Debug, Default)]
+pub(crate) struct WriteCounters {
+    pub(crate) writes: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+}
+
+impl WriteCounters {
+    pub(crate) fn add(&self, bytes: usize) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// WebSocket writes and bytes written since the feed opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteTotals {
+    pub writes: u64,
+    pub bytes: u64,
 }
 
 /// The market data feed. Cheap to clone.
@@ -213,6 +236,7 @@ impl Feed {
                 private: Mutex::new(HashMap::new()),
                 authenticator: RwLock::new(None),
                 connections: AtomicUsize::new(0),
+                ws_writes: WriteCounters::default(),
                 book_flusher: std::sync::OnceLock::new(),
             }),
         };
@@ -384,6 +408,17 @@ impl Feed {
         self.inner
             .connections
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// WebSocket writes (system calls that took bytes) and bytes written since the feed
+    /// opened. Their rate against `max_writes_per_sec` shows whether busy connections get
+    /// their write interval or fall behind it (a server short of CPU writes less often,
+    /// more per write, and every message waits longer).
+    pub fn ws_write_totals(&self) -> WriteTotals {
+        WriteTotals {
+            writes: self.inner.ws_writes.writes.load(Ordering::Relaxed),
+            bytes: self.inner.ws_writes.bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Advances the rolling window's horizon to the wall clock when no batch came for a

@@ -396,7 +396,10 @@ impl Conn {
                     // Nothing to send after all (skipped, or lagged: the next fill sees it).
                     Poll::Ready(Ok(None)) => {}
                     Poll::Ready(Ok(Some(0))) | Poll::Ready(Err(_)) => return Err(()),
-                    Poll::Ready(Ok(Some(n))) => written += n,
+                    Poll::Ready(Ok(Some(n))) => {
+                        self.feed.inner.ws_writes.add(n);
+                        written += n;
+                    }
                     Poll::Pending => {
                         self.blocked_since.get_or_insert_with(Instant::now);
                         return Ok(false);
@@ -407,6 +410,7 @@ impl Conn {
             match Pin::new(socket.get_mut()).poll_write(cx, &self.wbuf[self.wpos..]) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(()),
                 Poll::Ready(Ok(n)) => {
+                    self.feed.inner.ws_writes.add(n);
                     self.wpos += n;
                     written += n;
                 }

@@ -913,6 +913,62 @@ async fn replies_do_not_wait_for_the_write_interval() {
     h.stop().await;
 }
 
+/// `Feed::ws_write_totals` counts the bytes every frame a client received took on the
+/// wire, in at least one write and at most one write per frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_totals_count_what_clients_receive() {
+    let dir = tmp();
+    let h = Harness::start(dir.path(), FeedConfig::default()).await;
+    h.setup_market(2).await;
+    let before = h.feed.ws_write_totals();
+    let mut ws = h.ws().await;
+    send(
+        &mut ws,
+        json!({"op":"subscribe","id":1,"channels":[format!("trades:{PAIR}")]}),
+    )
+    .await;
+    // A server text frame is a 2-byte header (4 from 126 bytes on) and the payload.
+    let wire = |m: &Value| {
+        let n = m.to_string().len();
+        n + if n < 126 { 2 } else { 4 }
+    };
+    let reply = next_json(&mut ws).await;
+    assert_eq!(reply["op"], "subscribed");
+    let mut frames = 1;
+    let mut bytes = wire(&reply);
+    for i in 0..5u64 {
+        h.run(limit(
+            10 * i + 1,
+            1,
+            Side::Sell,
+            100_000,
+            1,
+            TimeInForce::Gtc,
+        ))
+        .await;
+        h.run(limit(
+            10 * i + 2,
+            2,
+            Side::Buy,
+            100_000,
+            1,
+            TimeInForce::Gtc,
+        ))
+        .await;
+    }
+    for _ in 0..5 {
+        let m = next_json(&mut ws).await;
+        assert_eq!(m["channel"], format!("trades:{PAIR}"), "{m}");
+        frames += 1;
+        bytes += wire(&m);
+    }
+    let after = h.feed.ws_write_totals();
+    assert_eq!(after.bytes - before.bytes, bytes as u64);
+    let writes = after.writes - before.writes;
+    assert!((1..=frames).contains(&writes), "{writes} writes");
+    h.stop().await;
+}
+
 /// A client that reads slowly through a small receive buffer makes the server's writes stop
 /// short, mid-frame: every trade still arrives whole, in order, without a gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
