@@ -257,36 +257,16 @@ impl Book {
                 l
             }
         };
+        // The slot, and the account list (newest first: one hash operation), before the
+        // order is written, so it is written once, complete.
+        let slot = match self.free_orders.pop() {
+            Some(s) => s,
+            None => self.orders.len() as u32,
+        };
+        let head = self.accounts.entry(account).or_insert(NIL);
+        let acct_next = std::mem::replace(head, slot);
         let level = &mut ladder.levels[level_slot as usize];
         let tail = level.tail;
-        let order = RestingOrder {
-            id,
-            account,
-            side,
-            price,
-            remaining,
-            held,
-            level: level_slot,
-            prev: tail,
-            next: NIL,
-            acct_prev: NIL,
-            acct_next: NIL,
-        };
-        let slot = match self.free_orders.pop() {
-            Some(s) => {
-                self.orders[s as usize] = order;
-                s
-            }
-            None => {
-                self.orders.push(order);
-                if self.free_orders.capacity() < self.orders.len() {
-                    self.free_orders
-                        .reserve(self.orders.capacity() - self.free_orders.len());
-                }
-                (self.orders.len() - 1) as u32
-            }
-        };
-        let level = &mut self.sides[side.index()].levels[level_slot as usize];
         level.tail = slot;
         if tail == NIL {
             level.head = slot;
@@ -299,15 +279,33 @@ impl Book {
             .expect("level total bounded by MAX_ORDER_LOTS x MAX_ORDERS_PER_BOOK");
         level.count += 1;
         let total = level.total;
+        let order = RestingOrder {
+            id,
+            account,
+            side,
+            price,
+            remaining,
+            held,
+            level: level_slot,
+            prev: tail,
+            next: NIL,
+            acct_prev: NIL,
+            acct_next,
+        };
+        if slot as usize == self.orders.len() {
+            self.orders.push(order);
+            if self.free_orders.capacity() < self.orders.len() {
+                self.free_orders
+                    .reserve(self.orders.capacity() - self.free_orders.len());
+            }
+        } else {
+            self.orders[slot as usize] = order;
+        }
         if tail != NIL {
             self.orders[tail as usize].next = slot;
         }
-        // Newest first in the account list: one hash operation.
-        let head = self.accounts.entry(account).or_insert(NIL);
-        let acct_next = std::mem::replace(head, slot);
         if acct_next != NIL {
             self.orders[acct_next as usize].acct_prev = slot;
-            self.orders[slot as usize].acct_next = acct_next;
         }
         self.len += 1;
         (slot, total)

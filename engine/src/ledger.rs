@@ -74,13 +74,13 @@ impl Ledger {
     /// Moves `amount` from available to held. False (and no change) when short.
     #[inline]
     pub fn hold(&mut self, account: AccountId, currency: CurrencyId, amount: u64) -> bool {
-        if self.get(account, currency).available < amount {
+        // One lookup: an account never credited has nothing available.
+        let Some(b) = self.balances.get_mut(slot(account, currency)) else {
+            return amount == 0;
+        };
+        if b.available < amount {
             return false;
         }
-        if amount == 0 {
-            return true;
-        }
-        let b = self.entry(account, currency);
         b.available -= amount;
         b.held += amount;
         true
