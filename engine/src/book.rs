@@ -208,6 +208,7 @@ impl Book {
     }
 
     /// Appends a new order at the back of its level. Returns its slot and the level's new total.
+    #[inline(always)]
     pub fn insert(
         &mut self,
         id: OrderId,
@@ -327,6 +328,7 @@ impl Book {
     /// Takes an order off the book. Returns its level's new total (0 when the level
     /// disappeared). Callers read what they need of the order first ([`Book::order`]):
     /// returning the whole order copied 64 bytes per cancel and fill for nothing.
+    #[inline(always)]
     pub fn remove(&mut self, slot: u32) -> u64 {
         let order = self.orders[slot as usize];
         // Level FIFO.
