@@ -143,11 +143,10 @@ impl IdWindow {
         self.old.reserve(n);
     }
 
-    /// `id` in `(hi - WINDOW, hi]` (and not 0): one subtraction covers both bounds, since
-    /// an id above `hi` wraps to a huge distance.
+    /// `id` in `(hi - WINDOW, hi]` (and not 0).
     #[inline]
     fn in_window(&self, id: u64) -> bool {
-        id != 0 && self.hi.wrapping_sub(id) < WINDOW
+        id != 0 && id <= self.hi && self.hi - id < WINDOW
     }
 
     /// True when `id` may not be used (see the module doc). Id 0 is never valid.
@@ -410,6 +409,18 @@ mod tests {
         assert_eq!(w.resting(), 1);
         w.set_final(OrderId(7));
         assert_eq!(w.resting(), 0);
+    }
+
+    #[test]
+    fn ids_far_above_the_highest_are_neither_used_nor_resting() {
+        let mut w = IdWindow::default();
+        w.mark(OrderId(1000));
+        w.set_resting(OrderId(1000), loc(1));
+        for id in [1001, WINDOW + 1000, u64::MAX - 100, u64::MAX] {
+            assert!(!w.is_used(OrderId(id)), "{id}");
+            assert_eq!(w.get(OrderId(id)), None, "{id}");
+        }
+        assert_eq!(w.get(OrderId(1000)), Some(loc(1)));
     }
 
     #[test]
