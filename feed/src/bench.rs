@@ -319,7 +319,6 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         max_connections: args.subscribers + 16,
         max_subscriptions: 64,
         queue_bound: args.queue_bound,
-        channel_capacity: 16_384,
         min_write_interval: Duration::from_micros(args.min_write_interval_us),
         book_interval: Duration::from_micros(args.book_interval_us),
         max_writes_per_sec: args.max_writes_per_sec,
