@@ -1050,52 +1050,8 @@ mod tests {
     /// WebSocket ticker says so, and empty-window volumes are exactly "0".
     #[test]
     fn ticker_expires_without_batches() {
-        let mut engine = Engine::new(EngineLimits::default());
+        let (mut engine, mut st, _) = market(std::time::Duration::ZERO);
         let mut ev = Vec::new();
-        let mut setup = vec![
-            Command::AddCurrency(Box::new(CurrencySpec {
-                code: "BTC".into(),
-                display_name: "BTC".into(),
-                decimals: 8,
-            })),
-            Command::AddCurrency(Box::new(CurrencySpec {
-                code: "SEK".into(),
-                display_name: "SEK".into(),
-                decimals: 2,
-            })),
-            Command::AddPair(PairSpec {
-                base: CurrencyId(0),
-                quote: CurrencyId(1),
-                price_decimals: 2,
-                amount_decimals: 4,
-                min_amount: Amount(1),
-                maker_fee_ppm: 0,
-                taker_fee_ppm: 0,
-                status: PairStatus::Active,
-            }),
-        ];
-        for a in 1..=2u32 {
-            for c in 0..2u16 {
-                setup.push(Command::DepositCredited(Box::new(RequestSpec {
-                    request: RequestId(u64::from(a) * 10 + u64::from(c)),
-                    account: AccountId(a),
-                    currency: CurrencyId(c),
-                    amount: 1_000_000_000_000,
-                    external_id: format!("d{a}{c}"),
-                    destination: String::new(),
-                })));
-            }
-        }
-        for c in &setup {
-            ev.clear();
-            engine.apply(c, &mut ev);
-        }
-        let mut st = State::new(DeriveConfig {
-            channel_capacity: 64,
-            candles_retained: 100,
-            book_interval: std::time::Duration::ZERO,
-        });
-        st.recover(&engine, setup.len() as u64);
         let t0 = 1_700_000_000_000_000_000i64;
         assert_eq!(st.ticker(PairId(0)).unwrap().base_volume, "0");
         let mut cursor = st.pairs[0]

@@ -662,24 +662,7 @@ async fn slow_consumer_is_closed_and_does_not_delay_others() {
     let start = std::time::Instant::now();
     let mut seen = 0u64;
     for i in 0..n {
-        h.run(limit(
-            10 * i + 1,
-            1,
-            Side::Sell,
-            100_000 + i % 7,
-            5,
-            TimeInForce::Gtc,
-        ))
-        .await;
-        h.run(limit(
-            10 * i + 2,
-            2,
-            Side::Buy,
-            100_010,
-            5,
-            TimeInForce::Gtc,
-        ))
-        .await;
+        h.sell_then_buy(i, (100_000 + i % 7, 5), (100_010, 5)).await;
         while let Ok(m) = fast.try_recv() {
             if m["channel"]
                 .as_str()
@@ -726,24 +709,8 @@ async fn restart_keeps_ticker_trades_and_candles() {
     let h = Harness::start(dir.path(), FeedConfig::default()).await;
     h.setup_market(2).await;
     for i in 0..200u64 {
-        h.run(limit(
-            10 * i + 1,
-            1,
-            Side::Sell,
-            100_000 + i % 13,
-            3 + i % 5,
-            TimeInForce::Gtc,
-        ))
-        .await;
-        h.run(limit(
-            10 * i + 2,
-            2,
-            Side::Buy,
-            100_020,
-            2,
-            TimeInForce::Gtc,
-        ))
-        .await;
+        h.sell_then_buy(i, (100_000 + i % 13, 3 + i % 5), (100_020, 2))
+            .await;
     }
     let paths = [
         format!("/v1/pairs/{PAIR}/trades?limit=1000"),
@@ -862,24 +829,7 @@ async fn replies_do_not_wait_for_the_write_interval() {
     let trade = |i: u64| {
         let h = &h;
         async move {
-            h.run(limit(
-                10 * i + 1,
-                1,
-                Side::Sell,
-                100_000,
-                1,
-                TimeInForce::Gtc,
-            ))
-            .await;
-            h.run(limit(
-                10 * i + 2,
-                2,
-                Side::Buy,
-                100_000,
-                1,
-                TimeInForce::Gtc,
-            ))
-            .await;
+            h.sell_then_buy(i, (100_000, 1), (100_000, 1)).await;
         }
     };
     // The subscribe reply was the last write: this trade waits for the interval.
@@ -937,24 +887,7 @@ async fn write_totals_count_what_clients_receive() {
     let mut frames = 1;
     let mut bytes = wire(&reply);
     for i in 0..5u64 {
-        h.run(limit(
-            10 * i + 1,
-            1,
-            Side::Sell,
-            100_000,
-            1,
-            TimeInForce::Gtc,
-        ))
-        .await;
-        h.run(limit(
-            10 * i + 2,
-            2,
-            Side::Buy,
-            100_000,
-            1,
-            TimeInForce::Gtc,
-        ))
-        .await;
+        h.sell_then_buy(i, (100_000, 1), (100_000, 1)).await;
     }
     for _ in 0..5 {
         let m = next_json(&mut ws).await;

@@ -133,6 +133,34 @@ impl Harness {
         self.submit(cmd).await.await.unwrap()
     }
 
+    /// Account 1 sells `sell_lots` at `sell_price` (order id `10 i + 1`), then account 2 buys
+    /// `buy_lots` at `buy_price` (order id `10 i + 2`), both GTC: a trade when the prices cross.
+    pub async fn sell_then_buy(
+        &self,
+        i: u64,
+        (sell_price, sell_lots): (u64, u64),
+        (buy_price, buy_lots): (u64, u64),
+    ) {
+        let sell = limit(
+            10 * i + 1,
+            1,
+            Side::Sell,
+            sell_price,
+            sell_lots,
+            TimeInForce::Gtc,
+        );
+        self.run(sell).await;
+        let buy = limit(
+            10 * i + 2,
+            2,
+            Side::Buy,
+            buy_price,
+            buy_lots,
+            TimeInForce::Gtc,
+        );
+        self.run(buy).await;
+    }
+
     /// Submits; the receiver yields the outcome.
     pub async fn submit(&self, cmd: Command) -> tokio::sync::oneshot::Receiver<Outcome> {
         let (tx, rx) = tokio::sync::oneshot::channel();
