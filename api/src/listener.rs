@@ -746,3 +746,47 @@ impl OutputListener for HistoryListener {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn msg(last_seq: u64) -> StoreMsg {
+        StoreMsg {
+            last_seq,
+            commands: 1,
+            ops: Vec::new(),
+        }
+    }
+
+    /// A reader that waits for the store while more batches are queued than one commit takes
+    /// ([`STORE_GROUP`]) ends the next linger too: the commit its request cut short stops
+    /// below its sequence, and the next one must not linger [`STORE_LINGER`] for it.
+    #[test]
+    fn a_waiting_reader_ends_the_linger_after_a_full_commit_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store::open(&store::db_path(dir.path())).unwrap();
+        let model = Arc::new(ReadModel::default());
+        let (tx, rx) = crossbeam_channel::bounded(STORE_QUEUE);
+        let thread_model = model.clone();
+        let thread = std::thread::spawn(move || store_thread(conn, rx, thread_model));
+        // The store thread takes the first batch and lingers on it ...
+        tx.send(msg(1)).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        // ... while more than one commit's worth of batches queues behind it.
+        let last = 1 + STORE_GROUP as u64 + 500;
+        for seq in 2..=last {
+            tx.send(msg(seq)).unwrap();
+        }
+        let t = Instant::now();
+        assert!(model.wait_stored(last));
+        let waited = t.elapsed();
+        drop(tx);
+        thread.join().unwrap();
+        assert!(
+            waited < STORE_LINGER / 2,
+            "a waiting reader waited {waited:?} for a linger"
+        );
+    }
+}

@@ -122,11 +122,15 @@ impl ReadModel {
     pub fn wait_stored(&self, seq: u64) -> bool {
         let deadline = Instant::now() + STORE_WAIT;
         let mut s = self.stored_seq.lock();
-        if *s < seq {
-            // Not under `stored_seq`: the store thread takes that lock to publish.
-            parking_lot::MutexGuard::unlocked(&mut s, || self.want_store());
-        }
         while *s < seq {
+            // Asked again after every commit that fell short: the commit a request ends
+            // takes at most `STORE_GROUP` batches, and without a new request the next one
+            // would linger its full time for this reader. Not under `stored_seq`: the store
+            // thread takes that lock to publish.
+            parking_lot::MutexGuard::unlocked(&mut s, || self.want_store());
+            if *s >= seq {
+                break;
+            }
             if self.store_failed.load(Ordering::Acquire) {
                 return false;
             }
