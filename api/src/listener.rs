@@ -100,6 +100,21 @@ impl Drop for HistoryListener {
     }
 }
 
+/// Hands a batch to the store thread (false: the thread is gone). With a full commit's
+/// worth ([`STORE_GROUP`]) now queued, a lingering store thread is told to commit: its
+/// linger waits only for the deadline or a reader, so the queue ([`STORE_QUEUE`]) could
+/// otherwise fill while it lingers and block the output thread, every reply with it, for
+/// up to [`STORE_LINGER`].
+fn send_to_store(tx: &Sender<StoreMsg>, model: &ReadModel, msg: StoreMsg) -> bool {
+    if tx.send(msg).is_err() {
+        return false;
+    }
+    if tx.len() >= STORE_GROUP {
+        model.want_store();
+    }
+    true
+}
+
 /// The store thread: commits queued batches, several per transaction, `applied_seq` in the
 /// same transaction. A failure stops the writes (the store stays at its last good batch, the
 /// journal replays the rest at the next start) and fails the reads that wait for it.
@@ -729,13 +744,15 @@ impl OutputListener for HistoryListener {
         }
         let ops = std::mem::take(&mut self.ops);
         if let Some(tx) = &self.to_store
-            && tx
-                .send(StoreMsg {
+            && !send_to_store(
+                tx,
+                &self.model,
+                StoreMsg {
                     last_seq: last.seq,
                     commands: batch.len(),
                     ops,
-                })
-                .is_err()
+                },
+            )
         {
             tracing::error!(seq = last.seq, "the history store thread is gone");
         }
@@ -752,12 +769,45 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
+    fn send(tx: &Sender<StoreMsg>, model: &ReadModel, msg: StoreMsg) {
+        assert!(send_to_store(tx, model, msg));
+    }
+
     fn msg(last_seq: u64) -> StoreMsg {
         StoreMsg {
             last_seq,
             commands: 1,
             ops: Vec::new(),
         }
+    }
+
+    /// The output thread is never held up by a lingering store thread: batches queued
+    /// beyond one commit's worth ([`STORE_GROUP`]) end the linger, so the queue
+    /// ([`STORE_QUEUE`]) does not fill and block the sender until [`STORE_LINGER`] passes.
+    #[test]
+    fn a_full_commit_queued_ends_the_linger() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store::open(&store::db_path(dir.path())).unwrap();
+        let model = Arc::new(ReadModel::default());
+        let (tx, rx) = crossbeam_channel::bounded(STORE_QUEUE);
+        let thread_model = model.clone();
+        let thread = std::thread::spawn(move || store_thread(conn, rx, thread_model));
+        // The store thread takes the first batch and lingers on it ...
+        send(&tx, &model, msg(1));
+        std::thread::sleep(Duration::from_millis(10));
+        // ... while the output thread hands over more than the queue holds.
+        let t = Instant::now();
+        let last = 1 + STORE_QUEUE as u64 + 100;
+        for seq in 2..=last {
+            send(&tx, &model, msg(seq));
+        }
+        let waited = t.elapsed();
+        drop(tx);
+        thread.join().unwrap();
+        assert!(
+            waited < STORE_LINGER / 2,
+            "the sender was held {waited:?} by a linger"
+        );
     }
 
     /// A reader that waits for the store while more batches are queued than one commit takes

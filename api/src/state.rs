@@ -112,7 +112,7 @@ impl ReadModel {
     }
 
     /// Tells a lingering store thread to commit now.
-    fn want_store(&self) {
+    pub(crate) fn want_store(&self) {
         *self.store_wanted.lock() = true;
         self.store_wanted_cv.notify_one();
     }
