@@ -166,11 +166,7 @@ impl IdWindow {
         debug_assert!(!self.is_used(OrderId(id)), "order id {id} already used");
         if id > self.hi && id - self.hi == 1 {
             // The common case (ids arrive nearly in order): `advance` for one position.
-            let p = position(id);
-            let entry = self.entries[p];
-            if entry > FINAL {
-                self.evict(id - WINDOW, entry);
-            }
+            let p = self.recycle(id);
             self.entries[p] = FINAL;
             self.hi = id;
             return;
@@ -202,15 +198,24 @@ impl IdWindow {
             self.evict_all();
         } else {
             for fresh in self.hi + 1..=id {
-                let p = position(fresh);
-                let entry = self.entries[p];
-                if entry > FINAL {
-                    self.evict(fresh - WINDOW, entry);
-                }
+                let p = self.recycle(fresh);
                 self.entries[p] = UNUSED;
             }
         }
         self.hi = id;
+    }
+
+    /// Frees the position of `fresh` (just above `hi`) for it: the id `WINDOW` below it,
+    /// which held the position, leaves the window, to `old` if it still rests. Returns the
+    /// position; the caller writes the new entry.
+    #[inline(always)]
+    fn recycle(&mut self, fresh: u64) -> usize {
+        let p = position(fresh);
+        let entry = self.entries[p];
+        if entry > FINAL {
+            self.evict(fresh - WINDOW, entry);
+        }
+        p
     }
 
     #[cold]

@@ -403,15 +403,20 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// The next value of a xorshift64 sequence, in place.
+    fn xorshift(x: &mut u64) {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+    }
+
     #[test]
     fn ordered_operations_match_a_btreemap() {
         let mut index = PriceIndex::new();
         let mut model = BTreeMap::new();
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         for step in 0..20_000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift(&mut x);
             let key = if step % 3 == 0 {
                 x & MAX_PRICE_TICKS
             } else {
@@ -450,9 +455,7 @@ mod tests {
         let mut model = BTreeMap::new();
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         for step in 0..20_000u32 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift(&mut x);
             // Clustered keys (leaf cache hits and leaves emptied) with rare far ones.
             let key = if step % 50 == 0 {
                 x & MAX_PRICE_TICKS
