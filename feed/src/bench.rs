@@ -292,16 +292,6 @@ fn run_sync(p: &Pipeline, cmd: Command) -> Vec<Event> {
     rx.recv().expect("reply")
 }
 
-/// `min_write_interval`, or `connections / max_writes_per_sec` when longer (as `ws.rs`).
-#[allow(clippy::float_arithmetic)]
-fn write_interval_ms(args: &WsBenchArgs, connections: usize) -> f64 {
-    let min = args.min_write_interval_us as f64 / 1000.0;
-    if args.max_writes_per_sec == 0 {
-        return min;
-    }
-    min.max(connections as f64 * 1000.0 / f64::from(args.max_writes_per_sec))
-}
-
 #[allow(clippy::float_arithmetic)]
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
@@ -565,7 +555,7 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
             / flow_secs.as_secs_f64(),
         server_bytes_per_write: (writes_after.bytes - writes_before.bytes) as f64
             / (writes_after.writes - writes_before.writes).max(1) as f64,
-        write_interval_ms: write_interval_ms(&args, connected),
+        write_interval_ms: feed.config().write_interval(connected).as_secs_f64() * 1000.0,
         load_1m,
     };
     drop(client_rt);

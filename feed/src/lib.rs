@@ -81,6 +81,20 @@ pub struct FeedConfig {
     pub book_interval: Duration,
 }
 
+impl FeedConfig {
+    /// How long a busy connection gathers between writes with `connections` open:
+    /// `min_write_interval`, or more when that many connections would write more often than
+    /// `max_writes_per_sec`.
+    pub fn write_interval(&self, connections: usize) -> Duration {
+        let min = self.min_write_interval;
+        if self.max_writes_per_sec == 0 {
+            return min;
+        }
+        let floor_us = connections as u64 * 1_000_000 / u64::from(self.max_writes_per_sec);
+        min.max(Duration::from_micros(floor_us))
+    }
+}
+
 impl Default for FeedConfig {
     fn default() -> Self {
         FeedConfig {

@@ -513,16 +513,11 @@ impl Conn {
         Poll::Ready(Ok(Some(n)))
     }
 
-    /// How long a busy connection gathers between writes: `min_write_interval`, or more
-    /// when that many connections would write more often than `max_writes_per_sec`.
+    /// How long a busy connection gathers between writes ([`crate::FeedConfig::write_interval`]
+    /// with the connections open now).
     fn write_interval(&self) -> Duration {
-        let min = self.cfg.min_write_interval;
-        if self.cfg.max_writes_per_sec == 0 {
-            return min;
-        }
-        let conns = self.feed.inner.connections.load(Ordering::Relaxed) as u64;
-        let floor_us = conns * 1_000_000 / u64::from(self.cfg.max_writes_per_sec);
-        min.max(Duration::from_micros(floor_us))
+        let conns = self.feed.inner.connections.load(Ordering::Relaxed);
+        self.cfg.write_interval(conns)
     }
 
     fn take_control(&mut self) {
