@@ -781,17 +781,29 @@ mod tests {
         }
     }
 
-    /// The output thread is never held up by a lingering store thread: batches queued
-    /// beyond one commit's worth ([`STORE_GROUP`]) end the linger, so the queue
-    /// ([`STORE_QUEUE`]) does not fill and block the sender until [`STORE_LINGER`] passes.
-    #[test]
-    fn a_full_commit_queued_ends_the_linger() {
+    /// A store thread on a fresh store, as the listener starts it: the directory (kept
+    /// alive), the read model, the sending side of its queue and the thread.
+    fn start_store_thread() -> (
+        tempfile::TempDir,
+        Arc<ReadModel>,
+        Sender<StoreMsg>,
+        std::thread::JoinHandle<()>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let conn = store::open(&store::db_path(dir.path())).unwrap();
         let model = Arc::new(ReadModel::default());
         let (tx, rx) = crossbeam_channel::bounded(STORE_QUEUE);
         let thread_model = model.clone();
         let thread = std::thread::spawn(move || store_thread(conn, rx, thread_model));
+        (dir, model, tx, thread)
+    }
+
+    /// The output thread is never held up by a lingering store thread: batches queued
+    /// beyond one commit's worth ([`STORE_GROUP`]) end the linger, so the queue
+    /// ([`STORE_QUEUE`]) does not fill and block the sender until [`STORE_LINGER`] passes.
+    #[test]
+    fn a_full_commit_queued_ends_the_linger() {
+        let (_dir, model, tx, thread) = start_store_thread();
         // The store thread takes the first batch and lingers on it ...
         send(&tx, &model, msg(1));
         std::thread::sleep(Duration::from_millis(10));
@@ -815,12 +827,7 @@ mod tests {
     /// below its sequence, and the next one must not linger [`STORE_LINGER`] for it.
     #[test]
     fn a_waiting_reader_ends_the_linger_after_a_full_commit_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = store::open(&store::db_path(dir.path())).unwrap();
-        let model = Arc::new(ReadModel::default());
-        let (tx, rx) = crossbeam_channel::bounded(STORE_QUEUE);
-        let thread_model = model.clone();
-        let thread = std::thread::spawn(move || store_thread(conn, rx, thread_model));
+        let (_dir, model, tx, thread) = start_store_thread();
         // The store thread takes the first batch and lingers on it ...
         tx.send(msg(1)).unwrap();
         std::thread::sleep(Duration::from_millis(10));
