@@ -33,6 +33,8 @@ use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::proc_cpu::{self, CpuSnapshot};
+
 /// Arguments of `bourse bench http`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct HttpBenchArgs {
@@ -71,6 +73,11 @@ pub struct HttpBenchArgs {
     /// Skip the `GET /health` phase (and the ratio).
     #[arg(long)]
     pub no_health: bool,
+    /// Process id of the server when it runs on this machine (Linux): the report then gives
+    /// the CPU each phase cost the server per request, by thread, next to the load
+    /// generator's own (from `/proc/PID/task/*/schedstat`).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 /// Parses `30s`, `2m`, `500ms`, `1h` or a plain number of seconds.
@@ -869,6 +876,74 @@ pub struct Report {
     /// The health phase (same connections, same duration), unless `--no-health`.
     health: Option<(Duration, Histogram<u64>)>,
     errors: std::collections::BTreeMap<String, u64>,
+    /// CPU used during the health phase and the order phase.
+    health_cpu: Option<PhaseCpu>,
+    orders_cpu: PhaseCpu,
+}
+
+/// The CPU a phase used, over its timed window: the server's (with `--server-pid`) and the
+/// load generator's, by thread group.
+#[derive(Debug, Clone, Default)]
+struct PhaseCpu {
+    window: Duration,
+    server: Option<CpuSnapshot>,
+    bench: CpuSnapshot,
+}
+
+impl PhaseCpu {
+    /// One line: per-request CPU of the server by thread group, and of the load generator.
+    fn line(&self, name: &str, requests: u64) -> String {
+        let cores = |ns: u64| {
+            let w = u64::try_from(self.window.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            fmt_permille(ns / w) // ns per µs = thousandths of a core
+        };
+        let us = |ns: u64| format!("{}.{}", ns / 1_000, (ns % 1_000) / 100);
+        let mut s = format!("cpu       {name}: ");
+        if let Some(server) = &self.server {
+            let (total, groups) = proc_cpu::per_request(server, requests);
+            let parts: Vec<String> = groups
+                .iter()
+                .map(|(g, ns)| format!("{g} {}", us(*ns)))
+                .collect();
+            let switches = server.total().switches.saturating_mul(100) / requests.max(1);
+            let _ = write!(
+                s,
+                "server {} us/request on {} cores ({}; {}.{:02} context switches/request), ",
+                us(total),
+                cores(server.total().cpu_ns),
+                parts.join(", "),
+                switches / 100,
+                switches % 100
+            );
+        }
+        let (bench, _) = proc_cpu::per_request(&self.bench, requests);
+        let _ = write!(
+            s,
+            "load generator {} us/request on {} cores",
+            us(bench),
+            cores(self.bench.total().cpu_ns)
+        );
+        s
+    }
+
+    fn to_json(&self, requests: u64) -> Value {
+        let side = |snap: &CpuSnapshot| {
+            let (total, groups) = proc_cpu::per_request(snap, requests);
+            json!({
+                "nsPerRequest": total,
+                "cpuNs": snap.total().cpu_ns,
+                "voluntaryContextSwitches": snap.total().switches,
+                "threads": groups.into_iter().map(|(g, ns)| json!({"name": g, "nsPerRequest": ns})).collect::<Vec<_>>(),
+            })
+        };
+        json!({
+            "windowMs": u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX),
+            "server": self.server.as_ref().map(side),
+            "loadGenerator": side(&self.bench),
+        })
+    }
 }
 
 fn percentiles(h: &Histogram<u64>) -> [(&'static str, u64); 6] {
@@ -989,6 +1064,11 @@ impl Report {
                 fmt_permille(r)
             );
         }
+        let _ = writeln!(s);
+        if let (Some(c), Some((_, h))) = (&self.health_cpu, &self.health) {
+            let _ = writeln!(s, "{}", c.line("health", h.len()));
+        }
+        let _ = writeln!(s, "{}", self.orders_cpu.line("orders", self.all.len()));
         let total_errors: u64 = self.errors.values().sum();
         let _ = writeln!(s);
         let _ = writeln!(s, "errors    {total_errors}");
@@ -1028,7 +1108,11 @@ impl Report {
         if let Some((e, h)) = &self.health {
             v["health"] = lat(h, per_sec(h.len(), *e));
             v["health"]["elapsedMs"] = json!(u64::try_from(e.as_millis()).unwrap_or(u64::MAX));
+            if let Some(c) = &self.health_cpu {
+                v["health"]["cpu"] = c.to_json(h.len());
+            }
         }
+        v["all"]["cpu"] = self.orders_cpu.to_json(self.all.len());
         if let Some(r) = self.ratio_permille() {
             v["createsToHealthPermille"] = json!(r);
             v["createsToHealth"] = json!(fmt_permille(r));
@@ -1047,8 +1131,15 @@ async fn run_phase(
     clients: Vec<(String, Conn)>,
     interval: Option<Duration>,
     progress: bool,
-) -> anyhow::Result<(Duration, Tally, Vec<(String, Conn)>)> {
+) -> anyhow::Result<(Duration, Tally, Vec<(String, Conn)>, PhaseCpu)> {
     let live = Arc::new(Live::default());
+    let server_pid = args.server_pid.map(|p| p.to_string());
+    let cpu_at = || {
+        (
+            server_pid.as_deref().map(proc_cpu::snapshot),
+            proc_cpu::snapshot("self"),
+        )
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let deadline = start + args.duration;
@@ -1090,6 +1181,7 @@ async fn run_phase(
     } else {
         None
     };
+    let cpu_start = (Instant::now(), cpu_at());
     let mut last = (Instant::now(), 0u64);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250).min(deadline - Instant::now())).await;
@@ -1107,6 +1199,15 @@ async fn run_phase(
             ));
         }
     }
+    let cpu_end = cpu_at();
+    let cpu = PhaseCpu {
+        window: cpu_start.0.elapsed(),
+        server: match (&cpu_start.1.0, &cpu_end.0) {
+            (Some(a), Some(b)) => Some(a.until(b)),
+            _ => None,
+        },
+        bench: cpu_start.1.1.until(&cpu_end.1),
+    };
     stop.store(true, Ordering::Relaxed);
     let mut total = Tally::new();
     let mut back = Vec::new();
@@ -1123,7 +1224,7 @@ async fn run_phase(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok((elapsed, total, back))
+    Ok((elapsed, total, back, cpu))
 }
 
 /// Sets up the accounts, runs the load and gathers the report.
@@ -1155,18 +1256,18 @@ pub async fn run_async(args: &HttpBenchArgs) -> anyhow::Result<Report> {
         clients.push((a.token, Conn::connect(addr).await?));
     }
     let mut errors = std::collections::BTreeMap::new();
-    let health = if args.no_health {
-        None
+    let (health, health_cpu) = if args.no_health {
+        (None, None)
     } else {
-        let (elapsed, tally, back) =
+        let (elapsed, tally, back, cpu) =
             run_phase(Phase::Health, args, &plan, &host, clients, None, progress).await?;
         clients = back;
         for e in tally.errors {
             *errors.entry(e).or_insert(0) += 1;
         }
-        Some((elapsed, tally.health))
+        (Some((elapsed, tally.health)), Some(cpu))
     };
-    let (elapsed, tally, _) = run_phase(
+    let (elapsed, tally, _, orders_cpu) = run_phase(
         Phase::Orders,
         args,
         &plan,
@@ -1197,6 +1298,8 @@ pub async fn run_async(args: &HttpBenchArgs) -> anyhow::Result<Report> {
         all,
         health,
         errors,
+        health_cpu,
+        orders_cpu,
     })
 }
 

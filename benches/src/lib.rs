@@ -5,3 +5,4 @@ pub mod cli;
 pub mod engine_bench;
 pub mod http_bench;
 pub mod pipeline_bench;
+pub mod proc_cpu;
