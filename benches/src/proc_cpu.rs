@@ -17,7 +17,11 @@ pub struct ThreadCpu {
     pub switches: u64,
 }
 
-/// The threads of one process at one moment, by group name.
+/// The threads of one process at one moment, by thread id: group name and counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadsSnapshot(pub BTreeMap<u32, (String, ThreadCpu)>);
+
+/// What the threads used over an interval, by group name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CpuSnapshot(pub BTreeMap<String, ThreadCpu>);
 
@@ -48,12 +52,19 @@ pub fn parse_voluntary_switches(status: &str) -> Option<u64> {
 }
 
 /// Reads `/proc/<pid>/task` (`pid` may be `self`); empty where `/proc` cannot tell.
-pub fn snapshot(pid: &str) -> CpuSnapshot {
-    let mut out: BTreeMap<String, ThreadCpu> = BTreeMap::new();
+pub fn snapshot(pid: &str) -> ThreadsSnapshot {
+    let mut out = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return CpuSnapshot(out);
+        return ThreadsSnapshot(out);
     };
     for entry in dir.flatten() {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
         let path = entry.path();
         let (Ok(comm), Ok(sched)) = (
             std::fs::read_to_string(path.join("comm")),
@@ -68,33 +79,34 @@ pub fn snapshot(pid: &str) -> CpuSnapshot {
             .ok()
             .and_then(|s| parse_voluntary_switches(&s))
             .unwrap_or(0);
-        let t = out.entry(group_name(&comm)).or_default();
-        t.cpu_ns += cpu;
-        t.wait_ns += wait;
-        t.switches += switches;
+        let t = ThreadCpu {
+            cpu_ns: cpu,
+            wait_ns: wait,
+            switches,
+        };
+        out.insert(tid, (group_name(&comm), t));
     }
-    CpuSnapshot(out)
+    ThreadsSnapshot(out)
 }
 
-impl CpuSnapshot {
-    /// What each group used from `self` to `later` (threads that ended in between are
-    /// missing from `later` and not counted; a group whose sum went down counts zero).
-    pub fn until(&self, later: &CpuSnapshot) -> CpuSnapshot {
-        let mut out = BTreeMap::new();
-        for (name, b) in &later.0 {
-            let a = self.0.get(name).copied().unwrap_or_default();
-            out.insert(
-                name.clone(),
-                ThreadCpu {
-                    cpu_ns: b.cpu_ns.saturating_sub(a.cpu_ns),
-                    wait_ns: b.wait_ns.saturating_sub(a.wait_ns),
-                    switches: b.switches.saturating_sub(a.switches),
-                },
-            );
+impl ThreadsSnapshot {
+    /// What each group used from `self` to `later`, thread by thread: a thread started in
+    /// between counts from zero; one that ended in between is missing from `later` and not
+    /// counted (pools that retire idle threads, like tokio's blocking pool, lose a little).
+    pub fn until(&self, later: &ThreadsSnapshot) -> CpuSnapshot {
+        let mut out: BTreeMap<String, ThreadCpu> = BTreeMap::new();
+        for (tid, (name, b)) in &later.0 {
+            let a = self.0.get(tid).map(|(_, a)| *a).unwrap_or_default();
+            let t = out.entry(name.clone()).or_default();
+            t.cpu_ns += b.cpu_ns.saturating_sub(a.cpu_ns);
+            t.wait_ns += b.wait_ns.saturating_sub(a.wait_ns);
+            t.switches += b.switches.saturating_sub(a.switches);
         }
         CpuSnapshot(out)
     }
+}
 
+impl CpuSnapshot {
     pub fn total(&self) -> ThreadCpu {
         self.0
             .values()
@@ -150,14 +162,21 @@ mod tests {
             wait_ns: w,
             switches: s,
         };
-        let a = CpuSnapshot(BTreeMap::from([
-            ("io".to_string(), t(1_000, 10, 1)),
-            ("web".to_string(), t(5_000, 20, 2)),
+        let th = |name: &str, t: ThreadCpu| (name.to_string(), t);
+        let a = ThreadsSnapshot(BTreeMap::from([
+            (1, th("io", t(1_000, 10, 1))),
+            (2, th("web", t(5_000, 20, 2))),
+            (3, th("web", t(2_000, 0, 1))),
+            (4, th("web", t(7_000, 0, 0))),
         ]));
-        let b = CpuSnapshot(BTreeMap::from([
-            ("io".to_string(), t(3_000, 15, 4)),
-            ("web".to_string(), t(45_000, 20, 12)),
-            ("new".to_string(), t(100, 0, 0)),
+        // Thread 4 ended (a pool retired it); thread 5 is new, in an existing group, and
+        // thread 6 in a new one: per thread, not per group sum, so nothing goes negative.
+        let b = ThreadsSnapshot(BTreeMap::from([
+            (1, th("io", t(3_000, 15, 4))),
+            (2, th("web", t(25_000, 20, 6))),
+            (3, th("web", t(12_000, 0, 3))),
+            (5, th("web", t(10_000, 0, 4))),
+            (6, th("new", t(100, 0, 0))),
         ]));
         let d = a.until(&b);
         assert_eq!(d.0["io"], t(2_000, 5, 3));
