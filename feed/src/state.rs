@@ -279,6 +279,9 @@ impl State {
                 .map(|iv| Channel::new(format!("candles:{}:{sym}", iv.as_str()), cap))
                 .collect(),
         });
+        // The ticker channel always holds a current ticker, so that a subscriber gets one at
+        // once even on a quiet market or right after a restart.
+        self.publish_ticker(id);
     }
 
     /// After recovery: markets and books from the engine as it stands at `last_seq`.
@@ -592,9 +595,14 @@ impl State {
                     if amount == before {
                         continue;
                     }
+                    // API.md: `"0"` removes a level (literally, like the ticker's "0").
                     let lv = [
                         format_units(u128::from(price), pd),
-                        format_units(u128::from(amount), ad),
+                        if amount == 0 {
+                            "0".to_string()
+                        } else {
+                            format_units(u128::from(amount), ad)
+                        },
                     ];
                     match side {
                         Side::Buy => data.bids.push(lv),

@@ -36,7 +36,7 @@ use engine::{AccountId, PairId};
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -50,6 +50,16 @@ use crate::{Feed, FeedConfig, PrivateChannel};
 
 /// Close code for slow consumers and abuse.
 const POLICY: u16 = 1008;
+/// Close code for a client message too large to read at all.
+const TOO_BIG: u16 = 1009;
+
+/// The largest client message read whole: one over `max_message_bytes` but within this is
+/// answered with a `PAYLOAD_TOO_LARGE` error and the connection stays open; a larger one
+/// cannot be skipped (the frame parser stops at its header), so it closes with 1009. The
+/// cap bounds a connection's read buffer.
+fn read_cap(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_mul(4).max(64 * 1024)
+}
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -121,8 +131,8 @@ pub(crate) async fn ws_upgrade(State(feed): State<Feed>, mut req: Request) -> Re
         // of it before every read attempt, 128 KiB by default).
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
-            .max_message_size(Some(cfg.max_message_bytes))
-            .max_frame_size(Some(cfg.max_message_bytes));
+            .max_message_size(Some(read_cap(cfg.max_message_bytes)))
+            .max_frame_size(Some(read_cap(cfg.max_message_bytes)));
         let socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
@@ -211,6 +221,8 @@ struct Conn {
 enum Ev {
     Tick,
     In(Message),
+    /// A client message over the read cap.
+    TooBig,
     Gone,
     Yield,
     Stop,
@@ -271,6 +283,7 @@ async fn run(feed: Feed, mut socket: Socket) {
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                 }
             }
+            Ev::TooBig => conn.shut(TOO_BIG, "message too big"),
             Ev::Gone => conn.ended = true,
             Ev::Yield => tokio::task::yield_now().await,
             Ev::Stop => {}
@@ -296,8 +309,22 @@ async fn run(feed: Feed, mut socket: Socket) {
                 {
                     return;
                 }
-                while let Some(Ok(m)) = socket.next().await {
-                    if matches!(m, Message::Close(_)) {
+                loop {
+                    match socket.next().await {
+                        Some(Ok(Message::Close(_))) | None => return,
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) => break,
+                    }
+                }
+                // Frames that cannot be parsed (the rest of a message over the read cap):
+                // discard raw bytes until the peer goes quiet (it has our close frame), so
+                // that dropping the socket with unread data does not reset it first.
+                let mut buf = [0u8; 16 * 1024];
+                let quiet = Duration::from_millis(200);
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout(quiet, socket.get_mut().read(&mut buf)).await
+                {
+                    if n == 0 {
                         break;
                     }
                 }
@@ -327,6 +354,9 @@ impl Conn {
         if self.wpos == self.wbuf.len() {
             match socket.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(m))) => return Poll::Ready(Ev::In(m)),
+                Poll::Ready(Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_)))) => {
+                    return Poll::Ready(Ev::TooBig);
+                }
                 Poll::Ready(_) => return Poll::Ready(Ev::Gone),
                 Poll::Pending => {}
             }
@@ -685,21 +715,33 @@ impl Conn {
             self.shut(POLICY, "too many messages");
             return;
         }
-        if self.rate_count > self.cfg.max_inbound_per_sec {
-            self.error(Value::Null, "RATE_LIMITED", "too many messages per second");
-            return;
+        let limited = self.rate_count > self.cfg.max_inbound_per_sec;
+        if text.len() > self.cfg.max_message_bytes {
+            let msg = format!("messages are at most {} bytes", self.cfg.max_message_bytes);
+            return self.error(Value::Null, "PAYLOAD_TOO_LARGE", &msg);
         }
         let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text) else {
+            if limited {
+                return self.error(Value::Null, "RATE_LIMITED", "too many messages per second");
+            }
             self.error(Value::Null, "BAD_REQUEST", "messages must be JSON objects");
             return;
         };
         let id = obj.get("id").cloned().unwrap_or(Value::Null);
+        if limited {
+            return self.error(id, "RATE_LIMITED", "too many messages per second");
+        }
+        // A name listed twice counts once (one subscription, one snapshot).
         let channels = || -> Option<Vec<String>> {
-            obj.get("channels")?
-                .as_array()?
-                .iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect()
+            let mut seen: HashSet<&str> = HashSet::new();
+            let mut list: Vec<String> = Vec::new();
+            for v in obj.get("channels")?.as_array()? {
+                let name = v.as_str()?;
+                if seen.insert(name) {
+                    list.push(name.to_string());
+                }
+            }
+            Some(list)
         };
         match obj.get("op").and_then(Value::as_str) {
             Some("subscribe") => match channels() {

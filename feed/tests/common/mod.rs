@@ -118,6 +118,40 @@ impl Harness {
         }
     }
 
+    /// Like [`Harness::start`], but the listener (and so every accepted connection) has a
+    /// send buffer of `send_buffer` bytes, fixed (no autotuning): a client that stops
+    /// reading blocks the server's writes after a few KiB rather than a few MiB.
+    pub async fn start_with_send_buffer(
+        dir: &Path,
+        config: FeedConfig,
+        send_buffer: u32,
+    ) -> Harness {
+        let feed = Feed::open(config, dir).unwrap();
+        let mut pc = PipelineConfig::new(dir.join("engine"));
+        pc.durability = Durability::None;
+        let listener = feed.listener();
+        let pipeline = tokio::task::spawn_blocking(move || Pipeline::start(pc, listener))
+            .await
+            .unwrap()
+            .unwrap();
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_send_buffer_size(send_buffer).unwrap();
+        sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let tcp = sock.listen(1024).unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let router = feed.router();
+        let server = tokio::spawn(async move {
+            axum::serve(tcp, router).await.unwrap();
+        });
+        Harness {
+            pipeline: Some(Arc::new(pipeline)),
+            feed,
+            addr,
+            server,
+            http: reqwest_lite::Client(addr),
+        }
+    }
+
     pub async fn stop(mut self) {
         self.server.abort();
         let p = self.pipeline.take().unwrap();

@@ -1,0 +1,892 @@
+//! The WebSocket contract of API.md, message by message: exact reply, error and data shapes,
+//! the limits (connections, message size, inbound rate), book format and checksum, ticker,
+//! candles of every interval, slow consumers (ticker conflation, book resync), private
+//! channels across re-auth, and the streams after a restart. Real tokio-tungstenite clients
+//! against the feed's router on 127.0.0.1:0.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use engine::{AccountId, Side, TimeInForce};
+use feed::{FeedConfig, PrivateChannel};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Bids and asks: price units -> (price, amount) as sent.
+type Book = (
+    BTreeMap<u128, (String, String)>,
+    BTreeMap<u128, (String, String)>,
+);
+
+/// The Kraken checksum written out independently: top 10 asks (lowest first) then top 10
+/// bids (highest first), price then amount, '.' removed and leading zeros stripped.
+fn kraken(asks: &[(&str, &str)], bids: &[(&str, &str)]) -> u32 {
+    let strip = |x: &str| x.replace('.', "").trim_start_matches('0').to_string();
+    let mut s = String::new();
+    for (p, a) in asks.iter().take(10).chain(bids.iter().take(10)) {
+        s += &strip(p);
+        s += &strip(a);
+    }
+    crc32fast::hash(s.as_bytes())
+}
+
+/// Reads until the server closes; the close code (None: the stream ended without one).
+async fn close_code(ws: &mut Ws, within: Duration) -> Option<u16> {
+    tokio::time::timeout(within, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(f)))) => return Some(u16::from(f.code)),
+                Some(Ok(Message::Close(None))) => return None,
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the server did not close")
+}
+
+/// Sends a ping and asserts the very next message is its pong: nothing else was queued.
+async fn nothing_pending(ws: &mut Ws, id: &str) {
+    send(ws, json!({"op":"ping","id":id})).await;
+    let m = next_json(ws).await;
+    assert_eq!(
+        m,
+        json!({"op":"pong","id":id}),
+        "unexpected message before pong"
+    );
+}
+
+/// An error reply: exactly `op`, `id`, `code`, `message` (a non-empty string).
+fn assert_error(m: &Value, id: Value, code: &str) {
+    let obj = m
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {m}"));
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["code", "id", "message", "op"], "{m}");
+    assert_eq!(m["op"], "error", "{m}");
+    assert_eq!(m["id"], id, "{m}");
+    assert_eq!(m["code"], code, "{m}");
+    assert!(m["message"].as_str().is_some_and(|s| !s.is_empty()), "{m}");
+}
+
+fn subscribe(id: i64, channels: &[&str]) -> Value {
+    json!({"op":"subscribe","id":id,"channels":channels})
+}
+
+/// A client with a tiny receive buffer (the server's writes block soon).
+async fn slow_client(h: &Harness) -> Ws {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(2048).unwrap();
+    let tcp = sock.connect(h.addr).await.unwrap();
+    let tcp = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{}/v1/ws", h.addr), tcp)
+        .await
+        .unwrap();
+    ws
+}
+
+/// Every reply echoes `id` (whatever JSON it is) and has exactly the fields API.md names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_echo_id_with_exact_shapes() {
+    let dir = tmp();
+    let h = Harness::start(dir.path(), FeedConfig::default()).await;
+    h.setup_market(2).await;
+    h.feed.set_authenticator(std::sync::Arc::new(|t: &str| {
+        (t == "good").then_some(AccountId(1))
+    }));
+    let mut ws = h.ws().await;
+    send(
+        &mut ws,
+        subscribe(1, &["trades:BTC_SEK", "candles:1m:BTC_SEK"]),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"op":"subscribed","id":1,"channels":["trades:BTC_SEK","candles:1m:BTC_SEK"]})
+    );
+    send(
+        &mut ws,
+        json!({"op":"unsubscribe","id":"u-2","channels":["candles:1m:BTC_SEK"]}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"op":"unsubscribed","id":"u-2","channels":["candles:1m:BTC_SEK"]})
+    );
+    send(&mut ws, json!({"op":"auth","id":{"k":[3]},"token":"good"})).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"op":"authenticated","id":{"k":[3]}})
+    );
+    send(&mut ws, json!({"op":"ping","id":4})).await;
+    assert_eq!(next_json(&mut ws).await, json!({"op":"pong","id":4}));
+    send(&mut ws, subscribe(5, &["orders", "fills", "wallet"])).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"op":"subscribed","id":5,"channels":["orders","fills","wallet"]})
+    );
+    // Data: exactly channel, seq, data.
+    h.sell_then_buy(0, (100_000, 2), (100_000, 2)).await;
+    let m = next_json(&mut ws).await;
+    let keys: Vec<&String> = m.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 3, "{m}");
+    assert_eq!(m["channel"], "trades:BTC_SEK");
+    assert!(m["seq"].as_u64().is_some(), "{m}");
+    let rest = h.http.json("/v1/pairs/BTC_SEK/trades?limit=1").await;
+    assert_eq!(m["data"], rest[0]);
+    h.feed.publish_private(
+        AccountId(1),
+        PrivateChannel::Wallet,
+        json!({"currency":"SEK","available":"1.00","held":"0.00","total":"1.00"}),
+    );
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"channel":"wallet","seq":1,"data":{"currency":"SEK","available":"1.00","held":"0.00","total":"1.00"}})
+    );
+    nothing_pending(&mut ws, "end").await;
+    h.stop().await;
+}
+
+/// Every error API.md lists is `{"op":"error","id","code","message"}` with the request's
+/// id, and the connection stays open and usable after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_echoes_id_and_keeps_the_connection() {
+    let dir = tmp();
+    let cfg = FeedConfig {
+        max_subscriptions: 2,
+        ..FeedConfig::default()
+    };
+    let h = Harness::start(dir.path(), cfg).await;
+    h.setup_market(2).await;
+    h.feed.set_authenticator(std::sync::Arc::new(|t: &str| {
+        (t == "good").then_some(AccountId(1))
+    }));
+    let mut ws = h.ws().await;
+    send_raw(&mut ws, "{\"op\":\"ping\",\"id\":1").await;
+    assert_error(&next_json(&mut ws).await, Value::Null, "BAD_REQUEST");
+    send_raw(&mut ws, "[1,2]").await;
+    assert_error(&next_json(&mut ws).await, Value::Null, "BAD_REQUEST");
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"op":"dance","id":1}), "UNKNOWN_OP"),
+        (json!({"id":2}), "BAD_REQUEST"),
+        (subscribe(3, &["ticker:NOPE_SEK"]), "UNKNOWN_CHANNEL"),
+        (subscribe(4, &["book:BTC_SEK:x"]), "UNKNOWN_CHANNEL"),
+        (subscribe(5, &["candles:2h:BTC_SEK"]), "UNKNOWN_CHANNEL"),
+        (subscribe(6, &["bogus"]), "UNKNOWN_CHANNEL"),
+        (subscribe(7, &["orders"]), "UNAUTHORIZED"),
+        (subscribe(8, &["trades:BTC_SEK", "fills"]), "UNAUTHORIZED"),
+        (json!({"op":"auth","id":9,"token":"bad"}), "UNAUTHORIZED"),
+        (json!({"op":"auth","id":10}), "BAD_REQUEST"),
+        (
+            json!({"op":"subscribe","id":11,"channels":"trades:BTC_SEK"}),
+            "BAD_REQUEST",
+        ),
+        (
+            json!({"op":"subscribe","id":12,"channels":[]}),
+            "BAD_REQUEST",
+        ),
+        (
+            json!({"op":"subscribe","id":13,"channels":[1]}),
+            "BAD_REQUEST",
+        ),
+        (
+            json!({"op":"unsubscribe","id":14,"channels":["ticker:NOPE_SEK"]}),
+            "UNKNOWN_CHANNEL",
+        ),
+        (
+            subscribe(15, &["trades:BTC_SEK", "ticker:BTC_SEK", "book:BTC_SEK"]),
+            "LIMIT_EXCEEDED",
+        ),
+    ];
+    for (msg, code) in cases {
+        let id = msg["id"].clone();
+        send(&mut ws, msg).await;
+        assert_error(&next_json(&mut ws).await, id, code);
+    }
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_error(&next_json(&mut ws).await, Value::Null, "BAD_REQUEST");
+    // None of the failed subscribes subscribed anything: a trade sends nothing.
+    h.sell_then_buy(0, (100_000, 1), (100_000, 1)).await;
+    nothing_pending(&mut ws, "a").await;
+    // Still usable: a subscribe within the limit works and delivers.
+    send(&mut ws, subscribe(16, &["trades:BTC_SEK"])).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"op":"subscribed","id":16,"channels":["trades:BTC_SEK"]})
+    );
+    h.sell_then_buy(1, (100_000, 1), (100_000, 1)).await;
+    assert_eq!(next_json(&mut ws).await["channel"], "trades:BTC_SEK");
+    h.stop().await;
+}
+
+/// A channel named twice in one subscribe is one subscription: the reply names it once and
+/// one snapshot follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_listed_twice_is_one_subscription() {
+    let dir = tmp();
+    let h = Harness::start(dir.path(), FeedConfig::default()).await;
+    h.setup_market(2).await;
+    let mut ws = h.ws().await;
+    send(
+        &mut ws,
+        subscribe(1, &["book:BTC_SEK", "trades:BTC_SEK", "book:BTC_SEK"]),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"op":"subscribed","id":1,"channels":["book:BTC_SEK","trades:BTC_SEK"]})
+    );
+    assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+    nothing_pending(&mut ws, "one snapshot").await;
+    h.sell_then_buy(0, (100_000, 1), (100_000, 1)).await;
+    let mut trades = 0;
+    let mut book = 0;
+    // The resting sell and the trade that takes it: one trade, and at most two book updates
+    // (none when both fall in one merge interval: the book came back as it was).
+    while trades < 1 {
+        let m = next_json(&mut ws).await;
+        match m["channel"].as_str() {
+            Some("trades:BTC_SEK") => trades += 1,
+            Some("book:BTC_SEK") => book += 1,
+            _ => panic!("{m}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send(&mut ws, json!({"op":"ping","id":"z"})).await;
+    loop {
+        let m = next_json(&mut ws).await;
+        if m["op"] == "pong" {
+            break;
+        }
+        assert_eq!(m["channel"], "book:BTC_SEK", "{m}");
+        book += 1;
+    }
+    assert_eq!(trades, 1);
+    assert!(book <= 2, "{book} book updates for two commands");
+    h.stop().await;
+}
+
+/// After `unsubscribe` nothing more arrives on the channel; the others keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_stops_only_that_channel() {
+    let dir = tmp();
+    let h = Harness::start(dir.path(), FeedConfig::default()).await;
+    h.setup_market(2).await;
+    let mut ws = h.ws().await;
+    send(
+        &mut ws,
+        subscribe(1, &["trades:BTC_SEK", "candles:5m:BTC_SEK"]),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    h.sell_then_buy(0, (100_000, 1), (100_000, 1)).await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(next_json(&mut ws).await["channel"].clone());
+    }
+    got.sort_by_key(|v| v.to_string());
+    assert_eq!(got, [json!("candles:5m:BTC_SEK"), json!("trades:BTC_SEK")]);
+    send(
+        &mut ws,
+        json!({"op":"unsubscribe","id":2,"channels":["trades:BTC_SEK"]}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["op"], "unsubscribed");
+    h.sell_then_buy(1, (100_000, 1), (100_000, 1)).await;
+    let m = next_json(&mut ws).await;
+    assert_eq!(m["channel"], "candles:5m:BTC_SEK", "{m}");
+    assert_eq!(m["data"]["trades"], 2);
+    nothing_pending(&mut ws, "x").await;
+    h.stop().await;
+}
+
+/// A message over `max_message_bytes` is an error and the connection stays open; one too
+/// large to even buffer (over 64 KiB here) closes with 1009.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_too_large_is_an_error_and_the_connection_stays_open() {
+    let dir = tmp();
+    let cfg = FeedConfig {
+        max_message_bytes: 1024,
+        ..FeedConfig::default()
+    };
+    let h = Harness::start(dir.path(), cfg).await;
+    h.setup_market(1).await;
+    let mut ws = h.ws().await;
+    let big = json!({"op":"ping","id":1,"pad":"x".repeat(2000)});
+    send(&mut ws, big).await;
+    assert_error(&next_json(&mut ws).await, Value::Null, "PAYLOAD_TOO_LARGE");
+    // Exactly at the limit: fine.
+    let pad = 1024 - json!({"op":"ping","id":2,"pad":""}).to_string().len();
+    send(&mut ws, json!({"op":"ping","id":2,"pad":"y".repeat(pad)})).await;
+    assert_eq!(next_json(&mut ws).await, json!({"op":"pong","id":2}));
+    send(&mut ws, subscribe(3, &["trades:BTC_SEK"])).await;
+    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    nothing_pending(&mut ws, "p").await;
+    // Far too large: a defined close, not a silent drop.
+    send_raw(&mut ws, &"z".repeat(200 * 1024)).await;
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(5)).await,
+        Some(1009)
+    );
+    h.stop().await;
+}
+
+/// Past `max_inbound_per_sec` each message gets a RATE_LIMITED error with its id, the
+/// connection stays open, the next second is served; a flood (10x) closes with 1008.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_rate_limit_is_an_error_then_a_close() {
+    let dir = tmp();
+    let cfg = FeedConfig {
+        max_inbound_per_sec: 5,
+        ..FeedConfig::default()
+    };
+    let h = Harness::start(dir.path(), cfg).await;
+    h.setup_market(1).await;
+    let mut ws = h.ws().await;
+    for i in 0..8 {
+        send(&mut ws, json!({"op":"ping","id":i})).await;
+    }
+    for i in 0..5 {
+        assert_eq!(next_json(&mut ws).await, json!({"op":"pong","id":i}));
+    }
+    for i in 5..8 {
+        assert_error(&next_json(&mut ws).await, json!(i), "RATE_LIMITED");
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    send(&mut ws, json!({"op":"ping","id":"later"})).await;
+    assert_eq!(next_json(&mut ws).await, json!({"op":"pong","id":"later"}));
+    for i in 0..60 {
+        if ws
+            .send(Message::text(json!({"op":"ping","id":i}).to_string()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(5)).await,
+        Some(1008)
+    );
+    h.stop().await;
+}
+
+/// `max_connections` open: the next upgrade is refused with 503; a closed one frees a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_refuses_then_frees() {
+    let dir = tmp();
+    let cfg = FeedConfig {
+        max_connections: 2,
+        ..FeedConfig::default()
+    };
+    let h = Harness::start(dir.path(), cfg).await;
+    h.setup_market(1).await;
+    let mut a = h.ws().await;
+    let mut b = h.ws().await;
+    nothing_pending(&mut a, "a").await;
+    nothing_pending(&mut b, "b").await;
+    match tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", h.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 503);
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a third connection was accepted"),
+    }
+    a.close(None).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while h.feed.connections() > 1 {
+        assert!(std::time::Instant::now() < deadline, "slot not freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = h.ws().await;
+    nothing_pending(&mut c, "c").await;
+    nothing_pending(&mut b, "b2").await;
+    h.stop().await;
+}
+
+/// The book channel's exact messages: snapshot at the REST sequence with every level and
+/// the checksum, then updates S+1, S+2 with absolute amounts (`"0"` removes), the checksum
+/// after each; the REST book follows. The ticker's best bid/ask amounts, last price,
+/// 24 h figures are exact, on REST and on the WebSocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn book_and_ticker_messages_are_exact() {
+    let dir = tmp();
+    let cfg = FeedConfig {
+        book_interval: Duration::ZERO,
+        ..FeedConfig::default()
+    };
+    let h = Harness::start(dir.path(), cfg).await;
+    h.setup_market(2).await;
+    // Before any order: the ticker is sent at once, all empty.
+    let mut ws = h.ws().await;
+    send(&mut ws, subscribe(1, &["ticker:BTC_SEK"])).await;
+    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    let t0 = next_json(&mut ws).await;
+    assert_eq!(t0["channel"], "ticker:BTC_SEK", "{t0}");
+    let rest0 = h.http.json("/v1/pairs/BTC_SEK/ticker").await;
+    for k in [
+        "pair",
+        "lastPrice",
+        "bestBid",
+        "bestBidAmount",
+        "bestAsk",
+        "bestAskAmount",
+        "high",
+        "low",
+        "baseVolume",
+        "quoteVolume",
+    ] {
+        assert_eq!(t0["data"][k], rest0[k], "{k}");
+    }
+    assert_eq!(t0["data"]["baseVolume"], "0");
+    assert_eq!(t0["data"]["bestBid"], Value::Null);
+    assert_eq!(t0["data"].as_object().unwrap().len(), 11);
+    nothing_pending(&mut ws, "t0").await;
+    send(
+        &mut ws,
+        json!({"op":"unsubscribe","id":2,"channels":["ticker:BTC_SEK"]}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["op"], "unsubscribed");
+
+    for (id, acct, side, price, lots) in [
+        (1, 1, Side::Sell, 100_100, 3),
+        (2, 1, Side::Sell, 100_100, 2),
+        (3, 1, Side::Sell, 100_200, 1),
+        (4, 2, Side::Buy, 99_900, 5),
+        (5, 2, Side::Buy, 99_800, 7),
+    ] {
+        h.run(limit(id, acct, side, price, lots, TimeInForce::Gtc))
+            .await;
+    }
+    let rest = h.http.json("/v1/pairs/BTC_SEK/book").await;
+    let s = rest["sequence"].as_u64().unwrap();
+    send(&mut ws, subscribe(3, &["book:BTC_SEK"])).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"op":"subscribed","id":3,"channels":["book:BTC_SEK"]})
+    );
+    let asks = [("1001.00", "0.0005"), ("1002.00", "0.0001")];
+    let bids = [("999.00", "0.0005"), ("998.00", "0.0007")];
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"channel":"book:BTC_SEK","type":"snapshot","seq":s,
+               "checksum":kraken(&asks, &bids),
+               "data":{"bids":[["999.00","0.0005"],["998.00","0.0007"]],
+                       "asks":[["1001.00","0.0005"],["1002.00","0.0001"]]}})
+    );
+    assert_eq!(
+        kraken(&asks, &bids),
+        crc32fast::hash(b"10010051002001999005998007")
+    );
+    // Cancel removes a level.
+    h.run(cancel(3, 1)).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"channel":"book:BTC_SEK","type":"update","seq":s + 1,
+               "checksum":kraken(&asks[..1], &bids),
+               "data":{"bids":[],"asks":[["1002.00","0"]]}})
+    );
+    // A trade takes 0.0001 of the 1001.00 level.
+    h.run(limit(6, 2, Side::Buy, 100_100, 1, TimeInForce::Gtc))
+        .await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"channel":"book:BTC_SEK","type":"update","seq":s + 2,
+               "checksum":kraken(&[("1001.00", "0.0004")], &bids),
+               "data":{"bids":[],"asks":[["1001.00","0.0004"]]}})
+    );
+    let rest = h.http.json("/v1/pairs/BTC_SEK/book?depth=1").await;
+    assert_eq!(
+        rest,
+        json!({"pair":"BTC_SEK","sequence":s + 2,"timestamp":rest["timestamp"],
+               "bids":[["999.00","0.0005"]],"asks":[["1001.00","0.0004"]]})
+    );
+    // The ticker: best prices with the level totals, 24 h figures of the one trade
+    // (1001.00 x 0.0001 = 0.1001 SEK, the buyer pays it rounded up: 0.11).
+    let t = h.http.json("/v1/pairs/BTC_SEK/ticker").await;
+    let expect = json!({"pair":"BTC_SEK","timestamp":t["timestamp"],"lastPrice":"1001.00",
+        "bestBid":"999.00","bestBidAmount":"0.0005","bestAsk":"1001.00","bestAskAmount":"0.0004",
+        "high":"1001.00","low":"1001.00","baseVolume":"0.0001","quoteVolume":"0.11"});
+    assert_eq!(t, expect);
+    assert!(
+        t["timestamp"]
+            .as_str()
+            .is_some_and(|s| s.len() == 24 && s.ends_with('Z')),
+        "{t}"
+    );
+    send(&mut ws, subscribe(4, &["ticker:BTC_SEK"])).await;
+    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    let m = next_json(&mut ws).await;
+    assert_eq!(m["channel"], "ticker:BTC_SEK");
+    let mut d = m["data"].clone();
+    d["timestamp"] = t["timestamp"].clone();
+    assert_eq!(d, expect);
+    nothing_pending(&mut ws, "end").await;
+    h.stop().await;
+}
+
+/// Every candle interval on the WebSocket: the REST candle of that interval, seq
+/// consecutive per channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candles_of_every_interval_match_rest() {
+    let dir = tmp();
+    let h = Harness::start(dir.path(), FeedConfig::default()).await;
+    h.setup_market(2).await;
+    let ivs = ["1m", "5m", "15m", "1h", "4h", "1d"];
+    let names: Vec<String> = ivs
+        .iter()
+        .map(|iv| format!("candles:{iv}:{PAIR}"))
+        .collect();
+    let mut ws = h.ws().await;
+    send(&mut ws, json!({"op":"subscribe","id":1,"channels":names})).await;
+    assert_eq!(next_json(&mut ws).await["channels"], json!(names));
+    let mut last: BTreeMap<String, (u64, Value)> = BTreeMap::new();
+    for (i, price) in [(0u64, 100_000u64), (1, 100_500)] {
+        h.sell_then_buy(i, (price, 2), (price, 2)).await;
+        for _ in 0..ivs.len() {
+            let m = next_json(&mut ws).await;
+            let ch = m["channel"].as_str().unwrap().to_string();
+            let seq = m["seq"].as_u64().unwrap();
+            if let Some((prev, _)) = last.get(&ch) {
+                assert_eq!(seq, prev + 1, "{ch}");
+            }
+            last.insert(ch, (seq, m["data"].clone()));
+        }
+    }
+    assert_eq!(last.len(), ivs.len());
+    for iv in ivs {
+        let rest = h
+            .http
+            .json(&format!("/v1/pairs/{PAIR}/candles?interval={iv}"))
+            .await;
+        let rest_last = rest.as_array().unwrap().last().unwrap().clone();
+        let (_, ws_last) = &last[&format!("candles:{iv}:{PAIR}")];
+        assert_eq!(ws_last, &rest_last, "{iv}");
+        assert_eq!(ws_last.as_object().unwrap().len(), 8, "{iv}");
+    }
+    // One candle per interval unless the two trades straddled a boundary.
+    let day = h
+        .http
+        .json(&format!("/v1/pairs/{PAIR}/candles?interval=1d"))
+        .await;
+    let total: u64 = day
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["trades"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 2);
+    h.stop().await;
+}
+
+/// A book subscriber that stops reading is resent a fresh snapshot (not closed, not given a
+/// gap): between snapshots the seqs are consecutive, every checksum matches, and it ends
+/// holding the REST book at the REST sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_book_consumer_is_resynced_by_snapshot() {
+    let dir = tmp();
+    let cfg = FeedConfig {
+        queue_bound: 8,
+        book_interval: Duration::ZERO,
+        stall_timeout: Duration::from_secs(30),
+        max_resyncs_per_min: 10_000,
+        ..FeedConfig::default()
+    };
+    let h = Harness::start_with_send_buffer(dir.path(), cfg, 4096).await;
+    h.setup_market(2).await;
+    // A deep book: every snapshot and many updates are large.
+    for i in 0..200u64 {
+        h.run(limit(
+            1_000_000 + i,
+            2,
+            Side::Buy,
+            50_000 + i,
+            1000 + i,
+            TimeInForce::Gtc,
+        ))
+        .await;
+    }
+    let mut slow = slow_client(&h).await;
+    send(&mut slow, subscribe(1, &["book:BTC_SEK"])).await;
+    assert_eq!(next_json(&mut slow).await["op"], "subscribed");
+    // Many large updates, each a sweep of the ask levels then their refill, while it reads
+    // nothing.
+    const ROUNDS: u64 = 60;
+    const LEVELS: u64 = 50;
+    let mut id = 10u64;
+    for _round in 0..ROUNDS {
+        let mut pending = Vec::new();
+        for k in 0..LEVELS {
+            id += 1;
+            pending.push(
+                h.submit(limit(
+                    id,
+                    1,
+                    Side::Sell,
+                    100_000 + k * 7,
+                    1 + k,
+                    TimeInForce::Gtc,
+                ))
+                .await,
+            );
+        }
+        for p in pending {
+            p.await.unwrap();
+        }
+        id += 1;
+        h.run(limit(id, 2, Side::Buy, 200_000, 5000, TimeInForce::Ioc))
+            .await;
+    }
+    let rest = h.http.json("/v1/pairs/BTC_SEK/book?depth=1000").await;
+    let target = rest["sequence"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut book: Book = Default::default();
+    let mut seq = None::<u64>;
+    let mut first = None::<u64>;
+    let mut snapshots = 0;
+    let mut messages = 0;
+    while seq != Some(target) {
+        let m = next_json(&mut slow).await;
+        messages += 1;
+        assert_eq!(m["channel"], "book:BTC_SEK", "{m}");
+        let s = m["seq"].as_u64().unwrap();
+        match m["type"].as_str().unwrap() {
+            "snapshot" => {
+                snapshots += 1;
+                first.get_or_insert(s);
+                if let Some(prev) = seq {
+                    assert!(s >= prev, "snapshot went back: {prev} -> {s}");
+                }
+                book = Default::default();
+            }
+            "update" => assert_eq!(Some(s), seq.map(|x| x + 1), "gap"),
+            t => panic!("type {t}"),
+        }
+        for (side, key) in [(&mut book.0, "bids"), (&mut book.1, "asks")] {
+            for lv in m["data"][key].as_array().unwrap() {
+                let (p, a) = (lv[0].as_str().unwrap(), lv[1].as_str().unwrap());
+                if units(a) == 0 {
+                    side.remove(&units(p));
+                } else {
+                    side.insert(units(p), (p.to_string(), a.to_string()));
+                }
+            }
+        }
+        let asks: Vec<(&str, &str)> = book
+            .1
+            .values()
+            .map(|(p, a)| (p.as_str(), a.as_str()))
+            .collect();
+        let bids: Vec<(&str, &str)> = book
+            .0
+            .values()
+            .rev()
+            .map(|(p, a)| (p.as_str(), a.as_str()))
+            .collect();
+        assert_eq!(
+            m["checksum"].as_u64(),
+            Some(u64::from(kraken(&asks, &bids)))
+        );
+        seq = Some(s);
+    }
+    assert!(snapshots >= 2, "never resynced ({messages} messages)");
+    let updates = target - first.unwrap();
+    assert!(
+        messages - snapshots < updates,
+        "{messages} messages for {updates} updates: the backlog was sent, not resynced"
+    );
+    let bids: Vec<Value> = book.0.values().rev().map(|(p, a)| json!([p, a])).collect();
+    let asks: Vec<Value> = book.1.values().map(|(p, a)| json!([p, a])).collect();
+    assert_eq!(Value::Array(bids), rest["bids"]);
+    assert_eq!(Value::Array(asks), rest["asks"]);
+    nothing_pending(&mut slow, "still open").await;
+    h.stop().await;
+}
+
+/// A ticker subscriber that stops reading gets conflated tickers (fewer, seq rising with
+/// gaps), is not closed, and ends with the current ticker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_ticker_consumer_is_conflated() {
+    let dir = tmp();
+    let cfg = FeedConfig {
+        queue_bound: 8,
+        stall_timeout: Duration::from_secs(30),
+        ..FeedConfig::default()
+    };
+    let h = Harness::start_with_send_buffer(dir.path(), cfg, 4096).await;
+    h.setup_market(2).await;
+    let mut slow = slow_client(&h).await;
+    send(&mut slow, subscribe(1, &["ticker:BTC_SEK"])).await;
+    assert_eq!(next_json(&mut slow).await["op"], "subscribed");
+    let n = 1500u64;
+    for i in 0..n {
+        h.sell_then_buy(i, (100_000 + i, 1), (100_000 + i, 1)).await;
+    }
+    let rest = h.http.json("/v1/pairs/BTC_SEK/ticker").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut prev = None::<u64>;
+    let mut count = 0u64;
+    loop {
+        let m = next_json(&mut slow).await;
+        assert_eq!(m["channel"], "ticker:BTC_SEK", "{m}");
+        let s = m["seq"].as_u64().unwrap();
+        assert!(prev.is_none_or(|p| s > p), "seq {prev:?} -> {s}");
+        prev = Some(s);
+        count += 1;
+        if m["data"]["lastPrice"] == rest["lastPrice"] {
+            for k in [
+                "high",
+                "low",
+                "baseVolume",
+                "quoteVolume",
+                "bestBid",
+                "bestAsk",
+            ] {
+                assert_eq!(m["data"][k], rest[k], "{k}");
+            }
+            break;
+        }
+    }
+    // Two tickers per trade were published (each order moves the top of book).
+    assert!(count < n, "{count} tickers for {n} trades: not conflated");
+    nothing_pending(&mut slow, "still open").await;
+    h.stop().await;
+}
+
+/// Private channels carry only the authenticated account: re-auth as another account
+/// drops the first one's subscriptions; each of the account's connections gets its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_channels_follow_the_authenticated_account() {
+    let dir = tmp();
+    let h = Harness::start(dir.path(), FeedConfig::default()).await;
+    h.setup_market(2).await;
+    h.feed
+        .set_authenticator(std::sync::Arc::new(|t: &str| match t {
+            "tok-1" => Some(AccountId(1)),
+            "tok-2" => Some(AccountId(2)),
+            _ => None,
+        }));
+    let mut a = h.ws().await;
+    let mut a2 = h.ws().await;
+    for ws in [&mut a, &mut a2] {
+        send(ws, json!({"op":"auth","id":1,"token":"tok-1"})).await;
+        assert_eq!(next_json(ws).await, json!({"op":"authenticated","id":1}));
+        send(ws, subscribe(2, &["orders"])).await;
+        assert_eq!(next_json(ws).await["op"], "subscribed");
+    }
+    h.feed
+        .publish_private(AccountId(1), PrivateChannel::Orders, json!({"id":"o1"}));
+    for ws in [&mut a, &mut a2] {
+        assert_eq!(
+            next_json(ws).await,
+            json!({"channel":"orders","seq":1,"data":{"id":"o1"}})
+        );
+    }
+    // A bad token keeps the account it had.
+    send(&mut a, json!({"op":"auth","id":3,"token":"nope"})).await;
+    assert_error(&next_json(&mut a).await, json!(3), "UNAUTHORIZED");
+    // Re-auth as account 2: account 1's subscription is gone.
+    send(&mut a, json!({"op":"auth","id":4,"token":"tok-2"})).await;
+    assert_eq!(
+        next_json(&mut a).await,
+        json!({"op":"authenticated","id":4})
+    );
+    h.feed
+        .publish_private(AccountId(1), PrivateChannel::Orders, json!({"id":"o2"}));
+    h.feed
+        .publish_private(AccountId(2), PrivateChannel::Orders, json!({"id":"x1"}));
+    nothing_pending(&mut a, "after re-auth").await;
+    assert_eq!(next_json(&mut a2).await["data"]["id"], "o2");
+    send(&mut a, subscribe(5, &["orders"])).await;
+    assert_eq!(next_json(&mut a).await["op"], "subscribed");
+    h.feed
+        .publish_private(AccountId(2), PrivateChannel::Orders, json!({"id":"x2"}));
+    h.feed
+        .publish_private(AccountId(1), PrivateChannel::Orders, json!({"id":"o3"}));
+    let m = next_json(&mut a).await;
+    assert_eq!(m["channel"], "orders");
+    assert_eq!(m["data"]["id"], "x2");
+    nothing_pending(&mut a, "only account 2").await;
+    assert_eq!(next_json(&mut a2).await["data"]["id"], "o3");
+    h.stop().await;
+}
+
+/// After a restart on the same data dir the WebSocket streams pick up where REST is: the
+/// ticker is sent at once with the kept 24 h figures, the book snapshot is at the REST
+/// sequence, and new trades flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_after_restart_continue_the_market() {
+    let dir = tmp();
+    let h = Harness::start(dir.path(), FeedConfig::default()).await;
+    h.setup_market(2).await;
+    for i in 0..20u64 {
+        h.sell_then_buy(i, (100_000 + i, 3), (100_050, 2)).await;
+    }
+    let ticker = h.http.json("/v1/pairs/BTC_SEK/ticker").await;
+    h.stop().await;
+    let h = Harness::start(dir.path(), FeedConfig::default()).await;
+    let rest_book = h.http.json("/v1/pairs/BTC_SEK/book?depth=1000").await;
+    let mut ws = h.ws().await;
+    send(&mut ws, subscribe(1, &["ticker:BTC_SEK", "book:BTC_SEK"])).await;
+    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    let mut got_ticker = None;
+    let mut got_snap = None;
+    for _ in 0..2 {
+        let m = next_json(&mut ws).await;
+        match m["channel"].as_str() {
+            Some("ticker:BTC_SEK") => got_ticker = Some(m),
+            Some("book:BTC_SEK") => got_snap = Some(m),
+            _ => panic!("{m}"),
+        }
+    }
+    let t = got_ticker.expect("no ticker on subscribe after a restart");
+    for k in [
+        "lastPrice",
+        "high",
+        "low",
+        "baseVolume",
+        "quoteVolume",
+        "bestBid",
+        "bestBidAmount",
+        "bestAsk",
+        "bestAskAmount",
+    ] {
+        assert_eq!(t["data"][k], ticker[k], "{k}");
+    }
+    let snap = got_snap.unwrap();
+    assert_eq!(snap["type"], "snapshot");
+    assert_eq!(snap["seq"], rest_book["sequence"]);
+    assert_eq!(snap["data"]["bids"], rest_book["bids"]);
+    assert_eq!(snap["data"]["asks"], rest_book["asks"]);
+    send(&mut ws, subscribe(2, &["trades:BTC_SEK"])).await;
+    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    h.sell_then_buy(100, (100_000, 1), (100_000, 1)).await;
+    let mut saw_trade = false;
+    for _ in 0..6 {
+        let m = next_json(&mut ws).await;
+        if m["channel"] == "trades:BTC_SEK" {
+            assert_eq!(m["data"]["price"], "1000.00");
+            saw_trade = true;
+            break;
+        }
+    }
+    assert!(saw_trade);
+    h.stop().await;
+}
+
+/// API.md's timings are the defaults: ping every 15 s, silent peers dropped after 60 s.
+#[test]
+fn default_timings_are_the_contract() {
+    let c = FeedConfig::default();
+    assert_eq!(c.ping_interval, Duration::from_secs(15));
+    assert_eq!(c.idle_timeout, Duration::from_secs(60));
+    assert!(c.max_connections > 0 && c.max_subscriptions > 0);
+    assert!(c.max_inbound_per_sec > 0 && c.max_message_bytes > 0);
+}
