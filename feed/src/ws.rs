@@ -274,13 +274,22 @@ async fn run(feed: Feed, mut socket: Socket) {
                 conn.last_seen = Instant::now();
                 match msg {
                     Message::Text(t) => conn.on_text(t.as_str()),
-                    Message::Binary(_) => conn.error(
-                        Value::Null,
-                        "BAD_REQUEST",
-                        "binary frames are not supported",
-                    ),
+                    // Binary and ping frames count against the inbound rate too (a flood of
+                    // them is closed like one of text messages).
+                    Message::Binary(_) => match conn.count_inbound() {
+                        Some(false) => conn.error(
+                            Value::Null,
+                            "BAD_REQUEST",
+                            "binary frames are not supported",
+                        ),
+                        Some(true) => conn.rate_limited(Value::Null),
+                        None => {}
+                    },
+                    Message::Ping(_) => {
+                        conn.count_inbound();
+                    }
                     Message::Close(_) => conn.ended = true,
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    Message::Pong(_) | Message::Frame(_) => {}
                 }
             }
             Ev::TooBig => conn.shut(TOO_BIG, "message too big"),
@@ -704,32 +713,45 @@ impl Conn {
         self.push_control(Bytes::copy_from_slice(snap.frame()));
     }
 
-    fn on_text(&mut self, text: &str) {
+    /// Counts one inbound message against `max_inbound_per_sec`: Some(true) when over it
+    /// (the message gets a RATE_LIMITED error), None when over ten times it (the connection
+    /// is closed with 1008).
+    fn count_inbound(&mut self) -> Option<bool> {
         let now = Instant::now();
         if now.duration_since(self.rate_window) >= Duration::from_secs(1) {
             self.rate_window = now;
             self.rate_count = 0;
         }
-        self.rate_count += 1;
+        self.rate_count = self.rate_count.saturating_add(1);
         if self.rate_count > self.cfg.max_inbound_per_sec.saturating_mul(10) {
             self.shut(POLICY, "too many messages");
-            return;
+            return None;
         }
-        let limited = self.rate_count > self.cfg.max_inbound_per_sec;
+        Some(self.rate_count > self.cfg.max_inbound_per_sec)
+    }
+
+    fn rate_limited(&mut self, id: Value) {
+        self.error(id, "RATE_LIMITED", "too many messages per second");
+    }
+
+    fn on_text(&mut self, text: &str) {
+        let Some(limited) = self.count_inbound() else {
+            return;
+        };
         if text.len() > self.cfg.max_message_bytes {
             let msg = format!("messages are at most {} bytes", self.cfg.max_message_bytes);
             return self.error(Value::Null, "PAYLOAD_TOO_LARGE", &msg);
         }
         let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text) else {
             if limited {
-                return self.error(Value::Null, "RATE_LIMITED", "too many messages per second");
+                return self.rate_limited(Value::Null);
             }
             self.error(Value::Null, "BAD_REQUEST", "messages must be JSON objects");
             return;
         };
         let id = obj.get("id").cloned().unwrap_or(Value::Null);
         if limited {
-            return self.error(id, "RATE_LIMITED", "too many messages per second");
+            return self.rate_limited(id);
         }
         // A name listed twice counts once (one subscription, one snapshot).
         let channels = || -> Option<Vec<String>> {

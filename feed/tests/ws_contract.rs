@@ -377,6 +377,38 @@ async fn inbound_rate_limit_is_an_error_then_a_close() {
     h.stop().await;
 }
 
+/// Binary frames count against the inbound rate like text ones: a flood of them is closed
+/// with 1008 rather than answered forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_frames_count_against_the_inbound_rate() {
+    let dir = tmp();
+    let cfg = FeedConfig {
+        max_inbound_per_sec: 5,
+        ..FeedConfig::default()
+    };
+    let h = Harness::start(dir.path(), cfg).await;
+    h.setup_market(1).await;
+    let mut ws = h.ws().await;
+    for _ in 0..5 {
+        ws.send(Message::binary(vec![0u8; 8])).await.unwrap();
+    }
+    for _ in 0..5 {
+        assert_error(&next_json(&mut ws).await, Value::Null, "BAD_REQUEST");
+    }
+    ws.send(Message::binary(vec![0u8; 8])).await.unwrap();
+    assert_error(&next_json(&mut ws).await, Value::Null, "RATE_LIMITED");
+    for _ in 0..60 {
+        if ws.send(Message::binary(vec![0u8; 8])).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(5)).await,
+        Some(1008)
+    );
+    h.stop().await;
+}
+
 /// `max_connections` open: the next upgrade is refused with 503; a closed one frees a slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_refuses_then_frees() {
