@@ -227,3 +227,21 @@ impl FromRequestParts<AppState> for Auth {
         })
     }
 }
+
+/// The caller, holding one of the scopes `ANY` (a bit set of [`ORDERS`], [`WALLET`], ...).
+///
+/// An extractor, so the scope is checked before the body or the query is read: a token
+/// without the scope gets its 403 whatever it sent (API.md), and learns nothing of what the
+/// call would have validated.
+#[derive(Clone, Copy, Debug)]
+pub struct Scoped<const ANY: u8>(pub Auth);
+
+impl<const ANY: u8> FromRequestParts<AppState> for Scoped<ANY> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let auth = Auth::from_request_parts(parts, state).await?;
+        auth.require(ANY)?;
+        Ok(Scoped(auth))
+    }
+}

@@ -69,9 +69,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
                 simd_json::serde::from_slice_with_buffers::<T>(&mut bytes, buffers)
             })
             .map(AppJson)
-            .map_err(|e| {
-                ApiError::validation(format!("invalid JSON body: {}", clean(&e.to_string())))
-            })
+            .map_err(|e| ApiError::validation(format!("invalid JSON body: {}", json_detail(&e))))
+    }
+}
+
+/// What was wrong with a body, in the client's terms: serde's message for a wrong shape
+/// (unknown, missing or mistyped field), a plain phrase for broken JSON. simd-json reports
+/// some syntax errors (trailing data among them) as its internal `TapeError`, which is no
+/// business of a client.
+fn json_detail(e: &simd_json::Error) -> String {
+    use simd_json::ErrorType;
+    match e.error() {
+        ErrorType::Serde(msg) => clean(msg),
+        ErrorType::InternalError(_) => "malformed JSON".to_string(),
+        other => clean(&format!("{other:?}")),
     }
 }
 
@@ -119,8 +130,10 @@ pub fn page(offset: Option<String>, limit: Option<String>) -> Result<Page, ApiEr
     };
     let offset = num(offset, "offset", 0)?;
     let limit = num(limit, "limit", 100)?;
-    if limit > LIMIT_MAX {
-        return Err(ApiError::validation("limit must be at most 1000"));
+    // Zero is refused like the market lists refuse it: a page of nothing is never what a
+    // client meant.
+    if limit == 0 || limit > LIMIT_MAX {
+        return Err(ApiError::validation("limit must be between 1 and 1000"));
     }
     if offset > i64::MAX as u64 {
         return Err(ApiError::validation("offset out of range"));
@@ -207,7 +220,10 @@ pub fn decimal(
         return Err(ApiError::validation(format!("{field} must be positive")));
     }
     if v > max {
-        return Err(ApiError::validation(format!("{field} is out of range")));
+        return Err(ApiError::validation(format!(
+            "{field} is out of range (at most {})",
+            engine::units::format_units(max, decimals)
+        )));
     }
     Ok(v as u64)
 }

@@ -171,6 +171,16 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
             }
         }
     }
+    // RFC 6750 section 3: a 401 of a bearer-protected resource names the scheme (the token
+    // endpoint's own 401 names Basic and is left alone).
+    if response.status() == StatusCode::UNAUTHORIZED
+        && !response.headers().contains_key(header::WWW_AUTHENTICATE)
+    {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"bourse\""),
+        );
+    }
     let status = response.status().as_u16();
     response.headers_mut().insert(REQUEST_ID_HEADER, id);
     state.metrics.record(

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{ADMIN, Auth};
+use crate::auth::{ADMIN, Scoped};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppQuery, DecimalKind, Paged, decimal, page};
 use crate::model::{
@@ -36,10 +36,9 @@ pub struct AdminRequestsQuery {
     responses((status = 200, description = "paginated requests")))]
 pub async fn admin_requests_list(
     State(state): State<AppState>,
-    auth: Auth,
+    _: Scoped<ADMIN>,
     AppQuery(q): AppQuery<AdminRequestsQuery>,
 ) -> ApiResult<Json<Paged<RequestJson>>> {
-    auth.require(ADMIN)?;
     let pg = page(q.offset, q.limit)?;
     let withdrawal = match q.kind.as_deref() {
         None => None,
@@ -115,10 +114,9 @@ async fn decide(
     responses((status = 200, body = RequestJson), (status = 404), (status = 409)))]
 pub async fn admin_requests_approve(
     State(state): State<AppState>,
-    auth: Auth,
+    _: Scoped<ADMIN>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RequestJson>> {
-    auth.require(ADMIN)?;
     Ok(Json(decide(&state, &id, true, String::new()).await?))
 }
 
@@ -134,11 +132,10 @@ pub struct RejectBody {
     responses((status = 200, body = RequestJson), (status = 404), (status = 409)))]
 pub async fn admin_requests_reject(
     State(state): State<AppState>,
-    auth: Auth,
+    _: Scoped<ADMIN>,
     Path(id): Path<String>,
     AppJson(body): AppJson<RejectBody>,
 ) -> ApiResult<Json<RequestJson>> {
-    auth.require(ADMIN)?;
     if body.reason.len() > 512 {
         return Err(ApiError::validation(
             "reason must be at most 512 characters",
@@ -175,10 +172,9 @@ fn user_exists(state: &AppState, id: &str) -> ApiResult<u32> {
     request_body = AdminDeposit, responses((status = 201, body = RequestJson)))]
 pub async fn admin_deposits_create(
     State(state): State<AppState>,
-    auth: Auth,
+    _: Scoped<ADMIN>,
     AppJson(b): AppJson<AdminDeposit>,
 ) -> ApiResult<(StatusCode, Json<RequestJson>)> {
-    auth.require(ADMIN)?;
     let user = user_exists(&state, &b.user_id)?;
     let r = request_create(
         &state,
@@ -213,8 +209,10 @@ pub struct AuditJson {
 /// Reconciliation per currency, asked of the engine and checked against the read model.
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("bearer" = ["admin"])),
     responses((status = 200, body = AuditJson)))]
-pub async fn admin_audit(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<AuditJson>> {
-    auth.require(ADMIN)?;
+pub async fn admin_audit(
+    State(state): State<AppState>,
+    _: Scoped<ADMIN>,
+) -> ApiResult<Json<AuditJson>> {
     let st = state.clone();
     let audit = tokio::task::spawn_blocking(move || {
         let guard = st.pipeline.read();
@@ -262,10 +260,9 @@ pub async fn admin_audit(State(state): State<AppState>, auth: Auth) -> ApiResult
     responses((status = 200, body = WalletJson), (status = 404)))]
 pub async fn admin_users_wallet(
     State(state): State<AppState>,
-    auth: Auth,
+    _: Scoped<ADMIN>,
     Path(user): Path<String>,
 ) -> ApiResult<Json<WalletJson>> {
-    auth.require(ADMIN)?;
     let id: u32 = user
         .parse()
         .map_err(|_| ApiError::not_found("no such user"))?;
@@ -310,10 +307,9 @@ fn config_refused(events: &[Event]) -> ApiResult<()> {
     request_body = CurrencyCreate, responses((status = 201, body = CurrencyJson), (status = 409)))]
 pub async fn admin_currencies_create(
     State(state): State<AppState>,
-    auth: Auth,
+    _: Scoped<ADMIN>,
     AppJson(b): AppJson<CurrencyCreate>,
 ) -> ApiResult<(StatusCode, Json<CurrencyJson>)> {
-    auth.require(ADMIN)?;
     check_code(&b.currency)?;
     if b.minor_amount_decimals > engine::spec::MAX_CURRENCY_DECIMALS {
         return Err(ApiError::validation(
@@ -446,10 +442,9 @@ pub fn pair_spec(
     request_body = PairCreate, responses((status = 201, body = PairJson), (status = 409)))]
 pub async fn admin_pairs_create(
     State(state): State<AppState>,
-    auth: Auth,
+    _: Scoped<ADMIN>,
     AppJson(b): AppJson<PairCreate>,
 ) -> ApiResult<(StatusCode, Json<PairJson>)> {
-    auth.require(ADMIN)?;
     let symbol = format!("{}_{}", b.base, b.quote);
     if b.pair.as_deref().is_some_and(|p| p != symbol) {
         return Err(ApiError::validation("pair must be BASE_QUOTE"));
@@ -490,11 +485,10 @@ pub struct PairPatch {
     responses((status = 200, body = PairJson), (status = 404)))]
 pub async fn admin_pairs_update(
     State(state): State<AppState>,
-    auth: Auth,
+    _: Scoped<ADMIN>,
     Path(pair): Path<String>,
     AppJson(b): AppJson<PairPatch>,
 ) -> ApiResult<Json<PairJson>> {
-    auth.require(ADMIN)?;
     let id = state
         .model
         .markets

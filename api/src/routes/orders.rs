@@ -10,7 +10,7 @@ use engine::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{Auth, ORDERS, ORDERS_READ};
+use crate::auth::{ORDERS, ORDERS_READ, Scoped};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppQuery, DecimalKind, Paged, decimal, page};
 use crate::model::{FillJson, OrderJson, OrderRec, fill_json, order_json};
@@ -195,10 +195,9 @@ fn build(
         (status = 409), (status = 422), (status = 503)))]
 pub async fn orders_create(
     State(state): State<AppState>,
-    auth: Auth,
+    Scoped(auth): Scoped<ORDERS>,
     AppJson(body): AppJson<OrderCreate>,
 ) -> ApiResult<(StatusCode, Json<OrderJson>)> {
-    auth.require(ORDERS)?;
     let (pair, side, kind, stp, client_id) = build(&state, auth.account, &body)?;
     let account = auth.account.0;
     let id = match state.client_ids.reserve(
@@ -271,10 +270,9 @@ fn parse_id(s: &str) -> Option<u64> {
     params(("id" = String, Path)), responses((status = 200, body = OrderJson), (status = 404)))]
 pub async fn orders_get(
     State(state): State<AppState>,
-    auth: Auth,
+    Scoped(auth): Scoped<{ ORDERS | ORDERS_READ }>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<OrderJson>> {
-    auth.require(ORDERS | ORDERS_READ)?;
     let id = parse_id(&id).ok_or_else(ApiError::order_not_found)?;
     let o = state
         .store
@@ -290,10 +288,9 @@ pub async fn orders_get(
     responses((status = 200, body = OrderJson), (status = 404)))]
 pub async fn orders_get_by_client_id(
     State(state): State<AppState>,
-    auth: Auth,
+    Scoped(auth): Scoped<{ ORDERS | ORDERS_READ }>,
     Path(client_id): Path<String>,
 ) -> ApiResult<Json<OrderJson>> {
-    auth.require(ORDERS | ORDERS_READ)?;
     let o = state
         .store
         .read(|c| store::order_by_client(c, auth.account.0, &client_id))?
@@ -308,10 +305,9 @@ pub async fn orders_get_by_client_id(
     responses((status = 200, body = OrderJson), (status = 404), (status = 409)))]
 pub async fn orders_cancel(
     State(state): State<AppState>,
-    auth: Auth,
+    Scoped(auth): Scoped<ORDERS>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<OrderJson>> {
-    auth.require(ORDERS)?;
     let id = parse_id(&id).ok_or_else(ApiError::order_not_found)?;
     let account = auth.account.0;
     // The engine knows whether the order rests for this account: no store read first. A
@@ -370,10 +366,9 @@ fn pair_param(state: &AppState, pair: Option<&str>) -> ApiResult<Option<PairId>>
     params(("pair" = Option<String>, Query)), responses((status = 200, body = Cancelled)))]
 pub async fn orders_cancel_all(
     State(state): State<AppState>,
-    auth: Auth,
+    Scoped(auth): Scoped<ORDERS>,
     AppQuery(q): AppQuery<CancelAllQuery>,
 ) -> ApiResult<Json<Cancelled>> {
-    auth.require(ORDERS)?;
     let pair = pair_param(&state, q.pair.as_deref())?;
     let committed = state
         .submit(Command::CancelAll {
@@ -408,10 +403,9 @@ pub struct OrdersQuery {
     responses((status = 200, description = "paginated Orders")))]
 pub async fn orders_list(
     State(state): State<AppState>,
-    auth: Auth,
+    Scoped(auth): Scoped<{ ORDERS | ORDERS_READ }>,
     AppQuery(q): AppQuery<OrdersQuery>,
 ) -> ApiResult<Json<Paged<OrderJson>>> {
-    auth.require(ORDERS | ORDERS_READ)?;
     let pg = page(q.offset, q.limit)?;
     let pair = pair_param(&state, q.pair.as_deref())?;
     let mut filter = store::Filter::new();
@@ -464,10 +458,9 @@ pub struct FillsQuery {
     responses((status = 200, description = "paginated Fills")))]
 pub async fn fills_list(
     State(state): State<AppState>,
-    auth: Auth,
+    Scoped(auth): Scoped<{ ORDERS | ORDERS_READ }>,
     AppQuery(q): AppQuery<FillsQuery>,
 ) -> ApiResult<Json<Paged<FillJson>>> {
-    auth.require(ORDERS | ORDERS_READ)?;
     let pg = page(q.offset, q.limit)?;
     let pair = pair_param(&state, q.pair.as_deref())?;
     let mut filter = store::Filter::new();

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde::Deserialize;
 
-use crate::auth::{Auth, TRANSACTIONS_READ};
+use crate::auth::{Scoped, TRANSACTIONS_READ};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppQuery, Paged, page};
 use crate::model::{TransactionJson, TxType, tx_json};
@@ -31,7 +31,11 @@ const DATE: &[time::format_description::BorrowedFormatItem<'static>] =
 fn day_start_ns(s: &str, field: &str) -> ApiResult<i64> {
     let d = time::Date::parse(s, DATE)
         .map_err(|_| ApiError::validation(format!("{field} must be YYYY-MM-DD")))?;
-    Ok((d.midnight().assume_utc().unix_timestamp_nanos()) as i64)
+    // Unix nanoseconds fit an i64 only for 1677..2262: a day beyond is clamped (every
+    // booking lies inside), never wrapped (2999-01-01 wrapped to a negative start and
+    // selected everything).
+    let ns = d.midnight().assume_utc().unix_timestamp_nanos();
+    Ok(i64::try_from(ns).unwrap_or(if ns < 0 { i64::MIN } else { i64::MAX }))
 }
 
 const DAY_NS: i64 = 86_400_000_000_000;
@@ -46,10 +50,9 @@ const DAY_NS: i64 = 86_400_000_000_000;
     responses((status = 200, description = "paginated transactions")))]
 pub async fn transactions_list(
     State(state): State<AppState>,
-    auth: Auth,
+    Scoped(auth): Scoped<TRANSACTIONS_READ>,
     AppQuery(q): AppQuery<TxQuery>,
 ) -> ApiResult<Json<Paged<TransactionJson>>> {
-    auth.require(TRANSACTIONS_READ)?;
     let pg = page(q.offset, q.limit)?;
     let mut filter = store::Filter::new();
     filter.eq("account", i64::from(auth.account.0));
@@ -75,7 +78,11 @@ pub async fn transactions_list(
         filter.cmp("ts_ns", ">=", day_start_ns(s, "startDate")?);
     }
     if let Some(s) = q.end_date.as_deref() {
-        filter.cmp("ts_ns", "<", day_start_ns(s, "endDate")? + DAY_NS);
+        filter.cmp(
+            "ts_ns",
+            "<",
+            day_start_ns(s, "endDate")?.saturating_add(DAY_NS),
+        );
     }
     match q.sort.as_deref() {
         None | Some("bookingDate") => {}
@@ -115,10 +122,9 @@ pub async fn transactions_list(
     responses((status = 200, body = TransactionJson), (status = 404)))]
 pub async fn transactions_get(
     State(state): State<AppState>,
-    auth: Auth,
+    Scoped(auth): Scoped<TRANSACTIONS_READ>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TransactionJson>> {
-    auth.require(TRANSACTIONS_READ)?;
     let nf = || ApiError::not_found("no such transaction");
     let id = crate::routes::wallet::parse_id(&id).ok_or_else(nf)?;
     let t = state

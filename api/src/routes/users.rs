@@ -96,7 +96,9 @@ pub async fn create_user(
 pub async fn users_create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    AppJson(body): AppJson<UserCreate>,
+    // Read after the admin check: a caller who may not register gets its 401 or 403
+    // whatever it sent.
+    body: Result<AppJson<UserCreate>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<UserCreated>)> {
     if state.config.registration == Registration::Admin {
         let token = headers
@@ -110,6 +112,7 @@ pub async fn users_create(
             return Err(ApiError::forbidden("registration is restricted to admins"));
         }
     }
+    let AppJson(body) = body?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::validation("name must be 1 to 100 characters"));

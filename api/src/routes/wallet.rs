@@ -8,7 +8,7 @@ use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::{Auth, WALLET, WALLET_READ};
+use crate::auth::{Scoped, WALLET, WALLET_READ};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppQuery, DecimalKind, PageQuery, Paged, decimal, page};
 use crate::model::{BalanceJson, RequestJson, balance_json, request_json, ts};
@@ -57,8 +57,10 @@ pub fn wallet_of(state: &AppState, account: u32) -> ApiResult<WalletJson> {
 /// The caller's balances.
 #[utoipa::path(get, path = "/v1/wallet", tag = "wallet", security(("bearer" = ["wallet:read"])),
     responses((status = 200, body = WalletJson)))]
-pub async fn wallet_get(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<WalletJson>> {
-    auth.require(WALLET | WALLET_READ)?;
+pub async fn wallet_get(
+    State(state): State<AppState>,
+    Scoped(auth): Scoped<{ WALLET | WALLET_READ }>,
+) -> ApiResult<Json<WalletJson>> {
     Ok(Json(wallet_of(&state, auth.account.0)?))
 }
 
@@ -201,10 +203,9 @@ pub async fn request_create(
     responses((status = 201, body = RequestJson), (status = 400), (status = 409)))]
 pub async fn deposits_create(
     State(state): State<AppState>,
-    auth: Auth,
+    Scoped(auth): Scoped<WALLET>,
     AppJson(b): AppJson<DepositCreate>,
 ) -> ApiResult<(StatusCode, Json<RequestJson>)> {
-    auth.require(WALLET)?;
     let r = request_create(
         &state,
         auth.account,
@@ -224,10 +225,9 @@ pub async fn deposits_create(
     responses((status = 201, body = RequestJson), (status = 400), (status = 409), (status = 422)))]
 pub async fn withdrawals_create(
     State(state): State<AppState>,
-    auth: Auth,
+    Scoped(auth): Scoped<WALLET>,
     AppJson(b): AppJson<WithdrawalCreate>,
 ) -> ApiResult<(StatusCode, Json<RequestJson>)> {
-    auth.require(WALLET)?;
     let r = request_create(
         &state,
         auth.account,
@@ -281,10 +281,9 @@ pub fn requests_query(
     responses((status = 200, description = "paginated requests")))]
 pub async fn deposits_list(
     State(state): State<AppState>,
-    auth: Auth,
+    Scoped(auth): Scoped<{ WALLET | WALLET_READ }>,
     AppQuery(q): AppQuery<PageQuery>,
 ) -> ApiResult<Json<Paged<RequestJson>>> {
-    auth.require(WALLET | WALLET_READ)?;
     let pg = page(q.offset, q.limit)?;
     Ok(Json(requests_query(
         &state,
@@ -300,10 +299,9 @@ pub async fn deposits_list(
     responses((status = 200, description = "paginated requests")))]
 pub async fn withdrawals_list(
     State(state): State<AppState>,
-    auth: Auth,
+    Scoped(auth): Scoped<{ WALLET | WALLET_READ }>,
     AppQuery(q): AppQuery<PageQuery>,
 ) -> ApiResult<Json<Paged<RequestJson>>> {
-    auth.require(WALLET | WALLET_READ)?;
     let pg = page(q.offset, q.limit)?;
     Ok(Json(requests_query(
         &state,
@@ -327,10 +325,9 @@ pub fn parse_id(s: &str) -> Option<u64> {
     responses((status = 200, body = RequestJson), (status = 404)))]
 pub async fn requests_get(
     State(state): State<AppState>,
-    auth: Auth,
+    Scoped(auth): Scoped<{ WALLET | WALLET_READ }>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RequestJson>> {
-    auth.require(WALLET | WALLET_READ)?;
     let nf = || ApiError::not_found("no such request");
     let id = parse_id(&id).ok_or_else(nf)?;
     let r = state

@@ -1,0 +1,2561 @@
+//! The REST contract of API.md, black-box: the general rules (problem+json, request ids,
+//! body limit, content types, unknown fields, decimals, pagination), scopes before
+//! validation, object-level authorization, transactions' filters and sort, the back office,
+//! and the market data routes. Every rejected request is checked to change nothing.
+
+use bourse_tests::*;
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+
+/// A response: status, headers and the body as JSON (a string when it is not JSON).
+#[derive(Debug)]
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Any request; `body` is (content type, bytes).
+async fn call(
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(Option<&str>, Vec<u8>)>,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut r = s.http.request(method, s.url(path));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some((ct, bytes)) = body {
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        r = r.body(bytes);
+    }
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let res = r.send().await.expect("request");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let text = res.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A POST with a chunked body (no Content-Length) over a plain connection; the status and
+/// the whole response as text.
+async fn chunked_post(addr: &str, path: &str, token: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    for chunk in body.chunks(4096) {
+        let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+        frame.extend_from_slice(chunk);
+        frame.extend_from_slice(b"\r\n");
+        // The server may answer and close before the whole body is sent.
+        if tcp.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    let _ = tcp.write_all(b"0\r\n\r\n").await;
+    let mut out = Vec::new();
+    let _ = tcp.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+async fn call_json(
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> Resp {
+    call(
+        s,
+        method,
+        path,
+        token,
+        Some((Some("application/json"), body.to_string().into_bytes())),
+        &[],
+    )
+    .await
+}
+
+/// An RFC 9457 problem with API.md's members, `status` and `code` as given, `instance` the
+/// path and `requestId` the response's `X-Request-Id`.
+#[track_caller]
+fn assert_problem(r: &Resp, status: StatusCode, code: &str, path: &str) {
+    assert_eq!(r.status, status, "{path}: {}", r.body);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("application/problem+json")),
+        "{path}: content type {:?}",
+        r.header("content-type")
+    );
+    let keys: Vec<&str> = r
+        .body
+        .as_object()
+        .unwrap_or_else(|| panic!("{path}: not an object: {}", r.body))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for k in [
+        "type",
+        "title",
+        "status",
+        "detail",
+        "instance",
+        "requestId",
+        "code",
+    ] {
+        assert!(keys.contains(&k), "{path}: {k} missing in {}", r.body);
+    }
+    assert_eq!(r.body["status"], status.as_u16(), "{path}: {}", r.body);
+    assert_eq!(r.body["code"], code, "{path}: {}", r.body);
+    let bare = path.split('?').next().unwrap_or(path);
+    assert_eq!(r.body["instance"], bare, "{path}: {}", r.body);
+    let id = r.header("x-request-id").expect("x-request-id");
+    assert!(!id.is_empty());
+    assert_eq!(r.body["requestId"], id, "{path}: {}", r.body);
+    // Nothing internal reaches a client.
+    let text = r.body.to_string();
+    for leak in [
+        "TapeError",
+        "InternalError",
+        "sqlite",
+        "SQLITE",
+        "panicked",
+        "/src/",
+        ".rs:",
+    ] {
+        assert!(!text.contains(leak), "{path}: leaks {leak}: {text}");
+    }
+}
+
+async fn scoped_token(s: &TestServer, client_id: &str, secret: &str, scope: &str) -> String {
+    let (st, v) = s.token(client_id, secret, Some(scope)).await;
+    assert_eq!(st, StatusCode::OK, "{scope}: {v}");
+    assert_eq!(v["scope"], scope);
+    v["access_token"].as_str().expect("token").to_string()
+}
+
+fn balance(w: &Value, cur: &str) -> Value {
+    w["balances"]
+        .as_array()
+        .expect("balances")
+        .iter()
+        .find(|b| b["currency"] == cur)
+        .unwrap_or_else(|| panic!("{cur} in {w}"))
+        .clone()
+}
+
+/// What a rejected request must leave as it was: the account's wallet, orders, requests
+/// and transactions, and the markets.
+async fn state_of(s: &TestServer, u: &User) -> Vec<Value> {
+    let mut out = Vec::new();
+    for path in [
+        "/v1/wallet",
+        "/v1/orders?limit=1000",
+        "/v1/fills?limit=1000",
+        "/v1/wallet/deposits?limit=1000",
+        "/v1/wallet/withdrawals?limit=1000",
+        "/v1/transactions?limit=1000",
+    ] {
+        let (st, v) = s.get(path, Some(&u.token)).await;
+        assert_eq!(st, StatusCode::OK, "{path}: {v}");
+        out.push(v);
+    }
+    for path in ["/v1/currencies", "/v1/pairs"] {
+        let (st, v) = s.get(path, None).await;
+        assert_eq!(st, StatusCode::OK, "{path}: {v}");
+        out.push(v);
+    }
+    out
+}
+
+// ----- general rules ------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_failure_is_a_problem_with_the_request_id() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    s.fund(&admin, &a, "SEK", "1000").await;
+    let read_only = scoped_token(&s, &a.client_id, &a.secret, "orders:read").await;
+    let order = json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"1000","clientId":"c1"});
+
+    type Case<'a> = (
+        Method,
+        &'a str,
+        Option<&'a str>,
+        Option<Value>,
+        StatusCode,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            Method::GET,
+            "/v1/nope",
+            None,
+            None,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            Method::PUT,
+            "/v1/orders",
+            Some(&a.token),
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+        ),
+        (
+            Method::GET,
+            "/v1/wallet",
+            None,
+            None,
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+        ),
+        (
+            Method::GET,
+            "/v1/wallet",
+            Some("not-a-token"),
+            None,
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+        ),
+        (
+            Method::GET,
+            "/v1/wallet",
+            Some(&read_only),
+            None,
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+        ),
+        (
+            Method::GET,
+            "/v1/orders/123456",
+            Some(&a.token),
+            None,
+            StatusCode::NOT_FOUND,
+            "ORDER_NOT_FOUND",
+        ),
+        (
+            Method::GET,
+            "/v1/wallet/requests/123456",
+            Some(&a.token),
+            None,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            Method::GET,
+            "/v1/transactions/123456",
+            Some(&a.token),
+            None,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            Method::GET,
+            "/v1/orders?limit=1001",
+            Some(&a.token),
+            None,
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            Method::GET,
+            "/v1/pairs/NOPE_X/ticker",
+            None,
+            None,
+            StatusCode::NOT_FOUND,
+            "UNKNOWN_PAIR",
+        ),
+        (
+            Method::POST,
+            "/v1/orders",
+            Some(&a.token),
+            Some(
+                json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"100","price":"1000","clientId":"c2"}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INSUFFICIENT_FUNDS",
+        ),
+        (
+            Method::POST,
+            "/v1/orders",
+            Some(&a.token),
+            Some(order.clone()),
+            StatusCode::CREATED,
+            "",
+        ),
+        (
+            Method::POST,
+            "/v1/orders",
+            Some(&a.token),
+            Some(order.clone()),
+            StatusCode::CONFLICT,
+            "DUPLICATE_CLIENT_ID",
+        ),
+        (
+            Method::POST,
+            "/v1/admin/requests/999/approve",
+            Some(&admin),
+            None,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+    ];
+    for (i, (method, path, token, body, status, code)) in cases.into_iter().enumerate() {
+        // An id the client sends is echoed, on success and failure alike.
+        let sent = format!("contract-{i}");
+        let r = call(
+            &s,
+            method.clone(),
+            path,
+            token,
+            body.map(|b| (Some("application/json"), b.to_string().into_bytes())),
+            &[("x-request-id", &sent)],
+        )
+        .await;
+        assert_eq!(r.header("x-request-id"), Some(sent.as_str()), "{path}");
+        if status.is_success() {
+            assert_eq!(r.status, status, "{path}: {}", r.body);
+            assert!(
+                r.header("content-type")
+                    .is_some_and(|c| c.starts_with("application/json")),
+                "{path}"
+            );
+        } else {
+            assert_problem(&r, status, code, path);
+            if status == StatusCode::UNAUTHORIZED {
+                // RFC 6750 section 3: a 401 names the scheme to use.
+                let challenge = r.header("www-authenticate").unwrap_or_default();
+                assert!(
+                    challenge.starts_with("Bearer"),
+                    "{path}: WWW-Authenticate {challenge:?}"
+                );
+            }
+        }
+    }
+    // Without an id (or with one that is not a printable token) the server makes one.
+    let mut seen = Vec::new();
+    for (path, headers) in [
+        ("/health", vec![]),
+        ("/ready", vec![]),
+        ("/metrics", vec![]),
+        ("/v1/pairs", vec![]),
+        ("/v1/openapi.json", vec![]),
+        ("/v1/pairs/BTC_SEK/book", vec![]),
+        ("/v1/nope", vec![("x-request-id", "")]),
+        ("/v1/pairs", vec![("x-request-id", "has space")]),
+    ] {
+        let too_long = "x".repeat(300);
+        let mut h: Vec<(&str, &str)> = headers;
+        if path == "/v1/openapi.json" {
+            h.push(("x-request-id", &too_long));
+        }
+        let r = call(&s, Method::GET, path, None, None, &h).await;
+        let id = r.header("x-request-id").expect("x-request-id").to_string();
+        assert!(!id.is_empty() && id.len() <= 128, "{path}: {id}");
+        assert_ne!(id, "has space");
+        assert!(!seen.contains(&id), "{path}: ids are unique");
+        seen.push(id);
+    }
+    // The token endpoint's RFC 6749 errors carry one too.
+    let r = call(
+        &s,
+        Method::POST,
+        "/v1/oauth2/token",
+        None,
+        Some((
+            Some("application/x-www-form-urlencoded"),
+            b"grant_type=client_credentials&client_id=nobody&client_secret=x".to_vec(),
+        )),
+        &[("x-request-id", "tok-1")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.body["error"], "invalid_client");
+    assert_eq!(r.header("x-request-id"), Some("tok-1"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_content_types_unknown_fields_and_size() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    s.fund(&admin, &a, "SEK", "1000").await;
+    let before = state_of(&s, &a).await;
+    let good_order = json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"1000","clientId":"ok"});
+    // Every JSON-body endpoint: (path, method, token, a valid body, a required field).
+    let endpoints: Vec<(&str, Method, &str, Value, &str)> = vec![
+        (
+            "/v1/users",
+            Method::POST,
+            &a.token,
+            json!({"name":"x"}),
+            "name",
+        ),
+        (
+            "/v1/orders",
+            Method::POST,
+            &a.token,
+            good_order.clone(),
+            "clientId",
+        ),
+        (
+            "/v1/wallet/deposits",
+            Method::POST,
+            &a.token,
+            json!({"currency":"SEK","amount":"1","externalId":"e1"}),
+            "externalId",
+        ),
+        (
+            "/v1/wallet/withdrawals",
+            Method::POST,
+            &a.token,
+            json!({"currency":"SEK","amount":"1","externalId":"e2","destination":"SE1"}),
+            "destination",
+        ),
+        (
+            "/v1/admin/deposits",
+            Method::POST,
+            &admin,
+            json!({"userId": a.id, "currency":"SEK","amount":"1","externalId":"e3"}),
+            "userId",
+        ),
+        (
+            "/v1/admin/currencies",
+            Method::POST,
+            &admin,
+            json!({"currency":"NOK","minorAmountDecimals":2,"displayName":"Krone"}),
+            "displayName",
+        ),
+        (
+            "/v1/admin/pairs",
+            Method::POST,
+            &admin,
+            json!({"base":"ETH","quote":"EUR","priceDecimals":2,"amountDecimals":4,"minAmount":"0.001","makerFeeRate":"0.001","takerFeeRate":"0.002"}),
+            "minAmount",
+        ),
+        (
+            "/v1/admin/pairs/BTC_SEK",
+            Method::PATCH,
+            &admin,
+            json!({"status":"halted"}),
+            "status",
+        ),
+    ];
+    for (path, method, token, good, required) in &endpoints {
+        let mut unknown = good.clone();
+        unknown["unexpected"] = json!(1);
+        let mut missing = good.clone();
+        missing.as_object_mut().expect("object").remove(*required);
+        let text = good.to_string();
+        let trailing = format!("{text} {{}}");
+        let big = format!("{}{}}}", &text[..text.len() - 1], " ".repeat(65 * 1024));
+        let bad: Vec<(Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+            (
+                Some("application/json"),
+                unknown.to_string().into_bytes(),
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_FAILED",
+            ),
+            (
+                Some("application/json"),
+                missing.to_string().into_bytes(),
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_FAILED",
+            ),
+            (
+                Some("text/plain"),
+                text.clone().into_bytes(),
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_FAILED",
+            ),
+            (
+                Some("application/x-www-form-urlencoded"),
+                text.clone().into_bytes(),
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_FAILED",
+            ),
+            (
+                None,
+                text.clone().into_bytes(),
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_FAILED",
+            ),
+            (
+                Some("application/json"),
+                Vec::new(),
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_FAILED",
+            ),
+            (
+                Some("application/json"),
+                trailing.into_bytes(),
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_FAILED",
+            ),
+            (
+                Some("application/json"),
+                b"[1,2]".to_vec(),
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_FAILED",
+            ),
+            (
+                Some("application/json"),
+                b"null".to_vec(),
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_FAILED",
+            ),
+            (
+                Some("application/json"),
+                vec![b'['; 20_000],
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_FAILED",
+            ),
+            (
+                Some("application/json"),
+                vec![0xff, 0xfe, b'{', b'}'],
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_FAILED",
+            ),
+            (
+                Some("application/json"),
+                big.into_bytes(),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+            ),
+        ];
+        for (ct, bytes, status, code) in bad {
+            let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).to_string();
+            let r = call(
+                &s,
+                method.clone(),
+                path,
+                Some(token),
+                Some((ct, bytes)),
+                &[],
+            )
+            .await;
+            assert_problem(&r, status, code, path);
+            assert!(
+                r.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                "{path} {ct:?} {shown}: {}",
+                r.body
+            );
+        }
+    }
+    // A chunked body over the limit (no Content-Length) is a 413 too.
+    let big = format!(
+        "{}{}}}",
+        &good_order.to_string()[..good_order.to_string().len() - 1],
+        " ".repeat(65 * 1024)
+    );
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let (status, head) = chunked_post(&addr, "/v1/orders", &a.token, big.as_bytes()).await;
+    assert_eq!(status, 413, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("x-request-id:"),
+        "{head}"
+    );
+    assert!(head.contains("PAYLOAD_TOO_LARGE"), "{head}");
+    // The token endpoint has the same limit.
+    let r = call(
+        &s,
+        Method::POST,
+        "/v1/oauth2/token",
+        None,
+        Some((
+            Some("application/x-www-form-urlencoded"),
+            vec![b'a'; 65 * 1024],
+        )),
+        &[],
+    )
+    .await;
+    assert_problem(
+        &r,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        "/v1/oauth2/token",
+    );
+    // Nothing of all that changed anything.
+    assert_eq!(state_of(&s, &a).await, before);
+    let (_, reqs) = s.get("/v1/admin/requests", Some(&admin)).await;
+    assert_eq!(reqs["meta"]["totalCount"], 1, "only the funding: {reqs}");
+
+    // A body of exactly 64 KiB is accepted, and `charset` does not matter.
+    let text = good_order.to_string();
+    let exact = format!(
+        "{}{}}}",
+        &text[..text.len() - 1],
+        " ".repeat(64 * 1024 - text.len())
+    );
+    assert_eq!(exact.len(), 64 * 1024);
+    let r = call(
+        &s,
+        Method::POST,
+        "/v1/orders",
+        Some(&a.token),
+        Some((Some("application/json; charset=utf-8"), exact.into_bytes())),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["status"], "open");
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_decimals_are_400_and_change_nothing() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    s.fund(&admin, &a, "SEK", "1000000").await;
+    s.fund(&admin, &a, "BTC", "1").await;
+    let before = state_of(&s, &a).await;
+
+    // Syntax and range: the same for every decimal field.
+    let malformed = [
+        "-1",
+        "-0.5",
+        "1e3",
+        "1E3",
+        "1.5e-2",
+        "+1",
+        " 1",
+        "1 ",
+        "1.",
+        ".5",
+        "",
+        "0x10",
+        "1,5",
+        "1_000",
+        "NaN",
+        "Infinity",
+        "٣",
+        "99999999999999999999999999999999999999999",
+    ];
+    let zero = ["0", "0.00", "0.0000000000"];
+    let order = |field: &str, v: Value| {
+        let mut b = json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"1000","clientId":"d1"});
+        b[field] = v;
+        b
+    };
+    let market_quote = |v: Value| json!({"pair":"BTC_SEK","side":"buy","type":"market","quoteAmount": v,"clientId":"d2"});
+    let deposit = |v: Value| json!({"currency":"SEK","amount": v,"externalId":"d3"});
+    let withdrawal =
+        |v: Value| json!({"currency":"SEK","amount": v,"externalId":"d4","destination":"SE1"});
+    let credit = |v: Value| json!({"userId": a.id, "currency":"SEK","amount": v,"externalId":"d5"});
+    let mut cases: Vec<(&str, &str, Value, &str)> = Vec::new();
+    for v in malformed.iter().chain(zero.iter()) {
+        let v = json!(v);
+        cases.push((
+            "/v1/orders",
+            "user",
+            order("price", v.clone()),
+            "VALIDATION_FAILED",
+        ));
+        cases.push((
+            "/v1/orders",
+            "user",
+            order("amount", v.clone()),
+            "VALIDATION_FAILED",
+        ));
+        cases.push((
+            "/v1/orders",
+            "user",
+            market_quote(v.clone()),
+            "VALIDATION_FAILED",
+        ));
+        cases.push((
+            "/v1/wallet/deposits",
+            "user",
+            deposit(v.clone()),
+            "VALIDATION_FAILED",
+        ));
+        cases.push((
+            "/v1/wallet/withdrawals",
+            "user",
+            withdrawal(v.clone()),
+            "VALIDATION_FAILED",
+        ));
+        cases.push((
+            "/v1/admin/deposits",
+            "admin",
+            credit(v.clone()),
+            "VALIDATION_FAILED",
+        ));
+    }
+    // JSON numbers and nulls are not decimal strings.
+    for v in [json!(1), json!(1.5), json!(null), json!(true), json!(["1"])] {
+        cases.push((
+            "/v1/orders",
+            "user",
+            order("price", v.clone()),
+            "VALIDATION_FAILED",
+        ));
+        cases.push((
+            "/v1/wallet/deposits",
+            "user",
+            deposit(v.clone()),
+            "VALIDATION_FAILED",
+        ));
+    }
+    // Too many places: off the tick or step for orders, a 400 for money.
+    cases.push((
+        "/v1/orders",
+        "user",
+        order("price", json!("1000.001")),
+        "INVALID_PRICE_TICK",
+    ));
+    cases.push((
+        "/v1/orders",
+        "user",
+        order("amount", json!("0.123456789")),
+        "INVALID_AMOUNT_STEP",
+    ));
+    cases.push((
+        "/v1/orders",
+        "user",
+        market_quote(json!("10.001")),
+        "VALIDATION_FAILED",
+    ));
+    cases.push((
+        "/v1/wallet/deposits",
+        "user",
+        deposit(json!("1.001")),
+        "VALIDATION_FAILED",
+    ));
+    cases.push((
+        "/v1/wallet/withdrawals",
+        "user",
+        withdrawal(json!("1.001")),
+        "VALIDATION_FAILED",
+    ));
+    cases.push((
+        "/v1/admin/deposits",
+        "admin",
+        credit(json!("1.001")),
+        "VALIDATION_FAILED",
+    ));
+    // Out of range but well formed: above the engine's bounds.
+    cases.push((
+        "/v1/orders",
+        "user",
+        order("amount", json!("10995.11627777")),
+        "VALIDATION_FAILED",
+    ));
+    cases.push((
+        "/v1/orders",
+        "user",
+        order("price", json!("43980465111.04")),
+        "VALIDATION_FAILED",
+    ));
+    cases.push((
+        "/v1/wallet/deposits",
+        "user",
+        deposit(json!("46116860184273879.05")),
+        "VALIDATION_FAILED",
+    ));
+    // Below the pair minimum.
+    cases.push((
+        "/v1/orders",
+        "user",
+        order("amount", json!("0.00009999")),
+        "AMOUNT_TOO_SMALL",
+    ));
+    for (path, who, body, code) in cases {
+        let token = if who == "admin" { &admin } else { &a.token };
+        let r = call_json(&s, Method::POST, path, Some(token), &body).await;
+        assert_problem(&r, StatusCode::BAD_REQUEST, code, path);
+    }
+    // An amount over the engine's bound says the bound.
+    let r = call_json(
+        &s,
+        Method::POST,
+        "/v1/orders",
+        Some(&a.token),
+        &order("amount", json!("20000")),
+    )
+    .await;
+    assert_problem(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_FAILED",
+        "/v1/orders",
+    );
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("10995.11627776")),
+        "{}",
+        r.body
+    );
+    assert_eq!(state_of(&s, &a).await, before);
+    let (_, reqs) = s.get("/v1/admin/requests", Some(&admin)).await;
+    assert_eq!(reqs["meta"]["totalCount"], 2, "only the funding: {reqs}");
+    // The client and external ids of the refused requests were not consumed, and fewer
+    // decimals than the grid are fine.
+    let r = call_json(
+        &s,
+        Method::POST,
+        "/v1/orders",
+        Some(&a.token),
+        &order("price", json!("1000.5")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["price"], "1000.50");
+    assert_eq!(r.body["amount"], "0.10000000");
+    let r = call_json(
+        &s,
+        Method::POST,
+        "/v1/wallet/deposits",
+        Some(&a.token),
+        &deposit(json!("12.5")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["amount"], "12.50");
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}
+
+// ----- authorization ------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_are_checked_before_the_request_is_read() {
+    let s = TestServer::start().await;
+    let a = s.register("alice").await;
+    let admin_only = scoped_token(&s, ADMIN_ID, ADMIN_SECRET, "admin").await;
+    let mut tokens: Vec<(&str, String)> = Vec::new();
+    for scope in [
+        "orders",
+        "orders:read",
+        "wallet",
+        "wallet:read",
+        "transactions:read",
+    ] {
+        tokens.push((
+            scope,
+            scoped_token(&s, &a.client_id, &a.secret, scope).await,
+        ));
+    }
+    tokens.push(("admin", admin_only));
+    let before = state_of(&s, &a).await;
+    let bad_body = json!({"unexpected": true});
+    // (method, path, body, scopes that may call it, the status when one of them does: the
+    // request itself is wrong or names nothing, so it still changes nothing).
+    type Row<'a> = (
+        Method,
+        &'a str,
+        Option<&'a Value>,
+        &'a [&'a str],
+        StatusCode,
+    );
+    let table: Vec<Row> = vec![
+        (
+            Method::POST,
+            "/v1/orders",
+            Some(&bad_body),
+            &["orders"],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/orders?unexpected=1",
+            None,
+            &["orders", "orders:read"],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::DELETE,
+            "/v1/orders?unexpected=1",
+            None,
+            &["orders"],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/orders/424242",
+            None,
+            &["orders", "orders:read"],
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/v1/orders/by-client-id/nope",
+            None,
+            &["orders", "orders:read"],
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::DELETE,
+            "/v1/orders/424242",
+            None,
+            &["orders"],
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/v1/fills?unexpected=1",
+            None,
+            &["orders", "orders:read"],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/wallet",
+            None,
+            &["wallet", "wallet:read"],
+            StatusCode::OK,
+        ),
+        (
+            Method::POST,
+            "/v1/wallet/deposits",
+            Some(&bad_body),
+            &["wallet"],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/wallet/withdrawals",
+            Some(&bad_body),
+            &["wallet"],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/wallet/deposits?unexpected=1",
+            None,
+            &["wallet", "wallet:read"],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/wallet/withdrawals?unexpected=1",
+            None,
+            &["wallet", "wallet:read"],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/wallet/requests/424242",
+            None,
+            &["wallet", "wallet:read"],
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/v1/transactions?unexpected=1",
+            None,
+            &["transactions:read"],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/transactions/424242",
+            None,
+            &["transactions:read"],
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/v1/admin/requests?unexpected=1",
+            None,
+            &["admin"],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/admin/requests/424242/approve",
+            None,
+            &["admin"],
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            "/v1/admin/requests/424242/reject",
+            Some(&bad_body),
+            &["admin"],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/admin/deposits",
+            Some(&bad_body),
+            &["admin"],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/admin/audit",
+            None,
+            &["admin"],
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/v1/admin/users/424242/wallet",
+            None,
+            &["admin"],
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            "/v1/admin/currencies",
+            Some(&bad_body),
+            &["admin"],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/admin/pairs",
+            Some(&bad_body),
+            &["admin"],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::PATCH,
+            "/v1/admin/pairs/BTC_SEK",
+            Some(&bad_body),
+            &["admin"],
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (method, path, body, allowed, status) in &table {
+        let send = |token: Option<String>| {
+            let s = &s;
+            let method = method.clone();
+            let body = body.map(|b| (Some("application/json"), b.to_string().into_bytes()));
+            async move { call(s, method, path, token.as_deref(), body, &[]).await }
+        };
+        // No token, a malformed header, an unknown token: 401.
+        let r = send(None).await;
+        assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", path);
+        let r = call(
+            &s,
+            method.clone(),
+            path,
+            None,
+            None,
+            &[("authorization", "Basic YTpi")],
+        )
+        .await;
+        assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", path);
+        let r = send(Some("x".repeat(43))).await;
+        assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", path);
+        for (scope, token) in &tokens {
+            let r = send(Some(token.clone())).await;
+            if allowed.contains(scope) {
+                assert_eq!(r.status, *status, "{method} {path} as {scope}: {}", r.body);
+            } else {
+                // The scope decides before the body or query is looked at.
+                assert_problem(&r, StatusCode::FORBIDDEN, "FORBIDDEN", path);
+            }
+        }
+    }
+    assert_eq!(state_of(&s, &a).await, before);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_accounts_objects_are_not_found() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    s.fund(&admin, &a, "SEK", "100000").await;
+    s.fund(&admin, &a, "BTC", "1").await;
+    s.fund(&admin, &b, "SEK", "100000").await;
+    s.fund(&admin, &b, "BTC", "1").await;
+    // A's resting order, A's fill (against B), A's pending deposit and withdrawal.
+    let resting = s.limit(&a, "BTC_SEK", "buy", "0.1", "1000", "same").await;
+    s.limit(&b, "BTC_SEK", "sell", "0.1", "2000", "b-sell")
+        .await;
+    let taker = s.limit(&a, "BTC_SEK", "buy", "0.1", "2000", "a-take").await;
+    assert_eq!(taker["status"], "filled", "{taker}");
+    let (st, dep) = s
+        .post(
+            "/v1/wallet/deposits",
+            Some(&a.token),
+            &json!({"currency":"SEK","amount":"5","externalId":"shared"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{dep}");
+    let (st, wd) = s
+        .post(
+            "/v1/wallet/withdrawals",
+            Some(&a.token),
+            &json!({"currency":"SEK","amount":"5","externalId":"w-a","destination":"SE1"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{wd}");
+    let (_, a_txs) = s.get("/v1/transactions", Some(&a.token)).await;
+    let a_tx = a_txs["data"][0]["id"].as_str().unwrap().to_string();
+    let a_before = state_of(&s, &a).await;
+
+    // B asks for each of A's objects by id: 404, and the body says no more than for an id
+    // that does not exist at all.
+    let oid = resting["id"].as_str().unwrap();
+    let did = dep["id"].as_str().unwrap();
+    let paths = [
+        (format!("/v1/orders/{oid}"), "/v1/orders/987654".to_string()),
+        (
+            "/v1/orders/by-client-id/a-take".to_string(),
+            "/v1/orders/by-client-id/never-used".to_string(),
+        ),
+        (
+            format!("/v1/wallet/requests/{did}"),
+            "/v1/wallet/requests/987654".to_string(),
+        ),
+        (
+            format!("/v1/wallet/requests/{}", wd["id"].as_str().unwrap()),
+            "/v1/wallet/requests/987654".to_string(),
+        ),
+        (
+            format!("/v1/transactions/{a_tx}"),
+            "/v1/transactions/987654".to_string(),
+        ),
+    ];
+    for (theirs, unknown) in &paths {
+        let r1 = call(&s, Method::GET, theirs, Some(&b.token), None, &[]).await;
+        let r2 = call(&s, Method::GET, unknown, Some(&b.token), None, &[]).await;
+        assert_eq!(r1.status, StatusCode::NOT_FOUND, "{theirs}: {}", r1.body);
+        assert_eq!(r1.body["code"], r2.body["code"], "{theirs}");
+        assert_eq!(r1.body["detail"], r2.body["detail"], "{theirs}");
+        assert_eq!(r1.body["title"], r2.body["title"], "{theirs}");
+    }
+    let r = call(
+        &s,
+        Method::DELETE,
+        &format!("/v1/orders/{oid}"),
+        Some(&b.token),
+        None,
+        &[],
+    )
+    .await;
+    assert_problem(
+        &r,
+        StatusCode::NOT_FOUND,
+        "ORDER_NOT_FOUND",
+        &format!("/v1/orders/{oid}"),
+    );
+    // B's own clientId "same" is B's: the same string names B's order, not A's.
+    let mine = s.limit(&b, "BTC_SEK", "buy", "0.1", "500", "same").await;
+    let (st, o) = s.get("/v1/orders/by-client-id/same", Some(&b.token)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(o["id"], mine["id"]);
+    // A's externalId "shared" is free for B.
+    let (st, v) = s
+        .post(
+            "/v1/wallet/deposits",
+            Some(&b.token),
+            &json!({"currency":"SEK","amount":"5","externalId":"shared"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    // B's cancel-all cancels only B's.
+    let (st, c) = s.delete("/v1/orders", Some(&b.token)).await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    assert_eq!(c["cancelled"], json!([mine["id"]]), "{c}");
+    // B's lists hold only B's.
+    for path in [
+        "/v1/orders",
+        "/v1/fills",
+        "/v1/wallet/deposits",
+        "/v1/transactions",
+    ] {
+        let (_, l) = s.get(path, Some(&b.token)).await;
+        for item in l["data"].as_array().unwrap() {
+            if path == "/v1/orders" {
+                assert_ne!(item["id"], resting["id"], "{path}: {item}");
+                assert_ne!(item["id"], taker["id"], "{path}: {item}");
+            }
+            if path == "/v1/fills" {
+                assert_ne!(item["orderId"], taker["id"], "{path}: {item}");
+            }
+            if let Some(u) = item.get("userId") {
+                assert_eq!(u, &json!(b.id), "{path}: {item}");
+            }
+        }
+    }
+    let (_, bf) = s.get("/v1/fills", Some(&b.token)).await;
+    assert_eq!(bf["meta"]["totalCount"], 1, "{bf}");
+    assert_eq!(bf["data"][0]["side"], "sell");
+    // A user cannot decide A's requests nor read A's wallet through the back office.
+    for path in [
+        format!("/v1/admin/requests/{did}/approve"),
+        format!("/v1/admin/users/{}/wallet", a.id),
+    ] {
+        let m = if path.ends_with("wallet") {
+            Method::GET
+        } else {
+            Method::POST
+        };
+        let r = call(&s, m, &path, Some(&a.token), None, &[]).await;
+        assert_problem(&r, StatusCode::FORBIDDEN, "FORBIDDEN", &path);
+    }
+    assert_eq!(state_of(&s, &a).await, a_before);
+    let (_, d) = s
+        .get(&format!("/v1/wallet/requests/{did}"), Some(&a.token))
+        .await;
+    assert_eq!(d["status"], "pending");
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}
+
+// ----- lists --------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagination_filters_and_query_errors() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    s.fund(&admin, &a, "SEK", "100000").await;
+    s.fund(&admin, &a, "ETH", "10").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let o = s
+            .limit(&a, "BTC_SEK", "buy", "0.1", "1000", &format!("p{i}"))
+            .await;
+        ids.push(o["id"].as_str().unwrap().to_string());
+    }
+    let e = s.limit(&a, "ETH_SEK", "sell", "1", "50000", "e0").await;
+    let (st, c) = s
+        .delete(&format!("/v1/orders/{}", ids[0]), Some(&a.token))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+
+    let (st, l) = s.get("/v1/orders?limit=2&offset=1", Some(&a.token)).await;
+    assert_eq!(st, StatusCode::OK, "{l}");
+    assert_eq!(
+        l["meta"],
+        json!({"offset":1,"limit":2,"count":2,"totalCount":6,"sort":"createdAt","order":"DESC"})
+    );
+    let got: Vec<&str> = l["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, [ids[4].as_str(), ids[3].as_str()], "newest first");
+    let (_, l) = s.get("/v1/orders", Some(&a.token)).await;
+    assert_eq!(l["meta"]["limit"], 100);
+    assert_eq!(l["meta"]["offset"], 0);
+    assert_eq!(l["data"][0]["id"], e["id"]);
+    let (_, l) = s.get("/v1/orders?offset=6", Some(&a.token)).await;
+    assert_eq!(l["meta"]["count"], 0);
+    assert_eq!(l["meta"]["totalCount"], 6);
+    assert_eq!(l["data"], json!([]));
+    let (_, l) = s.get("/v1/orders?offset=1000000", Some(&a.token)).await;
+    assert_eq!(l["meta"]["count"], 0);
+    let (_, l) = s.get("/v1/orders?limit=1000", Some(&a.token)).await;
+    assert_eq!(l["meta"]["count"], 6);
+    // Filters: pair and status, alone and together.
+    for (q, n) in [
+        ("pair=BTC_SEK", 5),
+        ("pair=ETH_SEK", 1),
+        ("pair=ETH_BTC", 0),
+        ("status=open", 5),
+        ("status=closed", 1),
+        ("status=all", 6),
+        ("pair=BTC_SEK&status=open", 4),
+        ("pair=BTC_SEK&status=closed", 1),
+    ] {
+        let (st, l) = s.get(&format!("/v1/orders?{q}"), Some(&a.token)).await;
+        assert_eq!(st, StatusCode::OK, "{q}: {l}");
+        assert_eq!(l["meta"]["totalCount"], n, "{q}: {l}");
+        assert_eq!(l["data"].as_array().unwrap().len(), n, "{q}");
+    }
+    let (_, l) = s.get("/v1/orders?status=closed", Some(&a.token)).await;
+    assert_eq!(l["data"][0]["status"], "cancelled");
+
+    // Query errors on every paginated list.
+    let lists = [
+        "/v1/orders",
+        "/v1/fills",
+        "/v1/wallet/deposits",
+        "/v1/wallet/withdrawals",
+        "/v1/transactions",
+        "/v1/admin/requests",
+    ];
+    for list in lists {
+        let token = if list.starts_with("/v1/admin") {
+            &admin
+        } else {
+            &a.token
+        };
+        for q in [
+            "limit=1001",
+            "limit=0",
+            "limit=-1",
+            "limit=abc",
+            "limit=1.5",
+            "limit=",
+            "offset=-1",
+            "offset=abc",
+            "offset=99999999999999999999",
+            "limit=1&limit=2",
+            "unexpected=1",
+        ] {
+            let path = format!("{list}?{q}");
+            let r = call(&s, Method::GET, &path, Some(token), None, &[]).await;
+            assert_problem(&r, StatusCode::BAD_REQUEST, "VALIDATION_FAILED", &path);
+        }
+        let (st, l) = s.get(&format!("{list}?limit=1000"), Some(token)).await;
+        assert_eq!(st, StatusCode::OK, "{list}: {l}");
+        assert_eq!(l["meta"]["limit"], 1000, "{list}");
+    }
+    // Unknown pairs in a query, bad status values.
+    for path in [
+        "/v1/orders?pair=NOPE_SEK",
+        "/v1/orders?pair=btc_sek",
+        "/v1/fills?pair=NOPE_SEK",
+        "/v1/orders?pair=",
+    ] {
+        let r = call(&s, Method::GET, path, Some(&a.token), None, &[]).await;
+        assert_problem(&r, StatusCode::BAD_REQUEST, "UNKNOWN_PAIR", path);
+    }
+    let r = call(
+        &s,
+        Method::DELETE,
+        "/v1/orders?pair=NOPE_SEK",
+        Some(&a.token),
+        None,
+        &[],
+    )
+    .await;
+    assert_problem(&r, StatusCode::BAD_REQUEST, "UNKNOWN_PAIR", "/v1/orders");
+    for path in ["/v1/orders?status=OPEN", "/v1/orders?status=filled"] {
+        let r = call(&s, Method::GET, path, Some(&a.token), None, &[]).await;
+        assert_problem(&r, StatusCode::BAD_REQUEST, "VALIDATION_FAILED", path);
+    }
+    for q in ["type=foo", "status=done", "userId=abc"] {
+        let path = format!("/v1/admin/requests?{q}");
+        let r = call(&s, Method::GET, &path, Some(&admin), None, &[]).await;
+        assert_problem(&r, StatusCode::BAD_REQUEST, "VALIDATION_FAILED", &path);
+    }
+    // The refused cancel-all cancelled nothing.
+    let (_, l) = s.get("/v1/orders?status=open", Some(&a.token)).await;
+    assert_eq!(l["meta"]["totalCount"], 5);
+    // Cancel-all on one pair leaves the other.
+    let (st, c) = s.delete("/v1/orders?pair=ETH_SEK", Some(&a.token)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(c["cancelled"], json!([e["id"]]));
+    let (_, l) = s.get("/v1/orders?status=open", Some(&a.token)).await;
+    assert_eq!(l["meta"]["totalCount"], 4);
+
+    // Requests: deposits and withdrawals listed apart, newest first; the back office filters.
+    for i in 0..3 {
+        let (st, v) = s
+            .post(
+                "/v1/wallet/deposits",
+                Some(&a.token),
+                &json!({"currency":"SEK","amount":"1","externalId":format!("d{i}")}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    let (st, w) = s
+        .post(
+            "/v1/wallet/withdrawals",
+            Some(&a.token),
+            &json!({"currency":"SEK","amount":"1","externalId":"w0","destination":"SE1"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{w}");
+    let (_, d) = s
+        .get("/v1/wallet/deposits?limit=2&offset=0", Some(&a.token))
+        .await;
+    assert_eq!(
+        d["meta"],
+        json!({"offset":0,"limit":2,"count":2,"totalCount":5,"sort":"createdAt","order":"DESC"}),
+        "3 requests and 2 completed credits"
+    );
+    assert_eq!(d["data"][0]["externalId"], "d2");
+    assert_eq!(d["data"][1]["externalId"], "d1");
+    for r in d["data"].as_array().unwrap() {
+        assert_eq!(r["type"], "deposit");
+    }
+    let (_, wl) = s.get("/v1/wallet/withdrawals", Some(&a.token)).await;
+    assert_eq!(wl["meta"]["totalCount"], 1);
+    assert_eq!(wl["data"][0]["id"], w["id"]);
+    for (q, n) in [
+        ("type=deposit", 5),
+        ("type=withdrawal", 1),
+        ("status=pending", 4),
+        ("status=completed", 2),
+        ("status=rejected", 0),
+        ("type=deposit&status=pending", 3),
+        ("userId=424242", 0),
+    ] {
+        let (st, l) = s
+            .get(&format!("/v1/admin/requests?{q}"), Some(&admin))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{q}: {l}");
+        assert_eq!(l["meta"]["totalCount"], n, "{q}: {l}");
+    }
+    let (_, l) = s
+        .get(
+            &format!("/v1/admin/requests?userId={}&type=withdrawal", a.id),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(l["meta"]["totalCount"], 1);
+    assert_eq!(l["data"][0]["userId"], json!(a.id));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_filters_sort_and_shape() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    s.fund(&admin, &a, "SEK", "10000").await;
+    s.fund(&admin, &b, "BTC", "1").await;
+    let sell = s.limit(&b, "BTC_SEK", "sell", "0.01", "300000", "s").await;
+    let buy = s.limit(&a, "BTC_SEK", "buy", "0.01", "300000", "b").await;
+    assert_eq!(buy["status"], "filled", "{buy}");
+    let trade = buy["fills"][0]["tradeId"].as_str().unwrap().to_string();
+    let (st, wd) = s
+        .post(
+            "/v1/wallet/withdrawals",
+            Some(&a.token),
+            &json!({"currency":"BTC","amount":"0.001","externalId":"w","destination":"bc1"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{wd}");
+    let wid = wd["id"].as_str().unwrap();
+    let (st, _) = s
+        .post(
+            &format!("/v1/admin/requests/{wid}/approve"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+
+    // A: TOPUP SEK; the trade (SEK out, BTC in, BTC fee); the completed withdrawal.
+    let (st, all) = s.get("/v1/transactions?order=ASC", Some(&a.token)).await;
+    assert_eq!(st, StatusCode::OK, "{all}");
+    assert_eq!(all["meta"]["sort"], "bookingDate");
+    assert_eq!(all["meta"]["order"], "ASC");
+    let data = all["data"].as_array().unwrap().clone();
+    let kinds: Vec<(&str, &str, &str)> = data
+        .iter()
+        .map(|t| {
+            (
+                t["type"].as_str().unwrap(),
+                t["delta"]["currency"].as_str().unwrap(),
+                t["delta"]["amount"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds.len(), 5, "{all}");
+    assert_eq!(kinds[0], ("TOPUP", "SEK", "10000.00"));
+    let mut middle = kinds[1..4].to_vec();
+    middle.sort();
+    assert_eq!(
+        middle,
+        [
+            ("FEE_COLLECTION", "BTC", "-0.00002000"),
+            ("ORDER_EXECUTION", "BTC", "0.01000000"),
+            ("ORDER_EXECUTION", "SEK", "-3000.00"),
+        ]
+    );
+    assert_eq!(kinds[4], ("WITHDRAWAL", "BTC", "-0.00100000"));
+    // Every transaction's members and formats.
+    for t in &data {
+        let keys: std::collections::BTreeSet<&str> =
+            t.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "balanceAfter",
+                "bookingDate",
+                "delta",
+                "id",
+                "references",
+                "type",
+                "valueDate"
+            ]
+            .into_iter()
+            .collect(),
+            "{t}"
+        );
+        let bd = t["bookingDate"].as_str().unwrap();
+        assert!(
+            bd.len() == 24 && bd.ends_with('Z') && &bd[10..11] == "T",
+            "{bd}"
+        );
+        assert!(t["valueDate"].as_str().unwrap().ends_with('Z'));
+        for r in t["references"].as_array().unwrap() {
+            assert!(
+                ["ORDER", "ORDER_EXECUTION", "TOPUP", "WITHDRAWAL"]
+                    .contains(&r["type"].as_str().unwrap()),
+                "{t}"
+            );
+            assert!(r["id"].is_string(), "{t}");
+        }
+    }
+    // References name what was booked.
+    let refs = |t: &Value| -> Vec<(String, String)> {
+        t["references"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["type"].as_str().unwrap().to_string(),
+                    r["id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    for t in &data[1..4] {
+        let r = refs(t);
+        assert!(
+            r.contains(&("ORDER_EXECUTION".to_string(), trade.clone())),
+            "{t}"
+        );
+        assert!(
+            r.contains(&("ORDER".to_string(), buy["id"].as_str().unwrap().to_string())),
+            "{t}"
+        );
+    }
+    assert_eq!(
+        refs(&data[4]),
+        [("WITHDRAWAL".to_string(), wid.to_string())]
+    );
+    // balanceAfter runs per currency.
+    let mut run: std::collections::HashMap<String, i128> = Default::default();
+    for t in &data {
+        let c = t["delta"]["currency"].as_str().unwrap().to_string();
+        let v = run.entry(c).or_default();
+        *v += minor(t["delta"]["amount"].as_str().unwrap());
+        assert_eq!(*v, minor(t["balanceAfter"].as_str().unwrap()), "{t}");
+    }
+    // DESC (the default) is the reverse; one transaction reads the same alone.
+    let (_, desc) = s.get("/v1/transactions", Some(&a.token)).await;
+    assert_eq!(desc["meta"]["order"], "DESC");
+    let mut rev = data.clone();
+    rev.reverse();
+    assert_eq!(desc["data"].as_array().unwrap(), &rev);
+    let (_, desc2) = s
+        .get(
+            "/v1/transactions?sort=bookingDate&order=DESC",
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(desc2, desc);
+    for t in &data {
+        let (st, one) = s
+            .get(
+                &format!("/v1/transactions/{}", t["id"].as_str().unwrap()),
+                Some(&a.token),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(&one, t);
+    }
+    // Filters.
+    for (q, n) in [
+        ("currency=SEK", 2),
+        ("currency=BTC", 3),
+        ("currency=EUR", 0),
+        ("type=ORDER_EXECUTION", 2),
+        ("type=FEE_COLLECTION", 1),
+        ("type=TOPUP", 1),
+        ("type=WITHDRAWAL", 1),
+        ("currency=BTC&type=ORDER_EXECUTION", 1),
+        ("endDate=2000-01-01", 0),
+        ("startDate=2999-01-01", 0),
+        ("startDate=2000-01-01&endDate=2999-12-31", 5),
+    ] {
+        let (st, l) = s
+            .get(&format!("/v1/transactions?{q}"), Some(&a.token))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{q}: {l}");
+        assert_eq!(l["meta"]["totalCount"], n, "{q}: {l}");
+    }
+    // Dates are inclusive: a transaction's own day selects it, as start, end or both.
+    for t in &data {
+        let day = &t["bookingDate"].as_str().unwrap()[..10];
+        for q in [
+            format!("startDate={day}"),
+            format!("endDate={day}"),
+            format!("startDate={day}&endDate={day}"),
+        ] {
+            let (_, l) = s
+                .get(&format!("/v1/transactions?{q}&limit=1000"), Some(&a.token))
+                .await;
+            assert!(
+                l["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x["id"] == t["id"]),
+                "{q}: {l}"
+            );
+        }
+    }
+    let (_, page) = s
+        .get(
+            "/v1/transactions?order=ASC&offset=1&limit=2",
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(page["data"].as_array().unwrap(), &data[1..3].to_vec());
+    assert_eq!(page["meta"]["totalCount"], 5);
+    for q in [
+        "sort=amount",
+        "order=sideways",
+        "currency=NOPE",
+        "type=topup",
+        "type=HOLD",
+        "startDate=2026-13-01",
+        "startDate=2026-02-30",
+        "endDate=yesterday",
+        "startDate=2026-01-01T00:00:00Z",
+    ] {
+        let path = format!("/v1/transactions?{q}");
+        let r = call(&s, Method::GET, &path, Some(&a.token), None, &[]).await;
+        assert_problem(&r, StatusCode::BAD_REQUEST, "VALIDATION_FAILED", &path);
+    }
+    // B's side of the same trade.
+    let (_, bt) = s
+        .get(
+            "/v1/transactions?type=ORDER_EXECUTION&order=ASC",
+            Some(&b.token),
+        )
+        .await;
+    let mut bk: Vec<(String, String)> = bt["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["delta"]["currency"].as_str().unwrap().to_string(),
+                t["delta"]["amount"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    bk.sort();
+    assert_eq!(
+        bk,
+        [
+            ("BTC".to_string(), "-0.01000000".to_string()),
+            ("SEK".to_string(), "3000.00".to_string())
+        ]
+    );
+    let (_, bf) = s
+        .get("/v1/transactions?type=FEE_COLLECTION", Some(&b.token))
+        .await;
+    assert_eq!(bf["data"][0]["delta"]["amount"], "-3.00", "maker fee 0.1 %");
+    assert_eq!(sell["status"], "open");
+    s.assert_transactions_match_wallet(&a).await;
+    s.assert_transactions_match_wallet(&b).await;
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}
+
+// ----- orders and wallet --------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_shape_and_rules() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    s.fund(&admin, &a, "SEK", "100000").await;
+    s.fund(&admin, &a, "BTC", "1").await;
+    let order_keys: std::collections::BTreeSet<&str> = [
+        "id",
+        "clientId",
+        "pair",
+        "side",
+        "type",
+        "timeInForce",
+        "postOnly",
+        "price",
+        "amount",
+        "quoteAmount",
+        "filledAmount",
+        "filledQuoteAmount",
+        "averagePrice",
+        "fee",
+        "feeCurrency",
+        "status",
+        "rejectReason",
+        "createdAt",
+        "updatedAt",
+        "fills",
+    ]
+    .into_iter()
+    .collect();
+    let o = s.limit(&a, "BTC_SEK", "buy", "0.01", "1000", "shape").await;
+    let keys: std::collections::BTreeSet<&str> =
+        o.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, order_keys, "{o}");
+    assert_eq!(o["quoteAmount"], Value::Null);
+    assert_eq!(o["averagePrice"], Value::Null);
+    assert_eq!(o["rejectReason"], Value::Null);
+    assert_eq!(o["timeInForce"], "GTC");
+    assert_eq!(o["postOnly"], false);
+    assert_eq!(o["filledAmount"], "0.00000000");
+    assert_eq!(o["filledQuoteAmount"], "0.00");
+    assert_eq!(o["fee"], "0.00000000");
+    assert_eq!(o["feeCurrency"], "BTC");
+    assert_eq!(o["fills"], json!([]));
+    let (_, again) = s
+        .get(
+            &format!("/v1/orders/{}", o["id"].as_str().unwrap()),
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(again, o, "a GET returns what the 201 did");
+    // A market order without liquidity: expired, price null, nothing held afterwards.
+    let (st, m) = s
+        .order(
+            &a,
+            json!({"pair":"BTC_SEK","side":"sell","type":"market","amount":"0.5","clientId":"m"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{m}");
+    assert_eq!(m["status"], "expired");
+    assert_eq!(m["type"], "market");
+    assert_eq!(m["timeInForce"], "IOC");
+    assert_eq!(m["price"], Value::Null);
+    assert_eq!(m["quoteAmount"], Value::Null);
+    assert_eq!(m["amount"], "0.50000000");
+    assert_eq!(m["feeCurrency"], "SEK");
+    let (_, w) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(balance(&w, "BTC")["held"], "0.00000000", "{w}");
+    assert_eq!(balance(&w, "SEK")["held"], "10.00", "{w}");
+    // Every currency is listed, with available + held = total.
+    let (_, cur) = s.get("/v1/currencies", None).await;
+    assert_eq!(
+        w["balances"].as_array().unwrap().len(),
+        cur.as_array().unwrap().len()
+    );
+    for b in w["balances"].as_array().unwrap() {
+        assert_eq!(
+            minor(b["available"].as_str().unwrap()) + minor(b["held"].as_str().unwrap()),
+            minor(b["total"].as_str().unwrap()),
+            "{b}"
+        );
+    }
+    assert!(w["createdAt"].as_str().unwrap().ends_with('Z'));
+
+    let before = state_of(&s, &a).await;
+    let base = json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.01","price":"1000","clientId":"r1"});
+    let with = |pairs: &[(&str, Value)]| {
+        let mut b = base.clone();
+        for (k, v) in pairs {
+            if v.is_null() {
+                b.as_object_mut().unwrap().remove(*k);
+            } else {
+                b[*k] = v.clone();
+            }
+        }
+        b
+    };
+    let cases: Vec<(Value, StatusCode, &str)> = vec![
+        (
+            with(&[("clientId", json!("x".repeat(65)))]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[("clientId", json!("a.b"))]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[("clientId", json!("é"))]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[("clientId", Value::Null)]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[("timeInForce", json!("gtc"))]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[("timeInForce", json!("DAY"))]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[("side", json!("BUY"))]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[("selfTradePrevention", json!("cancelBoth"))]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[("postOnly", json!("true"))]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[("postOnly", json!(true)), ("timeInForce", json!("IOC"))]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[("quoteAmount", json!("10"))]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[("amount", Value::Null)]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[("pair", json!("btc_sek"))]),
+            StatusCode::BAD_REQUEST,
+            "UNKNOWN_PAIR",
+        ),
+        (
+            with(&[("pair", json!(""))]),
+            StatusCode::BAD_REQUEST,
+            "UNKNOWN_PAIR",
+        ),
+        (
+            with(&[("type", json!("market"))]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[("type", json!("market")), ("price", Value::Null)]),
+            StatusCode::CREATED,
+            "",
+        ),
+        (
+            with(&[
+                ("type", json!("market")),
+                ("price", Value::Null),
+                ("amount", Value::Null),
+            ]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[
+                ("type", json!("market")),
+                ("price", Value::Null),
+                ("timeInForce", json!("FOK")),
+            ]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[
+                ("type", json!("market")),
+                ("price", Value::Null),
+                ("postOnly", json!(true)),
+            ]),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            with(&[
+                ("type", json!("market")),
+                ("price", Value::Null),
+                ("amount", Value::Null),
+                ("quoteAmount", json!("1000000")),
+            ]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INSUFFICIENT_FUNDS",
+        ),
+        (
+            with(&[("side", json!("sell")), ("amount", json!("2"))]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INSUFFICIENT_FUNDS",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let mut body = body;
+        if status == StatusCode::CREATED {
+            // The one good request of the table: a market buy that expires at once.
+            body["clientId"] = json!("r-ok");
+            let (st, v) = s.order(&a, body.clone()).await;
+            assert_eq!(st, status, "{body}: {v}");
+            assert_eq!(v["status"], "expired", "{v}");
+            continue;
+        }
+        let r = call_json(&s, Method::POST, "/v1/orders", Some(&a.token), &body).await;
+        assert_problem(&r, status, code, "/v1/orders");
+    }
+    let mut after = state_of(&s, &a).await;
+    // The expired market order is the only new order.
+    let orders = after[1]["data"].as_array_mut().unwrap();
+    assert_eq!(orders[0]["clientId"], "r-ok");
+    orders.remove(0);
+    let n = orders.len();
+    after[1]["meta"]["count"] = json!(n);
+    after[1]["meta"]["totalCount"] = json!(n);
+    assert_eq!(after, before);
+    // The 64-character clientId limit is inclusive, and "r1" was never consumed.
+    s.limit(&a, "BTC_SEK", "buy", "0.01", "1000", &"y".repeat(64))
+        .await;
+    s.limit(&a, "BTC_SEK", "buy", "0.01", "1000", "r1").await;
+
+    // Halted: 409 PAIR_HALTED, nothing held, the clientId still free; reads still work.
+    let (st, _) = s
+        .patch(
+            "/v1/admin/pairs/BTC_SEK",
+            Some(&admin),
+            &json!({"status":"halted"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, pairs) = s.get("/v1/pairs", None).await;
+    assert_eq!(pairs[0]["status"], "halted");
+    let (_, w1) = s.get("/v1/wallet", Some(&a.token)).await;
+    let r = call_json(
+        &s,
+        Method::POST,
+        "/v1/orders",
+        Some(&a.token),
+        &with(&[("clientId", json!("h1"))]),
+    )
+    .await;
+    assert_problem(&r, StatusCode::CONFLICT, "PAIR_HALTED", "/v1/orders");
+    let (_, w2) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(w1, w2);
+    let (st, _) = s.get("/v1/pairs/BTC_SEK/book", None).await;
+    assert_eq!(st, StatusCode::OK);
+    s.patch(
+        "/v1/admin/pairs/BTC_SEK",
+        Some(&admin),
+        &json!({"status":"active"}),
+    )
+    .await;
+    s.limit(&a, "BTC_SEK", "buy", "0.01", "1000", "h1").await;
+
+    // Duplicate clientId: 409 with the first order's id, even after it is final.
+    let id = o["id"].as_str().unwrap();
+    let (st, c) = s.delete(&format!("/v1/orders/{id}"), Some(&a.token)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(c["status"], "cancelled");
+    assert_eq!(c["id"], o["id"]);
+    let r = call_json(
+        &s,
+        Method::POST,
+        "/v1/orders",
+        Some(&a.token),
+        &with(&[("clientId", json!("shape"))]),
+    )
+    .await;
+    assert_problem(
+        &r,
+        StatusCode::CONFLICT,
+        "DUPLICATE_CLIENT_ID",
+        "/v1/orders",
+    );
+    assert_eq!(r.body["orderId"], o["id"]);
+    let r = call(
+        &s,
+        Method::DELETE,
+        &format!("/v1/orders/{id}"),
+        Some(&a.token),
+        None,
+        &[],
+    )
+    .await;
+    assert_problem(
+        &r,
+        StatusCode::CONFLICT,
+        "ORDER_NOT_OPEN",
+        &format!("/v1/orders/{id}"),
+    );
+    // Cancel-all with nothing of the pair open.
+    let (st, c) = s.delete("/v1/orders?pair=ETH_BTC", Some(&a.token)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(c, json!({"cancelled": []}));
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wallet_requests_and_back_office() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    s.fund(&admin, &a, "SEK", "100").await;
+    let req_keys: std::collections::BTreeSet<&str> = [
+        "id",
+        "externalId",
+        "userId",
+        "type",
+        "currency",
+        "amount",
+        "status",
+        "destination",
+        "reason",
+        "createdAt",
+        "updatedAt",
+    ]
+    .into_iter()
+    .collect();
+    // Withdrawal: available -> held at once; its shape.
+    let (st, w) = s
+        .post(
+            "/v1/wallet/withdrawals",
+            Some(&a.token),
+            &json!({"currency":"SEK","amount":"40","externalId":"w1","destination":"SE45 5000"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{w}");
+    let keys: std::collections::BTreeSet<&str> =
+        w.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, req_keys, "{w}");
+    assert_eq!(w["type"], "withdrawal");
+    assert_eq!(w["status"], "pending");
+    assert_eq!(w["amount"], "40.00");
+    assert_eq!(w["destination"], "SE45 5000");
+    assert_eq!(w["reason"], Value::Null);
+    assert_eq!(w["userId"], json!(a.id));
+    let (_, wal) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(
+        balance(&wal, "SEK"),
+        json!({"currency":"SEK","available":"60.00","held":"40.00","total":"100.00"})
+    );
+    // More than available: 422, nothing held, the externalId still free.
+    let before = state_of(&s, &a).await;
+    let r = call_json(
+        &s,
+        Method::POST,
+        "/v1/wallet/withdrawals",
+        Some(&a.token),
+        &json!({"currency":"SEK","amount":"60.01","externalId":"w2","destination":"x"}),
+    )
+    .await;
+    assert_problem(
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INSUFFICIENT_FUNDS",
+        "/v1/wallet/withdrawals",
+    );
+    for (path, body) in [
+        (
+            "/v1/wallet/withdrawals",
+            json!({"currency":"NOPE","amount":"1","externalId":"w2","destination":"x"}),
+        ),
+        (
+            "/v1/wallet/withdrawals",
+            json!({"currency":"SEK","amount":"1","externalId":"w2","destination":""}),
+        ),
+        (
+            "/v1/wallet/withdrawals",
+            json!({"currency":"SEK","amount":"1","externalId":"w2","destination":"x".repeat(257)}),
+        ),
+        (
+            "/v1/wallet/deposits",
+            json!({"currency":"SEK","amount":"1","externalId":""}),
+        ),
+        (
+            "/v1/wallet/deposits",
+            json!({"currency":"SEK","amount":"1","externalId":"has space"}),
+        ),
+        (
+            "/v1/wallet/deposits",
+            json!({"currency":"SEK","amount":"1","externalId":"e".repeat(129)}),
+        ),
+        (
+            "/v1/wallet/deposits",
+            json!({"currency":"sek","amount":"1","externalId":"w2"}),
+        ),
+    ] {
+        let r = call_json(&s, Method::POST, path, Some(&a.token), &body).await;
+        assert_problem(&r, StatusCode::BAD_REQUEST, "VALIDATION_FAILED", path);
+    }
+    // A repeated externalId, across deposits and withdrawals: 409 with the first's id.
+    for (path, body) in [
+        (
+            "/v1/wallet/deposits",
+            json!({"currency":"SEK","amount":"1","externalId":"w1"}),
+        ),
+        (
+            "/v1/wallet/withdrawals",
+            json!({"currency":"SEK","amount":"1","externalId":"w1","destination":"x"}),
+        ),
+    ] {
+        let r = call_json(&s, Method::POST, path, Some(&a.token), &body).await;
+        assert_problem(&r, StatusCode::CONFLICT, "DUPLICATE_EXTERNAL_ID", path);
+        assert_eq!(r.body["existingId"], w["id"]);
+    }
+    assert_eq!(state_of(&s, &a).await, before);
+    let (st, w2) = s
+        .post(
+            "/v1/wallet/withdrawals",
+            Some(&a.token),
+            &json!({"currency":"SEK","amount":"60","externalId":"w2","destination":"x"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{w2}");
+
+    // Back office: reject returns the hold, approve removes it; neither twice.
+    let wid = w["id"].as_str().unwrap();
+    let w2id = w2["id"].as_str().unwrap();
+    let (st, rj) = s
+        .post(
+            &format!("/v1/admin/requests/{w2id}/reject"),
+            Some(&admin),
+            &json!({"reason":"no such account"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{rj}");
+    assert_eq!(rj["status"], "rejected");
+    assert_eq!(rj["reason"], "no such account");
+    let (st, ap) = s
+        .post(
+            &format!("/v1/admin/requests/{wid}/approve"),
+            Some(&admin),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{ap}");
+    assert_eq!(ap["status"], "completed");
+    assert_ne!(ap["updatedAt"], Value::Null);
+    let (_, wal) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(
+        balance(&wal, "SEK"),
+        json!({"currency":"SEK","available":"60.00","held":"0.00","total":"60.00"})
+    );
+    let before = state_of(&s, &a).await;
+    for (id, verb) in [
+        (wid, "approve"),
+        (wid, "reject"),
+        (w2id, "approve"),
+        (w2id, "reject"),
+    ] {
+        let path = format!("/v1/admin/requests/{id}/{verb}");
+        let r = call_json(
+            &s,
+            Method::POST,
+            &path,
+            Some(&admin),
+            &json!({"reason":"again"}),
+        )
+        .await;
+        assert_problem(&r, StatusCode::CONFLICT, "REQUEST_NOT_PENDING", &path);
+    }
+    for path in [
+        "/v1/admin/requests/424242/reject",
+        "/v1/admin/requests/abc/approve",
+        "/v1/admin/requests/-1/approve",
+    ] {
+        let r = call_json(&s, Method::POST, path, Some(&admin), &json!({"reason":"x"})).await;
+        assert_problem(&r, StatusCode::NOT_FOUND, "NOT_FOUND", path);
+    }
+    // Admin credits: unknown user, the user's own externalIds, unknown currency.
+    for (body, status, code) in [
+        (
+            json!({"userId":"424242","currency":"SEK","amount":"1","externalId":"c1"}),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            json!({"userId":"abc","currency":"SEK","amount":"1","externalId":"c1"}),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            json!({"userId": a.id,"currency":"XXX","amount":"1","externalId":"c1"}),
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            json!({"userId": a.id,"currency":"SEK","amount":"1","externalId":"w2"}),
+            StatusCode::CONFLICT,
+            "DUPLICATE_EXTERNAL_ID",
+        ),
+    ] {
+        let r = call_json(&s, Method::POST, "/v1/admin/deposits", Some(&admin), &body).await;
+        assert_problem(&r, status, code, "/v1/admin/deposits");
+    }
+    for path in [
+        "/v1/admin/users/424242/wallet",
+        "/v1/admin/users/abc/wallet",
+    ] {
+        let r = call(&s, Method::GET, path, Some(&admin), None, &[]).await;
+        assert_problem(&r, StatusCode::NOT_FOUND, "NOT_FOUND", path);
+    }
+    let r = call_json(
+        &s,
+        Method::PATCH,
+        "/v1/admin/pairs/NOPE_SEK",
+        Some(&admin),
+        &json!({"status":"halted"}),
+    )
+    .await;
+    assert_problem(
+        &r,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "/v1/admin/pairs/NOPE_SEK",
+    );
+    let r = call_json(
+        &s,
+        Method::PATCH,
+        "/v1/admin/pairs/BTC_SEK",
+        Some(&admin),
+        &json!({"status":"paused"}),
+    )
+    .await;
+    assert_problem(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_FAILED",
+        "/v1/admin/pairs/BTC_SEK",
+    );
+    assert_eq!(state_of(&s, &a).await, before);
+    // A credit is completed at once, and the audit's shape and sums.
+    let (st, cr) = s
+        .post(
+            "/v1/admin/deposits",
+            Some(&admin),
+            &json!({"userId": a.id,"currency":"SEK","amount":"0.5","externalId":"c1"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{cr}");
+    assert_eq!(cr["status"], "completed");
+    assert_eq!(cr["type"], "deposit");
+    let (st, audit) = s.get("/v1/admin/audit", Some(&admin)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(audit["ok"], true);
+    let sek = audit["currencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["currency"] == "SEK")
+        .unwrap();
+    assert_eq!(
+        sek,
+        &json!({"currency":"SEK","deposits":"100.50","withdrawals":"40.00","accountsTotal":"60.50","feesTotal":"0.00","ok":true})
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_restricted_registration_auto_approval_and_expiry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = test_config(tmp.path());
+    c.registration = api::config::Registration::Admin;
+    c.deposit_auto_approve = true;
+    let s = TestServer::start_with(c).await;
+    let admin = s.admin_token().await;
+    // Registration restricted to admins: 401 without a token, 403 for a user, even with a
+    // body that is wrong.
+    let r = call_json(&s, Method::POST, "/v1/users", None, &json!({"name":"x"})).await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "/v1/users");
+    let r = call_json(
+        &s,
+        Method::POST,
+        "/v1/users",
+        Some(&admin),
+        &json!({"name":"alice"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let (cid, secret) = (
+        r.body["clientId"].as_str().unwrap().to_string(),
+        r.body["clientSecret"].as_str().unwrap().to_string(),
+    );
+    let (st, t) = s.token(&cid, &secret, None).await;
+    assert_eq!(st, StatusCode::OK);
+    let user = t["access_token"].as_str().unwrap().to_string();
+    for body in [json!({"name":"mallory"}), json!({"bogus":1})] {
+        let r = call_json(&s, Method::POST, "/v1/users", Some(&user), &body).await;
+        assert_problem(&r, StatusCode::FORBIDDEN, "FORBIDDEN", "/v1/users");
+    }
+    let r = call(
+        &s,
+        Method::POST,
+        "/v1/users",
+        None,
+        Some((Some("text/plain"), b"x".to_vec())),
+        &[],
+    )
+    .await;
+    assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "/v1/users");
+    // Auto-approval: a deposit is completed at once and credited.
+    let (st, d) = s
+        .post(
+            "/v1/wallet/deposits",
+            Some(&user),
+            &json!({"currency":"EUR","amount":"12.34","externalId":"auto"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{d}");
+    assert_eq!(d["status"], "completed");
+    let (_, w) = s.get("/v1/wallet", Some(&user)).await;
+    assert_eq!(balance(&w, "EUR")["available"], "12.34");
+    let (_, tx) = s.get("/v1/transactions", Some(&user)).await;
+    assert_eq!(tx["data"][0]["type"], "TOPUP");
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+
+    // Tokens expire: 401 afterwards.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = test_config(tmp.path());
+    c.token_ttl_secs = 1;
+    let s = TestServer::start_with(c).await;
+    let (st, t) = s.token(ADMIN_ID, ADMIN_SECRET, Some("admin")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(t["expires_in"], 1);
+    let token = t["access_token"].as_str().unwrap().to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let r = call(&s, Method::GET, "/v1/admin/audit", Some(&token), None, &[]).await;
+    assert_problem(
+        &r,
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        "/v1/admin/audit",
+    );
+    s.stop().await;
+}
+
+// ----- market data --------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn market_data_after_trades() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    s.fund(&admin, &a, "SEK", "1000000").await;
+    s.fund(&admin, &b, "BTC", "2").await;
+    // An empty pair first.
+    let (st, t) = s.get("/v1/pairs/BTC_SEK/ticker", None).await;
+    assert_eq!(st, StatusCode::OK);
+    for k in [
+        "lastPrice",
+        "bestBid",
+        "bestBidAmount",
+        "bestAsk",
+        "bestAskAmount",
+        "high",
+        "low",
+    ] {
+        assert_eq!(t[k], Value::Null, "{k}: {t}");
+    }
+    assert_eq!(t["baseVolume"], "0");
+    assert_eq!(t["quoteVolume"], "0");
+    let (_, book) = s.get("/v1/pairs/BTC_SEK/book", None).await;
+    assert_eq!(book["bids"], json!([]));
+    assert_eq!(book["asks"], json!([]));
+    let (_, tr) = s.get("/v1/pairs/BTC_SEK/trades", None).await;
+    assert_eq!(tr, json!([]));
+    let (_, cd) = s.get("/v1/pairs/BTC_SEK/candles?interval=1m", None).await;
+    assert_eq!(cd, json!([]));
+
+    s.limit(&b, "BTC_SEK", "sell", "0.5", "300000", "s1").await;
+    s.limit(&b, "BTC_SEK", "sell", "0.3", "301000", "s2").await;
+    let t1 = s.limit(&a, "BTC_SEK", "buy", "0.6", "301000", "b1").await;
+    assert_eq!(t1["status"], "filled", "{t1}");
+    s.limit(&a, "BTC_SEK", "buy", "0.1", "290000", "b2").await;
+    s.limit(&a, "BTC_SEK", "buy", "0.1", "290000", "b3").await;
+    s.limit(&a, "BTC_SEK", "buy", "0.05", "289000.5", "b4")
+        .await;
+
+    let (st, t) = s.get("/v1/pairs/BTC_SEK/ticker", None).await;
+    assert_eq!(st, StatusCode::OK, "{t}");
+    assert_eq!(t["pair"], "BTC_SEK");
+    assert_eq!(t["lastPrice"], "301000.00");
+    assert_eq!(t["bestBid"], "290000.00");
+    assert_eq!(t["bestBidAmount"], "0.20000000");
+    assert_eq!(t["bestAsk"], "301000.00");
+    assert_eq!(t["bestAskAmount"], "0.20000000");
+    assert_eq!(t["high"], "301000.00");
+    assert_eq!(t["low"], "300000.00");
+    assert_eq!(t["baseVolume"], "0.60000000");
+    assert_eq!(t["quoteVolume"], "180100.00");
+    assert!(t["timestamp"].as_str().unwrap().ends_with('Z'));
+    let (_, all) = s.get("/v1/tickers", None).await;
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 4);
+    let mine = all.iter().find(|x| x["pair"] == "BTC_SEK").unwrap();
+    assert_eq!(mine["lastPrice"], t["lastPrice"]);
+    assert_eq!(mine["bestBidAmount"], t["bestBidAmount"]);
+
+    let (st, book) = s.get("/v1/pairs/BTC_SEK/book", None).await;
+    assert_eq!(st, StatusCode::OK, "{book}");
+    assert_eq!(book["pair"], "BTC_SEK");
+    assert_eq!(
+        book["bids"],
+        json!([["290000.00", "0.20000000"], ["289000.50", "0.05000000"]])
+    );
+    assert_eq!(book["asks"], json!([["301000.00", "0.20000000"]]));
+    let seq = book["sequence"].as_u64().expect("sequence");
+    let (_, book1) = s.get("/v1/pairs/BTC_SEK/book?depth=1", None).await;
+    assert_eq!(book1["bids"], json!([["290000.00", "0.20000000"]]));
+    assert_eq!(book1["sequence"], seq, "no change, same sequence");
+    let (_, tr) = s.get("/v1/pairs/BTC_SEK/trades", None).await;
+    let tr = tr.as_array().unwrap();
+    assert_eq!(tr.len(), 2);
+    assert_eq!(tr[0]["price"], "301000.00", "newest first");
+    assert_eq!(tr[0]["amount"], "0.10000000");
+    assert_eq!(tr[1]["price"], "300000.00");
+    assert_eq!(tr[1]["amount"], "0.50000000");
+    for x in tr {
+        assert_eq!(x["side"], "buy", "the taker's side");
+        let keys: std::collections::BTreeSet<&str> =
+            x.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["amount", "id", "price", "side", "timestamp"]
+                .into_iter()
+                .collect()
+        );
+    }
+    let (_, tr1) = s.get("/v1/pairs/BTC_SEK/trades?limit=1", None).await;
+    assert_eq!(tr1.as_array().unwrap().len(), 1);
+    assert_eq!(tr1[0]["id"], tr[0]["id"]);
+    let (st, cd) = s.get("/v1/pairs/BTC_SEK/candles?interval=1m", None).await;
+    assert_eq!(st, StatusCode::OK, "{cd}");
+    let cd = cd.as_array().unwrap();
+    assert!(!cd.is_empty() && cd.len() <= 2, "{cd:?}");
+    let trades: u64 = cd.iter().map(|c| c["trades"].as_u64().unwrap()).sum();
+    assert_eq!(trades, 2);
+    assert_eq!(cd[0]["open"], "300000.00");
+    assert_eq!(cd[cd.len() - 1]["close"], "301000.00");
+    let (_, cd1d) = s.get("/v1/pairs/BTC_SEK/candles?interval=1d", None).await;
+    let day = cd1d.as_array().unwrap().last().unwrap().clone();
+    if cd1d.as_array().unwrap().len() == 1 {
+        assert_eq!(day["high"], "301000.00");
+        assert_eq!(day["low"], "300000.00");
+        assert_eq!(day["baseVolume"], "0.60000000");
+        assert_eq!(day["quoteVolume"], "180100.00");
+    }
+    // Errors of the market routes.
+    for (path, status, code) in [
+        (
+            "/v1/pairs/NOPE_SEK/ticker",
+            StatusCode::NOT_FOUND,
+            "UNKNOWN_PAIR",
+        ),
+        (
+            "/v1/pairs/NOPE_SEK/book",
+            StatusCode::NOT_FOUND,
+            "UNKNOWN_PAIR",
+        ),
+        (
+            "/v1/pairs/NOPE_SEK/trades",
+            StatusCode::NOT_FOUND,
+            "UNKNOWN_PAIR",
+        ),
+        (
+            "/v1/pairs/NOPE_SEK/candles?interval=1m",
+            StatusCode::NOT_FOUND,
+            "UNKNOWN_PAIR",
+        ),
+        (
+            "/v1/pairs/BTC_SEK/book?depth=1001",
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "/v1/pairs/BTC_SEK/book?depth=-1",
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "/v1/pairs/BTC_SEK/book?unexpected=1",
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "/v1/pairs/BTC_SEK/trades?limit=1001",
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "/v1/pairs/BTC_SEK/trades?limit=x",
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "/v1/pairs/BTC_SEK/candles",
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "/v1/pairs/BTC_SEK/candles?interval=2m",
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "/v1/pairs/BTC_SEK/candles?interval=1m&limit=1001",
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "/v1/pairs/BTC_SEK/candles?interval=1m&start=yesterday",
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_FAILED",
+        ),
+    ] {
+        let r = call(&s, Method::GET, path, None, None, &[]).await;
+        assert_problem(&r, status, code, path);
+    }
+    // A halted pair shows in the list.
+    let (st, p) = s
+        .patch(
+            "/v1/admin/pairs/ETH_BTC",
+            Some(&admin),
+            &json!({"status":"halted"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{p}");
+    assert_eq!(p["status"], "halted");
+    let (_, pairs) = s.get("/v1/pairs", None).await;
+    assert_eq!(pairs[3]["pair"], "ETH_BTC");
+    assert_eq!(pairs[3]["status"], "halted");
+    assert_eq!(pairs[0]["minAmount"], "0.00010000");
+    assert_eq!(pairs[0]["priceDecimals"], 2);
+    assert_eq!(pairs[0]["amountDecimals"], 8);
+    s.stop().await;
+}
