@@ -2559,3 +2559,253 @@ async fn market_data_after_trades() {
     assert_eq!(pairs[0]["amountDecimals"], 8);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_trade_prevention_modes_and_fill_shape() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    s.fund(&admin, &a, "SEK", "100000").await;
+    s.fund(&admin, &a, "BTC", "1").await;
+    let get = |id: &Value| {
+        let s = &s;
+        let token = a.token.clone();
+        let id = id.as_str().unwrap().to_string();
+        async move {
+            let (st, o) = s.get(&format!("/v1/orders/{id}"), Some(&token)).await;
+            assert_eq!(st, StatusCode::OK, "{o}");
+            o
+        }
+    };
+    let buy = |stp: &str, cid: &str| {
+        json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"1000",
+               "selfTradePrevention": stp, "clientId": cid})
+    };
+    // expireTaker (the default too): the incoming order expires, the resting one stays.
+    for (stp, n) in [("expireTaker", 1), ("", 2)] {
+        let maker = s
+            .limit(&a, "BTC_SEK", "sell", "0.1", "1000", &format!("m{n}"))
+            .await;
+        let mut body = buy(stp, &format!("t{n}"));
+        if stp.is_empty() {
+            body.as_object_mut().unwrap().remove("selfTradePrevention");
+        }
+        let (st, t) = s.order(&a, body).await;
+        assert_eq!(st, StatusCode::CREATED, "{t}");
+        assert_eq!(t["status"], "expired", "{t}");
+        assert_eq!(t["rejectReason"], "SELF_TRADE_PREVENTION", "{t}");
+        assert_eq!(t["fills"], json!([]));
+        assert_eq!(get(&maker["id"]).await["status"], "open");
+        let (st, _) = s
+            .delete(
+                &format!("/v1/orders/{}", maker["id"].as_str().unwrap()),
+                Some(&a.token),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK);
+    }
+    // expireMaker: the resting order goes, the incoming one rests.
+    let maker = s.limit(&a, "BTC_SEK", "sell", "0.1", "1000", "m3").await;
+    let (st, t) = s.order(&a, buy("expireMaker", "t3")).await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    assert_eq!(t["status"], "open", "{t}");
+    let m = get(&maker["id"]).await;
+    assert_eq!(m["status"], "expired", "{m}");
+    assert_eq!(m["rejectReason"], "SELF_TRADE_PREVENTION", "{m}");
+    s.delete(
+        &format!("/v1/orders/{}", t["id"].as_str().unwrap()),
+        Some(&a.token),
+    )
+    .await;
+    // expireBoth.
+    let maker = s.limit(&a, "BTC_SEK", "sell", "0.1", "1000", "m4").await;
+    let (st, t) = s.order(&a, buy("expireBoth", "t4")).await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    assert_eq!(t["status"], "expired", "{t}");
+    assert_eq!(get(&maker["id"]).await["status"], "expired");
+    // none: the account trades with itself, both fills are its own, fees are charged.
+    let maker = s.limit(&a, "BTC_SEK", "sell", "0.1", "1000", "m5").await;
+    let (st, t) = s.order(&a, buy("none", "t5")).await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    assert_eq!(t["status"], "filled", "{t}");
+    let fill = &t["fills"][0];
+    let keys: std::collections::BTreeSet<&str> = fill
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "tradeId",
+            "orderId",
+            "pair",
+            "side",
+            "price",
+            "amount",
+            "quoteAmount",
+            "fee",
+            "feeCurrency",
+            "liquidity",
+            "timestamp"
+        ]
+        .into_iter()
+        .collect(),
+        "{fill}"
+    );
+    assert_eq!(fill["orderId"], t["id"]);
+    assert_eq!(fill["pair"], "BTC_SEK");
+    assert_eq!(fill["side"], "buy");
+    assert_eq!(fill["price"], "1000.00");
+    assert_eq!(fill["amount"], "0.10000000");
+    assert_eq!(fill["quoteAmount"], "100.00");
+    assert_eq!(fill["fee"], "0.00020000");
+    assert_eq!(fill["feeCurrency"], "BTC");
+    assert_eq!(fill["liquidity"], "taker");
+    let m = get(&maker["id"]).await;
+    assert_eq!(m["status"], "filled");
+    assert_eq!(m["fills"][0]["liquidity"], "maker");
+    assert_eq!(m["fills"][0]["fee"], "0.10");
+    assert_eq!(m["fills"][0]["tradeId"], fill["tradeId"]);
+    // The account's fills list has both sides, newest first, the same objects.
+    let (_, f) = s.get("/v1/fills", Some(&a.token)).await;
+    assert_eq!(f["meta"]["totalCount"], 2, "{f}");
+    assert_eq!(f["meta"]["sort"], "timestamp");
+    assert_eq!(f["meta"]["order"], "DESC");
+    let listed = f["data"].as_array().unwrap();
+    assert!(listed.contains(fill), "{f}");
+    assert!(listed.contains(&m["fills"][0]), "{f}");
+    // Nothing is left held, and the money adds up.
+    let (_, w) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(balance(&w, "SEK")["held"], "0.00", "{w}");
+    assert_eq!(balance(&w, "BTC")["held"], "0.00000000", "{w}");
+    assert_eq!(balance(&w, "SEK")["total"], "99999.90", "{w}");
+    assert_eq!(balance(&w, "BTC")["total"], "0.99980000", "{w}");
+    s.assert_transactions_match_wallet(&a).await;
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_lists_every_rest_route() {
+    let s = TestServer::start().await;
+    let (st, doc) = s.get("/v1/openapi.json", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')),
+        "{}",
+        doc["openapi"]
+    );
+    for (path, methods) in [
+        ("/health", &["get"][..]),
+        ("/ready", &["get"]),
+        ("/metrics", &["get"]),
+        ("/v1/currencies", &["get"]),
+        ("/v1/pairs", &["get"]),
+        ("/v1/tickers", &["get"]),
+        ("/v1/pairs/{pair}/ticker", &["get"]),
+        ("/v1/pairs/{pair}/book", &["get"]),
+        ("/v1/pairs/{pair}/trades", &["get"]),
+        ("/v1/pairs/{pair}/candles", &["get"]),
+        ("/v1/users", &["post"]),
+        ("/v1/oauth2/token", &["post"]),
+        ("/v1/orders", &["get", "post", "delete"]),
+        ("/v1/orders/{id}", &["get", "delete"]),
+        ("/v1/orders/by-client-id/{clientId}", &["get"]),
+        ("/v1/fills", &["get"]),
+        ("/v1/wallet", &["get"]),
+        ("/v1/wallet/deposits", &["get", "post"]),
+        ("/v1/wallet/withdrawals", &["get", "post"]),
+        ("/v1/wallet/requests/{id}", &["get"]),
+        ("/v1/transactions", &["get"]),
+        ("/v1/transactions/{id}", &["get"]),
+        ("/v1/admin/requests", &["get"]),
+        ("/v1/admin/requests/{id}/approve", &["post"]),
+        ("/v1/admin/requests/{id}/reject", &["post"]),
+        ("/v1/admin/deposits", &["post"]),
+        ("/v1/admin/audit", &["get"]),
+        ("/v1/admin/users/{userId}/wallet", &["get"]),
+        ("/v1/admin/currencies", &["post"]),
+        ("/v1/admin/pairs", &["post"]),
+        ("/v1/admin/pairs/{pair}", &["patch"]),
+    ] {
+        for m in methods {
+            assert!(
+                doc["paths"][path][*m].is_object(),
+                "{m} {path} missing from the OpenAPI document"
+            );
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cancels_and_withdrawals_decide_once() {
+    let s = std::sync::Arc::new(TestServer::start().await);
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    s.fund(&admin, &a, "SEK", "100").await;
+    let o = s.limit(&a, "BTC_SEK", "buy", "0.01", "1000", "c").await;
+    let id = o["id"].as_str().unwrap().to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (s, token, id) = (s.clone(), a.token.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            s.delete(&format!("/v1/orders/{id}"), Some(&token)).await
+        }));
+    }
+    let (mut ok, mut not_open) = (0, 0);
+    for t in tasks {
+        let (st, v) = t.await.unwrap();
+        match st {
+            StatusCode::OK => {
+                assert_eq!(v["status"], "cancelled");
+                ok += 1;
+            }
+            StatusCode::CONFLICT => {
+                assert_eq!(v["code"], "ORDER_NOT_OPEN", "{v}");
+                not_open += 1;
+            }
+            other => panic!("{other}: {v}"),
+        }
+    }
+    assert_eq!((ok, not_open), (1, 9));
+    // Ten withdrawals of 15 from 100: six fit, four are refused, nothing is overdrawn.
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let (s, token) = (s.clone(), a.token.clone());
+        tasks.push(tokio::spawn(async move {
+            s.post(
+                "/v1/wallet/withdrawals",
+                Some(&token),
+                &json!({"currency":"SEK","amount":"15","externalId":format!("w{i}"),"destination":"SE1"}),
+            )
+            .await
+        }));
+    }
+    let (mut created, mut short) = (0, 0);
+    for t in tasks {
+        let (st, v) = t.await.unwrap();
+        match st {
+            StatusCode::CREATED => created += 1,
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                assert_eq!(v["code"], "INSUFFICIENT_FUNDS");
+                short += 1;
+            }
+            other => panic!("{other}: {v}"),
+        }
+    }
+    assert_eq!((created, short), (6, 4));
+    let (_, w) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(
+        balance(&w, "SEK"),
+        json!({"currency":"SEK","available":"10.00","held":"90.00","total":"100.00"})
+    );
+    let (_, l) = s.get("/v1/wallet/withdrawals", Some(&a.token)).await;
+    assert_eq!(l["meta"]["totalCount"], 6);
+    s.assert_audit_ok(&admin).await;
+    if let Ok(s) = std::sync::Arc::try_unwrap(s) {
+        s.stop().await;
+    }
+}
