@@ -67,7 +67,13 @@ impl ApiError {
             DuplicateOrderId | DuplicateRequestId => {
                 Self::unavailable("id collision, retry the request")
             }
-            AmountOverflow => Self::validation("amount out of range"),
+            // The amount fits alone (the API refuses more than 2^62 minor units with a 400)
+            // but not with what is already deposited: a conflict with existing state.
+            AmountOverflow => Self::new(
+                StatusCode::CONFLICT,
+                "LIMIT_REACHED",
+                "the currency's total supply would exceed 2^62 minor units",
+            ),
             InsufficientFunds => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "INSUFFICIENT_FUNDS",

@@ -352,6 +352,10 @@ async fn every_failure_is_a_problem_with_the_request_id() {
             );
         } else {
             assert_problem(&r, status, code, path);
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                let allow = r.header("allow").unwrap_or_default();
+                assert!(allow.contains("POST") && allow.contains("GET"), "{allow:?}");
+            }
             if status == StatusCode::UNAUTHORIZED {
                 // RFC 6750 section 3: a 401 names the scheme to use.
                 let challenge = r.header("www-authenticate").unwrap_or_default();
@@ -2808,4 +2812,78 @@ async fn concurrent_cancels_and_withdrawals_decide_once() {
     if let Ok(s) = std::sync::Arc::try_unwrap(s) {
         s.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supply_bound_is_a_conflict_with_state() {
+    // 2^62 minor units is the most of one currency the exchange holds in total: an amount
+    // above it is wrong in itself (400), one that fits alone but not with what is already
+    // deposited conflicts with existing state (409), and changes nothing.
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    s.fund(&admin, &a, "SEK", "1").await;
+    let max = "46116860184273879.04";
+    let (st, pending) = s
+        .post(
+            "/v1/wallet/deposits",
+            Some(&a.token),
+            &json!({"currency":"SEK","amount": max,"externalId":"huge"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{pending}");
+    let before = state_of(&s, &a).await;
+    let r = call_json(
+        &s,
+        Method::POST,
+        "/v1/admin/deposits",
+        Some(&admin),
+        &json!({"userId": a.id, "currency":"SEK","amount": max,"externalId":"huge-credit"}),
+    )
+    .await;
+    assert_problem(
+        &r,
+        StatusCode::CONFLICT,
+        "LIMIT_REACHED",
+        "/v1/admin/deposits",
+    );
+    let path = format!(
+        "/v1/admin/requests/{}/approve",
+        pending["id"].as_str().unwrap()
+    );
+    let r = call(&s, Method::POST, &path, Some(&admin), None, &[]).await;
+    assert_problem(&r, StatusCode::CONFLICT, "LIMIT_REACHED", &path);
+    assert_eq!(state_of(&s, &a).await, before);
+    let (_, p) = s
+        .get(
+            &format!("/v1/wallet/requests/{}", pending["id"].as_str().unwrap()),
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(p["status"], "pending", "{p}");
+    // The refused credit's externalId is still free; the pending one can be rejected.
+    s.fund(&admin, &a, "SEK", "2").await;
+    let (st, _) = s
+        .post(
+            "/v1/admin/deposits",
+            Some(&admin),
+            &json!({"userId": a.id, "currency":"SEK","amount":"3","externalId":"huge-credit"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, rj) = s
+        .post(
+            &format!(
+                "/v1/admin/requests/{}/reject",
+                pending["id"].as_str().unwrap()
+            ),
+            Some(&admin),
+            &json!({"reason":"over the supply bound"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{rj}");
+    let (_, w) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(balance(&w, "SEK")["total"], "6.00");
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
 }
