@@ -2887,3 +2887,92 @@ async fn supply_bound_is_a_conflict_with_state() {
     s.assert_audit_ok(&admin).await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markets_added_at_run_time_work_everywhere() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    let (st, c) = s
+        .post(
+            "/v1/admin/currencies",
+            Some(&admin),
+            &json!({"currency":"NOK","minorAmountDecimals":2,"displayName":"Norwegian krone"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{c}");
+    assert_eq!(
+        c,
+        json!({"currency":"NOK","minorAmountDecimals":2,"displayName":"Norwegian krone","status":"active"})
+    );
+    let (st, p) = s
+        .post(
+            "/v1/admin/pairs",
+            Some(&admin),
+            &json!({"pair":"BTC_NOK","base":"BTC","quote":"NOK","priceDecimals":1,"amountDecimals":6,
+                    "minAmount":"0.001","makerFeeRate":"0.0005","takerFeeRate":"0.001"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{p}");
+    assert_eq!(
+        p,
+        json!({"pair":"BTC_NOK","base":"BTC","quote":"NOK","priceDecimals":1,"amountDecimals":6,
+               "minAmount":"0.001000","makerFeeRate":"0.0005","takerFeeRate":"0.001","status":"active"})
+    );
+    // Every currency is in every wallet, the new one included, at its decimals.
+    let (_, w) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(
+        balance(&w, "NOK"),
+        json!({"currency":"NOK","available":"0.00","held":"0.00","total":"0.00"})
+    );
+    s.fund(&admin, &a, "NOK", "100000").await;
+    s.fund(&admin, &b, "BTC", "1").await;
+    s.limit(&b, "BTC_NOK", "sell", "0.5", "500000", "s").await;
+    let r = call_json(
+        &s,
+        Method::POST,
+        "/v1/orders",
+        Some(&a.token),
+        &json!({"pair":"BTC_NOK","side":"buy","type":"limit","amount":"0.1","price":"500000.05","clientId":"t"}),
+    )
+    .await;
+    assert_problem(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "INVALID_PRICE_TICK",
+        "/v1/orders",
+    );
+    let t = s.limit(&a, "BTC_NOK", "buy", "0.1", "500000", "t").await;
+    assert_eq!(t["status"], "filled", "{t}");
+    assert_eq!(t["filledQuoteAmount"], "50000.00");
+    assert_eq!(
+        t["fee"], "0.00010000",
+        "taker 0.1 % of 0.1 BTC, a money amount: BTC's 8 places"
+    );
+    assert_eq!(
+        t["amount"], "0.100000",
+        "a base amount: the pair's 6 places"
+    );
+    let (st, tk) = s.get("/v1/pairs/BTC_NOK/ticker", None).await;
+    assert_eq!(st, StatusCode::OK, "{tk}");
+    assert_eq!(tk["lastPrice"], "500000.0");
+    assert_eq!(tk["bestAskAmount"], "0.400000");
+    let (_, book) = s.get("/v1/pairs/BTC_NOK/book", None).await;
+    assert_eq!(book["asks"], json!([["500000.0", "0.400000"]]));
+    let (_, all) = s.get("/v1/tickers", None).await;
+    assert_eq!(all.as_array().unwrap().len(), 5);
+    let (_, f) = s.get("/v1/fills?pair=BTC_NOK", Some(&a.token)).await;
+    assert_eq!(f["meta"]["totalCount"], 1);
+    let (_, tx) = s
+        .get(
+            "/v1/transactions?currency=NOK&type=ORDER_EXECUTION",
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(tx["data"][0]["delta"]["amount"], "-50000.00");
+    s.assert_transactions_match_wallet(&a).await;
+    s.assert_transactions_match_wallet(&b).await;
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}
