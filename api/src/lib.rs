@@ -16,6 +16,7 @@ pub mod listener;
 pub mod metrics;
 pub mod middleware;
 pub mod model;
+pub mod open_orders;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -23,6 +23,7 @@ use engine::{AccountId, AccountRegistration, Command, Engine, Event, RejectReaso
 use rusqlite::Connection;
 
 use crate::model::{self, FillRec, OrderRec, RequestRec, TxRec, TxType};
+use crate::open_orders::OpenOrders;
 use crate::state::{AuditFig, PrivatePublisher, ReadModel};
 use crate::store;
 
@@ -78,7 +79,7 @@ pub struct HistoryListener {
     conn: Connection,
     model: Arc<ReadModel>,
     markets: Markets,
-    open: HashMap<u64, OrderRec>,
+    open: OpenOrders,
     /// Pending deposit and withdrawal requests (approve and reject need them).
     pending: HashMap<u64, RequestRec>,
     totals: HashMap<(u32, u16), i64>,
@@ -297,7 +298,7 @@ impl HistoryListener {
                 totals.insert((a, c), v);
             }
         }
-        let mut open = HashMap::new();
+        let mut open = OpenOrders::default();
         {
             let mut st = conn.prepare(&format!(
                 "SELECT {} FROM orders WHERE status IN (0, 1)",
