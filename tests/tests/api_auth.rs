@@ -49,6 +49,21 @@ async fn auth_tokens_and_scopes() {
     assert_eq!(v["scope"], "orders:read");
     assert_eq!(v["expires_in"], 3600);
     let read_only = v["access_token"].as_str().unwrap().to_string();
+    // Basic and a form secret together: two authentication methods (RFC 6749 2.3).
+    let res = s
+        .http
+        .post(s.url("/v1/oauth2/token"))
+        .basic_auth(&a.client_id, Some(&a.secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_secret", a.secret.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_request");
     // Default scopes: everything but admin.
     let (_, v) = s.token(&a.client_id, &a.secret, None).await;
     assert_eq!(

@@ -2238,7 +2238,7 @@ async fn wallet_requests_and_back_office() {
     assert_problem(
         &r,
         StatusCode::NOT_FOUND,
-        "NOT_FOUND",
+        "UNKNOWN_PAIR",
         "/v1/admin/pairs/NOPE_SEK",
     );
     let r = call_json(

@@ -495,7 +495,14 @@ pub async fn admin_pairs_update(
         .read()
         .pair_by_symbol(&pair)
         .map(|p| p.id)
-        .ok_or_else(|| ApiError::not_found("no such pair"))?;
+        // 404 like every unknown resource in a path, with the code the market routes use.
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "UNKNOWN_PAIR",
+                format!("no pair named {pair}"),
+            )
+        })?;
     let status = status_of(Some(&b.status))?;
     let committed = state
         .submit(Command::SetPairStatus { pair: id, status })

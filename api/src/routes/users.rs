@@ -219,6 +219,14 @@ pub async fn oauth_token(State(state): State<AppState>, req: Request) -> Respons
             );
         }
     }
+    // RFC 6749 section 2.3: a client uses one authentication method per request.
+    if basic.is_some() && fields.contains_key("client_secret") {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "use HTTP Basic or client_secret in the form, not both",
+        );
+    }
     let creds = match basic {
         Some(b) => base64::engine::general_purpose::STANDARD
             .decode(b)
