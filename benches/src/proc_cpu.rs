@@ -1,6 +1,7 @@
 //! CPU time of a process's threads, grouped by thread name, from Linux's
 //! `/proc/PID/task/*/schedstat` (nanoseconds on a CPU, nanoseconds runnable but waiting for
-//! one) and the count of voluntary context switches from `/proc/PID/task/*/status`.
+//! one) and the count of voluntary context switches from `/proc/PID/task/*/status`, as
+//! [`feed::bench::threads::read_tasks`] reads them (the reader the WebSocket bench uses).
 //!
 //! Why: on a small shared machine the throughput of a closed-loop run moves ±15 % from run
 //! to run, while the CPU a request costs the server (and the load generator) is steady.
@@ -34,59 +35,21 @@ pub fn group_name(comm: &str) -> String {
         .to_string()
 }
 
-/// `cpu_ns wait_ns slices` (the first line of `schedstat`).
-pub fn parse_schedstat(s: &str) -> Option<(u64, u64)> {
-    let mut it = s.split_whitespace().map(str::parse::<u64>);
-    match (it.next(), it.next()) {
-        (Some(Ok(cpu)), Some(Ok(wait))) => Some((cpu, wait)),
-        _ => None,
-    }
-}
-
-/// `voluntary_ctxt_switches:` of a `status` file.
-pub fn parse_voluntary_switches(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Reads `/proc/<pid>/task` (`pid` may be `self`); empty where `/proc` cannot tell.
 pub fn snapshot(pid: &str) -> ThreadsSnapshot {
-    let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return ThreadsSnapshot(out);
-    };
-    for entry in dir.flatten() {
-        let Some(tid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let path = entry.path();
-        let (Ok(comm), Ok(sched)) = (
-            std::fs::read_to_string(path.join("comm")),
-            std::fs::read_to_string(path.join("schedstat")),
-        ) else {
-            continue; // the thread ended between the listing and the reads
-        };
-        let Some((cpu, wait)) = parse_schedstat(&sched) else {
-            continue;
-        };
-        let switches = std::fs::read_to_string(path.join("status"))
-            .ok()
-            .and_then(|s| parse_voluntary_switches(&s))
-            .unwrap_or(0);
-        let t = ThreadCpu {
-            cpu_ns: cpu,
-            wait_ns: wait,
-            switches,
-        };
-        out.insert(tid, (group_name(&comm), t));
-    }
-    ThreadsSnapshot(out)
+    ThreadsSnapshot(
+        feed::bench::threads::read_tasks(pid)
+            .into_iter()
+            .map(|t| {
+                let cpu = ThreadCpu {
+                    cpu_ns: t.cpu_ns,
+                    wait_ns: t.wait_ns,
+                    switches: t.voluntary_switches,
+                };
+                (t.tid, (group_name(&t.name), cpu))
+            })
+            .collect(),
+    )
 }
 
 impl ThreadsSnapshot {
@@ -143,16 +106,6 @@ mod tests {
         assert_eq!(group_name("worker-12"), "worker");
         assert_eq!(group_name("pool7"), "pool");
         assert_eq!(group_name("bourse-writer"), "bourse-writer");
-    }
-
-    #[test]
-    fn proc_files_parse() {
-        assert_eq!(parse_schedstat("123 456 7\n"), Some((123, 456)));
-        assert_eq!(parse_schedstat("x"), None);
-        let status =
-            "Name:\tbourse\nvoluntary_ctxt_switches:\t42\nnonvoluntary_ctxt_switches:\t3\n";
-        assert_eq!(parse_voluntary_switches(status), Some(42));
-        assert_eq!(parse_voluntary_switches("Name: x\n"), None);
     }
 
     #[test]

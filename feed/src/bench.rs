@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::{Feed, FeedConfig};
 
 mod client;
-mod threads;
+pub mod threads;
 
 /// Set in the child process that holds the clients the parent has no descriptors for:
 /// `ADDR;COUNT`.

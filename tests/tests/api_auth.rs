@@ -2,6 +2,23 @@
 
 use bourse_tests::*;
 
+/// `POST /v1/oauth2/token` with HTTP Basic client authentication, `grant_type` and `extra`
+/// form fields: the status and the JSON body.
+async fn basic_token(s: &TestServer, u: &User, extra: &[(&str, &str)]) -> (StatusCode, Value) {
+    let mut form = vec![("grant_type", "client_credentials")];
+    form.extend_from_slice(extra);
+    let res = s
+        .http
+        .post(s.url("/v1/oauth2/token"))
+        .basic_auth(&u.client_id, Some(&u.secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_tokens_and_scopes() {
     let s = TestServer::start().await;
@@ -32,37 +49,15 @@ async fn auth_tokens_and_scopes() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_eq!(e["error"], "invalid_request");
     // HTTP Basic.
-    let res = s
-        .http
-        .post(s.url("/v1/oauth2/token"))
-        .basic_auth(&a.client_id, Some(&a.secret))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "orders:read"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let v: Value = res.json().await.unwrap();
+    let (st, v) = basic_token(&s, &a, &[("scope", "orders:read")]).await;
+    assert_eq!(st, StatusCode::OK);
     assert_eq!(v["token_type"], "Bearer");
     assert_eq!(v["scope"], "orders:read");
     assert_eq!(v["expires_in"], 3600);
     let read_only = v["access_token"].as_str().unwrap().to_string();
     // Basic and a form secret together: two authentication methods (RFC 6749 2.3).
-    let res = s
-        .http
-        .post(s.url("/v1/oauth2/token"))
-        .basic_auth(&a.client_id, Some(&a.secret))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_secret", a.secret.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    let v: Value = res.json().await.unwrap();
+    let (st, v) = basic_token(&s, &a, &[("client_secret", a.secret.as_str())]).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_eq!(v["error"], "invalid_request");
     // Default scopes: everything but admin.
     let (_, v) = s.token(&a.client_id, &a.secret, None).await;

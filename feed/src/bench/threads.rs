@@ -22,12 +22,26 @@ fn role(comm: &str) -> Option<usize> {
 #[derive(Debug, Default)]
 pub struct Snapshot(HashMap<u32, (usize, u64, u64)>);
 
-/// The threads of this process now (empty where `/proc` cannot tell).
-pub fn snapshot() -> Snapshot {
-    let mut out = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return Snapshot(out);
+/// One thread of a process as `/proc/PID/task/TID` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskStat {
+    pub tid: u32,
+    /// The thread's name (`comm`, at most 15 bytes), trimmed.
+    pub name: String,
+    /// Nanoseconds on a CPU, and runnable but waiting for one (`schedstat`).
+    pub cpu_ns: u64,
+    pub wait_ns: u64,
+    /// `voluntary_ctxt_switches` of `status` (0 where it cannot be read).
+    pub voluntary_switches: u64,
+}
+
+/// The threads of process `pid` (`self` for this one) now; empty where `/proc` cannot
+/// tell, and a thread that ends while it is read is left out.
+pub fn read_tasks(pid: &str) -> Vec<TaskStat> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
     };
+    let mut out = Vec::new();
     for entry in dir.flatten() {
         let Some(tid) = entry
             .file_name()
@@ -37,22 +51,49 @@ pub fn snapshot() -> Snapshot {
             continue;
         };
         let path = entry.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        let Some(r) = role(comm.trim()) else {
+        let (Ok(comm), Some((cpu_ns, wait_ns))) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("schedstat"))
+                .ok()
+                .and_then(|s| parse_schedstat(&s)),
+        ) else {
             continue;
         };
-        if let Some((cpu, wait)) = std::fs::read_to_string(path.join("schedstat"))
+        let voluntary_switches = std::fs::read_to_string(path.join("status"))
             .ok()
-            .and_then(|s| parse_schedstat(&s))
-        {
-            out.insert(tid, (r, cpu, wait));
-        }
+            .and_then(|s| parse_voluntary_switches(&s))
+            .unwrap_or(0);
+        out.push(TaskStat {
+            tid,
+            name: comm.trim().to_string(),
+            cpu_ns,
+            wait_ns,
+            voluntary_switches,
+        });
     }
-    Snapshot(out)
+    out
+}
+
+/// The threads of this process now, by role (empty where `/proc` cannot tell).
+pub fn snapshot() -> Snapshot {
+    Snapshot(
+        read_tasks("self")
+            .into_iter()
+            .filter_map(|t| role(&t.name).map(|r| (t.tid, (r, t.cpu_ns, t.wait_ns))))
+            .collect(),
+    )
+}
+
+/// `voluntary_ctxt_switches:` of a `status` file.
+pub fn parse_voluntary_switches(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// `cpu_ns wait_ns slices`.
-fn parse_schedstat(s: &str) -> Option<(u64, u64)> {
+pub fn parse_schedstat(s: &str) -> Option<(u64, u64)> {
     let mut it = s.split_whitespace().map(str::parse::<u64>);
     match (it.next(), it.next()) {
         (Some(Ok(cpu)), Some(Ok(wait))) => Some((cpu, wait)),
@@ -92,6 +133,10 @@ mod tests {
         assert_eq!(role("ws_bench"), None);
         assert_eq!(parse_schedstat("123 456 7\n"), Some((123, 456)));
         assert_eq!(parse_schedstat("123\n"), None);
+        let status =
+            "Name:\tbourse\nvoluntary_ctxt_switches:\t42\nnonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(parse_voluntary_switches(status), Some(42));
+        assert_eq!(parse_voluntary_switches("Name: x\n"), None);
     }
 
     #[test]
