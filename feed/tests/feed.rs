@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use common::*;
-use engine::{AccountId, Event, Side, TimeInForce};
-use feed::{FeedConfig, PrivateChannel, checksum_of};
+use engine::{AccountId, Command, Event, Side, TimeInForce};
+use feed::{FeedConfig, PrivateChannel};
 use futures::StreamExt;
+use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -17,106 +18,79 @@ use tokio_tungstenite::tungstenite::Message;
 /// open, high, low, close, base, quote, trades
 type Agg = (u128, u128, u128, u128, u128, u128, u64);
 
-type Book = (
-    BTreeMap<u128, (String, String)>,
-    BTreeMap<u128, (String, String)>,
-);
+/// Random orders and cancels from accounts 1..=8, seeded.
+struct RandomOrders {
+    rng: StdRng,
+    open: Vec<(u64, u32)>,
+    price_steps: u64,
+    ioc: bool,
+}
 
-fn apply_levels(side: &mut BTreeMap<u128, (String, String)>, levels: &Value) {
-    for lv in levels.as_array().unwrap() {
-        let p = lv[0].as_str().unwrap().to_string();
-        let a = lv[1].as_str().unwrap().to_string();
-        if units(&a) == 0 {
-            side.remove(&units(&p));
-        } else {
-            side.insert(units(&p), (p, a));
+impl RandomOrders {
+    fn new(seed: u64, price_steps: u64, ioc: bool) -> RandomOrders {
+        RandomOrders {
+            rng: StdRng::seed_from_u64(seed),
+            open: Vec::new(),
+            price_steps,
+            ioc,
         }
     }
+
+    /// One in four (while any is open) a cancel of an open order; else limit order `id` at
+    /// one of `price_steps` prices 0.25 apart from 1000.00, 1 to 4999 lots, GTC (with `ioc`,
+    /// one in ten IOC).
+    fn next(&mut self, id: u64) -> Command {
+        let rng = &mut self.rng;
+        if !self.open.is_empty() && rng.random_range(0..4) == 0 {
+            let (oid, acct) = self.open.swap_remove(rng.random_range(0..self.open.len()));
+            return cancel(oid, acct);
+        }
+        let side = if rng.random_bool(0.5) {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
+        let price = 100_000 + rng.random_range(0..self.price_steps) * 25;
+        let lots = rng.random_range(1..5000u64);
+        let acct = rng.random_range(1..=8u32);
+        let tif = if self.ioc && rng.random_range(0..10) == 0 {
+            TimeInForce::Ioc
+        } else {
+            TimeInForce::Gtc
+        };
+        self.open.push((id, acct));
+        limit(id, acct, side, price, lots, tif)
+    }
 }
 
-fn own_checksum(book: &Book) -> u32 {
-    let asks: Vec<[String; 2]> = book
-        .1
-        .values()
-        .take(10)
-        .map(|(p, a)| [p.clone(), a.clone()])
-        .collect();
-    let bids: Vec<[String; 2]> = book
-        .0
-        .values()
-        .rev()
-        .take(10)
-        .map(|(p, a)| [p.clone(), a.clone()])
-        .collect();
-    checksum_of(&asks, &bids)
-}
-
-fn independent_checksum(book: &Book) -> u32 {
-    let mut s = String::new();
-    let strip = |x: &str| x.replace('.', "").trim_start_matches('0').to_string();
-    for (p, a) in book.1.values().take(10) {
-        s += &strip(p);
-        s += &strip(a);
-    }
-    for (p, a) in book.0.values().rev().take(10) {
-        s += &strip(p);
-        s += &strip(a);
-    }
-    crc32fast::hash(s.as_bytes())
+/// The next message a [`reader`] forwarded, within 20 s.
+async fn next_read(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("stream stalled")
+        .expect("stream ended")
 }
 
 /// Random orders and cancels: the WS client's book equals the REST book at the same seq,
 /// every checksum matches, no seq gap; ticker, trades and candles match the trades.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn book_ticker_trades_candles_agree_with_the_engine() {
-    let dir = tmp();
     // One book update per batch: commands run one at a time here, so one per command.
     let config = FeedConfig {
         book_interval: Duration::ZERO,
         ..FeedConfig::default()
     };
-    let h = Harness::start(dir.path(), config).await;
-    h.setup_market(8).await;
+    let (_dir, h) = Harness::with_market(config, 8).await;
     let mut ws = h.ws().await;
-    send(
-        &mut ws,
-        json!({"op":"subscribe","id":1,"channels":[
-            format!("book:{PAIR}"), format!("trades:{PAIR}"), format!("ticker:{PAIR}"),
-            format!("candles:1m:{PAIR}")]}),
-    )
-    .await;
-    let first = next_json(&mut ws).await;
-    assert_eq!(first["op"], "subscribed");
-    assert_eq!(first["id"], 1);
+    let channels = ["book", "trades", "ticker", "candles:1m"].map(|c| format!("{c}:{PAIR}"));
+    subscribed(&mut ws, 1, &channels).await;
     let mut rx = reader(ws);
 
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let mut open: Vec<(u64, u32)> = Vec::new();
+    let mut orders = RandomOrders::new(7, 40, true);
     let mut trades = Vec::new();
     let n = 3000u64;
     for i in 0..n {
-        let id = 1000 + i;
-        let cmd = if !open.is_empty() && rng.random_range(0..4) == 0 {
-            let k = rng.random_range(0..open.len());
-            let (oid, acct) = open.swap_remove(k);
-            cancel(oid, acct)
-        } else {
-            let side = if rng.random_bool(0.5) {
-                Side::Buy
-            } else {
-                Side::Sell
-            };
-            let price = 100_000 + rng.random_range(0..40u64) * 25;
-            let lots = rng.random_range(1..5000u64);
-            let acct = rng.random_range(1..=8u32);
-            let tif = if rng.random_range(0..10) == 0 {
-                TimeInForce::Ioc
-            } else {
-                TimeInForce::Gtc
-            };
-            open.push((id, acct));
-            limit(id, acct, side, price, lots, tif)
-        };
+        let cmd = orders.next(1000 + i);
         let out = h.run(cmd).await;
         for e in &out.events {
             if let Event::Trade(t) = e {
@@ -133,58 +107,13 @@ async fn book_ticker_trades_candles_agree_with_the_engine() {
     let target_seq = rest_book["sequence"].as_u64().unwrap();
 
     // Apply the stream until the book reaches the REST sequence and all trades arrived.
-    let mut book: Book = Default::default();
-    let mut book_seq = None::<u64>;
+    let mut view = BookView::default();
     let mut ws_trades: Vec<Value> = Vec::new();
     let mut trade_seq = None::<u64>;
     let mut last_ticker = Value::Null;
     let mut candles: HashMap<String, Value> = HashMap::new();
-    let mut checks = 0;
-    while book_seq != Some(target_seq) || ws_trades.len() < trades.len() {
-        let m = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .expect("stream stalled")
-            .expect("stream ended");
-        let ch = m["channel"].as_str().unwrap_or_default().to_string();
-        let seq = m["seq"].as_u64().unwrap();
-        if ch.starts_with("book:") {
-            match m["type"].as_str().unwrap() {
-                "snapshot" => {
-                    assert!(book_seq.is_none(), "unexpected resync");
-                    book = Default::default();
-                    apply_levels(&mut book.0, &m["data"]["bids"]);
-                    apply_levels(&mut book.1, &m["data"]["asks"]);
-                }
-                "update" => {
-                    assert_eq!(Some(seq), book_seq.map(|s| s + 1), "book seq gap");
-                    apply_levels(&mut book.0, &m["data"]["bids"]);
-                    apply_levels(&mut book.1, &m["data"]["asks"]);
-                }
-                t => panic!("type {t}"),
-            }
-            book_seq = Some(seq);
-            let c = m["checksum"].as_u64().unwrap() as u32;
-            assert_eq!(c, own_checksum(&book), "checksum at {seq}");
-            assert_eq!(c, independent_checksum(&book));
-            checks += 1;
-        } else if ch.starts_with("trades:") {
-            if let Some(s) = trade_seq {
-                assert_eq!(seq, s + 1, "trades seq gap");
-            }
-            trade_seq = Some(seq);
-            ws_trades.push(m["data"].clone());
-        } else if ch.starts_with("ticker:") {
-            last_ticker = m["data"].clone();
-        } else if ch.starts_with("candles:") {
-            candles.insert(
-                m["data"]["openTime"].as_str().unwrap().to_string(),
-                m["data"].clone(),
-            );
-        }
-    }
-    assert!(checks > 1000);
-    // Channels are independent streams: let the last ticker arrive.
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+    // Ticker and candle messages: the last ticker, the last candle of each minute.
+    let mut keep = |m: &Value| {
         let ch = m["channel"].as_str().unwrap_or_default();
         if ch.starts_with("ticker:") {
             last_ticker = m["data"].clone();
@@ -194,11 +123,34 @@ async fn book_ticker_trades_candles_agree_with_the_engine() {
                 m["data"].clone(),
             );
         }
+    };
+    let mut checks = 0;
+    while view.seq != Some(target_seq) || ws_trades.len() < trades.len() {
+        let m = next_read(&mut rx).await;
+        let ch = m["channel"].as_str().unwrap_or_default().to_string();
+        let seq = m["seq"].as_u64().unwrap();
+        if ch.starts_with("book:") {
+            let resync = view.seq.is_some();
+            if view.apply(&m) {
+                assert!(!resync, "unexpected resync");
+            }
+            checks += 1;
+        } else if ch.starts_with("trades:") {
+            if let Some(s) = trade_seq {
+                assert_eq!(seq, s + 1, "trades seq gap");
+            }
+            trade_seq = Some(seq);
+            ws_trades.push(m["data"].clone());
+        } else {
+            keep(&m);
+        }
     }
-    let bids: Vec<Value> = book.0.values().rev().map(|(p, a)| json!([p, a])).collect();
-    let asks: Vec<Value> = book.1.values().map(|(p, a)| json!([p, a])).collect();
-    assert_eq!(Value::Array(bids), rest_book["bids"]);
-    assert_eq!(Value::Array(asks), rest_book["asks"]);
+    assert!(checks > 1000);
+    // Channels are independent streams: let the last ticker arrive.
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+        keep(&m);
+    }
+    view.assert_is(&rest_book);
 
     // Trades stream equals the engine's trades, in order.
     assert_eq!(ws_trades.len(), trades.len());
@@ -294,24 +246,16 @@ async fn book_ticker_trades_candles_agree_with_the_engine() {
 /// (read while orders flow) the client holds exactly that book.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merged_book_updates_equal_the_rest_book_at_each_sequence() {
-    let dir = tmp();
     let config = FeedConfig {
         book_interval: Duration::from_millis(3),
         ..FeedConfig::default()
     };
-    let h = Harness::start(dir.path(), config).await;
-    h.setup_market(8).await;
+    let (_dir, h) = Harness::with_market(config, 8).await;
     let mut ws = h.ws().await;
-    send(
-        &mut ws,
-        json!({"op":"subscribe","id":1,"channels":[format!("book:{PAIR}")]}),
-    )
-    .await;
-    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    subscribed(&mut ws, 1, &[format!("book:{PAIR}")]).await;
     let mut rx = reader(ws);
 
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let mut open: Vec<(u64, u32)> = Vec::new();
+    let mut orders = RandomOrders::new(11, 30, false);
     let mut rest_books: BTreeMap<u64, Value> = BTreeMap::new();
     let mut level_commands = 0u64;
     let mut id = 1000u64;
@@ -319,27 +263,7 @@ async fn merged_book_updates_equal_the_rest_book_at_each_sequence() {
         let mut pending = Vec::new();
         for k in 0..40 {
             id += 1;
-            let cmd = if !open.is_empty() && rng.random_range(0..4) == 0 {
-                let (oid, acct) = open.swap_remove(rng.random_range(0..open.len()));
-                cancel(oid, acct)
-            } else {
-                let side = if rng.random_bool(0.5) {
-                    Side::Buy
-                } else {
-                    Side::Sell
-                };
-                let price = 100_000 + rng.random_range(0..30u64) * 25;
-                let acct = rng.random_range(1..=8u32);
-                open.push((id, acct));
-                limit(
-                    id,
-                    acct,
-                    side,
-                    price,
-                    rng.random_range(1..5000u64),
-                    TimeInForce::Gtc,
-                )
-            };
+            let cmd = orders.next(id);
             pending.push(h.submit(cmd).await);
             if k == 20 {
                 // A read while commands are in flight.
@@ -368,42 +292,22 @@ async fn merged_book_updates_equal_the_rest_book_at_each_sequence() {
     }
     let last_seq = *rest_books.keys().last().unwrap();
 
-    let mut book: Book = Default::default();
-    let mut book_seq = None::<u64>;
+    let mut view = BookView::default();
     let mut updates = 0u64;
     let mut compared = 0;
-    while book_seq != Some(last_seq) {
-        let m = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .expect("stream stalled")
-            .expect("stream ended");
-        let seq = m["seq"].as_u64().unwrap();
-        match m["type"].as_str().unwrap() {
-            "snapshot" => {
-                assert!(book_seq.is_none(), "unexpected resync");
-                apply_levels(&mut book.0, &m["data"]["bids"]);
-                apply_levels(&mut book.1, &m["data"]["asks"]);
-            }
-            "update" => {
-                assert_eq!(Some(seq), book_seq.map(|s| s + 1), "book seq gap");
-                let levels = m["data"]["bids"].as_array().unwrap().len()
-                    + m["data"]["asks"].as_array().unwrap().len();
-                assert!(levels > 0, "an update without levels at {seq}");
-                apply_levels(&mut book.0, &m["data"]["bids"]);
-                apply_levels(&mut book.1, &m["data"]["asks"]);
-                updates += 1;
-            }
-            t => panic!("type {t}"),
+    while view.seq != Some(last_seq) {
+        let m = next_read(&mut rx).await;
+        let resync = view.seq.is_some();
+        if view.apply(&m) {
+            assert!(!resync, "unexpected resync");
+        } else {
+            let levels = m["data"]["bids"].as_array().unwrap().len()
+                + m["data"]["asks"].as_array().unwrap().len();
+            assert!(levels > 0, "an update without levels at {}", m["seq"]);
+            updates += 1;
         }
-        book_seq = Some(seq);
-        let c = m["checksum"].as_u64().unwrap() as u32;
-        assert_eq!(c, own_checksum(&book), "checksum at {seq}");
-        assert_eq!(c, independent_checksum(&book), "checksum at {seq}");
-        if let Some(rest) = rest_books.get(&seq) {
-            let bids: Vec<Value> = book.0.values().rev().map(|(p, a)| json!([p, a])).collect();
-            let asks: Vec<Value> = book.1.values().map(|(p, a)| json!([p, a])).collect();
-            assert_eq!(Value::Array(bids), rest["bids"], "bids at {seq}");
-            assert_eq!(Value::Array(asks), rest["asks"], "asks at {seq}");
+        if let Some(rest) = rest_books.get(&view.seq.unwrap()) {
+            view.assert_is(rest);
             compared += 1;
         }
     }
@@ -424,9 +328,7 @@ async fn merged_book_updates_equal_the_rest_book_at_each_sequence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_errors_are_problems() {
-    let dir = tmp();
-    let h = Harness::start(dir.path(), FeedConfig::default()).await;
-    h.setup_market(1).await;
+    let (_dir, h) = Harness::with_market(FeedConfig::default(), 1).await;
     for (path, status, code) in [
         ("/v1/pairs/NOPE_SEK/ticker", 404, "UNKNOWN_PAIR"),
         ("/v1/pairs/NOPE_SEK/book", 404, "UNKNOWN_PAIR"),
@@ -473,101 +375,49 @@ async fn rest_errors_are_problems() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_get_errors_and_the_connection_stays_open() {
-    let dir = tmp();
     let cfg = FeedConfig {
         max_subscriptions: 3,
         ..FeedConfig::default()
     };
-    let h = Harness::start(dir.path(), cfg).await;
-    h.setup_market(1).await;
+    let (_dir, h) = Harness::with_market(cfg, 1).await;
     let mut ws = h.ws().await;
     send_raw(&mut ws, "{not json").await;
-    let m = next_json(&mut ws).await;
-    assert_eq!(
-        (m["op"].as_str(), m["code"].as_str()),
-        (Some("error"), Some("BAD_REQUEST"))
-    );
-    send(&mut ws, json!({"op":"dance","id":5})).await;
-    let m = next_json(&mut ws).await;
-    assert_eq!(
-        (m["code"].as_str(), m["id"].as_i64()),
-        (Some("UNKNOWN_OP"), Some(5))
-    );
-    send(
-        &mut ws,
-        json!({"op":"subscribe","id":6,"channels":["ticker:NOPE"]}),
-    )
-    .await;
-    assert_eq!(next_json(&mut ws).await["code"], "UNKNOWN_CHANNEL");
-    send(
-        &mut ws,
-        json!({"op":"subscribe","id":7,"channels":["candles:2h:BTC_SEK"]}),
-    )
-    .await;
-    assert_eq!(next_json(&mut ws).await["code"], "UNKNOWN_CHANNEL");
-    send(
-        &mut ws,
-        json!({"op":"subscribe","id":8,"channels":["orders"]}),
-    )
-    .await;
-    assert_eq!(next_json(&mut ws).await["code"], "UNAUTHORIZED");
-    send(&mut ws, json!({"op":"auth","id":9,"token":"x"})).await;
-    assert_eq!(next_json(&mut ws).await["code"], "UNAUTHORIZED");
-    send(
-        &mut ws,
-        json!({"op":"subscribe","id":10,"channels":["ticker:BTC_SEK","trades:BTC_SEK","candles:1m:BTC_SEK","candles:5m:BTC_SEK"]}),
-    )
-    .await;
-    let m = next_json(&mut ws).await;
-    assert_eq!(
-        (m["code"].as_str(), m["id"].as_i64()),
-        (Some("LIMIT_EXCEEDED"), Some(10))
-    );
-    send(
-        &mut ws,
-        json!({"op":"subscribe","id":11,"channels":["trades:BTC_SEK"]}),
-    )
-    .await;
-    let m = next_json(&mut ws).await;
-    assert_eq!(m["op"], "subscribed");
-    assert_eq!(m["channels"], json!(["trades:BTC_SEK"]));
-    send(
-        &mut ws,
-        json!({"op":"unsubscribe","id":12,"channels":["trades:BTC_SEK"]}),
-    )
-    .await;
-    assert_eq!(next_json(&mut ws).await["op"], "unsubscribed");
-    send(&mut ws, json!({"op":"ping","id":"p"})).await;
-    let m = next_json(&mut ws).await;
-    assert_eq!(
-        (m["op"].as_str(), m["id"].as_str()),
-        (Some("pong"), Some("p"))
-    );
+    assert_error(&next_json(&mut ws).await, Value::Null, "BAD_REQUEST");
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"op":"dance","id":5}), "UNKNOWN_OP"),
+        (subscribe(6, &["ticker:NOPE"]), "UNKNOWN_CHANNEL"),
+        (subscribe(7, &["candles:2h:BTC_SEK"]), "UNKNOWN_CHANNEL"),
+        (subscribe(8, &["orders"]), "UNAUTHORIZED"),
+        (json!({"op":"auth","id":9,"token":"x"}), "UNAUTHORIZED"),
+        (
+            subscribe(
+                10,
+                &[
+                    "ticker:BTC_SEK",
+                    "trades:BTC_SEK",
+                    "candles:1m:BTC_SEK",
+                    "candles:5m:BTC_SEK",
+                ],
+            ),
+            "LIMIT_EXCEEDED",
+        ),
+    ];
+    assert_errors(&mut ws, cases).await;
+    subscribed(&mut ws, 11, &["trades:BTC_SEK"]).await;
+    unsubscribed(&mut ws, 12, &["trades:BTC_SEK"]).await;
+    nothing_pending(&mut ws, "p").await;
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_channels_only_carry_the_account() {
-    let dir = tmp();
-    let h = Harness::start(dir.path(), FeedConfig::default()).await;
-    h.setup_market(2).await;
-    h.feed
-        .set_authenticator(std::sync::Arc::new(|t: &str| match t {
-            "tok-1" => Some(AccountId(1)),
-            "tok-2" => Some(AccountId(2)),
-            _ => None,
-        }));
+    let (_dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
+    h.accept_tokens(&[("tok-1", 1), ("tok-2", 2)]);
     let mut a = h.ws().await;
     let mut b = h.ws().await;
     for (ws, tok) in [(&mut a, "tok-1"), (&mut b, "tok-2")] {
-        send(ws, json!({"op":"auth","id":1,"token":tok})).await;
-        assert_eq!(next_json(ws).await["op"], "authenticated");
-        send(
-            ws,
-            json!({"op":"subscribe","id":2,"channels":["orders","fills","wallet"]}),
-        )
-        .await;
-        assert_eq!(next_json(ws).await["op"], "subscribed");
+        authenticated(ws, 1, tok).await;
+        subscribed(ws, 2, &["orders", "fills", "wallet"]).await;
     }
     for i in 0..3 {
         h.feed.publish_private(
@@ -610,35 +460,22 @@ async fn private_channels_only_carry_the_account() {
         assert_eq!(m["channel"], "fills");
         assert_eq!(m["data"]["tradeId"], format!("b{i}"));
     }
-    send(&mut b, json!({"op":"ping","id":3})).await;
-    assert_eq!(
-        next_json(&mut b).await["op"],
-        "pong",
-        "b saw another account's data"
-    );
+    nothing_pending(&mut b, "b saw no other account's data").await;
     h.stop().await;
 }
 
 /// A client that never reads does not delay a fast one, and is closed with 1008.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_closed_and_does_not_delay_others() {
-    let dir = tmp();
     let cfg = FeedConfig {
         queue_bound: 256,
         channel_capacity: 8192,
         stall_timeout: Duration::from_secs(1),
         ..FeedConfig::default()
     };
-    let h = Harness::start(dir.path(), cfg).await;
-    h.setup_market(2).await;
+    let (_dir, h) = Harness::with_market(cfg, 2).await;
     // The slow client: a tiny receive buffer, subscribed to everything, never reads.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let stream = sock.connect(h.addr).await.unwrap();
-    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-    let (mut slow, _) = tokio_tungstenite::client_async(format!("ws://{}/v1/ws", h.addr), stream)
-        .await
-        .unwrap();
+    let mut slow = h.ws_with_recv_buffer(4096).await;
     let all: Vec<String> = ["1m", "5m", "15m", "1h", "4h", "1d"]
         .iter()
         .map(|iv| format!("candles:{iv}:{PAIR}"))
@@ -650,13 +487,13 @@ async fn slow_consumer_is_closed_and_does_not_delay_others() {
         .collect();
     send(&mut slow, json!({"op":"subscribe","id":1,"channels":all})).await;
     let mut fast = h.ws().await;
-    send(
-        &mut fast,
-        json!({"op":"subscribe","id":1,"channels":[format!("trades:{PAIR}")]}),
-    )
-    .await;
-    assert_eq!(next_json(&mut fast).await["op"], "subscribed");
+    subscribed(&mut fast, 1, &[format!("trades:{PAIR}")]).await;
     let mut fast = reader(fast);
+    let is_trade = |m: &Value| {
+        m["channel"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("trades:"))
+    };
 
     let n = 3000u64;
     let start = std::time::Instant::now();
@@ -664,10 +501,7 @@ async fn slow_consumer_is_closed_and_does_not_delay_others() {
     for i in 0..n {
         h.sell_then_buy(i, (100_000 + i % 7, 5), (100_010, 5)).await;
         while let Ok(m) = fast.try_recv() {
-            if m["channel"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("trades:"))
-            {
+            if is_trade(&m) {
                 seen += 1;
             }
         }
@@ -677,37 +511,21 @@ async fn slow_consumer_is_closed_and_does_not_delay_others() {
             .await
             .expect("fast client delayed")
             .unwrap();
-        if m["channel"]
-            .as_str()
-            .is_some_and(|c| c.starts_with("trades:"))
-        {
+        if is_trade(&m) {
             seen += 1;
         }
     }
     let elapsed = start.elapsed();
     assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
     // Now read the slow client: it ends with a 1008 close.
-    let code = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match slow.next().await {
-                Some(Ok(Message::Close(Some(f)))) => return Some(u16::from(f.code)),
-                Some(Ok(_)) => {}
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .expect("slow client never closed");
-    assert_eq!(code, Some(1008));
+    assert_closes_with(&mut slow, 1008, Duration::from_secs(20)).await;
     h.stop().await;
 }
 
 /// Restart on the same data dir keeps the 24 h figures, trades and candles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_ticker_trades_and_candles() {
-    let dir = tmp();
-    let h = Harness::start(dir.path(), FeedConfig::default()).await;
-    h.setup_market(2).await;
+    let (dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
     for i in 0..200u64 {
         h.sell_then_buy(i, (100_000 + i % 13, 3 + i % 5), (100_020, 2))
             .await;
@@ -735,22 +553,9 @@ async fn restart_keeps_ticker_trades_and_candles() {
         assert_eq!(a, b, "{p}");
     }
     let t2 = h.http.json(&format!("/v1/pairs/{PAIR}/ticker")).await;
-    for k in [
-        "lastPrice",
-        "high",
-        "low",
-        "baseVolume",
-        "quoteVolume",
-        "bestBid",
-        "bestAsk",
-    ] {
-        assert_eq!(t2[k], ticker[k], "{k}");
-    }
+    assert_fields_eq(&t2, &ticker, &TICKER_FIGURES);
     // New trades continue the figures.
-    h.run(limit(99_001, 1, Side::Sell, 100_000, 1, TimeInForce::Gtc))
-        .await;
-    h.run(limit(99_002, 2, Side::Buy, 100_000, 1, TimeInForce::Gtc))
-        .await;
+    h.sell_then_buy(9_900, (100_000, 1), (100_000, 1)).await;
     let t3 = h.http.json(&format!("/v1/pairs/{PAIR}/ticker")).await;
     assert_eq!(
         units(t3["baseVolume"].as_str().unwrap()),
@@ -762,14 +567,12 @@ async fn restart_keeps_ticker_trades_and_candles() {
 /// The server pings; a peer that does not answer is closed, one that reads stays open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_peers_are_dropped_and_live_ones_kept() {
-    let dir = tmp();
     let cfg = FeedConfig {
         ping_interval: Duration::from_millis(100),
         idle_timeout: Duration::from_millis(800),
         ..FeedConfig::default()
     };
-    let h = Harness::start(dir.path(), cfg).await;
-    h.setup_market(1).await;
+    let (_dir, h) = Harness::with_market(cfg, 1).await;
     let mut silent = h.ws().await;
     let live = h.ws().await;
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -791,17 +594,7 @@ async fn silent_peers_are_dropped_and_live_ones_kept() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop_tx.send(());
     assert!(live_task.await.unwrap() >= 5);
-    let code = loop {
-        match tokio::time::timeout(Duration::from_secs(5), silent.next())
-            .await
-            .unwrap()
-        {
-            Some(Ok(Message::Close(Some(f)))) => break Some(u16::from(f.code)),
-            Some(Ok(_)) => {}
-            _ => break None,
-        }
-    };
-    assert_eq!(code, Some(1001));
+    assert_closes_with(&mut silent, 1001, Duration::from_secs(5)).await;
     let (status, body) = h.http.get("/v1/ws").await;
     assert!(status >= 400, "{status}");
     assert!(body.contains("BAD_REQUEST"), "{body}");
@@ -812,20 +605,13 @@ async fn silent_peers_are_dropped_and_live_ones_kept() {
 /// connection, `max_writes_per_sec` 1), but a reply does not wait for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_do_not_wait_for_the_write_interval() {
-    let dir = tmp();
     let cfg = FeedConfig {
         max_writes_per_sec: 1,
         ..FeedConfig::default()
     };
-    let h = Harness::start(dir.path(), cfg).await;
-    h.setup_market(2).await;
+    let (_dir, h) = Harness::with_market(cfg, 2).await;
     let mut ws = h.ws().await;
-    send(
-        &mut ws,
-        json!({"op":"subscribe","id":1,"channels":[format!("trades:{PAIR}")]}),
-    )
-    .await;
-    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    subscribed(&mut ws, 1, &[format!("trades:{PAIR}")]).await;
     let trade = |i: u64| {
         let h = &h;
         async move {
@@ -867,9 +653,7 @@ async fn replies_do_not_wait_for_the_write_interval() {
 /// wire, in at least one write and at most one write per frame.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_totals_count_what_clients_receive() {
-    let dir = tmp();
-    let h = Harness::start(dir.path(), FeedConfig::default()).await;
-    h.setup_market(2).await;
+    let (_dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
     let before = h.feed.ws_write_totals();
     let mut ws = h.ws().await;
     send(
@@ -906,28 +690,15 @@ async fn write_totals_count_what_clients_receive() {
 /// short, mid-frame: every trade still arrives whole, in order, without a gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_writes_keep_frames_whole() {
-    let dir = tmp();
     // Room for more than the kernel's socket buffers hold (4 MiB send buffer at most here).
     let cfg = FeedConfig {
         queue_bound: 65_536,
         channel_capacity: 65_536,
         ..FeedConfig::default()
     };
-    let h = Harness::start(dir.path(), cfg).await;
-    h.setup_market(2).await;
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(2048).unwrap();
-    let tcp = sock.connect(h.addr).await.unwrap();
-    let tcp = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/v1/ws", h.addr), tcp)
-        .await
-        .unwrap();
-    send(
-        &mut ws,
-        json!({"op":"subscribe","id":1,"channels":[format!("trades:{PAIR}")]}),
-    )
-    .await;
-    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    let (_dir, h) = Harness::with_market(cfg, 2).await;
+    let mut ws = h.ws_with_recv_buffer(2048).await;
+    subscribed(&mut ws, 1, &[format!("trades:{PAIR}")]).await;
     let n = 40_000u64;
     // In groups, so that the pipeline's rings never run full.
     for group in 0..n / 500 {

@@ -12,125 +12,55 @@ use std::time::Duration;
 use common::*;
 use engine::{AccountId, Side, TimeInForce};
 use feed::{FeedConfig, PrivateChannel};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Bids and asks: price units -> (price, amount) as sent.
-type Book = (
-    BTreeMap<u128, (String, String)>,
-    BTreeMap<u128, (String, String)>,
-);
-
-/// The Kraken checksum written out independently: top 10 asks (lowest first) then top 10
-/// bids (highest first), price then amount, '.' removed and leading zeros stripped.
-fn kraken(asks: &[(&str, &str)], bids: &[(&str, &str)]) -> u32 {
-    let strip = |x: &str| x.replace('.', "").trim_start_matches('0').to_string();
-    let mut s = String::new();
-    for (p, a) in asks.iter().take(10).chain(bids.iter().take(10)) {
-        s += &strip(p);
-        s += &strip(a);
-    }
-    crc32fast::hash(s.as_bytes())
-}
-
-/// Reads until the server closes; the close code (None: the stream ended without one).
-async fn close_code(ws: &mut Ws, within: Duration) -> Option<u16> {
-    tokio::time::timeout(within, async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(Some(f)))) => return Some(u16::from(f.code)),
-                Some(Ok(Message::Close(None))) => return None,
-                Some(Ok(_)) => {}
-                _ => return None,
-            }
+/// Sends up to 60 frames (`frame(i)`), stopping at the first the server refuses: the
+/// server closes with 1008 rather than answering a flood forever.
+async fn flood_is_closed_with_1008(ws: &mut Ws, frame: impl Fn(u64) -> Message) {
+    for i in 0..60 {
+        if ws.send(frame(i)).await.is_err() {
+            break;
         }
-    })
-    .await
-    .expect("the server did not close")
+    }
+    assert_closes_with(ws, 1008, Duration::from_secs(5)).await;
 }
 
-/// Sends a ping and asserts the very next message is its pong: nothing else was queued.
-async fn nothing_pending(ws: &mut Ws, id: &str) {
-    send(ws, json!({"op":"ping","id":id})).await;
-    let m = next_json(ws).await;
-    assert_eq!(
-        m,
-        json!({"op":"pong","id":id}),
-        "unexpected message before pong"
-    );
+/// A market (two accounts) whose connections have 4 KiB send buffers and queues of 8
+/// messages, and are not closed for a stall within 30 s; `cfg` otherwise.
+async fn small_buffer_market(cfg: FeedConfig) -> (tempfile::TempDir, Harness) {
+    let dir = tmp();
+    let cfg = FeedConfig {
+        queue_bound: 8,
+        stall_timeout: Duration::from_secs(30),
+        ..cfg
+    };
+    let h = Harness::start_with_send_buffer(dir.path(), cfg, 4096).await;
+    h.setup_market(2).await;
+    (dir, h)
 }
 
-/// An error reply: exactly `op`, `id`, `code`, `message` (a non-empty string).
-fn assert_error(m: &Value, id: Value, code: &str) {
-    let obj = m
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {m}"));
-    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    assert_eq!(keys, ["code", "id", "message", "op"], "{m}");
-    assert_eq!(m["op"], "error", "{m}");
-    assert_eq!(m["id"], id, "{m}");
-    assert_eq!(m["code"], code, "{m}");
-    assert!(m["message"].as_str().is_some_and(|s| !s.is_empty()), "{m}");
-}
-
-fn subscribe(id: i64, channels: &[&str]) -> Value {
-    json!({"op":"subscribe","id":id,"channels":channels})
-}
-
-/// A client with a tiny receive buffer (the server's writes block soon).
-async fn slow_client(h: &Harness) -> Ws {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(2048).unwrap();
-    let tcp = sock.connect(h.addr).await.unwrap();
-    let tcp = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{}/v1/ws", h.addr), tcp)
-        .await
-        .unwrap();
-    ws
+/// A client with a 2 KiB receive buffer (the server's writes block soon), subscribed to
+/// `channel`.
+async fn slow_subscriber(h: &Harness, channel: &str) -> Ws {
+    let mut slow = h.ws_with_recv_buffer(2048).await;
+    subscribed(&mut slow, 1, &[channel]).await;
+    slow
 }
 
 /// Every reply echoes `id` (whatever JSON it is) and has exactly the fields API.md names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_echo_id_with_exact_shapes() {
-    let dir = tmp();
-    let h = Harness::start(dir.path(), FeedConfig::default()).await;
-    h.setup_market(2).await;
-    h.feed.set_authenticator(std::sync::Arc::new(|t: &str| {
-        (t == "good").then_some(AccountId(1))
-    }));
+    let (_dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
+    h.accept_tokens(&[("good", 1)]);
     let mut ws = h.ws().await;
-    send(
-        &mut ws,
-        subscribe(1, &["trades:BTC_SEK", "candles:1m:BTC_SEK"]),
-    )
-    .await;
-    assert_eq!(
-        next_json(&mut ws).await,
-        json!({"op":"subscribed","id":1,"channels":["trades:BTC_SEK","candles:1m:BTC_SEK"]})
-    );
-    send(
-        &mut ws,
-        json!({"op":"unsubscribe","id":"u-2","channels":["candles:1m:BTC_SEK"]}),
-    )
-    .await;
-    assert_eq!(
-        next_json(&mut ws).await,
-        json!({"op":"unsubscribed","id":"u-2","channels":["candles:1m:BTC_SEK"]})
-    );
-    send(&mut ws, json!({"op":"auth","id":{"k":[3]},"token":"good"})).await;
-    assert_eq!(
-        next_json(&mut ws).await,
-        json!({"op":"authenticated","id":{"k":[3]}})
-    );
+    subscribed(&mut ws, 1, &["trades:BTC_SEK", "candles:1m:BTC_SEK"]).await;
+    unsubscribed(&mut ws, "u-2", &["candles:1m:BTC_SEK"]).await;
+    authenticated(&mut ws, json!({"k":[3]}), "good").await;
     send(&mut ws, json!({"op":"ping","id":4})).await;
     assert_eq!(next_json(&mut ws).await, json!({"op":"pong","id":4}));
-    send(&mut ws, subscribe(5, &["orders", "fills", "wallet"])).await;
-    assert_eq!(
-        next_json(&mut ws).await,
-        json!({"op":"subscribed","id":5,"channels":["orders","fills","wallet"]})
-    );
+    subscribed(&mut ws, 5, &["orders", "fills", "wallet"]).await;
     // Data: exactly channel, seq, data.
     h.sell_then_buy(0, (100_000, 2), (100_000, 2)).await;
     let m = next_json(&mut ws).await;
@@ -157,21 +87,17 @@ async fn replies_echo_id_with_exact_shapes() {
 /// id, and the connection stays open and usable after each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_echoes_id_and_keeps_the_connection() {
-    let dir = tmp();
     let cfg = FeedConfig {
         max_subscriptions: 2,
         ..FeedConfig::default()
     };
-    let h = Harness::start(dir.path(), cfg).await;
-    h.setup_market(2).await;
-    h.feed.set_authenticator(std::sync::Arc::new(|t: &str| {
-        (t == "good").then_some(AccountId(1))
-    }));
+    let (_dir, h) = Harness::with_market(cfg, 2).await;
+    h.accept_tokens(&[("good", 1)]);
     let mut ws = h.ws().await;
-    send_raw(&mut ws, "{\"op\":\"ping\",\"id\":1").await;
-    assert_error(&next_json(&mut ws).await, Value::Null, "BAD_REQUEST");
-    send_raw(&mut ws, "[1,2]").await;
-    assert_error(&next_json(&mut ws).await, Value::Null, "BAD_REQUEST");
+    for raw in ["{\"op\":\"ping\",\"id\":1", "[1,2]"] {
+        send_raw(&mut ws, raw).await;
+        assert_error(&next_json(&mut ws).await, Value::Null, "BAD_REQUEST");
+    }
     let cases: Vec<(Value, &str)> = vec![
         (json!({"op":"dance","id":1}), "UNKNOWN_OP"),
         (json!({"id":2}), "BAD_REQUEST"),
@@ -204,22 +130,14 @@ async fn every_error_echoes_id_and_keeps_the_connection() {
             "LIMIT_EXCEEDED",
         ),
     ];
-    for (msg, code) in cases {
-        let id = msg["id"].clone();
-        send(&mut ws, msg).await;
-        assert_error(&next_json(&mut ws).await, id, code);
-    }
+    assert_errors(&mut ws, cases).await;
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     assert_error(&next_json(&mut ws).await, Value::Null, "BAD_REQUEST");
     // None of the failed subscribes subscribed anything: a trade sends nothing.
     h.sell_then_buy(0, (100_000, 1), (100_000, 1)).await;
     nothing_pending(&mut ws, "a").await;
     // Still usable: a subscribe within the limit works and delivers.
-    send(&mut ws, subscribe(16, &["trades:BTC_SEK"])).await;
-    assert_eq!(
-        next_json(&mut ws).await,
-        json!({"op":"subscribed","id":16,"channels":["trades:BTC_SEK"]})
-    );
+    subscribed(&mut ws, 16, &["trades:BTC_SEK"]).await;
     h.sell_then_buy(1, (100_000, 1), (100_000, 1)).await;
     assert_eq!(next_json(&mut ws).await["channel"], "trades:BTC_SEK");
     h.stop().await;
@@ -229,9 +147,7 @@ async fn every_error_echoes_id_and_keeps_the_connection() {
 /// one snapshot follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_listed_twice_is_one_subscription() {
-    let dir = tmp();
-    let h = Harness::start(dir.path(), FeedConfig::default()).await;
-    h.setup_market(2).await;
+    let (_dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
     let mut ws = h.ws().await;
     send(
         &mut ws,
@@ -275,16 +191,9 @@ async fn a_channel_listed_twice_is_one_subscription() {
 /// After `unsubscribe` nothing more arrives on the channel; the others keep flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsubscribe_stops_only_that_channel() {
-    let dir = tmp();
-    let h = Harness::start(dir.path(), FeedConfig::default()).await;
-    h.setup_market(2).await;
+    let (_dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
     let mut ws = h.ws().await;
-    send(
-        &mut ws,
-        subscribe(1, &["trades:BTC_SEK", "candles:5m:BTC_SEK"]),
-    )
-    .await;
-    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    subscribed(&mut ws, 1, &["trades:BTC_SEK", "candles:5m:BTC_SEK"]).await;
     h.sell_then_buy(0, (100_000, 1), (100_000, 1)).await;
     let mut got = Vec::new();
     for _ in 0..2 {
@@ -292,12 +201,7 @@ async fn unsubscribe_stops_only_that_channel() {
     }
     got.sort_by_key(|v| v.to_string());
     assert_eq!(got, [json!("candles:5m:BTC_SEK"), json!("trades:BTC_SEK")]);
-    send(
-        &mut ws,
-        json!({"op":"unsubscribe","id":2,"channels":["trades:BTC_SEK"]}),
-    )
-    .await;
-    assert_eq!(next_json(&mut ws).await["op"], "unsubscribed");
+    unsubscribed(&mut ws, 2, &["trades:BTC_SEK"]).await;
     h.sell_then_buy(1, (100_000, 1), (100_000, 1)).await;
     let m = next_json(&mut ws).await;
     assert_eq!(m["channel"], "candles:5m:BTC_SEK", "{m}");
@@ -310,13 +214,11 @@ async fn unsubscribe_stops_only_that_channel() {
 /// large to even buffer (over 64 KiB here) closes with 1009.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_too_large_is_an_error_and_the_connection_stays_open() {
-    let dir = tmp();
     let cfg = FeedConfig {
         max_message_bytes: 1024,
         ..FeedConfig::default()
     };
-    let h = Harness::start(dir.path(), cfg).await;
-    h.setup_market(1).await;
+    let (_dir, h) = Harness::with_market(cfg, 1).await;
     let mut ws = h.ws().await;
     let big = json!({"op":"ping","id":1,"pad":"x".repeat(2000)});
     send(&mut ws, big).await;
@@ -325,15 +227,11 @@ async fn message_too_large_is_an_error_and_the_connection_stays_open() {
     let pad = 1024 - json!({"op":"ping","id":2,"pad":""}).to_string().len();
     send(&mut ws, json!({"op":"ping","id":2,"pad":"y".repeat(pad)})).await;
     assert_eq!(next_json(&mut ws).await, json!({"op":"pong","id":2}));
-    send(&mut ws, subscribe(3, &["trades:BTC_SEK"])).await;
-    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    subscribed(&mut ws, 3, &["trades:BTC_SEK"]).await;
     nothing_pending(&mut ws, "p").await;
     // Far too large: a defined close, not a silent drop.
     send_raw(&mut ws, &"z".repeat(200 * 1024)).await;
-    assert_eq!(
-        close_code(&mut ws, Duration::from_secs(5)).await,
-        Some(1009)
-    );
+    assert_closes_with(&mut ws, 1009, Duration::from_secs(5)).await;
     h.stop().await;
 }
 
@@ -341,13 +239,11 @@ async fn message_too_large_is_an_error_and_the_connection_stays_open() {
 /// connection stays open, the next second is served; a flood (10x) closes with 1008.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_rate_limit_is_an_error_then_a_close() {
-    let dir = tmp();
     let cfg = FeedConfig {
         max_inbound_per_sec: 5,
         ..FeedConfig::default()
     };
-    let h = Harness::start(dir.path(), cfg).await;
-    h.setup_market(1).await;
+    let (_dir, h) = Harness::with_market(cfg, 1).await;
     let mut ws = h.ws().await;
     for i in 0..8 {
         send(&mut ws, json!({"op":"ping","id":i})).await;
@@ -361,19 +257,10 @@ async fn inbound_rate_limit_is_an_error_then_a_close() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     send(&mut ws, json!({"op":"ping","id":"later"})).await;
     assert_eq!(next_json(&mut ws).await, json!({"op":"pong","id":"later"}));
-    for i in 0..60 {
-        if ws
-            .send(Message::text(json!({"op":"ping","id":i}).to_string()))
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
-    assert_eq!(
-        close_code(&mut ws, Duration::from_secs(5)).await,
-        Some(1008)
-    );
+    flood_is_closed_with_1008(&mut ws, |i| {
+        Message::text(json!({"op":"ping","id":i}).to_string())
+    })
+    .await;
     h.stop().await;
 }
 
@@ -381,44 +268,33 @@ async fn inbound_rate_limit_is_an_error_then_a_close() {
 /// with 1008 rather than answered forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_frames_count_against_the_inbound_rate() {
-    let dir = tmp();
     let cfg = FeedConfig {
         max_inbound_per_sec: 5,
         ..FeedConfig::default()
     };
-    let h = Harness::start(dir.path(), cfg).await;
-    h.setup_market(1).await;
+    let (_dir, h) = Harness::with_market(cfg, 1).await;
     let mut ws = h.ws().await;
+    let frame = |_| Message::binary(vec![0u8; 8]);
     for _ in 0..5 {
-        ws.send(Message::binary(vec![0u8; 8])).await.unwrap();
+        ws.send(frame(0)).await.unwrap();
     }
     for _ in 0..5 {
         assert_error(&next_json(&mut ws).await, Value::Null, "BAD_REQUEST");
     }
-    ws.send(Message::binary(vec![0u8; 8])).await.unwrap();
+    ws.send(frame(0)).await.unwrap();
     assert_error(&next_json(&mut ws).await, Value::Null, "RATE_LIMITED");
-    for _ in 0..60 {
-        if ws.send(Message::binary(vec![0u8; 8])).await.is_err() {
-            break;
-        }
-    }
-    assert_eq!(
-        close_code(&mut ws, Duration::from_secs(5)).await,
-        Some(1008)
-    );
+    flood_is_closed_with_1008(&mut ws, frame).await;
     h.stop().await;
 }
 
 /// `max_connections` open: the next upgrade is refused with 503; a closed one frees a slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_refuses_then_frees() {
-    let dir = tmp();
     let cfg = FeedConfig {
         max_connections: 2,
         ..FeedConfig::default()
     };
-    let h = Harness::start(dir.path(), cfg).await;
-    h.setup_market(1).await;
+    let (_dir, h) = Harness::with_market(cfg, 1).await;
     let mut a = h.ws().await;
     let mut b = h.ws().await;
     nothing_pending(&mut a, "a").await;
@@ -448,44 +324,24 @@ async fn connection_limit_refuses_then_frees() {
 /// 24 h figures are exact, on REST and on the WebSocket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn book_and_ticker_messages_are_exact() {
-    let dir = tmp();
     let cfg = FeedConfig {
         book_interval: Duration::ZERO,
         ..FeedConfig::default()
     };
-    let h = Harness::start(dir.path(), cfg).await;
-    h.setup_market(2).await;
+    let (_dir, h) = Harness::with_market(cfg, 2).await;
     // Before any order: the ticker is sent at once, all empty.
     let mut ws = h.ws().await;
-    send(&mut ws, subscribe(1, &["ticker:BTC_SEK"])).await;
-    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    subscribed(&mut ws, 1, &["ticker:BTC_SEK"]).await;
     let t0 = next_json(&mut ws).await;
     assert_eq!(t0["channel"], "ticker:BTC_SEK", "{t0}");
     let rest0 = h.http.json("/v1/pairs/BTC_SEK/ticker").await;
-    for k in [
-        "pair",
-        "lastPrice",
-        "bestBid",
-        "bestBidAmount",
-        "bestAsk",
-        "bestAskAmount",
-        "high",
-        "low",
-        "baseVolume",
-        "quoteVolume",
-    ] {
-        assert_eq!(t0["data"][k], rest0[k], "{k}");
-    }
+    assert_fields_eq(&t0["data"], &rest0, &["pair"]);
+    assert_fields_eq(&t0["data"], &rest0, &TICKER_FIGURES);
     assert_eq!(t0["data"]["baseVolume"], "0");
     assert_eq!(t0["data"]["bestBid"], Value::Null);
     assert_eq!(t0["data"].as_object().unwrap().len(), 11);
     nothing_pending(&mut ws, "t0").await;
-    send(
-        &mut ws,
-        json!({"op":"unsubscribe","id":2,"channels":["ticker:BTC_SEK"]}),
-    )
-    .await;
-    assert_eq!(next_json(&mut ws).await["op"], "unsubscribed");
+    unsubscribed(&mut ws, 2, &["ticker:BTC_SEK"]).await;
 
     for (id, acct, side, price, lots) in [
         (1, 1, Side::Sell, 100_100, 3),
@@ -499,11 +355,7 @@ async fn book_and_ticker_messages_are_exact() {
     }
     let rest = h.http.json("/v1/pairs/BTC_SEK/book").await;
     let s = rest["sequence"].as_u64().unwrap();
-    send(&mut ws, subscribe(3, &["book:BTC_SEK"])).await;
-    assert_eq!(
-        next_json(&mut ws).await,
-        json!({"op":"subscribed","id":3,"channels":["book:BTC_SEK"]})
-    );
+    subscribed(&mut ws, 3, &["book:BTC_SEK"]).await;
     let asks = [("1001.00", "0.0005"), ("1002.00", "0.0001")];
     let bids = [("999.00", "0.0005"), ("998.00", "0.0007")];
     assert_eq!(
@@ -553,8 +405,7 @@ async fn book_and_ticker_messages_are_exact() {
             .is_some_and(|s| s.len() == 24 && s.ends_with('Z')),
         "{t}"
     );
-    send(&mut ws, subscribe(4, &["ticker:BTC_SEK"])).await;
-    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    subscribed(&mut ws, 4, &["ticker:BTC_SEK"]).await;
     let m = next_json(&mut ws).await;
     assert_eq!(m["channel"], "ticker:BTC_SEK");
     let mut d = m["data"].clone();
@@ -568,17 +419,14 @@ async fn book_and_ticker_messages_are_exact() {
 /// consecutive per channel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn candles_of_every_interval_match_rest() {
-    let dir = tmp();
-    let h = Harness::start(dir.path(), FeedConfig::default()).await;
-    h.setup_market(2).await;
+    let (_dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
     let ivs = ["1m", "5m", "15m", "1h", "4h", "1d"];
     let names: Vec<String> = ivs
         .iter()
         .map(|iv| format!("candles:{iv}:{PAIR}"))
         .collect();
     let mut ws = h.ws().await;
-    send(&mut ws, json!({"op":"subscribe","id":1,"channels":names})).await;
-    assert_eq!(next_json(&mut ws).await["channels"], json!(names));
+    subscribed(&mut ws, 1, &names).await;
     let mut last: BTreeMap<String, (u64, Value)> = BTreeMap::new();
     for (i, price) in [(0u64, 100_000u64), (1, 100_500)] {
         h.sell_then_buy(i, (price, 2), (price, 2)).await;
@@ -623,16 +471,12 @@ async fn candles_of_every_interval_match_rest() {
 /// holding the REST book at the REST sequence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_book_consumer_is_resynced_by_snapshot() {
-    let dir = tmp();
     let cfg = FeedConfig {
-        queue_bound: 8,
         book_interval: Duration::ZERO,
-        stall_timeout: Duration::from_secs(30),
         max_resyncs_per_min: 10_000,
         ..FeedConfig::default()
     };
-    let h = Harness::start_with_send_buffer(dir.path(), cfg, 4096).await;
-    h.setup_market(2).await;
+    let (_dir, h) = small_buffer_market(cfg).await;
     // A deep book: every snapshot and many updates are large.
     for i in 0..200u64 {
         h.run(limit(
@@ -645,9 +489,7 @@ async fn slow_book_consumer_is_resynced_by_snapshot() {
         ))
         .await;
     }
-    let mut slow = slow_client(&h).await;
-    send(&mut slow, subscribe(1, &["book:BTC_SEK"])).await;
-    assert_eq!(next_json(&mut slow).await["op"], "subscribed");
+    let mut slow = slow_subscriber(&h, "book:BTC_SEK").await;
     // Many large updates, each a sweep of the ask levels then their refill, while it reads
     // nothing.
     const ROUNDS: u64 = 60;
@@ -679,54 +521,23 @@ async fn slow_book_consumer_is_resynced_by_snapshot() {
     let rest = h.http.json("/v1/pairs/BTC_SEK/book?depth=1000").await;
     let target = rest["sequence"].as_u64().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut book: Book = Default::default();
-    let mut seq = None::<u64>;
+    let mut view = BookView::default();
     let mut first = None::<u64>;
     let mut snapshots = 0;
     let mut messages = 0;
-    while seq != Some(target) {
+    while view.seq != Some(target) {
         let m = next_json(&mut slow).await;
         messages += 1;
         assert_eq!(m["channel"], "book:BTC_SEK", "{m}");
-        let s = m["seq"].as_u64().unwrap();
-        match m["type"].as_str().unwrap() {
-            "snapshot" => {
-                snapshots += 1;
-                first.get_or_insert(s);
-                if let Some(prev) = seq {
-                    assert!(s >= prev, "snapshot went back: {prev} -> {s}");
-                }
-                book = Default::default();
-            }
-            "update" => assert_eq!(Some(s), seq.map(|x| x + 1), "gap"),
-            t => panic!("type {t}"),
-        }
-        for (side, key) in [(&mut book.0, "bids"), (&mut book.1, "asks")] {
-            for lv in m["data"][key].as_array().unwrap() {
-                let (p, a) = (lv[0].as_str().unwrap(), lv[1].as_str().unwrap());
-                if units(a) == 0 {
-                    side.remove(&units(p));
-                } else {
-                    side.insert(units(p), (p.to_string(), a.to_string()));
-                }
+        let prev = view.seq;
+        if view.apply(&m) {
+            snapshots += 1;
+            let s = view.seq.unwrap();
+            first.get_or_insert(s);
+            if let Some(prev) = prev {
+                assert!(s >= prev, "snapshot went back: {prev} -> {s}");
             }
         }
-        let asks: Vec<(&str, &str)> = book
-            .1
-            .values()
-            .map(|(p, a)| (p.as_str(), a.as_str()))
-            .collect();
-        let bids: Vec<(&str, &str)> = book
-            .0
-            .values()
-            .rev()
-            .map(|(p, a)| (p.as_str(), a.as_str()))
-            .collect();
-        assert_eq!(
-            m["checksum"].as_u64(),
-            Some(u64::from(kraken(&asks, &bids)))
-        );
-        seq = Some(s);
     }
     assert!(snapshots >= 2, "never resynced ({messages} messages)");
     let updates = target - first.unwrap();
@@ -734,10 +545,7 @@ async fn slow_book_consumer_is_resynced_by_snapshot() {
         messages - snapshots < updates,
         "{messages} messages for {updates} updates: the backlog was sent, not resynced"
     );
-    let bids: Vec<Value> = book.0.values().rev().map(|(p, a)| json!([p, a])).collect();
-    let asks: Vec<Value> = book.1.values().map(|(p, a)| json!([p, a])).collect();
-    assert_eq!(Value::Array(bids), rest["bids"]);
-    assert_eq!(Value::Array(asks), rest["asks"]);
+    view.assert_is(&rest);
     nothing_pending(&mut slow, "still open").await;
     h.stop().await;
 }
@@ -746,17 +554,8 @@ async fn slow_book_consumer_is_resynced_by_snapshot() {
 /// gaps), is not closed, and ends with the current ticker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_ticker_consumer_is_conflated() {
-    let dir = tmp();
-    let cfg = FeedConfig {
-        queue_bound: 8,
-        stall_timeout: Duration::from_secs(30),
-        ..FeedConfig::default()
-    };
-    let h = Harness::start_with_send_buffer(dir.path(), cfg, 4096).await;
-    h.setup_market(2).await;
-    let mut slow = slow_client(&h).await;
-    send(&mut slow, subscribe(1, &["ticker:BTC_SEK"])).await;
-    assert_eq!(next_json(&mut slow).await["op"], "subscribed");
+    let (_dir, h) = small_buffer_market(FeedConfig::default()).await;
+    let mut slow = slow_subscriber(&h, "ticker:BTC_SEK").await;
     let n = 1500u64;
     for i in 0..n {
         h.sell_then_buy(i, (100_000 + i, 1), (100_000 + i, 1)).await;
@@ -773,16 +572,7 @@ async fn slow_ticker_consumer_is_conflated() {
         prev = Some(s);
         count += 1;
         if m["data"]["lastPrice"] == rest["lastPrice"] {
-            for k in [
-                "high",
-                "low",
-                "baseVolume",
-                "quoteVolume",
-                "bestBid",
-                "bestAsk",
-            ] {
-                assert_eq!(m["data"][k], rest[k], "{k}");
-            }
+            assert_fields_eq(&m["data"], &rest, &TICKER_FIGURES);
             break;
         }
     }
@@ -796,25 +586,22 @@ async fn slow_ticker_consumer_is_conflated() {
 /// drops the first one's subscriptions; each of the account's connections gets its data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_channels_follow_the_authenticated_account() {
-    let dir = tmp();
-    let h = Harness::start(dir.path(), FeedConfig::default()).await;
-    h.setup_market(2).await;
-    h.feed
-        .set_authenticator(std::sync::Arc::new(|t: &str| match t {
-            "tok-1" => Some(AccountId(1)),
-            "tok-2" => Some(AccountId(2)),
-            _ => None,
-        }));
+    let (_dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
+    h.accept_tokens(&[("tok-1", 1), ("tok-2", 2)]);
+    let orders = |account: u32, id: &str| {
+        h.feed.publish_private(
+            AccountId(account),
+            PrivateChannel::Orders,
+            json!({"id": id}),
+        );
+    };
     let mut a = h.ws().await;
     let mut a2 = h.ws().await;
     for ws in [&mut a, &mut a2] {
-        send(ws, json!({"op":"auth","id":1,"token":"tok-1"})).await;
-        assert_eq!(next_json(ws).await, json!({"op":"authenticated","id":1}));
-        send(ws, subscribe(2, &["orders"])).await;
-        assert_eq!(next_json(ws).await["op"], "subscribed");
+        authenticated(ws, 1, "tok-1").await;
+        subscribed(ws, 2, &["orders"]).await;
     }
-    h.feed
-        .publish_private(AccountId(1), PrivateChannel::Orders, json!({"id":"o1"}));
+    orders(1, "o1");
     for ws in [&mut a, &mut a2] {
         assert_eq!(
             next_json(ws).await,
@@ -825,23 +612,14 @@ async fn private_channels_follow_the_authenticated_account() {
     send(&mut a, json!({"op":"auth","id":3,"token":"nope"})).await;
     assert_error(&next_json(&mut a).await, json!(3), "UNAUTHORIZED");
     // Re-auth as account 2: account 1's subscription is gone.
-    send(&mut a, json!({"op":"auth","id":4,"token":"tok-2"})).await;
-    assert_eq!(
-        next_json(&mut a).await,
-        json!({"op":"authenticated","id":4})
-    );
-    h.feed
-        .publish_private(AccountId(1), PrivateChannel::Orders, json!({"id":"o2"}));
-    h.feed
-        .publish_private(AccountId(2), PrivateChannel::Orders, json!({"id":"x1"}));
+    authenticated(&mut a, 4, "tok-2").await;
+    orders(1, "o2");
+    orders(2, "x1");
     nothing_pending(&mut a, "after re-auth").await;
     assert_eq!(next_json(&mut a2).await["data"]["id"], "o2");
-    send(&mut a, subscribe(5, &["orders"])).await;
-    assert_eq!(next_json(&mut a).await["op"], "subscribed");
-    h.feed
-        .publish_private(AccountId(2), PrivateChannel::Orders, json!({"id":"x2"}));
-    h.feed
-        .publish_private(AccountId(1), PrivateChannel::Orders, json!({"id":"o3"}));
+    subscribed(&mut a, 5, &["orders"]).await;
+    orders(2, "x2");
+    orders(1, "o3");
     let m = next_json(&mut a).await;
     assert_eq!(m["channel"], "orders");
     assert_eq!(m["data"]["id"], "x2");
@@ -855,9 +633,7 @@ async fn private_channels_follow_the_authenticated_account() {
 /// sequence, and new trades flow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_after_restart_continue_the_market() {
-    let dir = tmp();
-    let h = Harness::start(dir.path(), FeedConfig::default()).await;
-    h.setup_market(2).await;
+    let (dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
     for i in 0..20u64 {
         h.sell_then_buy(i, (100_000 + i, 3), (100_050, 2)).await;
     }
@@ -866,8 +642,7 @@ async fn streams_after_restart_continue_the_market() {
     let h = Harness::start(dir.path(), FeedConfig::default()).await;
     let rest_book = h.http.json("/v1/pairs/BTC_SEK/book?depth=1000").await;
     let mut ws = h.ws().await;
-    send(&mut ws, subscribe(1, &["ticker:BTC_SEK", "book:BTC_SEK"])).await;
-    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    subscribed(&mut ws, 1, &["ticker:BTC_SEK", "book:BTC_SEK"]).await;
     let mut got_ticker = None;
     let mut got_snap = None;
     for _ in 0..2 {
@@ -879,26 +654,13 @@ async fn streams_after_restart_continue_the_market() {
         }
     }
     let t = got_ticker.expect("no ticker on subscribe after a restart");
-    for k in [
-        "lastPrice",
-        "high",
-        "low",
-        "baseVolume",
-        "quoteVolume",
-        "bestBid",
-        "bestBidAmount",
-        "bestAsk",
-        "bestAskAmount",
-    ] {
-        assert_eq!(t["data"][k], ticker[k], "{k}");
-    }
+    assert_fields_eq(&t["data"], &ticker, &TICKER_FIGURES);
     let snap = got_snap.unwrap();
     assert_eq!(snap["type"], "snapshot");
     assert_eq!(snap["seq"], rest_book["sequence"]);
     assert_eq!(snap["data"]["bids"], rest_book["bids"]);
     assert_eq!(snap["data"]["asks"], rest_book["asks"]);
-    send(&mut ws, subscribe(2, &["trades:BTC_SEK"])).await;
-    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    subscribed(&mut ws, 2, &["trades:BTC_SEK"]).await;
     h.sell_then_buy(100, (100_000, 1), (100_000, 1)).await;
     let mut saw_trade = false;
     for _ in 0..6 {
