@@ -305,3 +305,109 @@ impl TestServer {
         (st, res.text().await.expect("body"))
     }
 }
+
+/// Requests that must answer one status, returning the body: the status is asserted with
+/// the body in the message.
+impl TestServer {
+    /// A GET that must answer 200 OK.
+    pub async fn get_ok(&self, path: &str, token: Option<&str>) -> Value {
+        let (s, v) = self.get(path, token).await;
+        assert_eq!(s, StatusCode::OK, "GET {path}: {v}");
+        v
+    }
+
+    /// A POST that must answer `status`.
+    pub async fn post_expect(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+        status: StatusCode,
+    ) -> Value {
+        let (s, v) = self.post(path, token, body).await;
+        assert_eq!(s, status, "POST {path} {body}: {v}");
+        v
+    }
+
+    /// The user's own deposit request, created (201).
+    pub async fn request_deposit(
+        &self,
+        user: &User,
+        currency: &str,
+        amount: &str,
+        external_id: &str,
+    ) -> Value {
+        let body = json!({"currency": currency, "amount": amount, "externalId": external_id});
+        let token = Some(user.token.as_str());
+        self.post_expect("/v1/wallet/deposits", token, &body, StatusCode::CREATED)
+            .await
+    }
+
+    /// The user's own withdrawal request, created (201).
+    pub async fn request_withdrawal(
+        &self,
+        user: &User,
+        currency: &str,
+        amount: &str,
+        external_id: &str,
+        destination: &str,
+    ) -> Value {
+        let body = json!({"currency": currency, "amount": amount, "externalId": external_id,
+                          "destination": destination});
+        let token = Some(user.token.as_str());
+        self.post_expect("/v1/wallet/withdrawals", token, &body, StatusCode::CREATED)
+            .await
+    }
+
+    /// The back office approves a pending request (200); the request.
+    pub async fn approve(&self, admin: &str, id: &str) -> Value {
+        let path = format!("/v1/admin/requests/{id}/approve");
+        self.post_expect(&path, Some(admin), &json!({}), StatusCode::OK)
+            .await
+    }
+
+    /// The back office rejects a pending request (200); the request.
+    pub async fn reject(&self, admin: &str, id: &str, reason: &str) -> Value {
+        let path = format!("/v1/admin/requests/{id}/reject");
+        self.post_expect(
+            &path,
+            Some(admin),
+            &json!({ "reason": reason }),
+            StatusCode::OK,
+        )
+        .await
+    }
+
+    /// The user cancels one of its orders (200); the order.
+    pub async fn cancel(&self, user: &User, id: &str) -> Value {
+        let (s, v) = self
+            .delete(&format!("/v1/orders/{id}"), Some(&user.token))
+            .await;
+        assert_eq!(s, StatusCode::OK, "cancel {id}: {v}");
+        v
+    }
+
+    /// The back office sets a pair's status (200); the pair.
+    pub async fn set_pair_status(&self, admin: &str, pair: &str, status: &str) -> Value {
+        let path = format!("/v1/admin/pairs/{pair}");
+        let (s, v) = self
+            .patch(&path, Some(admin), &json!({ "status": status }))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{path} {status}: {v}");
+        v
+    }
+}
+
+/// An object's `id` (a string).
+pub fn id_of(v: &Value) -> &str {
+    v["id"].as_str().unwrap_or_else(|| panic!("id in {v}"))
+}
+
+/// A JSON object's member names.
+pub fn keys_of(v: &Value) -> std::collections::BTreeSet<&str> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}

@@ -84,29 +84,30 @@ async fn chunked_post(addr: &str, path: &str, token: &str, body: &[u8]) -> (u16,
         .unwrap_or(0);
     (status, text)
 }
-
-async fn call_json(
-    s: &TestServer,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: &Value,
-) -> Resp {
-    call(
-        s,
-        method,
-        path,
-        token,
-        Some((Some("application/json"), body.to_string().into_bytes())),
-        &[],
-    )
-    .await
+/// A JSON body for `call`.
+fn json_body(body: &Value) -> Option<(Option<&'static str>, Vec<u8>)> {
+    Some((Some("application/json"), body.to_string().into_bytes()))
 }
 
+/// A `body` (a JSON object) padded with `spaces` blanks before its closing brace.
+fn padded(body: &Value, spaces: usize) -> String {
+    let text = body.to_string();
+    format!("{}{}}}", &text[..text.len() - 1], " ".repeat(spaces))
+}
+
+/// A failure's status and `code`.
+type Problem = (StatusCode, &'static str);
+const VALIDATION_FAILED: Problem = (StatusCode::BAD_REQUEST, "VALIDATION_FAILED");
+const UNAUTHORIZED: Problem = (StatusCode::UNAUTHORIZED, "UNAUTHORIZED");
+const FORBIDDEN: Problem = (StatusCode::FORBIDDEN, "FORBIDDEN");
+const NOT_FOUND: Problem = (StatusCode::NOT_FOUND, "NOT_FOUND");
+const UNKNOWN_PAIR: Problem = (StatusCode::BAD_REQUEST, "UNKNOWN_PAIR");
+const PAYLOAD_TOO_LARGE: Problem = (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE");
+
 /// An RFC 9457 problem with API.md's members, `status` and `code` as given, `instance` the
-/// path and `requestId` the response's `X-Request-Id`.
+/// path (without its query) and `requestId` the response's `X-Request-Id`.
 #[track_caller]
-fn assert_problem(r: &Resp, status: StatusCode, code: &str, path: &str) {
+fn assert_problem(r: &Resp, (status, code): Problem, path: &str) {
     assert_eq!(r.status, status, "{path}: {}", r.body);
     assert!(
         r.header("content-type")
@@ -154,6 +155,54 @@ fn assert_problem(r: &Resp, status: StatusCode, code: &str, path: &str) {
     }
 }
 
+/// A request (with a JSON body, or none) that must be refused with `problem`.
+async fn send_problem(
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+    problem: Problem,
+) -> Resp {
+    let r = call(s, method, path, token, body.and_then(json_body), &[]).await;
+    assert_problem(&r, problem, path);
+    r
+}
+
+/// A GET that must be refused with `problem`.
+async fn get_problem(s: &TestServer, path: &str, token: Option<&str>, problem: Problem) -> Resp {
+    send_problem(s, Method::GET, path, token, None, problem).await
+}
+
+/// A POST of `body` that must be refused with `problem`.
+async fn post_problem(
+    s: &TestServer,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+    problem: Problem,
+) -> Resp {
+    send_problem(s, Method::POST, path, token, Some(body), problem).await
+}
+
+/// A server, its admin token, and alice funded with each (currency, amount).
+async fn start_with_alice(funds: &[(&str, &str)]) -> (TestServer, String, User) {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    for (currency, amount) in funds {
+        s.fund(&admin, &a, currency, amount).await;
+    }
+    (s, admin, a)
+}
+
+/// `list?query` answers 200 with `n` items in all, all of them on the page.
+async fn assert_count(s: &TestServer, list: &str, token: &str, query: &str, n: usize) {
+    let l = s.get_ok(&format!("{list}?{query}"), Some(token)).await;
+    assert_eq!(l["meta"]["totalCount"], n, "{query}: {l}");
+    assert_eq!(l["data"].as_array().expect("data").len(), n, "{query}: {l}");
+}
+
 async fn scoped_token(s: &TestServer, client_id: &str, secret: &str, scope: &str) -> String {
     let (st, v) = s.token(client_id, secret, Some(scope)).await;
     assert_eq!(st, StatusCode::OK, "{scope}: {v}");
@@ -171,6 +220,14 @@ fn balance(w: &Value, cur: &str) -> Value {
         .clone()
 }
 
+/// Each member of `expected` (a JSON object) is the same in `v`.
+#[track_caller]
+fn assert_members(v: &Value, expected: &Value) {
+    for (k, want) in expected.as_object().expect("an object") {
+        assert_eq!(&v[k.as_str()], want, "{k}: {v}");
+    }
+}
+
 /// What a rejected request must leave as it was: the account's wallet, orders, requests
 /// and transactions, and the markets.
 async fn state_of(s: &TestServer, u: &User) -> Vec<Value> {
@@ -183,14 +240,10 @@ async fn state_of(s: &TestServer, u: &User) -> Vec<Value> {
         "/v1/wallet/withdrawals?limit=1000",
         "/v1/transactions?limit=1000",
     ] {
-        let (st, v) = s.get(path, Some(&u.token)).await;
-        assert_eq!(st, StatusCode::OK, "{path}: {v}");
-        out.push(v);
+        out.push(s.get_ok(path, Some(&u.token)).await);
     }
     for path in ["/v1/currencies", "/v1/pairs"] {
-        let (st, v) = s.get(path, None).await;
-        assert_eq!(st, StatusCode::OK, "{path}: {v}");
-        out.push(v);
+        out.push(s.get_ok(path, None).await);
     }
     out
 }
@@ -199,149 +252,43 @@ async fn state_of(s: &TestServer, u: &User) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_failure_is_a_problem_with_the_request_id() {
-    let s = TestServer::start().await;
-    let admin = s.admin_token().await;
-    let a = s.register("alice").await;
-    s.fund(&admin, &a, "SEK", "1000").await;
+    let (s, admin, a) = start_with_alice(&[("SEK", "1000")]).await;
     let read_only = scoped_token(&s, &a.client_id, &a.secret, "orders:read").await;
     let order = json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"1000","clientId":"c1"});
-
-    type Case<'a> = (
-        Method,
-        &'a str,
-        Option<&'a str>,
-        Option<Value>,
-        StatusCode,
-        &'a str,
-    );
+    let too_much = json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"100","price":"1000","clientId":"c2"});
+    let (user, adm) = (Some(a.token.as_str()), Some(admin.as_str()));
+    let (bogus, read_only) = (Some("not-a-token"), Some(read_only.as_str()));
+    const GET: Method = Method::GET;
+    const POST: Method = Method::POST;
+    let not_allowed = (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
+    let order_not_found = (StatusCode::NOT_FOUND, "ORDER_NOT_FOUND");
+    let unknown_pair = (StatusCode::NOT_FOUND, "UNKNOWN_PAIR");
+    let insufficient = (StatusCode::UNPROCESSABLE_ENTITY, "INSUFFICIENT_FUNDS");
+    let duplicate = (StatusCode::CONFLICT, "DUPLICATE_CLIENT_ID");
+    let created = (StatusCode::CREATED, "");
+    // (method, path, token, body, the status and code: CREATED is the one success).
+    type Case<'a> = (Method, &'a str, Option<&'a str>, Option<&'a Value>, Problem);
     let cases: Vec<Case> = vec![
-        (
-            Method::GET,
-            "/v1/nope",
-            None,
-            None,
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-        ),
-        (
-            Method::PUT,
-            "/v1/orders",
-            Some(&a.token),
-            None,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
-        ),
-        (
-            Method::GET,
-            "/v1/wallet",
-            None,
-            None,
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-        ),
-        (
-            Method::GET,
-            "/v1/wallet",
-            Some("not-a-token"),
-            None,
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-        ),
-        (
-            Method::GET,
-            "/v1/wallet",
-            Some(&read_only),
-            None,
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-        ),
-        (
-            Method::GET,
-            "/v1/orders/123456",
-            Some(&a.token),
-            None,
-            StatusCode::NOT_FOUND,
-            "ORDER_NOT_FOUND",
-        ),
-        (
-            Method::GET,
-            "/v1/wallet/requests/123456",
-            Some(&a.token),
-            None,
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-        ),
-        (
-            Method::GET,
-            "/v1/transactions/123456",
-            Some(&a.token),
-            None,
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-        ),
-        (
-            Method::GET,
-            "/v1/orders?limit=1001",
-            Some(&a.token),
-            None,
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            Method::GET,
-            "/v1/pairs/NOPE_X/ticker",
-            None,
-            None,
-            StatusCode::NOT_FOUND,
-            "UNKNOWN_PAIR",
-        ),
-        (
-            Method::POST,
-            "/v1/orders",
-            Some(&a.token),
-            Some(
-                json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"100","price":"1000","clientId":"c2"}),
-            ),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INSUFFICIENT_FUNDS",
-        ),
-        (
-            Method::POST,
-            "/v1/orders",
-            Some(&a.token),
-            Some(order.clone()),
-            StatusCode::CREATED,
-            "",
-        ),
-        (
-            Method::POST,
-            "/v1/orders",
-            Some(&a.token),
-            Some(order.clone()),
-            StatusCode::CONFLICT,
-            "DUPLICATE_CLIENT_ID",
-        ),
-        (
-            Method::POST,
-            "/v1/admin/requests/999/approve",
-            Some(&admin),
-            None,
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-        ),
+        (GET, "/v1/nope", None, None, NOT_FOUND),
+        (Method::PUT, "/v1/orders", user, None, not_allowed),
+        (GET, "/v1/wallet", None, None, UNAUTHORIZED),
+        (GET, "/v1/wallet", bogus, None, UNAUTHORIZED),
+        (GET, "/v1/wallet", read_only, None, FORBIDDEN),
+        (GET, "/v1/orders/123456", user, None, order_not_found),
+        (GET, "/v1/wallet/requests/123456", user, None, NOT_FOUND),
+        (GET, "/v1/transactions/123456", user, None, NOT_FOUND),
+        (GET, "/v1/orders?limit=1001", user, None, VALIDATION_FAILED),
+        (GET, "/v1/pairs/NOPE_X/ticker", None, None, unknown_pair),
+        (POST, "/v1/orders", user, Some(&too_much), insufficient),
+        (POST, "/v1/orders", user, Some(&order), created),
+        (POST, "/v1/orders", user, Some(&order), duplicate),
+        (POST, "/v1/admin/requests/999/approve", adm, None, NOT_FOUND),
     ];
-    for (i, (method, path, token, body, status, code)) in cases.into_iter().enumerate() {
+    for (i, (method, path, token, body, (status, code))) in cases.into_iter().enumerate() {
         // An id the client sends is echoed, on success and failure alike.
         let sent = format!("contract-{i}");
-        let r = call(
-            &s,
-            method.clone(),
-            path,
-            token,
-            body.map(|b| (Some("application/json"), b.to_string().into_bytes())),
-            &[("x-request-id", &sent)],
-        )
-        .await;
+        let body = body.and_then(json_body);
+        let r = call(&s, method, path, token, body, &[("x-request-id", &sent)]).await;
         assert_eq!(r.header("x-request-id"), Some(sent.as_str()), "{path}");
         if status.is_success() {
             assert_eq!(r.status, status, "{path}: {}", r.body);
@@ -351,7 +298,7 @@ async fn every_failure_is_a_problem_with_the_request_id() {
                 "{path}"
             );
         } else {
-            assert_problem(&r, status, code, path);
+            assert_problem(&r, (status, code), path);
             if status == StatusCode::METHOD_NOT_ALLOWED {
                 let allow = r.header("allow").unwrap_or_default();
                 assert!(allow.contains("POST") && allow.contains("GET"), "{allow:?}");
@@ -411,10 +358,7 @@ async fn every_failure_is_a_problem_with_the_request_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_content_types_unknown_fields_and_size() {
-    let s = TestServer::start().await;
-    let admin = s.admin_token().await;
-    let a = s.register("alice").await;
-    s.fund(&admin, &a, "SEK", "1000").await;
+    let (s, admin, a) = start_with_alice(&[("SEK", "1000")]).await;
     let before = state_of(&s, &a).await;
     let good_order = json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"1000","clientId":"ok"});
     // Every JSON-body endpoint: (path, method, token, a valid body, a required field).
@@ -476,6 +420,7 @@ async fn bodies_content_types_unknown_fields_and_size() {
             "status",
         ),
     ];
+    const JSON: Option<&str> = Some("application/json");
     for (path, method, token, good, required) in &endpoints {
         let mut unknown = good.clone();
         unknown["unexpected"] = json!(1);
@@ -483,93 +428,37 @@ async fn bodies_content_types_unknown_fields_and_size() {
         missing.as_object_mut().expect("object").remove(*required);
         let text = good.to_string();
         let trailing = format!("{text} {{}}");
-        let big = format!("{}{}}}", &text[..text.len() - 1], " ".repeat(65 * 1024));
-        let bad: Vec<(Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
-            (
-                Some("application/json"),
-                unknown.to_string().into_bytes(),
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_FAILED",
-            ),
-            (
-                Some("application/json"),
-                missing.to_string().into_bytes(),
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_FAILED",
-            ),
-            (
-                Some("text/plain"),
-                text.clone().into_bytes(),
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_FAILED",
-            ),
+        // Each a 400 VALIDATION_FAILED: (content type, body).
+        let invalid: Vec<(Option<&str>, Vec<u8>)> = vec![
+            (JSON, unknown.to_string().into_bytes()),
+            (JSON, missing.to_string().into_bytes()),
+            (Some("text/plain"), text.clone().into_bytes()),
             (
                 Some("application/x-www-form-urlencoded"),
                 text.clone().into_bytes(),
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_FAILED",
             ),
-            (
-                None,
-                text.clone().into_bytes(),
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_FAILED",
-            ),
-            (
-                Some("application/json"),
-                Vec::new(),
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_FAILED",
-            ),
-            (
-                Some("application/json"),
-                trailing.into_bytes(),
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_FAILED",
-            ),
-            (
-                Some("application/json"),
-                b"[1,2]".to_vec(),
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_FAILED",
-            ),
-            (
-                Some("application/json"),
-                b"null".to_vec(),
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_FAILED",
-            ),
-            (
-                Some("application/json"),
-                vec![b'['; 20_000],
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_FAILED",
-            ),
-            (
-                Some("application/json"),
-                vec![0xff, 0xfe, b'{', b'}'],
-                StatusCode::BAD_REQUEST,
-                "VALIDATION_FAILED",
-            ),
-            (
-                Some("application/json"),
-                big.into_bytes(),
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-            ),
+            (None, text.clone().into_bytes()),
+            (JSON, Vec::new()),
+            (JSON, trailing.into_bytes()),
+            (JSON, b"[1,2]".to_vec()),
+            (JSON, b"null".to_vec()),
+            (JSON, vec![b'['; 20_000]),
+            (JSON, vec![0xff, 0xfe, b'{', b'}']),
         ];
-        for (ct, bytes, status, code) in bad {
+        let too_large = (
+            JSON,
+            padded(good, 65 * 1024).into_bytes(),
+            PAYLOAD_TOO_LARGE,
+        );
+        let bad = invalid
+            .into_iter()
+            .map(|(ct, bytes)| (ct, bytes, VALIDATION_FAILED))
+            .chain([too_large]);
+        for (ct, bytes, problem) in bad {
             let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).to_string();
-            let r = call(
-                &s,
-                method.clone(),
-                path,
-                Some(token),
-                Some((ct, bytes)),
-                &[],
-            )
-            .await;
-            assert_problem(&r, status, code, path);
+            let body = Some((ct, bytes));
+            let r = call(&s, method.clone(), path, Some(token), body, &[]).await;
+            assert_problem(&r, problem, path);
             assert!(
                 r.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
                 "{path} {ct:?} {shown}: {}",
@@ -578,11 +467,7 @@ async fn bodies_content_types_unknown_fields_and_size() {
         }
     }
     // A chunked body over the limit (no Content-Length) is a 413 too.
-    let big = format!(
-        "{}{}}}",
-        &good_order.to_string()[..good_order.to_string().len() - 1],
-        " ".repeat(65 * 1024)
-    );
+    let big = padded(&good_order, 65 * 1024);
     let addr = s.base.trim_start_matches("http://").to_string();
     let (status, head) = chunked_post(&addr, "/v1/orders", &a.token, big.as_bytes()).await;
     assert_eq!(status, 413, "{head}");
@@ -592,46 +477,22 @@ async fn bodies_content_types_unknown_fields_and_size() {
     );
     assert!(head.contains("PAYLOAD_TOO_LARGE"), "{head}");
     // The token endpoint has the same limit.
-    let r = call(
-        &s,
-        Method::POST,
-        "/v1/oauth2/token",
-        None,
-        Some((
-            Some("application/x-www-form-urlencoded"),
-            vec![b'a'; 65 * 1024],
-        )),
-        &[],
-    )
-    .await;
-    assert_problem(
-        &r,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "PAYLOAD_TOO_LARGE",
-        "/v1/oauth2/token",
-    );
+    let form = Some((
+        Some("application/x-www-form-urlencoded"),
+        vec![b'a'; 65 * 1024],
+    ));
+    let r = call(&s, Method::POST, "/v1/oauth2/token", None, form, &[]).await;
+    assert_problem(&r, PAYLOAD_TOO_LARGE, "/v1/oauth2/token");
     // Nothing of all that changed anything.
     assert_eq!(state_of(&s, &a).await, before);
-    let (_, reqs) = s.get("/v1/admin/requests", Some(&admin)).await;
+    let reqs = s.get_ok("/v1/admin/requests", Some(&admin)).await;
     assert_eq!(reqs["meta"]["totalCount"], 1, "only the funding: {reqs}");
 
     // A body of exactly 64 KiB is accepted, and `charset` does not matter.
-    let text = good_order.to_string();
-    let exact = format!(
-        "{}{}}}",
-        &text[..text.len() - 1],
-        " ".repeat(64 * 1024 - text.len())
-    );
+    let exact = padded(&good_order, 64 * 1024 - good_order.to_string().len());
     assert_eq!(exact.len(), 64 * 1024);
-    let r = call(
-        &s,
-        Method::POST,
-        "/v1/orders",
-        Some(&a.token),
-        Some((Some("application/json; charset=utf-8"), exact.into_bytes())),
-        &[],
-    )
-    .await;
+    let body = Some((Some("application/json; charset=utf-8"), exact.into_bytes()));
+    let r = call(&s, Method::POST, "/v1/orders", Some(&a.token), body, &[]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["status"], "open");
     s.assert_audit_ok(&admin).await;
@@ -640,11 +501,7 @@ async fn bodies_content_types_unknown_fields_and_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_decimals_are_400_and_change_nothing() {
-    let s = TestServer::start().await;
-    let admin = s.admin_token().await;
-    let a = s.register("alice").await;
-    s.fund(&admin, &a, "SEK", "1000000").await;
-    s.fund(&admin, &a, "BTC", "1").await;
+    let (s, admin, a) = start_with_alice(&[("SEK", "1000000"), ("BTC", "1")]).await;
     let before = state_of(&s, &a).await;
 
     // Syntax and range: the same for every decimal field.
@@ -679,144 +536,58 @@ async fn bad_decimals_are_400_and_change_nothing() {
     let withdrawal =
         |v: Value| json!({"currency":"SEK","amount": v,"externalId":"d4","destination":"SE1"});
     let credit = |v: Value| json!({"userId": a.id, "currency":"SEK","amount": v,"externalId":"d5"});
-    let mut cases: Vec<(&str, &str, Value, &str)> = Vec::new();
-    for v in malformed.iter().chain(zero.iter()) {
-        let v = json!(v);
-        cases.push((
-            "/v1/orders",
-            "user",
-            order("price", v.clone()),
-            "VALIDATION_FAILED",
-        ));
-        cases.push((
-            "/v1/orders",
-            "user",
-            order("amount", v.clone()),
-            "VALIDATION_FAILED",
-        ));
-        cases.push((
-            "/v1/orders",
-            "user",
-            market_quote(v.clone()),
-            "VALIDATION_FAILED",
-        ));
-        cases.push((
-            "/v1/wallet/deposits",
-            "user",
-            deposit(v.clone()),
-            "VALIDATION_FAILED",
-        ));
-        cases.push((
-            "/v1/wallet/withdrawals",
-            "user",
-            withdrawal(v.clone()),
-            "VALIDATION_FAILED",
-        ));
-        cases.push((
-            "/v1/admin/deposits",
-            "admin",
-            credit(v.clone()),
-            "VALIDATION_FAILED",
-        ));
+    let (orders, deposits, withdrawals, credits) = (
+        "/v1/orders",
+        "/v1/wallet/deposits",
+        "/v1/wallet/withdrawals",
+        "/v1/admin/deposits",
+    );
+    // (path, body) for the user, and the admin's credits: each a 400 VALIDATION_FAILED.
+    let mut invalid: Vec<(&str, Value)> = Vec::new();
+    let mut invalid_credits: Vec<Value> = Vec::new();
+    for v in malformed.iter().chain(zero.iter()).map(|v| json!(v)) {
+        invalid.extend([
+            (orders, order("price", v.clone())),
+            (orders, order("amount", v.clone())),
+            (orders, market_quote(v.clone())),
+            (deposits, deposit(v.clone())),
+            (withdrawals, withdrawal(v.clone())),
+        ]);
+        invalid_credits.push(credit(v));
     }
     // JSON numbers and nulls are not decimal strings.
     for v in [json!(1), json!(1.5), json!(null), json!(true), json!(["1"])] {
-        cases.push((
-            "/v1/orders",
-            "user",
-            order("price", v.clone()),
-            "VALIDATION_FAILED",
-        ));
-        cases.push((
-            "/v1/wallet/deposits",
-            "user",
-            deposit(v.clone()),
-            "VALIDATION_FAILED",
-        ));
+        invalid.extend([(orders, order("price", v.clone())), (deposits, deposit(v))]);
     }
-    // Too many places: off the tick or step for orders, a 400 for money.
-    cases.push((
-        "/v1/orders",
-        "user",
-        order("price", json!("1000.001")),
-        "INVALID_PRICE_TICK",
-    ));
-    cases.push((
-        "/v1/orders",
-        "user",
-        order("amount", json!("0.123456789")),
-        "INVALID_AMOUNT_STEP",
-    ));
-    cases.push((
-        "/v1/orders",
-        "user",
-        market_quote(json!("10.001")),
-        "VALIDATION_FAILED",
-    ));
-    cases.push((
-        "/v1/wallet/deposits",
-        "user",
-        deposit(json!("1.001")),
-        "VALIDATION_FAILED",
-    ));
-    cases.push((
-        "/v1/wallet/withdrawals",
-        "user",
-        withdrawal(json!("1.001")),
-        "VALIDATION_FAILED",
-    ));
-    cases.push((
-        "/v1/admin/deposits",
-        "admin",
-        credit(json!("1.001")),
-        "VALIDATION_FAILED",
-    ));
-    // Out of range but well formed: above the engine's bounds.
-    cases.push((
-        "/v1/orders",
-        "user",
-        order("amount", json!("10995.11627777")),
-        "VALIDATION_FAILED",
-    ));
-    cases.push((
-        "/v1/orders",
-        "user",
-        order("price", json!("43980465111.04")),
-        "VALIDATION_FAILED",
-    ));
-    cases.push((
-        "/v1/wallet/deposits",
-        "user",
-        deposit(json!("46116860184273879.05")),
-        "VALIDATION_FAILED",
-    ));
-    // Below the pair minimum.
-    cases.push((
-        "/v1/orders",
-        "user",
-        order("amount", json!("0.00009999")),
-        "AMOUNT_TOO_SMALL",
-    ));
-    for (path, who, body, code) in cases {
-        let token = if who == "admin" { &admin } else { &a.token };
-        let r = call_json(&s, Method::POST, path, Some(token), &body).await;
-        assert_problem(&r, StatusCode::BAD_REQUEST, code, path);
+    invalid.extend([
+        // Too many places: a 400 for money (off the tick or step for orders, below).
+        (orders, market_quote(json!("10.001"))),
+        (deposits, deposit(json!("1.001"))),
+        (withdrawals, withdrawal(json!("1.001"))),
+        // Out of range but well formed: above the engine's bounds.
+        (orders, order("amount", json!("10995.11627777"))),
+        (orders, order("price", json!("43980465111.04"))),
+        (deposits, deposit(json!("46116860184273879.05"))),
+    ]);
+    invalid_credits.push(credit(json!("1.001")));
+    for (path, body) in &invalid {
+        post_problem(&s, path, Some(&a.token), body, VALIDATION_FAILED).await;
+    }
+    for body in &invalid_credits {
+        post_problem(&s, credits, Some(&admin), body, VALIDATION_FAILED).await;
+    }
+    // Off the tick or step, and below the pair minimum.
+    for (body, code) in [
+        (order("price", json!("1000.001")), "INVALID_PRICE_TICK"),
+        (order("amount", json!("0.123456789")), "INVALID_AMOUNT_STEP"),
+        (order("amount", json!("0.00009999")), "AMOUNT_TOO_SMALL"),
+    ] {
+        let problem = (StatusCode::BAD_REQUEST, code);
+        post_problem(&s, orders, Some(&a.token), &body, problem).await;
     }
     // An amount over the engine's bound says the bound.
-    let r = call_json(
-        &s,
-        Method::POST,
-        "/v1/orders",
-        Some(&a.token),
-        &order("amount", json!("20000")),
-    )
-    .await;
-    assert_problem(
-        &r,
-        StatusCode::BAD_REQUEST,
-        "VALIDATION_FAILED",
-        "/v1/orders",
-    );
+    let over = order("amount", json!("20000"));
+    let r = post_problem(&s, orders, Some(&a.token), &over, VALIDATION_FAILED).await;
     assert!(
         r.body["detail"]
             .as_str()
@@ -825,31 +596,18 @@ async fn bad_decimals_are_400_and_change_nothing() {
         r.body
     );
     assert_eq!(state_of(&s, &a).await, before);
-    let (_, reqs) = s.get("/v1/admin/requests", Some(&admin)).await;
+    let reqs = s.get_ok("/v1/admin/requests", Some(&admin)).await;
     assert_eq!(reqs["meta"]["totalCount"], 2, "only the funding: {reqs}");
     // The client and external ids of the refused requests were not consumed, and fewer
     // decimals than the grid are fine.
-    let r = call_json(
-        &s,
-        Method::POST,
-        "/v1/orders",
-        Some(&a.token),
-        &order("price", json!("1000.5")),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    assert_eq!(r.body["price"], "1000.50");
-    assert_eq!(r.body["amount"], "0.10000000");
-    let r = call_json(
-        &s,
-        Method::POST,
-        "/v1/wallet/deposits",
-        Some(&a.token),
-        &deposit(json!("12.5")),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    assert_eq!(r.body["amount"], "12.50");
+    let o = order("price", json!("1000.5"));
+    let o = s
+        .post_expect(orders, Some(&a.token), &o, StatusCode::CREATED)
+        .await;
+    assert_eq!(o["price"], "1000.50");
+    assert_eq!(o["amount"], "0.10000000");
+    let d = s.request_deposit(&a, "SEK", "12.5", "d3").await;
+    assert_eq!(d["amount"], "12.50");
     s.assert_audit_ok(&admin).await;
     s.stop().await;
 }
@@ -876,215 +634,123 @@ async fn scopes_are_checked_before_the_request_is_read() {
     }
     tokens.push(("admin", admin_only));
     let before = state_of(&s, &a).await;
-    let bad_body = json!({"unexpected": true});
-    // (method, path, body, scopes that may call it, the status when one of them does: the
-    // request itself is wrong or names nothing, so it still changes nothing).
-    type Row<'a> = (
-        Method,
-        &'a str,
-        Option<&'a Value>,
-        &'a [&'a str],
-        StatusCode,
+    let bad = json!({"unexpected": true});
+    let bad = Some(&bad);
+    let (get, post, delete) = (&Method::GET, &Method::POST, &Method::DELETE);
+    let (ok, invalid, not_found) = (
+        StatusCode::OK,
+        StatusCode::BAD_REQUEST,
+        StatusCode::NOT_FOUND,
     );
-    let table: Vec<Row> = vec![
+    let (orders, orders_read) = (&["orders"][..], &["orders", "orders:read"][..]);
+    let (wallet, wallet_read) = (&["wallet"][..], &["wallet", "wallet:read"][..]);
+    let (transactions, admin) = (&["transactions:read"][..], &["admin"][..]);
+    // (the scopes that may call them, the status when one of them does: the request itself
+    // is wrong or names nothing, so it still changes nothing; the requests).
+    type Request<'a> = (&'a Method, &'a str, Option<&'a Value>);
+    let table: Vec<(&[&str], StatusCode, Vec<Request>)> = vec![
         (
-            Method::POST,
-            "/v1/orders",
-            Some(&bad_body),
-            &["orders"],
-            StatusCode::BAD_REQUEST,
+            orders,
+            invalid,
+            vec![
+                (post, "/v1/orders", bad),
+                (delete, "/v1/orders?unexpected=1", None),
+            ],
+        ),
+        (orders, not_found, vec![(delete, "/v1/orders/424242", None)]),
+        (
+            orders_read,
+            invalid,
+            vec![
+                (get, "/v1/orders?unexpected=1", None),
+                (get, "/v1/fills?unexpected=1", None),
+            ],
         ),
         (
-            Method::GET,
-            "/v1/orders?unexpected=1",
-            None,
-            &["orders", "orders:read"],
-            StatusCode::BAD_REQUEST,
+            orders_read,
+            not_found,
+            vec![
+                (get, "/v1/orders/424242", None),
+                (get, "/v1/orders/by-client-id/nope", None),
+            ],
+        ),
+        (wallet_read, ok, vec![(get, "/v1/wallet", None)]),
+        (
+            wallet,
+            invalid,
+            vec![
+                (post, "/v1/wallet/deposits", bad),
+                (post, "/v1/wallet/withdrawals", bad),
+            ],
         ),
         (
-            Method::DELETE,
-            "/v1/orders?unexpected=1",
-            None,
-            &["orders"],
-            StatusCode::BAD_REQUEST,
+            wallet_read,
+            invalid,
+            vec![
+                (get, "/v1/wallet/deposits?unexpected=1", None),
+                (get, "/v1/wallet/withdrawals?unexpected=1", None),
+            ],
         ),
         (
-            Method::GET,
-            "/v1/orders/424242",
-            None,
-            &["orders", "orders:read"],
-            StatusCode::NOT_FOUND,
+            wallet_read,
+            not_found,
+            vec![(get, "/v1/wallet/requests/424242", None)],
         ),
         (
-            Method::GET,
-            "/v1/orders/by-client-id/nope",
-            None,
-            &["orders", "orders:read"],
-            StatusCode::NOT_FOUND,
+            transactions,
+            invalid,
+            vec![(get, "/v1/transactions?unexpected=1", None)],
         ),
         (
-            Method::DELETE,
-            "/v1/orders/424242",
-            None,
-            &["orders"],
-            StatusCode::NOT_FOUND,
+            transactions,
+            not_found,
+            vec![(get, "/v1/transactions/424242", None)],
         ),
         (
-            Method::GET,
-            "/v1/fills?unexpected=1",
-            None,
-            &["orders", "orders:read"],
-            StatusCode::BAD_REQUEST,
+            admin,
+            invalid,
+            vec![
+                (get, "/v1/admin/requests?unexpected=1", None),
+                (post, "/v1/admin/requests/424242/reject", bad),
+                (post, "/v1/admin/deposits", bad),
+                (post, "/v1/admin/currencies", bad),
+                (post, "/v1/admin/pairs", bad),
+                (&Method::PATCH, "/v1/admin/pairs/BTC_SEK", bad),
+            ],
         ),
         (
-            Method::GET,
-            "/v1/wallet",
-            None,
-            &["wallet", "wallet:read"],
-            StatusCode::OK,
+            admin,
+            not_found,
+            vec![
+                (post, "/v1/admin/requests/424242/approve", None),
+                (get, "/v1/admin/users/424242/wallet", None),
+            ],
         ),
-        (
-            Method::POST,
-            "/v1/wallet/deposits",
-            Some(&bad_body),
-            &["wallet"],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            Method::POST,
-            "/v1/wallet/withdrawals",
-            Some(&bad_body),
-            &["wallet"],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            Method::GET,
-            "/v1/wallet/deposits?unexpected=1",
-            None,
-            &["wallet", "wallet:read"],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            Method::GET,
-            "/v1/wallet/withdrawals?unexpected=1",
-            None,
-            &["wallet", "wallet:read"],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            Method::GET,
-            "/v1/wallet/requests/424242",
-            None,
-            &["wallet", "wallet:read"],
-            StatusCode::NOT_FOUND,
-        ),
-        (
-            Method::GET,
-            "/v1/transactions?unexpected=1",
-            None,
-            &["transactions:read"],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            Method::GET,
-            "/v1/transactions/424242",
-            None,
-            &["transactions:read"],
-            StatusCode::NOT_FOUND,
-        ),
-        (
-            Method::GET,
-            "/v1/admin/requests?unexpected=1",
-            None,
-            &["admin"],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            Method::POST,
-            "/v1/admin/requests/424242/approve",
-            None,
-            &["admin"],
-            StatusCode::NOT_FOUND,
-        ),
-        (
-            Method::POST,
-            "/v1/admin/requests/424242/reject",
-            Some(&bad_body),
-            &["admin"],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            Method::POST,
-            "/v1/admin/deposits",
-            Some(&bad_body),
-            &["admin"],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            Method::GET,
-            "/v1/admin/audit",
-            None,
-            &["admin"],
-            StatusCode::OK,
-        ),
-        (
-            Method::GET,
-            "/v1/admin/users/424242/wallet",
-            None,
-            &["admin"],
-            StatusCode::NOT_FOUND,
-        ),
-        (
-            Method::POST,
-            "/v1/admin/currencies",
-            Some(&bad_body),
-            &["admin"],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            Method::POST,
-            "/v1/admin/pairs",
-            Some(&bad_body),
-            &["admin"],
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            Method::PATCH,
-            "/v1/admin/pairs/BTC_SEK",
-            Some(&bad_body),
-            &["admin"],
-            StatusCode::BAD_REQUEST,
-        ),
+        (admin, ok, vec![(get, "/v1/admin/audit", None)]),
     ];
-    for (method, path, body, allowed, status) in &table {
-        let send = |token: Option<String>| {
-            let s = &s;
-            let method = method.clone();
-            let body = body.map(|b| (Some("application/json"), b.to_string().into_bytes()));
-            async move { call(s, method, path, token.as_deref(), body, &[]).await }
-        };
-        // No token, a malformed header, an unknown token: 401.
-        let r = send(None).await;
-        assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", path);
-        let r = call(
-            &s,
-            method.clone(),
-            path,
-            None,
-            None,
-            &[("authorization", "Basic YTpi")],
-        )
-        .await;
-        assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", path);
-        let r = send(Some("x".repeat(43))).await;
-        assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", path);
-        for (scope, token) in &tokens {
-            let r = send(Some(token.clone())).await;
-            if allowed.contains(scope) {
-                assert_eq!(r.status, *status, "{method} {path} as {scope}: {}", r.body);
-            } else {
-                // The scope decides before the body or query is looked at.
-                assert_problem(&r, StatusCode::FORBIDDEN, "FORBIDDEN", path);
+    for (allowed, status, requests) in &table {
+        for (method, path, body) in requests {
+            let send = |token: Option<String>| {
+                let s = &s;
+                let method = Method::clone(method);
+                let body = body.and_then(json_body);
+                async move { call(s, method, path, token.as_deref(), body, &[]).await }
+            };
+            // No token, an unknown token, a malformed header (and no body): 401.
+            for token in [None, Some("x".repeat(43))] {
+                assert_problem(&send(token).await, UNAUTHORIZED, path);
+            }
+            let basic = [("authorization", "Basic YTpi")];
+            let r = call(&s, Method::clone(method), path, None, None, &basic).await;
+            assert_problem(&r, UNAUTHORIZED, path);
+            for (scope, token) in &tokens {
+                let r = send(Some(token.clone())).await;
+                if allowed.contains(scope) {
+                    assert_eq!(r.status, *status, "{method} {path} as {scope}: {}", r.body);
+                } else {
+                    // The scope decides before the body or query is looked at.
+                    assert_problem(&r, FORBIDDEN, path);
+                }
             }
         }
     }
@@ -1094,12 +760,8 @@ async fn scopes_are_checked_before_the_request_is_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_accounts_objects_are_not_found() {
-    let s = TestServer::start().await;
-    let admin = s.admin_token().await;
-    let a = s.register("alice").await;
+    let (s, admin, a) = start_with_alice(&[("SEK", "100000"), ("BTC", "1")]).await;
     let b = s.register("bob").await;
-    s.fund(&admin, &a, "SEK", "100000").await;
-    s.fund(&admin, &a, "BTC", "1").await;
     s.fund(&admin, &b, "SEK", "100000").await;
     s.fund(&admin, &b, "BTC", "1").await;
     // A's resting order, A's fill (against B), A's pending deposit and withdrawal.
@@ -1108,86 +770,61 @@ async fn another_accounts_objects_are_not_found() {
         .await;
     let taker = s.limit(&a, "BTC_SEK", "buy", "0.1", "2000", "a-take").await;
     assert_eq!(taker["status"], "filled", "{taker}");
-    let (st, dep) = s
-        .post(
-            "/v1/wallet/deposits",
-            Some(&a.token),
-            &json!({"currency":"SEK","amount":"5","externalId":"shared"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{dep}");
-    let (st, wd) = s
-        .post(
-            "/v1/wallet/withdrawals",
-            Some(&a.token),
-            &json!({"currency":"SEK","amount":"5","externalId":"w-a","destination":"SE1"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{wd}");
-    let (_, a_txs) = s.get("/v1/transactions", Some(&a.token)).await;
-    let a_tx = a_txs["data"][0]["id"].as_str().unwrap().to_string();
+    let dep = s.request_deposit(&a, "SEK", "5", "shared").await;
+    let wd = s.request_withdrawal(&a, "SEK", "5", "w-a", "SE1").await;
+    let a_txs = s.get_ok("/v1/transactions", Some(&a.token)).await;
+    let a_tx = id_of(&a_txs["data"][0]);
     let a_before = state_of(&s, &a).await;
 
     // B asks for each of A's objects by id: 404, and the body says no more than for an id
     // that does not exist at all.
-    let oid = resting["id"].as_str().unwrap();
-    let did = dep["id"].as_str().unwrap();
+    let (oid, did, wid) = (id_of(&resting), id_of(&dep), id_of(&wd));
     let paths = [
-        (format!("/v1/orders/{oid}"), "/v1/orders/987654".to_string()),
+        (format!("/v1/orders/{oid}"), "/v1/orders/987654"),
         (
             "/v1/orders/by-client-id/a-take".to_string(),
-            "/v1/orders/by-client-id/never-used".to_string(),
+            "/v1/orders/by-client-id/never-used",
         ),
         (
             format!("/v1/wallet/requests/{did}"),
-            "/v1/wallet/requests/987654".to_string(),
+            "/v1/wallet/requests/987654",
         ),
         (
-            format!("/v1/wallet/requests/{}", wd["id"].as_str().unwrap()),
-            "/v1/wallet/requests/987654".to_string(),
+            format!("/v1/wallet/requests/{wid}"),
+            "/v1/wallet/requests/987654",
         ),
         (
             format!("/v1/transactions/{a_tx}"),
-            "/v1/transactions/987654".to_string(),
+            "/v1/transactions/987654",
         ),
     ];
     for (theirs, unknown) in &paths {
         let r1 = call(&s, Method::GET, theirs, Some(&b.token), None, &[]).await;
         let r2 = call(&s, Method::GET, unknown, Some(&b.token), None, &[]).await;
         assert_eq!(r1.status, StatusCode::NOT_FOUND, "{theirs}: {}", r1.body);
-        assert_eq!(r1.body["code"], r2.body["code"], "{theirs}");
-        assert_eq!(r1.body["detail"], r2.body["detail"], "{theirs}");
-        assert_eq!(r1.body["title"], r2.body["title"], "{theirs}");
+        for k in ["code", "detail", "title"] {
+            assert_eq!(r1.body[k], r2.body[k], "{theirs}: {k}");
+        }
     }
-    let r = call(
+    let path = format!("/v1/orders/{oid}");
+    let order_not_found = (StatusCode::NOT_FOUND, "ORDER_NOT_FOUND");
+    send_problem(
         &s,
         Method::DELETE,
-        &format!("/v1/orders/{oid}"),
+        &path,
         Some(&b.token),
         None,
-        &[],
+        order_not_found,
     )
     .await;
-    assert_problem(
-        &r,
-        StatusCode::NOT_FOUND,
-        "ORDER_NOT_FOUND",
-        &format!("/v1/orders/{oid}"),
-    );
     // B's own clientId "same" is B's: the same string names B's order, not A's.
     let mine = s.limit(&b, "BTC_SEK", "buy", "0.1", "500", "same").await;
-    let (st, o) = s.get("/v1/orders/by-client-id/same", Some(&b.token)).await;
-    assert_eq!(st, StatusCode::OK);
+    let o = s
+        .get_ok("/v1/orders/by-client-id/same", Some(&b.token))
+        .await;
     assert_eq!(o["id"], mine["id"]);
     // A's externalId "shared" is free for B.
-    let (st, v) = s
-        .post(
-            "/v1/wallet/deposits",
-            Some(&b.token),
-            &json!({"currency":"SEK","amount":"5","externalId":"shared"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
+    s.request_deposit(&b, "SEK", "5", "shared").await;
     // B's cancel-all cancels only B's.
     let (st, c) = s.delete("/v1/orders", Some(&b.token)).await;
     assert_eq!(st, StatusCode::OK, "{c}");
@@ -1199,7 +836,7 @@ async fn another_accounts_objects_are_not_found() {
         "/v1/wallet/deposits",
         "/v1/transactions",
     ] {
-        let (_, l) = s.get(path, Some(&b.token)).await;
+        let l = s.get_ok(path, Some(&b.token)).await;
         for item in l["data"].as_array().unwrap() {
             if path == "/v1/orders" {
                 assert_ne!(item["id"], resting["id"], "{path}: {item}");
@@ -1213,25 +850,17 @@ async fn another_accounts_objects_are_not_found() {
             }
         }
     }
-    let (_, bf) = s.get("/v1/fills", Some(&b.token)).await;
+    let bf = s.get_ok("/v1/fills", Some(&b.token)).await;
     assert_eq!(bf["meta"]["totalCount"], 1, "{bf}");
     assert_eq!(bf["data"][0]["side"], "sell");
     // A user cannot decide A's requests nor read A's wallet through the back office.
-    for path in [
-        format!("/v1/admin/requests/{did}/approve"),
-        format!("/v1/admin/users/{}/wallet", a.id),
-    ] {
-        let m = if path.ends_with("wallet") {
-            Method::GET
-        } else {
-            Method::POST
-        };
-        let r = call(&s, m, &path, Some(&a.token), None, &[]).await;
-        assert_problem(&r, StatusCode::FORBIDDEN, "FORBIDDEN", &path);
-    }
+    let approve = format!("/v1/admin/requests/{did}/approve");
+    send_problem(&s, Method::POST, &approve, Some(&a.token), None, FORBIDDEN).await;
+    let wallet = format!("/v1/admin/users/{}/wallet", a.id);
+    get_problem(&s, &wallet, Some(&a.token), FORBIDDEN).await;
     assert_eq!(state_of(&s, &a).await, a_before);
-    let (_, d) = s
-        .get(&format!("/v1/wallet/requests/{did}"), Some(&a.token))
+    let d = s
+        .get_ok(&format!("/v1/wallet/requests/{did}"), Some(&a.token))
         .await;
     assert_eq!(d["status"], "pending");
     s.assert_audit_ok(&admin).await;
@@ -1242,48 +871,36 @@ async fn another_accounts_objects_are_not_found() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagination_filters_and_query_errors() {
-    let s = TestServer::start().await;
-    let admin = s.admin_token().await;
-    let a = s.register("alice").await;
-    s.fund(&admin, &a, "SEK", "100000").await;
-    s.fund(&admin, &a, "ETH", "10").await;
+    let (s, admin, a) = start_with_alice(&[("SEK", "100000"), ("ETH", "10")]).await;
+    let user = Some(a.token.as_str());
     let mut ids = Vec::new();
     for i in 0..5 {
         let o = s
             .limit(&a, "BTC_SEK", "buy", "0.1", "1000", &format!("p{i}"))
             .await;
-        ids.push(o["id"].as_str().unwrap().to_string());
+        ids.push(id_of(&o).to_string());
     }
     let e = s.limit(&a, "ETH_SEK", "sell", "1", "50000", "e0").await;
-    let (st, c) = s
-        .delete(&format!("/v1/orders/{}", ids[0]), Some(&a.token))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{c}");
+    s.cancel(&a, &ids[0]).await;
 
-    let (st, l) = s.get("/v1/orders?limit=2&offset=1", Some(&a.token)).await;
-    assert_eq!(st, StatusCode::OK, "{l}");
+    let l = s.get_ok("/v1/orders?limit=2&offset=1", user).await;
     assert_eq!(
         l["meta"],
         json!({"offset":1,"limit":2,"count":2,"totalCount":6,"sort":"createdAt","order":"DESC"})
     );
-    let got: Vec<&str> = l["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["id"].as_str().unwrap())
-        .collect();
+    let got: Vec<&str> = l["data"].as_array().unwrap().iter().map(id_of).collect();
     assert_eq!(got, [ids[4].as_str(), ids[3].as_str()], "newest first");
-    let (_, l) = s.get("/v1/orders", Some(&a.token)).await;
+    let l = s.get_ok("/v1/orders", user).await;
     assert_eq!(l["meta"]["limit"], 100);
     assert_eq!(l["meta"]["offset"], 0);
     assert_eq!(l["data"][0]["id"], e["id"]);
-    let (_, l) = s.get("/v1/orders?offset=6", Some(&a.token)).await;
+    let l = s.get_ok("/v1/orders?offset=6", user).await;
     assert_eq!(l["meta"]["count"], 0);
     assert_eq!(l["meta"]["totalCount"], 6);
     assert_eq!(l["data"], json!([]));
-    let (_, l) = s.get("/v1/orders?offset=1000000", Some(&a.token)).await;
+    let l = s.get_ok("/v1/orders?offset=1000000", user).await;
     assert_eq!(l["meta"]["count"], 0);
-    let (_, l) = s.get("/v1/orders?limit=1000", Some(&a.token)).await;
+    let l = s.get_ok("/v1/orders?limit=1000", user).await;
     assert_eq!(l["meta"]["count"], 6);
     // Filters: pair and status, alone and together.
     for (q, n) in [
@@ -1296,12 +913,9 @@ async fn pagination_filters_and_query_errors() {
         ("pair=BTC_SEK&status=open", 4),
         ("pair=BTC_SEK&status=closed", 1),
     ] {
-        let (st, l) = s.get(&format!("/v1/orders?{q}"), Some(&a.token)).await;
-        assert_eq!(st, StatusCode::OK, "{q}: {l}");
-        assert_eq!(l["meta"]["totalCount"], n, "{q}: {l}");
-        assert_eq!(l["data"].as_array().unwrap().len(), n, "{q}");
+        assert_count(&s, "/v1/orders", &a.token, q, n).await;
     }
-    let (_, l) = s.get("/v1/orders?status=closed", Some(&a.token)).await;
+    let l = s.get_ok("/v1/orders?status=closed", user).await;
     assert_eq!(l["data"][0]["status"], "cancelled");
 
     // Query errors on every paginated list.
@@ -1332,12 +946,9 @@ async fn pagination_filters_and_query_errors() {
             "limit=1&limit=2",
             "unexpected=1",
         ] {
-            let path = format!("{list}?{q}");
-            let r = call(&s, Method::GET, &path, Some(token), None, &[]).await;
-            assert_problem(&r, StatusCode::BAD_REQUEST, "VALIDATION_FAILED", &path);
+            get_problem(&s, &format!("{list}?{q}"), Some(token), VALIDATION_FAILED).await;
         }
-        let (st, l) = s.get(&format!("{list}?limit=1000"), Some(token)).await;
-        assert_eq!(st, StatusCode::OK, "{list}: {l}");
+        let l = s.get_ok(&format!("{list}?limit=1000"), Some(token)).await;
         assert_eq!(l["meta"]["limit"], 1000, "{list}");
     }
     // Unknown pairs in a query, bad status values.
@@ -1347,60 +958,31 @@ async fn pagination_filters_and_query_errors() {
         "/v1/fills?pair=NOPE_SEK",
         "/v1/orders?pair=",
     ] {
-        let r = call(&s, Method::GET, path, Some(&a.token), None, &[]).await;
-        assert_problem(&r, StatusCode::BAD_REQUEST, "UNKNOWN_PAIR", path);
+        get_problem(&s, path, user, UNKNOWN_PAIR).await;
     }
-    let r = call(
-        &s,
-        Method::DELETE,
-        "/v1/orders?pair=NOPE_SEK",
-        Some(&a.token),
-        None,
-        &[],
-    )
-    .await;
-    assert_problem(&r, StatusCode::BAD_REQUEST, "UNKNOWN_PAIR", "/v1/orders");
+    let path = "/v1/orders?pair=NOPE_SEK";
+    send_problem(&s, Method::DELETE, path, user, None, UNKNOWN_PAIR).await;
     for path in ["/v1/orders?status=OPEN", "/v1/orders?status=filled"] {
-        let r = call(&s, Method::GET, path, Some(&a.token), None, &[]).await;
-        assert_problem(&r, StatusCode::BAD_REQUEST, "VALIDATION_FAILED", path);
+        get_problem(&s, path, user, VALIDATION_FAILED).await;
     }
     for q in ["type=foo", "status=done", "userId=abc"] {
         let path = format!("/v1/admin/requests?{q}");
-        let r = call(&s, Method::GET, &path, Some(&admin), None, &[]).await;
-        assert_problem(&r, StatusCode::BAD_REQUEST, "VALIDATION_FAILED", &path);
+        get_problem(&s, &path, Some(&admin), VALIDATION_FAILED).await;
     }
     // The refused cancel-all cancelled nothing.
-    let (_, l) = s.get("/v1/orders?status=open", Some(&a.token)).await;
-    assert_eq!(l["meta"]["totalCount"], 5);
+    assert_count(&s, "/v1/orders", &a.token, "status=open", 5).await;
     // Cancel-all on one pair leaves the other.
-    let (st, c) = s.delete("/v1/orders?pair=ETH_SEK", Some(&a.token)).await;
+    let (st, c) = s.delete("/v1/orders?pair=ETH_SEK", user).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(c["cancelled"], json!([e["id"]]));
-    let (_, l) = s.get("/v1/orders?status=open", Some(&a.token)).await;
-    assert_eq!(l["meta"]["totalCount"], 4);
+    assert_count(&s, "/v1/orders", &a.token, "status=open", 4).await;
 
     // Requests: deposits and withdrawals listed apart, newest first; the back office filters.
     for i in 0..3 {
-        let (st, v) = s
-            .post(
-                "/v1/wallet/deposits",
-                Some(&a.token),
-                &json!({"currency":"SEK","amount":"1","externalId":format!("d{i}")}),
-            )
-            .await;
-        assert_eq!(st, StatusCode::CREATED, "{v}");
+        s.request_deposit(&a, "SEK", "1", &format!("d{i}")).await;
     }
-    let (st, w) = s
-        .post(
-            "/v1/wallet/withdrawals",
-            Some(&a.token),
-            &json!({"currency":"SEK","amount":"1","externalId":"w0","destination":"SE1"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{w}");
-    let (_, d) = s
-        .get("/v1/wallet/deposits?limit=2&offset=0", Some(&a.token))
-        .await;
+    let w = s.request_withdrawal(&a, "SEK", "1", "w0", "SE1").await;
+    let d = s.get_ok("/v1/wallet/deposits?limit=2&offset=0", user).await;
     assert_eq!(
         d["meta"],
         json!({"offset":0,"limit":2,"count":2,"totalCount":5,"sort":"createdAt","order":"DESC"}),
@@ -1411,7 +993,7 @@ async fn pagination_filters_and_query_errors() {
     for r in d["data"].as_array().unwrap() {
         assert_eq!(r["type"], "deposit");
     }
-    let (_, wl) = s.get("/v1/wallet/withdrawals", Some(&a.token)).await;
+    let wl = s.get_ok("/v1/wallet/withdrawals", user).await;
     assert_eq!(wl["meta"]["totalCount"], 1);
     assert_eq!(wl["data"][0]["id"], w["id"]);
     for (q, n) in [
@@ -1423,56 +1005,32 @@ async fn pagination_filters_and_query_errors() {
         ("type=deposit&status=pending", 3),
         ("userId=424242", 0),
     ] {
-        let (st, l) = s
-            .get(&format!("/v1/admin/requests?{q}"), Some(&admin))
-            .await;
-        assert_eq!(st, StatusCode::OK, "{q}: {l}");
-        assert_eq!(l["meta"]["totalCount"], n, "{q}: {l}");
+        assert_count(&s, "/v1/admin/requests", &admin, q, n).await;
     }
-    let (_, l) = s
-        .get(
-            &format!("/v1/admin/requests?userId={}&type=withdrawal", a.id),
-            Some(&admin),
-        )
+    let q = format!("userId={}&type=withdrawal", a.id);
+    assert_count(&s, "/v1/admin/requests", &admin, &q, 1).await;
+    let l = s
+        .get_ok(&format!("/v1/admin/requests?{q}"), Some(&admin))
         .await;
-    assert_eq!(l["meta"]["totalCount"], 1);
     assert_eq!(l["data"][0]["userId"], json!(a.id));
     s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_filters_sort_and_shape() {
-    let s = TestServer::start().await;
-    let admin = s.admin_token().await;
-    let a = s.register("alice").await;
+    let (s, admin, a) = start_with_alice(&[("SEK", "10000")]).await;
     let b = s.register("bob").await;
-    s.fund(&admin, &a, "SEK", "10000").await;
     s.fund(&admin, &b, "BTC", "1").await;
     let sell = s.limit(&b, "BTC_SEK", "sell", "0.01", "300000", "s").await;
     let buy = s.limit(&a, "BTC_SEK", "buy", "0.01", "300000", "b").await;
     assert_eq!(buy["status"], "filled", "{buy}");
     let trade = buy["fills"][0]["tradeId"].as_str().unwrap().to_string();
-    let (st, wd) = s
-        .post(
-            "/v1/wallet/withdrawals",
-            Some(&a.token),
-            &json!({"currency":"BTC","amount":"0.001","externalId":"w","destination":"bc1"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{wd}");
-    let wid = wd["id"].as_str().unwrap();
-    let (st, _) = s
-        .post(
-            &format!("/v1/admin/requests/{wid}/approve"),
-            Some(&admin),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK);
+    let wd = s.request_withdrawal(&a, "BTC", "0.001", "w", "bc1").await;
+    let wid = id_of(&wd);
+    s.approve(&admin, wid).await;
 
     // A: TOPUP SEK; the trade (SEK out, BTC in, BTC fee); the completed withdrawal.
-    let (st, all) = s.get("/v1/transactions?order=ASC", Some(&a.token)).await;
-    assert_eq!(st, StatusCode::OK, "{all}");
+    let all = s.get_ok("/v1/transactions?order=ASC", Some(&a.token)).await;
     assert_eq!(all["meta"]["sort"], "bookingDate");
     assert_eq!(all["meta"]["order"], "ASC");
     let data = all["data"].as_array().unwrap().clone();
@@ -1501,10 +1059,8 @@ async fn transactions_filters_sort_and_shape() {
     assert_eq!(kinds[4], ("WITHDRAWAL", "BTC", "-0.00100000"));
     // Every transaction's members and formats.
     for t in &data {
-        let keys: std::collections::BTreeSet<&str> =
-            t.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
-            keys,
+            keys_of(t),
             [
                 "balanceAfter",
                 "bookingDate",
@@ -1571,26 +1127,22 @@ async fn transactions_filters_sort_and_shape() {
         assert_eq!(*v, minor(t["balanceAfter"].as_str().unwrap()), "{t}");
     }
     // DESC (the default) is the reverse; one transaction reads the same alone.
-    let (_, desc) = s.get("/v1/transactions", Some(&a.token)).await;
+    let desc = s.get_ok("/v1/transactions", Some(&a.token)).await;
     assert_eq!(desc["meta"]["order"], "DESC");
     let mut rev = data.clone();
     rev.reverse();
     assert_eq!(desc["data"].as_array().unwrap(), &rev);
-    let (_, desc2) = s
-        .get(
+    let desc2 = s
+        .get_ok(
             "/v1/transactions?sort=bookingDate&order=DESC",
             Some(&a.token),
         )
         .await;
     assert_eq!(desc2, desc);
     for t in &data {
-        let (st, one) = s
-            .get(
-                &format!("/v1/transactions/{}", t["id"].as_str().unwrap()),
-                Some(&a.token),
-            )
+        let one = s
+            .get_ok(&format!("/v1/transactions/{}", id_of(t)), Some(&a.token))
             .await;
-        assert_eq!(st, StatusCode::OK);
         assert_eq!(&one, t);
     }
     // Filters.
@@ -1607,11 +1159,7 @@ async fn transactions_filters_sort_and_shape() {
         ("startDate=2999-01-01", 0),
         ("startDate=2000-01-01&endDate=2999-12-31", 5),
     ] {
-        let (st, l) = s
-            .get(&format!("/v1/transactions?{q}"), Some(&a.token))
-            .await;
-        assert_eq!(st, StatusCode::OK, "{q}: {l}");
-        assert_eq!(l["meta"]["totalCount"], n, "{q}: {l}");
+        assert_count(&s, "/v1/transactions", &a.token, q, n).await;
     }
     // Dates are inclusive: a transaction's own day selects it, as start, end or both.
     for t in &data {
@@ -1621,8 +1169,8 @@ async fn transactions_filters_sort_and_shape() {
             format!("endDate={day}"),
             format!("startDate={day}&endDate={day}"),
         ] {
-            let (_, l) = s
-                .get(&format!("/v1/transactions?{q}&limit=1000"), Some(&a.token))
+            let l = s
+                .get_ok(&format!("/v1/transactions?{q}&limit=1000"), Some(&a.token))
                 .await;
             assert!(
                 l["data"]
@@ -1634,8 +1182,8 @@ async fn transactions_filters_sort_and_shape() {
             );
         }
     }
-    let (_, page) = s
-        .get(
+    let page = s
+        .get_ok(
             "/v1/transactions?order=ASC&offset=1&limit=2",
             Some(&a.token),
         )
@@ -1654,12 +1202,11 @@ async fn transactions_filters_sort_and_shape() {
         "startDate=2026-01-01T00:00:00Z",
     ] {
         let path = format!("/v1/transactions?{q}");
-        let r = call(&s, Method::GET, &path, Some(&a.token), None, &[]).await;
-        assert_problem(&r, StatusCode::BAD_REQUEST, "VALIDATION_FAILED", &path);
+        get_problem(&s, &path, Some(&a.token), VALIDATION_FAILED).await;
     }
     // B's side of the same trade.
-    let (_, bt) = s
-        .get(
+    let bt = s
+        .get_ok(
             "/v1/transactions?type=ORDER_EXECUTION&order=ASC",
             Some(&b.token),
         )
@@ -1683,8 +1230,8 @@ async fn transactions_filters_sort_and_shape() {
             ("SEK".to_string(), "3000.00".to_string())
         ]
     );
-    let (_, bf) = s
-        .get("/v1/transactions?type=FEE_COLLECTION", Some(&b.token))
+    let bf = s
+        .get_ok("/v1/transactions?type=FEE_COLLECTION", Some(&b.token))
         .await;
     assert_eq!(bf["data"][0]["delta"]["amount"], "-3.00", "maker fee 0.1 %");
     assert_eq!(sell["status"], "open");
@@ -1698,11 +1245,7 @@ async fn transactions_filters_sort_and_shape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_shape_and_rules() {
-    let s = TestServer::start().await;
-    let admin = s.admin_token().await;
-    let a = s.register("alice").await;
-    s.fund(&admin, &a, "SEK", "100000").await;
-    s.fund(&admin, &a, "BTC", "1").await;
+    let (s, admin, a) = start_with_alice(&[("SEK", "100000"), ("BTC", "1")]).await;
     let order_keys: std::collections::BTreeSet<&str> = [
         "id",
         "clientId",
@@ -1728,24 +1271,16 @@ async fn order_shape_and_rules() {
     .into_iter()
     .collect();
     let o = s.limit(&a, "BTC_SEK", "buy", "0.01", "1000", "shape").await;
-    let keys: std::collections::BTreeSet<&str> =
-        o.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, order_keys, "{o}");
-    assert_eq!(o["quoteAmount"], Value::Null);
-    assert_eq!(o["averagePrice"], Value::Null);
-    assert_eq!(o["rejectReason"], Value::Null);
-    assert_eq!(o["timeInForce"], "GTC");
-    assert_eq!(o["postOnly"], false);
-    assert_eq!(o["filledAmount"], "0.00000000");
-    assert_eq!(o["filledQuoteAmount"], "0.00");
-    assert_eq!(o["fee"], "0.00000000");
-    assert_eq!(o["feeCurrency"], "BTC");
-    assert_eq!(o["fills"], json!([]));
-    let (_, again) = s
-        .get(
-            &format!("/v1/orders/{}", o["id"].as_str().unwrap()),
-            Some(&a.token),
-        )
+    assert_eq!(keys_of(&o), order_keys, "{o}");
+    assert_members(
+        &o,
+        &json!({"quoteAmount": null, "averagePrice": null, "rejectReason": null,
+                "timeInForce": "GTC", "postOnly": false, "filledAmount": "0.00000000",
+                "filledQuoteAmount": "0.00", "fee": "0.00000000", "feeCurrency": "BTC",
+                "fills": []}),
+    );
+    let again = s
+        .get_ok(&format!("/v1/orders/{}", id_of(&o)), Some(&a.token))
         .await;
     assert_eq!(again, o, "a GET returns what the 201 did");
     // A market order without liquidity: expired, price null, nothing held afterwards.
@@ -1756,18 +1291,16 @@ async fn order_shape_and_rules() {
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{m}");
-    assert_eq!(m["status"], "expired");
-    assert_eq!(m["type"], "market");
-    assert_eq!(m["timeInForce"], "IOC");
-    assert_eq!(m["price"], Value::Null);
-    assert_eq!(m["quoteAmount"], Value::Null);
-    assert_eq!(m["amount"], "0.50000000");
-    assert_eq!(m["feeCurrency"], "SEK");
-    let (_, w) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_members(
+        &m,
+        &json!({"status": "expired", "type": "market", "timeInForce": "IOC", "price": null,
+                "quoteAmount": null, "amount": "0.50000000", "feeCurrency": "SEK"}),
+    );
+    let w = s.get_ok("/v1/wallet", Some(&a.token)).await;
     assert_eq!(balance(&w, "BTC")["held"], "0.00000000", "{w}");
     assert_eq!(balance(&w, "SEK")["held"], "10.00", "{w}");
     // Every currency is listed, with available + held = total.
-    let (_, cur) = s.get("/v1/currencies", None).await;
+    let cur = s.get_ok("/v1/currencies", None).await;
     assert_eq!(
         w["balances"].as_array().unwrap().len(),
         cur.as_array().unwrap().len()
@@ -1794,142 +1327,64 @@ async fn order_shape_and_rules() {
         }
         b
     };
-    let cases: Vec<(Value, StatusCode, &str)> = vec![
+    let insufficient = (StatusCode::UNPROCESSABLE_ENTITY, "INSUFFICIENT_FUNDS");
+    // A market order: the base with `pairs`, the type market and no price.
+    let market = |pairs: &[(&str, Value)]| {
+        let mut b = with(pairs);
+        b["type"] = json!("market");
+        b.as_object_mut().unwrap().remove("price");
+        b
+    };
+    let no_amount = ("amount", Value::Null);
+    // The one good request of the table (CREATED): a market buy that expires at once.
+    let cases: Vec<(Value, Problem)> = vec![
         (
             with(&[("clientId", json!("x".repeat(65)))]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
+            VALIDATION_FAILED,
         ),
-        (
-            with(&[("clientId", json!("a.b"))]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            with(&[("clientId", json!("é"))]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            with(&[("clientId", Value::Null)]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            with(&[("timeInForce", json!("gtc"))]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            with(&[("timeInForce", json!("DAY"))]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            with(&[("side", json!("BUY"))]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
+        (with(&[("clientId", json!("a.b"))]), VALIDATION_FAILED),
+        (with(&[("clientId", json!("é"))]), VALIDATION_FAILED),
+        (with(&[("clientId", Value::Null)]), VALIDATION_FAILED),
+        (with(&[("timeInForce", json!("gtc"))]), VALIDATION_FAILED),
+        (with(&[("timeInForce", json!("DAY"))]), VALIDATION_FAILED),
+        (with(&[("side", json!("BUY"))]), VALIDATION_FAILED),
         (
             with(&[("selfTradePrevention", json!("cancelBoth"))]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
+            VALIDATION_FAILED,
         ),
-        (
-            with(&[("postOnly", json!("true"))]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
+        (with(&[("postOnly", json!("true"))]), VALIDATION_FAILED),
         (
             with(&[("postOnly", json!(true)), ("timeInForce", json!("IOC"))]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
+            VALIDATION_FAILED,
         ),
+        (with(&[("quoteAmount", json!("10"))]), VALIDATION_FAILED),
+        (with(&[("amount", Value::Null)]), VALIDATION_FAILED),
+        (with(&[("pair", json!("btc_sek"))]), UNKNOWN_PAIR),
+        (with(&[("pair", json!(""))]), UNKNOWN_PAIR),
+        (with(&[("type", json!("market"))]), VALIDATION_FAILED),
+        (market(&[]), (StatusCode::CREATED, "")),
+        (market(&[("amount", Value::Null)]), VALIDATION_FAILED),
+        (market(&[("timeInForce", json!("FOK"))]), VALIDATION_FAILED),
+        (market(&[("postOnly", json!(true))]), VALIDATION_FAILED),
         (
-            with(&[("quoteAmount", json!("10"))]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            with(&[("amount", Value::Null)]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            with(&[("pair", json!("btc_sek"))]),
-            StatusCode::BAD_REQUEST,
-            "UNKNOWN_PAIR",
-        ),
-        (
-            with(&[("pair", json!(""))]),
-            StatusCode::BAD_REQUEST,
-            "UNKNOWN_PAIR",
-        ),
-        (
-            with(&[("type", json!("market"))]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            with(&[("type", json!("market")), ("price", Value::Null)]),
-            StatusCode::CREATED,
-            "",
-        ),
-        (
-            with(&[
-                ("type", json!("market")),
-                ("price", Value::Null),
-                ("amount", Value::Null),
-            ]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            with(&[
-                ("type", json!("market")),
-                ("price", Value::Null),
-                ("timeInForce", json!("FOK")),
-            ]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            with(&[
-                ("type", json!("market")),
-                ("price", Value::Null),
-                ("postOnly", json!(true)),
-            ]),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            with(&[
-                ("type", json!("market")),
-                ("price", Value::Null),
-                ("amount", Value::Null),
-                ("quoteAmount", json!("1000000")),
-            ]),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INSUFFICIENT_FUNDS",
+            market(&[no_amount, ("quoteAmount", json!("1000000"))]),
+            insufficient,
         ),
         (
             with(&[("side", json!("sell")), ("amount", json!("2"))]),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INSUFFICIENT_FUNDS",
+            insufficient,
         ),
     ];
-    for (body, status, code) in cases {
-        let mut body = body;
-        if status == StatusCode::CREATED {
-            // The one good request of the table: a market buy that expires at once.
+    for (mut body, problem) in cases {
+        if problem.0 == StatusCode::CREATED {
             body["clientId"] = json!("r-ok");
-            let (st, v) = s.order(&a, body.clone()).await;
-            assert_eq!(st, status, "{body}: {v}");
+            let v = s
+                .post_expect("/v1/orders", Some(&a.token), &body, problem.0)
+                .await;
             assert_eq!(v["status"], "expired", "{v}");
             continue;
         }
-        let r = call_json(&s, Method::POST, "/v1/orders", Some(&a.token), &body).await;
-        assert_problem(&r, status, code, "/v1/orders");
+        post_problem(&s, "/v1/orders", Some(&a.token), &body, problem).await;
     }
     let mut after = state_of(&s, &a).await;
     // The expired market order is the only new order.
@@ -1946,74 +1401,31 @@ async fn order_shape_and_rules() {
     s.limit(&a, "BTC_SEK", "buy", "0.01", "1000", "r1").await;
 
     // Halted: 409 PAIR_HALTED, nothing held, the clientId still free; reads still work.
-    let (st, _) = s
-        .patch(
-            "/v1/admin/pairs/BTC_SEK",
-            Some(&admin),
-            &json!({"status":"halted"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK);
-    let (_, pairs) = s.get("/v1/pairs", None).await;
+    s.set_pair_status(&admin, "BTC_SEK", "halted").await;
+    let pairs = s.get_ok("/v1/pairs", None).await;
     assert_eq!(pairs[0]["status"], "halted");
-    let (_, w1) = s.get("/v1/wallet", Some(&a.token)).await;
-    let r = call_json(
-        &s,
-        Method::POST,
-        "/v1/orders",
-        Some(&a.token),
-        &with(&[("clientId", json!("h1"))]),
-    )
-    .await;
-    assert_problem(&r, StatusCode::CONFLICT, "PAIR_HALTED", "/v1/orders");
-    let (_, w2) = s.get("/v1/wallet", Some(&a.token)).await;
+    let w1 = s.get_ok("/v1/wallet", Some(&a.token)).await;
+    let halted = (StatusCode::CONFLICT, "PAIR_HALTED");
+    let h1 = with(&[("clientId", json!("h1"))]);
+    post_problem(&s, "/v1/orders", Some(&a.token), &h1, halted).await;
+    let w2 = s.get_ok("/v1/wallet", Some(&a.token)).await;
     assert_eq!(w1, w2);
-    let (st, _) = s.get("/v1/pairs/BTC_SEK/book", None).await;
-    assert_eq!(st, StatusCode::OK);
-    s.patch(
-        "/v1/admin/pairs/BTC_SEK",
-        Some(&admin),
-        &json!({"status":"active"}),
-    )
-    .await;
+    s.get_ok("/v1/pairs/BTC_SEK/book", None).await;
+    s.set_pair_status(&admin, "BTC_SEK", "active").await;
     s.limit(&a, "BTC_SEK", "buy", "0.01", "1000", "h1").await;
 
     // Duplicate clientId: 409 with the first order's id, even after it is final.
-    let id = o["id"].as_str().unwrap();
-    let (st, c) = s.delete(&format!("/v1/orders/{id}"), Some(&a.token)).await;
-    assert_eq!(st, StatusCode::OK);
+    let id = id_of(&o);
+    let c = s.cancel(&a, id).await;
     assert_eq!(c["status"], "cancelled");
     assert_eq!(c["id"], o["id"]);
-    let r = call_json(
-        &s,
-        Method::POST,
-        "/v1/orders",
-        Some(&a.token),
-        &with(&[("clientId", json!("shape"))]),
-    )
-    .await;
-    assert_problem(
-        &r,
-        StatusCode::CONFLICT,
-        "DUPLICATE_CLIENT_ID",
-        "/v1/orders",
-    );
+    let dup = (StatusCode::CONFLICT, "DUPLICATE_CLIENT_ID");
+    let shape = with(&[("clientId", json!("shape"))]);
+    let r = post_problem(&s, "/v1/orders", Some(&a.token), &shape, dup).await;
     assert_eq!(r.body["orderId"], o["id"]);
-    let r = call(
-        &s,
-        Method::DELETE,
-        &format!("/v1/orders/{id}"),
-        Some(&a.token),
-        None,
-        &[],
-    )
-    .await;
-    assert_problem(
-        &r,
-        StatusCode::CONFLICT,
-        "ORDER_NOT_OPEN",
-        &format!("/v1/orders/{id}"),
-    );
+    let path = format!("/v1/orders/{id}");
+    let not_open = (StatusCode::CONFLICT, "ORDER_NOT_OPEN");
+    send_problem(&s, Method::DELETE, &path, Some(&a.token), None, not_open).await;
     // Cancel-all with nothing of the pair open.
     let (st, c) = s.delete("/v1/orders?pair=ETH_BTC", Some(&a.token)).await;
     assert_eq!(st, StatusCode::OK);
@@ -2024,10 +1436,7 @@ async fn order_shape_and_rules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wallet_requests_and_back_office() {
-    let s = TestServer::start().await;
-    let admin = s.admin_token().await;
-    let a = s.register("alice").await;
-    s.fund(&admin, &a, "SEK", "100").await;
+    let (s, admin, a) = start_with_alice(&[("SEK", "100")]).await;
     let req_keys: std::collections::BTreeSet<&str> = [
         "id",
         "externalId",
@@ -2043,127 +1452,86 @@ async fn wallet_requests_and_back_office() {
     ]
     .into_iter()
     .collect();
+    let (deposits, withdrawals) = ("/v1/wallet/deposits", "/v1/wallet/withdrawals");
     // Withdrawal: available -> held at once; its shape.
-    let (st, w) = s
-        .post(
-            "/v1/wallet/withdrawals",
-            Some(&a.token),
-            &json!({"currency":"SEK","amount":"40","externalId":"w1","destination":"SE45 5000"}),
-        )
+    let w = s
+        .request_withdrawal(&a, "SEK", "40", "w1", "SE45 5000")
         .await;
-    assert_eq!(st, StatusCode::CREATED, "{w}");
-    let keys: std::collections::BTreeSet<&str> =
-        w.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, req_keys, "{w}");
-    assert_eq!(w["type"], "withdrawal");
-    assert_eq!(w["status"], "pending");
-    assert_eq!(w["amount"], "40.00");
-    assert_eq!(w["destination"], "SE45 5000");
-    assert_eq!(w["reason"], Value::Null);
-    assert_eq!(w["userId"], json!(a.id));
-    let (_, wal) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(keys_of(&w), req_keys, "{w}");
+    assert_members(
+        &w,
+        &json!({"type": "withdrawal", "status": "pending", "amount": "40.00",
+                "destination": "SE45 5000", "reason": null, "userId": a.id}),
+    );
+    let wal = s.get_ok("/v1/wallet", Some(&a.token)).await;
     assert_eq!(
         balance(&wal, "SEK"),
         json!({"currency":"SEK","available":"60.00","held":"40.00","total":"100.00"})
     );
     // More than available: 422, nothing held, the externalId still free.
     let before = state_of(&s, &a).await;
-    let r = call_json(
-        &s,
-        Method::POST,
-        "/v1/wallet/withdrawals",
-        Some(&a.token),
-        &json!({"currency":"SEK","amount":"60.01","externalId":"w2","destination":"x"}),
-    )
-    .await;
-    assert_problem(
-        &r,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INSUFFICIENT_FUNDS",
-        "/v1/wallet/withdrawals",
-    );
+    let too_much = json!({"currency":"SEK","amount":"60.01","externalId":"w2","destination":"x"});
+    let insufficient = (StatusCode::UNPROCESSABLE_ENTITY, "INSUFFICIENT_FUNDS");
+    post_problem(&s, withdrawals, Some(&a.token), &too_much, insufficient).await;
     for (path, body) in [
         (
-            "/v1/wallet/withdrawals",
+            withdrawals,
             json!({"currency":"NOPE","amount":"1","externalId":"w2","destination":"x"}),
         ),
         (
-            "/v1/wallet/withdrawals",
+            withdrawals,
             json!({"currency":"SEK","amount":"1","externalId":"w2","destination":""}),
         ),
         (
-            "/v1/wallet/withdrawals",
+            withdrawals,
             json!({"currency":"SEK","amount":"1","externalId":"w2","destination":"x".repeat(257)}),
         ),
         (
-            "/v1/wallet/deposits",
+            deposits,
             json!({"currency":"SEK","amount":"1","externalId":""}),
         ),
         (
-            "/v1/wallet/deposits",
+            deposits,
             json!({"currency":"SEK","amount":"1","externalId":"has space"}),
         ),
         (
-            "/v1/wallet/deposits",
+            deposits,
             json!({"currency":"SEK","amount":"1","externalId":"e".repeat(129)}),
         ),
         (
-            "/v1/wallet/deposits",
+            deposits,
             json!({"currency":"sek","amount":"1","externalId":"w2"}),
         ),
     ] {
-        let r = call_json(&s, Method::POST, path, Some(&a.token), &body).await;
-        assert_problem(&r, StatusCode::BAD_REQUEST, "VALIDATION_FAILED", path);
+        post_problem(&s, path, Some(&a.token), &body, VALIDATION_FAILED).await;
     }
     // A repeated externalId, across deposits and withdrawals: 409 with the first's id.
+    let dup = (StatusCode::CONFLICT, "DUPLICATE_EXTERNAL_ID");
     for (path, body) in [
         (
-            "/v1/wallet/deposits",
+            deposits,
             json!({"currency":"SEK","amount":"1","externalId":"w1"}),
         ),
         (
-            "/v1/wallet/withdrawals",
+            withdrawals,
             json!({"currency":"SEK","amount":"1","externalId":"w1","destination":"x"}),
         ),
     ] {
-        let r = call_json(&s, Method::POST, path, Some(&a.token), &body).await;
-        assert_problem(&r, StatusCode::CONFLICT, "DUPLICATE_EXTERNAL_ID", path);
+        let r = post_problem(&s, path, Some(&a.token), &body, dup).await;
         assert_eq!(r.body["existingId"], w["id"]);
     }
     assert_eq!(state_of(&s, &a).await, before);
-    let (st, w2) = s
-        .post(
-            "/v1/wallet/withdrawals",
-            Some(&a.token),
-            &json!({"currency":"SEK","amount":"60","externalId":"w2","destination":"x"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{w2}");
+    let w2 = s.request_withdrawal(&a, "SEK", "60", "w2", "x").await;
 
     // Back office: reject returns the hold, approve removes it; neither twice.
-    let wid = w["id"].as_str().unwrap();
-    let w2id = w2["id"].as_str().unwrap();
-    let (st, rj) = s
-        .post(
-            &format!("/v1/admin/requests/{w2id}/reject"),
-            Some(&admin),
-            &json!({"reason":"no such account"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{rj}");
+    let (wid, w2id) = (id_of(&w), id_of(&w2));
+    let rj = s.reject(&admin, w2id, "no such account").await;
     assert_eq!(rj["status"], "rejected");
     assert_eq!(rj["reason"], "no such account");
-    let (st, ap) = s
-        .post(
-            &format!("/v1/admin/requests/{wid}/approve"),
-            Some(&admin),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{ap}");
+    let ap = s.approve(&admin, wid).await;
     assert_eq!(ap["status"], "completed");
     assert_ne!(ap["updatedAt"], Value::Null);
-    let (_, wal) = s.get("/v1/wallet", Some(&a.token)).await;
+    let wal = s.get_ok("/v1/wallet", Some(&a.token)).await;
     assert_eq!(
         balance(&wal, "SEK"),
         json!({"currency":"SEK","available":"60.00","held":"0.00","total":"60.00"})
@@ -2176,99 +1544,64 @@ async fn wallet_requests_and_back_office() {
         (w2id, "reject"),
     ] {
         let path = format!("/v1/admin/requests/{id}/{verb}");
-        let r = call_json(
-            &s,
-            Method::POST,
-            &path,
-            Some(&admin),
-            &json!({"reason":"again"}),
-        )
-        .await;
-        assert_problem(&r, StatusCode::CONFLICT, "REQUEST_NOT_PENDING", &path);
+        let again = json!({"reason":"again"});
+        let not_pending = (StatusCode::CONFLICT, "REQUEST_NOT_PENDING");
+        post_problem(&s, &path, Some(&admin), &again, not_pending).await;
     }
     for path in [
         "/v1/admin/requests/424242/reject",
         "/v1/admin/requests/abc/approve",
         "/v1/admin/requests/-1/approve",
     ] {
-        let r = call_json(&s, Method::POST, path, Some(&admin), &json!({"reason":"x"})).await;
-        assert_problem(&r, StatusCode::NOT_FOUND, "NOT_FOUND", path);
+        post_problem(&s, path, Some(&admin), &json!({"reason":"x"}), NOT_FOUND).await;
     }
     // Admin credits: unknown user, the user's own externalIds, unknown currency.
-    for (body, status, code) in [
+    let credit = |user: &str, currency: &str, external_id: &str| json!({"userId": user, "currency": currency, "amount": "1", "externalId": external_id});
+    for (body, problem) in [
+        (credit("424242", "SEK", "c1"), VALIDATION_FAILED),
+        (credit("abc", "SEK", "c1"), VALIDATION_FAILED),
+        (credit(&a.id, "XXX", "c1"), VALIDATION_FAILED),
         (
-            json!({"userId":"424242","currency":"SEK","amount":"1","externalId":"c1"}),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            json!({"userId":"abc","currency":"SEK","amount":"1","externalId":"c1"}),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            json!({"userId": a.id,"currency":"XXX","amount":"1","externalId":"c1"}),
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            json!({"userId": a.id,"currency":"SEK","amount":"1","externalId":"w2"}),
-            StatusCode::CONFLICT,
-            "DUPLICATE_EXTERNAL_ID",
+            credit(&a.id, "SEK", "w2"),
+            (StatusCode::CONFLICT, "DUPLICATE_EXTERNAL_ID"),
         ),
     ] {
-        let r = call_json(&s, Method::POST, "/v1/admin/deposits", Some(&admin), &body).await;
-        assert_problem(&r, status, code, "/v1/admin/deposits");
+        post_problem(&s, "/v1/admin/deposits", Some(&admin), &body, problem).await;
     }
     for path in [
         "/v1/admin/users/424242/wallet",
         "/v1/admin/users/abc/wallet",
     ] {
-        let r = call(&s, Method::GET, path, Some(&admin), None, &[]).await;
-        assert_problem(&r, StatusCode::NOT_FOUND, "NOT_FOUND", path);
+        get_problem(&s, path, Some(&admin), NOT_FOUND).await;
     }
-    let r = call_json(
-        &s,
-        Method::PATCH,
-        "/v1/admin/pairs/NOPE_SEK",
-        Some(&admin),
-        &json!({"status":"halted"}),
-    )
-    .await;
-    assert_problem(
-        &r,
-        StatusCode::NOT_FOUND,
-        "UNKNOWN_PAIR",
-        "/v1/admin/pairs/NOPE_SEK",
-    );
-    let r = call_json(
-        &s,
-        Method::PATCH,
-        "/v1/admin/pairs/BTC_SEK",
-        Some(&admin),
-        &json!({"status":"paused"}),
-    )
-    .await;
-    assert_problem(
-        &r,
-        StatusCode::BAD_REQUEST,
-        "VALIDATION_FAILED",
-        "/v1/admin/pairs/BTC_SEK",
-    );
-    assert_eq!(state_of(&s, &a).await, before);
-    // A credit is completed at once, and the audit's shape and sums.
-    let (st, cr) = s
-        .post(
-            "/v1/admin/deposits",
+    for (path, status, problem) in [
+        (
+            "/v1/admin/pairs/NOPE_SEK",
+            "halted",
+            (StatusCode::NOT_FOUND, "UNKNOWN_PAIR"),
+        ),
+        ("/v1/admin/pairs/BTC_SEK", "paused", VALIDATION_FAILED),
+    ] {
+        let body = Some(json!({ "status": status }));
+        send_problem(
+            &s,
+            Method::PATCH,
+            path,
             Some(&admin),
-            &json!({"userId": a.id,"currency":"SEK","amount":"0.5","externalId":"c1"}),
+            body.as_ref(),
+            problem,
         )
         .await;
-    assert_eq!(st, StatusCode::CREATED, "{cr}");
+    }
+    assert_eq!(state_of(&s, &a).await, before);
+    // A credit is completed at once, and the audit's shape and sums.
+    let c1 = json!({"userId": a.id,"currency":"SEK","amount":"0.5","externalId":"c1"});
+    let cr = s
+        .post_expect("/v1/admin/deposits", Some(&admin), &c1, StatusCode::CREATED)
+        .await;
     assert_eq!(cr["status"], "completed");
     assert_eq!(cr["type"], "deposit");
-    let (st, audit) = s.get("/v1/admin/audit", Some(&admin)).await;
-    assert_eq!(st, StatusCode::OK);
+    let audit = s.get_ok("/v1/admin/audit", Some(&admin)).await;
     assert_eq!(audit["ok"], true);
     let sek = audit["currencies"]
         .as_array()
@@ -2293,51 +1626,38 @@ async fn settings_restricted_registration_auto_approval_and_expiry() {
     let admin = s.admin_token().await;
     // Registration restricted to admins: 401 without a token, 403 for a user, even with a
     // body that is wrong.
-    let r = call_json(&s, Method::POST, "/v1/users", None, &json!({"name":"x"})).await;
-    assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "/v1/users");
-    let r = call_json(
-        &s,
-        Method::POST,
-        "/v1/users",
-        Some(&admin),
-        &json!({"name":"alice"}),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    post_problem(&s, "/v1/users", None, &json!({"name":"x"}), UNAUTHORIZED).await;
+    let alice = json!({"name":"alice"});
+    let r = s
+        .post_expect("/v1/users", Some(&admin), &alice, StatusCode::CREATED)
+        .await;
     let (cid, secret) = (
-        r.body["clientId"].as_str().unwrap().to_string(),
-        r.body["clientSecret"].as_str().unwrap().to_string(),
+        r["clientId"].as_str().unwrap().to_string(),
+        r["clientSecret"].as_str().unwrap().to_string(),
     );
     let (st, t) = s.token(&cid, &secret, None).await;
     assert_eq!(st, StatusCode::OK);
     let user = t["access_token"].as_str().unwrap().to_string();
     for body in [json!({"name":"mallory"}), json!({"bogus":1})] {
-        let r = call_json(&s, Method::POST, "/v1/users", Some(&user), &body).await;
-        assert_problem(&r, StatusCode::FORBIDDEN, "FORBIDDEN", "/v1/users");
+        post_problem(&s, "/v1/users", Some(&user), &body, FORBIDDEN).await;
     }
-    let r = call(
-        &s,
-        Method::POST,
-        "/v1/users",
-        None,
-        Some((Some("text/plain"), b"x".to_vec())),
-        &[],
-    )
-    .await;
-    assert_problem(&r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "/v1/users");
+    let text = Some((Some("text/plain"), b"x".to_vec()));
+    let r = call(&s, Method::POST, "/v1/users", None, text, &[]).await;
+    assert_problem(&r, UNAUTHORIZED, "/v1/users");
     // Auto-approval: a deposit is completed at once and credited.
-    let (st, d) = s
-        .post(
+    let auto = json!({"currency":"EUR","amount":"12.34","externalId":"auto"});
+    let d = s
+        .post_expect(
             "/v1/wallet/deposits",
             Some(&user),
-            &json!({"currency":"EUR","amount":"12.34","externalId":"auto"}),
+            &auto,
+            StatusCode::CREATED,
         )
         .await;
-    assert_eq!(st, StatusCode::CREATED, "{d}");
     assert_eq!(d["status"], "completed");
-    let (_, w) = s.get("/v1/wallet", Some(&user)).await;
+    let w = s.get_ok("/v1/wallet", Some(&user)).await;
     assert_eq!(balance(&w, "EUR")["available"], "12.34");
-    let (_, tx) = s.get("/v1/transactions", Some(&user)).await;
+    let tx = s.get_ok("/v1/transactions", Some(&user)).await;
     assert_eq!(tx["data"][0]["type"], "TOPUP");
     s.assert_audit_ok(&admin).await;
     s.stop().await;
@@ -2352,13 +1672,7 @@ async fn settings_restricted_registration_auto_approval_and_expiry() {
     assert_eq!(t["expires_in"], 1);
     let token = t["access_token"].as_str().unwrap().to_string();
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let r = call(&s, Method::GET, "/v1/admin/audit", Some(&token), None, &[]).await;
-    assert_problem(
-        &r,
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHORIZED",
-        "/v1/admin/audit",
-    );
+    get_problem(&s, "/v1/admin/audit", Some(&token), UNAUTHORIZED).await;
     s.stop().await;
 }
 
@@ -2366,15 +1680,11 @@ async fn settings_restricted_registration_auto_approval_and_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn market_data_after_trades() {
-    let s = TestServer::start().await;
-    let admin = s.admin_token().await;
-    let a = s.register("alice").await;
+    let (s, admin, a) = start_with_alice(&[("SEK", "1000000")]).await;
     let b = s.register("bob").await;
-    s.fund(&admin, &a, "SEK", "1000000").await;
     s.fund(&admin, &b, "BTC", "2").await;
     // An empty pair first.
-    let (st, t) = s.get("/v1/pairs/BTC_SEK/ticker", None).await;
-    assert_eq!(st, StatusCode::OK);
+    let t = s.get_ok("/v1/pairs/BTC_SEK/ticker", None).await;
     for k in [
         "lastPrice",
         "bestBid",
@@ -2388,12 +1698,14 @@ async fn market_data_after_trades() {
     }
     assert_eq!(t["baseVolume"], "0");
     assert_eq!(t["quoteVolume"], "0");
-    let (_, book) = s.get("/v1/pairs/BTC_SEK/book", None).await;
+    let book = s.get_ok("/v1/pairs/BTC_SEK/book", None).await;
     assert_eq!(book["bids"], json!([]));
     assert_eq!(book["asks"], json!([]));
-    let (_, tr) = s.get("/v1/pairs/BTC_SEK/trades", None).await;
+    let tr = s.get_ok("/v1/pairs/BTC_SEK/trades", None).await;
     assert_eq!(tr, json!([]));
-    let (_, cd) = s.get("/v1/pairs/BTC_SEK/candles?interval=1m", None).await;
+    let cd = s
+        .get_ok("/v1/pairs/BTC_SEK/candles?interval=1m", None)
+        .await;
     assert_eq!(cd, json!([]));
 
     s.limit(&b, "BTC_SEK", "sell", "0.5", "300000", "s1").await;
@@ -2405,28 +1717,23 @@ async fn market_data_after_trades() {
     s.limit(&a, "BTC_SEK", "buy", "0.05", "289000.5", "b4")
         .await;
 
-    let (st, t) = s.get("/v1/pairs/BTC_SEK/ticker", None).await;
-    assert_eq!(st, StatusCode::OK, "{t}");
-    assert_eq!(t["pair"], "BTC_SEK");
-    assert_eq!(t["lastPrice"], "301000.00");
-    assert_eq!(t["bestBid"], "290000.00");
-    assert_eq!(t["bestBidAmount"], "0.20000000");
-    assert_eq!(t["bestAsk"], "301000.00");
-    assert_eq!(t["bestAskAmount"], "0.20000000");
-    assert_eq!(t["high"], "301000.00");
-    assert_eq!(t["low"], "300000.00");
-    assert_eq!(t["baseVolume"], "0.60000000");
-    assert_eq!(t["quoteVolume"], "180100.00");
+    let t = s.get_ok("/v1/pairs/BTC_SEK/ticker", None).await;
+    assert_members(
+        &t,
+        &json!({"pair": "BTC_SEK", "lastPrice": "301000.00", "bestBid": "290000.00",
+                "bestBidAmount": "0.20000000", "bestAsk": "301000.00",
+                "bestAskAmount": "0.20000000", "high": "301000.00", "low": "300000.00",
+                "baseVolume": "0.60000000", "quoteVolume": "180100.00"}),
+    );
     assert!(t["timestamp"].as_str().unwrap().ends_with('Z'));
-    let (_, all) = s.get("/v1/tickers", None).await;
+    let all = s.get_ok("/v1/tickers", None).await;
     let all = all.as_array().unwrap();
     assert_eq!(all.len(), 4);
     let mine = all.iter().find(|x| x["pair"] == "BTC_SEK").unwrap();
     assert_eq!(mine["lastPrice"], t["lastPrice"]);
     assert_eq!(mine["bestBidAmount"], t["bestBidAmount"]);
 
-    let (st, book) = s.get("/v1/pairs/BTC_SEK/book", None).await;
-    assert_eq!(st, StatusCode::OK, "{book}");
+    let book = s.get_ok("/v1/pairs/BTC_SEK/book", None).await;
     assert_eq!(book["pair"], "BTC_SEK");
     assert_eq!(
         book["bids"],
@@ -2434,10 +1741,10 @@ async fn market_data_after_trades() {
     );
     assert_eq!(book["asks"], json!([["301000.00", "0.20000000"]]));
     let seq = book["sequence"].as_u64().expect("sequence");
-    let (_, book1) = s.get("/v1/pairs/BTC_SEK/book?depth=1", None).await;
+    let book1 = s.get_ok("/v1/pairs/BTC_SEK/book?depth=1", None).await;
     assert_eq!(book1["bids"], json!([["290000.00", "0.20000000"]]));
     assert_eq!(book1["sequence"], seq, "no change, same sequence");
-    let (_, tr) = s.get("/v1/pairs/BTC_SEK/trades", None).await;
+    let tr = s.get_ok("/v1/pairs/BTC_SEK/trades", None).await;
     let tr = tr.as_array().unwrap();
     assert_eq!(tr.len(), 2);
     assert_eq!(tr[0]["price"], "301000.00", "newest first");
@@ -2446,116 +1753,62 @@ async fn market_data_after_trades() {
     assert_eq!(tr[1]["amount"], "0.50000000");
     for x in tr {
         assert_eq!(x["side"], "buy", "the taker's side");
-        let keys: std::collections::BTreeSet<&str> =
-            x.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
-            keys,
+            keys_of(x),
             ["amount", "id", "price", "side", "timestamp"]
                 .into_iter()
                 .collect()
         );
     }
-    let (_, tr1) = s.get("/v1/pairs/BTC_SEK/trades?limit=1", None).await;
+    let tr1 = s.get_ok("/v1/pairs/BTC_SEK/trades?limit=1", None).await;
     assert_eq!(tr1.as_array().unwrap().len(), 1);
     assert_eq!(tr1[0]["id"], tr[0]["id"]);
-    let (st, cd) = s.get("/v1/pairs/BTC_SEK/candles?interval=1m", None).await;
-    assert_eq!(st, StatusCode::OK, "{cd}");
+    let cd = s
+        .get_ok("/v1/pairs/BTC_SEK/candles?interval=1m", None)
+        .await;
     let cd = cd.as_array().unwrap();
     assert!(!cd.is_empty() && cd.len() <= 2, "{cd:?}");
     let trades: u64 = cd.iter().map(|c| c["trades"].as_u64().unwrap()).sum();
     assert_eq!(trades, 2);
     assert_eq!(cd[0]["open"], "300000.00");
     assert_eq!(cd[cd.len() - 1]["close"], "301000.00");
-    let (_, cd1d) = s.get("/v1/pairs/BTC_SEK/candles?interval=1d", None).await;
+    let cd1d = s
+        .get_ok("/v1/pairs/BTC_SEK/candles?interval=1d", None)
+        .await;
     let day = cd1d.as_array().unwrap().last().unwrap().clone();
     if cd1d.as_array().unwrap().len() == 1 {
-        assert_eq!(day["high"], "301000.00");
-        assert_eq!(day["low"], "300000.00");
-        assert_eq!(day["baseVolume"], "0.60000000");
-        assert_eq!(day["quoteVolume"], "180100.00");
+        assert_members(
+            &day,
+            &json!({"high": "301000.00", "low": "300000.00", "baseVolume": "0.60000000",
+                    "quoteVolume": "180100.00"}),
+        );
     }
     // Errors of the market routes.
-    for (path, status, code) in [
-        (
-            "/v1/pairs/NOPE_SEK/ticker",
-            StatusCode::NOT_FOUND,
-            "UNKNOWN_PAIR",
-        ),
-        (
-            "/v1/pairs/NOPE_SEK/book",
-            StatusCode::NOT_FOUND,
-            "UNKNOWN_PAIR",
-        ),
-        (
-            "/v1/pairs/NOPE_SEK/trades",
-            StatusCode::NOT_FOUND,
-            "UNKNOWN_PAIR",
-        ),
-        (
-            "/v1/pairs/NOPE_SEK/candles?interval=1m",
-            StatusCode::NOT_FOUND,
-            "UNKNOWN_PAIR",
-        ),
-        (
-            "/v1/pairs/BTC_SEK/book?depth=1001",
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            "/v1/pairs/BTC_SEK/book?depth=-1",
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            "/v1/pairs/BTC_SEK/book?unexpected=1",
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            "/v1/pairs/BTC_SEK/trades?limit=1001",
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            "/v1/pairs/BTC_SEK/trades?limit=x",
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            "/v1/pairs/BTC_SEK/candles",
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            "/v1/pairs/BTC_SEK/candles?interval=2m",
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            "/v1/pairs/BTC_SEK/candles?interval=1m&limit=1001",
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
-        (
-            "/v1/pairs/BTC_SEK/candles?interval=1m&start=yesterday",
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-        ),
+    for path in [
+        "/v1/pairs/NOPE_SEK/ticker",
+        "/v1/pairs/NOPE_SEK/book",
+        "/v1/pairs/NOPE_SEK/trades",
+        "/v1/pairs/NOPE_SEK/candles?interval=1m",
     ] {
-        let r = call(&s, Method::GET, path, None, None, &[]).await;
-        assert_problem(&r, status, code, path);
+        get_problem(&s, path, None, (StatusCode::NOT_FOUND, "UNKNOWN_PAIR")).await;
+    }
+    for path in [
+        "/v1/pairs/BTC_SEK/book?depth=1001",
+        "/v1/pairs/BTC_SEK/book?depth=-1",
+        "/v1/pairs/BTC_SEK/book?unexpected=1",
+        "/v1/pairs/BTC_SEK/trades?limit=1001",
+        "/v1/pairs/BTC_SEK/trades?limit=x",
+        "/v1/pairs/BTC_SEK/candles",
+        "/v1/pairs/BTC_SEK/candles?interval=2m",
+        "/v1/pairs/BTC_SEK/candles?interval=1m&limit=1001",
+        "/v1/pairs/BTC_SEK/candles?interval=1m&start=yesterday",
+    ] {
+        get_problem(&s, path, None, VALIDATION_FAILED).await;
     }
     // A halted pair shows in the list.
-    let (st, p) = s
-        .patch(
-            "/v1/admin/pairs/ETH_BTC",
-            Some(&admin),
-            &json!({"status":"halted"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{p}");
+    let p = s.set_pair_status(&admin, "ETH_BTC", "halted").await;
     assert_eq!(p["status"], "halted");
-    let (_, pairs) = s.get("/v1/pairs", None).await;
+    let pairs = s.get_ok("/v1/pairs", None).await;
     assert_eq!(pairs[3]["pair"], "ETH_BTC");
     assert_eq!(pairs[3]["status"], "halted");
     assert_eq!(pairs[0]["minAmount"], "0.00010000");
@@ -2566,20 +1819,11 @@ async fn market_data_after_trades() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_trade_prevention_modes_and_fill_shape() {
-    let s = TestServer::start().await;
-    let admin = s.admin_token().await;
-    let a = s.register("alice").await;
-    s.fund(&admin, &a, "SEK", "100000").await;
-    s.fund(&admin, &a, "BTC", "1").await;
-    let get = |id: &Value| {
-        let s = &s;
-        let token = a.token.clone();
-        let id = id.as_str().unwrap().to_string();
-        async move {
-            let (st, o) = s.get(&format!("/v1/orders/{id}"), Some(&token)).await;
-            assert_eq!(st, StatusCode::OK, "{o}");
-            o
-        }
+    let (s, admin, a) = start_with_alice(&[("SEK", "100000"), ("BTC", "1")]).await;
+    let get = |order: &Value| {
+        let (s, token) = (&s, a.token.clone());
+        let path = format!("/v1/orders/{}", id_of(order));
+        async move { s.get_ok(&path, Some(&token)).await }
     };
     let buy = |stp: &str, cid: &str| {
         json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"1000",
@@ -2599,48 +1843,32 @@ async fn self_trade_prevention_modes_and_fill_shape() {
         assert_eq!(t["status"], "expired", "{t}");
         assert_eq!(t["rejectReason"], "SELF_TRADE_PREVENTION", "{t}");
         assert_eq!(t["fills"], json!([]));
-        assert_eq!(get(&maker["id"]).await["status"], "open");
-        let (st, _) = s
-            .delete(
-                &format!("/v1/orders/{}", maker["id"].as_str().unwrap()),
-                Some(&a.token),
-            )
-            .await;
-        assert_eq!(st, StatusCode::OK);
+        assert_eq!(get(&maker).await["status"], "open");
+        s.cancel(&a, id_of(&maker)).await;
     }
     // expireMaker: the resting order goes, the incoming one rests.
     let maker = s.limit(&a, "BTC_SEK", "sell", "0.1", "1000", "m3").await;
     let (st, t) = s.order(&a, buy("expireMaker", "t3")).await;
     assert_eq!(st, StatusCode::CREATED, "{t}");
     assert_eq!(t["status"], "open", "{t}");
-    let m = get(&maker["id"]).await;
+    let m = get(&maker).await;
     assert_eq!(m["status"], "expired", "{m}");
     assert_eq!(m["rejectReason"], "SELF_TRADE_PREVENTION", "{m}");
-    s.delete(
-        &format!("/v1/orders/{}", t["id"].as_str().unwrap()),
-        Some(&a.token),
-    )
-    .await;
+    s.cancel(&a, id_of(&t)).await;
     // expireBoth.
     let maker = s.limit(&a, "BTC_SEK", "sell", "0.1", "1000", "m4").await;
     let (st, t) = s.order(&a, buy("expireBoth", "t4")).await;
     assert_eq!(st, StatusCode::CREATED, "{t}");
     assert_eq!(t["status"], "expired", "{t}");
-    assert_eq!(get(&maker["id"]).await["status"], "expired");
+    assert_eq!(get(&maker).await["status"], "expired");
     // none: the account trades with itself, both fills are its own, fees are charged.
     let maker = s.limit(&a, "BTC_SEK", "sell", "0.1", "1000", "m5").await;
     let (st, t) = s.order(&a, buy("none", "t5")).await;
     assert_eq!(st, StatusCode::CREATED, "{t}");
     assert_eq!(t["status"], "filled", "{t}");
     let fill = &t["fills"][0];
-    let keys: std::collections::BTreeSet<&str> = fill
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
     assert_eq!(
-        keys,
+        keys_of(fill),
         [
             "tradeId",
             "orderId",
@@ -2658,22 +1886,19 @@ async fn self_trade_prevention_modes_and_fill_shape() {
         .collect(),
         "{fill}"
     );
-    assert_eq!(fill["orderId"], t["id"]);
-    assert_eq!(fill["pair"], "BTC_SEK");
-    assert_eq!(fill["side"], "buy");
-    assert_eq!(fill["price"], "1000.00");
-    assert_eq!(fill["amount"], "0.10000000");
-    assert_eq!(fill["quoteAmount"], "100.00");
-    assert_eq!(fill["fee"], "0.00020000");
-    assert_eq!(fill["feeCurrency"], "BTC");
-    assert_eq!(fill["liquidity"], "taker");
-    let m = get(&maker["id"]).await;
+    assert_members(
+        fill,
+        &json!({"orderId": t["id"], "pair": "BTC_SEK", "side": "buy", "price": "1000.00",
+                "amount": "0.10000000", "quoteAmount": "100.00", "fee": "0.00020000",
+                "feeCurrency": "BTC", "liquidity": "taker"}),
+    );
+    let m = get(&maker).await;
     assert_eq!(m["status"], "filled");
     assert_eq!(m["fills"][0]["liquidity"], "maker");
     assert_eq!(m["fills"][0]["fee"], "0.10");
     assert_eq!(m["fills"][0]["tradeId"], fill["tradeId"]);
     // The account's fills list has both sides, newest first, the same objects.
-    let (_, f) = s.get("/v1/fills", Some(&a.token)).await;
+    let f = s.get_ok("/v1/fills", Some(&a.token)).await;
     assert_eq!(f["meta"]["totalCount"], 2, "{f}");
     assert_eq!(f["meta"]["sort"], "timestamp");
     assert_eq!(f["meta"]["order"], "DESC");
@@ -2681,7 +1906,7 @@ async fn self_trade_prevention_modes_and_fill_shape() {
     assert!(listed.contains(fill), "{f}");
     assert!(listed.contains(&m["fills"][0]), "{f}");
     // Nothing is left held, and the money adds up.
-    let (_, w) = s.get("/v1/wallet", Some(&a.token)).await;
+    let w = s.get_ok("/v1/wallet", Some(&a.token)).await;
     assert_eq!(balance(&w, "SEK")["held"], "0.00", "{w}");
     assert_eq!(balance(&w, "BTC")["held"], "0.00000000", "{w}");
     assert_eq!(balance(&w, "SEK")["total"], "99999.90", "{w}");
@@ -2694,8 +1919,7 @@ async fn self_trade_prevention_modes_and_fill_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_lists_every_rest_route() {
     let s = TestServer::start().await;
-    let (st, doc) = s.get("/v1/openapi.json", None).await;
-    assert_eq!(st, StatusCode::OK);
+    let doc = s.get_ok("/v1/openapi.json", None).await;
     assert!(
         doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')),
         "{}",
@@ -2746,12 +1970,10 @@ async fn openapi_lists_every_rest_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_cancels_and_withdrawals_decide_once() {
-    let s = std::sync::Arc::new(TestServer::start().await);
-    let admin = s.admin_token().await;
-    let a = s.register("alice").await;
-    s.fund(&admin, &a, "SEK", "100").await;
+    let (s, admin, a) = start_with_alice(&[("SEK", "100")]).await;
+    let s = std::sync::Arc::new(s);
     let o = s.limit(&a, "BTC_SEK", "buy", "0.01", "1000", "c").await;
-    let id = o["id"].as_str().unwrap().to_string();
+    let id = id_of(&o).to_string();
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let (s, token, id) = (s.clone(), a.token.clone(), id.clone());
@@ -2801,12 +2023,12 @@ async fn concurrent_cancels_and_withdrawals_decide_once() {
         }
     }
     assert_eq!((created, short), (6, 4));
-    let (_, w) = s.get("/v1/wallet", Some(&a.token)).await;
+    let w = s.get_ok("/v1/wallet", Some(&a.token)).await;
     assert_eq!(
         balance(&w, "SEK"),
         json!({"currency":"SEK","available":"10.00","held":"90.00","total":"100.00"})
     );
-    let (_, l) = s.get("/v1/wallet/withdrawals", Some(&a.token)).await;
+    let l = s.get_ok("/v1/wallet/withdrawals", Some(&a.token)).await;
     assert_eq!(l["meta"]["totalCount"], 6);
     s.assert_audit_ok(&admin).await;
     if let Ok(s) = std::sync::Arc::try_unwrap(s) {
@@ -2819,70 +2041,32 @@ async fn supply_bound_is_a_conflict_with_state() {
     // 2^62 minor units is the most of one currency the exchange holds in total: an amount
     // above it is wrong in itself (400), one that fits alone but not with what is already
     // deposited conflicts with existing state (409), and changes nothing.
-    let s = TestServer::start().await;
-    let admin = s.admin_token().await;
-    let a = s.register("alice").await;
-    s.fund(&admin, &a, "SEK", "1").await;
+    let (s, admin, a) = start_with_alice(&[("SEK", "1")]).await;
     let max = "46116860184273879.04";
-    let (st, pending) = s
-        .post(
-            "/v1/wallet/deposits",
-            Some(&a.token),
-            &json!({"currency":"SEK","amount": max,"externalId":"huge"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{pending}");
+    let pending = s.request_deposit(&a, "SEK", max, "huge").await;
+    let pid = id_of(&pending);
     let before = state_of(&s, &a).await;
-    let r = call_json(
-        &s,
-        Method::POST,
-        "/v1/admin/deposits",
-        Some(&admin),
-        &json!({"userId": a.id, "currency":"SEK","amount": max,"externalId":"huge-credit"}),
-    )
-    .await;
-    assert_problem(
-        &r,
-        StatusCode::CONFLICT,
-        "LIMIT_REACHED",
-        "/v1/admin/deposits",
-    );
-    let path = format!(
-        "/v1/admin/requests/{}/approve",
-        pending["id"].as_str().unwrap()
-    );
-    let r = call(&s, Method::POST, &path, Some(&admin), None, &[]).await;
-    assert_problem(&r, StatusCode::CONFLICT, "LIMIT_REACHED", &path);
+    let credit = |amount: &str| json!({"userId": a.id, "currency":"SEK","amount": amount,"externalId":"huge-credit"});
+    let limit = (StatusCode::CONFLICT, "LIMIT_REACHED");
+    post_problem(&s, "/v1/admin/deposits", Some(&admin), &credit(max), limit).await;
+    let path = format!("/v1/admin/requests/{pid}/approve");
+    send_problem(&s, Method::POST, &path, Some(&admin), None, limit).await;
     assert_eq!(state_of(&s, &a).await, before);
-    let (_, p) = s
-        .get(
-            &format!("/v1/wallet/requests/{}", pending["id"].as_str().unwrap()),
-            Some(&a.token),
-        )
+    let p = s
+        .get_ok(&format!("/v1/wallet/requests/{pid}"), Some(&a.token))
         .await;
     assert_eq!(p["status"], "pending", "{p}");
     // The refused credit's externalId is still free; the pending one can be rejected.
     s.fund(&admin, &a, "SEK", "2").await;
-    let (st, _) = s
-        .post(
-            "/v1/admin/deposits",
-            Some(&admin),
-            &json!({"userId": a.id, "currency":"SEK","amount":"3","externalId":"huge-credit"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED);
-    let (st, rj) = s
-        .post(
-            &format!(
-                "/v1/admin/requests/{}/reject",
-                pending["id"].as_str().unwrap()
-            ),
-            Some(&admin),
-            &json!({"reason":"over the supply bound"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{rj}");
-    let (_, w) = s.get("/v1/wallet", Some(&a.token)).await;
+    s.post_expect(
+        "/v1/admin/deposits",
+        Some(&admin),
+        &credit("3"),
+        StatusCode::CREATED,
+    )
+    .await;
+    s.reject(&admin, pid, "over the supply bound").await;
+    let w = s.get_ok("/v1/wallet", Some(&a.token)).await;
     assert_eq!(balance(&w, "SEK")["total"], "6.00");
     s.assert_audit_ok(&admin).await;
     s.stop().await;
@@ -2890,38 +2074,38 @@ async fn supply_bound_is_a_conflict_with_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn markets_added_at_run_time_work_everywhere() {
-    let s = TestServer::start().await;
-    let admin = s.admin_token().await;
-    let a = s.register("alice").await;
+    let (s, admin, a) = start_with_alice(&[]).await;
     let b = s.register("bob").await;
-    let (st, c) = s
-        .post(
+    let nok = json!({"currency":"NOK","minorAmountDecimals":2,"displayName":"Norwegian krone"});
+    let c = s
+        .post_expect(
             "/v1/admin/currencies",
             Some(&admin),
-            &json!({"currency":"NOK","minorAmountDecimals":2,"displayName":"Norwegian krone"}),
+            &nok,
+            StatusCode::CREATED,
         )
         .await;
-    assert_eq!(st, StatusCode::CREATED, "{c}");
     assert_eq!(
         c,
         json!({"currency":"NOK","minorAmountDecimals":2,"displayName":"Norwegian krone","status":"active"})
     );
-    let (st, p) = s
-        .post(
+    let btc_nok = json!({"pair":"BTC_NOK","base":"BTC","quote":"NOK","priceDecimals":1,"amountDecimals":6,
+                         "minAmount":"0.001","makerFeeRate":"0.0005","takerFeeRate":"0.001"});
+    let p = s
+        .post_expect(
             "/v1/admin/pairs",
             Some(&admin),
-            &json!({"pair":"BTC_NOK","base":"BTC","quote":"NOK","priceDecimals":1,"amountDecimals":6,
-                    "minAmount":"0.001","makerFeeRate":"0.0005","takerFeeRate":"0.001"}),
+            &btc_nok,
+            StatusCode::CREATED,
         )
         .await;
-    assert_eq!(st, StatusCode::CREATED, "{p}");
     assert_eq!(
         p,
         json!({"pair":"BTC_NOK","base":"BTC","quote":"NOK","priceDecimals":1,"amountDecimals":6,
                "minAmount":"0.001000","makerFeeRate":"0.0005","takerFeeRate":"0.001","status":"active"})
     );
     // Every currency is in every wallet, the new one included, at its decimals.
-    let (_, w) = s.get("/v1/wallet", Some(&a.token)).await;
+    let w = s.get_ok("/v1/wallet", Some(&a.token)).await;
     assert_eq!(
         balance(&w, "NOK"),
         json!({"currency":"NOK","available":"0.00","held":"0.00","total":"0.00"})
@@ -2929,20 +2113,9 @@ async fn markets_added_at_run_time_work_everywhere() {
     s.fund(&admin, &a, "NOK", "100000").await;
     s.fund(&admin, &b, "BTC", "1").await;
     s.limit(&b, "BTC_NOK", "sell", "0.5", "500000", "s").await;
-    let r = call_json(
-        &s,
-        Method::POST,
-        "/v1/orders",
-        Some(&a.token),
-        &json!({"pair":"BTC_NOK","side":"buy","type":"limit","amount":"0.1","price":"500000.05","clientId":"t"}),
-    )
-    .await;
-    assert_problem(
-        &r,
-        StatusCode::BAD_REQUEST,
-        "INVALID_PRICE_TICK",
-        "/v1/orders",
-    );
+    let off_tick = json!({"pair":"BTC_NOK","side":"buy","type":"limit","amount":"0.1","price":"500000.05","clientId":"t"});
+    let tick = (StatusCode::BAD_REQUEST, "INVALID_PRICE_TICK");
+    post_problem(&s, "/v1/orders", Some(&a.token), &off_tick, tick).await;
     let t = s.limit(&a, "BTC_NOK", "buy", "0.1", "500000", "t").await;
     assert_eq!(t["status"], "filled", "{t}");
     assert_eq!(t["filledQuoteAmount"], "50000.00");
@@ -2954,18 +2127,17 @@ async fn markets_added_at_run_time_work_everywhere() {
         t["amount"], "0.100000",
         "a base amount: the pair's 6 places"
     );
-    let (st, tk) = s.get("/v1/pairs/BTC_NOK/ticker", None).await;
-    assert_eq!(st, StatusCode::OK, "{tk}");
+    let tk = s.get_ok("/v1/pairs/BTC_NOK/ticker", None).await;
     assert_eq!(tk["lastPrice"], "500000.0");
     assert_eq!(tk["bestAskAmount"], "0.400000");
-    let (_, book) = s.get("/v1/pairs/BTC_NOK/book", None).await;
+    let book = s.get_ok("/v1/pairs/BTC_NOK/book", None).await;
     assert_eq!(book["asks"], json!([["500000.0", "0.400000"]]));
-    let (_, all) = s.get("/v1/tickers", None).await;
+    let all = s.get_ok("/v1/tickers", None).await;
     assert_eq!(all.as_array().unwrap().len(), 5);
-    let (_, f) = s.get("/v1/fills?pair=BTC_NOK", Some(&a.token)).await;
+    let f = s.get_ok("/v1/fills?pair=BTC_NOK", Some(&a.token)).await;
     assert_eq!(f["meta"]["totalCount"], 1);
-    let (_, tx) = s
-        .get(
+    let tx = s
+        .get_ok(
             "/v1/transactions?currency=NOK&type=ORDER_EXECUTION",
             Some(&a.token),
         )
