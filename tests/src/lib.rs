@@ -316,6 +316,24 @@ impl TestServer {
         v
     }
 
+    /// Everything an account can read of itself (wallet, orders, fills, deposit and
+    /// withdrawal requests, transactions), each read a 200: two calls compare equal when
+    /// nothing of the account changed in between.
+    pub async fn account_state(&self, u: &User) -> Vec<Value> {
+        let mut out = Vec::new();
+        for path in [
+            "/v1/wallet",
+            "/v1/orders?limit=1000",
+            "/v1/fills?limit=1000",
+            "/v1/wallet/deposits?limit=1000",
+            "/v1/wallet/withdrawals?limit=1000",
+            "/v1/transactions?limit=1000",
+        ] {
+            out.push(self.get_ok(path, Some(&u.token)).await);
+        }
+        out
+    }
+
     /// A POST that must answer `status`.
     pub async fn post_expect(
         &self,

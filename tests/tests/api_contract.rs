@@ -231,17 +231,7 @@ fn assert_members(v: &Value, expected: &Value) {
 /// What a rejected request must leave as it was: the account's wallet, orders, requests
 /// and transactions, and the markets.
 async fn state_of(s: &TestServer, u: &User) -> Vec<Value> {
-    let mut out = Vec::new();
-    for path in [
-        "/v1/wallet",
-        "/v1/orders?limit=1000",
-        "/v1/fills?limit=1000",
-        "/v1/wallet/deposits?limit=1000",
-        "/v1/wallet/withdrawals?limit=1000",
-        "/v1/transactions?limit=1000",
-    ] {
-        out.push(s.get_ok(path, Some(&u.token)).await);
-    }
+    let mut out = s.account_state(u).await;
     for path in ["/v1/currencies", "/v1/pairs"] {
         out.push(s.get_ok(path, None).await);
     }

@@ -3,23 +3,6 @@
 
 use bourse_tests::*;
 
-async fn snapshot(s: &TestServer, u: &User) -> Vec<Value> {
-    let mut out = Vec::new();
-    for path in [
-        "/v1/wallet",
-        "/v1/orders?limit=1000",
-        "/v1/fills?limit=1000",
-        "/v1/transactions?limit=1000",
-        "/v1/wallet/deposits?limit=1000",
-        "/v1/wallet/withdrawals?limit=1000",
-    ] {
-        let (st, v) = s.get(path, Some(&u.token)).await;
-        assert_eq!(st, StatusCode::OK, "{path}: {v}");
-        out.push(v);
-    }
-    out
-}
-
 async fn relogin(s: &TestServer, u: &User) -> User {
     let (st, t) = s.token(&u.client_id, &u.secret, None).await;
     assert_eq!(st, StatusCode::OK, "{t}");
@@ -58,8 +41,8 @@ async fn history_store_rebuilt_from_journal_with_accounts() {
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{w}");
-    let before_a = snapshot(&s, &a).await;
-    let before_b = snapshot(&s, &b).await;
+    let before_a = s.account_state(&a).await;
+    let before_b = s.account_state(&b).await;
 
     let s = s
         .restart_with(|dir| {
@@ -75,8 +58,8 @@ async fn history_store_rebuilt_from_journal_with_accounts() {
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     let a = relogin(&s, &a).await;
     let b = relogin(&s, &b).await;
-    assert_eq!(snapshot(&s, &a).await, before_a);
-    assert_eq!(snapshot(&s, &b).await, before_b);
+    assert_eq!(s.account_state(&a).await, before_a);
+    assert_eq!(s.account_state(&b).await, before_b);
     let admin = s.admin_token().await;
     s.assert_audit_ok(&admin).await;
     s.assert_transactions_match_wallet(&a).await;
@@ -113,6 +96,6 @@ async fn history_store_rebuilt_from_journal_with_accounts() {
     // And once more, a plain restart keeps it all.
     let s = s.restart().await;
     let a = relogin(&s, &a).await;
-    assert_eq!(snapshot(&s, &a).await, before_a);
+    assert_eq!(s.account_state(&a).await, before_a);
     s.stop().await;
 }
