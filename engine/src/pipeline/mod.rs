@@ -196,8 +196,9 @@ pub enum PipelineError {
     Failed(String),
 }
 
-/// Committed batches that may wait for the output thread before the writer waits.
-const OUTPUT_QUEUE: usize = 128;
+/// Committed groups (the batches of one fsync each, at most 64) that may wait for the
+/// output thread before the writer waits.
+const OUTPUT_QUEUE: usize = 4;
 
 /// Tuning and the storage backend, beyond [`PipelineConfig`].
 #[derive(Clone, Debug)]

@@ -29,8 +29,9 @@ use super::{OutputListener, Processed, Reply, Shared};
 const MAX_GROUP: usize = 64;
 
 pub(crate) enum OutputMsg {
-    /// A batch whose records are durable.
-    Batch(Batch),
+    /// The batches of one fsync, in sequence order, whose records are durable: one message
+    /// (one wake-up of this thread) per group commit rather than one per batch.
+    Batches(Vec<Batch>),
     /// Clean shutdown: the journal is synced; the final snapshot, if any command was applied.
     Stop(Option<SnapshotData>),
 }
@@ -56,13 +57,13 @@ impl Output {
         let mut stop = None;
         while stop.is_none() {
             match self.input.recv() {
-                Ok(OutputMsg::Batch(b)) => group.push(b),
+                Ok(OutputMsg::Batches(bs)) => group.extend(bs),
                 Ok(OutputMsg::Stop(snap)) => stop = Some(snap),
                 Err(_) => break, // the writer is gone (a failure)
             }
             while stop.is_none() && group.len() < MAX_GROUP {
                 match self.input.try_recv() {
-                    Ok(OutputMsg::Batch(b)) => group.push(b),
+                    Ok(OutputMsg::Batches(bs)) => group.extend(bs),
                     Ok(OutputMsg::Stop(snap)) => stop = Some(snap),
                     Err(_) => break,
                 }

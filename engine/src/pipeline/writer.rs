@@ -1,9 +1,9 @@
 //! The writer thread: journal appends and group commit.
 //!
 //! It takes every batch that is waiting (up to [`MAX_GROUP`]), appends their records, syncs
-//! once (durability `Fsync`), and then hands the batches, in sequence order, to the output
-//! thread ([`super::output`]), which runs the listener and the replies while this thread
-//! syncs the next group. A write or sync error is fatal: the pipeline is marked failed
+//! once (durability `Fsync`), and then hands the batches, in sequence order and as one
+//! message, to the output thread ([`super::output`]), which runs the listener and the
+//! replies while this thread syncs the next group. A write or sync error is fatal: the pipeline is marked failed
 //! (every later submit is refused), the affected replies are dropped uncalled (the caller
 //! sees its reply channel closed: outcome unknown), and nothing is retried, because after a
 //! failed fsync the kernel may have dropped the dirty pages and a retry could report success
@@ -99,10 +99,9 @@ fn commit_loop(
             ));
             return None; // the group's replies are dropped uncalled
         }
-        for b in group.drain(..) {
-            if to_output.send(OutputMsg::Batch(b)).is_err() {
-                return None; // the output thread died (its guard recorded why)
-            }
+        let committed = std::mem::replace(&mut group, Vec::with_capacity(MAX_GROUP));
+        if to_output.send(OutputMsg::Batches(committed)).is_err() {
+            return None; // the output thread died (its guard recorded why)
         }
     }
     stop
