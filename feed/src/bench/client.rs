@@ -82,110 +82,146 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Reads frames until the connection ends, counting messages.
+/// What one pass over the received bytes found besides data messages.
+enum Control {
+    /// A ping's payload, to be answered with a pong.
+    Ping(Vec<u8>),
+    /// A close frame: its code (if any) and payload.
+    Close(Vec<u8>),
+}
+
+/// Parses the whole frames at the start of `buf`: counts data messages, records the
+/// latency of sampled trade messages into `lat`, and returns the bytes consumed and the
+/// control frame that stops this pass (a close) or the last ping seen.
+fn parse_frames(
+    buf: &[u8],
+    sampling: Option<(&Sampling, i64)>,
+    lat: &mut Vec<u64>,
+    count: &mut u64,
+) -> (usize, Option<Control>) {
+    let mut start = 0usize;
+    let mut control = None;
+    loop {
+        let b = &buf[start..];
+        if b.len() < 2 {
+            break;
+        }
+        let (fin, op) = (b[0] & 0x80 != 0, b[0] & 0x0f);
+        let mut len = u64::from(b[1] & 0x7f);
+        let mut off = 2usize;
+        if len == 126 {
+            if b.len() < 4 {
+                break;
+            }
+            len = u64::from(u16::from_be_bytes([b[2], b[3]]));
+            off = 4;
+        } else if len == 127 {
+            if b.len() < 10 {
+                break;
+            }
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[2..10]);
+            len = u64::from_be_bytes(a);
+            off = 10;
+        }
+        let total = off + len as usize;
+        if b.len() < total {
+            break;
+        }
+        let payload = &b[off..total];
+        start += total;
+        match op {
+            0..=2 if fin => {
+                *count += 1;
+                if let Some((sm, now)) = sampling
+                    && payload.starts_with(b"{\"channel\":\"trades:")
+                    && let Some(pos) = find(payload, b"\"id\":\"")
+                {
+                    let id = payload[pos + 6..]
+                        .iter()
+                        .take_while(|c| c.is_ascii_digit())
+                        .fold(0u64, |a, c| a * 10 + u64::from(c - b'0'));
+                    if id > sm.base_id
+                        && let Some(sent) = sm.submit_ns.get((id - sm.base_id - 1) as usize)
+                    {
+                        let us = (now - sent.load(Ordering::Relaxed)) / 1000;
+                        lat.push(us.max(1) as u64);
+                    }
+                }
+            }
+            8 => return (start, Some(Control::Close(payload.to_vec()))),
+            9 => control = Some(Control::Ping(payload.to_vec())),
+            _ => {}
+        }
+    }
+    (start, control)
+}
+
+/// Bytes read per system call: one buffer per client thread, reused by all of its
+/// connections, so it stays in the cache (a buffer per connection, 1,000 of them, made the
+/// clients' copies out of the kernel cost more than the server's copies into it).
+const READ_BUF: usize = 256 * 1024;
+
+thread_local! {
+    static READ: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_BUF]);
+}
+
+/// Reads frames until the connection ends, counting messages. A frame cut by the end of a
+/// read is kept (`carry`) and completed by the next.
 pub async fn read_loop(
-    mut s: TcpStream,
+    s: TcpStream,
     stats: Arc<ClientStats>,
     stop: Arc<AtomicBool>,
     sampling: Option<Arc<Sampling>>,
 ) {
-    let mut buf = vec![0u8; 256 * 1024];
-    let (mut start, mut end) = (0usize, 0usize);
+    let mut s = s;
+    let mut carry: Vec<u8> = Vec::new();
     let mut lat: Vec<u64> = Vec::new();
     loop {
-        if buf.len() - end < 16 * 1024 {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-            if buf.len() - end < 16 * 1024 {
-                buf.resize(buf.len() * 2, 0);
-            }
+        if s.readable().await.is_err() {
+            break;
         }
-        let n = match s.read(&mut buf[end..]).await {
-            Ok(0) | Err(_) => {
-                if !stop.load(Ordering::Relaxed) {
-                    stats.closed.store(true, Ordering::Relaxed);
-                }
-                return;
-            }
-            Ok(n) => n,
-        };
-        end += n;
-        let mut count = 0u64;
-        let mut pong: Option<Vec<u8>> = None;
         let now_ns = sampling
             .as_ref()
             .map(|sm| sm.epoch.elapsed().as_nanos() as i64);
-        loop {
-            let b = &buf[start..end];
-            if b.len() < 2 {
-                break;
+        let sm = sampling.as_deref().zip(now_ns);
+        let mut count = 0u64;
+        // No await while the buffer is borrowed: another task of this thread takes it next.
+        let (ended, control) = READ.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            if buf.len() < carry.len() + READ_BUF / 2 {
+                let n = carry.len() + READ_BUF;
+                buf.resize(n, 0);
             }
-            let (fin, op) = (b[0] & 0x80 != 0, b[0] & 0x0f);
-            let mut len = u64::from(b[1] & 0x7f);
-            let mut off = 2usize;
-            if len == 126 {
-                if b.len() < 4 {
-                    break;
-                }
-                len = u64::from(u16::from_be_bytes([b[2], b[3]]));
-                off = 4;
-            } else if len == 127 {
-                if b.len() < 10 {
-                    break;
-                }
-                let mut a = [0u8; 8];
-                a.copy_from_slice(&b[2..10]);
-                len = u64::from_be_bytes(a);
-                off = 10;
-            }
-            let total = off + len as usize;
-            if b.len() < total {
-                break;
-            }
-            let payload = &b[off..total];
-            match op {
-                0..=2 if fin => {
-                    count += 1;
-                    if let (Some(sm), Some(now)) = (sampling.as_ref(), now_ns)
-                        && payload.starts_with(b"{\"channel\":\"trades:")
-                        && let Some(pos) = find(payload, b"\"id\":\"")
-                    {
-                        let id = payload[pos + 6..]
-                            .iter()
-                            .take_while(|c| c.is_ascii_digit())
-                            .fold(0u64, |a, c| a * 10 + u64::from(c - b'0'));
-                        if id > sm.base_id
-                            && let Some(sent) = sm.submit_ns.get((id - sm.base_id - 1) as usize)
-                        {
-                            let us = (now - sent.load(Ordering::Relaxed)) / 1000;
-                            lat.push(us.max(1) as u64);
-                        }
+            buf[..carry.len()].copy_from_slice(&carry);
+            let mut end = carry.len();
+            carry.clear();
+            let mut ended = false;
+            let mut control = None;
+            loop {
+                match s.try_read(&mut buf[end..]) {
+                    Ok(0) => {
+                        ended = true;
+                        break;
+                    }
+                    Ok(n) => end += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        ended = true;
+                        break;
                     }
                 }
-                8 => {
-                    if payload.len() >= 2 {
-                        let code = u16::from_be_bytes([payload[0], payload[1]]);
-                        stats.close_code.store(u64::from(code), Ordering::Relaxed);
-                    }
-                    stats.messages.fetch_add(count, Ordering::Relaxed);
-                    if !stop.load(Ordering::Relaxed) {
-                        stats.closed.store(true, Ordering::Relaxed);
-                    }
-                    let _ = s
-                        .write_all(&client_frame(8, &payload[..payload.len().min(2)]))
-                        .await;
-                    return;
+                if end == buf.len() {
+                    break; // full: parse, then read again on the next pass
                 }
-                9 => pong = Some(client_frame(10, payload)),
-                _ => {}
             }
-            start += total;
-        }
-        if start == end {
-            start = 0;
-            end = 0;
-        }
+            let (used, c) = parse_frames(&buf[..end], sm, &mut lat, &mut count);
+            if let Some(c) = c {
+                control = Some(c);
+            }
+            carry.extend_from_slice(&buf[used..end]);
+            (ended, control)
+        });
         stats.messages.fetch_add(count, Ordering::Relaxed);
         if let Some(sm) = sampling.as_ref()
             && !lat.is_empty()
@@ -195,10 +231,33 @@ pub async fn read_loop(
                 let _ = h.record(v);
             }
         }
+        let pong = match control {
+            Some(Control::Close(payload)) => {
+                if payload.len() >= 2 {
+                    let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    stats.close_code.store(u64::from(code), Ordering::Relaxed);
+                }
+                if !stop.load(Ordering::Relaxed) {
+                    stats.closed.store(true, Ordering::Relaxed);
+                }
+                let _ = s
+                    .write_all(&client_frame(8, &payload[..payload.len().min(2)]))
+                    .await;
+                return;
+            }
+            Some(Control::Ping(payload)) => Some(client_frame(10, &payload)),
+            None => None,
+        };
         if let Some(p) = pong
             && s.write_all(&p).await.is_err()
         {
             return;
         }
+        if ended {
+            break;
+        }
+    }
+    if !stop.load(Ordering::Relaxed) {
+        stats.closed.store(true, Ordering::Relaxed);
     }
 }
