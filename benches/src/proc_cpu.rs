@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use feed::bench::threads::{TaskStat, read_tasks, used_between};
+
 /// Per thread group (the thread name without trailing digits or `-N` suffixes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadCpu {
@@ -18,9 +20,9 @@ pub struct ThreadCpu {
     pub switches: u64,
 }
 
-/// The threads of one process at one moment, by thread id: group name and counters.
+/// The threads of one process at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ThreadsSnapshot(pub BTreeMap<u32, (String, ThreadCpu)>);
+pub struct ThreadsSnapshot(pub Vec<TaskStat>);
 
 /// What the threads used over an interval, by group name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -37,33 +39,21 @@ pub fn group_name(comm: &str) -> String {
 
 /// Reads `/proc/<pid>/task` (`pid` may be `self`); empty where `/proc` cannot tell.
 pub fn snapshot(pid: &str) -> ThreadsSnapshot {
-    ThreadsSnapshot(
-        feed::bench::threads::read_tasks(pid)
-            .into_iter()
-            .map(|t| {
-                let cpu = ThreadCpu {
-                    cpu_ns: t.cpu_ns,
-                    wait_ns: t.wait_ns,
-                    switches: t.voluntary_switches,
-                };
-                (t.tid, (group_name(&t.name), cpu))
-            })
-            .collect(),
-    )
+    ThreadsSnapshot(read_tasks(pid))
 }
 
 impl ThreadsSnapshot {
-    /// What each group used from `self` to `later`, thread by thread: a thread started in
-    /// between counts from zero; one that ended in between is missing from `later` and not
-    /// counted (pools that retire idle threads, like tokio's blocking pool, lose a little).
+    /// What each group used from `self` to `later`, thread by thread
+    /// ([`used_between`]: a thread started in between counts from zero, one that ended in
+    /// between is not counted, so pools that retire idle threads, like tokio's blocking
+    /// pool, lose a little).
     pub fn until(&self, later: &ThreadsSnapshot) -> CpuSnapshot {
         let mut out: BTreeMap<String, ThreadCpu> = BTreeMap::new();
-        for (tid, (name, b)) in &later.0 {
-            let a = self.0.get(tid).map(|(_, a)| *a).unwrap_or_default();
-            let t = out.entry(name.clone()).or_default();
-            t.cpu_ns += b.cpu_ns.saturating_sub(a.cpu_ns);
-            t.wait_ns += b.wait_ns.saturating_sub(a.wait_ns);
-            t.switches += b.switches.saturating_sub(a.switches);
+        for t in used_between(&self.0, &later.0) {
+            let g = out.entry(group_name(&t.name)).or_default();
+            g.cpu_ns += t.cpu_ns;
+            g.wait_ns += t.wait_ns;
+            g.switches += t.voluntary_switches;
         }
         CpuSnapshot(out)
     }
@@ -115,22 +105,28 @@ mod tests {
             wait_ns: w,
             switches: s,
         };
-        let th = |name: &str, t: ThreadCpu| (name.to_string(), t);
-        let a = ThreadsSnapshot(BTreeMap::from([
-            (1, th("io", t(1_000, 10, 1))),
-            (2, th("web", t(5_000, 20, 2))),
-            (3, th("web", t(2_000, 0, 1))),
-            (4, th("web", t(7_000, 0, 0))),
-        ]));
+        let th = |tid: u32, name: &str, t: ThreadCpu| TaskStat {
+            tid,
+            name: name.to_string(),
+            cpu_ns: t.cpu_ns,
+            wait_ns: t.wait_ns,
+            voluntary_switches: t.switches,
+        };
+        let a = ThreadsSnapshot(vec![
+            th(1, "io", t(1_000, 10, 1)),
+            th(2, "web", t(5_000, 20, 2)),
+            th(3, "web", t(2_000, 0, 1)),
+            th(4, "web", t(7_000, 0, 0)),
+        ]);
         // Thread 4 ended (a pool retired it); thread 5 is new, in an existing group, and
         // thread 6 in a new one: per thread, not per group sum, so nothing goes negative.
-        let b = ThreadsSnapshot(BTreeMap::from([
-            (1, th("io", t(3_000, 15, 4))),
-            (2, th("web", t(25_000, 20, 6))),
-            (3, th("web", t(12_000, 0, 3))),
-            (5, th("web", t(10_000, 0, 4))),
-            (6, th("new", t(100, 0, 0))),
-        ]));
+        let b = ThreadsSnapshot(vec![
+            th(1, "io", t(3_000, 15, 4)),
+            th(2, "web", t(25_000, 20, 6)),
+            th(3, "web", t(12_000, 0, 3)),
+            th(5, "web", t(10_000, 0, 4)),
+            th(6, "new", t(100, 0, 0)),
+        ]);
         let d = a.until(&b);
         assert_eq!(d.0["io"], t(2_000, 5, 3));
         assert_eq!(d.0["web"], t(40_000, 0, 10));

@@ -18,9 +18,9 @@ fn role(comm: &str) -> Option<usize> {
     }
 }
 
-/// Per thread id: role, CPU ns, run-queue wait ns.
+/// This process's threads at one moment.
 #[derive(Debug, Default)]
-pub struct Snapshot(HashMap<u32, (usize, u64, u64)>);
+pub struct Snapshot(Vec<TaskStat>);
 
 /// One thread of a process as `/proc/PID/task/TID` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,14 +74,31 @@ pub fn read_tasks(pid: &str) -> Vec<TaskStat> {
     out
 }
 
-/// The threads of this process now, by role (empty where `/proc` cannot tell).
+/// The threads of this process now (empty where `/proc` cannot tell).
 pub fn snapshot() -> Snapshot {
-    Snapshot(
-        read_tasks("self")
-            .into_iter()
-            .filter_map(|t| role(&t.name).map(|r| (t.tid, (r, t.cpu_ns, t.wait_ns))))
-            .collect(),
-    )
+    Snapshot(read_tasks("self"))
+}
+
+/// What each thread of `after` used since `before`, thread by thread (by id): a thread
+/// started in between counts from zero; one that ended in between is missing from `after`
+/// and left out (pools that retire idle threads lose a little).
+pub fn used_between(before: &[TaskStat], after: &[TaskStat]) -> Vec<TaskStat> {
+    let earlier: HashMap<u32, &TaskStat> = before.iter().map(|t| (t.tid, t)).collect();
+    after
+        .iter()
+        .map(|b| {
+            let (cpu, wait, switches) = earlier
+                .get(&b.tid)
+                .map_or((0, 0, 0), |a| (a.cpu_ns, a.wait_ns, a.voluntary_switches));
+            TaskStat {
+                tid: b.tid,
+                name: b.name.clone(),
+                cpu_ns: b.cpu_ns.saturating_sub(cpu),
+                wait_ns: b.wait_ns.saturating_sub(wait),
+                voluntary_switches: b.voluntary_switches.saturating_sub(switches),
+            }
+        })
+        .collect()
 }
 
 /// `voluntary_ctxt_switches:` of a `status` file.
@@ -101,14 +118,15 @@ pub fn parse_schedstat(s: &str) -> Option<(u64, u64)> {
     }
 }
 
-/// CPU and run-queue wait per role between two snapshots, nanoseconds (a thread started
-/// in between counts from zero, one that ended is left out).
+/// CPU and run-queue wait per role between two snapshots, nanoseconds
+/// ([`used_between`]; threads of no role are not counted).
 pub fn between(before: &Snapshot, after: &Snapshot) -> [(u64, u64); 3] {
     let mut out = [(0, 0); 3];
-    for (tid, &(r, cpu, wait)) in &after.0 {
-        let (c0, w0) = before.0.get(tid).map_or((0, 0), |&(_, c, w)| (c, w));
-        out[r].0 += cpu.saturating_sub(c0);
-        out[r].1 += wait.saturating_sub(w0);
+    for t in used_between(&before.0, &after.0) {
+        if let Some(r) = role(&t.name) {
+            out[r].0 += t.cpu_ns;
+            out[r].1 += t.wait_ns;
+        }
     }
     out
 }
