@@ -66,6 +66,16 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", detail)
     }
 
+    /// A pair named in a path that does not exist: 404 `UNKNOWN_PAIR`, on the market routes
+    /// and the back office alike (in a body or query it is a 400).
+    pub fn unknown_pair_in_path(symbol: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "UNKNOWN_PAIR",
+            format!("no pair named {symbol}"),
+        )
+    }
+
     /// Renders the body for a request with the given id and path (`instance`).
     pub fn render(&self, request_id: &str, instance: &str) -> Response {
         let title = self.status.canonical_reason().unwrap_or("Error");

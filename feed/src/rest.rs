@@ -35,13 +35,7 @@ fn pair_id(feed: &Feed, symbol: &str) -> Result<PairId, Problem> {
         .markets
         .pair_by_symbol(symbol)
         .map(|p| p.id)
-        .ok_or_else(|| {
-            Problem::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "UNKNOWN_PAIR",
-                format!("no pair named {symbol}"),
-            )
-        })
+        .ok_or_else(|| Problem::unknown_pair_in_path(symbol))
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {

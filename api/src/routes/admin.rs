@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use engine::{AccountId, Command, CurrencySpec, Event, PairSpec, PairStatus, RequestId};
+use feed::problem::Problem;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -495,14 +496,7 @@ pub async fn admin_pairs_update(
         .read()
         .pair_by_symbol(&pair)
         .map(|p| p.id)
-        // 404 like every unknown resource in a path, with the code the market routes use.
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "UNKNOWN_PAIR",
-                format!("no pair named {pair}"),
-            )
-        })?;
+        .ok_or_else(|| Problem::unknown_pair_in_path(&pair))?;
     let status = status_of(Some(&b.status))?;
     let committed = state
         .submit(Command::SetPairStatus { pair: id, status })
