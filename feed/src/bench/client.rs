@@ -169,12 +169,11 @@ thread_local! {
 /// Reads frames until the connection ends, counting messages. A frame cut by the end of a
 /// read is kept (`carry`) and completed by the next.
 pub async fn read_loop(
-    s: TcpStream,
+    mut s: TcpStream,
     stats: Arc<ClientStats>,
     stop: Arc<AtomicBool>,
     sampling: Option<Arc<Sampling>>,
 ) {
-    let mut s = s;
     let mut carry: Vec<u8> = Vec::new();
     let mut lat: Vec<u64> = Vec::new();
     loop {
@@ -197,17 +196,12 @@ pub async fn read_loop(
             let mut end = carry.len();
             carry.clear();
             let mut ended = false;
-            let mut control = None;
             loop {
                 match s.try_read(&mut buf[end..]) {
-                    Ok(0) => {
-                        ended = true;
-                        break;
-                    }
-                    Ok(n) => end += n,
+                    Ok(n) if n > 0 => end += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        ended = true;
+                    _ => {
+                        ended = true; // end of stream or a read error
                         break;
                     }
                 }
@@ -215,10 +209,7 @@ pub async fn read_loop(
                     break; // full: parse, then read again on the next pass
                 }
             }
-            let (used, c) = parse_frames(&buf[..end], sm, &mut lat, &mut count);
-            if let Some(c) = c {
-                control = Some(c);
-            }
+            let (used, control) = parse_frames(&buf[..end], sm, &mut lat, &mut count);
             carry.extend_from_slice(&buf[used..end]);
             (ended, control)
         });
