@@ -3,11 +3,12 @@
 //! It takes every batch that is waiting (up to [`MAX_GROUP`]), appends their records, syncs
 //! once (durability `Fsync`), and then hands the batches, in sequence order and as one
 //! message, to the output thread ([`super::output`]), which runs the listener and the
-//! replies while this thread syncs the next group. A write or sync error is fatal: the pipeline is marked failed
-//! (every later submit is refused), the affected replies are dropped uncalled (the caller
-//! sees its reply channel closed: outcome unknown), and nothing is retried, because after a
-//! failed fsync the kernel may have dropped the dirty pages and a retry could report success
-//! for data that is gone. Batches committed before the error are still delivered.
+//! replies while this thread syncs the next group. A write or sync error is fatal: the
+//! pipeline is marked failed (every later submit is refused), the affected replies are
+//! dropped uncalled (the caller sees its reply channel closed: outcome unknown), and nothing
+//! is retried, because after a failed fsync the kernel may have dropped the dirty pages and
+//! a retry could report success for data that is gone. Batches committed before the error
+//! are still delivered.
 
 use std::sync::Arc;
 use std::time::Instant;
