@@ -247,6 +247,10 @@ pub struct WsBenchReport {
     pub latency_ms_p99: f64,
     pub latency_ms_p999: f64,
     pub latency_ms_max: f64,
+    /// The pipeline's part of that latency: from submitting the crossing order to the
+    /// output thread having handed its batch to the feed (the order's reply), ms:
+    /// p50, p99, max.
+    pub published_ms: [f64; 3],
     pub clients_closed_early: u64,
     pub busy_retries: u64,
     pub client_threads: usize,
@@ -379,6 +383,8 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
     let client_rt = client_runtime(args.client_threads)?;
     let total = args.trades_per_sec * args.seconds;
     let submit_ns: Arc<Vec<AtomicI64>> = Arc::new((0..total).map(|_| AtomicI64::new(0)).collect());
+    let published_ns: Arc<Vec<AtomicI64>> =
+        Arc::new((0..total).map(|_| AtomicI64::new(0)).collect());
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let subscribe = subscribe_text(&args.channels);
@@ -459,11 +465,18 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
     {
         let pipeline = pipeline.clone();
         let submit_ns = submit_ns.clone();
+        let published_ns = published_ns.clone();
         let busy = busy.clone();
         let rate = args.trades_per_sec;
         std::thread::spawn(move || {
-            let submit = |cmd: Command| loop {
-                match pipeline.submit(cmd.clone(), Box::new(|_: &Processed<'_>| {})) {
+            let submit = |cmd: Command, published: Option<usize>| loop {
+                let published_ns = published_ns.clone();
+                let reply: Reply = Box::new(move |_: &Processed<'_>| {
+                    if let Some(k) = published {
+                        published_ns[k].store(epoch.elapsed().as_nanos() as i64, Ordering::Relaxed);
+                    }
+                });
+                match pipeline.submit(cmd.clone(), reply) {
                     Ok(()) => return,
                     Err(engine::pipeline::SubmitError::Busy) => {
                         busy.fetch_add(1, Ordering::Relaxed);
@@ -479,9 +492,9 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
                     std::thread::sleep(due - now);
                 }
                 let id = 10 + 2 * k;
-                submit(place(id, 1, Side::Sell, 100_000, 1));
+                submit(place(id, 1, Side::Sell, 100_000, 1), None);
                 submit_ns[k as usize].store(epoch.elapsed().as_nanos() as i64, Ordering::Relaxed);
-                submit(place(id + 1, 2, Side::Buy, 100_000, 1));
+                submit(place(id + 1, 2, Side::Buy, 100_000, 1), Some(k as usize));
             }
         })
         .join()
@@ -517,6 +530,14 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         c.finish();
     }
     let hist = sampling.hist.lock().clone();
+    let mut published =
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?;
+    for (s, p) in submit_ns.iter().zip(published_ns.iter()) {
+        let (s, p) = (s.load(Ordering::Relaxed), p.load(Ordering::Relaxed));
+        if p > 0 {
+            let _ = published.record(((p - s).max(0) / 1000) as u64);
+        }
+    }
     let machine = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -544,6 +565,11 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         latency_ms_p99: ms(&hist, 0.99),
         latency_ms_p999: ms(&hist, 0.999),
         latency_ms_max: hist.max() as f64 / 1000.0,
+        published_ms: [
+            ms(&published, 0.5),
+            ms(&published, 0.99),
+            published.max() as f64 / 1000.0,
+        ],
         clients_closed_early: closed,
         busy_retries: busy.load(Ordering::Relaxed),
         client_threads: args.client_threads,
@@ -600,6 +626,10 @@ pub fn print(report: &WsBenchReport, json: bool) {
         report.latency_ms_p99,
         report.latency_ms_p999,
         report.latency_ms_max
+    );
+    let [pp50, pp99, pmax] = report.published_ms;
+    println!(
+        "  of which the pipeline (submit -> published to the feed): p50 {pp50:.2}  p99 {pp99:.2}  max {pmax:.2}"
     );
     println!(
         "  clients closed early (slow consumer) {}, busy retries {}",

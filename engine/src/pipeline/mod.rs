@@ -23,7 +23,11 @@
 //! Submitters (any thread, e.g. tokio tasks) push to rings ([`ring`]); the engine thread
 //! ([`sequencer`]) owns the [`Engine`]; the writer thread ([`writer`]) appends and fsyncs;
 //! the output thread ([`output`]) runs the listener and the replies of durable batches; a
-//! snapshot thread writes snapshot files off the hot path.
+//! snapshot thread writes snapshot files off the hot path. The engine hands batches to the
+//! writer, and the writer groups to the output thread, through bounded queues whose idle
+//! receiver parks at once ([`handoff`]): a thread that spins with `sched_yield` while it
+//! waits is still runnable when its batch comes, so it gets no wake-up and waits its turn
+//! behind the busy threads of a loaded machine.
 //!
 //! # Replies
 //! A reply runs on the output thread: keep it short (send on a channel). A reply that is
@@ -32,6 +36,7 @@
 //! restart the command is either fully there or absent.
 
 mod batch;
+mod handoff;
 pub mod journal;
 mod output;
 pub mod record;
@@ -343,9 +348,9 @@ impl Pipeline {
         });
 
         // In flight: a few batches queued for the writer while it syncs.
-        let (to_writer, writer_rx) = crossbeam_channel::bounded(8);
+        let (to_writer, writer_rx) = handoff::bounded(8);
         // Committed batches waiting for the output thread.
-        let (to_output, output_rx) = crossbeam_channel::bounded(OUTPUT_QUEUE);
+        let (to_output, output_rx) = handoff::bounded(OUTPUT_QUEUE);
         let (pool_tx, pool_rx) = crossbeam_channel::unbounded();
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
 

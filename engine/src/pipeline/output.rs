@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::batch::{Batch, processed};
+use super::handoff::HandoffReceiver;
 use super::snapshot::{self, SnapshotData};
 use super::storage::Storage;
 use super::{OutputListener, Processed, Reply, Shared};
@@ -37,7 +38,7 @@ pub(crate) enum OutputMsg {
 }
 
 pub(crate) struct Output {
-    pub input: Receiver<OutputMsg>,
+    pub input: HandoffReceiver<OutputMsg>,
     pub pool: Sender<Batch>,
     pub listener: Box<dyn OutputListener>,
     pub shared: Arc<Shared>,

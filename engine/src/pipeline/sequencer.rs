@@ -9,10 +9,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
 use super::Shared;
 use super::batch::Batch;
+use super::handoff::HandoffSender;
 use super::record;
 use super::snapshot::SnapshotData;
 use super::writer::WriterMsg;
@@ -38,7 +39,7 @@ pub(crate) struct Sequencer {
     pub engine: Engine,
     pub shared: Arc<Shared>,
     pub control: Receiver<Control>,
-    pub to_writer: Sender<WriterMsg>,
+    pub to_writer: HandoffSender<WriterMsg>,
     pub pool: Receiver<Batch>,
     pub batch_max: usize,
     pub snapshot_every: u64,

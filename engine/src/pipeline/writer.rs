@@ -13,9 +13,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
-
 use super::batch::Batch;
+use super::handoff::{HandoffReceiver, HandoffSender};
 use super::journal::JournalWriter;
 use super::output::OutputMsg;
 use super::snapshot::SnapshotData;
@@ -32,10 +31,10 @@ pub(crate) enum WriterMsg {
 
 pub(crate) struct Writer {
     pub journal: JournalWriter,
-    pub input: Receiver<WriterMsg>,
+    pub input: HandoffReceiver<WriterMsg>,
     /// Bounded: when the output thread falls behind, the writer waits (and through its own
     /// bounded input, so does the engine thread).
-    pub to_output: Sender<OutputMsg>,
+    pub to_output: HandoffSender<OutputMsg>,
     pub shared: Arc<Shared>,
     pub durability: Durability,
 }
@@ -70,10 +69,10 @@ impl Writer {
 /// snapshot)`) or a failure or a vanished engine thread (`None`).
 fn commit_loop(
     journal: &mut JournalWriter,
-    input: &Receiver<WriterMsg>,
+    input: &HandoffReceiver<WriterMsg>,
     shared: &Shared,
     durability: Durability,
-    to_output: &Sender<OutputMsg>,
+    to_output: &HandoffSender<OutputMsg>,
 ) -> Option<Option<SnapshotData>> {
     let mut group: Vec<Batch> = Vec::with_capacity(MAX_GROUP);
     let mut stop: Option<Option<SnapshotData>> = None;
