@@ -210,7 +210,7 @@ pub struct WsBenchArgs {
     #[arg(long, default_value_t = 2000)]
     pub min_write_interval_us: u64,
     /// `FeedConfig::max_writes_per_sec` (0: no floor on the write interval).
-    #[arg(long, default_value_t = 125_000)]
+    #[arg(long, default_value_t = FeedConfig::default().max_writes_per_sec)]
     pub max_writes_per_sec: u32,
     /// `FeedConfig::book_interval`, microseconds (0: one book update per pipeline batch).
     #[arg(long, default_value_t = 5000)]

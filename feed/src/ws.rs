@@ -46,6 +46,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use crate::bus::{Bus, Cursor, Peek, RingRead, frame};
 use crate::candles::Interval;
 use crate::problem::Problem;
+use crate::read_gate::ReadGate;
 use crate::{Feed, FeedConfig, PrivateChannel};
 
 /// Close code for slow consumers and abuse.
@@ -61,7 +62,7 @@ fn read_cap(max_message_bytes: usize) -> usize {
     max_message_bytes.saturating_mul(4).max(64 * 1024)
 }
 
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Socket = WebSocketStream<ReadGate<TokioIo<hyper::upgrade::Upgraded>>>;
 
 struct ConnGuard(Feed);
 
@@ -133,9 +134,12 @@ pub(crate) async fn ws_upgrade(State(feed): State<Feed>, mut req: Request) -> Re
             .read_buffer_size(4096)
             .max_message_size(Some(read_cap(cfg.max_message_bytes)))
             .max_frame_size(Some(read_cap(cfg.max_message_bytes)));
-        let socket =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+        let socket = WebSocketStream::from_raw_socket(
+            ReadGate::new(TokioIo::new(upgraded)),
+            Role::Server,
+            Some(config),
+        )
+        .await;
         run(feed, socket).await;
     });
     Response::builder()
@@ -359,9 +363,13 @@ impl Conn {
         if tick.poll_tick(cx).is_ready() {
             return Poll::Ready(Ev::Tick);
         }
-        // Read only between our frames: tungstenite may write a pong while reading.
-        if self.wpos == self.wbuf.len() {
-            match socket.poll_next_unpin(cx) {
+        // Read only between our frames: tungstenite may write a pong while reading. And
+        // only when the socket may have something (crate::read_gate).
+        if self.wpos == self.wbuf.len() && socket.get_ref().take_may_read() {
+            let reads = socket.get_ref().reads();
+            let polled = socket.poll_next_unpin(cx);
+            socket.get_ref().after_poll(reads, polled.is_ready());
+            match polled {
                 Poll::Ready(Some(Ok(m))) => return Poll::Ready(Ev::In(m)),
                 Poll::Ready(Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_)))) => {
                     return Poll::Ready(Ev::TooBig);
