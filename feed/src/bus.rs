@@ -22,8 +22,9 @@
 //! fence, so a frame staged while a reader held the ring is always seen by that reader or
 //! a later one). Staged frames older than [`STAGED_MAX_AGE`] at a push or wake are moved
 //! in by waiting for the write lock, as before, so a stream of overlapping readers cannot
-//! hold them back for long. A new subscriber's cursor starts behind the staged frames (it
-//! moves them in first): they are older than whatever snapshot it was given.
+//! hold them back for long. A new subscriber's cursor starts past the staged frames (ahead
+//! of the ring's head until they are in): they are older than whatever snapshot it was
+//! given. Readers never wait for a ring's write lock: only publishers do.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{
@@ -393,7 +394,10 @@ impl Bus {
     }
 
     /// A reader left the ring: move staged frames in (and wake the subscribers) if no
-    /// other reader holds it.
+    /// other reader holds it. Never waits for a ring lock: the reader may still hold other
+    /// rings (a connection drops its read guards one by one), and waiting here for this
+    /// ring's write lock could close a cycle with another connection that holds this ring
+    /// and waits the same way for one of those.
     fn after_read(&self) {
         fence(Ordering::SeqCst);
         if !self.has_staged.load(Ordering::SeqCst) {
@@ -401,7 +405,7 @@ impl Bus {
         }
         let moved = self.try_move_in(&mut self.staged());
         if moved {
-            self.wake();
+            self.wake_subscribers();
         }
     }
 
@@ -417,6 +421,7 @@ impl Bus {
     /// Wakes the waiting subscribers if anything was pushed since the last wake (staged
     /// frames are moved in first if the ring is free or they are older than
     /// [`STAGED_MAX_AGE`]).
+    /// Publishers only: it may wait for the ring's readers.
     pub fn wake(&self) {
         if self.has_staged.load(Ordering::SeqCst) {
             let mut st = self.staged();
@@ -426,6 +431,11 @@ impl Bus {
                 self.move_in_waiting();
             }
         }
+        self.wake_subscribers();
+    }
+
+    /// Wakes the waiting subscribers if anything went into the ring since the last wake.
+    fn wake_subscribers(&self) {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return;
         }
@@ -445,15 +455,20 @@ impl Bus {
         self.wake();
     }
 
-    /// A cursor at the end of the ring: it sees the messages pushed from now on.
+    /// A cursor at the end of the ring: it sees the messages pushed from now on. Staged
+    /// frames are older than the subscription, so the cursor starts past them: ahead of
+    /// `head` until they are moved in (every change of `head` happens under the staging
+    /// lock, so the two are read together). It does not move them in itself: that could
+    /// wait for the readers while the caller holds the feed's state, which the output
+    /// thread needs.
     pub fn subscribe(self: &Arc<Bus>) -> Cursor {
-        // Staged frames are older than the subscription: in they go, behind the cursor.
-        if self.has_staged.load(Ordering::SeqCst) {
-            self.move_in_waiting();
-        }
+        let pos = {
+            let st = self.staged();
+            self.head.load(Ordering::Acquire) + st.frames.len() as u64
+        };
         self.receivers.fetch_add(1, Ordering::Relaxed);
         Cursor {
-            pos: self.head.load(Ordering::Acquire),
+            pos,
             bus: self.clone(),
             registered: u64::MAX,
         }
@@ -494,7 +509,7 @@ impl Cursor {
         out: &mut impl Extend<Published>,
         max: usize,
     ) -> Result<usize, Lagged> {
-        if self.bus.head.load(Ordering::Acquire) == self.pos {
+        if self.bus.head.load(Ordering::Acquire) <= self.pos {
             return Ok(0);
         }
         let held = self.bus.read();
@@ -526,7 +541,7 @@ impl Cursor {
         max_bytes: usize,
         min_seq: u64,
     ) -> Result<usize, Lagged> {
-        if self.bus.head.load(Ordering::Acquire) == self.pos {
+        if self.bus.head.load(Ordering::Acquire) <= self.pos {
             return Ok(0);
         }
         let held = self.bus.read();
@@ -582,6 +597,10 @@ impl Cursor {
         min_seq: u64,
     ) -> Result<Option<Peek>, Lagged> {
         let head = self.bus.head.load(Ordering::Acquire);
+        if head <= self.pos {
+            // Nothing, or (a new cursor) staged frames it skips are not in yet.
+            return Ok(None);
+        }
         if head - self.pos > self.bus.cap {
             return Err(Lagged);
         }
@@ -656,7 +675,7 @@ impl Cursor {
 
     /// Appends only the newest message's frame, skipping the rest (conflation).
     pub fn latest_into(&mut self, out: &mut Vec<u8>) -> bool {
-        if self.bus.head.load(Ordering::Acquire) == self.pos {
+        if self.bus.head.load(Ordering::Acquire) <= self.pos {
             return false;
         }
         let held = self.bus.read();
@@ -670,7 +689,7 @@ impl Cursor {
 
     /// Only the newest message, skipping the rest (conflation).
     pub fn latest(&mut self) -> Option<Published> {
-        if self.bus.head.load(Ordering::Acquire) == self.pos {
+        if self.bus.head.load(Ordering::Acquire) <= self.pos {
             return None;
         }
         let held = self.bus.read();
@@ -693,7 +712,7 @@ impl Cursor {
             // Stable while the lock is held: `wake` bumps it under the same lock.
             self.registered = self.bus.generation.load(Ordering::Acquire);
         }
-        self.bus.head.load(Ordering::Acquire) != self.pos
+        self.bus.head.load(Ordering::Acquire) > self.pos
     }
 }
 
@@ -849,18 +868,20 @@ mod tests {
         bus.push_text(4, "four");
         assert_eq!(texts(&mut cur), ["one", "two", "three", "four"]);
 
-        // A subscriber arriving while a frame is staged (another thread reads): its
-        // cursor is behind the staged frame once the reader has left.
+        // A subscriber arriving while a frame is staged starts past it, without waiting
+        // for the reader (its cursor is ahead of the ring's head until the frame is in).
         let held = bus.read();
         bus.push_text(5, "five");
-        std::thread::scope(|scope| {
-            let late = scope.spawn(|| bus.subscribe());
-            std::thread::sleep(Duration::from_millis(20));
-            drop(held);
-            let mut late = late.join().unwrap();
-            bus.push_text(6, "six");
-            assert_eq!(texts(&mut late), ["six"]);
-        });
+        let mut late = bus.subscribe();
+        assert_eq!(late.backlog(), 0);
+        let mut out = Vec::new();
+        assert_eq!(late.copy_into(&mut out, usize::MAX, 0), Ok(0));
+        assert!(!late.latest_into(&mut out));
+        drop(held);
+        assert_eq!(late.backlog(), 0);
+        assert_eq!(texts(&mut late), Vec::<String>::new());
+        bus.push_text(6, "six");
+        assert_eq!(texts(&mut late), ["six"]);
         assert_eq!(texts(&mut cur), ["five", "six"]);
     }
 
@@ -894,5 +915,33 @@ mod tests {
             assert_eq!(cur.backlog(), 2);
         });
         assert_eq!(texts(&mut cur), ["one", "two"]);
+    }
+
+    /// A reader leaving a ring never waits for its write lock, even with frames staged
+    /// past `STAGED_MAX_AGE` and another reader in: it may hold other rings, and waiting
+    /// could close a cycle with a connection that holds this ring and waits for those.
+    #[test]
+    fn a_leaving_reader_never_waits_for_the_ring() {
+        let bus = Bus::new(64);
+        let mut cur = bus.subscribe();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let held = bus.read();
+                held_tx.send(()).unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+                drop(held);
+            });
+            held_rx.recv().unwrap();
+            bus.push_text(1, "one");
+            std::thread::sleep(STAGED_MAX_AGE * 2);
+            let t = Instant::now();
+            drop(bus.read());
+            assert!(
+                t.elapsed() < Duration::from_millis(100),
+                "a reader waited for the other to leave"
+            );
+        });
+        assert_eq!(texts(&mut cur), ["one"]);
     }
 }

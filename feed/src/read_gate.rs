@@ -69,6 +69,11 @@ impl<S> ReadGate<S> {
         self.readiness.may_read.swap(false, Ordering::AcqRel)
     }
 
+    /// Whether a read may find something, leaving the flag as it is.
+    pub fn may_read(&self) -> bool {
+        self.readiness.may_read.load(Ordering::Acquire)
+    }
+
     /// The number of reads so far, for [`ReadGate::after_poll`].
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)

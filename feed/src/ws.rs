@@ -365,7 +365,8 @@ impl Conn {
         }
         // Read only between our frames: tungstenite may write a pong while reading. And
         // only when the socket may have something (crate::read_gate).
-        if self.wpos == self.wbuf.len() && socket.get_ref().take_may_read() {
+        let read_skipped = self.wpos != self.wbuf.len();
+        if !read_skipped && socket.get_ref().take_may_read() {
             let reads = socket.get_ref().reads();
             let polled = socket.poll_next_unpin(cx);
             socket.get_ref().after_poll(reads, polled.is_ready());
@@ -382,7 +383,14 @@ impl Conn {
             Err(()) => Poll::Ready(Ev::Gone),
             Ok(true) => Poll::Ready(Ev::Yield),
             Ok(false) if self.close.is_some() => Poll::Ready(Ev::Stop),
-            Ok(false) => Poll::Pending,
+            Ok(false) => {
+                // A client frame that came while our frames were half-written was not read
+                // above; now that they are out, come back for it (once: the next poll reads).
+                if read_skipped && self.wpos == self.wbuf.len() && socket.get_ref().may_read() {
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
         }
     }
 
