@@ -885,21 +885,28 @@ mod tests {
         assert_eq!(texts(&mut cur), ["five", "six"]);
     }
 
+    /// Runs `f` while another thread holds `bus` read-locked (for `hold` from the start).
+    fn while_another_thread_reads(bus: &Bus, hold: Duration, f: impl FnOnce()) {
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let held = bus.read();
+                held_tx.send(()).unwrap();
+                std::thread::sleep(hold);
+                drop(held);
+            });
+            held_rx.recv().unwrap();
+            f();
+        });
+    }
+
     /// A reader that stays: a push finding a frame staged longer than `STAGED_MAX_AGE`
     /// waits for the ring, and both frames are in when it returns.
     #[test]
     fn a_long_reader_is_waited_for_past_the_staging_age() {
         let bus = Bus::new(64);
         let mut cur = bus.subscribe();
-        let (held_tx, held_rx) = std::sync::mpsc::channel();
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let held = bus.read();
-                held_tx.send(()).unwrap();
-                std::thread::sleep(Duration::from_millis(60));
-                drop(held);
-            });
-            held_rx.recv().unwrap();
+        while_another_thread_reads(&bus, Duration::from_millis(60), || {
             let t = Instant::now();
             bus.push_text(1, "one");
             assert!(
@@ -924,15 +931,7 @@ mod tests {
     fn a_leaving_reader_never_waits_for_the_ring() {
         let bus = Bus::new(64);
         let mut cur = bus.subscribe();
-        let (held_tx, held_rx) = std::sync::mpsc::channel();
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let held = bus.read();
-                held_tx.send(()).unwrap();
-                std::thread::sleep(Duration::from_millis(200));
-                drop(held);
-            });
-            held_rx.recv().unwrap();
+        while_another_thread_reads(&bus, Duration::from_millis(200), || {
             bus.push_text(1, "one");
             std::thread::sleep(STAGED_MAX_AGE * 2);
             let t = Instant::now();
