@@ -160,7 +160,7 @@ mod tests {
             (m, t.elapsed())
         });
         // Long enough for the receiver to park, well short of the safety net.
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
         let sent = std::time::Instant::now();
         tx.send(7).expect("receiver alive");
         let (m, waited) = consumer.join().expect("consumer");
