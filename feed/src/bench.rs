@@ -470,12 +470,17 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         let rate = args.trades_per_sec;
         std::thread::spawn(move || {
             let submit = |cmd: Command, published: Option<usize>| loop {
-                let published_ns = published_ns.clone();
-                let reply: Reply = Box::new(move |_: &Processed<'_>| {
-                    if let Some(k) = published {
-                        published_ns[k].store(epoch.elapsed().as_nanos() as i64, Ordering::Relaxed);
+                // Only the crossing order notes when its batch reached the feed.
+                let reply: Reply = match published {
+                    Some(k) => {
+                        let published_ns = published_ns.clone();
+                        Box::new(move |_: &Processed<'_>| {
+                            published_ns[k]
+                                .store(epoch.elapsed().as_nanos() as i64, Ordering::Relaxed);
+                        })
                     }
-                });
+                    None => Box::new(|_: &Processed<'_>| {}),
+                };
                 match pipeline.submit(cmd.clone(), reply) {
                     Ok(()) => return,
                     Err(engine::pipeline::SubmitError::Busy) => {

@@ -267,8 +267,8 @@ impl Bus {
     // busy machine). The output thread appending here while connections write from the ring
     // spent ~45 % of its switches in `sched_yield`. std's locks spin briefly and then sleep
     // on a futex, and the unlocking thread wakes them. Poisoning is ignored like
-    // parking_lot did: the ring is only changed by `append` and `reserve`, which do not
-    // panic half-way.
+    // parking_lot did: the ring is only changed by `put` (and the `reserve` in it), which
+    // does not panic half-way.
     fn ring_write(&self) -> RwLockWriteGuard<'_, Ring> {
         self.ring.write().unwrap_or_else(PoisonError::into_inner)
     }
@@ -343,12 +343,18 @@ impl Bus {
         st.bytes.extend_from_slice(a);
         st.bytes.extend_from_slice(b);
         st.frames.push((seq, a.len() + b.len()));
-        let since = *st.since.get_or_insert_with(Instant::now);
+        st.since.get_or_insert_with(Instant::now);
         self.has_staged.store(true, Ordering::SeqCst);
         // The reader that held the ring may have left before it could see the flag: try
         // again now (the fence pairs with the one in `after_read`).
         fence(Ordering::SeqCst);
-        if !self.try_move_in(&mut st) && since.elapsed() >= STAGED_MAX_AGE {
+        self.move_in(st);
+    }
+
+    /// Publishers only: moves the staged frames in if no reader holds the ring, or, once
+    /// the oldest has waited [`STAGED_MAX_AGE`], by waiting for the readers to leave.
+    fn move_in(&self, mut st: MutexGuard<'_, Staged>) {
+        if !self.try_move_in(&mut st) && st.since.is_some_and(|t| t.elapsed() >= STAGED_MAX_AGE) {
             drop(st);
             self.move_in_waiting();
         }
@@ -420,16 +426,10 @@ impl Bus {
 
     /// Wakes the waiting subscribers if anything was pushed since the last wake (staged
     /// frames are moved in first if the ring is free or they are older than
-    /// [`STAGED_MAX_AGE`]).
-    /// Publishers only: it may wait for the ring's readers.
+    /// [`STAGED_MAX_AGE`]). Publishers only: it may wait for the ring's readers.
     pub fn wake(&self) {
         if self.has_staged.load(Ordering::SeqCst) {
-            let mut st = self.staged();
-            if !self.try_move_in(&mut st) && st.since.is_some_and(|t| t.elapsed() >= STAGED_MAX_AGE)
-            {
-                drop(st);
-                self.move_in_waiting();
-            }
+            self.move_in(self.staged());
         }
         self.wake_subscribers();
     }
