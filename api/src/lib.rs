@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod model;
 pub mod open_orders;
+pub mod request_head;
 pub mod routes;
 pub mod server;
 pub mod state;

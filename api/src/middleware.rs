@@ -1,5 +1,5 @@
 //! The middleware every route (the feed's included) runs through: request ids, problem
-//! rendering, the body limit, per-client rate limits and request metrics.
+//! rendering, the head limits ([`crate::request_head`]), the body limit, per-client rate limits and request metrics.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -138,7 +138,11 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
             state.rate.check(h.finish())
         };
 
-    let mut response = if too_large {
+    let head = crate::request_head::check(&method, &uri, route.as_ref(), req.headers());
+
+    let mut response = if let Err(p) = head {
+        p.render(id_str(), uri.path())
+    } else if too_large {
         crate::extract::too_large().0.render(id_str(), uri.path())
     } else if let Err(secs) = limited {
         let mut p = Problem::new(

@@ -282,7 +282,12 @@ impl Shared {
                 }),
             )
             .map_err(|e| match e {
-                SubmitError::Busy => ApiError::unavailable("the engine is busy, retry later"),
+                SubmitError::Busy => {
+                    // The ring of this pair is full: nothing was queued, so a retry is safe.
+                    let mut e = ApiError::unavailable("the engine is busy, retry later");
+                    e.0.retry_after_secs = Some(1);
+                    e
+                }
                 SubmitError::Stopped => ApiError::unavailable("the engine is stopping"),
             })?;
         Ok(rx)
