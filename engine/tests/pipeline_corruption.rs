@@ -132,3 +132,86 @@ fn unfinished_snapshot_write_is_removed_at_start() {
     assert_eq!(p.state_hash().unwrap(), hash);
     p.shutdown().unwrap();
 }
+
+/// What a crash leaves of the zeros the writer fills ahead of its appends: cut at start-up
+/// without a word of damage, in the last segment and (a crash inside a roll) in an earlier
+/// one; a torn record with zeros after it is still a torn tail.
+#[test]
+fn zeros_filled_ahead_are_cut_after_a_crash() {
+    use engine::pipeline::StartOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let config = PipelineConfig::new(dir.path());
+    let options = || StartOptions {
+        segment_bytes: 24 * 1024, // several segments
+        ..StartOptions::default()
+    };
+    let rec = Recorder::needing_nothing();
+    let p = Pipeline::start_with(config.clone(), options(), Box::new(rec)).unwrap();
+    for c in setup() {
+        submit_wait(&p, c);
+    }
+    let mut stream = Stream::new(11);
+    for _ in 3..COMMANDS {
+        submit_wait(&p, stream.next_command());
+    }
+    p.shutdown().unwrap();
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    // A clean stop and every roll leave no zeros behind.
+    let sizes: Vec<u64> = segments
+        .iter()
+        .map(|s| std::fs::metadata(s).unwrap().len())
+        .collect();
+    for (s, len) in segments.iter().zip(&sizes) {
+        let bytes = std::fs::read(s).unwrap();
+        assert_ne!(bytes.last(), Some(&0u8), "{} ends in zeros", s.display());
+        assert_eq!(bytes.len() as u64, *len);
+    }
+    let clean = Pipeline::start_with(
+        config.clone(),
+        options(),
+        Box::new(Recorder::needing_nothing()),
+    )
+    .unwrap();
+    let hash = clean.state_hash().unwrap();
+    clean.shutdown().unwrap();
+
+    // Zeros after the last record of the first and of the last segment.
+    let pad = |path: &std::path::Path, n: usize| {
+        let mut b = std::fs::read(path).unwrap();
+        b.extend(std::iter::repeat_n(0u8, n));
+        std::fs::write(path, b).unwrap();
+    };
+    let last = segments.last().unwrap().clone();
+    pad(&segments[0], 4096);
+    pad(&last, 1 << 20);
+    // (Needing every record: no snapshot, so every segment is read.)
+    let p =
+        Pipeline::start_with(config.clone(), options(), Box::new(Recorder::needing_all())).unwrap();
+    let report = p.recovery_report().clone();
+    assert_eq!(report.prefill_cut_bytes, 4096 + (1 << 20), "{report}");
+    assert_eq!(report.truncated_file, None, "{report}");
+    assert_eq!(report.last_seq, COMMANDS);
+    assert_eq!(p.state_hash().unwrap(), hash);
+    // The cut files are their records again, and appends continue after them.
+    assert_eq!(std::fs::metadata(&segments[0]).unwrap().len(), sizes[0]);
+    let s = submit_wait(&p, Stream::new(99).next_command());
+    assert_eq!(s.seq, COMMANDS + 1);
+    p.shutdown().unwrap();
+
+    // A record cut short, then zeros: a torn tail, truncated at the record.
+    let before = std::fs::read(&last).unwrap();
+    std::fs::write(&last, &before[..before.len() - 5]).unwrap();
+    pad(&last, 8192);
+    let p = Pipeline::start_with(config, options(), Box::new(Recorder::needing_all())).unwrap();
+    let report = p.recovery_report().clone();
+    assert_eq!(report.prefill_cut_bytes, 0, "{report}");
+    assert_eq!(report.truncated_file.as_ref(), Some(&last), "{report}");
+    assert!(report.truncated_bytes > 8192 && report.truncated_bytes < 8192 + 1024);
+    assert_eq!(report.last_seq, COMMANDS);
+    p.shutdown().unwrap();
+}
