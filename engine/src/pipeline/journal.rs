@@ -105,17 +105,10 @@ impl JournalWriter {
         Ok(())
     }
 
-    /// Makes everything appended durable and cuts the space filled ahead of the writes
-    /// (a clean stop: the segment ends at its last record).
-    pub fn finish(&mut self) -> io::Result<()> {
-        self.sync()?;
-        self.file.trim()
-    }
-
     fn roll(&mut self, first_seq: u64) -> io::Result<()> {
         // The old segment's tail must be durable before records after it are: recovery only
-        // tolerates a torn tail in the last segment. Trimming syncs it (data and length).
-        self.file.trim()?;
+        // tolerates a torn tail in the last segment.
+        self.file.sync_data()?;
         self.dirty = false;
         let path = self.dir.join(segment_name(first_seq));
         self.file = self.storage.open_append(&path)?;

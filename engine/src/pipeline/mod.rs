@@ -57,7 +57,7 @@ use parking_lot::Mutex;
 
 pub use recovery::RecoveryReport;
 pub use stats::{FSYNC_BUCKETS, PipelineStats, RingStats};
-pub use storage::{AppendFile, FsAppend, FsStorage, PREFILL_CHUNK, SimDisk, Storage};
+pub use storage::{FsStorage, SimDisk, Storage};
 
 use crate::command::Command;
 use crate::engine::{Engine, EngineLimits};

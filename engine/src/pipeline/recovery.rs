@@ -9,12 +9,10 @@
 //! 3. Journal segments from the one holding `snapshot.seq + 1` are read in order; every
 //!    record is checked (length, checksum, sequence continuity) and applied. Segments wholly
 //!    covered by the snapshot are not read.
-//! 4. Zeros from a record boundary to the end of a segment are space the writer filled ahead
-//!    of its appends (see [`super::storage::FsAppend`]), left by a crash: they are cut,
-//!    in any segment. A bad record in the last segment with no valid record after it is a
-//!    torn tail (a write that was never acknowledged): the segment is truncated there. A bad
-//!    record anywhere else, or followed by a valid one, is corruption: start-up stops with an
-//!    error naming the file and the byte offset.
+//! 4. A bad record in the last segment with no valid record after it is a torn tail (a
+//!    write that was never acknowledged): the segment is truncated there. A bad record
+//!    anywhere else, or followed by a valid one, is corruption: start-up stops with an error
+//!    naming the file and the byte offset.
 //! 5. Replayed commands with `seq > need` are delivered to the listener in batches, then
 //!    [`OutputListener::on_recovered`] is called.
 
@@ -53,8 +51,6 @@ pub struct RecoveryReport {
     /// Bytes cut from the end of the last segment (a torn, never acknowledged write).
     pub truncated_bytes: u64,
     pub truncated_file: Option<PathBuf>,
-    /// Zeros filled ahead of the appends that were cut from segment ends (after a crash).
-    pub prefill_cut_bytes: u64,
     pub segments_read: usize,
     /// Temp files of unfinished snapshot writes that were removed.
     pub stale_temps_removed: Vec<PathBuf>,
@@ -95,13 +91,6 @@ impl std::fmt::Display for RecoveryReport {
                 ", truncated torn tail of {} bytes in {}",
                 self.truncated_bytes,
                 p.display()
-            )?;
-        }
-        if self.prefill_cut_bytes > 0 {
-            write!(
-                f,
-                ", cut {} bytes of zeros filled ahead of the journal's appends",
-                self.prefill_cut_bytes
             )?;
         }
         for p in &self.stale_temps_removed {
@@ -292,19 +281,9 @@ pub(crate) fn recover(
             ));
         }
         let mut off = 0usize;
-        // Where the segment's records end (what is kept of it).
-        let mut end = buf.len();
         while off < buf.len() {
             let rec = match record::parse(&buf[off..]) {
                 Ok(r) => r,
-                Err(_) if buf[off..].iter().all(|&b| b == 0) => {
-                    report.prefill_cut_bytes += (buf.len() - off) as u64;
-                    storage
-                        .truncate(path, off as u64)
-                        .map_err(io_err("truncate", path))?;
-                    end = off;
-                    break;
-                }
                 Err(bad) => {
                     let expected = journal_seq + 1;
                     if let Some(at) = valid_record_after(&buf, off, expected) {
@@ -324,7 +303,6 @@ pub(crate) fn recover(
                     storage
                         .truncate(path, off as u64)
                         .map_err(io_err("truncate", path))?;
-                    end = off;
                     break;
                 }
             };
@@ -356,7 +334,11 @@ pub(crate) fn recover(
             off += rec.len;
         }
         if is_last {
-            let valid = end as u64;
+            let valid = if report.truncated_file.as_ref() == Some(path) {
+                buf.len() as u64 - report.truncated_bytes
+            } else {
+                buf.len() as u64
+            };
             if valid == 0 && *name_seq != last_seq + 1 {
                 // An empty segment whose name no longer fits: start a fresh one.
                 storage.remove(path).map_err(io_err("remove", path))?;

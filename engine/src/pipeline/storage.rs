@@ -1,7 +1,7 @@
 //! The file operations the journal and snapshots need, behind a small trait.
 //!
 //! Two implementations: [`FsStorage`] (the real file system: `write`, `fdatasync`, `rename`,
-//! directory fsync; journal files are zero-filled ahead of the writes, see [`FsAppend`]) and [`SimDisk`], a test double that keeps what was written but not yet
+//! directory fsync) and [`SimDisk`], a test double that keeps what was written but not yet
 //! synced apart from what is durable, and on a (seeded) crash loses all or a random part of
 //! the unsynced tail of every file. Paths are whatever the pipeline passes (under
 //! `data_dir`); `SimDisk` treats them as plain keys.
@@ -21,9 +21,6 @@ pub trait AppendFile: Send + fmt::Debug {
     fn append(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Makes every byte appended so far durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
-    /// Cuts what the file holds past the appended bytes (space filled ahead of the writes),
-    /// durably. The file is not appended to afterwards.
-    fn trim(&mut self) -> io::Result<()>;
 }
 
 /// File operations over a directory tree.
@@ -49,91 +46,19 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FsStorage;
 
-/// Bytes of zeros written ahead of the appends at a time.
-pub const PREFILL_CHUNK: u64 = 1 << 20;
-
-/// A journal file on disk, zero-filled ahead of the writes.
-///
-/// An `fdatasync` after an append that grows the file must also write the file's size (and
-/// on ext4 the new extent) to disk: a second, metadata write the sync waits for. Writing
-/// into space that already holds zeros changes no metadata, so the sync writes the data
-/// and flushes, nothing more (PostgreSQL fills its WAL segments with zeros for the same
-/// reason). The zeros go ahead [`PREFILL_CHUNK`] at a time, made durable by the same sync
-/// as the records beside them; measured on this project's VM, the mean group-commit sync
-/// fell by ~10-20 % and the writer thread's CPU per command by ~0.5-1 us.
-///
-/// A crash leaves the zeros after the last record; recovery cuts them (an all-zero tail is
-/// never a record: a record's checksum covers its sequence number and is never zero over
-/// zeros). A clean stop and a segment roll cut them with [`AppendFile::trim`].
 #[derive(Debug)]
-pub struct FsAppend {
+struct FsAppend {
     file: File,
-    /// Where the next append goes: the end of the appended bytes.
-    pos: u64,
-    /// The file holds zeros (or records) up to here.
-    filled: u64,
-}
-
-impl FsAppend {
-    /// Opens `path` (creating it) to append after its current end.
-    pub fn open(path: &Path) -> io::Result<FsAppend> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)?;
-        let len = file.metadata()?.len();
-        Ok(FsAppend {
-            file,
-            pos: len,
-            filled: len,
-        })
-    }
-
-    /// Bytes appended so far (where the next append goes).
-    pub fn position(&self) -> u64 {
-        self.pos
-    }
 }
 
 impl AppendFile for FsAppend {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        let end = self.pos + buf.len() as u64;
-        if end > self.filled {
-            let target = end.div_ceil(PREFILL_CHUNK) * PREFILL_CHUNK;
-            let zeros = vec![0u8; (target - self.filled) as usize];
-            write_at(&self.file, &zeros, self.filled)?;
-            self.filled = target;
-        }
-        write_at(&self.file, buf, self.pos)?;
-        self.pos = end;
-        Ok(())
+        self.file.write_all(buf)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
         self.file.sync_data()
     }
-
-    fn trim(&mut self) -> io::Result<()> {
-        if self.filled > self.pos {
-            self.file.set_len(self.pos)?;
-            self.filled = self.pos;
-        }
-        self.file.sync_all()
-    }
-}
-
-#[cfg(unix)]
-fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
-}
-
-#[cfg(not(unix))]
-fn write_at(mut file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
-    use std::io::{Seek, SeekFrom};
-    file.seek(SeekFrom::Start(offset))?;
-    file.write_all(buf)
 }
 
 impl Storage for FsStorage {
@@ -157,7 +82,8 @@ impl Storage for FsStorage {
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        Ok(Box::new(FsAppend::open(path)?))
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Box::new(FsAppend { file }))
     }
 
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -331,12 +257,6 @@ impl AppendFile for SimAppend {
             Ok(())
         })
     }
-
-    /// Nothing is filled ahead here: the file ends at its appended bytes. Durable, as on
-    /// disk.
-    fn trim(&mut self) -> io::Result<()> {
-        self.sync_data()
-    }
 }
 
 fn not_found() -> io::Error {
@@ -422,38 +342,6 @@ impl Storage for SimDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fs_append_fills_ahead_and_trims() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.seg");
-        let mut f = FsAppend::open(&p).unwrap();
-        f.append(b"hello").unwrap();
-        f.sync_data().unwrap();
-        // The file holds the record and zeros up to a whole chunk.
-        let bytes = std::fs::read(&p).unwrap();
-        assert_eq!(bytes.len() as u64, PREFILL_CHUNK);
-        assert_eq!(&bytes[..5], b"hello");
-        assert!(bytes[5..].iter().all(|&b| b == 0));
-        // An append across the chunk's end fills the next chunk first.
-        let big = vec![7u8; PREFILL_CHUNK as usize];
-        f.append(&big).unwrap();
-        assert_eq!(f.position(), PREFILL_CHUNK + 5);
-        assert_eq!(std::fs::metadata(&p).unwrap().len(), 2 * PREFILL_CHUNK);
-        f.trim().unwrap();
-        assert_eq!(std::fs::metadata(&p).unwrap().len(), PREFILL_CHUNK + 5);
-        drop(f);
-        // Reopened, it appends after its end.
-        let mut f = FsAppend::open(&p).unwrap();
-        assert_eq!(f.position(), PREFILL_CHUNK + 5);
-        f.append(b"!").unwrap();
-        f.trim().unwrap();
-        let bytes = std::fs::read(&p).unwrap();
-        assert_eq!(bytes.len() as u64, PREFILL_CHUNK + 6);
-        assert_eq!(&bytes[..5], b"hello");
-        assert!(bytes[5..bytes.len() - 1].iter().all(|&b| b == 7));
-        assert_eq!(bytes.last(), Some(&b'!'));
-    }
 
     #[test]
     fn crash_loses_unsynced_data_only() {

@@ -52,8 +52,8 @@ impl Writer {
         );
         if let Some(snap) = stop {
             // Durability `None` has not synced yet; the final snapshot needs the journal
-            // durable up to its sequence. The segment is cut to its last record.
-            match self.journal.finish() {
+            // durable up to its sequence.
+            match self.journal.sync() {
                 Ok(()) => {
                     let _ = self.to_output.send(OutputMsg::Stop(snap));
                 }
