@@ -8,7 +8,6 @@
 //! outcome, which arrives only once the command is durable and every listener applied it.
 
 pub mod auth;
-pub mod background;
 pub mod config;
 pub mod demo;
 pub mod error;

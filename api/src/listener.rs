@@ -120,7 +120,6 @@ fn send_to_store(tx: &Sender<StoreMsg>, model: &ReadModel, msg: StoreMsg) -> boo
 /// same transaction. A failure stops the writes (the store stays at its last good batch, the
 /// journal replays the rest at the next start) and fails the reads that wait for it.
 fn store_thread(conn: Connection, rx: Receiver<StoreMsg>, model: Arc<ReadModel>) {
-    crate::background::lower_this_thread();
     let mut failed = false;
     let mut latest: HashMap<u64, (usize, usize)> = HashMap::new();
     while let Ok(first) = rx.recv() {
