@@ -2202,6 +2202,8 @@ async fn request_head_limits_and_stray_queries_are_problems() {
     ] {
         let r = call(&s, Method::GET, path, user, None, &[]).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+        let r = call(&s, Method::HEAD, path, user, None, &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "HEAD {path}");
     }
     s.stop().await;
 }
