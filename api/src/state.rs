@@ -117,6 +117,11 @@ impl ReadModel {
         self.store_wanted_cv.notify_one();
     }
 
+    /// Whether the history store already holds every sequence up to `seq` (no waiting).
+    pub fn is_stored(&self, seq: u64) -> bool {
+        *self.stored_seq.lock() >= seq
+    }
+
     /// Blocks until the history store holds every sequence up to `seq`; false if it failed
     /// or did not catch up in time. Cheap when it already has (the usual case).
     pub fn wait_stored(&self, seq: u64) -> bool {

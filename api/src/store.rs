@@ -99,7 +99,7 @@ impl Store {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
         let seq = self.model.last_seq.load(Ordering::Acquire);
-        if !self.model.wait_stored(seq) {
+        if !self.model.is_stored(seq) && !off_the_runtime(|| self.model.wait_stored(seq)) {
             return Err(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
                 Some("the history store is behind".into()),
@@ -122,6 +122,20 @@ impl Store {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.readers.len();
         let conn = self.readers[i].lock();
         f(&conn)
+    }
+}
+
+/// Runs `wait` (which may block for as long as the history store takes to commit, tens of
+/// milliseconds under load) so that it holds up no other request: on a multi-thread tokio
+/// runtime the worker hands its other tasks to another thread first
+/// (`block_in_place`); elsewhere (a plain thread, a current-thread runtime) it just runs.
+fn off_the_runtime<T>(wait: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
     }
 }
 
@@ -531,4 +545,39 @@ pub fn paged<T>(
         )?
         .collect::<Result<Vec<T>, _>>()?;
     Ok((u64::try_from(total).unwrap_or(0), rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::off_the_runtime;
+    use std::time::{Duration, Instant};
+
+    /// With one worker, a handler waiting for the store would stall every other request on
+    /// it; off the runtime, another task still runs while it waits.
+    #[test]
+    fn a_waiting_read_holds_up_no_other_task() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let started = Instant::now();
+            let waiting = tokio::spawn(async {
+                off_the_runtime(|| std::thread::sleep(Duration::from_millis(400)));
+            });
+            // Let the waiting task start on the only worker.
+            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_millis(20));
+            let other = tokio::spawn(async move { started.elapsed() });
+            let ran_after = other.await.expect("other task");
+            assert!(
+                ran_after < Duration::from_millis(300),
+                "the other task waited {ran_after:?}"
+            );
+            waiting.await.expect("waiting task");
+        });
+        // Outside a runtime it simply runs.
+        assert_eq!(off_the_runtime(|| 7), 7);
+    }
 }
