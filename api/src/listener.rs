@@ -331,6 +331,15 @@ impl HistoryListener {
                 ids.insert(crate::state::client_key(a, &c));
             }
         }
+        {
+            let mut ids = model.external_ids.write();
+            let mut st = conn.prepare("SELECT account, external_id FROM requests")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (a, e) = row?;
+                ids.insert(crate::state::client_key(a, &e));
+            }
+        }
         *model.markets.write() = markets.clone();
         model.set_stored(applied);
         let writer = store::open(path)?;
@@ -552,18 +561,8 @@ impl HistoryListener {
         status: RequestStatus,
         ts: i64,
     ) -> rusqlite::Result<()> {
-        let new = |spec: &engine::RequestSpec, withdrawal: bool| RequestRec {
-            id: spec.request.0,
-            external_id: spec.external_id.clone(),
-            account: spec.account.0,
-            withdrawal,
-            currency: spec.currency.0,
-            amount: spec.amount,
-            status,
-            destination: withdrawal.then(|| spec.destination.clone()),
-            reason: None,
-            created_ns: ts,
-            updated_ns: ts,
+        let new = |spec: &engine::RequestSpec, withdrawal: bool| {
+            RequestRec::created(spec, withdrawal, status, ts)
         };
         let rec = match p.command {
             Command::DepositRequested(spec) => new(spec, false),
@@ -616,6 +615,12 @@ impl HistoryListener {
         if rec.status == RequestStatus::Pending {
             self.pending.insert(rec.id, rec.clone());
         }
+        // Before the reply (and so before the handler drops its reservation): the key is
+        // always either reserved or known to be used.
+        self.model
+            .external_ids
+            .write()
+            .insert(crate::state::client_key(rec.account, &rec.external_id));
         self.ops.push(Op::Request(rec));
         Ok(())
     }

@@ -314,6 +314,30 @@ pub struct RequestRec {
     pub updated_ns: i64,
 }
 
+impl RequestRec {
+    /// A request as its command creates it (`status` from the engine's `RequestUpdated`).
+    pub fn created(
+        spec: &engine::RequestSpec,
+        withdrawal: bool,
+        status: RequestStatus,
+        ts_ns: i64,
+    ) -> RequestRec {
+        RequestRec {
+            id: spec.request.0,
+            external_id: spec.external_id.clone(),
+            account: spec.account.0,
+            withdrawal,
+            currency: spec.currency.0,
+            amount: spec.amount,
+            status,
+            destination: withdrawal.then(|| spec.destination.clone()),
+            reason: None,
+            created_ns: ts_ns,
+            updated_ns: ts_ns,
+        }
+    }
+}
+
 pub fn request_status_code(s: RequestStatus) -> i64 {
     match s {
         RequestStatus::Pending => 0,

@@ -52,7 +52,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         tokens: Default::default(),
         client_ids: Reservations::default(),
         external_ids: Reservations::default(),
-        request_lock: Mutex::new(()),
+        request_lock: tokio::sync::Mutex::new(()),
         metrics: Default::default(),
         rate,
         feed_router: Mutex::new(Some((feed.router(), feed::openapi()))),

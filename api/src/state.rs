@@ -61,6 +61,9 @@ pub struct ReadModel {
     /// new without asking SQLite (a hit, or a hash collision, is settled by the store).
     /// About 16 bytes per order ever placed, loaded at start.
     pub client_ids: RwLock<HashSet<u64>>,
+    /// The same for every stored deposit or withdrawal request's `(account, externalId)`
+    /// ([`client_key`] of them): a new externalId is reserved without waiting for SQLite.
+    pub external_ids: RwLock<HashSet<u64>>,
     /// The last sequence the history store has committed ([`ReadModel::wait_stored`]).
     stored_seq: Mutex<u64>,
     stored_cv: Condvar,
@@ -78,7 +81,8 @@ const STORE_WAIT: Duration = Duration::from_secs(10);
 /// Cancelled orders kept for replies that never came to take them.
 const CANCELLED_MAX: usize = 10_000;
 
-/// The key of an order's `(account, clientId)` in [`ReadModel::client_ids`].
+/// The key of an order's `(account, clientId)` in [`ReadModel::client_ids`], and of a
+/// request's `(account, externalId)` in [`ReadModel::external_ids`].
 pub fn client_key(account: u32, client_id: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     account.hash(&mut h);
@@ -186,10 +190,15 @@ impl Committed {
 
 const SHARDS: usize = 64;
 
-/// In-flight idempotency reservations, sharded by account. A key is reserved (under its
-/// shard lock, after checking the store) before the command is submitted, and dropped once
-/// the outcome is known: by then the store holds it (or the command was refused). Looked up
-/// by account then key, so a check allocates nothing (a reservation allocates its key once).
+/// In-flight idempotency reservations, sharded by account. A key is reserved under its
+/// shard lock before the command is submitted, and dropped once the outcome is known: by
+/// then the store holds it (or the command was refused). Looked up by account then key, so a
+/// check allocates nothing (a reservation allocates its key once).
+///
+/// A key that may be in the store is looked up there with the shard lock released: the
+/// lookup waits for the history store to catch up (tens of milliseconds under load), and
+/// other requests of the shard's accounts, and the releases of finished ones, must not wait
+/// behind it on a lock that blocks their worker thread.
 #[derive(Debug)]
 pub struct Reservations {
     shards: Vec<Mutex<HashMap<u32, HashMap<String, u64>>>>,
@@ -205,20 +214,43 @@ impl Default for Reservations {
 
 impl Reservations {
     /// Reserves `key` for `account` with the id `fresh()` returns, unless it is in flight or
-    /// `stored` finds it: then `Err(existing id)`.
+    /// the store holds it: then `Err(existing id)`.
+    ///
+    /// `may_be_stored` (asked under the shard lock, must be cheap) says whether the store has
+    /// to be asked; `stored` (asked without the lock) finds the key's id there. Correct when
+    /// a key that may be stored stays so (a used key is used forever), or when every reserve
+    /// of the same keys runs under one outer lock (the wallet requests' `request_lock`): a
+    /// key reserved and released between the two looks is then in the store by the second.
     pub fn reserve(
         &self,
         account: u32,
         key: &str,
+        may_be_stored: impl FnOnce() -> bool,
         stored: impl FnOnce() -> ApiResult<Option<u64>>,
         fresh: impl FnOnce() -> u64,
     ) -> ApiResult<Result<u64, u64>> {
-        let mut shard = self.shards[account as usize % SHARDS].lock();
-        if let Some(id) = shard.get(&account).and_then(|keys| keys.get(key)) {
-            return Ok(Err(*id));
+        let shard_lock = &self.shards[account as usize % SHARDS];
+        {
+            let mut shard = shard_lock.lock();
+            if let Some(id) = shard.get(&account).and_then(|keys| keys.get(key)) {
+                return Ok(Err(*id));
+            }
+            if !may_be_stored() {
+                let id = fresh();
+                shard
+                    .entry(account)
+                    .or_default()
+                    .insert(key.to_string(), id);
+                return Ok(Ok(id));
+            }
         }
         if let Some(id) = stored()? {
             return Ok(Err(id));
+        }
+        // Not stored after all: reserve it, unless a request took it meanwhile.
+        let mut shard = shard_lock.lock();
+        if let Some(id) = shard.get(&account).and_then(|keys| keys.get(key)) {
+            return Ok(Err(*id));
         }
         let id = fresh();
         shard
@@ -249,7 +281,9 @@ pub struct Shared {
     pub client_ids: Reservations,
     pub external_ids: Reservations,
     /// Request ids must reach the engine in increasing order: assign and submit under this.
-    pub request_lock: Mutex<()>,
+    /// Async: a holder may wait for the history store (the externalId check), and the
+    /// requests queued behind it must yield their worker, not block it.
+    pub request_lock: tokio::sync::Mutex<()>,
     pub metrics: Metrics,
     pub rate: crate::middleware::RateLimiter,
     pub feed_router: Mutex<Option<(axum::Router, utoipa::openapi::OpenApi)>>,

@@ -357,8 +357,21 @@ impl TestServer {
     ) -> Value {
         let body = json!({"currency": currency, "amount": amount, "externalId": external_id});
         let token = Some(user.token.as_str());
-        self.post_expect("/v1/wallet/deposits", token, &body, StatusCode::CREATED)
-            .await
+        let created = self
+            .post_expect("/v1/wallet/deposits", token, &body, StatusCode::CREATED)
+            .await;
+        self.assert_request_reads_back(user, &created).await;
+        created
+    }
+
+    /// The reply to a new request (built from the engine's outcome) is what the history
+    /// store then holds.
+    pub async fn assert_request_reads_back(&self, user: &User, created: &Value) {
+        let id = created["id"].as_str().expect("request id");
+        let stored = self
+            .get_ok(&format!("/v1/wallet/requests/{id}"), Some(&user.token))
+            .await;
+        assert_eq!(&stored, created, "the 201 and the stored request differ");
     }
 
     /// The user's own withdrawal request, created (201).
@@ -373,8 +386,11 @@ impl TestServer {
         let body = json!({"currency": currency, "amount": amount, "externalId": external_id,
                           "destination": destination});
         let token = Some(user.token.as_str());
-        self.post_expect("/v1/wallet/withdrawals", token, &body, StatusCode::CREATED)
-            .await
+        let created = self
+            .post_expect("/v1/wallet/withdrawals", token, &body, StatusCode::CREATED)
+            .await;
+        self.assert_request_reads_back(user, &created).await;
+        created
     }
 
     /// The back office approves a pending request (200); the request.

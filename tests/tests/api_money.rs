@@ -228,6 +228,16 @@ async fn money_scenario_and_restart() {
     assert_eq!(tx_before, tx_after);
     let (st, e) = s.limit_dup(&a).await;
     assert_eq!(st, StatusCode::CONFLICT, "{e}");
+    // An externalId used before the restart is still used (the index is loaded at start).
+    let (st, e) = s
+        .post(
+            "/v1/wallet/withdrawals",
+            Some(&a.token),
+            &json!({"currency":"BTC","amount":"0.01","externalId":"w1","destination":"x"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["existingId"], wd["id"], "{e}");
     let next = s
         .limit(&a, "BTC_SEK", "buy", "0.1", "1000", "after-restart")
         .await;

@@ -203,12 +203,13 @@ pub async fn orders_create(
     let id = match state.client_ids.reserve(
         account,
         client_id.as_str(),
+        // Most keys are new: the in-memory index of used keys says so without SQLite, and
+        // a used key stays used.
         || {
-            // Most keys are new: the in-memory index says so without SQLite.
             let key = crate::state::client_key(account, client_id.as_str());
-            if !state.model.client_ids.read().contains(&key) {
-                return Ok(None);
-            }
+            state.model.client_ids.read().contains(&key)
+        },
+        || {
             Ok(state
                 .store
                 .read(|c| store::order_id_by_client(c, account, client_id.as_str()))?)

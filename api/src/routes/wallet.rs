@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::auth::{Scoped, WALLET, WALLET_READ};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppQuery, DecimalKind, PageQuery, Paged, decimal, page};
-use crate::model::{BalanceJson, RequestJson, balance_json, request_json, ts};
+use crate::model::{BalanceJson, RequestJson, RequestRec, balance_json, request_json, ts};
 use crate::state::AppState;
 use crate::store;
 
@@ -131,10 +131,15 @@ pub async fn request_create(
     let a = account.0;
     let rx = {
         // Request ids reach the engine in increasing order: assign and submit together.
-        let _order = state.request_lock.lock();
+        let _order = state.request_lock.lock().await;
         let id = match state.external_ids.reserve(
             a,
             external_id,
+            // Most keys are new: the in-memory index of used keys says so without SQLite.
+            || {
+                let key = crate::state::client_key(a, external_id);
+                state.model.external_ids.read().contains(&key)
+            },
             || {
                 Ok(state
                     .store
@@ -160,6 +165,7 @@ pub async fn request_create(
             external_id: external_id.to_string(),
             destination,
         };
+        let reply_spec = spec.clone();
         let command = match kind {
             RequestKind::Deposit if state.config.deposit_auto_approve => {
                 Command::DepositCredited(Box::new(spec))
@@ -169,14 +175,14 @@ pub async fn request_create(
             RequestKind::Withdrawal => Command::WithdrawalRequested(Box::new(spec)),
         };
         match state.submit_start(command) {
-            Ok(rx) => (rx, id),
+            Ok(rx) => (rx, id, reply_spec),
             Err(e) => {
                 state.external_ids.release(a, external_id);
                 return Err(e);
             }
         }
     };
-    let (rx, id) = rx;
+    let (rx, id, spec) = rx;
     let committed = rx.await;
     let Ok(committed) = committed else {
         state.external_ids.release(a, external_id);
@@ -189,10 +195,25 @@ pub async fn request_create(
         }
     }
     state.external_ids.release(a, external_id);
-    let rec = state
-        .store
-        .read(|c| store::request_get(c, id))?
-        .ok_or_else(ApiError::internal)?;
+    // The reply is built from the outcome, as an order's is: no wait for the history store.
+    let status = committed.events.iter().find_map(|ev| match ev {
+        Event::RequestUpdated {
+            request, status, ..
+        } if request.0 == id => Some(*status),
+        _ => None,
+    });
+    let rec = match status {
+        Some(status) => RequestRec::created(
+            &spec,
+            kind == RequestKind::Withdrawal,
+            status,
+            committed.ts_ns,
+        ),
+        None => state
+            .store
+            .read(|c| store::request_get(c, id))?
+            .ok_or_else(ApiError::internal)?,
+    };
     let m = state.model.markets.read();
     Ok(request_json(&m, &rec))
 }
