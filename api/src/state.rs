@@ -189,6 +189,8 @@ impl Committed {
 }
 
 const SHARDS: usize = 64;
+/// Store lookups of a reservation made without the shard lock before one is made with it.
+const UNLOCKED_LOOKUPS: u32 = 2;
 
 /// In-flight idempotency reservations, sharded by account. A key is reserved under its
 /// shard lock before the command is submitted, and dropped once the outcome is known: by
@@ -201,13 +203,38 @@ const SHARDS: usize = 64;
 /// behind it on a lock that blocks their worker thread.
 #[derive(Debug)]
 pub struct Reservations {
-    shards: Vec<Mutex<HashMap<u32, HashMap<String, u64>>>>,
+    shards: Vec<Mutex<Shard>>,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    keys: HashMap<u32, HashMap<String, u64>>,
+    /// Counts releases: a reserve that looked in the store without the lock starts over when
+    /// a reservation of the shard was released meanwhile (its key may be in the store now,
+    /// after the look).
+    releases: u64,
+}
+
+impl Shard {
+    fn reserved(&self, account: u32, key: &str) -> Option<u64> {
+        self.keys
+            .get(&account)
+            .and_then(|keys| keys.get(key))
+            .copied()
+    }
+
+    fn reserve(&mut self, account: u32, key: &str, id: u64) {
+        self.keys
+            .entry(account)
+            .or_default()
+            .insert(key.to_string(), id);
+    }
 }
 
 impl Default for Reservations {
     fn default() -> Self {
         Reservations {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
         }
     }
 }
@@ -217,55 +244,64 @@ impl Reservations {
     /// the store holds it: then `Err(existing id)`.
     ///
     /// `may_be_stored` (asked under the shard lock, must be cheap) says whether the store has
-    /// to be asked; `stored` (asked without the lock) finds the key's id there. Correct when
-    /// a key that may be stored stays so (a used key is used forever), or when every reserve
-    /// of the same keys runs under one outer lock (the wallet requests' `request_lock`): a
-    /// key reserved and released between the two looks is then in the store by the second.
+    /// to be asked (a hash index of used keys: a hit may be a collision); `stored` (asked
+    /// without the lock, may be asked more than once) finds the key's id there. A request
+    /// with the same key that was reserved, committed and released while `stored` looked is
+    /// caught by the release count: the reserve starts over, and the new look waits for the
+    /// store to hold that commit. After [`UNLOCKED_LOOKUPS`] such rounds the last look holds
+    /// the lock (a busy shard releases all the time; a repeat key is rare).
     pub fn reserve(
         &self,
         account: u32,
         key: &str,
-        may_be_stored: impl FnOnce() -> bool,
-        stored: impl FnOnce() -> ApiResult<Option<u64>>,
+        may_be_stored: impl Fn() -> bool,
+        stored: impl Fn() -> ApiResult<Option<u64>>,
         fresh: impl FnOnce() -> u64,
     ) -> ApiResult<Result<u64, u64>> {
         let shard_lock = &self.shards[account as usize % SHARDS];
-        {
-            let mut shard = shard_lock.lock();
-            if let Some(id) = shard.get(&account).and_then(|keys| keys.get(key)) {
-                return Ok(Err(*id));
+        let mut shard = shard_lock.lock();
+        let mut tries = 0;
+        loop {
+            if let Some(id) = shard.reserved(account, key) {
+                return Ok(Err(id));
             }
             if !may_be_stored() {
-                let id = fresh();
-                shard
-                    .entry(account)
-                    .or_default()
-                    .insert(key.to_string(), id);
-                return Ok(Ok(id));
+                break;
+            }
+            tries += 1;
+            if tries > UNLOCKED_LOOKUPS {
+                // The shard keeps releasing (a busy account): look with the lock held, as
+                // nothing can then be released in between.
+                if let Some(id) = stored()? {
+                    return Ok(Err(id));
+                }
+                break;
+            }
+            let releases = shard.releases;
+            drop(shard);
+            if let Some(id) = stored()? {
+                return Ok(Err(id));
+            }
+            shard = shard_lock.lock();
+            if shard.releases == releases {
+                if let Some(id) = shard.reserved(account, key) {
+                    return Ok(Err(id));
+                }
+                break;
             }
         }
-        if let Some(id) = stored()? {
-            return Ok(Err(id));
-        }
-        // Not stored after all: reserve it, unless a request took it meanwhile.
-        let mut shard = shard_lock.lock();
-        if let Some(id) = shard.get(&account).and_then(|keys| keys.get(key)) {
-            return Ok(Err(*id));
-        }
         let id = fresh();
-        shard
-            .entry(account)
-            .or_default()
-            .insert(key.to_string(), id);
+        shard.reserve(account, key, id);
         Ok(Ok(id))
     }
 
     pub fn release(&self, account: u32, key: &str) {
         let mut shard = self.shards[account as usize % SHARDS].lock();
-        if let Some(keys) = shard.get_mut(&account) {
+        shard.releases += 1;
+        if let Some(keys) = shard.keys.get_mut(&account) {
             keys.remove(key);
             if keys.is_empty() {
-                shard.remove(&account);
+                shard.keys.remove(&account);
             }
         }
     }
@@ -342,5 +378,64 @@ impl Shared {
 
     pub fn next_request_id(&self) -> u64 {
         self.model.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reservations;
+    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+
+    /// B looks its key up in the store without the lock; meanwhile A reserves the same key,
+    /// commits it and releases it. B's look (from before A's commit) found nothing: the
+    /// release makes B look again, and B gets A's id instead of booking the key twice.
+    #[test]
+    fn a_key_released_during_an_unlocked_lookup_is_looked_up_again() {
+        let r = Reservations::default();
+        let stored = parking_lot::Mutex::new(None);
+        let looks = AtomicU32::new(0);
+        let b = r.reserve(
+            1,
+            "k",
+            || true,
+            || {
+                if looks.fetch_add(1, SeqCst) == 0 {
+                    let a = r.reserve(1, "k", || false, || Ok(None), || 7).expect("a");
+                    assert_eq!(a, Ok(7));
+                    *stored.lock() = Some(7);
+                    r.release(1, "k");
+                    return Ok(None);
+                }
+                Ok(*stored.lock())
+            },
+            || 99,
+        );
+        assert_eq!(b.expect("b"), Err(7));
+        assert_eq!(looks.load(SeqCst), 2);
+    }
+
+    /// A shard that keeps releasing gets two looks without the lock, then one with it.
+    #[test]
+    fn a_busy_shard_ends_with_a_locked_lookup() {
+        let r = Reservations::default();
+        let looks = AtomicU32::new(0);
+        let got = r.reserve(
+            1,
+            "k",
+            || true,
+            || {
+                // The first two looks run unlocked: another key of the shard is released.
+                if looks.fetch_add(1, SeqCst) < 2 {
+                    r.release(1, "other");
+                }
+                Ok(None)
+            },
+            || 5,
+        );
+        assert_eq!(got.expect("reserve"), Ok(5));
+        assert_eq!(looks.load(SeqCst), 3);
+        // Reserved now: a repeat is in flight.
+        let again = r.reserve(1, "k", || false, || Ok(None), || 6);
+        assert_eq!(again.expect("again"), Err(5));
     }
 }

@@ -219,6 +219,8 @@ impl TestServer {
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
+        // A completed credit's 201 is what the user then reads.
+        self.assert_request_reads_back(user, &v).await;
     }
 
     pub async fn order(&self, user: &User, body: Value) -> (StatusCode, Value) {
