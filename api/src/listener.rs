@@ -119,6 +119,22 @@ fn send_to_store(tx: &Sender<StoreMsg>, model: &ReadModel, msg: StoreMsg) -> boo
 /// The store thread: commits queued batches, several per transaction, `applied_seq` in the
 /// same transaction. A failure stops the writes (the store stays at its last good batch, the
 /// journal replays the rest at the next start) and fails the reads that wait for it.
+/// Fills an index of used idempotency keys ([`crate::state::client_key`] of `(account, key)`)
+/// from a query that yields `(account, key)` rows.
+fn load_used_keys(
+    conn: &Connection,
+    sql: &str,
+    ids: &mut std::collections::HashSet<u64>,
+) -> rusqlite::Result<()> {
+    let mut st = conn.prepare(sql)?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (account, key) = row?;
+        ids.insert(crate::state::client_key(account, &key));
+    }
+    Ok(())
+}
+
 fn store_thread(conn: Connection, rx: Receiver<StoreMsg>, model: Arc<ReadModel>) {
     let mut failed = false;
     let mut latest: HashMap<u64, (usize, usize)> = HashMap::new();
@@ -322,24 +338,16 @@ impl HistoryListener {
                 pending.insert(r.id, r);
             }
         }
-        {
-            let mut ids = model.client_ids.write();
-            let mut st = conn.prepare("SELECT account, client_id FROM orders")?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
-            for row in rows {
-                let (a, c) = row?;
-                ids.insert(crate::state::client_key(a, &c));
-            }
-        }
-        {
-            let mut ids = model.external_ids.write();
-            let mut st = conn.prepare("SELECT account, external_id FROM requests")?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
-            for row in rows {
-                let (a, e) = row?;
-                ids.insert(crate::state::client_key(a, &e));
-            }
-        }
+        load_used_keys(
+            &conn,
+            "SELECT account, client_id FROM orders",
+            &mut model.client_ids.write(),
+        )?;
+        load_used_keys(
+            &conn,
+            "SELECT account, external_id FROM requests",
+            &mut model.external_ids.write(),
+        )?;
         *model.markets.write() = markets.clone();
         model.set_stored(applied);
         let writer = store::open(path)?;
