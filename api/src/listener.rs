@@ -116,9 +116,6 @@ fn send_to_store(tx: &Sender<StoreMsg>, model: &ReadModel, msg: StoreMsg) -> boo
     true
 }
 
-/// The store thread: commits queued batches, several per transaction, `applied_seq` in the
-/// same transaction. A failure stops the writes (the store stays at its last good batch, the
-/// journal replays the rest at the next start) and fails the reads that wait for it.
 /// Fills an index of used idempotency keys ([`crate::state::client_key`] of `(account, key)`)
 /// from a query that yields `(account, key)` rows.
 fn load_used_keys(
@@ -135,6 +132,9 @@ fn load_used_keys(
     Ok(())
 }
 
+/// The store thread: commits queued batches, several per transaction, `applied_seq` in the
+/// same transaction. A failure stops the writes (the store stays at its last good batch, the
+/// journal replays the rest at the next start) and fails the reads that wait for it.
 fn store_thread(conn: Connection, rx: Receiver<StoreMsg>, model: Arc<ReadModel>) {
     let mut failed = false;
     let mut latest: HashMap<u64, (usize, usize)> = HashMap::new();

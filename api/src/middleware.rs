@@ -1,5 +1,6 @@
 //! The middleware every route (the feed's included) runs through: request ids, problem
-//! rendering, the head limits ([`crate::request_head`]), the body limit, per-client rate limits and request metrics.
+//! rendering, the head limits ([`crate::request_head`]), the body limit, per-client rate
+//! limits and request metrics.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};

@@ -90,6 +90,13 @@ pub fn client_key(account: u32, client_id: &str) -> u64 {
     h.finish()
 }
 
+/// Whether `(account, key)` may be in a used-keys index ([`ReadModel::client_ids`],
+/// [`ReadModel::external_ids`]): false means surely new, true is settled by the store (a hit
+/// may be a hash collision).
+pub fn may_be_used(ids: &RwLock<HashSet<u64>>, account: u32, key: &str) -> bool {
+    ids.read().contains(&client_key(account, key))
+}
+
 impl ReadModel {
     /// The history store thread committed everything up to `seq`.
     pub fn set_stored(&self, seq: u64) {

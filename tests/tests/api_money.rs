@@ -148,13 +148,7 @@ async fn money_scenario_and_restart() {
         .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(e["code"], "INSUFFICIENT_FUNDS");
-    let (st, e) = s
-        .post(
-            "/v1/wallet/withdrawals",
-            Some(&a.token),
-            &json!({"currency":"BTC","amount":"0.01","externalId":"w1","destination":"x"}),
-        )
-        .await;
+    let (st, e) = s.withdrawal_dup(&a).await;
     assert_eq!(st, StatusCode::CONFLICT);
     assert_eq!(e["code"], "DUPLICATE_EXTERNAL_ID");
     assert_eq!(e["existingId"], wd["id"]);
@@ -229,13 +223,7 @@ async fn money_scenario_and_restart() {
     let (st, e) = s.limit_dup(&a).await;
     assert_eq!(st, StatusCode::CONFLICT, "{e}");
     // An externalId used before the restart is still used (the index is loaded at start).
-    let (st, e) = s
-        .post(
-            "/v1/wallet/withdrawals",
-            Some(&a.token),
-            &json!({"currency":"BTC","amount":"0.01","externalId":"w1","destination":"x"}),
-        )
-        .await;
+    let (st, e) = s.withdrawal_dup(&a).await;
     assert_eq!(st, StatusCode::CONFLICT, "{e}");
     assert_eq!(e["existingId"], wd["id"], "{e}");
     let next = s
@@ -248,11 +236,22 @@ async fn money_scenario_and_restart() {
 
 trait Dup {
     async fn limit_dup(&self, a: &User) -> (StatusCode, Value);
+    /// A withdrawal that repeats the externalId `w1`.
+    async fn withdrawal_dup(&self, a: &User) -> (StatusCode, Value);
 }
 
 impl Dup for TestServer {
     async fn limit_dup(&self, a: &User) -> (StatusCode, Value) {
         self.order(a, json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"1000","clientId":"b1"}))
             .await
+    }
+
+    async fn withdrawal_dup(&self, a: &User) -> (StatusCode, Value) {
+        self.post(
+            "/v1/wallet/withdrawals",
+            Some(&a.token),
+            &json!({"currency":"BTC","amount":"0.01","externalId":"w1","destination":"x"}),
+        )
+        .await
     }
 }

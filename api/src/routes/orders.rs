@@ -205,10 +205,7 @@ pub async fn orders_create(
         client_id.as_str(),
         // Most keys are new: the in-memory index of used keys says so without SQLite, and
         // a used key stays used.
-        || {
-            let key = crate::state::client_key(account, client_id.as_str());
-            state.model.client_ids.read().contains(&key)
-        },
+        || crate::state::may_be_used(&state.model.client_ids, account, client_id.as_str()),
         || {
             Ok(state
                 .store

@@ -136,10 +136,7 @@ pub async fn request_create(
             a,
             external_id,
             // Most keys are new: the in-memory index of used keys says so without SQLite.
-            || {
-                let key = crate::state::client_key(a, external_id);
-                state.model.external_ids.read().contains(&key)
-            },
+            || crate::state::may_be_used(&state.model.external_ids, a, external_id),
             || {
                 Ok(state
                     .store
