@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::auth::{self, ALL_SCOPES};
 use crate::config::Config;
 use crate::listener::HistoryListener;
-use crate::state::{AppState, ReadModel, Reservations, Shared};
+use crate::state::{AppState, ReadModel, Shared};
 use crate::store::{self, Store};
 
 /// Recovers the engine, opens the store and prepares the state (markets and admin included).
@@ -50,8 +50,8 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         model: model.clone(),
         store: Store::open(&db, 4, model.clone())?,
         tokens: Default::default(),
-        client_ids: Reservations::default(),
-        external_ids: Reservations::default(),
+        client_ids: Arc::default(),
+        external_ids: Arc::default(),
         request_lock: tokio::sync::Mutex::new(()),
         metrics: Default::default(),
         rate,

@@ -200,22 +200,36 @@ const SHARDS: usize = 64;
 const UNLOCKED_LOOKUPS: u32 = 2;
 
 /// In-flight idempotency reservations, sharded by account. A key is reserved under its
-/// shard lock before the command is submitted, and dropped once the outcome is known: by
-/// then the store holds it (or the command was refused). Looked up by account then key, so a
-/// check allocates nothing (a reservation allocates its key once).
+/// shard lock before the command is submitted, and released once the pipeline has processed
+/// the command: the [`Reservation`] rides in the command's reply, which drops it after the
+/// listeners ran and before the handler hears the outcome ([`Shared::submit_reserved`]). By
+/// then the used-keys index holds the key if the command used it, and a refused command's
+/// key is free for a retry. The release does not depend on the handler: a client that hangs
+/// up drops the handler's future, not the reply. Looked up by account then key, so a check
+/// allocates nothing (a reservation allocates its key once).
 ///
 /// A key that may be in the store is looked up there with the shard lock released: the
 /// lookup waits for the history store to catch up (tens of milliseconds under load), and
 /// other requests of the shard's accounts, and the releases of finished ones, must not wait
-/// behind it on a lock that blocks their worker thread.
+/// behind it on a lock that blocks their worker thread. A release never waits for the shard
+/// lock at all (it runs on the pipeline's output thread): when the lock is taken, it is
+/// deferred to the lock's next holder, which applies it before reading the shard.
 #[derive(Debug)]
 pub struct Reservations {
-    shards: Vec<Mutex<Shard>>,
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    shard: Mutex<Shard>,
+    /// Releases made while `shard` was locked, for its next holder to apply.
+    deferred: Mutex<Vec<(u32, Arc<str>)>>,
+    any_deferred: AtomicBool,
 }
 
 #[derive(Debug, Default)]
 struct Shard {
-    keys: HashMap<u32, HashMap<String, u64>>,
+    keys: HashMap<u32, HashMap<Arc<str>, u64>>,
     /// Counts releases: a reserve that looked in the store without the lock starts over when
     /// a reservation of the shard was released meanwhile (its key may be in the store now,
     /// after the look).
@@ -230,19 +244,74 @@ impl Shard {
             .copied()
     }
 
-    fn reserve(&mut self, account: u32, key: &str, id: u64) {
+    fn reserve(&mut self, account: u32, key: &Arc<str>, id: u64) {
         self.keys
             .entry(account)
             .or_default()
-            .insert(key.to_string(), id);
+            .insert(key.clone(), id);
+    }
+
+    fn release(&mut self, account: u32, key: &str) {
+        self.releases += 1;
+        if let Some(keys) = self.keys.get_mut(&account) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.keys.remove(&account);
+            }
+        }
+    }
+}
+
+impl Slot {
+    /// The shard, locked, with the releases deferred meanwhile applied.
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Shard> {
+        let mut shard = self.shard.lock();
+        self.apply_deferred(&mut shard);
+        shard
+    }
+
+    fn apply_deferred(&self, shard: &mut Shard) {
+        // A load first: the flag's cache line is only written when there is work.
+        if self.any_deferred.load(Ordering::Acquire)
+            && self.any_deferred.swap(false, Ordering::AcqRel)
+        {
+            for (account, key) in self.deferred.lock().drain(..) {
+                shard.release(account, &key);
+            }
+        }
     }
 }
 
 impl Default for Reservations {
     fn default() -> Self {
         Reservations {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            slots: (0..SHARDS).map(|_| Slot::default()).collect(),
         }
+    }
+}
+
+/// A reserved key, released when dropped. Handed to [`Shared::submit_reserved`], it is
+/// dropped by the command's reply once the pipeline has processed the command (or with the
+/// command if it was never queued); dropped earlier, it releases at once.
+#[derive(Debug)]
+#[must_use = "dropping a reservation releases its key"]
+pub struct Reservation {
+    set: Arc<Reservations>,
+    account: u32,
+    key: Arc<str>,
+    id: u64,
+}
+
+impl Reservation {
+    /// The id reserved with the key.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.set.release(self.account, &self.key);
     }
 }
 
@@ -258,15 +327,15 @@ impl Reservations {
     /// store to hold that commit. After [`UNLOCKED_LOOKUPS`] such rounds the last look holds
     /// the lock (a busy shard releases all the time; a repeat key is rare).
     pub fn reserve(
-        &self,
+        self: &Arc<Self>,
         account: u32,
         key: &str,
         may_be_stored: impl Fn() -> bool,
         stored: impl Fn() -> ApiResult<Option<u64>>,
         fresh: impl FnOnce() -> u64,
-    ) -> ApiResult<Result<u64, u64>> {
-        let shard_lock = &self.shards[account as usize % SHARDS];
-        let mut shard = shard_lock.lock();
+    ) -> ApiResult<Result<Reservation, u64>> {
+        let slot = &self.slots[account as usize % SHARDS];
+        let mut shard = slot.lock();
         let mut tries = 0;
         loop {
             if let Some(id) = shard.reserved(account, key) {
@@ -278,7 +347,7 @@ impl Reservations {
             tries += 1;
             if tries > UNLOCKED_LOOKUPS {
                 // The shard keeps releasing (a busy account): look with the lock held, as
-                // nothing can then be released in between.
+                // nothing can then be released in between (releases meanwhile are deferred).
                 if let Some(id) = stored()? {
                     return Ok(Err(id));
                 }
@@ -289,7 +358,7 @@ impl Reservations {
             if let Some(id) = stored()? {
                 return Ok(Err(id));
             }
-            shard = shard_lock.lock();
+            shard = slot.lock();
             if shard.releases == releases {
                 if let Some(id) = shard.reserved(account, key) {
                     return Ok(Err(id));
@@ -298,18 +367,26 @@ impl Reservations {
             }
         }
         let id = fresh();
-        shard.reserve(account, key, id);
-        Ok(Ok(id))
+        let key: Arc<str> = Arc::from(key);
+        shard.reserve(account, &key, id);
+        Ok(Ok(Reservation {
+            set: self.clone(),
+            account,
+            key,
+            id,
+        }))
     }
 
-    pub fn release(&self, account: u32, key: &str) {
-        let mut shard = self.shards[account as usize % SHARDS].lock();
-        shard.releases += 1;
-        if let Some(keys) = shard.keys.get_mut(&account) {
-            keys.remove(key);
-            if keys.is_empty() {
-                shard.keys.remove(&account);
-            }
+    /// Releases `key` of `account` without waiting: applied now if the shard lock is free,
+    /// else by the lock's next holder (before it reads the shard).
+    fn release(&self, account: u32, key: &Arc<str>) {
+        let slot = &self.slots[account as usize % SHARDS];
+        if let Some(mut shard) = slot.shard.try_lock() {
+            slot.apply_deferred(&mut shard);
+            shard.release(account, key);
+        } else {
+            slot.deferred.lock().push((account, key.clone()));
+            slot.any_deferred.store(true, Ordering::Release);
         }
     }
 }
@@ -321,8 +398,8 @@ pub struct Shared {
     pub model: Arc<ReadModel>,
     pub store: Store,
     pub tokens: TokenCache,
-    pub client_ids: Reservations,
-    pub external_ids: Reservations,
+    pub client_ids: Arc<Reservations>,
+    pub external_ids: Arc<Reservations>,
     /// Request ids must reach the engine in increasing order: assign and submit under this.
     /// Async: a holder may wait for the history store (the externalId check), and the
     /// requests queued behind it must yield their worker, not block it.
@@ -349,17 +426,54 @@ impl Shared {
             .map_err(|_| ApiError::unavailable("the engine stopped"))
     }
 
+    /// [`Shared::submit`] of a command that uses the idempotency key `reservation` holds: the
+    /// key is released once the pipeline has processed the command, whether or not anyone
+    /// still waits for the outcome.
+    pub async fn submit_reserved(
+        &self,
+        command: Command,
+        reservation: Reservation,
+    ) -> ApiResult<Committed> {
+        let rx = self.submit_start_reserved(command, reservation)?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the engine stopped"))
+    }
+
     /// Submits without waiting (the caller awaits the receiver).
     pub fn submit_start(&self, command: Command) -> ApiResult<oneshot::Receiver<Committed>> {
+        self.submit_start_with(command, None)
+    }
+
+    /// [`Shared::submit_start`] releasing `reservation` once the command is processed (at
+    /// once if it could not be queued).
+    pub fn submit_start_reserved(
+        &self,
+        command: Command,
+        reservation: Reservation,
+    ) -> ApiResult<oneshot::Receiver<Committed>> {
+        self.submit_start_with(command, Some(reservation))
+    }
+
+    fn submit_start_with(
+        &self,
+        command: Command,
+        reservation: Option<Reservation>,
+    ) -> ApiResult<oneshot::Receiver<Committed>> {
         let (tx, rx) = oneshot::channel();
         let guard = self.pipeline.read();
         let Some(pipeline) = guard.as_ref() else {
             return Err(ApiError::unavailable("the engine is not running"));
         };
+        // The reply runs on the output thread after the listeners (the used-keys indexes hold
+        // the key if the command used it). A reply dropped unrun (a full ring, a stopped
+        // pipeline) releases the reservation too.
         pipeline
             .submit(
                 command,
                 Box::new(move |p: &Processed<'_>| {
+                    // Released before the outcome is sent: a retry after the reply finds
+                    // the key free or used, never still reserved.
+                    drop(reservation);
                     let _ = tx.send(Committed::from(p));
                 }),
             )
@@ -390,15 +504,17 @@ impl Shared {
 
 #[cfg(test)]
 mod tests {
-    use super::Reservations;
+    use super::{Reservations, SHARDS};
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    use std::time::Duration;
 
     /// B looks its key up in the store without the lock; meanwhile A reserves the same key,
     /// commits it and releases it. B's look (from before A's commit) found nothing: the
     /// release makes B look again, and B gets A's id instead of booking the key twice.
     #[test]
     fn a_key_released_during_an_unlocked_lookup_is_looked_up_again() {
-        let r = Reservations::default();
+        let r = Arc::new(Reservations::default());
         let stored = parking_lot::Mutex::new(None);
         let looks = AtomicU32::new(0);
         let b = r.reserve(
@@ -408,23 +524,24 @@ mod tests {
             || {
                 if looks.fetch_add(1, SeqCst) == 0 {
                     let a = r.reserve(1, "k", || false, || Ok(None), || 7).expect("a");
-                    assert_eq!(a, Ok(7));
+                    let a = a.expect("a reserves");
+                    assert_eq!(a.id(), 7);
                     *stored.lock() = Some(7);
-                    r.release(1, "k");
+                    drop(a);
                     return Ok(None);
                 }
                 Ok(*stored.lock())
             },
             || 99,
         );
-        assert_eq!(b.expect("b"), Err(7));
+        assert_eq!(b.expect("b").map(|r| r.id()), Err(7));
         assert_eq!(looks.load(SeqCst), 2);
     }
 
     /// A shard that keeps releasing gets two looks without the lock, then one with it.
     #[test]
     fn a_busy_shard_ends_with_a_locked_lookup() {
-        let r = Reservations::default();
+        let r = Arc::new(Reservations::default());
         let looks = AtomicU32::new(0);
         let got = r.reserve(
             1,
@@ -433,16 +550,76 @@ mod tests {
             || {
                 // The first two looks run unlocked: another key of the shard is released.
                 if looks.fetch_add(1, SeqCst) < 2 {
-                    r.release(1, "other");
+                    r.release(1, &Arc::from("other"));
                 }
                 Ok(None)
             },
             || 5,
         );
-        assert_eq!(got.expect("reserve"), Ok(5));
+        let got = got.expect("reserve").expect("reserved");
+        assert_eq!(got.id(), 5);
         assert_eq!(looks.load(SeqCst), 3);
         // Reserved now: a repeat is in flight.
         let again = r.reserve(1, "k", || false, || Ok(None), || 6);
-        assert_eq!(again.expect("again"), Err(5));
+        assert_eq!(again.expect("again").map(|r| r.id()), Err(5));
+        // Dropping the reservation releases the key.
+        drop(got);
+        let after = r.reserve(1, "k", || false, || Ok(None), || 7);
+        assert_eq!(after.expect("after").map(|r| r.id()), Ok(7));
+    }
+
+    /// A release (on the pipeline's output thread) never waits for the shard lock, which a
+    /// reserve may hold across a store lookup: it is deferred, and the lock's next holder
+    /// applies it before it reads the shard.
+    #[test]
+    fn a_release_never_waits_for_the_shard_lock() {
+        let r = Arc::new(Reservations::default());
+        let a = r
+            .reserve(1, "k", || false, || Ok(None), || 7)
+            .expect("a")
+            .expect("reserved");
+        // Account 1 + SHARDS shares the shard of account 1.
+        let other = 1 + SHARDS as u32;
+        let (looking_tx, looking_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                // A reserve whose store lookup holds the shard lock until told to finish.
+                r.reserve(
+                    other,
+                    "x",
+                    || true,
+                    || {
+                        looking_tx.send(()).expect("send");
+                        done_rx.recv().expect("recv");
+                        Ok(None)
+                    },
+                    || 8,
+                )
+                .expect("reserve")
+                .map(|r| r.id())
+            })
+        };
+        // The holder's first two looks are unlocked (and end at once); the third is locked.
+        for _ in 0..2 {
+            looking_rx.recv().expect("look");
+            r.release(other, &Arc::from("bump"));
+            done_tx.send(()).expect("go on");
+        }
+        looking_rx.recv().expect("locked look");
+        let (released_tx, released_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(a);
+            released_tx.send(()).expect("send");
+        });
+        released_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the release waited for the shard lock");
+        done_tx.send(()).expect("finish");
+        assert_eq!(holder.join().expect("holder"), Ok(8));
+        // The deferred release is applied by the next holder: the key is free again.
+        let again = r.reserve(1, "k", || false, || Ok(None), || 9);
+        assert_eq!(again.expect("again").map(|r| r.id()), Ok(9));
     }
 }

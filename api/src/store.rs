@@ -362,9 +362,15 @@ pub fn request_from_row(r: &Row<'_>) -> rusqlite::Result<RequestRec> {
     })
 }
 
+/// Inserts a new request, or updates a known one (same id) with what a decision changes:
+/// status, reason, updated time. An update rewrites the row in place, so the indexes are
+/// left alone, and a row is never replaced: a new id whose `(account, external_id)` is
+/// already stored is an error (`INSERT OR REPLACE` deleted the other request), and the
+/// columns a request is created with (its external id, account, amount...) never change.
 pub fn write_request(conn: &Connection, q: &RequestRec) -> rusqlite::Result<()> {
     let mut st = conn.prepare_cached(
-        "INSERT OR REPLACE INTO requests (id, external_id, account, kind, currency, amount, status, destination, reason, created_ns, updated_ns) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+        "INSERT INTO requests (id, external_id, account, kind, currency, amount, status, destination, reason, created_ns, updated_ns) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)
+         ON CONFLICT(id) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_ns = excluded.updated_ns",
     )?;
     st.execute(params![
         q.id as i64,

@@ -287,6 +287,23 @@ pub fn minor(s: &str) -> i128 {
     if neg { -v } else { v }
 }
 
+/// Calls `f` again while it answers 409 (a request with the same idempotency key still in
+/// flight), for up to five seconds; the last answer.
+pub async fn retry_while_conflict<F, Fut>(mut f: F) -> (StatusCode, Value)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (StatusCode, Value)>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, v) = f().await;
+        if status != StatusCode::CONFLICT || std::time::Instant::now() > deadline {
+            return (status, v);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 pub fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -305,6 +322,24 @@ impl TestServer {
         let res = self.http.get(self.url(path)).send().await.expect("request");
         let st = res.status();
         (st, res.text().await.expect("body"))
+    }
+
+    /// Writes `POST path` with a JSON body on a new connection and closes it at once, without
+    /// reading the reply: a client that hangs up mid-request. The server drops the handler
+    /// when it sees the connection close, which is before the reply unless the command was
+    /// processed faster than the close arrived.
+    pub async fn post_and_hang_up(&self, path: &str, token: &str, body: &Value) {
+        use tokio::io::AsyncWriteExt;
+        let addr = self.base.trim_start_matches("http://");
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let body = body.to_string();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tcp.write_all(request.as_bytes()).await.expect("write");
+        drop(tcp);
     }
 }
 

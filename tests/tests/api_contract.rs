@@ -2180,6 +2180,39 @@ async fn request_head_limits_and_stray_queries_are_problems() {
         let r = call(&s, Method::GET, path, user, None, &[]).await;
         assert_problem(&r, VALIDATION_FAILED, path);
     }
+    // A method the route does not serve is a 405 with or without a query: the same problem
+    // and the same Allow header (the query is not what is wrong with the request).
+    let not_allowed = (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED");
+    for (method, path) in [
+        (Method::PUT, "/v1/orders"),
+        (Method::PUT, "/v1/pairs"),
+        (Method::DELETE, "/v1/wallet"),
+        (Method::PATCH, "/v1/orders/1"),
+        (Method::GET, "/v1/users"),
+        (Method::POST, "/v1/pairs/BTC_SEK/book"),
+    ] {
+        let plain = call(&s, method.clone(), path, user, None, &[]).await;
+        assert_problem(&plain, not_allowed, path);
+        let allow = plain.header("allow");
+        assert!(
+            allow.is_some_and(|a| !a.is_empty()),
+            "{method} {path}: no Allow"
+        );
+        let queried = format!("{path}?x=1");
+        let r = call(&s, method.clone(), &queried, user, None, &[]).await;
+        assert_problem(&r, not_allowed, &queried);
+        assert_eq!(r.header("allow"), allow, "{method} {queried}");
+        let without_id = |v: &Value| {
+            let mut v = v.clone();
+            v.as_object_mut().expect("problem").remove("requestId");
+            v
+        };
+        assert_eq!(
+            without_id(&r.body),
+            without_id(&plain.body),
+            "{method} {queried}"
+        );
+    }
     // A refused order with a stray query changes nothing: the clientId is still free.
     let order = json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"1000","clientId":"q1"});
     let r = call(

@@ -234,6 +234,90 @@ async fn money_scenario_and_restart() {
     s.stop().await;
 }
 
+/// Deposits and withdrawals whose client hangs up mid-request: the externalId is released
+/// once the engine has decided, not when the connection goes. A refused withdrawal's
+/// externalId is free again (it used to stay reserved until a restart, every retry a 409
+/// naming a request that never existed); a stored deposit's answers a 409 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_client_hung_up_keeps_its_external_id_only_if_stored() {
+    const N: usize = 8;
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    let withdrawal =
+        |ext: &str| json!({"currency":"BTC","amount":"0.5","externalId": ext,"destination":"x"});
+    // Alice holds nothing yet: the engine refuses every one of these.
+    for i in 0..N {
+        let body = withdrawal(&format!("w-gone-{i}"));
+        s.post_and_hang_up("/v1/wallet/withdrawals", &a.token, &body)
+            .await;
+    }
+    let post = |body: Value| {
+        let (s, token) = (&s, a.token.as_str());
+        async move { s.post("/v1/wallet/withdrawals", Some(token), &body).await }
+    };
+    for i in 0..N {
+        let ext = format!("w-gone-{i}");
+        // A 409 only while the first is still in flight.
+        let (st, v) = retry_while_conflict(|| post(withdrawal(&ext))).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{ext}: {v}");
+        assert_eq!(v["code"], "INSUFFICIENT_FUNDS", "{ext}: {v}");
+    }
+    s.fund(&admin, &a, "BTC", "10").await;
+    for i in 0..N {
+        let ext = format!("w-gone-{i}");
+        let w = s.request_withdrawal(&a, "BTC", "0.5", &ext, "x").await;
+        assert_eq!(w["status"], "pending", "{w}");
+    }
+    // Deposits are never refused: their externalIds stay taken by them.
+    let deposit = |ext: &str| json!({"currency":"SEK","amount":"10","externalId": ext});
+    for i in 0..N {
+        let body = deposit(&format!("d-kept-{i}"));
+        s.post_and_hang_up("/v1/wallet/deposits", &a.token, &body)
+            .await;
+    }
+    for i in 0..N {
+        let ext = format!("d-kept-{i}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let (st, v) = s
+                .post("/v1/wallet/deposits", Some(&a.token), &deposit(&ext))
+                .await;
+            if st == StatusCode::CREATED {
+                // The hung-up request was dropped before it was submitted: nothing stored.
+                break;
+            }
+            assert_eq!(st, StatusCode::CONFLICT, "{ext}: {v}");
+            assert_eq!(v["code"], "DUPLICATE_EXTERNAL_ID", "{ext}: {v}");
+            let id = v["existingId"].as_str().expect("existingId");
+            let path = format!("/v1/wallet/requests/{id}");
+            let (st, r) = s.get(&path, Some(&a.token)).await;
+            if st == StatusCode::OK {
+                assert_eq!(r["externalId"], ext.as_str(), "{r}");
+                break;
+            }
+            // Still in flight: its reply has not run yet.
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{ext}: request {id}: {r}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    // One request per externalId.
+    let l = s
+        .get_ok("/v1/wallet/withdrawals?limit=100", Some(&a.token))
+        .await;
+    assert_eq!(l["meta"]["totalCount"], N, "{l}");
+    // The deposits and the back office's credit that funded the withdrawals.
+    let l = s
+        .get_ok("/v1/wallet/deposits?limit=100", Some(&a.token))
+        .await;
+    assert_eq!(l["meta"]["totalCount"], N + 1, "{l}");
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}
+
 trait Dup {
     async fn limit_dup(&self, a: &User) -> (StatusCode, Value);
     /// A withdrawal that repeats the externalId `w1`.

@@ -295,6 +295,80 @@ async fn order_errors_change_nothing() {
     s.stop().await;
 }
 
+/// Orders whose client hangs up mid-request: the clientId is released once the engine has
+/// decided, not when the connection goes. A refused order's clientId is free again (it used
+/// to stay reserved until a restart, every retry a 409 naming an order that never existed);
+/// a booked one's answers a 409 naming the order, which exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_client_hung_up_keeps_its_client_id_only_if_booked() {
+    const N: usize = 8;
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    let order = |cid: &str| {
+        json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"1000",
+            "clientId": cid})
+    };
+    // Alice holds nothing yet: the engine refuses every one of these.
+    for i in 0..N {
+        let body = order(&format!("gone-{i}"));
+        s.post_and_hang_up("/v1/orders", &a.token, &body).await;
+    }
+    for i in 0..N {
+        let cid = format!("gone-{i}");
+        // A 409 only while the first is still in flight.
+        let (st, v) = retry_while_conflict(|| s.order(&a, order(&cid))).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{cid}: {v}");
+        assert_eq!(v["code"], "INSUFFICIENT_FUNDS", "{cid}: {v}");
+    }
+    s.fund(&admin, &a, "SEK", "100000").await;
+    for i in 0..N {
+        let v = s
+            .limit(&a, "BTC_SEK", "buy", "0.1", "1000", &format!("gone-{i}"))
+            .await;
+        assert_eq!(v["status"], "open", "{v}");
+    }
+    // Funded now: the engine books these, and their clientIds stay taken by them.
+    for i in 0..N {
+        let body = order(&format!("kept-{i}"));
+        s.post_and_hang_up("/v1/orders", &a.token, &body).await;
+    }
+    for i in 0..N {
+        let cid = format!("kept-{i}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let (st, v) = s.order(&a, order(&cid)).await;
+            if st == StatusCode::CREATED {
+                // The hung-up request was dropped before it was submitted: nothing booked.
+                break;
+            }
+            assert_eq!(st, StatusCode::CONFLICT, "{cid}: {v}");
+            assert_eq!(v["code"], "DUPLICATE_CLIENT_ID", "{cid}: {v}");
+            let id = v["orderId"].as_str().expect("orderId");
+            let (st, o) = s.get(&format!("/v1/orders/{id}"), Some(&a.token)).await;
+            if st == StatusCode::OK {
+                assert_eq!(o["clientId"], cid.as_str(), "{o}");
+                let by = s
+                    .get_ok(&format!("/v1/orders/by-client-id/{cid}"), Some(&a.token))
+                    .await;
+                assert_eq!(by["id"], id, "{by}");
+                break;
+            }
+            // Still in flight: its reply has not run yet.
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{cid}: order {id}: {o}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    // One order per clientId: the refused ones once each after funding, the kept ones once.
+    let l = s.get_ok("/v1/orders?limit=100", Some(&a.token)).await;
+    assert_eq!(l["meta"]["totalCount"], 2 * N, "{l}");
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_identical_orders_one_created() {
     let (s, admin, a, _b) = setup().await;

@@ -200,7 +200,7 @@ pub async fn orders_create(
 ) -> ApiResult<(StatusCode, Json<OrderJson>)> {
     let (pair, side, kind, stp, client_id) = build(&state, auth.account, &body)?;
     let account = auth.account.0;
-    let id = match state.client_ids.reserve(
+    let reservation = match state.client_ids.reserve(
         account,
         client_id.as_str(),
         // Most keys are new: the in-memory index of used keys says so without SQLite, and
@@ -213,7 +213,7 @@ pub async fn orders_create(
         },
         || state.next_order_id(),
     )? {
-        Ok(id) => id,
+        Ok(r) => r,
         Err(existing) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -223,6 +223,7 @@ pub async fn orders_create(
             .with("orderId", existing.to_string()));
         }
     };
+    let id = reservation.id();
     let place = PlaceOrder {
         id: OrderId(id),
         account: auth.account,
@@ -230,28 +231,24 @@ pub async fn orders_create(
         side,
         kind,
         stp,
-        client_id: client_id.clone(),
+        client_id,
     };
-    let result = state.submit(Command::Place(place.clone())).await;
-    let committed = match result {
-        Ok(c) => c,
-        Err(e) => {
-            state.client_ids.release(account, client_id.as_str());
-            return Err(e);
-        }
-    };
+    // The clientId is released once the pipeline has processed the order, even if this
+    // handler is dropped before (the client hung up): used if the order was booked, free
+    // again if it was refused.
+    let committed = state
+        .submit_reserved(Command::Place(place.clone()), reservation)
+        .await?;
     let mut rec = OrderRec::new(&place, committed.ts_ns);
     for ev in &committed.events {
         if let Event::Rejected { order, reason, .. } = ev
             && order.0 == id
             && *reason != RejectReason::PostOnlyWouldTake
         {
-            state.client_ids.release(account, client_id.as_str());
             return Err(ApiError::from_reject(*reason));
         }
         rec.apply(ev, committed.ts_ns);
     }
-    state.client_ids.release(account, client_id.as_str());
     let m = state.model.markets.read();
     Ok((StatusCode::CREATED, Json(order_json(&m, &rec))))
 }

@@ -132,7 +132,7 @@ pub async fn request_create(
     let rx = {
         // Request ids reach the engine in increasing order: assign and submit together.
         let _order = state.request_lock.lock().await;
-        let id = match state.external_ids.reserve(
+        let reservation = match state.external_ids.reserve(
             a,
             external_id,
             // Most keys are new: the in-memory index of used keys says so without SQLite.
@@ -144,7 +144,7 @@ pub async fn request_create(
             },
             || state.next_request_id(),
         )? {
-            Ok(id) => id,
+            Ok(r) => r,
             Err(existing) => {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -154,6 +154,7 @@ pub async fn request_create(
                 .with("existingId", existing.to_string()));
             }
         };
+        let id = reservation.id();
         let spec = RequestSpec {
             request: RequestId(id),
             account,
@@ -171,27 +172,24 @@ pub async fn request_create(
             RequestKind::Credit => Command::DepositCredited(Box::new(spec)),
             RequestKind::Withdrawal => Command::WithdrawalRequested(Box::new(spec)),
         };
-        match state.submit_start(command) {
-            Ok(rx) => (rx, id, reply_spec),
-            Err(e) => {
-                state.external_ids.release(a, external_id);
-                return Err(e);
-            }
-        }
+        // The externalId is released once the pipeline has processed the request, even if
+        // this handler is dropped before (the client hung up): used if the request was
+        // stored, free again if it was refused.
+        (
+            state.submit_start_reserved(command, reservation)?,
+            id,
+            reply_spec,
+        )
     };
     let (rx, id, spec) = rx;
-    let committed = rx.await;
-    let Ok(committed) = committed else {
-        state.external_ids.release(a, external_id);
-        return Err(ApiError::unavailable("the engine stopped"));
-    };
+    let committed = rx
+        .await
+        .map_err(|_| ApiError::unavailable("the engine stopped"))?;
     for ev in &committed.events {
         if let Event::RequestRefused { reason, .. } = ev {
-            state.external_ids.release(a, external_id);
             return Err(ApiError::from_reject(*reason));
         }
     }
-    state.external_ids.release(a, external_id);
     // The reply is built from the outcome, as an order's is: no wait for the history store.
     let status = committed.events.iter().find_map(|ev| match ev {
         Event::RequestUpdated {
