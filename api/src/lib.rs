@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod json_out;
 pub mod listener;
 pub mod metrics;
 pub mod middleware;

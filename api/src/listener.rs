@@ -623,8 +623,8 @@ impl HistoryListener {
         if rec.status == RequestStatus::Pending {
             self.pending.insert(rec.id, rec.clone());
         }
-        // Before the reply (and so before the handler drops its reservation): the key is
-        // always either reserved or known to be used.
+        // Before the completion callback releases the reservation (it runs after every
+        // listener): the key is always either reserved or known to be used.
         self.model
             .external_ids
             .write()

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use crate::auth::{ORDERS, ORDERS_READ, Scoped};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppQuery, DecimalKind, Paged, decimal, page};
+use crate::json_out::{self, JsonBytes};
 use crate::model::{FillJson, OrderJson, OrderRec, fill_json, order_json};
 use crate::state::AppState;
 use crate::store;
@@ -197,7 +198,7 @@ pub async fn orders_create(
     State(state): State<AppState>,
     Scoped(auth): Scoped<ORDERS>,
     AppJson(body): AppJson<OrderCreate>,
-) -> ApiResult<(StatusCode, Json<OrderJson>)> {
+) -> ApiResult<(StatusCode, JsonBytes)> {
     let (pair, side, kind, stp, client_id) = build(&state, auth.account, &body)?;
     let account = auth.account.0;
     let reservation = match state.client_ids.reserve(
@@ -250,7 +251,7 @@ pub async fn orders_create(
         rec.apply(ev, committed.ts_ns);
     }
     let m = state.model.markets.read();
-    Ok((StatusCode::CREATED, Json(order_json(&m, &rec))))
+    Ok((StatusCode::CREATED, json_out::order(&m, &rec)))
 }
 
 fn parse_id(s: &str) -> Option<u64> {
@@ -267,14 +268,14 @@ pub async fn orders_get(
     State(state): State<AppState>,
     Scoped(auth): Scoped<{ ORDERS | ORDERS_READ }>,
     Path(id): Path<String>,
-) -> ApiResult<Json<OrderJson>> {
+) -> ApiResult<JsonBytes> {
     let id = parse_id(&id).ok_or_else(ApiError::order_not_found)?;
     let o = state
         .store
         .read(|c| store::order_get(c, auth.account.0, id))?
         .ok_or_else(ApiError::order_not_found)?;
     let m = state.model.markets.read();
-    Ok(Json(order_json(&m, &o)))
+    Ok(json_out::order(&m, &o))
 }
 
 /// One order by its client id.
@@ -285,13 +286,13 @@ pub async fn orders_get_by_client_id(
     State(state): State<AppState>,
     Scoped(auth): Scoped<{ ORDERS | ORDERS_READ }>,
     Path(client_id): Path<String>,
-) -> ApiResult<Json<OrderJson>> {
+) -> ApiResult<JsonBytes> {
     let o = state
         .store
         .read(|c| store::order_by_client(c, auth.account.0, &client_id))?
         .ok_or_else(ApiError::order_not_found)?;
     let m = state.model.markets.read();
-    Ok(Json(order_json(&m, &o)))
+    Ok(json_out::order(&m, &o))
 }
 
 /// Cancels one order.
@@ -302,7 +303,7 @@ pub async fn orders_cancel(
     State(state): State<AppState>,
     Scoped(auth): Scoped<ORDERS>,
     Path(id): Path<String>,
-) -> ApiResult<Json<OrderJson>> {
+) -> ApiResult<JsonBytes> {
     let id = parse_id(&id).ok_or_else(ApiError::order_not_found)?;
     let account = auth.account.0;
     // The engine knows whether the order rests for this account: no store read first. A
@@ -329,7 +330,7 @@ pub async fn orders_cancel(
             .ok_or_else(ApiError::order_not_found)?,
     };
     let m = state.model.markets.read();
-    Ok(Json(order_json(&m, &o)))
+    Ok(json_out::order(&m, &o))
 }
 
 #[derive(Deserialize, Debug, Default)]
