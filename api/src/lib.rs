@@ -23,6 +23,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod used_keys;
 pub mod web;
 
 pub use config::Config;

@@ -121,7 +121,7 @@ fn send_to_store(tx: &Sender<StoreMsg>, model: &ReadModel, msg: StoreMsg) -> boo
 fn load_used_keys(
     conn: &Connection,
     sql: &str,
-    ids: &mut std::collections::HashSet<u64>,
+    ids: &crate::used_keys::UsedKeys,
 ) -> rusqlite::Result<()> {
     let mut st = conn.prepare(sql)?;
     let rows = st.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?)))?;
@@ -341,12 +341,12 @@ impl HistoryListener {
         load_used_keys(
             &conn,
             "SELECT account, client_id FROM orders",
-            &mut model.client_ids.write(),
+            &model.client_ids,
         )?;
         load_used_keys(
             &conn,
             "SELECT account, external_id FROM requests",
-            &mut model.external_ids.write(),
+            &model.external_ids,
         )?;
         *model.markets.write() = markets.clone();
         model.set_stored(applied);
@@ -417,13 +417,10 @@ impl HistoryListener {
                         && po.id == order
                     {
                         self.open.insert(order.0, OrderRec::new(po, ts));
-                        self.model
-                            .client_ids
-                            .write()
-                            .insert(crate::state::client_key(
-                                po.account.0,
-                                po.client_id.as_str(),
-                            ));
+                        self.model.client_ids.insert(crate::state::client_key(
+                            po.account.0,
+                            po.client_id.as_str(),
+                        ));
                         touched.push(order.0);
                         self.model.orders_total.fetch_add(1, Ordering::Relaxed);
                     }
@@ -435,13 +432,10 @@ impl HistoryListener {
                     {
                         let mut rec = OrderRec::new(po, ts);
                         rec.apply(event, ts);
-                        self.model
-                            .client_ids
-                            .write()
-                            .insert(crate::state::client_key(
-                                po.account.0,
-                                po.client_id.as_str(),
-                            ));
+                        self.model.client_ids.insert(crate::state::client_key(
+                            po.account.0,
+                            po.client_id.as_str(),
+                        ));
                         self.ops.push(Op::Order(rec.clone()));
                         finals.push(rec);
                     }
@@ -627,7 +621,6 @@ impl HistoryListener {
         // listener): the key is always either reserved or known to be used.
         self.model
             .external_ids
-            .write()
             .insert(crate::state::client_key(rec.account, &rec.external_id));
         self.ops.push(Op::Request(rec));
         Ok(())

@@ -1,7 +1,7 @@
 //! Shared state: the pipeline handle, the read models the history listener maintains, the
 //! id counters and the idempotency reservations.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,6 +12,8 @@ use engine::pipeline::Processed;
 use engine::{Balance, Command, Event};
 use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::oneshot;
+
+use crate::used_keys::UsedKeys;
 
 use crate::auth::TokenCache;
 use crate::config::Config;
@@ -60,10 +62,10 @@ pub struct ReadModel {
     /// [`client_key`] of every stored order's `(account, clientId)`: a miss means the key is
     /// new without asking SQLite (a hit, or a hash collision, is settled by the store).
     /// About 16 bytes per order ever placed, loaded at start.
-    pub client_ids: RwLock<HashSet<u64>>,
+    pub client_ids: UsedKeys,
     /// The same for every stored deposit or withdrawal request's `(account, externalId)`
     /// ([`client_key`] of them): a new externalId is reserved without waiting for SQLite.
-    pub external_ids: RwLock<HashSet<u64>>,
+    pub external_ids: UsedKeys,
     /// The last sequence the history store has committed ([`ReadModel::wait_stored`]).
     stored_seq: Mutex<u64>,
     stored_cv: Condvar,
@@ -93,8 +95,8 @@ pub fn client_key(account: u32, client_id: &str) -> u64 {
 /// Whether `(account, key)` may be in a used-keys index ([`ReadModel::client_ids`],
 /// [`ReadModel::external_ids`]): false means surely new, true is settled by the store (a hit
 /// may be a hash collision).
-pub fn may_be_used(ids: &RwLock<HashSet<u64>>, account: u32, key: &str) -> bool {
-    ids.read().contains(&client_key(account, key))
+pub fn may_be_used(ids: &UsedKeys, account: u32, key: &str) -> bool {
+    ids.contains(client_key(account, key))
 }
 
 impl ReadModel {
