@@ -21,7 +21,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_dir)?;
     let db = store::db_path(&config.data_dir);
     let model = Arc::new(ReadModel::default());
-    let feed = feed::Feed::open(feed::FeedConfig::default(), &config.data_dir)?;
+    let feed = feed::Feed::open(config.ws.feed_config()?, &config.data_dir)?;
     let publisher_feed = feed.clone();
     let listening_feed = feed.clone();
     let publisher = crate::state::PrivatePublisher {
