@@ -253,6 +253,10 @@ impl Shared {
         }
         self.failed.store(true, Ordering::Release);
         self.router.quiesce();
+        // Nothing queued will be sequenced now (the engine thread stops at its next turn,
+        // or has panicked): drop those commands' replies, so their submitters stop waiting
+        // and release what they hold. Never sequenced, they are not in the journal.
+        self.router.discard_queued();
         self.router.wake();
     }
 }

@@ -192,6 +192,20 @@ impl Router {
         }
     }
 
+    /// Drops every queued job unrun (after [`Router::quiesce`] on a failed pipeline): each
+    /// reply is dropped, so whoever waits on one hears that it will never come, instead of
+    /// waiting for a pipeline that will not sequence it. Returns how many were dropped.
+    pub fn discard_queued(&self) -> usize {
+        let mut n = 0;
+        for i in 0..self.ring_count() {
+            while let Some(job) = self.ring(i).pop() {
+                drop(job);
+                n += 1;
+            }
+        }
+        n
+    }
+
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
     }
