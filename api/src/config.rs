@@ -30,6 +30,23 @@ pub struct PairConfig {
     pub taker_fee_rate: String,
 }
 
+impl PairConfig {
+    /// The engine's spec of this pair (active), checked against the currencies in `m`.
+    pub fn spec(&self, m: &engine::markets::Markets) -> crate::error::ApiResult<engine::PairSpec> {
+        crate::routes::admin::pair_spec(
+            m,
+            &self.base,
+            &self.quote,
+            self.price_decimals,
+            self.amount_decimals,
+            &self.min_amount,
+            &self.maker_fee_rate,
+            &self.taker_fee_rate,
+            engine::PairStatus::Active,
+        )
+    }
+}
+
 /// Who may call `POST /v1/users`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -11,6 +11,7 @@
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use engine::Side;
 use engine::markets::Markets;
 
 use crate::model::{
@@ -108,24 +109,51 @@ fn push_ts_str(out: &mut Vec<u8>, ns: i64) {
     out.push(b'"');
 }
 
+/// What rendering an order or fill needs of its pair: price, amount and quote decimals, the
+/// symbol, and the fee currency's code and decimals (for the side). A pair never listed
+/// gives zeros and empty names: plain integers, as `model::order_json` renders it.
+struct PairFigures<'a> {
+    pd: u8,
+    ad: u8,
+    qd: u8,
+    symbol: &'a str,
+    fc: &'a str,
+    fd: u8,
+}
+
+fn figures(m: &Markets, pair: u16, side: Side) -> PairFigures<'_> {
+    match m.pair(engine::PairId(pair)) {
+        Some(p) => {
+            let (fc, fd) = fee_currency(m, p, side);
+            PairFigures {
+                pd: p.spec.price_decimals,
+                ad: p.spec.amount_decimals,
+                qd: p.quote_decimals,
+                symbol: p.symbol.as_str(),
+                fc,
+                fd,
+            }
+        }
+        None => PairFigures {
+            pd: 0,
+            ad: 0,
+            qd: 0,
+            symbol: "",
+            fc: "",
+            fd: 0,
+        },
+    }
+}
+
 fn write_order(out: &mut Vec<u8>, m: &Markets, o: &OrderRec) {
-    let p = m.pair(engine::PairId(o.pair));
-    let (pd, ad, qd, symbol) = p.map_or((0, 0, 0, ""), |p| {
-        (
-            p.spec.price_decimals,
-            p.spec.amount_decimals,
-            p.quote_decimals,
-            p.symbol.as_str(),
-        )
-    });
-    let (fc, fd) = p.map_or(("", 0), |p| fee_currency(m, p, o.side));
+    let pf = figures(m, o.pair, o.side);
     out.push(b'{');
     push_key(out, true, "id");
     push_id(out, o.id);
     push_key(out, false, "clientId");
     push_str(out, &o.client_id);
     push_key(out, false, "pair");
-    push_str(out, symbol);
+    push_str(out, pf.symbol);
     push_key(out, false, "side");
     push_str(out, side_str(o.side));
     push_key(out, false, "type");
@@ -135,25 +163,25 @@ fn write_order(out: &mut Vec<u8>, m: &Markets, o: &OrderRec) {
     push_key(out, false, "postOnly");
     out.extend_from_slice(if o.post_only { b"true" } else { b"false" });
     push_key(out, false, "price");
-    push_opt_units(out, o.price.map(u128::from), pd);
+    push_opt_units(out, o.price.map(u128::from), pf.pd);
     push_key(out, false, "amount");
-    push_opt_units(out, o.amount.map(u128::from), ad);
+    push_opt_units(out, o.amount.map(u128::from), pf.ad);
     push_key(out, false, "quoteAmount");
-    push_opt_units(out, o.quote_amount.map(u128::from), qd);
+    push_opt_units(out, o.quote_amount.map(u128::from), pf.qd);
     push_key(out, false, "filledAmount");
-    push_units_str(out, u128::from(o.filled), ad);
+    push_units_str(out, u128::from(o.filled), pf.ad);
     push_key(out, false, "filledQuoteAmount");
-    push_units_str(out, u128::from(o.filled_quote), qd);
+    push_units_str(out, u128::from(o.filled_quote), pf.qd);
     push_key(out, false, "averagePrice");
     push_opt_units(
         out,
         (o.filled > 0).then(|| o.value_sum / u128::from(o.filled)),
-        pd,
+        pf.pd,
     );
     push_key(out, false, "fee");
-    push_units_str(out, u128::from(o.fee), fd);
+    push_units_str(out, u128::from(o.fee), pf.fd);
     push_key(out, false, "feeCurrency");
-    push_str(out, fc);
+    push_str(out, pf.fc);
     push_key(out, false, "status");
     push_str(out, status_str(o.status));
     push_key(out, false, "rejectReason");
@@ -177,36 +205,26 @@ fn write_order(out: &mut Vec<u8>, m: &Markets, o: &OrderRec) {
 }
 
 fn write_fill(out: &mut Vec<u8>, m: &Markets, f: &FillRec) {
-    let p = m.pair(engine::PairId(f.pair));
-    // An unknown pair (never listed) shows plain integers, as `model::fill_json` does.
-    let (pd, ad, qd, symbol) = p.map_or((0, 0, 0, ""), |p| {
-        (
-            p.spec.price_decimals,
-            p.spec.amount_decimals,
-            p.quote_decimals,
-            p.symbol.as_str(),
-        )
-    });
-    let (fc, fd) = p.map_or(("", 0), |p| fee_currency(m, p, f.side));
+    let pf = figures(m, f.pair, f.side);
     out.push(b'{');
     push_key(out, true, "tradeId");
     push_id(out, f.trade_id);
     push_key(out, false, "orderId");
     push_id(out, f.order_id);
     push_key(out, false, "pair");
-    push_str(out, symbol);
+    push_str(out, pf.symbol);
     push_key(out, false, "side");
     push_str(out, side_str(f.side));
     push_key(out, false, "price");
-    push_units_str(out, u128::from(f.price), pd);
+    push_units_str(out, u128::from(f.price), pf.pd);
     push_key(out, false, "amount");
-    push_units_str(out, u128::from(f.amount), ad);
+    push_units_str(out, u128::from(f.amount), pf.ad);
     push_key(out, false, "quoteAmount");
-    push_units_str(out, u128::from(f.quote), qd);
+    push_units_str(out, u128::from(f.quote), pf.qd);
     push_key(out, false, "fee");
-    push_units_str(out, u128::from(f.fee), fd);
+    push_units_str(out, u128::from(f.fee), pf.fd);
     push_key(out, false, "feeCurrency");
-    push_str(out, fc);
+    push_str(out, pf.fc);
     push_key(out, false, "liquidity");
     push_str(out, if f.maker { "maker" } else { "taker" });
     push_key(out, false, "timestamp");
@@ -223,7 +241,7 @@ mod tests {
 
     /// The default currencies and pairs, as `bourse serve` lists them on an empty data dir.
     fn markets() -> Markets {
-        use engine::{Command, CurrencySpec, Engine, EngineLimits, PairStatus};
+        use engine::{Command, CurrencySpec, Engine, EngineLimits};
         let config = crate::config::Config::default();
         let mut engine = Engine::new(EngineLimits::default());
         let mut events = Vec::new();
@@ -238,18 +256,9 @@ mod tests {
             );
         }
         for p in &config.pairs {
-            let spec = crate::routes::admin::pair_spec(
-                &Markets::from_engine(&engine),
-                &p.base,
-                &p.quote,
-                p.price_decimals,
-                p.amount_decimals,
-                &p.min_amount,
-                &p.maker_fee_rate,
-                &p.taker_fee_rate,
-                PairStatus::Active,
-            )
-            .expect("the default pairs are valid");
+            let spec = p
+                .spec(&Markets::from_engine(&engine))
+                .expect("the default pairs are valid");
             engine.apply(&Command::AddPair(spec), &mut events);
         }
         let m = Markets::from_engine(&engine);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use engine::pipeline::{Durability, OutputListener, Pipeline, PipelineConfig};
-use engine::{Command, CurrencySpec, Event, PairStatus};
+use engine::{Command, CurrencySpec, Event};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -87,21 +87,9 @@ async fn bootstrap_markets(state: &AppState) -> anyhow::Result<()> {
         }
     }
     for p in &state.config.pairs {
-        let spec = {
-            let m = state.model.markets.read();
-            crate::routes::admin::pair_spec(
-                &m,
-                &p.base,
-                &p.quote,
-                p.price_decimals,
-                p.amount_decimals,
-                &p.min_amount,
-                &p.maker_fee_rate,
-                &p.taker_fee_rate,
-                PairStatus::Active,
-            )
-            .map_err(|e| anyhow::anyhow!("pair {}_{}: {}", p.base, p.quote, e.0.detail))?
-        };
+        let spec = p
+            .spec(&state.model.markets.read())
+            .map_err(|e| anyhow::anyhow!("pair {}_{}: {}", p.base, p.quote, e.0.detail))?;
         let done = state
             .submit(Command::AddPair(spec))
             .await
