@@ -87,7 +87,7 @@ fn serve(
         let listener = tokio::net::TcpListener::bind(config.bind).await?;
         tracing::info!(bind = %config.bind, data_dir = %config.data_dir.display(), "starting");
         let state = api::server::start(config).await?;
-        tracing::info!("listening");
+        tracing::info!(addr = %listener.local_addr()?, "listening");
         api::server::serve(state, listener, api::server::shutdown_signal()).await?;
         tracing::info!("stopped cleanly");
         Ok::<_, anyhow::Error>(())
