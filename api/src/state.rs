@@ -13,13 +13,12 @@ use engine::{Balance, Command, Event};
 use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::oneshot;
 
-use crate::used_keys::UsedKeys;
-
 use crate::auth::TokenCache;
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::used_keys::UsedKeys;
 use engine::pipeline::{Pipeline, SubmitError};
 
 /// Per-currency reconciliation figures the listener follows.
