@@ -142,6 +142,21 @@ impl TokenCache {
     }
 }
 
+impl TokenInfo {
+    /// What this token may read on the WebSocket: the same scopes as the REST reads of
+    /// orders and fills (`orders:read` or `orders`) and of the wallet (`wallet:read` or
+    /// `wallet`).
+    pub fn feed_grant(&self) -> feed::Grant {
+        feed::Grant {
+            account: AccountId(self.account),
+            scopes: feed::ReadScopes {
+                orders: self.scopes & (ORDERS | ORDERS_READ) != 0,
+                wallet: self.scopes & (WALLET | WALLET_READ) != 0,
+            },
+        }
+    }
+}
+
 /// Looks a bearer token up (cache, then the store).
 pub fn verify_token(state: &AppState, token: &str) -> Option<TokenInfo> {
     let hash = token_hash(token);

@@ -62,7 +62,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     let weak = Arc::downgrade(&state);
     feed.set_authenticator(Arc::new(move |token: &str| {
         let state = weak.upgrade()?;
-        auth::verify_token(&state, token).map(|t| engine::AccountId(t.account))
+        auth::verify_token(&state, token).map(|t| t.feed_grant())
     }));
     bootstrap_markets(&state).await?;
     bootstrap_admin(&state).await?;

@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod bus;
 pub mod candles;
+mod grant;
 pub mod l2;
 pub mod problem;
 mod read_gate;
@@ -30,6 +31,7 @@ use engine::AccountId;
 use engine::pipeline::{OutputListener, Processed};
 use parking_lot::{Mutex, RwLock};
 
+pub use grant::{Grant, ReadScopes};
 pub use l2::checksum_of;
 pub use rest::openapi;
 pub use state::Published;
@@ -166,8 +168,9 @@ impl PrivateChannel {
     }
 }
 
-/// Verifies a token and names its account.
-pub type Authenticator = Arc<dyn Fn(&str) -> Option<AccountId> + Send + Sync>;
+/// Verifies a token: its account and what it may read ([`Grant`]), or `None` for a token
+/// that is unknown or expired.
+pub type Authenticator = Arc<dyn Fn(&str) -> Option<Grant> + Send + Sync>;
 
 struct PrivateEntry {
     bus: Arc<bus::Bus>,

@@ -32,7 +32,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
-use engine::{AccountId, PairId};
+use engine::PairId;
 use futures::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
@@ -47,7 +47,7 @@ use crate::bus::{Bus, Cursor, Peek, RingRead, frame};
 use crate::candles::Interval;
 use crate::problem::Problem;
 use crate::read_gate::ReadGate;
-use crate::{Feed, FeedConfig, PrivateChannel};
+use crate::{Feed, FeedConfig, Grant, PrivateChannel};
 
 /// Close code for slow consumers and abuse.
 const POLICY: u16 = 1008;
@@ -211,7 +211,8 @@ struct Conn {
     last_write: Option<Instant>,
     hold: Pin<Box<tokio::time::Sleep>>,
     holding: bool,
-    account: Option<AccountId>,
+    /// The account and read scopes of the last token the `auth` op accepted.
+    grant: Option<Grant>,
     close: Option<(u16, &'static str)>,
     ended: bool,
     last_seen: Instant,
@@ -258,7 +259,7 @@ async fn run(feed: Feed, mut socket: Socket) {
         last_write: None,
         hold: Box::pin(tokio::time::sleep(Duration::ZERO)),
         holding: false,
-        account: None,
+        grant: None,
         close: None,
         ended: false,
         last_seen: now,
@@ -825,10 +826,18 @@ impl Conn {
         let mut targets = Vec::with_capacity(names.len());
         for name in &names {
             match self.parse_channel(name) {
-                Some(Target::Private(_)) if self.account.is_none() => {
-                    let msg = format!("channel {name} needs auth first");
-                    return self.error(id, "UNAUTHORIZED", &msg);
-                }
+                Some(Target::Private(pc)) => match self.grant {
+                    None => {
+                        let msg = format!("channel {name} needs auth first");
+                        return self.error(id, "UNAUTHORIZED", &msg);
+                    }
+                    // The REST rule (API.md): a valid token without the scope is FORBIDDEN.
+                    Some(g) if !g.may_read(pc) => {
+                        let msg = format!("channel {name} needs the scope {}", pc.read_scopes());
+                        return self.error(id, "FORBIDDEN", &msg);
+                    }
+                    Some(_) => targets.push((name.clone(), Target::Private(pc))),
+                },
                 Some(t) => targets.push((name.clone(), t)),
                 None => {
                     let msg = format!("unknown channel {name}");
@@ -858,10 +867,10 @@ impl Conn {
         self.remove(&name);
         match target {
             Target::Private(pc) => {
-                let Some(account) = self.account else {
+                let Some(grant) = self.grant.filter(|g| g.may_read(pc)) else {
                     return;
                 };
-                let cursor = self.feed.private_subscribe(account, pc);
+                let cursor = self.feed.private_subscribe(grant.account, pc);
                 self.subs.push(Sub {
                     name,
                     kind: Kind::Lossless,
@@ -926,6 +935,14 @@ impl Conn {
             return;
         };
         self.subs.remove(i);
+        self.forget_direct();
+    }
+
+    /// `direct` holds indexes into `subs`, kept across a write the socket did not take:
+    /// after a removal they may name another subscription or none. The next fill finds
+    /// what is pending again.
+    fn forget_direct(&mut self) {
+        self.direct.clear();
     }
 
     fn unsubscribe(&mut self, id: Value, names: Vec<String>) {
@@ -947,13 +964,19 @@ impl Conn {
             return self.error(id, "UNAUTHORIZED", "authentication is not available");
         };
         match auth(token) {
-            Some(account) => {
-                if self.account.is_some_and(|a| a != account) {
-                    for pc in ["orders", "fills", "wallet"] {
-                        self.remove(pc);
-                    }
+            Some(grant) => {
+                // The private subscriptions the new token may not read go: all of another
+                // account's, and those outside its scopes.
+                let same_account = self.grant.is_some_and(|g| g.account == grant.account);
+                let before = self.subs.len();
+                self.subs.retain(|s| {
+                    PrivateChannel::parse(&s.name)
+                        .is_none_or(|pc| same_account && grant.may_read(pc))
+                });
+                if self.subs.len() != before {
+                    self.forget_direct();
                 }
-                self.account = Some(account);
+                self.grant = Some(grant);
                 self.reply(json!({"op": "authenticated", "id": id}));
             }
             None => self.error(id, "UNAUTHORIZED", "invalid or expired token"),

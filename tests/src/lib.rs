@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod ws;
+
 pub use reqwest::StatusCode;
 pub use serde_json::{Value, json};
 

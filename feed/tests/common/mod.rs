@@ -15,7 +15,7 @@ use engine::{
     PairId, PairSpec, PairStatus, PlaceOrder, Price, RequestId, RequestSpec, SelfTradePrevention,
     Side, TimeInForce,
 };
-use feed::{Feed, FeedConfig, checksum_of};
+use feed::{Feed, FeedConfig, Grant, ReadScopes, checksum_of};
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -147,13 +147,20 @@ impl Harness {
         }
     }
 
-    /// Tokens `tokens` authenticate as their accounts; any other token is refused.
+    /// Tokens `tokens` authenticate as their accounts, with every read scope; any other
+    /// token is refused.
     pub fn accept_tokens(&self, tokens: &'static [(&'static str, u32)]) {
         self.feed.set_authenticator(Arc::new(move |t: &str| {
             tokens
                 .iter()
                 .find(|(tok, _)| *tok == t)
-                .map(|(_, a)| AccountId(*a))
+                .map(|(_, a)| Grant {
+                    account: AccountId(*a),
+                    scopes: ReadScopes {
+                        orders: true,
+                        wallet: true,
+                    },
+                })
         }));
     }
 

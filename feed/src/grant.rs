@@ -1,0 +1,77 @@
+//! What a WebSocket `auth` op grants: the account a token names and which of that account's
+//! private channels the token may read.
+//!
+//! The feed does not know the API's scope names or bits; the API's authenticator maps a
+//! verified token's scopes to [`ReadScopes`] with the same rule as its REST routes (API.md:
+//! order reads need `orders:read` or `orders`, wallet reads `wallet:read` or `wallet`), so a
+//! token is allowed on the WebSocket exactly what it is allowed on REST.
+
+use engine::AccountId;
+
+use crate::PrivateChannel;
+
+/// The read scopes of a token, as far as the private channels are concerned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadScopes {
+    /// Orders and fills (`orders:read` or `orders`).
+    pub orders: bool,
+    /// Wallet balances (`wallet:read` or `wallet`).
+    pub wallet: bool,
+}
+
+/// A verified token: its account and what it may read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub account: AccountId,
+    pub scopes: ReadScopes,
+}
+
+impl Grant {
+    /// Whether this token may subscribe to `channel` of its account.
+    pub fn may_read(&self, channel: PrivateChannel) -> bool {
+        match channel {
+            PrivateChannel::Orders | PrivateChannel::Fills => self.scopes.orders,
+            PrivateChannel::Wallet => self.scopes.wallet,
+        }
+    }
+}
+
+impl PrivateChannel {
+    /// The scopes of which a token needs one to read this channel (API.md's names).
+    pub fn read_scopes(self) -> &'static str {
+        match self {
+            PrivateChannel::Orders | PrivateChannel::Fills => "orders:read or orders",
+            PrivateChannel::Wallet => "wallet:read or wallet",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_private_channel_needs_its_own_read_scope() {
+        let grant = |orders, wallet| Grant {
+            account: AccountId(1),
+            scopes: ReadScopes { orders, wallet },
+        };
+        let all = [
+            PrivateChannel::Orders,
+            PrivateChannel::Fills,
+            PrivateChannel::Wallet,
+        ];
+        let readable = |g: Grant| {
+            all.into_iter()
+                .filter(|&c| g.may_read(c))
+                .collect::<Vec<_>>()
+        };
+        assert!(readable(grant(false, false)).is_empty());
+        assert_eq!(
+            readable(grant(true, false)),
+            [PrivateChannel::Orders, PrivateChannel::Fills]
+        );
+        assert_eq!(readable(grant(false, true)), [PrivateChannel::Wallet]);
+        assert_eq!(readable(grant(true, true)), all);
+    }
+}

@@ -1,0 +1,122 @@
+//! The WebSocket's private channels honour the token's scopes exactly as REST does
+//! (API.md): `orders` and `fills` need `orders:read` or `orders`, `wallet` needs
+//! `wallet:read` or `wallet`. A token without the scope authenticates, but its subscribe
+//! gets a `FORBIDDEN` error naming the scope, nothing of it is subscribed, and the
+//! connection stays open. A re-auth with a narrower token drops the subscriptions it may
+//! not read.
+
+use bourse_tests::ws::{connect, next_text, request};
+use bourse_tests::*;
+use tokio::net::TcpStream;
+
+/// A new connection authenticated with `token`.
+async fn authenticated(s: &TestServer, token: &str) -> TcpStream {
+    let mut ws = connect(&s.base).await;
+    auth(&mut ws, 1, token).await;
+    ws
+}
+
+async fn auth(ws: &mut TcpStream, id: u64, token: &str) {
+    let r = request(ws, id, json!({"op": "auth", "id": id, "token": token})).await;
+    assert_eq!(r, json!({"op": "authenticated", "id": id}));
+}
+
+async fn subscribe(ws: &mut TcpStream, id: u64, channels: &[&str]) -> Value {
+    request(
+        ws,
+        id,
+        json!({"op": "subscribe", "id": id, "channels": channels}),
+    )
+    .await
+}
+
+async fn subscribed(ws: &mut TcpStream, id: u64, channels: &[&str]) {
+    let r = subscribe(ws, id, channels).await;
+    assert_eq!(
+        r,
+        json!({"op": "subscribed", "id": id, "channels": channels})
+    );
+}
+
+/// The subscribe is refused for want of `scope` (named in the message).
+async fn forbidden(ws: &mut TcpStream, id: u64, channels: &[&str], scope: &str) {
+    let r = subscribe(ws, id, channels).await;
+    assert_eq!(r["op"], "error", "{channels:?}: {r}");
+    assert_eq!(r["id"], id, "{r}");
+    assert_eq!(r["code"], "FORBIDDEN", "{channels:?}: {r}");
+    let message = r["message"].as_str().expect("message");
+    assert!(message.contains(scope), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_channels_need_the_tokens_read_scope() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    // Two subscriptions per connection: a refused subscribe that had subscribed anything
+    // would make the next subscribe of two channels one too many.
+    config.ws.max_subscriptions = 2;
+    let s = TestServer::start_with(config).await;
+    let admin = s.admin_token().await;
+    let user = s.register("scoped").await;
+    let token = |scope: &'static str| {
+        let s = &s;
+        let user = &user;
+        async move {
+            let (status, v) = s.token(&user.client_id, &user.secret, Some(scope)).await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+            assert_eq!(v["scope"], scope, "{v}");
+            v["access_token"].as_str().expect("token").to_string()
+        }
+    };
+
+    // transactions:read only: every private channel is refused, alone or with a public one.
+    {
+        let mut ws = authenticated(&s, &token("transactions:read").await).await;
+        forbidden(&mut ws, 2, &["orders"], "orders:read").await;
+        forbidden(&mut ws, 3, &["fills"], "orders:read").await;
+        forbidden(&mut ws, 4, &["wallet"], "wallet:read").await;
+        forbidden(&mut ws, 5, &["ticker:BTC_SEK", "orders"], "orders:read").await;
+        subscribed(&mut ws, 6, &["trades:BTC_SEK", "trades:ETH_SEK"]).await;
+    }
+    // orders:read: orders and fills, not the wallet.
+    {
+        let mut ws = authenticated(&s, &token("orders:read").await).await;
+        forbidden(&mut ws, 2, &["wallet"], "wallet:read").await;
+        forbidden(&mut ws, 3, &["orders", "wallet"], "wallet:read").await;
+        subscribed(&mut ws, 4, &["orders", "fills"]).await;
+    }
+    // wallet:read: the wallet, not orders or fills; and the wallet's data flows.
+    {
+        let mut ws = authenticated(&s, &token("wallet:read").await).await;
+        forbidden(&mut ws, 2, &["orders"], "orders:read").await;
+        forbidden(&mut ws, 3, &["fills"], "orders:read").await;
+        subscribed(&mut ws, 4, &["wallet"]).await;
+        s.fund(&admin, &user, "SEK", "100.00").await;
+        let m = next_text(&mut ws).await;
+        assert_eq!(m["channel"], "wallet", "{m}");
+        assert_eq!(m["data"]["currency"], "SEK", "{m}");
+        assert_eq!(m["data"]["total"], "100.00", "{m}");
+    }
+    // The write scopes include the reads.
+    for (scope, channels) in [
+        ("orders", &["orders", "fills"][..]),
+        ("wallet", &["wallet"]),
+    ] {
+        let mut ws = authenticated(&s, &token(scope).await).await;
+        subscribed(&mut ws, 2, channels).await;
+    }
+    // Re-auth with a narrower token: the wallet subscription goes, orders stays (so one
+    // more channel fits the limit of two, and only one).
+    {
+        let mut ws = authenticated(&s, &user.token).await;
+        subscribed(&mut ws, 2, &["orders", "wallet"]).await;
+        auth(&mut ws, 3, &token("orders:read").await).await;
+        subscribed(&mut ws, 4, &["ticker:BTC_SEK"]).await;
+        let r = subscribe(&mut ws, 5, &["trades:BTC_SEK"]).await;
+        assert_eq!(
+            r["code"], "LIMIT_EXCEEDED",
+            "orders is still subscribed: {r}"
+        );
+    }
+    s.stop().await;
+}
