@@ -16,6 +16,10 @@ use crate::listener::HistoryListener;
 use crate::state::{AppState, ReadModel, Shared};
 use crate::store::{self, Store};
 
+/// How much longer than a connection's close grace the shutdown waits for the WebSocket
+/// connections to end (their tasks need a moment to be scheduled after the grace).
+const WS_CLOSE_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Recovers the engine, opens the store and prepares the state (markets and admin included).
 pub async fn start(config: Config) -> anyhow::Result<AppState> {
     std::fs::create_dir_all(&config.data_dir)?;
@@ -56,6 +60,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         metrics: Default::default(),
         rate,
         feed_router: Mutex::new(Some((feed.router(), feed::openapi()))),
+        feed: feed.clone(),
         shutting_down: AtomicBool::new(false),
         config,
     });
@@ -158,7 +163,8 @@ async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves until `shutdown` resolves, then drains and stops the pipeline (final snapshot).
+/// Serves until `shutdown` resolves, then drains: HTTP requests finish, WebSocket
+/// connections are closed with 1001 (Going Away), and the pipeline stops (final snapshot).
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
@@ -178,8 +184,16 @@ pub async fn serve(
     .with_graceful_shutdown(async move {
         shutdown.await;
         st.shutting_down.store(true, Ordering::Release);
+        // Upgraded connections are not requests the HTTP drain waits for: close them now,
+        // alongside it.
+        st.feed.close_connections();
     })
     .await?;
+    // Each connection's close handshake is bounded by its close grace.
+    let limit = state.feed.config().close_grace + WS_CLOSE_SLACK;
+    if !state.feed.connections_closed(limit).await {
+        tracing::warn!("WebSocket connections still open after {limit:?}; stopping anyway");
+    }
     stop_pipeline(&state).await
 }
 

@@ -408,6 +408,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub rate: crate::middleware::RateLimiter,
     pub feed_router: Mutex<Option<(axum::Router, utoipa::openapi::OpenApi)>>,
+    /// The market data feed: its WebSocket connections are closed on shutdown.
+    pub feed: feed::Feed,
     pub shutting_down: AtomicBool,
 }
 

@@ -15,6 +15,7 @@ pub mod l2;
 pub mod problem;
 mod read_gate;
 mod rest;
+mod shutdown;
 pub mod state;
 pub mod store;
 pub mod views;
@@ -185,6 +186,8 @@ pub(crate) struct Inner {
     private: Mutex<HashMap<(AccountId, PrivateChannel), PrivateEntry>>,
     pub(crate) authenticator: RwLock<Option<Authenticator>>,
     pub(crate) connections: AtomicUsize,
+    /// The open connections, told to close with 1001 when the server shuts down.
+    pub(crate) shutdown: Arc<shutdown::Shutdown>,
     /// WebSocket writes (system calls) and the bytes they took, since the start.
     pub(crate) ws_writes: WriteCounters,
     /// The thread that publishes book changes left pending after a batch once
@@ -256,6 +259,7 @@ impl Feed {
                 private: Mutex::new(HashMap::new()),
                 authenticator: RwLock::new(None),
                 connections: AtomicUsize::new(0),
+                shutdown: Arc::default(),
                 ws_writes: WriteCounters::default(),
                 book_flusher: std::sync::OnceLock::new(),
             }),
@@ -372,6 +376,20 @@ impl Feed {
     /// Sets the token check of the WebSocket `auth` op.
     pub fn set_authenticator(&self, f: Authenticator) {
         *self.inner.authenticator.write() = Some(f);
+    }
+
+    /// Starts closing every WebSocket connection with 1001 (Going Away), behind what its
+    /// socket already holds; an upgrade from now on gets a 503 problem. Returns at once:
+    /// [`Feed::connections_closed`] waits for the connections to finish. For the server's
+    /// graceful shutdown (its HTTP drain does not wait for upgraded connections).
+    pub fn close_connections(&self) {
+        self.inner.shutdown.start();
+    }
+
+    /// Waits, at most `limit`, until every WebSocket connection has ended (its close
+    /// handshake done, or its `close_grace` over); whether they all have.
+    pub async fn connections_closed(&self, limit: Duration) -> bool {
+        self.inner.shutdown.closed(limit).await
     }
 
     /// Sends `data` (a REST object) to `account`'s connections subscribed to `channel`.

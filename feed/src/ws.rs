@@ -18,6 +18,9 @@
 //! 1008. A cursor overtaken by its ring (`channel_capacity`) is treated the same way. A
 //! socket that takes nothing for `stall_timeout`, or more than `max_resyncs_per_min` book
 //! resyncs, also closes with 1008. The output thread never waits for a connection.
+//!
+//! When the server shuts down ([`crate::Feed::close_connections`]) every connection closes
+//! with 1001 (Going Away) the same way, and upgrades are refused ([`crate::shutdown`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::future::{Future, poll_fn};
@@ -47,8 +50,11 @@ use crate::bus::{Bus, Cursor, Peek, RingRead, frame};
 use crate::candles::Interval;
 use crate::problem::Problem;
 use crate::read_gate::ReadGate;
+use crate::shutdown::StopSignal;
 use crate::{Feed, FeedConfig, Grant, PrivateChannel};
 
+/// Close code for a server going down (and for an idle peer).
+const GOING_AWAY: u16 = 1001;
 /// Close code for slow consumers and abuse.
 const POLICY: u16 = 1008;
 /// Close code for a client message too large to read at all.
@@ -123,6 +129,14 @@ pub(crate) async fn ws_upgrade(State(feed): State<Feed>, mut req: Request) -> Re
         )
         .into_response();
     }
+    let Some(registration) = feed.inner.shutdown.register() else {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "the server is shutting down",
+        )
+        .into_response();
+    };
     tokio::spawn(async move {
         let _guard = guard;
         let Ok(upgraded) = on_upgrade.await else {
@@ -140,7 +154,9 @@ pub(crate) async fn ws_upgrade(State(feed): State<Feed>, mut req: Request) -> Re
             Some(config),
         )
         .await;
-        run(feed, socket).await;
+        run(feed, socket, registration.signal()).await;
+        // Dropped only now, after the close handshake: the server's shutdown waits for it.
+        drop(registration);
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -221,6 +237,8 @@ struct Conn {
     rate_count: u32,
     resync_window: Instant,
     resyncs: u32,
+    /// Set when the server shuts down: the connection closes with 1001.
+    stop: StopSignal,
 }
 
 enum Ev {
@@ -233,7 +251,7 @@ enum Ev {
     Stop,
 }
 
-async fn run(feed: Feed, mut socket: Socket) {
+async fn run(feed: Feed, mut socket: Socket, stop: StopSignal) {
     let cfg = feed.inner.config.clone();
     let now = Instant::now();
     let tick_every = [
@@ -268,6 +286,7 @@ async fn run(feed: Feed, mut socket: Socket) {
         rate_count: 0,
         resync_window: now,
         resyncs: 0,
+        stop,
     };
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -359,6 +378,10 @@ impl Conn {
         tick: &mut tokio::time::Interval,
     ) -> Poll<Ev> {
         if self.close.is_some() || self.ended {
+            return Poll::Ready(Ev::Stop);
+        }
+        if self.stop.requested(cx) {
+            self.shut(GOING_AWAY, "server shutting down");
             return Poll::Ready(Ev::Stop);
         }
         if tick.poll_tick(cx).is_ready() {
@@ -673,7 +696,7 @@ impl Conn {
             self.wpos = 0;
         }
         if now.duration_since(self.last_seen) > self.cfg.idle_timeout {
-            self.shut(1001, "idle timeout");
+            self.shut(GOING_AWAY, "idle timeout");
             return;
         }
         if now.duration_since(self.last_ping) >= self.cfg.ping_interval {

@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 
 /// Opcode of a text frame.
 pub const TEXT: u8 = 0x1;
+/// Opcode of a close frame.
+pub const CLOSE: u8 = 0x8;
 
 /// Sends the upgrade request for `GET /v1/ws` to the server at `base` (`http://HOST:PORT`)
 /// and reads the response head: its status, the stream and the head's text.
@@ -133,4 +135,28 @@ pub async fn request(s: &mut TcpStream, id: u64, msg: Value) -> Value {
     assert_eq!(msg["id"], id, "{msg}");
     send(s, &msg).await;
     reply(s, id).await
+}
+
+/// The code of the server's close frame, reading (and discarding) what comes before it
+/// for up to `within`: `None` when the connection ends or the time runs out without one.
+pub async fn close_code(s: &mut TcpStream, within: Duration) -> Option<u16> {
+    tokio::time::timeout(within, async {
+        loop {
+            let (opcode, payload) = read_frame(s).await.ok()?;
+            if opcode == CLOSE {
+                return Some(u16::from_be_bytes([*payload.first()?, *payload.get(1)?]));
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Answers the server's close frame (code 1000), as RFC 6455 section 5.5.1 asks.
+pub async fn close_reply(s: &mut TcpStream) {
+    // A peer that has gone already is fine: the close was answered or is moot.
+    let _ = s
+        .write_all(&client_frame(CLOSE, &1000u16.to_be_bytes()))
+        .await;
 }

@@ -118,5 +118,6 @@ async fn private_channels_need_the_tokens_read_scope() {
             "orders is still subscribed: {r}"
         );
     }
+    // Every client has hung up: the stop does not wait for one to answer its close frame.
     s.stop().await;
 }
