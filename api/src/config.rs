@@ -71,7 +71,11 @@ pub struct WsConfig {
     pub max_inbound_per_sec: u32,
     /// Largest inbound message in bytes; larger gets `PAYLOAD_TOO_LARGE`.
     pub max_message_bytes: usize,
-    /// Outbound messages a connection may have unread before it counts as slow.
+    /// Outbound messages a connection may have unread before it counts as slow (at most
+    /// [`MAX_QUEUE_BOUND`]). A connection's queue is its backlog in the channels' shared
+    /// rings, so this also sizes every ring: at least the feed's default capacity, and
+    /// never less than this bound (a ring smaller than it would lose the messages the
+    /// bound allows a connection to be behind).
     pub queue_bound: usize,
     /// Writes per second all connections together aim to stay under (0: no floor).
     pub max_writes_per_sec: u32,
@@ -103,11 +107,18 @@ impl Default for WsConfig {
     }
 }
 
+/// The largest `ws.queue_bound`. Every channel's ring holds its last `queue_bound`
+/// messages (an index of 24 bytes per message allocated up front for each ring, public and
+/// private, plus the frames themselves), so the bound is memory on every channel whether or
+/// not a client is slow. 65,536 is 16 times the default: 1.5 MiB of index per ring, and
+/// over 6 s of backlog on a channel carrying 10,000 messages/s.
+pub const MAX_QUEUE_BOUND: usize = 65_536;
+
 impl WsConfig {
     /// The feed's settings, or what is wrong with these: every limit must admit at least one
-    /// (a zero would refuse every connection, subscription or message), pings must come
-    /// before the idle timeout closes a quiet but live peer, and a message must fit one
-    /// subscribe request.
+    /// (a zero would refuse every connection, subscription or message), the queue bound at
+    /// most [`MAX_QUEUE_BOUND`], pings must come before the idle timeout closes a quiet but
+    /// live peer, and a message must fit one subscribe request.
     pub fn feed_config(&self) -> anyhow::Result<feed::FeedConfig> {
         let positive = [
             ("max_connections", self.max_connections as u64),
@@ -121,6 +132,11 @@ impl WsConfig {
             anyhow::ensure!(v > 0, "ws.{name} must be at least 1");
         }
         anyhow::ensure!(
+            self.queue_bound <= MAX_QUEUE_BOUND,
+            "ws.queue_bound ({}) must be at most {MAX_QUEUE_BOUND}",
+            self.queue_bound
+        );
+        anyhow::ensure!(
             self.max_message_bytes >= 256,
             "ws.max_message_bytes must be at least 256"
         );
@@ -131,18 +147,22 @@ impl WsConfig {
             self.ping_interval_secs
         );
         let secs = std::time::Duration::from_secs;
+        let defaults = feed::FeedConfig::default();
         Ok(feed::FeedConfig {
             max_connections: self.max_connections,
             max_subscriptions: self.max_subscriptions,
             max_inbound_per_sec: self.max_inbound_per_sec,
             max_message_bytes: self.max_message_bytes,
             queue_bound: self.queue_bound,
+            // A backlog is only bounded by `queue_bound` while the ring still holds it: a
+            // cursor overtaken by its ring counts as slow however small its bound.
+            channel_capacity: defaults.channel_capacity.max(self.queue_bound),
             max_writes_per_sec: self.max_writes_per_sec,
             ping_interval: secs(self.ping_interval_secs),
             idle_timeout: secs(self.idle_timeout_secs),
             stall_timeout: secs(self.stall_timeout_secs),
             book_interval: std::time::Duration::from_millis(self.book_interval_ms),
-            ..feed::FeedConfig::default()
+            ..defaults
         })
     }
 }
@@ -358,5 +378,41 @@ mod tests {
             .contains("ws.idle_timeout_secs")
         );
         assert!(toml::from_str::<Config>("[ws]\nmax_conections = 1\n").is_err());
+    }
+
+    /// A queue bound above the rings' default capacity takes effect: the rings grow with it
+    /// (a cursor more than a ring's capacity behind counts as slow whatever the bound, so a
+    /// larger bound in smaller rings did nothing). Past the maximum it is refused by name.
+    #[test]
+    fn the_channel_rings_hold_at_least_the_queue_bound() {
+        let default_capacity = feed::FeedConfig::default().channel_capacity;
+        let with_bound = |queue_bound: usize| {
+            let c: Config = toml::from_str(&format!("[ws]\nqueue_bound = {queue_bound}\n"))
+                .expect("valid file");
+            c.ws.feed_config()
+        };
+        for bound in [
+            1,
+            64,
+            default_capacity,
+            default_capacity + 1,
+            MAX_QUEUE_BOUND,
+        ] {
+            let f = with_bound(bound).expect("a valid bound");
+            assert_eq!(f.queue_bound, bound);
+            assert!(
+                f.channel_capacity >= bound,
+                "queue_bound {bound} in rings of {}",
+                f.channel_capacity
+            );
+            assert!(f.channel_capacity >= default_capacity, "{bound}");
+        }
+        assert_eq!(
+            with_bound(10_000).expect("valid").channel_capacity,
+            10_000,
+            "the rings grow no more than the bound needs"
+        );
+        let err = with_bound(MAX_QUEUE_BOUND + 1).expect_err("over the maximum");
+        assert!(err.to_string().contains("ws.queue_bound"), "{err}");
     }
 }
