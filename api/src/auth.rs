@@ -153,6 +153,7 @@ impl TokenInfo {
                 orders: self.scopes & (ORDERS | ORDERS_READ) != 0,
                 wallet: self.scopes & (WALLET | WALLET_READ) != 0,
             },
+            expires_ns: self.expires_ns,
         }
     }
 }

@@ -4,7 +4,9 @@
 //! The feed does not know the API's scope names or bits; the API's authenticator maps a
 //! verified token's scopes to [`ReadScopes`] with the same rule as its REST routes (API.md:
 //! order reads need `orders:read` or `orders`, wallet reads `wallet:read` or `wallet`), so a
-//! token is allowed on the WebSocket exactly what it is allowed on REST.
+//! token is allowed on the WebSocket exactly what it is allowed on REST, and for as long:
+//! a grant carries the token's expiry, after which its private subscriptions end (the
+//! connection's once-a-second housekeeping) and a subscribe is refused until a new `auth`.
 
 use engine::AccountId;
 
@@ -24,9 +26,16 @@ pub struct ReadScopes {
 pub struct Grant {
     pub account: AccountId,
     pub scopes: ReadScopes,
+    /// When the token stops being valid, Unix time in nanoseconds.
+    pub expires_ns: i64,
 }
 
 impl Grant {
+    /// Whether the token has expired at `now_ns` (Unix time in nanoseconds).
+    pub fn expired(&self, now_ns: i64) -> bool {
+        now_ns >= self.expires_ns
+    }
+
     /// Whether this token may subscribe to `channel` of its account.
     pub fn may_read(&self, channel: PrivateChannel) -> bool {
         match channel {
@@ -46,6 +55,13 @@ impl PrivateChannel {
     }
 }
 
+/// The wall clock as Unix time in nanoseconds (the unit of [`Grant::expires_ns`]).
+pub fn unix_now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +71,7 @@ mod tests {
         let grant = |orders, wallet| Grant {
             account: AccountId(1),
             scopes: ReadScopes { orders, wallet },
+            expires_ns: i64::MAX,
         };
         let all = [
             PrivateChannel::Orders,
@@ -73,5 +90,20 @@ mod tests {
         );
         assert_eq!(readable(grant(false, true)), [PrivateChannel::Wallet]);
         assert_eq!(readable(grant(true, true)), all);
+    }
+
+    #[test]
+    fn a_grant_expires_at_its_tokens_expiry() {
+        let g = Grant {
+            account: AccountId(1),
+            scopes: ReadScopes::default(),
+            expires_ns: 1_000,
+        };
+        assert!(!g.expired(999));
+        assert!(g.expired(1_000));
+        assert!(
+            unix_now_ns() > 1_700_000_000_000_000_000,
+            "the clock reads Unix time"
+        );
     }
 }

@@ -32,7 +32,7 @@ use engine::AccountId;
 use engine::pipeline::{OutputListener, Processed};
 use parking_lot::{Mutex, RwLock};
 
-pub use grant::{Grant, ReadScopes};
+pub use grant::{Grant, ReadScopes, unix_now_ns};
 pub use l2::checksum_of;
 pub use rest::openapi;
 pub use state::Published;

@@ -685,6 +685,28 @@ impl Conn {
         self.reply(json!({"op": "error", "id": id, "code": code, "message": message}));
     }
 
+    /// A token's grant lasts as long as the token (REST refuses it from then on too): once
+    /// it has expired, the private subscriptions end, the connection is told with an
+    /// `UNAUTHORIZED` error (id null), and it stays open for public channels or a new `auth`.
+    fn end_expired_grant(&mut self) {
+        let Some(grant) = self.grant else { return };
+        if !grant.expired(crate::grant::unix_now_ns()) {
+            return;
+        }
+        self.grant = None;
+        let before = self.subs.len();
+        self.subs
+            .retain(|s| PrivateChannel::parse(&s.name).is_none());
+        if self.subs.len() != before {
+            self.forget_direct();
+        }
+        self.error(
+            Value::Null,
+            "UNAUTHORIZED",
+            "the token has expired: private channels ended; auth again with a new token",
+        );
+    }
+
     fn housekeeping(&mut self) {
         let now = Instant::now();
         // Idle: give back what a burst made the write buffer grow to. Here (once a tick)
@@ -699,6 +721,7 @@ impl Conn {
             self.shut(GOING_AWAY, "idle timeout");
             return;
         }
+        self.end_expired_grant();
         if now.duration_since(self.last_ping) >= self.cfg.ping_interval {
             self.last_ping = now;
             self.push_control(Bytes::from(frame(0x9, &[])));
@@ -854,7 +877,12 @@ impl Conn {
                         let msg = format!("channel {name} needs auth first");
                         return self.error(id, "UNAUTHORIZED", &msg);
                     }
-                    // The REST rule (API.md): a valid token without the scope is FORBIDDEN.
+                    // The REST rules (API.md): an expired token is UNAUTHORIZED, a valid
+                    // one without the scope FORBIDDEN.
+                    Some(g) if g.expired(crate::grant::unix_now_ns()) => {
+                        let msg = format!("channel {name}: the token has expired, auth again");
+                        return self.error(id, "UNAUTHORIZED", &msg);
+                    }
                     Some(g) if !g.may_read(pc) => {
                         let msg = format!("channel {name} needs the scope {}", pc.read_scopes());
                         return self.error(id, "FORBIDDEN", &msg);

@@ -121,3 +121,64 @@ async fn private_channels_need_the_tokens_read_scope() {
     // Every client has hung up: the stop does not wait for one to answer its close frame.
     s.stop().await;
 }
+
+/// A WebSocket grant lasts as long as its token: once the token has expired (REST answers
+/// 401 from then on), the private subscriptions end with an `UNAUTHORIZED` error of id null,
+/// a private subscribe is refused, public channels go on, and a new token's `auth` restores
+/// what it may read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_channels_end_when_the_token_expires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.token_ttl_secs = 2;
+    // Two subscriptions per connection: a third is only possible once `orders` has gone.
+    config.ws.max_subscriptions = 2;
+    let s = TestServer::start_with(config).await;
+    let user = s.register("expiring").await;
+    let (status, v) = s.token(&user.client_id, &user.secret, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let token = v["access_token"].as_str().expect("token").to_string();
+
+    let mut ws = authenticated(&s, &token).await;
+    subscribed(&mut ws, 2, &["orders", "ticker:BTC_SEK"]).await;
+
+    // The token lives 2 s; the connection looks once a second.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(6), async {
+        loop {
+            let v = next_text(&mut ws).await;
+            if v["op"] == "error" {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("the expiry is announced within 6 s");
+    assert_eq!(ended["id"], Value::Null, "{ended}");
+    assert_eq!(ended["code"], "UNAUTHORIZED", "{ended}");
+    let (status, _) = s.get("/v1/orders", Some(&token)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "REST refuses the token too"
+    );
+
+    let r = subscribe(&mut ws, 3, &["fills"]).await;
+    assert_eq!(r["code"], "UNAUTHORIZED", "{r}");
+    // `orders` has gone, `ticker:BTC_SEK` stays: room for exactly one more.
+    subscribed(&mut ws, 6, &["trades:BTC_SEK"]).await;
+    unsubscribe_trades(&mut ws, 7).await;
+    let (status, v) = s.token(&user.client_id, &user.secret, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    auth(&mut ws, 4, v["access_token"].as_str().expect("token")).await;
+    subscribed(&mut ws, 5, &["orders"]).await;
+}
+
+async fn unsubscribe_trades(ws: &mut TcpStream, id: u64) {
+    let r = request(
+        ws,
+        id,
+        json!({"op": "unsubscribe", "id": id, "channels": ["trades:BTC_SEK"]}),
+    )
+    .await;
+    assert_eq!(r["op"], "unsubscribed", "{r}");
+}

@@ -160,6 +160,7 @@ impl Harness {
                         orders: true,
                         wallet: true,
                     },
+                    expires_ns: i64::MAX,
                 })
         }));
     }
