@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use base64::Engine as _;
 use engine::AccountId;
@@ -142,6 +143,14 @@ impl TokenCache {
     }
 }
 
+/// A bearer token the cache holds and that has not expired (never asks the store).
+pub fn cached_token(state: &AppState, token: &str) -> Option<TokenInfo> {
+    state
+        .tokens
+        .get(&token_hash(token))
+        .filter(|info| info.expires_ns > crate::model::now_ns())
+}
+
 /// Looks a bearer token up (cache, then the store).
 pub fn verify_token(state: &AppState, token: &str) -> Option<TokenInfo> {
     let hash = token_hash(token);
@@ -201,8 +210,14 @@ impl Auth {
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header (the scheme in any case).
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?;
+    bearer_in(&parts.headers)
+}
+
+/// [`bearer`] of a header map.
+pub fn bearer_in(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(axum::http::header::AUTHORIZATION)?;
     let v = v.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme

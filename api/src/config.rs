@@ -158,7 +158,9 @@ pub struct Config {
     pub deposit_auto_approve: bool,
     pub registration: Registration,
     pub token_ttl_secs: u64,
-    /// Requests per second per client (token or IP); 0 disables the limit.
+    /// Requests per second per client ([`crate::rate_limit`]: an authenticated request's
+    /// account, otherwise, and for the token endpoint always, the peer address); 0 disables
+    /// the limit.
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
     /// Argon2 memory cost for client secrets (KiB).

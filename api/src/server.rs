@@ -44,7 +44,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         tokio::task::spawn_blocking(move || Pipeline::start(pcfg, Box::new(listeners))).await??;
     tracing::info!(last_seq = pipeline.last_seq(), "engine recovered");
     let rate =
-        crate::middleware::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
+        crate::rate_limit::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
     let state = Arc::new(Shared {
         pipeline: RwLock::new(Some(pipeline)),
         model: model.clone(),

@@ -406,7 +406,7 @@ pub struct Shared {
     /// requests queued behind it must yield their worker, not block it.
     pub request_lock: tokio::sync::Mutex<()>,
     pub metrics: Metrics,
-    pub rate: crate::middleware::RateLimiter,
+    pub rate: crate::rate_limit::RateLimiter,
     pub feed_router: Mutex<Option<(axum::Router, utoipa::openapi::OpenApi)>>,
     pub shutting_down: AtomicBool,
 }
