@@ -15,6 +15,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::config::ConfigError;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -71,6 +72,15 @@ pub fn random_client_id() -> String {
 
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// The argon2 costs of client secrets (one lane), or why argon2 refuses them.
+pub fn argon2_params(memory_kib: u32, iterations: u32) -> Result<Params, ConfigError> {
+    Params::new(memory_kib, iterations, 1, None).map_err(|e| ConfigError::Argon2 {
+        memory_kib,
+        iterations,
+        reason: e.to_string(),
+    })
 }
 
 fn argon(memory_kib: u32, iterations: u32) -> Argon2<'static> {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use engine::pipeline::{Durability, OutputListener, Pipeline, PipelineConfig};
+use engine::pipeline::{OutputListener, Pipeline, PipelineConfig};
 use engine::{Command, CurrencySpec, Event};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
@@ -18,6 +18,7 @@ use crate::store::{self, Store};
 
 /// Recovers the engine, opens the store and prepares the state (markets and admin included).
 pub async fn start(config: Config) -> anyhow::Result<AppState> {
+    config.validate()?;
     std::fs::create_dir_all(&config.data_dir)?;
     let db = store::db_path(&config.data_dir);
     let model = Arc::new(ReadModel::default());
@@ -34,10 +35,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     };
     let history = HistoryListener::open(&db, model.clone(), Some(publisher))?;
     let mut pcfg = PipelineConfig::new(&config.data_dir);
-    pcfg.durability = match config.durability.as_str() {
-        "none" => Durability::None,
-        _ => Durability::Fsync,
-    };
+    pcfg.durability = config.durability.into();
     pcfg.ring_capacity = config.ring_capacity;
     let listeners: Vec<Box<dyn OutputListener>> = vec![Box::new(history), feed.listener()];
     let pipeline =
