@@ -124,6 +124,16 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
         "bourse_orders_total {}",
         model.orders_total.load(Ordering::Relaxed)
     );
+    let _ = writeln!(
+        out,
+        "# HELP bourse_auth_secret_verifications_total Argon2 client secret verifications (unknown clients included)."
+    );
+    let _ = writeln!(out, "# TYPE bourse_auth_secret_verifications_total counter");
+    let _ = writeln!(
+        out,
+        "bourse_auth_secret_verifications_total {}",
+        shared.secrets.verifications()
+    );
     let _ = writeln!(out, "# TYPE bourse_trades_total counter");
     let _ = writeln!(
         out,

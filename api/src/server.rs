@@ -19,6 +19,9 @@ use crate::store::{self, Store};
 /// Recovers the engine, opens the store and prepares the state (markets and admin included).
 pub async fn start(config: Config) -> anyhow::Result<AppState> {
     config.validate()?;
+    let (memory, iterations) = (config.argon2_memory_kib, config.argon2_iterations);
+    let secrets =
+        tokio::task::spawn_blocking(move || auth::ClientSecrets::new(memory, iterations)).await??;
     std::fs::create_dir_all(&config.data_dir)?;
     let db = store::db_path(&config.data_dir);
     let model = Arc::new(ReadModel::default());
@@ -48,6 +51,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         model: model.clone(),
         store: Store::open(&db, 4, model.clone())?,
         tokens: Default::default(),
+        secrets,
         client_ids: Arc::default(),
         external_ids: Arc::default(),
         request_lock: tokio::sync::Mutex::new(()),
@@ -114,9 +118,10 @@ async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
         })?;
         let account = match existing {
             Some((user, phc, scopes)) => {
-                let check = secret.clone();
+                let (check, st) = (secret.clone(), state.clone());
                 let same =
-                    tokio::task::spawn_blocking(move || auth::verify_secret(&check, &phc)).await?;
+                    tokio::task::spawn_blocking(move || st.secrets.verify(&check, Some(&phc)))
+                        .await?;
                 if same && scopes == ALL_SCOPES {
                     return Ok(());
                 }

@@ -399,6 +399,8 @@ pub struct Shared {
     pub model: Arc<ReadModel>,
     pub store: Store,
     pub tokens: TokenCache,
+    /// Hashes and verifies client secrets (argon2).
+    pub secrets: crate::auth::ClientSecrets,
     pub client_ids: Arc<Reservations>,
     pub external_ids: Arc<Reservations>,
     /// Request ids must reach the engine in increasing order: assign and submit under this.

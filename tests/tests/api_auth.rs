@@ -301,3 +301,34 @@ async fn token_endpoint_is_limited_per_address_not_per_credentials() {
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
     s.stop().await;
 }
+
+/// `bourse_auth_secret_verifications_total` from `/metrics`.
+async fn secret_verifications(s: &TestServer) -> u64 {
+    let (_, m) = s.get_text("/metrics").await;
+    m.lines()
+        .find_map(|l| l.strip_prefix("bourse_auth_secret_verifications_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no verification counter in {m}"))
+}
+
+/// An unknown client id costs one argon2 verification like a wrong secret does (against a
+/// dummy hash), so the token endpoint's timing does not tell which client ids exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_client_costs_an_argon2_verification_like_a_wrong_secret() {
+    let s = TestServer::start().await;
+    let a = s.register("alice").await;
+    let before = secret_verifications(&s).await;
+    let (st, e) = s.token(&a.client_id, "wrong", None).await;
+    assert_eq!(
+        (st, &e["error"]),
+        (StatusCode::UNAUTHORIZED, &json!("invalid_client"))
+    );
+    assert_eq!(secret_verifications(&s).await, before + 1);
+    let (st, e) = s.token("no-such-client", "wrong", None).await;
+    assert_eq!(
+        (st, &e["error"]),
+        (StatusCode::UNAUTHORIZED, &json!("invalid_client"))
+    );
+    assert_eq!(secret_verifications(&s).await, before + 2);
+    s.stop().await;
+}
