@@ -154,7 +154,7 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
     let status = response.status().as_u16();
     response.headers_mut().insert(REQUEST_ID_HEADER, id);
     state.metrics.record(
-        method.as_str(),
+        &method,
         route.as_ref().map_or("unmatched", MatchedPath::as_str),
         status,
         started.elapsed().as_micros() as u64,

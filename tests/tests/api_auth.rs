@@ -332,3 +332,32 @@ async fn an_unknown_client_costs_an_argon2_verification_like_a_wrong_secret() {
     assert_eq!(secret_verifications(&s).await, before + 2);
     s.stop().await;
 }
+
+/// A made-up HTTP method is counted under `method="other"`: the label once carried any
+/// method a client sent, so each made-up name added series to `/metrics` without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_label_made_up_methods_other() {
+    let s = TestServer::start().await;
+    for path in ["/v1/pairs", "/v1/no-such-route"] {
+        let method = reqwest::Method::from_bytes(b"FROBNICATE").unwrap();
+        let res = s.http.request(method, s.url(path)).send().await.unwrap();
+        assert!(res.status().is_client_error(), "{}", res.status());
+    }
+    let (st, _) = s.get("/v1/pairs", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, m) = s.get_text("/metrics").await;
+    assert!(!m.contains("FROBNICATE"), "{m}");
+    let other: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("bourse_http_requests_total{method=\"other\""))
+        .collect();
+    assert_eq!(other.len(), 2, "one series per route: {m}");
+    assert!(
+        other
+            .iter()
+            .any(|l| l.contains("route=\"/v1/pairs\"") && l.ends_with(" 1")),
+        "{other:?}"
+    );
+    assert!(m.contains("bourse_http_requests_total{method=\"GET\",route=\"/v1/pairs\""));
+    s.stop().await;
+}
