@@ -96,6 +96,9 @@ pub enum ConfigError {
         set: &'static str,
         missing: &'static str,
     },
+    /// `max_orders_per_book` outside what the engine accepts.
+    #[error("max_orders_per_book = {0}: expected 1 to {max}", max = engine::MAX_ORDERS_PER_BOOK)]
+    MaxOrdersPerBook(u32),
     /// Argon2 refuses these costs for client secrets.
     #[error(
         "argon2_memory_kib = {memory_kib}, argon2_iterations = {iterations}: {reason} \
@@ -219,6 +222,11 @@ pub struct Config {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub ring_capacity: usize,
+    /// Most resting orders one book may hold (1 to [`engine::MAX_ORDERS_PER_BOOK`]); a GTC
+    /// order meeting a full book is refused with a 503. Applied at start by a journaled
+    /// command when it differs from the engine's (so a replay of the journal meets every
+    /// order under the bound its live run met).
+    pub max_orders_per_book: u32,
     /// Admin client credentials (also `BOURSE_ADMIN_CLIENT_ID` / `BOURSE_ADMIN_CLIENT_SECRET`).
     pub admin_client_id: Option<String>,
     pub admin_client_secret: Option<String>,
@@ -262,6 +270,7 @@ impl Default for Config {
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
             ring_capacity: 65_536,
+            max_orders_per_book: DEFAULT_MAX_ORDERS_PER_BOOK,
             admin_client_id: None,
             admin_client_secret: None,
             currencies: vec![
@@ -285,6 +294,11 @@ impl Default for Config {
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
+
+/// The engine's default bound (10,000,000), what an engine that never got a
+/// `SetMaxOrdersPerBook` command holds.
+pub const DEFAULT_MAX_ORDERS_PER_BOOK: u32 = 10_000_000;
+const _: () = assert!(DEFAULT_MAX_ORDERS_PER_BOOK as usize <= engine::MAX_ORDERS_PER_BOOK);
 
 const U32_RANGE: &str = "a whole number from 0 to 4294967295";
 const U64_RANGE: &str = "a whole number from 0 to 18446744073709551615";
@@ -372,6 +386,11 @@ impl Config {
             }
             _ => {}
         }
+        if self.max_orders_per_book == 0
+            || self.max_orders_per_book as usize > engine::MAX_ORDERS_PER_BOOK
+        {
+            return Err(ConfigError::MaxOrdersPerBook(self.max_orders_per_book));
+        }
         crate::auth::argon2_params(self.argon2_memory_kib, self.argon2_iterations)?;
         Ok(())
     }
@@ -443,6 +462,13 @@ impl Config {
         }
         if let Some(v) = var("BOURSE_RATE_LIMIT_BURST") {
             self.rate_limit_burst = parse_var("BOURSE_RATE_LIMIT_BURST", v, U32_RANGE)?;
+        }
+        if let Some(v) = var("BOURSE_MAX_ORDERS_PER_BOOK") {
+            self.max_orders_per_book = parse_var(
+                "BOURSE_MAX_ORDERS_PER_BOOK",
+                v,
+                "a whole number from 1 to 16777215",
+            )?;
         }
         Ok(())
     }
@@ -551,6 +577,28 @@ mod tests {
         // From the file too.
         let c: Config = toml::from_str("admin_client_id = \"ops\"\n").expect("parses");
         assert!(matches!(c.validate(), Err(ConfigError::AdminHalf { .. })));
+    }
+
+    #[test]
+    fn the_book_bound_is_read_and_checked() {
+        assert_eq!(
+            Config::default().max_orders_per_book as usize,
+            engine::EngineLimits::default().max_orders_per_book
+        );
+        let c = with_vars(&[("BOURSE_MAX_ORDERS_PER_BOOK", "500")]).expect("valid");
+        assert_eq!(c.max_orders_per_book, 500);
+        let c: Config = toml::from_str("max_orders_per_book = 16777215\n").expect("parses");
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(
+            refused(&[("BOURSE_MAX_ORDERS_PER_BOOK", "ten")]),
+            "BOURSE_MAX_ORDERS_PER_BOOK=ten: expected a whole number from 1 to 16777215"
+        );
+        assert_eq!(
+            refused(&[("BOURSE_MAX_ORDERS_PER_BOOK", "0")]),
+            "max_orders_per_book = 0: expected 1 to 16777215"
+        );
+        let c: Config = toml::from_str("max_orders_per_book = 16777216\n").expect("parses");
+        assert_eq!(c.validate(), Err(ConfigError::MaxOrdersPerBook(16_777_216)));
     }
 
     #[test]

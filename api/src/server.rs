@@ -67,6 +67,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         auth::verify_token(&state, token).map(|t| engine::AccountId(t.account))
     }));
     bootstrap_markets(&state).await?;
+    bootstrap_book_bound(&state).await?;
     bootstrap_admin(&state).await?;
     Ok(state)
 }
@@ -101,6 +102,28 @@ async fn bootstrap_markets(state: &AppState) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Journals the configured `max_orders_per_book` when the engine holds another: the bound
+/// decides outcomes, so it changes only through the journal, never by a setting read at
+/// start (a replay must meet every order under the bound its live run met).
+async fn bootstrap_book_bound(state: &AppState) -> anyhow::Result<()> {
+    let max = state.config.max_orders_per_book;
+    let held = state.model.max_orders_per_book.load(Ordering::Acquire);
+    if held == u64::from(max) {
+        return Ok(());
+    }
+    let done = state
+        .submit(Command::SetMaxOrdersPerBook { max })
+        .await
+        .map_err(|e| anyhow::anyhow!("setting max_orders_per_book: {}", e.0.detail))?;
+    match done.events.first() {
+        Some(Event::MaxOrdersPerBookSet { .. }) => {
+            tracing::info!(from = held, to = max, "max_orders_per_book changed");
+            Ok(())
+        }
+        other => anyhow::bail!("max_orders_per_book {max} refused: {other:?}"),
+    }
 }
 
 async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {

@@ -55,6 +55,9 @@ pub struct ReadModel {
     /// the ledger, so ids stay unique after the history store is rebuilt).
     pub next_account_id: AtomicU64,
     pub last_seq: AtomicU64,
+    /// The engine's bound on resting orders per book (set on recovery and by each
+    /// `MaxOrdersPerBookSet`): start-up journals the configured one when it differs.
+    pub max_orders_per_book: AtomicU64,
     pub recovered: AtomicBool,
     pub orders_total: AtomicU64,
     pub trades_total: AtomicU64,
