@@ -2,10 +2,12 @@
 //! SHA-256 hash), scopes, and the [`Auth`] extractor.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use base64::Engine as _;
 use engine::AccountId;
@@ -14,6 +16,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::config::ConfigError;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -72,31 +75,82 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn argon(memory_kib: u32, iterations: u32) -> Argon2<'static> {
-    let params = Params::new(memory_kib.max(8), iterations.max(1), 1, None)
-        .unwrap_or_else(|_| Params::default());
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+/// The argon2 costs of client secrets (one lane), or why argon2 refuses them.
+pub fn argon2_params(memory_kib: u32, iterations: u32) -> Result<Params, ConfigError> {
+    Params::new(memory_kib, iterations, 1, None).map_err(|e| ConfigError::Argon2 {
+        memory_kib,
+        iterations,
+        reason: e.to_string(),
+    })
 }
 
-/// The argon2id PHC string of `secret`.
-pub fn hash_secret(secret: &str, memory_kib: u32, iterations: u32) -> String {
-    let mut salt = [0u8; 16];
-    rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
-    argon(memory_kib, iterations)
-        .hash_password(secret.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .unwrap_or_default()
+/// Client secrets: argon2id hashes at the configured costs, and a verification that costs
+/// one argon2 run whether or not the client exists.
+///
+/// An unknown client id's secret is verified against a dummy hash made once at start-up
+/// with the same costs (of a random secret nobody knows), so "unknown client" takes as
+/// long as "wrong secret" and the token endpoint's timing does not tell which client ids
+/// exist. (Verifying against an empty string, as before, failed at once.)
+#[derive(Debug)]
+pub struct ClientSecrets {
+    argon: Argon2<'static>,
+    dummy_phc: String,
+    /// Argon2 verifications run (`bourse_auth_secret_verifications_total`).
+    verifications: AtomicU64,
 }
 
-/// Checks `secret` against a PHC string (argon2's comparison is constant-time).
-pub fn verify_secret(secret: &str, phc: &str) -> bool {
-    let Ok(hash) = PasswordHash::new(phc) else {
-        return false;
-    };
-    Argon2::default()
-        .verify_password(secret.as_bytes(), &hash)
-        .is_ok()
+impl ClientSecrets {
+    /// Checks the costs and makes the dummy hash (one argon2 run: call it off the async
+    /// workers).
+    pub fn new(memory_kib: u32, iterations: u32) -> Result<Self, ConfigError> {
+        let argon = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            argon2_params(memory_kib, iterations)?,
+        );
+        let mut secrets = ClientSecrets {
+            argon,
+            dummy_phc: String::new(),
+            verifications: AtomicU64::new(0),
+        };
+        secrets.dummy_phc = secrets.hash(&random_token());
+        Ok(secrets)
+    }
+
+    /// The argon2id PHC string of `secret`, with a random salt.
+    pub fn hash(&self, secret: &str) -> String {
+        let mut salt = [0u8; 16];
+        rand::rng().fill_bytes(&mut salt);
+        let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
+        self.argon
+            .hash_password(secret.as_bytes(), &salt)
+            .expect("the costs were checked in ClientSecrets::new")
+            .to_string()
+    }
+
+    /// Whether `secret` is the one whose PHC string is `stored`; `stored` is `None` for
+    /// an unknown client, which is verified against the dummy all the same and refused.
+    /// Argon2's comparison is constant-time.
+    pub fn verify(&self, secret: &str, stored: Option<&str>) -> bool {
+        let phc = stored.unwrap_or(&self.dummy_phc);
+        let matches = self.verify_phc(secret, phc);
+        matches && stored.is_some()
+    }
+
+    fn verify_phc(&self, secret: &str, phc: &str) -> bool {
+        let Ok(hash) = PasswordHash::new(phc) else {
+            return false;
+        };
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        // The hash's own costs and salt apply (a secret stored under older settings
+        // still verifies).
+        self.argon.verify_password(secret.as_bytes(), &hash).is_ok()
+    }
+
+    /// Argon2 verifications run so far.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
 }
 
 /// Constant-time equality of two byte strings.
@@ -158,6 +212,14 @@ impl TokenInfo {
     }
 }
 
+/// A bearer token the cache holds and that has not expired (never asks the store).
+pub fn cached_token(state: &AppState, token: &str) -> Option<TokenInfo> {
+    state
+        .tokens
+        .get(&token_hash(token))
+        .filter(|info| info.expires_ns > crate::model::now_ns())
+}
+
 /// Looks a bearer token up (cache, then the store).
 pub fn verify_token(state: &AppState, token: &str) -> Option<TokenInfo> {
     let hash = token_hash(token);
@@ -217,8 +279,14 @@ impl Auth {
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header (the scheme in any case).
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?;
+    bearer_in(&parts.headers)
+}
+
+/// [`bearer`] of a header map.
+pub fn bearer_in(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(axum::http::header::AUTHORIZATION)?;
     let v = v.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme
@@ -259,5 +327,40 @@ impl<const ANY: u8> FromRequestParts<AppState> for Scoped<ANY> {
         let auth = Auth::from_request_parts(parts, state).await?;
         auth.require(ANY)?;
         Ok(Scoped(auth))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The token endpoint answers an unknown client id only after a real argon2
+    /// verification, like a wrong secret: once it verified against "", which fails without
+    /// running argon2 at all.
+    #[test]
+    fn an_unknown_client_costs_one_argon2_verification() {
+        let s = ClientSecrets::new(64, 1).expect("valid costs");
+        assert!(!s.verify("a guess", None));
+        assert_eq!(s.verifications(), 1, "the unknown client ran argon2");
+        let stored = s.hash("right");
+        assert!(s.verify("right", Some(&stored)));
+        assert!(!s.verify("wrong", Some(&stored)));
+        assert_eq!(s.verifications(), 3);
+        // The dummy costs what a real hash costs.
+        let dummy = PasswordHash::new(&s.dummy_phc).expect("a PHC string");
+        let real = PasswordHash::new(&stored).expect("a PHC string");
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.version, real.version);
+        assert_eq!(dummy.params, real.params);
+        assert_eq!(dummy.params.get_decimal("m"), Some(64));
+        assert_eq!(dummy.params.get_decimal("t"), Some(1));
+        // Not even the dummy's own secret (unknown anyway) lets an unknown client in.
+        assert!(!s.verify("", None));
+    }
+
+    #[test]
+    fn costs_argon2_refuses_are_errors() {
+        assert!(ClientSecrets::new(4, 1).is_err());
+        assert!(ClientSecrets::new(64, 0).is_err());
     }
 }

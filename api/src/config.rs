@@ -56,6 +56,61 @@ pub enum Registration {
     Admin,
 }
 
+/// Whether the journal syncs before a command is acknowledged (`durability`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// fdatasync once per group of batches before any reply (the default).
+    #[default]
+    Fsync,
+    /// Write to the OS only: survives a process crash, not a power loss. For benchmarks.
+    None,
+}
+
+impl From<Durability> for engine::pipeline::Durability {
+    fn from(d: Durability) -> Self {
+        match d {
+            Durability::Fsync => engine::pipeline::Durability::Fsync,
+            Durability::None => engine::pipeline::Durability::None,
+        }
+    }
+}
+
+/// A setting the server refuses to start with; the message names the setting and what it
+/// accepts.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// An environment variable holds a value its setting does not accept.
+    #[error("{var}={value}: expected {expected}")]
+    Env {
+        var: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    /// Only one of the admin client's id and secret is set (it would be ignored).
+    #[error(
+        "{set} is set but {missing} is not: set both, or neither (the first start then \
+         creates an admin client and prints its credentials)"
+    )]
+    AdminHalf {
+        set: &'static str,
+        missing: &'static str,
+    },
+    /// `max_orders_per_book` outside what the engine accepts.
+    #[error("max_orders_per_book = {0}: expected 1 to {max}", max = engine::MAX_ORDERS_PER_BOOK)]
+    MaxOrdersPerBook(u32),
+    /// Argon2 refuses these costs for client secrets.
+    #[error(
+        "argon2_memory_kib = {memory_kib}, argon2_iterations = {iterations}: {reason} \
+         (expected argon2_iterations of at least 1 and argon2_memory_kib of at least 8)"
+    )]
+    Argon2 {
+        memory_kib: u32,
+        iterations: u32,
+        reason: String,
+    },
+}
+
 /// WebSocket limits and timings (`[ws]` in the file, `BOURSE_WS_*` in the environment),
 /// handed to the feed as its [`feed::FeedConfig`]; each field is the feed's field of the
 /// same name, durations in whole seconds or milliseconds as the name says. What happens at
@@ -174,17 +229,24 @@ pub struct Config {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
     /// `fsync` (default) or `none`.
-    pub durability: String,
+    pub durability: Durability,
     pub deposit_auto_approve: bool,
     pub registration: Registration,
     pub token_ttl_secs: u64,
-    /// Requests per second per client (token or IP); 0 disables the limit.
+    /// Requests per second per client ([`crate::rate_limit`]: an authenticated request's
+    /// account, otherwise, and for the token endpoint always, the peer address); 0 disables
+    /// the limit.
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
     /// Argon2 memory cost for client secrets (KiB).
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub ring_capacity: usize,
+    /// Most resting orders one book may hold (1 to [`engine::MAX_ORDERS_PER_BOOK`]); a GTC
+    /// order meeting a full book is refused with a 503. Applied at start by a journaled
+    /// command when it differs from the engine's (so a replay of the journal meets every
+    /// order under the bound its live run met).
+    pub max_orders_per_book: u32,
     /// Admin client credentials (also `BOURSE_ADMIN_CLIENT_ID` / `BOURSE_ADMIN_CLIENT_SECRET`).
     pub admin_client_id: Option<String>,
     pub admin_client_secret: Option<String>,
@@ -219,7 +281,7 @@ impl Default for Config {
         Config {
             bind: "127.0.0.1:8080".parse().expect("valid address"),
             data_dir: PathBuf::from("./data"),
-            durability: "fsync".into(),
+            durability: Durability::Fsync,
             deposit_auto_approve: false,
             registration: Registration::Open,
             token_ttl_secs: 3600,
@@ -228,6 +290,7 @@ impl Default for Config {
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
             ring_capacity: 65_536,
+            max_orders_per_book: DEFAULT_MAX_ORDERS_PER_BOOK,
             admin_client_id: None,
             admin_client_secret: None,
             currencies: vec![
@@ -252,12 +315,63 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn env_bool(v: &str) -> bool {
-    matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+/// The engine's default bound (10,000,000), what an engine that never got a
+/// `SetMaxOrdersPerBook` command holds.
+pub const DEFAULT_MAX_ORDERS_PER_BOOK: u32 = 10_000_000;
+const _: () = assert!(DEFAULT_MAX_ORDERS_PER_BOOK as usize <= engine::MAX_ORDERS_PER_BOOK);
+
+const U32_RANGE: &str = "a whole number from 0 to 4294967295";
+const U64_RANGE: &str = "a whole number from 0 to 18446744073709551615";
+
+/// `value` of the variable `var` as a `T`, or an error naming both and what was `expected`.
+fn parse_var<T: std::str::FromStr>(
+    var: &'static str,
+    value: String,
+    expected: &'static str,
+) -> Result<T, ConfigError> {
+    match value.parse() {
+        Ok(v) => Ok(v),
+        Err(_) => Err(ConfigError::Env {
+            var,
+            value,
+            expected,
+        }),
+    }
+}
+
+/// One of a setting's named values (exactly as the file spells them).
+fn parse_choice<T: Copy>(
+    var: &'static str,
+    value: String,
+    choices: &[(&str, T)],
+    expected: &'static str,
+) -> Result<T, ConfigError> {
+    match choices.iter().find(|(name, _)| *name == value) {
+        Some((_, v)) => Ok(*v),
+        None => Err(ConfigError::Env {
+            var,
+            value,
+            expected,
+        }),
+    }
+}
+
+/// A switch: `true`/`false` and the usual spellings, in any case.
+fn parse_bool(var: &'static str, value: String) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Env {
+            var,
+            value,
+            expected: "true|false|1|0|yes|no|on|off",
+        }),
+    }
 }
 
 impl Config {
-    /// Loads the file (when given), then applies `BOURSE_*` environment overrides.
+    /// Loads the file (when given), then applies `BOURSE_*` environment overrides, then
+    /// checks the result ([`Config::validate`]).
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut config = match file {
             Some(path) => {
@@ -269,47 +383,41 @@ impl Config {
             None => Config::default(),
         };
         config.apply_env()?;
+        config.validate()?;
         Ok(config)
+    }
+
+    /// What no single value shows: settings that only work together, and costs argon2
+    /// refuses. [`crate::server::start`] checks it too (tests and the demo build a
+    /// `Config` without [`Config::load`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.admin_client_id, &self.admin_client_secret) {
+            (Some(_), None) => {
+                return Err(ConfigError::AdminHalf {
+                    set: "admin_client_id (BOURSE_ADMIN_CLIENT_ID)",
+                    missing: "admin_client_secret (BOURSE_ADMIN_CLIENT_SECRET)",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::AdminHalf {
+                    set: "admin_client_secret (BOURSE_ADMIN_CLIENT_SECRET)",
+                    missing: "admin_client_id (BOURSE_ADMIN_CLIENT_ID)",
+                });
+            }
+            _ => {}
+        }
+        if self.max_orders_per_book == 0
+            || self.max_orders_per_book as usize > engine::MAX_ORDERS_PER_BOOK
+        {
+            return Err(ConfigError::MaxOrdersPerBook(self.max_orders_per_book));
+        }
+        crate::auth::argon2_params(self.argon2_memory_kib, self.argon2_iterations)?;
+        Ok(())
     }
 
     /// Environment overrides (`BOURSE_BIND`, `BOURSE_DATA_DIR`, ...).
     pub fn apply_env(&mut self) -> anyhow::Result<()> {
-        if let Some(v) = env("BOURSE_BIND") {
-            self.bind = v.parse()?;
-        }
-        if let Some(v) = env("BOURSE_DATA_DIR") {
-            self.data_dir = v.into();
-        }
-        if let Some(v) = env("BOURSE_DURABILITY") {
-            self.durability = v;
-        }
-        if let Some(v) = env("BOURSE_DEPOSIT_AUTO_APPROVE") {
-            self.deposit_auto_approve = env_bool(&v);
-        }
-        if let Some(v) = env("BOURSE_REGISTRATION") {
-            self.registration = match v.as_str() {
-                "admin" => Registration::Admin,
-                _ => Registration::Open,
-            };
-        }
-        if let Some(v) = env("BOURSE_TOKEN_TTL_SECS") {
-            self.token_ttl_secs = v.parse()?;
-        }
-        if let Some(v) = env("BOURSE_ARGON2_MEMORY_KIB") {
-            self.argon2_memory_kib = v.parse()?;
-        }
-        if let Some(v) = env("BOURSE_ADMIN_CLIENT_ID") {
-            self.admin_client_id = Some(v);
-        }
-        if let Some(v) = env("BOURSE_ADMIN_CLIENT_SECRET") {
-            self.admin_client_secret = Some(v);
-        }
-        if let Some(v) = env("BOURSE_RATE_LIMIT_PER_SEC") {
-            self.rate_limit_per_sec = v.parse()?;
-        }
-        if let Some(v) = env("BOURSE_RATE_LIMIT_BURST") {
-            self.rate_limit_burst = v.parse()?;
-        }
+        self.apply_vars(env)?;
         if let Some(v) = env("BOURSE_WS_MAX_CONNECTIONS") {
             self.ws.max_connections = v.parse()?;
         }
@@ -326,11 +434,206 @@ impl Config {
         self.ws.feed_config()?;
         Ok(())
     }
+
+    /// The overrides of every setting outside `[ws]`, read through `var` (the
+    /// environment, or a table in tests); an empty value counts as unset. A value the
+    /// setting does not accept is an error naming the variable and what it accepts, never
+    /// a silent default.
+    pub fn apply_vars(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = var("BOURSE_BIND") {
+            self.bind = parse_var("BOURSE_BIND", v, "an address such as 127.0.0.1:8080")?;
+        }
+        if let Some(v) = var("BOURSE_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = var("BOURSE_DURABILITY") {
+            self.durability = parse_choice(
+                "BOURSE_DURABILITY",
+                v,
+                &[("fsync", Durability::Fsync), ("none", Durability::None)],
+                "fsync|none",
+            )?;
+        }
+        if let Some(v) = var("BOURSE_DEPOSIT_AUTO_APPROVE") {
+            self.deposit_auto_approve = parse_bool("BOURSE_DEPOSIT_AUTO_APPROVE", v)?;
+        }
+        if let Some(v) = var("BOURSE_REGISTRATION") {
+            self.registration = parse_choice(
+                "BOURSE_REGISTRATION",
+                v,
+                &[("open", Registration::Open), ("admin", Registration::Admin)],
+                "open|admin",
+            )?;
+        }
+        if let Some(v) = var("BOURSE_TOKEN_TTL_SECS") {
+            self.token_ttl_secs = parse_var("BOURSE_TOKEN_TTL_SECS", v, U64_RANGE)?;
+        }
+        if let Some(v) = var("BOURSE_ARGON2_MEMORY_KIB") {
+            self.argon2_memory_kib = parse_var("BOURSE_ARGON2_MEMORY_KIB", v, U32_RANGE)?;
+        }
+        if let Some(v) = var("BOURSE_ADMIN_CLIENT_ID") {
+            self.admin_client_id = Some(v);
+        }
+        if let Some(v) = var("BOURSE_ADMIN_CLIENT_SECRET") {
+            self.admin_client_secret = Some(v);
+        }
+        if let Some(v) = var("BOURSE_RATE_LIMIT_PER_SEC") {
+            self.rate_limit_per_sec = parse_var("BOURSE_RATE_LIMIT_PER_SEC", v, U32_RANGE)?;
+        }
+        if let Some(v) = var("BOURSE_RATE_LIMIT_BURST") {
+            self.rate_limit_burst = parse_var("BOURSE_RATE_LIMIT_BURST", v, U32_RANGE)?;
+        }
+        if let Some(v) = var("BOURSE_MAX_ORDERS_PER_BOOK") {
+            self.max_orders_per_book = parse_var(
+                "BOURSE_MAX_ORDERS_PER_BOOK",
+                v,
+                "a whole number from 1 to 16777215",
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Config::default()` with `vars` applied as the environment.
+    fn with_vars(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        c.apply_vars(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+                .filter(|v| !v.is_empty())
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn refused(vars: &[(&str, &str)]) -> String {
+        with_vars(vars).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn env_values_are_applied() {
+        let c = with_vars(&[
+            ("BOURSE_BIND", "0.0.0.0:9000"),
+            ("BOURSE_DURABILITY", "none"),
+            ("BOURSE_DEPOSIT_AUTO_APPROVE", "TRUE"),
+            ("BOURSE_REGISTRATION", "admin"),
+            ("BOURSE_TOKEN_TTL_SECS", "60"),
+            ("BOURSE_RATE_LIMIT_PER_SEC", "0"),
+            ("BOURSE_ADMIN_CLIENT_ID", "ops"),
+            ("BOURSE_ADMIN_CLIENT_SECRET", "s3cret"),
+        ])
+        .expect("valid");
+        assert_eq!(c.bind.port(), 9000);
+        assert_eq!(c.durability, Durability::None);
+        assert!(c.deposit_auto_approve);
+        assert_eq!(c.registration, Registration::Admin);
+        assert_eq!(c.token_ttl_secs, 60);
+        assert_eq!(c.rate_limit_per_sec, 0);
+        assert_eq!(c.admin_client_id.as_deref(), Some("ops"));
+        for off in ["false", "0", "no", "Off"] {
+            let c = with_vars(&[("BOURSE_DEPOSIT_AUTO_APPROVE", off)]).expect("valid");
+            assert!(!c.deposit_auto_approve, "{off}");
+        }
+        // Empty is unset.
+        let c = with_vars(&[("BOURSE_REGISTRATION", "")]).expect("valid");
+        assert_eq!(c.registration, Registration::Open);
+    }
+
+    /// Unknown values once fell back to a default without a word (`ADMIN` registration
+    /// was open, `fsynk` durability was fsync, `maybe` auto-approval was off).
+    #[test]
+    fn unknown_env_values_stop_the_start_naming_the_variable_and_the_choices() {
+        assert_eq!(
+            refused(&[("BOURSE_REGISTRATION", "ADMIN")]),
+            "BOURSE_REGISTRATION=ADMIN: expected open|admin"
+        );
+        assert_eq!(
+            refused(&[("BOURSE_REGISTRATION", "closed")]),
+            "BOURSE_REGISTRATION=closed: expected open|admin"
+        );
+        assert_eq!(
+            refused(&[("BOURSE_DURABILITY", "fsynk")]),
+            "BOURSE_DURABILITY=fsynk: expected fsync|none"
+        );
+        assert_eq!(
+            refused(&[("BOURSE_DEPOSIT_AUTO_APPROVE", "maybe")]),
+            "BOURSE_DEPOSIT_AUTO_APPROVE=maybe: expected true|false|1|0|yes|no|on|off"
+        );
+    }
+
+    #[test]
+    fn bad_numbers_and_addresses_name_the_variable() {
+        for (var, value) in [
+            ("BOURSE_TOKEN_TTL_SECS", "1h"),
+            ("BOURSE_ARGON2_MEMORY_KIB", "19MiB"),
+            ("BOURSE_RATE_LIMIT_PER_SEC", "-1"),
+            ("BOURSE_RATE_LIMIT_BURST", "4294967296"),
+            ("BOURSE_BIND", "localhost"),
+        ] {
+            let e = refused(&[(var, value)]);
+            assert!(e.starts_with(&format!("{var}={value}: expected ")), "{e}");
+        }
+        assert!(refused(&[("BOURSE_RATE_LIMIT_BURST", "x")]).ends_with("from 0 to 4294967295"));
+    }
+
+    /// An admin id without a secret (or the reverse) was ignored: the server started with
+    /// another admin than the operator meant.
+    #[test]
+    fn half_of_the_admin_credentials_is_an_error() {
+        let e = refused(&[("BOURSE_ADMIN_CLIENT_ID", "ops")]);
+        assert!(e.starts_with("admin_client_id (BOURSE_ADMIN_CLIENT_ID) is set but admin_client_secret (BOURSE_ADMIN_CLIENT_SECRET) is not"), "{e}");
+        let e = refused(&[("BOURSE_ADMIN_CLIENT_SECRET", "s3cret")]);
+        assert!(
+            e.starts_with(
+                "admin_client_secret (BOURSE_ADMIN_CLIENT_SECRET) is set but admin_client_id"
+            ),
+            "{e}"
+        );
+        // From the file too.
+        let c: Config = toml::from_str("admin_client_id = \"ops\"\n").expect("parses");
+        assert!(matches!(c.validate(), Err(ConfigError::AdminHalf { .. })));
+    }
+
+    #[test]
+    fn the_book_bound_is_read_and_checked() {
+        assert_eq!(
+            Config::default().max_orders_per_book as usize,
+            engine::EngineLimits::default().max_orders_per_book
+        );
+        let c = with_vars(&[("BOURSE_MAX_ORDERS_PER_BOOK", "500")]).expect("valid");
+        assert_eq!(c.max_orders_per_book, 500);
+        let c: Config = toml::from_str("max_orders_per_book = 16777215\n").expect("parses");
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(
+            refused(&[("BOURSE_MAX_ORDERS_PER_BOOK", "ten")]),
+            "BOURSE_MAX_ORDERS_PER_BOOK=ten: expected a whole number from 1 to 16777215"
+        );
+        assert_eq!(
+            refused(&[("BOURSE_MAX_ORDERS_PER_BOOK", "0")]),
+            "max_orders_per_book = 0: expected 1 to 16777215"
+        );
+        let c: Config = toml::from_str("max_orders_per_book = 16777216\n").expect("parses");
+        assert_eq!(c.validate(), Err(ConfigError::MaxOrdersPerBook(16_777_216)));
+    }
+
+    #[test]
+    fn file_values_outside_the_choices_and_argon2_costs_it_refuses_are_errors() {
+        assert!(toml::from_str::<Config>("durability = \"fsynk\"\n").is_err());
+        assert!(toml::from_str::<Config>("registration = \"Admin\"\n").is_err());
+        let c: Config = toml::from_str("durability = \"none\"\n").expect("parses");
+        assert_eq!(c.durability, Durability::None);
+        let c: Config = toml::from_str("argon2_iterations = 0\n").expect("parses");
+        let e = c.validate().expect_err("refused").to_string();
+        assert!(
+            e.starts_with("argon2_memory_kib = 19456, argon2_iterations = 0: "),
+            "{e}"
+        );
+    }
 
     #[test]
     fn the_ws_section_of_the_file_reaches_the_feed_config() {

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
+use axum::http::Method;
 use engine::pipeline::PipelineStats;
 use parking_lot::Mutex;
 
@@ -21,10 +22,25 @@ struct RouteStats {
     buckets: [u64; BUCKETS_US.len()],
 }
 
+/// The `method` label of a request: one of the methods the API knows, or `other`, so a
+/// client sending made-up methods cannot add series without bound.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// One method of one route.
 #[derive(Debug, Default, Clone)]
 struct MethodStats {
-    method: String,
+    method: &'static str,
     /// Requests by status.
     statuses: Vec<(u16, u64)>,
     latency: RouteStats,
@@ -37,7 +53,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn record(&self, method: &str, route: &str, status: u16, micros: u64) {
+    /// Counts one request; `route` is its matched route (a bounded set: `unmatched` for
+    /// none) and the method is labelled by [`method_label`].
+    pub fn record(&self, method: &Method, route: &str, status: u16, micros: u64) {
+        let method = method_label(method);
         let mut routes = self.routes.lock();
         if !routes.contains_key(route) {
             routes.insert(route.to_string(), Vec::new());
@@ -47,7 +66,7 @@ impl Metrics {
             Some(i) => i,
             None => {
                 methods.push(MethodStats {
-                    method: method.to_string(),
+                    method,
                     ..Default::default()
                 });
                 methods.len() - 1
@@ -123,6 +142,16 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
         out,
         "bourse_orders_total {}",
         model.orders_total.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP bourse_auth_secret_verifications_total Argon2 client secret verifications (unknown clients included)."
+    );
+    let _ = writeln!(out, "# TYPE bourse_auth_secret_verifications_total counter");
+    let _ = writeln!(
+        out,
+        "bourse_auth_secret_verifications_total {}",
+        shared.secrets.verifications()
     );
     let _ = writeln!(out, "# TYPE bourse_trades_total counter");
     let _ = writeln!(

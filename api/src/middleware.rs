@@ -1,9 +1,7 @@
 //! The middleware every route (the feed's included) runs through: request ids, problem
 //! rendering, the head limits ([`crate::request_head`]), the body limit, per-client rate
-//! limits and request metrics.
+//! limits ([`crate::rate_limit`]) and request metrics.
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -13,10 +11,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use feed::problem::{Problem, REQUEST_ID_HEADER};
-use parking_lot::Mutex;
 
 use crate::extract::BODY_LIMIT;
+use crate::rate_limit::RateKey;
 use crate::state::AppState;
+
+/// The token endpoint: limited by peer address whatever credentials a call carries, so
+/// guessing secrets costs the same budget under any client id.
+const TOKEN_PATH: &str = "/v1/oauth2/token";
 
 static REQ_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -31,53 +33,25 @@ fn valid_request_id(v: &str) -> bool {
     !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Token buckets per client, in micro-tokens (integers only).
-#[derive(Debug)]
-pub struct RateLimiter {
-    per_sec: u64,
-    burst: u64,
-    shards: Vec<Mutex<HashMap<u64, (u64, Instant)>>>,
-}
-
-const MICRO: u64 = 1_000_000;
-
-impl RateLimiter {
-    pub fn new(per_sec: u32, burst: u32) -> Self {
-        RateLimiter {
-            per_sec: u64::from(per_sec),
-            burst: u64::from(burst.max(1)),
-            shards: (0..16).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
-    }
-
-    /// Whether limits apply at all (`per_sec` 0: off).
-    pub fn enabled(&self) -> bool {
-        self.per_sec != 0
-    }
-
-    /// `Ok` to proceed, `Err(seconds)` to wait.
-    pub fn check(&self, key: u64) -> Result<(), u64> {
-        if self.per_sec == 0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let cap = self.burst * MICRO;
-        let mut shard = self.shards[(key % 16) as usize].lock();
-        if shard.len() > 100_000 {
-            shard.clear();
-        }
-        let (tokens, last) = shard.entry(key).or_insert((cap, now));
-        let elapsed_us = now.duration_since(*last).as_micros() as u64;
-        *tokens = (*tokens + elapsed_us.saturating_mul(self.per_sec)).min(cap);
-        *last = now;
-        if *tokens >= MICRO {
-            *tokens -= MICRO;
-            Ok(())
-        } else {
-            let missing = MICRO - *tokens;
-            let wait_us = missing.div_ceil(self.per_sec);
-            Err(wait_us.div_ceil(1_000_000).max(1))
-        }
+/// Whose budget `req` spends: its account when it carries a bearer token the token cache
+/// knows (and not expired), its peer address otherwise.
+///
+/// Only the cache is asked, never the store: a request is counted before anything costly
+/// runs, and a made-up token must not buy a store lookup past the limit. A valid token the
+/// cache does not hold yet (after a restart) spends its peer's budget for that one request;
+/// the [`crate::auth::Auth`] extractor then caches it.
+fn rate_key(state: &AppState, req: &Request) -> RateKey {
+    let account = (req.uri().path() != TOKEN_PATH)
+        .then(|| crate::auth::bearer_in(req.headers()))
+        .flatten()
+        .and_then(|token| crate::auth::cached_token(state, token));
+    match account {
+        Some(info) => RateKey::Account(info.account),
+        None => RateKey::peer(
+            req.extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ),
     }
 }
 
@@ -127,16 +101,7 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
         if !state.rate.enabled() || matches!(uri.path(), "/health" | "/ready" | "/metrics") {
             Ok(())
         } else {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            match req.headers().get(header::AUTHORIZATION) {
-                Some(v) => v.as_bytes().hash(&mut h),
-                None => req
-                    .extensions()
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip())
-                    .hash(&mut h),
-            }
-            state.rate.check(h.finish())
+            state.rate.check(rate_key(&state, &req))
         };
 
     let head = crate::request_head::check(&method, &uri, route.as_ref(), req.headers());
@@ -189,7 +154,7 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
     let status = response.status().as_u16();
     response.headers_mut().insert(REQUEST_ID_HEADER, id);
     state.metrics.record(
-        method.as_str(),
+        &method,
         route.as_ref().map_or("unmatched", MatchedPath::as_str),
         status,
         started.elapsed().as_micros() as u64,

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use engine::pipeline::{Durability, OutputListener, Pipeline, PipelineConfig};
+use engine::pipeline::{OutputListener, Pipeline, PipelineConfig};
 use engine::{Command, CurrencySpec, Event};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
@@ -22,6 +22,10 @@ const WS_CLOSE_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Recovers the engine, opens the store and prepares the state (markets and admin included).
 pub async fn start(config: Config) -> anyhow::Result<AppState> {
+    config.validate()?;
+    let (memory, iterations) = (config.argon2_memory_kib, config.argon2_iterations);
+    let secrets =
+        tokio::task::spawn_blocking(move || auth::ClientSecrets::new(memory, iterations)).await??;
     std::fs::create_dir_all(&config.data_dir)?;
     let db = store::db_path(&config.data_dir);
     let model = Arc::new(ReadModel::default());
@@ -38,22 +42,20 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     };
     let history = HistoryListener::open(&db, model.clone(), Some(publisher))?;
     let mut pcfg = PipelineConfig::new(&config.data_dir);
-    pcfg.durability = match config.durability.as_str() {
-        "none" => Durability::None,
-        _ => Durability::Fsync,
-    };
+    pcfg.durability = config.durability.into();
     pcfg.ring_capacity = config.ring_capacity;
     let listeners: Vec<Box<dyn OutputListener>> = vec![Box::new(history), feed.listener()];
     let pipeline =
         tokio::task::spawn_blocking(move || Pipeline::start(pcfg, Box::new(listeners))).await??;
     tracing::info!(last_seq = pipeline.last_seq(), "engine recovered");
     let rate =
-        crate::middleware::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
+        crate::rate_limit::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
     let state = Arc::new(Shared {
         pipeline: RwLock::new(Some(pipeline)),
         model: model.clone(),
         store: Store::open(&db, 4, model.clone())?,
         tokens: Default::default(),
+        secrets,
         client_ids: Arc::default(),
         external_ids: Arc::default(),
         request_lock: tokio::sync::Mutex::new(()),
@@ -70,6 +72,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         auth::verify_token(&state, token).map(|t| t.feed_grant())
     }));
     bootstrap_markets(&state).await?;
+    bootstrap_book_bound(&state).await?;
     bootstrap_admin(&state).await?;
     Ok(state)
 }
@@ -106,6 +109,28 @@ async fn bootstrap_markets(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Journals the configured `max_orders_per_book` when the engine holds another: the bound
+/// decides outcomes, so it changes only through the journal, never by a setting read at
+/// start (a replay must meet every order under the bound its live run met).
+async fn bootstrap_book_bound(state: &AppState) -> anyhow::Result<()> {
+    let max = state.config.max_orders_per_book;
+    let held = state.model.max_orders_per_book.load(Ordering::Acquire);
+    if held == u64::from(max) {
+        return Ok(());
+    }
+    let done = state
+        .submit(Command::SetMaxOrdersPerBook { max })
+        .await
+        .map_err(|e| anyhow::anyhow!("setting max_orders_per_book: {}", e.0.detail))?;
+    match done.events.first() {
+        Some(Event::MaxOrdersPerBookSet { .. }) => {
+            tracing::info!(from = held, to = max, "max_orders_per_book changed");
+            Ok(())
+        }
+        other => anyhow::bail!("max_orders_per_book {max} refused: {other:?}"),
+    }
+}
+
 async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
     let id = state.config.admin_client_id.clone();
     let secret = state.config.admin_client_secret.clone();
@@ -121,9 +146,10 @@ async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
         })?;
         let account = match existing {
             Some((user, phc, scopes)) => {
-                let check = secret.clone();
+                let (check, st) = (secret.clone(), state.clone());
                 let same =
-                    tokio::task::spawn_blocking(move || auth::verify_secret(&check, &phc)).await?;
+                    tokio::task::spawn_blocking(move || st.secrets.verify(&check, Some(&phc)))
+                        .await?;
                 if same && scopes == ALL_SCOPES {
                     return Ok(());
                 }

@@ -55,6 +55,9 @@ pub struct ReadModel {
     /// the ledger, so ids stay unique after the history store is rebuilt).
     pub next_account_id: AtomicU64,
     pub last_seq: AtomicU64,
+    /// The engine's bound on resting orders per book (set on recovery and by each
+    /// `MaxOrdersPerBookSet`): start-up journals the configured one when it differs.
+    pub max_orders_per_book: AtomicU64,
     pub recovered: AtomicBool,
     pub orders_total: AtomicU64,
     pub trades_total: AtomicU64,
@@ -399,6 +402,8 @@ pub struct Shared {
     pub model: Arc<ReadModel>,
     pub store: Store,
     pub tokens: TokenCache,
+    /// Hashes and verifies client secrets (argon2).
+    pub secrets: crate::auth::ClientSecrets,
     pub client_ids: Arc<Reservations>,
     pub external_ids: Arc<Reservations>,
     /// Request ids must reach the engine in increasing order: assign and submit under this.
@@ -406,7 +411,7 @@ pub struct Shared {
     /// requests queued behind it must yield their worker, not block it.
     pub request_lock: tokio::sync::Mutex<()>,
     pub metrics: Metrics,
-    pub rate: crate::middleware::RateLimiter,
+    pub rate: crate::rate_limit::RateLimiter,
     pub feed_router: Mutex<Option<(axum::Router, utoipa::openapi::OpenApi)>>,
     /// The market data feed: its WebSocket connections are closed on shutdown.
     pub feed: feed::Feed,

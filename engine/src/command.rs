@@ -52,6 +52,11 @@ pub enum Command {
     /// keeps nothing of it; it is journaled so that users and clients, like every read
     /// model, can be rebuilt from the journal. Only a hash of the secret is ever here.
     RegisterAccount(Box<AccountRegistration>),
+    /// Set the most resting orders a book may hold ([`crate::EngineLimits::max_orders_per_book`],
+    /// 1 to [`crate::MAX_ORDERS_PER_BOOK`]). Journaled, not read from the settings at start,
+    /// because it decides outcomes: a replay must meet each order under the bound its live
+    /// run met. Orders already resting stay when the bound is lowered below their number.
+    SetMaxOrdersPerBook { max: u32 },
 }
 
 /// What [`Command::RegisterAccount`] carries.

@@ -320,11 +320,23 @@ impl Engine {
             Command::AddPair(spec) => self.add_pair(spec, out),
             Command::SetPairStatus { pair, status } => self.set_pair_status(*pair, *status, out),
             Command::RegisterAccount(r) => self.register_account(r.account, out),
+            Command::SetMaxOrdersPerBook { max } => self.set_max_orders_per_book(*max, out),
         }
         #[cfg(feature = "verify")]
         if let Err(e) = self.check_invariants() {
             panic!("invariant broken after {command:?}: {e}");
         }
+    }
+
+    fn set_max_orders_per_book(&mut self, max: u32, out: &mut Vec<Event>) {
+        if max == 0 || max as usize > MAX_ORDERS_PER_BOOK {
+            out.push(Event::ConfigRefused {
+                reason: RejectReason::InvalidSpec,
+            });
+            return;
+        }
+        self.limits.max_orders_per_book = max as usize;
+        out.push(Event::MaxOrdersPerBookSet { max });
     }
 
     fn place(&mut self, o: &PlaceOrder, out: &mut Vec<Event>) {

@@ -93,6 +93,10 @@ pub enum Event {
     AccountRegistered {
         account: AccountId,
     },
+    /// A [`crate::Command::SetMaxOrdersPerBook`] was accepted: the bound from now on.
+    MaxOrdersPerBookSet {
+        max: u32,
+    },
 }
 
 /// A trade and its complete settlement, in integers.

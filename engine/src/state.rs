@@ -17,8 +17,9 @@ use crate::spec::{CurrencySpec, PairSpec};
 
 /// Format version written in every encoding.
 /// 2: the order id window (`order_ids_used`) is new state. 3: so is the request id window
-/// (`request_ids_used`).
-pub const STATE_VERSION: u32 = 3;
+/// (`request_ids_used`). 4: so is the bound on resting orders per book
+/// (`max_orders_per_book`, set by a journaled command).
+pub const STATE_VERSION: u32 = 4;
 
 /// A resting order in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +56,9 @@ struct EngineStateDto {
     order_ids_used: Vec<(u64, u64)>,
     /// The request id window ([`crate::request_ids`]), as runs.
     request_ids_used: Vec<(u64, u64)>,
+    /// [`EngineLimits::max_orders_per_book`]: state, not a setting, since
+    /// [`crate::Command::SetMaxOrdersPerBook`] decides outcomes and is journaled.
+    max_orders_per_book: u64,
 }
 
 /// Why a state encoding could not be loaded.
@@ -113,16 +117,27 @@ pub fn encode(engine: &Engine) -> Vec<u8> {
         max_request_id: request_ids.hi(),
         order_ids_used: order_ids.used_runs(),
         request_ids_used: request_ids.used_runs(),
+        max_orders_per_book: engine.limits().max_orders_per_book as u64,
     };
     postcard::to_stdvec(&dto).expect("encoding to memory cannot fail")
 }
 
-/// Rebuilds an engine from [`encode`]'s output and checks its invariants.
-pub fn decode(bytes: &[u8], limits: EngineLimits) -> Result<Engine, StateError> {
+/// Rebuilds an engine from [`encode`]'s output and checks its invariants. `limits` gives
+/// the bounds that are settings; `max_orders_per_book` is the encoded state's.
+pub fn decode(bytes: &[u8], mut limits: EngineLimits) -> Result<Engine, StateError> {
     let dto: EngineStateDto = postcard::from_bytes(bytes)?;
     if dto.version != STATE_VERSION {
         return Err(StateError::Version(dto.version));
     }
+    limits.max_orders_per_book = usize::try_from(dto.max_orders_per_book)
+        .ok()
+        .filter(|m| *m <= crate::engine::MAX_ORDERS_PER_BOOK)
+        .ok_or_else(|| {
+            StateError::Inconsistent(format!(
+                "max_orders_per_book {} out of range",
+                dto.max_orders_per_book
+            ))
+        })?;
     let order_ids = crate::id_window::IdWindow::restore(dto.max_order_id, &dto.order_ids_used)
         .map_err(StateError::Inconsistent)?;
     let request_ids =

@@ -737,6 +737,49 @@ fn a_full_book_rejects_new_resting_orders() {
     assert!(matches!(fx.place(o)[0], Event::Accepted { .. }));
 }
 
+/// The bound is set by a journaled command, so a replay meets every order under the bound
+/// its live run met; it is engine state, carried by snapshots.
+#[test]
+fn the_book_bound_is_set_by_a_command_and_kept_in_snapshots() {
+    let mut fx = Fx::new();
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.rest(BOB, Side::Buy, sek(1), 10_000);
+    fx.rest(BOB, Side::Buy, sek(2), 10_000);
+    for max in [0, engine::MAX_ORDERS_PER_BOOK as u32 + 1] {
+        let before = fx.e.state_hash();
+        assert_eq!(
+            fx.cmd(Command::SetMaxOrdersPerBook { max }),
+            vec![Event::ConfigRefused {
+                reason: RejectReason::InvalidSpec
+            }]
+        );
+        assert_eq!(fx.e.state_hash(), before, "a refused bound changes nothing");
+    }
+    // Lowered below what rests: the resting orders stay, no new one rests.
+    assert_eq!(
+        fx.cmd(Command::SetMaxOrdersPerBook { max: 1 }),
+        vec![Event::MaxOrdersPerBookSet { max: 1 }]
+    );
+    assert_eq!(fx.e.limits().max_orders_per_book, 1);
+    assert_eq!(fx.e.book(PairId(0)).unwrap().len(), 2);
+    let o = fx.limit(BOB, Side::Buy, sek(3), 10_000);
+    assert!(matches!(
+        fx.place(o)[0],
+        Event::Rejected {
+            reason: RejectReason::BookFull,
+            ..
+        }
+    ));
+    // A snapshot carries the bound, whatever the limits it is decoded with.
+    let bytes = engine::state::encode(&fx.e);
+    let restored = engine::state::decode(&bytes, engine::EngineLimits::default()).unwrap();
+    assert_eq!(restored.limits().max_orders_per_book, 1);
+    assert_eq!(engine::state::state_hash(&restored), fx.e.state_hash());
+    // Raised again: orders rest.
+    fx.cmd(Command::SetMaxOrdersPerBook { max: 3 });
+    fx.rest(BOB, Side::Buy, sek(3), 10_000);
+}
+
 #[test]
 fn market_kind_is_always_immediate() {
     let mut fx = Fx::new();

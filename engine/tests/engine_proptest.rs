@@ -1,5 +1,5 @@
 //! Property tests: random command streams (several accounts, two pairs, every order type,
-//! cancels, cancel-all, deposits and withdrawals, halts) run through the engine and through
+//! cancels, cancel-all, deposits and withdrawals, halts, book size bounds) run through the engine and through
 //! the naive reference model in `engine_model`. After every command: identical events,
 //! identical books and balances, the engine's invariants, and conservation of money.
 //! Also determinism: the same stream twice, and a snapshot round trip mid-stream.
@@ -77,6 +77,8 @@ enum Op {
         pair: u16,
         halted: bool,
     },
+    /// Set the most resting orders per book (0 is refused; small bounds make books full).
+    BookLimit(u32),
 }
 
 fn stp(n: u8) -> SelfTradePrevention {
@@ -107,6 +109,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (acct, 0u16..CURRENCIES, 0u64..3000).prop_map(|(acct, cur, amount)| Op::Withdraw { acct, cur, amount }),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(k, approve)| Op::Decide { k, approve }),
         1 => (0u16..3, prop::bool::weighted(0.7)).prop_map(|(pair, halted)| Op::Status { pair, halted: !halted }),
+        1 => prop_oneof![0u32..12, Just(10_000_000u32)].prop_map(Op::BookLimit),
     ]
 }
 
@@ -337,6 +340,7 @@ impl Driver {
                     PairStatus::Active
                 },
             },
+            Op::BookLimit(max) => Command::SetMaxOrdersPerBook { max },
         }
     }
 }

@@ -204,3 +204,160 @@ async fn rate_limit_answers_429() {
     assert_eq!(v["code"], "RATE_LIMITED");
     s.stop().await;
 }
+
+/// Two tokens of one account, whatever the spelling of the scheme, spend one budget: the
+/// limiter once keyed the raw `Authorization` header, so each token (and `bearer` beside
+/// `Bearer`) had a budget of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_is_per_account_not_per_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = test_config(tmp.path());
+    c.rate_limit_per_sec = 1;
+    c.rate_limit_burst = 10;
+    let s = TestServer::start_with(c).await;
+    // Registration and tokens spend this address's budget (3 of 10), not the account's.
+    let a = s.register("alice").await;
+    let (st, v) = s.token(&a.client_id, &a.secret, None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let second = v["access_token"].as_str().unwrap().to_string();
+    assert_ne!(second, a.token);
+
+    let mut sent = 0;
+    loop {
+        let (st, v) = s.get("/v1/wallet", Some(&a.token)).await;
+        sent += 1;
+        if st == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(v["code"], "RATE_LIMITED");
+            break;
+        }
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert!(sent <= 15, "the first token was never limited");
+    }
+    // The second token, spelled `bearer`: the same account, the same spent budget (a token
+    // a second may have come back meanwhile, never the ten of a fresh bucket).
+    let mut ok = 0;
+    for _ in 0..10 {
+        let res = s
+            .http
+            .get(s.url("/v1/wallet"))
+            .header("authorization", format!("bearer {second}"))
+            .send()
+            .await
+            .unwrap();
+        match res.status() {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(res.headers().get("retry-after").is_some());
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        ok <= 3,
+        "the second token had its own budget: {ok} of 10 passed"
+    );
+    // The account's limit is not its address's: an anonymous call still passes.
+    let (st, _) = s.get("/v1/pairs", None).await;
+    assert_eq!(st, StatusCode::OK);
+    s.stop().await;
+}
+
+/// The token endpoint is limited per client address whatever credentials each call
+/// carries: HTTP Basic with a different client id each time once got a fresh budget per
+/// credential string.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_endpoint_is_limited_per_address_not_per_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = test_config(tmp.path());
+    c.rate_limit_per_sec = 1;
+    c.rate_limit_burst = 5;
+    let s = TestServer::start_with(c).await;
+    let mut limited_at = None;
+    for i in 0..20 {
+        let res = s
+            .http
+            .post(s.url("/v1/oauth2/token"))
+            .basic_auth(format!("guess-{i}"), Some("secret"))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        match res.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(res.headers().get("retry-after").is_some());
+                let v: Value = res.json().await.unwrap();
+                assert_eq!(v["code"], "RATE_LIMITED");
+                limited_at = Some(i);
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let at = limited_at.expect("guessing credentials was never limited");
+    assert!(at <= 7, "limited only after {at} guesses");
+    // Right credentials in the form, from the same address: the same spent budget.
+    let (st, v) = s.token(ADMIN_ID, ADMIN_SECRET, None).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    s.stop().await;
+}
+
+/// `bourse_auth_secret_verifications_total` from `/metrics`.
+async fn secret_verifications(s: &TestServer) -> u64 {
+    let (_, m) = s.get_text("/metrics").await;
+    m.lines()
+        .find_map(|l| l.strip_prefix("bourse_auth_secret_verifications_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no verification counter in {m}"))
+}
+
+/// An unknown client id costs one argon2 verification like a wrong secret does (against a
+/// dummy hash), so the token endpoint's timing does not tell which client ids exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_client_costs_an_argon2_verification_like_a_wrong_secret() {
+    let s = TestServer::start().await;
+    let a = s.register("alice").await;
+    let before = secret_verifications(&s).await;
+    let (st, e) = s.token(&a.client_id, "wrong", None).await;
+    assert_eq!(
+        (st, &e["error"]),
+        (StatusCode::UNAUTHORIZED, &json!("invalid_client"))
+    );
+    assert_eq!(secret_verifications(&s).await, before + 1);
+    let (st, e) = s.token("no-such-client", "wrong", None).await;
+    assert_eq!(
+        (st, &e["error"]),
+        (StatusCode::UNAUTHORIZED, &json!("invalid_client"))
+    );
+    assert_eq!(secret_verifications(&s).await, before + 2);
+    s.stop().await;
+}
+
+/// A made-up HTTP method is counted under `method="other"`: the label once carried any
+/// method a client sent, so each made-up name added series to `/metrics` without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_label_made_up_methods_other() {
+    let s = TestServer::start().await;
+    for path in ["/v1/pairs", "/v1/no-such-route"] {
+        let method = reqwest::Method::from_bytes(b"FROBNICATE").unwrap();
+        let res = s.http.request(method, s.url(path)).send().await.unwrap();
+        assert!(res.status().is_client_error(), "{}", res.status());
+    }
+    let (st, _) = s.get("/v1/pairs", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, m) = s.get_text("/metrics").await;
+    assert!(!m.contains("FROBNICATE"), "{m}");
+    let other: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("bourse_http_requests_total{method=\"other\""))
+        .collect();
+    assert_eq!(other.len(), 2, "one series per route: {m}");
+    assert!(
+        other
+            .iter()
+            .any(|l| l.contains("route=\"/v1/pairs\"") && l.ends_with(" 1")),
+        "{other:?}"
+    );
+    assert!(m.contains("bourse_http_requests_total{method=\"GET\",route=\"/v1/pairs\""));
+    s.stop().await;
+}

@@ -423,3 +423,72 @@ async fn twenty_identical_orders_one_created() {
     assert_eq!(ok, 1);
     s.assert_audit_ok(&admin).await;
 }
+
+/// `max_orders_per_book` reaches the engine: a GTC order meeting a full book is a 503
+/// `SERVICE_UNAVAILABLE` that changes nothing. The bound is journaled, so a changed setting
+/// applies from the restart on and a replay of the journal (snapshots deleted) under yet
+/// another setting keeps every order the live run booked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_orders_per_book_applies_and_survives_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = |max: u32| {
+        let mut c = test_config(tmp.path());
+        c.max_orders_per_book = max;
+        c
+    };
+    let s = TestServer::start_with(config(2)).await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    s.fund(&admin, &a, "SEK", "1000000").await;
+    s.limit(&a, "BTC_SEK", "buy", "0.1", "100000", "r1").await;
+    s.limit(&a, "BTC_SEK", "buy", "0.1", "100001", "r2").await;
+    let (_, wallet_before) = s.get("/v1/wallet", Some(&a.token)).await;
+    let full = json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"100002","clientId":"r3"});
+    let (st, e) = s.order(&a, full.clone()).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{e}");
+    assert_eq!(e["code"], "SERVICE_UNAVAILABLE");
+    let (_, wallet_after) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(wallet_after, wallet_before, "a refused order holds nothing");
+    // An IOC never rests: not refused.
+    let (st, e) = s
+        .order(&a, json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"100002","clientId":"i1","timeInForce":"IOC"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{e}");
+    assert_eq!(e["status"], "expired");
+    s.stop().await;
+
+    // Raised: the refused clientId is free, and a third order rests.
+    let s = TestServer::start_with(config(3)).await;
+    let (st, third) = s.order(&a, full.clone()).await;
+    assert_eq!(st, StatusCode::CREATED, "{third}");
+    assert_eq!(third["status"], "open");
+    let (st, e) = s.order(&a, json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"100003","clientId":"r4"})).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{e}");
+    s.stop().await;
+
+    // Lowered again and replayed from the journal alone: the three booked orders are all
+    // on the book (replaying under the setting instead would have refused the third).
+    let snapshots = tmp.path().join("snapshots");
+    std::fs::remove_dir_all(&snapshots).unwrap();
+    let s = TestServer::start_with(config(2)).await;
+    let (st, book) = s.get("/v1/pairs/BTC_SEK/book", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(book["bids"].as_array().unwrap().len(), 3, "{book}");
+    let (st, e) = s.order(&a, json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"99999","clientId":"r5"})).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{e}");
+    let (st, cancelled) = s
+        .delete(
+            &format!("/v1/orders/{}", third["id"].as_str().unwrap()),
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{cancelled}");
+    // An unchanged setting journals nothing at the next start.
+    let (_, ready) = s.get("/ready", None).await;
+    s.stop().await;
+    let s = TestServer::start_with(config(2)).await;
+    let (_, again) = s.get("/ready", None).await;
+    assert_eq!(again["lastSeq"], ready["lastSeq"]);
+    s.assert_audit_ok(&s.admin_token().await).await;
+    s.stop().await;
+}

@@ -53,13 +53,9 @@ pub async fn create_user(
     let secret = secret
         .map(str::to_string)
         .unwrap_or_else(auth::random_token);
-    let (memory, iterations) = (
-        state.config.argon2_memory_kib,
-        state.config.argon2_iterations,
-    );
     let hash = {
-        let secret = secret.clone();
-        tokio::task::spawn_blocking(move || auth::hash_secret(&secret, memory, iterations))
+        let (secret, state) = (secret.clone(), state.clone());
+        tokio::task::spawn_blocking(move || state.secrets.hash(&secret))
             .await
             .map_err(|_| ApiError::internal())?
     };
@@ -266,16 +262,14 @@ pub async fn oauth_token(State(state): State<AppState>, req: Request) -> Respons
         })
         .ok()
         .flatten();
-    let Some((user, phc, client_scopes)) = found else {
-        // Spend comparable time on an unknown client.
-        let _ = tokio::task::spawn_blocking(move || auth::verify_secret(&secret, "")).await;
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication failed",
-        );
+    // One argon2 verification whether or not the client exists (against a dummy hash when
+    // it does not), so the answer's timing does not tell which client ids exist.
+    let (user, phc, client_scopes) = match found {
+        Some((user, phc, scopes)) => (user, Some(phc), scopes),
+        None => (0, None, 0),
     };
-    let ok = tokio::task::spawn_blocking(move || auth::verify_secret(&secret, &phc))
+    let verifier = state.clone();
+    let ok = tokio::task::spawn_blocking(move || verifier.secrets.verify(&secret, phc.as_deref()))
         .await
         .unwrap_or(false);
     if !ok {

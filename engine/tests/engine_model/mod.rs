@@ -63,6 +63,8 @@ pub struct Model {
     seq: u64,
     /// Did this command already bump the pair's book sequence?
     bumped: Vec<bool>,
+    /// Most resting orders per book: a GTC order meeting a book this full is refused.
+    max_orders_per_book: usize,
 }
 
 fn ceil_div(a: u128, b: u128) -> u128 {
@@ -89,6 +91,7 @@ impl Model {
     pub fn new() -> Model {
         Model {
             next_trade: 1,
+            max_orders_per_book: engine::EngineLimits::default().max_orders_per_book,
             ..Default::default()
         }
     }
@@ -195,6 +198,16 @@ impl Model {
             },
             Command::RegisterAccount(r) => {
                 out.push(Event::AccountRegistered { account: r.account })
+            }
+            Command::SetMaxOrdersPerBook { max } => {
+                if *max == 0 || *max as usize > engine::MAX_ORDERS_PER_BOOK {
+                    out.push(Event::ConfigRefused {
+                        reason: RejectReason::InvalidSpec,
+                    });
+                } else {
+                    self.max_orders_per_book = *max as usize;
+                    out.push(Event::MaxOrdersPerBookSet { max: *max });
+                }
             }
             Command::Place(o) => self.place(o, &mut out),
             Command::Cancel { account, order } => {
@@ -555,6 +568,14 @@ impl Model {
             if crosses {
                 return reject(out, RejectReason::PostOnlyWouldTake);
             }
+        }
+        if let OrderKind::Limit {
+            tif: TimeInForce::Gtc,
+            ..
+        } = o.kind
+            && self.pairs[p].orders.len() >= self.max_orders_per_book
+        {
+            return reject(out, RejectReason::BookFull);
         }
 
         self.move_to_held(o.account, hc, hold);
