@@ -321,6 +321,7 @@ pub const DEFAULT_MAX_ORDERS_PER_BOOK: u32 = 10_000_000;
 const _: () = assert!(DEFAULT_MAX_ORDERS_PER_BOOK as usize <= engine::MAX_ORDERS_PER_BOOK);
 
 const U32_RANGE: &str = "a whole number from 0 to 4294967295";
+const WHOLE_NUMBER: &str = "a whole number";
 const U64_RANGE: &str = "a whole number from 0 to 18446744073709551615";
 
 /// `value` of the variable `var` as a `T`, or an error naming both and what was `expected`.
@@ -419,16 +420,17 @@ impl Config {
     pub fn apply_env(&mut self) -> anyhow::Result<()> {
         self.apply_vars(env)?;
         if let Some(v) = env("BOURSE_WS_MAX_CONNECTIONS") {
-            self.ws.max_connections = v.parse()?;
+            self.ws.max_connections = parse_var("BOURSE_WS_MAX_CONNECTIONS", v, WHOLE_NUMBER)?;
         }
         if let Some(v) = env("BOURSE_WS_MAX_SUBSCRIPTIONS") {
-            self.ws.max_subscriptions = v.parse()?;
+            self.ws.max_subscriptions = parse_var("BOURSE_WS_MAX_SUBSCRIPTIONS", v, WHOLE_NUMBER)?;
         }
         if let Some(v) = env("BOURSE_WS_MAX_INBOUND_PER_SEC") {
-            self.ws.max_inbound_per_sec = v.parse()?;
+            self.ws.max_inbound_per_sec =
+                parse_var("BOURSE_WS_MAX_INBOUND_PER_SEC", v, WHOLE_NUMBER)?;
         }
         if let Some(v) = env("BOURSE_WS_MAX_MESSAGE_BYTES") {
-            self.ws.max_message_bytes = v.parse()?;
+            self.ws.max_message_bytes = parse_var("BOURSE_WS_MAX_MESSAGE_BYTES", v, WHOLE_NUMBER)?;
         }
         // Checked here too, so a bad value stops the start with its name.
         self.ws.feed_config()?;

@@ -53,7 +53,8 @@ pub struct FeedConfig {
     pub max_message_bytes: usize,
     /// Outbound messages queued per connection before it counts as slow.
     pub queue_bound: usize,
-    /// Messages buffered per public channel for subscribers that fall behind.
+    /// Messages buffered per channel for subscribers that fall behind; the rings hold at
+    /// least `queue_bound` whatever this says ([`FeedConfig::ring_capacity`]).
     pub channel_capacity: usize,
     /// A connection that wrote less than this ago gathers what arrives until then and writes
     /// it at once (at most one write per interval on a busy stream; a quiet connection writes
@@ -88,6 +89,13 @@ pub struct FeedConfig {
 }
 
 impl FeedConfig {
+    /// Messages each channel ring holds: `channel_capacity`, but never fewer than
+    /// `queue_bound`, since a cursor overtaken by its ring counts as slow whatever its
+    /// bound (so a bound above the ring would have no effect).
+    pub fn ring_capacity(&self) -> usize {
+        self.channel_capacity.max(self.queue_bound)
+    }
+
     /// How long a busy connection gathers between writes with `connections` open:
     /// `min_write_interval`, or more when that many connections would write more often than
     /// `max_writes_per_sec`.
@@ -245,7 +253,7 @@ impl Feed {
         let store = Store::open(&data_dir.join("marketdata.sqlite"))?;
         let loaded = store.load(config.candles_retained)?;
         let mut state = State::new(DeriveConfig {
-            channel_capacity: config.channel_capacity,
+            channel_capacity: config.ring_capacity(),
             candles_retained: config.candles_retained,
             book_interval: config.book_interval,
         });
@@ -426,7 +434,7 @@ impl Feed {
         channel: PrivateChannel,
     ) -> bus::Cursor {
         let mut map = self.inner.private.lock();
-        let cap = self.inner.config.channel_capacity;
+        let cap = self.inner.config.ring_capacity();
         map.entry((account, channel))
             .or_insert_with(|| PrivateEntry {
                 bus: bus::Bus::new(cap),
@@ -626,5 +634,26 @@ impl Drop for StoreWriter {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FeedConfig;
+
+    #[test]
+    fn the_rings_hold_at_least_the_queue_bound_whoever_builds_the_config() {
+        let d = FeedConfig::default();
+        assert_eq!(d.ring_capacity(), d.channel_capacity.max(d.queue_bound));
+        let big = FeedConfig {
+            queue_bound: d.channel_capacity + 1,
+            ..FeedConfig::default()
+        };
+        assert_eq!(big.ring_capacity(), d.channel_capacity + 1);
+        let small = FeedConfig {
+            queue_bound: 1,
+            ..FeedConfig::default()
+        };
+        assert_eq!(small.ring_capacity(), d.channel_capacity);
     }
 }
