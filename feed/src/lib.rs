@@ -186,12 +186,49 @@ struct PrivateEntry {
     seq: u64,
 }
 
+/// The accounts' private channel rings, created on first subscribe. A ring nobody reads any
+/// more goes at its account's next publish, or at the next sweep: when a new ring would
+/// make the map reach `sweep_at`, the unread ones are dropped first and `sweep_at` becomes
+/// twice what is left (at least [`PRIVATE_SWEEP_MIN`]), so sweeping costs O(1) per ring
+/// created and an account that subscribed once and never trades holds nothing for long.
+struct PrivateRings {
+    map: HashMap<(AccountId, PrivateChannel), PrivateEntry>,
+    sweep_at: usize,
+}
+
+const PRIVATE_SWEEP_MIN: usize = 64;
+
+impl PrivateRings {
+    fn new() -> Self {
+        PrivateRings {
+            map: HashMap::new(),
+            sweep_at: PRIVATE_SWEEP_MIN,
+        }
+    }
+
+    /// A cursor on `key`'s ring, creating the ring (of `cap` messages) if needed.
+    fn subscribe(&mut self, key: (AccountId, PrivateChannel), cap: usize) -> bus::Cursor {
+        if !self.map.contains_key(&key) && self.map.len() + 1 >= self.sweep_at {
+            self.map.retain(|_, e| e.bus.receiver_count() > 0);
+            self.sweep_at = (2 * self.map.len()).max(PRIVATE_SWEEP_MIN);
+        }
+        self.map
+            .entry(key)
+            .or_insert_with(|| PrivateEntry {
+                bus: bus::Bus::new(cap),
+                seq: 0,
+            })
+            .bus
+            .subscribe()
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) config: FeedConfig,
     pub(crate) state: RwLock<State>,
     store: Arc<Mutex<Store>>,
     stored_seq: u64,
-    private: Mutex<HashMap<(AccountId, PrivateChannel), PrivateEntry>>,
+    private: Mutex<PrivateRings>,
     pub(crate) authenticator: RwLock<Option<Authenticator>>,
     pub(crate) connections: AtomicUsize,
     /// The open connections, told to close with 1001 when the server shuts down.
@@ -264,7 +301,7 @@ impl Feed {
                 state: RwLock::new(state),
                 store: Arc::new(Mutex::new(store)),
                 stored_seq: loaded.applied_seq,
-                private: Mutex::new(HashMap::new()),
+                private: Mutex::new(PrivateRings::new()),
                 authenticator: RwLock::new(None),
                 connections: AtomicUsize::new(0),
                 shutdown: Arc::default(),
@@ -408,7 +445,8 @@ impl Feed {
         channel: PrivateChannel,
         data: serde_json::Value,
     ) {
-        let mut map = self.inner.private.lock();
+        let mut rings = self.inner.private.lock();
+        let map = &mut rings.map;
         let key = (account, channel);
         let Some(entry) = map.get_mut(&key) else {
             return;
@@ -433,15 +471,8 @@ impl Feed {
         account: AccountId,
         channel: PrivateChannel,
     ) -> bus::Cursor {
-        let mut map = self.inner.private.lock();
         let cap = self.inner.config.ring_capacity();
-        map.entry((account, channel))
-            .or_insert_with(|| PrivateEntry {
-                bus: bus::Bus::new(cap),
-                seq: 0,
-            })
-            .bus
-            .subscribe()
+        self.inner.private.lock().subscribe((account, channel), cap)
     }
 
     /// The feed's applied sequence (what it has derived).
@@ -655,5 +686,41 @@ mod tests {
             ..FeedConfig::default()
         };
         assert_eq!(small.ring_capacity(), d.channel_capacity);
+    }
+
+    #[test]
+    fn rings_nobody_reads_are_swept_as_new_ones_are_made() {
+        use super::{PRIVATE_SWEEP_MIN, PrivateChannel, PrivateRings};
+        use engine::AccountId;
+        let mut rings = PrivateRings::new();
+        // 10,000 accounts subscribe once and go away without a publish.
+        for a in 0..10_000u32 {
+            let cursor = rings.subscribe((AccountId(a), PrivateChannel::Orders), 8);
+            drop(cursor);
+            assert!(
+                rings.map.len() < PRIVATE_SWEEP_MIN,
+                "{} rings kept",
+                rings.map.len()
+            );
+        }
+        // Rings someone reads are kept, whatever the sweeps.
+        let held: Vec<_> = (0..200u32)
+            .map(|a| rings.subscribe((AccountId(a), PrivateChannel::Wallet), 8))
+            .collect();
+        for a in 200..5_000u32 {
+            drop(rings.subscribe((AccountId(a), PrivateChannel::Fills), 8));
+        }
+        let read = rings
+            .map
+            .keys()
+            .filter(|(_, c)| *c == PrivateChannel::Wallet)
+            .count();
+        assert_eq!(read, 200);
+        assert!(
+            rings.map.len() <= 2 * 200 + 1,
+            "{} rings kept",
+            rings.map.len()
+        );
+        drop(held);
     }
 }

@@ -1625,6 +1625,19 @@ async fn settings_restricted_registration_auto_approval_and_expiry() {
         r["clientId"].as_str().unwrap().to_string(),
         r["clientSecret"].as_str().unwrap().to_string(),
     );
+    // The auth scheme is case-insensitive here as everywhere (RFC 7235).
+    let lower = format!("bearer {admin}");
+    let body = Some((Some("application/json"), br#"{"name":"bob"}"#.to_vec()));
+    let r = call(
+        &s,
+        Method::POST,
+        "/v1/users",
+        None,
+        body,
+        &[("authorization", &lower)],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let (st, t) = s.token(&cid, &secret, None).await;
     assert_eq!(st, StatusCode::OK);
     let user = t["access_token"].as_str().unwrap().to_string();

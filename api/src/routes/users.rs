@@ -97,10 +97,7 @@ pub async fn users_create(
     body: Result<AppJson<UserCreate>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<UserCreated>)> {
     if state.config.registration == Registration::Admin {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+        let token = auth::bearer_in(&headers)
             .ok_or_else(|| ApiError::unauthorized("registration is restricted to admins"))?;
         let info = auth::verify_token(&state, token)
             .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
