@@ -180,6 +180,15 @@ pub struct TokenCache {
 const CACHE_MAX: usize = 100_000;
 
 impl TokenCache {
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        self.map.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.read().is_empty()
+    }
+
     pub fn get(&self, hash: &[u8; 32]) -> Option<TokenInfo> {
         self.map.read().get(hash).copied()
     }
@@ -189,7 +198,12 @@ impl TokenCache {
             let now = crate::model::now_ns();
             m.retain(|_, t| t.expires_ns > now);
             if m.len() >= CACHE_MAX {
-                m.clear();
+                // Still full of live tokens: the half that expires soonest goes (they are
+                // looked up in the store again when used), not every token at once.
+                let mut expiries: Vec<i64> = m.values().map(|t| t.expires_ns).collect();
+                let mid = expiries.len() / 2;
+                let (_, &mut median, _) = expiries.select_nth_unstable(mid);
+                m.retain(|_, t| t.expires_ns > median);
             }
         }
         m.insert(hash, info);
@@ -332,6 +346,38 @@ impl<const ANY: u8> FromRequestParts<AppState> for Scoped<ANY> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_full_token_cache_drops_the_soonest_to_expire_half_not_everything() {
+        let cache = TokenCache::default();
+        let later = crate::model::now_ns() + 3_600_000_000_000;
+        let key = |i: usize| {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            k
+        };
+        let info = |i: usize| TokenInfo {
+            account: 1,
+            scopes: 0,
+            expires_ns: later + i as i64,
+        };
+        for i in 0..CACHE_MAX {
+            cache.put(key(i), info(i));
+        }
+        assert_eq!(cache.len(), CACHE_MAX);
+        cache.put(key(CACHE_MAX), info(CACHE_MAX));
+        assert!(
+            (CACHE_MAX / 2 - 1..=CACHE_MAX / 2 + 1).contains(&cache.len()),
+            "{} tokens kept",
+            cache.len()
+        );
+        assert!(
+            cache.get(&key(CACHE_MAX - 1)).is_some(),
+            "the latest to expire stay"
+        );
+        assert!(cache.get(&key(CACHE_MAX)).is_some(), "the new one is in");
+        assert!(cache.get(&key(0)).is_none(), "the soonest to expire went");
+    }
     use super::*;
 
     /// The token endpoint answers an unknown client id only after a real argon2
