@@ -106,14 +106,19 @@ pub async fn next_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
     read_frame(s).await.expect("a frame")
 }
 
-/// The next text message from the server (other frames skipped).
+/// The next text message from the server (other frames skipped), within 10 s: a test
+/// waiting for a message that never comes fails instead of hanging.
 pub async fn next_text(s: &mut TcpStream) -> Value {
-    loop {
-        let (opcode, payload) = next_frame(s).await;
-        if opcode == TEXT {
-            return serde_json::from_slice(&payload).expect("JSON message");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (opcode, payload) = next_frame(s).await;
+            if opcode == TEXT {
+                return serde_json::from_slice(&payload).expect("JSON message");
+            }
         }
-    }
+    })
+    .await
+    .expect("a text message within 10 s")
 }
 
 /// The reply to the request `id`, skipping channel data.
