@@ -111,12 +111,9 @@ pub fn push_units(out: &mut Vec<u8>, value: u128, decimals: u8) {
     }
 }
 
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+/// The wall clock as Unix time in nanoseconds: the engine's clock, so token expiries here
+/// and in the feed compare against the same time.
+pub use engine::pipeline::unix_now_ns as now_ns;
 
 pub fn side_str(side: Side) -> &'static str {
     match side {

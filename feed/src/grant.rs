@@ -26,7 +26,8 @@ pub struct ReadScopes {
 pub struct Grant {
     pub account: AccountId,
     pub scopes: ReadScopes,
-    /// When the token stops being valid, Unix time in nanoseconds.
+    /// When the token stops being valid, Unix time in nanoseconds
+    /// ([`engine::pipeline::unix_now_ns`]'s clock).
     pub expires_ns: i64,
 }
 
@@ -53,13 +54,6 @@ impl PrivateChannel {
             PrivateChannel::Wallet => "wallet:read or wallet",
         }
     }
-}
-
-/// The wall clock as Unix time in nanoseconds (the unit of [`Grant::expires_ns`]).
-pub fn unix_now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -102,7 +96,7 @@ mod tests {
         assert!(!g.expired(999));
         assert!(g.expired(1_000));
         assert!(
-            unix_now_ns() > 1_700_000_000_000_000_000,
+            engine::pipeline::unix_now_ns() > 1_700_000_000_000_000_000,
             "the clock reads Unix time"
         );
     }

@@ -32,7 +32,7 @@ use engine::AccountId;
 use engine::pipeline::{OutputListener, Processed};
 use parking_lot::{Mutex, RwLock};
 
-pub use grant::{Grant, ReadScopes, unix_now_ns};
+pub use grant::{Grant, ReadScopes};
 pub use l2::checksum_of;
 pub use rest::openapi;
 pub use state::Published;
@@ -505,8 +505,7 @@ impl Feed {
         if !self.inner.config.wall_clock_expiry {
             return;
         }
-        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let now = engine::pipeline::unix_now_ns();
         let due = {
             let st = self.inner.state.read();
             st.recovered && st.clock_ns + 1_000_000_000 < now

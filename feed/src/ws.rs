@@ -690,16 +690,11 @@ impl Conn {
     /// `UNAUTHORIZED` error (id null), and it stays open for public channels or a new `auth`.
     fn end_expired_grant(&mut self) {
         let Some(grant) = self.grant else { return };
-        if !grant.expired(crate::grant::unix_now_ns()) {
+        if !grant.expired(engine::pipeline::unix_now_ns()) {
             return;
         }
         self.grant = None;
-        let before = self.subs.len();
-        self.subs
-            .retain(|s| PrivateChannel::parse(&s.name).is_none());
-        if self.subs.len() != before {
-            self.forget_direct();
-        }
+        self.retain_subs(|s| PrivateChannel::parse(&s.name).is_none());
         self.error(
             Value::Null,
             "UNAUTHORIZED",
@@ -879,7 +874,7 @@ impl Conn {
                     }
                     // The REST rules (API.md): an expired token is UNAUTHORIZED, a valid
                     // one without the scope FORBIDDEN.
-                    Some(g) if g.expired(crate::grant::unix_now_ns()) => {
+                    Some(g) if g.expired(engine::pipeline::unix_now_ns()) => {
                         let msg = format!("channel {name}: the token has expired, auth again");
                         return self.error(id, "UNAUTHORIZED", &msg);
                     }
@@ -989,6 +984,15 @@ impl Conn {
         self.forget_direct();
     }
 
+    /// Keeps the subscriptions `keep` accepts (forgetting `direct` if any went).
+    fn retain_subs(&mut self, keep: impl FnMut(&Sub) -> bool) {
+        let before = self.subs.len();
+        self.subs.retain(keep);
+        if self.subs.len() != before {
+            self.forget_direct();
+        }
+    }
+
     /// `direct` holds indexes into `subs`, kept across a write the socket did not take:
     /// after a removal they may name another subscription or none. The next fill finds
     /// what is pending again.
@@ -1019,14 +1023,10 @@ impl Conn {
                 // The private subscriptions the new token may not read go: all of another
                 // account's, and those outside its scopes.
                 let same_account = self.grant.is_some_and(|g| g.account == grant.account);
-                let before = self.subs.len();
-                self.subs.retain(|s| {
+                self.retain_subs(|s| {
                     PrivateChannel::parse(&s.name)
                         .is_none_or(|pc| same_account && grant.may_read(pc))
                 });
-                if self.subs.len() != before {
-                    self.forget_direct();
-                }
                 self.grant = Some(grant);
                 self.reply(json!({"op": "authenticated", "id": id}));
             }

@@ -56,6 +56,7 @@ use std::thread::JoinHandle;
 use parking_lot::Mutex;
 
 pub use recovery::RecoveryReport;
+pub use sequencer::unix_now_ns;
 pub use stats::{FSYNC_BUCKETS, PipelineStats, RingStats};
 pub use storage::{FsStorage, SimDisk, Storage};
 

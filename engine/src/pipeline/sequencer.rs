@@ -48,7 +48,10 @@ pub(crate) struct Sequencer {
     pub last_timestamp_ns: i64,
 }
 
-fn now_ns() -> i64 {
+/// The wall clock as Unix time in nanoseconds (0 before 1970, saturated in 2262): the clock
+/// of batch timestamps, and the one the crates above compare expiries with (tokens, the
+/// ticker's rolling window), so that they all read time the same way.
+pub fn unix_now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -141,7 +144,7 @@ impl Sequencer {
 
     /// Sequences and applies the commands in `batch`, framing their records.
     fn execute(&mut self, batch: &mut Batch) {
-        let ts = now_ns().max(self.last_timestamp_ns);
+        let ts = unix_now_ns().max(self.last_timestamp_ns);
         self.last_timestamp_ns = ts;
         batch.first_seq = self.next_seq;
         batch.timestamp_ns = ts;
