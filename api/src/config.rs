@@ -202,22 +202,19 @@ impl WsConfig {
             self.ping_interval_secs
         );
         let secs = std::time::Duration::from_secs;
-        let defaults = feed::FeedConfig::default();
         Ok(feed::FeedConfig {
             max_connections: self.max_connections,
             max_subscriptions: self.max_subscriptions,
             max_inbound_per_sec: self.max_inbound_per_sec,
             max_message_bytes: self.max_message_bytes,
             queue_bound: self.queue_bound,
-            // A backlog is only bounded by `queue_bound` while the ring still holds it: a
-            // cursor overtaken by its ring counts as slow however small its bound.
-            channel_capacity: defaults.channel_capacity.max(self.queue_bound),
+            // The rings then hold at least `queue_bound` (`FeedConfig::ring_capacity`).
             max_writes_per_sec: self.max_writes_per_sec,
             ping_interval: secs(self.ping_interval_secs),
             idle_timeout: secs(self.idle_timeout_secs),
             stall_timeout: secs(self.stall_timeout_secs),
             book_interval: std::time::Duration::from_millis(self.book_interval_ms),
-            ..defaults
+            ..feed::FeedConfig::default()
         })
     }
 }
@@ -419,25 +416,12 @@ impl Config {
     /// Environment overrides (`BOURSE_BIND`, `BOURSE_DATA_DIR`, ...).
     pub fn apply_env(&mut self) -> anyhow::Result<()> {
         self.apply_vars(env)?;
-        if let Some(v) = env("BOURSE_WS_MAX_CONNECTIONS") {
-            self.ws.max_connections = parse_var("BOURSE_WS_MAX_CONNECTIONS", v, WHOLE_NUMBER)?;
-        }
-        if let Some(v) = env("BOURSE_WS_MAX_SUBSCRIPTIONS") {
-            self.ws.max_subscriptions = parse_var("BOURSE_WS_MAX_SUBSCRIPTIONS", v, WHOLE_NUMBER)?;
-        }
-        if let Some(v) = env("BOURSE_WS_MAX_INBOUND_PER_SEC") {
-            self.ws.max_inbound_per_sec =
-                parse_var("BOURSE_WS_MAX_INBOUND_PER_SEC", v, WHOLE_NUMBER)?;
-        }
-        if let Some(v) = env("BOURSE_WS_MAX_MESSAGE_BYTES") {
-            self.ws.max_message_bytes = parse_var("BOURSE_WS_MAX_MESSAGE_BYTES", v, WHOLE_NUMBER)?;
-        }
         // Checked here too, so a bad value stops the start with its name.
         self.ws.feed_config()?;
         Ok(())
     }
 
-    /// The overrides of every setting outside `[ws]`, read through `var` (the
+    /// The overrides of every setting (`[ws]`: its four limits), read through `var` (the
     /// environment, or a table in tests); an empty value counts as unset. A value the
     /// setting does not accept is an error naming the variable and what it accepts, never
     /// a silent default.
@@ -492,6 +476,19 @@ impl Config {
                 "a whole number from 1 to 16777215",
             )?;
         }
+        if let Some(v) = var("BOURSE_WS_MAX_CONNECTIONS") {
+            self.ws.max_connections = parse_var("BOURSE_WS_MAX_CONNECTIONS", v, WHOLE_NUMBER)?;
+        }
+        if let Some(v) = var("BOURSE_WS_MAX_SUBSCRIPTIONS") {
+            self.ws.max_subscriptions = parse_var("BOURSE_WS_MAX_SUBSCRIPTIONS", v, WHOLE_NUMBER)?;
+        }
+        if let Some(v) = var("BOURSE_WS_MAX_INBOUND_PER_SEC") {
+            self.ws.max_inbound_per_sec =
+                parse_var("BOURSE_WS_MAX_INBOUND_PER_SEC", v, WHOLE_NUMBER)?;
+        }
+        if let Some(v) = var("BOURSE_WS_MAX_MESSAGE_BYTES") {
+            self.ws.max_message_bytes = parse_var("BOURSE_WS_MAX_MESSAGE_BYTES", v, WHOLE_NUMBER)?;
+        }
         Ok(())
     }
 }
@@ -528,8 +525,10 @@ mod tests {
             ("BOURSE_RATE_LIMIT_PER_SEC", "0"),
             ("BOURSE_ADMIN_CLIENT_ID", "ops"),
             ("BOURSE_ADMIN_CLIENT_SECRET", "s3cret"),
+            ("BOURSE_WS_MAX_CONNECTIONS", "7"),
         ])
         .expect("valid");
+        assert_eq!(c.ws.max_connections, 7);
         assert_eq!(c.bind.port(), 9000);
         assert_eq!(c.durability, Durability::None);
         assert!(c.deposit_auto_approve);
@@ -576,6 +575,7 @@ mod tests {
             ("BOURSE_RATE_LIMIT_PER_SEC", "-1"),
             ("BOURSE_RATE_LIMIT_BURST", "4294967296"),
             ("BOURSE_BIND", "localhost"),
+            ("BOURSE_WS_MAX_MESSAGE_BYTES", "64k"),
         ] {
             let e = refused(&[(var, value)]);
             assert!(e.starts_with(&format!("{var}={value}: expected ")), "{e}");
@@ -706,14 +706,14 @@ mod tests {
             let f = with_bound(bound).expect("a valid bound");
             assert_eq!(f.queue_bound, bound);
             assert!(
-                f.channel_capacity >= bound,
+                f.ring_capacity() >= bound,
                 "queue_bound {bound} in rings of {}",
-                f.channel_capacity
+                f.ring_capacity()
             );
-            assert!(f.channel_capacity >= default_capacity, "{bound}");
+            assert!(f.ring_capacity() >= default_capacity, "{bound}");
         }
         assert_eq!(
-            with_bound(10_000).expect("valid").channel_capacity,
+            with_bound(10_000).expect("valid").ring_capacity(),
             10_000,
             "the rings grow no more than the bound needs"
         );
