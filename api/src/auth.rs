@@ -180,15 +180,6 @@ pub struct TokenCache {
 const CACHE_MAX: usize = 100_000;
 
 impl TokenCache {
-    /// Tokens held.
-    pub fn len(&self) -> usize {
-        self.map.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.read().is_empty()
-    }
-
     pub fn get(&self, hash: &[u8; 32]) -> Option<TokenInfo> {
         self.map.read().get(hash).copied()
     }
@@ -196,7 +187,7 @@ impl TokenCache {
         let mut m = self.map.write();
         if m.len() >= CACHE_MAX {
             let now = crate::model::now_ns();
-            m.retain(|_, t| t.expires_ns > now);
+            m.retain(|_, t| t.valid_at(now));
             if m.len() >= CACHE_MAX {
                 // Still full of live tokens: the half that expires soonest goes (they are
                 // looked up in the store again when used), not every token at once.
@@ -211,6 +202,11 @@ impl TokenCache {
 }
 
 impl TokenInfo {
+    /// Whether the token is still valid at `now_ns` (Unix time, [`crate::model::now_ns`]).
+    pub fn valid_at(&self, now_ns: i64) -> bool {
+        self.expires_ns > now_ns
+    }
+
     /// What this token may read on the WebSocket: the same scopes as the REST reads of
     /// orders and fills (`orders:read` or `orders`) and of the wallet (`wallet:read` or
     /// `wallet`).
@@ -231,7 +227,7 @@ pub fn cached_token(state: &AppState, token: &str) -> Option<TokenInfo> {
     state
         .tokens
         .get(&token_hash(token))
-        .filter(|info| info.expires_ns > crate::model::now_ns())
+        .filter(|info| info.valid_at(crate::model::now_ns()))
 }
 
 /// Looks a bearer token up (cache, then the store).
@@ -270,7 +266,7 @@ pub fn verify_token(state: &AppState, token: &str) -> Option<TokenInfo> {
             found.1
         }
     };
-    (info.expires_ns > now).then_some(info)
+    info.valid_at(now).then_some(info)
 }
 
 /// The caller, authenticated by `Authorization: Bearer TOKEN`.
@@ -346,6 +342,7 @@ impl<const ANY: u8> FromRequestParts<AppState> for Scoped<ANY> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn a_full_token_cache_drops_the_soonest_to_expire_half_not_everything() {
@@ -364,12 +361,12 @@ mod tests {
         for i in 0..CACHE_MAX {
             cache.put(key(i), info(i));
         }
-        assert_eq!(cache.len(), CACHE_MAX);
+        assert_eq!(cache.map.read().len(), CACHE_MAX);
         cache.put(key(CACHE_MAX), info(CACHE_MAX));
         assert!(
-            (CACHE_MAX / 2 - 1..=CACHE_MAX / 2 + 1).contains(&cache.len()),
+            (CACHE_MAX / 2 - 1..=CACHE_MAX / 2 + 1).contains(&cache.map.read().len()),
             "{} tokens kept",
-            cache.len()
+            cache.map.read().len()
         );
         assert!(
             cache.get(&key(CACHE_MAX - 1)).is_some(),
@@ -378,7 +375,6 @@ mod tests {
         assert!(cache.get(&key(CACHE_MAX)).is_some(), "the new one is in");
         assert!(cache.get(&key(0)).is_none(), "the soonest to expire went");
     }
-    use super::*;
 
     /// The token endpoint answers an unknown client id only after a real argon2
     /// verification, like a wrong secret: once it verified against "", which fails without
