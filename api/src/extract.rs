@@ -197,7 +197,17 @@ pub fn decimal(
     kind: DecimalKind,
     max: u128,
 ) -> Result<u64, ApiError> {
-    let v = parse_units(text, decimals).map_err(|e| match e {
+    // API.md: "Requests may send fewer decimals, never more", so a zero past the grid is
+    // refused too (`"1000.000"` for a 2-decimal price), like the venues clients know.
+    let places = text.split_once('.').map_or(0, |(_, frac)| frac.len());
+    let parsed = parse_units(text, decimals).and_then(|v| {
+        if places > usize::from(decimals) {
+            Err(UnitsError::TooManyPlaces)
+        } else {
+            Ok(v)
+        }
+    });
+    let v = parsed.map_err(|e| match e {
         UnitsError::Syntax => ApiError::validation(format!(
             "{field} must be a plain positive decimal string like \"12.5\""
         )),

@@ -515,7 +515,7 @@ async fn bad_decimals_are_400_and_change_nothing() {
         "٣",
         "99999999999999999999999999999999999999999",
     ];
-    let zero = ["0", "0.00", "0.0000000000"];
+    let zero = ["0", "0.00", "000.0"];
     let order = |field: &str, v: Value| {
         let mut b = json!({"pair":"BTC_SEK","side":"buy","type":"limit","amount":"0.1","price":"1000","clientId":"d1"});
         b[field] = v;
@@ -554,6 +554,9 @@ async fn bad_decimals_are_400_and_change_nothing() {
         (orders, market_quote(json!("10.001"))),
         (deposits, deposit(json!("1.001"))),
         (withdrawals, withdrawal(json!("1.001"))),
+        // More places than the grid even when they are zeros ("never more").
+        (orders, market_quote(json!("10.000"))),
+        (deposits, deposit(json!("1.000"))),
         // Out of range but well formed: above the engine's bounds.
         (orders, order("amount", json!("10995.11627777"))),
         (orders, order("price", json!("43980465111.04"))),
@@ -570,6 +573,9 @@ async fn bad_decimals_are_400_and_change_nothing() {
     for (body, code) in [
         (order("price", json!("1000.001")), "INVALID_PRICE_TICK"),
         (order("amount", json!("0.123456789")), "INVALID_AMOUNT_STEP"),
+        (order("price", json!("1000.000")), "INVALID_PRICE_TICK"),
+        (order("price", json!("0.0000000000")), "INVALID_PRICE_TICK"),
+        (order("amount", json!("0.100000000")), "INVALID_AMOUNT_STEP"),
         (order("amount", json!("0.00009999")), "AMOUNT_TOO_SMALL"),
     ] {
         let problem = (StatusCode::BAD_REQUEST, code);
