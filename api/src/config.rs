@@ -99,6 +99,9 @@ pub enum ConfigError {
     /// `max_orders_per_book` outside what the engine accepts.
     #[error("max_orders_per_book = {0}: expected 1 to {max}", max = engine::MAX_ORDERS_PER_BOOK)]
     MaxOrdersPerBook(u32),
+    /// `history_query_timeout_ms` of 0 (every list would fail) or over an hour.
+    #[error("history_query_timeout_ms = {0}: expected 1 to {MAX_HISTORY_QUERY_TIMEOUT_MS}")]
+    HistoryQueryTimeout(u64),
     /// Argon2 refuses these costs for client secrets.
     #[error(
         "argon2_memory_kib = {memory_kib}, argon2_iterations = {iterations}: {reason} \
@@ -244,6 +247,9 @@ pub struct Config {
     /// command when it differs from the engine's (so a replay of the journal meets every
     /// order under the bound its live run met).
     pub max_orders_per_book: u32,
+    /// Longest a paginated history list (orders, fills, transactions, requests) may query
+    /// the store, in milliseconds; past it the client gets a 503 ([`crate::store`]).
+    pub history_query_timeout_ms: u64,
     /// Admin client credentials (also `BOURSE_ADMIN_CLIENT_ID` / `BOURSE_ADMIN_CLIENT_SECRET`).
     pub admin_client_id: Option<String>,
     pub admin_client_secret: Option<String>,
@@ -288,6 +294,7 @@ impl Default for Config {
             argon2_iterations: 2,
             ring_capacity: 65_536,
             max_orders_per_book: DEFAULT_MAX_ORDERS_PER_BOOK,
+            history_query_timeout_ms: 5_000,
             admin_client_id: None,
             admin_client_secret: None,
             currencies: vec![
@@ -315,6 +322,8 @@ fn env(name: &str) -> Option<String> {
 /// The engine's default bound (10,000,000), what an engine that never got a
 /// `SetMaxOrdersPerBook` command holds.
 pub const DEFAULT_MAX_ORDERS_PER_BOOK: u32 = 10_000_000;
+/// The largest `history_query_timeout_ms` (an hour).
+pub const MAX_HISTORY_QUERY_TIMEOUT_MS: u64 = 3_600_000;
 const _: () = assert!(DEFAULT_MAX_ORDERS_PER_BOOK as usize <= engine::MAX_ORDERS_PER_BOOK);
 
 const U32_RANGE: &str = "a whole number from 0 to 4294967295";
@@ -409,6 +418,13 @@ impl Config {
         {
             return Err(ConfigError::MaxOrdersPerBook(self.max_orders_per_book));
         }
+        if self.history_query_timeout_ms == 0
+            || self.history_query_timeout_ms > MAX_HISTORY_QUERY_TIMEOUT_MS
+        {
+            return Err(ConfigError::HistoryQueryTimeout(
+                self.history_query_timeout_ms,
+            ));
+        }
         crate::auth::argon2_params(self.argon2_memory_kib, self.argon2_iterations)?;
         Ok(())
     }
@@ -475,6 +491,10 @@ impl Config {
                 v,
                 "a whole number from 1 to 16777215",
             )?;
+        }
+        if let Some(v) = var("BOURSE_HISTORY_QUERY_TIMEOUT_MS") {
+            self.history_query_timeout_ms =
+                parse_var("BOURSE_HISTORY_QUERY_TIMEOUT_MS", v, U64_RANGE)?;
         }
         if let Some(v) = var("BOURSE_WS_MAX_CONNECTIONS") {
             self.ws.max_connections = parse_var("BOURSE_WS_MAX_CONNECTIONS", v, WHOLE_NUMBER)?;
@@ -599,6 +619,22 @@ mod tests {
         // From the file too.
         let c: Config = toml::from_str("admin_client_id = \"ops\"\n").expect("parses");
         assert!(matches!(c.validate(), Err(ConfigError::AdminHalf { .. })));
+    }
+
+    #[test]
+    fn the_history_query_limit_is_read_and_checked() {
+        assert_eq!(Config::default().history_query_timeout_ms, 5_000);
+        let c = with_vars(&[("BOURSE_HISTORY_QUERY_TIMEOUT_MS", "250")]).expect("valid");
+        assert_eq!(c.history_query_timeout_ms, 250);
+        assert_eq!(
+            refused(&[("BOURSE_HISTORY_QUERY_TIMEOUT_MS", "0")]),
+            "history_query_timeout_ms = 0: expected 1 to 3600000"
+        );
+        let c: Config = toml::from_str("history_query_timeout_ms = 3600001\n").expect("parses");
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::HistoryQueryTimeout(3_600_001))
+        );
     }
 
     #[test]

@@ -115,6 +115,13 @@ impl From<Problem> for ApiError {
 
 impl From<rusqlite::Error> for ApiError {
     fn from(e: rusqlite::Error) -> Self {
+        if crate::store::is_interrupted(&e) {
+            tracing::warn!("history query stopped at its time limit");
+            return ApiError::unavailable(
+                "the history query ran past the server's time limit: narrow it with filters \
+                 or ask for a smaller offset",
+            );
+        }
         tracing::error!(error = %e, "history store error");
         ApiError::internal()
     }

@@ -53,7 +53,12 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     let state = Arc::new(Shared {
         pipeline: RwLock::new(Some(pipeline)),
         model: model.clone(),
-        store: Store::open(&db, 4, model.clone())?,
+        store: Store::open(
+            &db,
+            4,
+            std::time::Duration::from_millis(config.history_query_timeout_ms),
+            model.clone(),
+        )?,
         tokens: Default::default(),
         secrets,
         client_ids: Arc::default(),

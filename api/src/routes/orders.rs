@@ -419,7 +419,7 @@ pub async fn orders_list(
         }
         Some(_) => return Err(ApiError::validation("status must be open, closed or all")),
     }
-    let (total, rows) = state.store.read(|c| {
+    let (total, rows) = state.store.read_list(|c| {
         let (total, mut rows) = store::paged(
             c,
             "orders",
@@ -464,7 +464,7 @@ pub async fn fills_list(
     if let Some(p) = pair {
         filter.eq("pair", i64::from(p.0));
     }
-    let (total, rows) = state.store.read(|c| {
+    let (total, rows) = state.store.read_list(|c| {
         store::paged(
             c,
             "fills",

@@ -99,7 +99,7 @@ pub async fn transactions_list(
     } else {
         "ts_ns DESC, id DESC"
     };
-    let (total, rows) = state.store.read(|c| {
+    let (total, rows) = state.store.read_list(|c| {
         store::paged(
             c,
             "transactions",

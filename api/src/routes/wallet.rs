@@ -275,7 +275,7 @@ pub fn requests_query(
     if let Some(s) = status {
         filter.eq("status", s);
     }
-    let (total, rows) = state.store.read(|c| {
+    let (total, rows) = state.store.read_list(|c| {
         store::paged(
             c,
             "requests",
