@@ -11,7 +11,10 @@
 //! million orders made `GET /v1/orders?status=open` take 0.4-0.7 s of SQLite. Such reads go
 //! through [`Store::read_list`]: off the async workers (so orders, market data and other
 //! reads go on meanwhile) and bounded by a time limit, past which SQLite interrupts the
-//! query and the client gets a 503 that says so.
+//! query and the client gets a 503 that says so. Each list's page is read in its sort
+//! order straight from an index (transactions by `(account, ts_ns, id)`, the booking-date
+//! order; fills by `(account, trade_id, order_id)`), so a page costs its own rows, not a sort of the account's history (1.7 s for a
+//! page of an account with 1.8 M transactions when they were sorted by time at each call).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,12 +49,14 @@ CREATE TABLE IF NOT EXISTS fills(trade_id INTEGER NOT NULL, order_id INTEGER NOT
   amount INTEGER NOT NULL, quote INTEGER NOT NULL, fee INTEGER NOT NULL, maker INTEGER NOT NULL,
   ts_ns INTEGER NOT NULL, PRIMARY KEY(trade_id, order_id));
 CREATE INDEX IF NOT EXISTS fills_order ON fills(order_id);
-CREATE INDEX IF NOT EXISTS fills_account ON fills(account, trade_id);
+DROP INDEX IF EXISTS fills_account;
+CREATE INDEX IF NOT EXISTS fills_account_trade ON fills(account, trade_id, order_id);
 CREATE TABLE IF NOT EXISTS transactions(id INTEGER PRIMARY KEY, account INTEGER NOT NULL,
   currency INTEGER NOT NULL, type INTEGER NOT NULL, amount INTEGER NOT NULL,
   balance_after INTEGER NOT NULL, ts_ns INTEGER NOT NULL, ref_id TEXT, ref_type TEXT,
   ref2_id TEXT, ref2_type TEXT);
-CREATE INDEX IF NOT EXISTS tx_account ON transactions(account, id);
+DROP INDEX IF EXISTS tx_account;
+CREATE INDEX IF NOT EXISTS tx_account_time ON transactions(account, ts_ns, id);
 CREATE TABLE IF NOT EXISTS requests(id INTEGER PRIMARY KEY, account INTEGER NOT NULL,
   external_id TEXT NOT NULL, kind INTEGER NOT NULL, currency INTEGER NOT NULL,
   amount INTEGER NOT NULL, status INTEGER NOT NULL, destination TEXT, reason TEXT,
@@ -668,6 +673,36 @@ mod tests {
 
     fn count(c: &rusqlite::Connection, sql: &str) -> rusqlite::Result<i64> {
         c.query_row(sql, [], |r| r.get(0))
+    }
+
+    /// Every account list reads its page in order from an index: SQLite's plan sorts
+    /// nothing (a sort would cost the account's whole history at every page).
+    #[test]
+    fn account_lists_read_their_pages_in_index_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = super::open(&dir.path().join("h.sqlite")).expect("open");
+        for (table, order_by) in [
+            ("transactions", "ts_ns DESC, id DESC"),
+            ("transactions", "ts_ns ASC, id ASC"),
+            ("orders", "id DESC"),
+            ("fills", "trade_id DESC, order_id DESC"),
+            ("requests", "id DESC"),
+        ] {
+            let sql = format!(
+                "EXPLAIN QUERY PLAN SELECT * FROM {table} WHERE account = 1 \
+                 ORDER BY {order_by} LIMIT 100"
+            );
+            let mut st = conn.prepare(&sql).expect("plan");
+            let plan: Vec<String> = st
+                .query_map([], |r| r.get::<_, String>(3))
+                .expect("rows")
+                .collect::<Result<_, _>>()
+                .expect("plan rows");
+            assert!(
+                plan.iter().all(|step| !step.contains("TEMP B-TREE")),
+                "{table} ORDER BY {order_by}: {plan:?}"
+            );
+        }
     }
 
     /// A list query past the limit is stopped by SQLite (and reported as such), the reader
