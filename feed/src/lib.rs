@@ -432,8 +432,9 @@ impl Feed {
         *self.inner.authenticator.write() = Some(f);
     }
 
-    /// Starts closing every WebSocket connection with 1001 (Going Away), behind what its
-    /// socket already holds; an upgrade from now on gets a 503 problem. Returns at once:
+    /// Starts closing every WebSocket connection with 1001 (Going Away), once it has written
+    /// the control frames it queued and what its rings hold now (within half its
+    /// `close_grace`); an upgrade from now on gets a 503 problem. Returns at once:
     /// [`Feed::connections_closed`] waits for the connections to finish. For the server's
     /// graceful shutdown (its HTTP drain does not wait for upgraded connections).
     pub fn close_connections(&self) {

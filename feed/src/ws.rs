@@ -23,7 +23,13 @@
 //! does not read. The output thread never waits for a connection.
 //!
 //! When the server shuts down ([`crate::Feed::close_connections`]) every connection closes
-//! with 1001 (Going Away) the same way, and upgrades are refused ([`crate::shutdown`]).
+//! with 1001 (Going Away), and upgrades are refused ([`crate::shutdown`]). It first drains:
+//! the control frames queued and the frames its rings hold when it learns of the stop
+//! (each cursor's [`Cursor::end`] then) are written as usual, nothing published later, no
+//! new snapshot, and client requests are ignored; so a client reading along gets every
+//! message published before the stop. The drain takes at most half of `close_grace` (the
+//! rest is for the close handshake, so the whole close stays within the grace the server
+//! waits for); a book that needs a resync or a client that stops reading ends it sooner.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::{Future, poll_fn};
@@ -203,6 +209,15 @@ struct Sub {
     snap_seq: u64,
     /// Book: to be resent as a fresh snapshot when the socket has room.
     resync: bool,
+    /// The cursor's end when the shutdown drain started (u64::MAX until then): frames
+    /// from there on are not written.
+    until: u64,
+}
+
+/// A shutdown drain under way: since when, and its deadline.
+struct Drain {
+    since: Instant,
+    deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// A queued control frame. `book` is the pair whose snapshot it is: a newer snapshot of the
@@ -249,8 +264,9 @@ struct Conn {
     rate_count: u32,
     resync_window: Instant,
     resyncs: u32,
-    /// Set when the server shuts down: the connection closes with 1001.
+    /// Set when the server shuts down: the connection drains, then closes with 1001.
     stop: StopSignal,
+    drain: Option<Drain>,
 }
 
 enum Ev {
@@ -282,6 +298,8 @@ async fn run(feed: Feed, mut socket: Socket, stop: StopSignal) {
         let ev = poll_fn(|cx| conn.poll(cx, &mut socket, &mut tick)).await;
         match ev {
             Ev::Tick => conn.housekeeping(),
+            // Draining: requests are not answered (a new subscription would not drain).
+            Ev::In(Message::Text(_) | Message::Binary(_)) if conn.drain.is_some() => {}
             Ev::In(msg) => {
                 conn.last_seen = Instant::now();
                 match msg {
@@ -312,7 +330,12 @@ async fn run(feed: Feed, mut socket: Socket, stop: StopSignal) {
     }
     let ended_by_peer = conn.ended;
     let close = conn.close.take();
-    let grace = conn.cfg.close_grace;
+    // A shutdown's close grace counts from the stop: the drain took some of it.
+    let grace = conn.cfg.close_grace.saturating_sub(
+        conn.drain
+            .as_ref()
+            .map_or(Duration::ZERO, |d| d.since.elapsed()),
+    );
     let pending = conn.wbuf.split_off(conn.wpos);
     drop(conn);
     match close {
@@ -387,6 +410,7 @@ impl Conn {
             resync_window: now,
             resyncs: 0,
             stop,
+            drain: None,
         }
     }
 
@@ -399,7 +423,12 @@ impl Conn {
         if self.close.is_some() || self.ended {
             return Poll::Ready(Ev::Stop);
         }
-        if self.stop.requested(cx) {
+        if self.drain.is_none() && self.stop.requested(cx) {
+            self.start_drain();
+        }
+        if let Some(d) = &mut self.drain
+            && d.deadline.as_mut().poll(cx).is_ready()
+        {
             self.shut(GOING_AWAY, "server shutting down");
             return Poll::Ready(Ev::Stop);
         }
@@ -426,6 +455,10 @@ impl Conn {
             Err(()) => Poll::Ready(Ev::Gone),
             Ok(true) => Poll::Ready(Ev::Yield),
             Ok(false) if self.close.is_some() => Poll::Ready(Ev::Stop),
+            Ok(false) if self.drained() => {
+                self.shut(GOING_AWAY, "server shutting down");
+                Poll::Ready(Ev::Stop)
+            }
             Ok(false) => {
                 // A client frame that came while our frames were half-written was not read
                 // above; now that they are out, come back for it (once: the next poll reads).
@@ -435,6 +468,34 @@ impl Conn {
                 Poll::Pending
             }
         }
+    }
+
+    /// The server is shutting down: from now on the cursors stop at what their rings hold
+    /// now, and the drain has half the close grace (module docs).
+    fn start_drain(&mut self) {
+        for sub in &mut self.subs {
+            sub.until = sub.cursor.end();
+        }
+        self.drain = Some(Drain {
+            since: Instant::now(),
+            deadline: Box::pin(tokio::time::sleep(self.cfg.close_grace / 2)),
+        });
+    }
+
+    /// Whether a subscription has nothing left to drain (a resyncing book gets no new
+    /// snapshot during a drain).
+    fn sub_drained(sub: &Sub) -> bool {
+        sub.resync || sub.cursor.pos() >= sub.until
+    }
+
+    /// Whether a drain has written everything it was to: the control frames, the write
+    /// buffer and every cursor up to its end at the start.
+    fn drained(&self) -> bool {
+        self.drain.is_some()
+            && self.wpos == self.wbuf.len()
+            && self.direct.is_empty()
+            && self.control.is_empty()
+            && self.subs.iter().all(Self::sub_drained)
     }
 
     /// Writes the write buffer, refilling it from the control queue and the rings, until
@@ -554,13 +615,16 @@ impl Conn {
         let mut room = WBUF.saturating_sub(head.len()).max(1);
         for (k, &i) in direct.iter().enumerate() {
             let sub = &mut self.subs[i];
-            let peek = match sub.kind {
-                Kind::Book(_) => sub.cursor.peek(&rings[k], room, sub.snap_seq),
-                _ => sub.cursor.peek(&rings[k], room, 0),
-            }
-            .ok()
-            .flatten()
-            .filter(|_| room > 0);
+            let min_seq = match sub.kind {
+                Kind::Book(_) => sub.snap_seq,
+                _ => 0,
+            };
+            let peek = sub
+                .cursor
+                .peek_until(&rings[k], room, min_seq, sub.until)
+                .ok()
+                .flatten()
+                .filter(|_| room > 0);
             if let Some(p) = &peek {
                 room = room.saturating_sub(p.len);
                 for part in Cursor::slices(&rings[k], p) {
@@ -640,6 +704,9 @@ impl Conn {
                     break;
                 }
                 let i = (self.rr + k) % n;
+                if self.drain.is_some() && Self::sub_drained(&self.subs[i]) {
+                    continue;
+                }
                 if self.subs[i].resync {
                     self.resnapshot(i);
                     self.take_control();
@@ -968,6 +1035,7 @@ impl Conn {
                     cursor,
                     snap_seq: 0,
                     resync: false,
+                    until: u64::MAX,
                 });
             }
             Target::Public(pair, Sel::Book) => {
@@ -981,6 +1049,7 @@ impl Conn {
                     cursor,
                     snap_seq: snap.seq,
                     resync: false,
+                    until: u64::MAX,
                 });
                 self.push_snapshot(pair, Bytes::copy_from_slice(snap.frame()));
             }
@@ -1013,6 +1082,7 @@ impl Conn {
                     cursor,
                     snap_seq: 0,
                     resync: false,
+                    until: u64::MAX,
                 });
                 if let Some(last) = last {
                     self.push_control(Bytes::copy_from_slice(last.frame()));
