@@ -135,6 +135,11 @@ pub struct WsConfig {
     /// never less than this bound (a ring smaller than it would lose the messages the
     /// bound allows a connection to be behind).
     pub queue_bound: usize,
+    /// Bytes of control frames (replies, book snapshots, pings) a connection may hold queued
+    /// before it counts as slow and is closed with 1008 ([`MIN_CONTROL_QUEUE_BYTES`] to
+    /// [`MAX_CONTROL_QUEUE_BYTES`]); one frame of any size is always accepted, so the queue
+    /// holds at most this plus one snapshot.
+    pub control_queue_bytes: usize,
     /// Writes per second all connections together aim to stay under (0: no floor).
     pub max_writes_per_sec: u32,
     /// Server ping period.
@@ -156,6 +161,7 @@ impl Default for WsConfig {
             max_inbound_per_sec: f.max_inbound_per_sec,
             max_message_bytes: f.max_message_bytes,
             queue_bound: f.queue_bound,
+            control_queue_bytes: f.control_queue_bytes,
             max_writes_per_sec: f.max_writes_per_sec,
             ping_interval_secs: f.ping_interval.as_secs(),
             idle_timeout_secs: f.idle_timeout.as_secs(),
@@ -171,6 +177,15 @@ impl Default for WsConfig {
 /// not a client is slow. 65,536 is 16 times the default: 1.5 MiB of index per ring, and
 /// over 6 s of backlog on a channel carrying 10,000 messages/s.
 pub const MAX_QUEUE_BOUND: usize = 65_536;
+
+/// The smallest `ws.control_queue_bytes`: room for the replies and errors of a burst of
+/// requests from a client that reads a little late (a bound of a few bytes would close a
+/// connection whose subscribe reply is still queued when its snapshot comes).
+pub const MIN_CONTROL_QUEUE_BYTES: usize = 64 * 1024;
+
+/// The largest `ws.control_queue_bytes`: the bound is memory per connection, and 1 GiB per
+/// slow client is no bound at all on a server holding thousands.
+pub const MAX_CONTROL_QUEUE_BYTES: usize = 1 << 30;
 
 impl WsConfig {
     /// The feed's settings, or what is wrong with these: every limit must admit at least one
@@ -195,6 +210,12 @@ impl WsConfig {
             self.queue_bound
         );
         anyhow::ensure!(
+            (MIN_CONTROL_QUEUE_BYTES..=MAX_CONTROL_QUEUE_BYTES).contains(&self.control_queue_bytes),
+            "ws.control_queue_bytes ({}) must be from {MIN_CONTROL_QUEUE_BYTES} to \
+             {MAX_CONTROL_QUEUE_BYTES}",
+            self.control_queue_bytes
+        );
+        anyhow::ensure!(
             self.max_message_bytes >= 256,
             "ws.max_message_bytes must be at least 256"
         );
@@ -211,6 +232,7 @@ impl WsConfig {
             max_inbound_per_sec: self.max_inbound_per_sec,
             max_message_bytes: self.max_message_bytes,
             queue_bound: self.queue_bound,
+            control_queue_bytes: self.control_queue_bytes,
             // The rings then hold at least `queue_bound` (`FeedConfig::ring_capacity`).
             max_writes_per_sec: self.max_writes_per_sec,
             ping_interval: secs(self.ping_interval_secs),
@@ -437,7 +459,7 @@ impl Config {
         Ok(())
     }
 
-    /// The overrides of every setting (`[ws]`: its four limits), read through `var` (the
+    /// The overrides of every setting (`[ws]`: its four limits and the control queue's bytes), read through `var` (the
     /// environment, or a table in tests); an empty value counts as unset. A value the
     /// setting does not accept is an error naming the variable and what it accepts, never
     /// a silent default.
@@ -509,6 +531,10 @@ impl Config {
         if let Some(v) = var("BOURSE_WS_MAX_MESSAGE_BYTES") {
             self.ws.max_message_bytes = parse_var("BOURSE_WS_MAX_MESSAGE_BYTES", v, WHOLE_NUMBER)?;
         }
+        if let Some(v) = var("BOURSE_WS_CONTROL_QUEUE_BYTES") {
+            self.ws.control_queue_bytes =
+                parse_var("BOURSE_WS_CONTROL_QUEUE_BYTES", v, WHOLE_NUMBER)?;
+        }
         Ok(())
     }
 }
@@ -546,9 +572,15 @@ mod tests {
             ("BOURSE_ADMIN_CLIENT_ID", "ops"),
             ("BOURSE_ADMIN_CLIENT_SECRET", "s3cret"),
             ("BOURSE_WS_MAX_CONNECTIONS", "7"),
+            ("BOURSE_WS_CONTROL_QUEUE_BYTES", "1048576"),
         ])
         .expect("valid");
         assert_eq!(c.ws.max_connections, 7);
+        assert_eq!(c.ws.control_queue_bytes, 1_048_576);
+        assert_eq!(
+            c.ws.feed_config().expect("valid").control_queue_bytes,
+            1_048_576
+        );
         assert_eq!(c.bind.port(), 9000);
         assert_eq!(c.durability, Durability::None);
         assert!(c.deposit_auto_approve);
@@ -596,6 +628,7 @@ mod tests {
             ("BOURSE_RATE_LIMIT_BURST", "4294967296"),
             ("BOURSE_BIND", "localhost"),
             ("BOURSE_WS_MAX_MESSAGE_BYTES", "64k"),
+            ("BOURSE_WS_CONTROL_QUEUE_BYTES", "8MiB"),
         ] {
             let e = refused(&[(var, value)]);
             assert!(e.starts_with(&format!("{var}={value}: expected ")), "{e}");
@@ -678,7 +711,7 @@ mod tests {
         let c: Config = toml::from_str(
             "[ws]\nmax_connections = 7\nmax_subscriptions = 3\nmax_inbound_per_sec = 5\n\
              max_message_bytes = 1024\nping_interval_secs = 5\nidle_timeout_secs = 20\n\
-             book_interval_ms = 0\n",
+             book_interval_ms = 0\ncontrol_queue_bytes = 65536\n",
         )
         .expect("valid file");
         let f = c.ws.feed_config().expect("valid limits");
@@ -689,6 +722,7 @@ mod tests {
         assert_eq!(f.ping_interval, std::time::Duration::from_secs(5));
         assert_eq!(f.idle_timeout, std::time::Duration::from_secs(20));
         assert_eq!(f.book_interval, std::time::Duration::ZERO);
+        assert_eq!(f.control_queue_bytes, 65_536);
         // What the file leaves out keeps the feed's default.
         let d = feed::FeedConfig::default();
         assert_eq!(f.queue_bound, d.queue_bound);
@@ -711,6 +745,26 @@ mod tests {
         assert!(bad(|w| w.max_connections = 0).contains("ws.max_connections"));
         assert!(bad(|w| w.max_inbound_per_sec = 0).contains("ws.max_inbound_per_sec"));
         assert!(bad(|w| w.max_message_bytes = 10).contains("ws.max_message_bytes"));
+        for bytes in [
+            0,
+            MIN_CONTROL_QUEUE_BYTES - 1,
+            MAX_CONTROL_QUEUE_BYTES + 1,
+            usize::MAX,
+        ] {
+            let w = WsConfig {
+                control_queue_bytes: bytes,
+                ..WsConfig::default()
+            };
+            let e = w.feed_config().expect_err("refused").to_string();
+            assert!(e.contains("ws.control_queue_bytes"), "{bytes}: {e}");
+        }
+        for bytes in [MIN_CONTROL_QUEUE_BYTES, MAX_CONTROL_QUEUE_BYTES] {
+            let w = WsConfig {
+                control_queue_bytes: bytes,
+                ..WsConfig::default()
+            };
+            assert_eq!(w.feed_config().expect("valid").control_queue_bytes, bytes);
+        }
         assert!(
             bad(|w| {
                 w.ping_interval_secs = 60;

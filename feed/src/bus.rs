@@ -502,6 +502,17 @@ impl Cursor {
         self.backlog() > self.bus.cap
     }
 
+    /// Messages ever pushed into the ring: the end of what it holds now (a bound for
+    /// [`Cursor::peek_until`]).
+    pub fn end(&self) -> u64 {
+        self.bus.head.load(Ordering::Acquire)
+    }
+
+    /// Messages ever pushed that this cursor has taken or skipped.
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
     /// Appends up to `max` messages to `out`. `Err(Lagged)` (nothing taken) when messages
     /// were overwritten before this cursor read them.
     pub fn recv_into(
@@ -596,6 +607,18 @@ impl Cursor {
         max_bytes: usize,
         min_seq: u64,
     ) -> Result<Option<Peek>, Lagged> {
+        self.peek_until(ring, max_bytes, min_seq, u64::MAX)
+    }
+
+    /// [`Cursor::peek`] of the messages before `until` only (a [`Cursor::end`]): a
+    /// connection closing for a shutdown writes what the ring held when it learned of it.
+    pub fn peek_until(
+        &mut self,
+        ring: &RingRead<'_>,
+        max_bytes: usize,
+        min_seq: u64,
+        until: u64,
+    ) -> Result<Option<Peek>, Lagged> {
         let head = self.bus.head.load(Ordering::Acquire);
         if head <= self.pos {
             // Nothing, or (a new cursor) staged frames it skips are not in yet.
@@ -604,13 +627,14 @@ impl Cursor {
         if head - self.pos > self.bus.cap {
             return Err(Lagged);
         }
+        let head = head.min(until);
         let cap = self.bus.cap;
         let slot = |i: u64| ring.ring().slots[(i % cap) as usize];
         while self.pos < head && slot(self.pos).seq <= min_seq {
             self.pos += 1;
         }
         let pos = self.pos;
-        if pos == head {
+        if pos >= head {
             return Ok(None);
         }
         let start = slot(pos).start;

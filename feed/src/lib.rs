@@ -53,6 +53,14 @@ pub struct FeedConfig {
     pub max_message_bytes: usize,
     /// Outbound messages queued per connection before it counts as slow.
     pub queue_bound: usize,
+    /// Bytes of control frames (replies, book snapshots, first tickers, pings) a connection
+    /// may hold queued before it counts as slow and is closed with 1008. The control queue
+    /// is also bounded by count (`queue_bound`, at least 64), but one book snapshot can be
+    /// hundreds of KiB, so a count alone let a client that does not read hold gigabytes
+    /// until the stall timeout. A push is refused only once the queue already holds this
+    /// many bytes: the queue never holds more than this plus one frame, and one frame of
+    /// any size (a full-depth snapshot of the deepest book) is always accepted.
+    pub control_queue_bytes: usize,
     /// Messages buffered per channel for subscribers that fall behind; the rings hold at
     /// least `queue_bound` whatever this says ([`FeedConfig::ring_capacity`]).
     pub channel_capacity: usize,
@@ -117,6 +125,7 @@ impl Default for FeedConfig {
             max_inbound_per_sec: 20,
             max_message_bytes: 16 * 1024,
             queue_bound: 4096,
+            control_queue_bytes: 8 * 1024 * 1024,
             channel_capacity: 4096,
             min_write_interval: Duration::from_millis(2),
             max_writes_per_sec: 80_000,
@@ -423,8 +432,9 @@ impl Feed {
         *self.inner.authenticator.write() = Some(f);
     }
 
-    /// Starts closing every WebSocket connection with 1001 (Going Away), behind what its
-    /// socket already holds; an upgrade from now on gets a 503 problem. Returns at once:
+    /// Starts closing every WebSocket connection with 1001 (Going Away), once it has written
+    /// the control frames it queued and what its rings hold now (within half its
+    /// `close_grace`); an upgrade from now on gets a 503 problem. Returns at once:
     /// [`Feed::connections_closed`] waits for the connections to finish. For the server's
     /// graceful shutdown (its HTTP drain does not wait for upgraded connections).
     pub fn close_connections(&self) {

@@ -4,8 +4,9 @@
 //! server's graceful drain does not wait for it and, left alone, it would be cut when the
 //! process exits, without a close frame. Instead every connection registers here when it
 //! is upgraded and leaves when its task ends; [`Shutdown::start`] (through
-//! `Feed::close_connections`) tells each one to close with 1001 (Going Away) behind what
-//! its socket already holds, an upgrade after that is refused, and [`Shutdown::closed`]
+//! `Feed::close_connections`) tells each one to close with 1001 (Going Away) once it has
+//! written what its rings held when it learned of it (bounded by half its close grace:
+//! [`crate::ws`]), an upgrade after that is refused, and [`Shutdown::closed`]
 //! waits for the last connection to finish its close handshake.
 //!
 //! A connection learns of the shutdown from a flag it reads whenever it is polled, and is

@@ -17,10 +17,19 @@
 //! lose messages (trades, candles, private) past the bound closes the connection with
 //! 1008. A cursor overtaken by its ring (`channel_capacity`) is treated the same way. A
 //! socket that takes nothing for `stall_timeout`, or more than `max_resyncs_per_min` book
-//! resyncs, also closes with 1008. The output thread never waits for a connection.
+//! resyncs, also closes with 1008. The control queue is the connection's own (a snapshot is
+//! a copy), so it is bounded by bytes (`control_queue_bytes`) as well as by count: a few
+//! dozen queued snapshots of a deep book would otherwise be gigabytes held for a client that
+//! does not read. The output thread never waits for a connection.
 //!
 //! When the server shuts down ([`crate::Feed::close_connections`]) every connection closes
-//! with 1001 (Going Away) the same way, and upgrades are refused ([`crate::shutdown`]).
+//! with 1001 (Going Away), and upgrades are refused ([`crate::shutdown`]). It first drains:
+//! the control frames queued and the frames its rings hold when it learns of the stop
+//! (each cursor's [`Cursor::end`] then) are written as usual, nothing published later, no
+//! new snapshot, and client requests are ignored; so a client reading along gets every
+//! message published before the stop. The drain takes at most half of `close_grace` (the
+//! rest is for the close handshake, so the whole close stays within the grace the server
+//! waits for); a book that needs a resync or a client that stops reading ends it sooner.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::{Future, poll_fn};
@@ -200,6 +209,22 @@ struct Sub {
     snap_seq: u64,
     /// Book: to be resent as a fresh snapshot when the socket has room.
     resync: bool,
+    /// The cursor's end when the shutdown drain started (u64::MAX until then): frames
+    /// from there on are not written.
+    until: u64,
+}
+
+/// A shutdown drain under way: since when, and its deadline.
+struct Drain {
+    since: Instant,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// A queued control frame. `book` is the pair whose snapshot it is: a newer snapshot of the
+/// same book replaces it rather than queueing behind it.
+struct Control {
+    frame: Bytes,
+    book: Option<PairId>,
 }
 
 /// Bytes gathered into the write buffer before writing.
@@ -213,7 +238,9 @@ struct Conn {
     subs: Vec<Sub>,
     rr: usize,
     /// Replies, snapshots, first tickers and pings (frames): sent before data.
-    control: VecDeque<Bytes>,
+    control: VecDeque<Control>,
+    /// The bytes of the frames in `control` (bounded by `control_queue_bytes`).
+    control_bytes: usize,
     /// Frames to write; `wpos` is how much of it the socket took.
     wbuf: Vec<u8>,
     wpos: usize,
@@ -237,8 +264,9 @@ struct Conn {
     rate_count: u32,
     resync_window: Instant,
     resyncs: u32,
-    /// Set when the server shuts down: the connection closes with 1001.
+    /// Set when the server shuts down: the connection drains, then closes with 1001.
     stop: StopSignal,
+    drain: Option<Drain>,
 }
 
 enum Ev {
@@ -252,8 +280,8 @@ enum Ev {
 }
 
 async fn run(feed: Feed, mut socket: Socket, stop: StopSignal) {
-    let cfg = feed.inner.config.clone();
-    let now = Instant::now();
+    let mut conn = Conn::new(feed, stop);
+    let cfg = &conn.cfg;
     let tick_every = [
         Duration::from_secs(1),
         cfg.ping_interval,
@@ -264,36 +292,14 @@ async fn run(feed: Feed, mut socket: Socket, stop: StopSignal) {
     .min()
     .unwrap_or(Duration::from_secs(1))
     .max(Duration::from_millis(10));
-    let mut conn = Conn {
-        feed,
-        cfg,
-        subs: Vec::new(),
-        rr: 0,
-        control: VecDeque::new(),
-        wbuf: Vec::with_capacity(16 * 1024),
-        wpos: 0,
-        direct: Vec::new(),
-        blocked_since: None,
-        last_write: None,
-        hold: Box::pin(tokio::time::sleep(Duration::ZERO)),
-        holding: false,
-        grant: None,
-        close: None,
-        ended: false,
-        last_seen: now,
-        last_ping: now,
-        rate_window: now,
-        rate_count: 0,
-        resync_window: now,
-        resyncs: 0,
-        stop,
-    };
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while conn.close.is_none() && !conn.ended {
         let ev = poll_fn(|cx| conn.poll(cx, &mut socket, &mut tick)).await;
         match ev {
             Ev::Tick => conn.housekeeping(),
+            // Draining: requests are not answered (a new subscription would not drain).
+            Ev::In(Message::Text(_) | Message::Binary(_)) if conn.drain.is_some() => {}
             Ev::In(msg) => {
                 conn.last_seen = Instant::now();
                 match msg {
@@ -324,7 +330,12 @@ async fn run(feed: Feed, mut socket: Socket, stop: StopSignal) {
     }
     let ended_by_peer = conn.ended;
     let close = conn.close.take();
-    let grace = conn.cfg.close_grace;
+    // A shutdown's close grace counts from the stop: the drain took some of it.
+    let grace = conn.cfg.close_grace.saturating_sub(
+        conn.drain
+            .as_ref()
+            .map_or(Duration::ZERO, |d| d.since.elapsed()),
+    );
     let pending = conn.wbuf.split_off(conn.wpos);
     drop(conn);
     match close {
@@ -371,6 +382,38 @@ async fn run(feed: Feed, mut socket: Socket, stop: StopSignal) {
 }
 
 impl Conn {
+    /// A connection with no subscription (within a tokio runtime: it holds a timer).
+    fn new(feed: Feed, stop: StopSignal) -> Conn {
+        let cfg = feed.inner.config.clone();
+        let now = Instant::now();
+        Conn {
+            feed,
+            cfg,
+            subs: Vec::new(),
+            rr: 0,
+            control: VecDeque::new(),
+            control_bytes: 0,
+            wbuf: Vec::with_capacity(16 * 1024),
+            wpos: 0,
+            direct: Vec::new(),
+            blocked_since: None,
+            last_write: None,
+            hold: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            holding: false,
+            grant: None,
+            close: None,
+            ended: false,
+            last_seen: now,
+            last_ping: now,
+            rate_window: now,
+            rate_count: 0,
+            resync_window: now,
+            resyncs: 0,
+            stop,
+            drain: None,
+        }
+    }
+
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
@@ -380,7 +423,12 @@ impl Conn {
         if self.close.is_some() || self.ended {
             return Poll::Ready(Ev::Stop);
         }
-        if self.stop.requested(cx) {
+        if self.drain.is_none() && self.stop.requested(cx) {
+            self.start_drain();
+        }
+        if let Some(d) = &mut self.drain
+            && d.deadline.as_mut().poll(cx).is_ready()
+        {
             self.shut(GOING_AWAY, "server shutting down");
             return Poll::Ready(Ev::Stop);
         }
@@ -407,6 +455,10 @@ impl Conn {
             Err(()) => Poll::Ready(Ev::Gone),
             Ok(true) => Poll::Ready(Ev::Yield),
             Ok(false) if self.close.is_some() => Poll::Ready(Ev::Stop),
+            Ok(false) if self.drained() => {
+                self.shut(GOING_AWAY, "server shutting down");
+                Poll::Ready(Ev::Stop)
+            }
             Ok(false) => {
                 // A client frame that came while our frames were half-written was not read
                 // above; now that they are out, come back for it (once: the next poll reads).
@@ -416,6 +468,34 @@ impl Conn {
                 Poll::Pending
             }
         }
+    }
+
+    /// The server is shutting down: from now on the cursors stop at what their rings hold
+    /// now, and the drain has half the close grace (module docs).
+    fn start_drain(&mut self) {
+        for sub in &mut self.subs {
+            sub.until = sub.cursor.end();
+        }
+        self.drain = Some(Drain {
+            since: Instant::now(),
+            deadline: Box::pin(tokio::time::sleep(self.cfg.close_grace / 2)),
+        });
+    }
+
+    /// Whether a subscription has nothing left to drain (a resyncing book gets no new
+    /// snapshot during a drain).
+    fn sub_drained(sub: &Sub) -> bool {
+        sub.resync || sub.cursor.pos() >= sub.until
+    }
+
+    /// Whether a drain has written everything it was to: the control frames, the write
+    /// buffer and every cursor up to its end at the start.
+    fn drained(&self) -> bool {
+        self.drain.is_some()
+            && self.wpos == self.wbuf.len()
+            && self.direct.is_empty()
+            && self.control.is_empty()
+            && self.subs.iter().all(Self::sub_drained)
     }
 
     /// Writes the write buffer, refilling it from the control queue and the rings, until
@@ -535,13 +615,16 @@ impl Conn {
         let mut room = WBUF.saturating_sub(head.len()).max(1);
         for (k, &i) in direct.iter().enumerate() {
             let sub = &mut self.subs[i];
-            let peek = match sub.kind {
-                Kind::Book(_) => sub.cursor.peek(&rings[k], room, sub.snap_seq),
-                _ => sub.cursor.peek(&rings[k], room, 0),
-            }
-            .ok()
-            .flatten()
-            .filter(|_| room > 0);
+            let min_seq = match sub.kind {
+                Kind::Book(_) => sub.snap_seq,
+                _ => 0,
+            };
+            let peek = sub
+                .cursor
+                .peek_until(&rings[k], room, min_seq, sub.until)
+                .ok()
+                .flatten()
+                .filter(|_| room > 0);
             if let Some(p) = &peek {
                 room = room.saturating_sub(p.len);
                 for part in Cursor::slices(&rings[k], p) {
@@ -601,9 +684,10 @@ impl Conn {
 
     fn take_control(&mut self) {
         while self.wbuf.len() < WBUF
-            && let Some(f) = self.control.pop_front()
+            && let Some(c) = self.control.pop_front()
         {
-            self.wbuf.extend_from_slice(&f);
+            self.control_bytes -= c.frame.len();
+            self.wbuf.extend_from_slice(&c.frame);
         }
     }
 
@@ -620,6 +704,9 @@ impl Conn {
                     break;
                 }
                 let i = (self.rr + k) % n;
+                if self.drain.is_some() && Self::sub_drained(&self.subs[i]) {
+                    continue;
+                }
                 if self.subs[i].resync {
                     self.resnapshot(i);
                     self.take_control();
@@ -667,14 +754,39 @@ impl Conn {
         }
     }
 
-    /// Queues a control frame (reply, snapshot, ping); a client too slow to take even
+    /// Queues a control frame (reply, ping, first ticker); a client too slow to take even
     /// those is closed.
     fn push_control(&mut self, f: Bytes) {
-        if self.control.len() >= self.cfg.queue_bound.max(64) {
+        self.queue_control(f, None);
+    }
+
+    /// Queues the snapshot of `pair`'s book, in place of one of the same book still queued:
+    /// that one was never sent, and nothing of its cursor was either (the rings are read
+    /// only once the control queue is empty), so the client loses nothing by not seeing it.
+    /// A client re-subscribing to a book it does not read then holds one snapshot, not one
+    /// per request.
+    fn push_snapshot(&mut self, pair: PairId, f: Bytes) {
+        if let Some(k) = self.control.iter().position(|c| c.book == Some(pair))
+            && let Some(old) = self.control.remove(k)
+        {
+            self.control_bytes -= old.frame.len();
+        }
+        self.queue_control(f, Some(pair));
+    }
+
+    /// Queues a control frame within both bounds of the control queue: `queue_bound`
+    /// frames (at least 64), and `control_queue_bytes` already queued (so one frame of any
+    /// size fits: the queue holds at most the bound plus one frame). Past either, the
+    /// client is too slow to take even these and is closed with 1008.
+    fn queue_control(&mut self, frame: Bytes, book: Option<PairId>) {
+        if self.control.len() >= self.cfg.queue_bound.max(64)
+            || self.control_bytes >= self.cfg.control_queue_bytes
+        {
             self.shut(POLICY, "slow consumer");
             return;
         }
-        self.control.push_back(f);
+        self.control_bytes += frame.len();
+        self.control.push_back(Control { frame, book });
     }
 
     fn reply(&mut self, v: Value) {
@@ -768,7 +880,7 @@ impl Conn {
         sub.cursor = cursor;
         sub.snap_seq = snap.seq;
         sub.resync = false;
-        self.push_control(Bytes::copy_from_slice(snap.frame()));
+        self.push_snapshot(pair, Bytes::copy_from_slice(snap.frame()));
     }
 
     /// Counts one inbound message against `max_inbound_per_sec`: Some(true) when over it
@@ -923,6 +1035,7 @@ impl Conn {
                     cursor,
                     snap_seq: 0,
                     resync: false,
+                    until: u64::MAX,
                 });
             }
             Target::Public(pair, Sel::Book) => {
@@ -936,8 +1049,9 @@ impl Conn {
                     cursor,
                     snap_seq: snap.seq,
                     resync: false,
+                    until: u64::MAX,
                 });
-                self.push_control(Bytes::copy_from_slice(snap.frame()));
+                self.push_snapshot(pair, Bytes::copy_from_slice(snap.frame()));
             }
             Target::Public(pair, sel) => {
                 let (cursor, last) = {
@@ -968,6 +1082,7 @@ impl Conn {
                     cursor,
                     snap_seq: 0,
                     resync: false,
+                    until: u64::MAX,
                 });
                 if let Some(last) = last {
                     self.push_control(Bytes::copy_from_slice(last.frame()));
@@ -1032,5 +1147,93 @@ impl Conn {
             }
             None => self.error(id, "UNAUTHORIZED", "invalid or expired token"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection of a feed opened on a temp dir with `cfg` (no socket: the tests drive
+    /// its queue directly).
+    fn conn(cfg: FeedConfig) -> (tempfile::TempDir, Conn) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let feed = Feed::open(cfg, dir.path()).expect("feed");
+        let registration = feed.inner.shutdown.register().expect("not shutting down");
+        let conn = Conn::new(feed, registration.signal());
+        (dir, conn)
+    }
+
+    fn frame_of(bytes: usize) -> Bytes {
+        Bytes::from(frame(0x1, &vec![b'x'; bytes]))
+    }
+
+    /// The control queue was bounded by count only: 64 snapshots of 1 MiB were 64 MiB held
+    /// for a client that does not read. Past its bytes it now closes with 1008, well under
+    /// its count.
+    #[tokio::test]
+    async fn the_control_queue_is_bounded_by_bytes_too() {
+        let (_dir, mut c) = conn(FeedConfig {
+            control_queue_bytes: 256 * 1024,
+            ..FeedConfig::default()
+        });
+        assert!(
+            c.cfg.queue_bound >= 64,
+            "the count bound is not what stops it"
+        );
+        for _ in 0..4 {
+            c.push_control(frame_of(64 * 1024));
+            assert_eq!(c.close, None, "within the bound");
+        }
+        assert_eq!(c.control.len(), 4);
+        c.push_control(frame_of(16));
+        assert_eq!(c.close, Some((POLICY, "slow consumer")));
+        assert_eq!(c.control.len(), 4, "the refused frame is not queued");
+    }
+
+    /// One frame of any size fits (a full-depth snapshot of a deep book can be far larger
+    /// than the bound), and what the write buffer takes no longer counts.
+    #[tokio::test]
+    async fn one_frame_over_the_bound_fits_and_taken_frames_stop_counting() {
+        let (_dir, mut c) = conn(FeedConfig {
+            control_queue_bytes: 64 * 1024,
+            ..FeedConfig::default()
+        });
+        c.push_control(frame_of(100));
+        c.push_snapshot(PairId(0), frame_of(1024 * 1024));
+        assert_eq!(
+            c.close, None,
+            "a snapshot larger than the bound is accepted"
+        );
+        c.take_control();
+        assert!(c.control.is_empty());
+        assert_eq!(c.control_bytes, 0);
+        for _ in 0..3 {
+            c.push_control(frame_of(16 * 1024));
+        }
+        assert_eq!(c.close, None, "the taken bytes were counted still");
+    }
+
+    /// A snapshot still queued is replaced by a newer one of the same book, not stacked
+    /// behind it (a client re-subscribing without reading); other books' stay.
+    #[tokio::test]
+    async fn a_queued_snapshot_is_replaced_by_the_next_of_its_book() {
+        let (_dir, mut c) = conn(FeedConfig {
+            control_queue_bytes: 64 * 1024,
+            ..FeedConfig::default()
+        });
+        c.push_snapshot(PairId(1), frame_of(10));
+        for _ in 0..10 {
+            c.push_control(frame_of(20));
+            c.push_snapshot(PairId(0), frame_of(10 * 1024));
+        }
+        assert_eq!(c.close, None, "ten snapshots of one book were stacked");
+        let books: Vec<Option<PairId>> = c.control.iter().map(|q| q.book).collect();
+        let mut want = vec![Some(PairId(1))];
+        want.extend([None; 10]);
+        want.push(Some(PairId(0)));
+        assert_eq!(books, want);
+        let queued: usize = c.control.iter().map(|q| q.frame.len()).sum();
+        assert_eq!(c.control_bytes, queued);
     }
 }

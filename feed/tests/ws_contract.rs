@@ -7,12 +7,14 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
 use engine::{AccountId, Side, TimeInForce};
 use feed::{FeedConfig, PrivateChannel};
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -579,6 +581,84 @@ async fn slow_ticker_consumer_is_conflated() {
     // Two tickers per trade were published (each order moves the top of book).
     assert!(count < n, "{count} tickers for {n} trades: not conflated");
     nothing_pending(&mut slow, "still open").await;
+    h.stop().await;
+}
+
+/// A shutdown closes with 1001 only after writing what the rings held when the connection
+/// learned of it: a client that was behind (its socket full, 2,000 messages of some 150
+/// bytes in the ring) still gets every message published before the stop, in order, then
+/// the close. Before, the close frame went out behind what the socket held and the rest of
+/// the backlog was dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_writes_the_backlog_before_closing_with_1001() {
+    let dir = tmp();
+    let h = Harness::start_with_send_buffer(dir.path(), FeedConfig::default(), 4096).await;
+    h.accept_tokens(&[("tok-1", 1)]);
+    let mut ws = h.ws_with_recv_buffer(2048).await;
+    authenticated(&mut ws, 1, "tok-1").await;
+    subscribed(&mut ws, 2, &["wallet"]).await;
+    let n = 2000u64;
+    assert!(
+        n < FeedConfig::default().queue_bound as u64,
+        "not a slow consumer"
+    );
+    let pad = "x".repeat(100);
+    for i in 0..n {
+        h.feed.publish_private(
+            AccountId(1),
+            PrivateChannel::Wallet,
+            json!({"i": i, "pad": pad}),
+        );
+    }
+    h.feed.close_connections();
+    for i in 0..n {
+        let m = next_json(&mut ws).await;
+        assert_eq!(m["channel"], "wallet", "{m}");
+        assert_eq!(m["data"]["i"], i, "message {i} of {n}");
+    }
+    assert_closes_with(&mut ws, 1001, Duration::from_secs(5)).await;
+    // tungstenite sends its reply to the close on the next read; the server then ends the
+    // connection.
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    assert!(
+        h.feed.connections_closed(Duration::from_secs(5)).await,
+        "the connection did not end"
+    );
+    h.stop().await;
+}
+
+/// The drain is bounded by what the rings held at the stop: a channel that keeps
+/// publishing does not hold the close back until the grace runs out (5 s of the default
+/// 10 s close grace), the connection closes as soon as its backlog is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_drain_ends_while_messages_keep_coming() {
+    let (_dir, h) = Harness::with_market(FeedConfig::default(), 0).await;
+    h.accept_tokens(&[("tok-1", 1)]);
+    let mut ws = h.ws().await;
+    authenticated(&mut ws, 1, "tok-1").await;
+    subscribed(&mut ws, 2, &["wallet"]).await;
+    let feed = h.feed.clone();
+    let publishing = Arc::new(AtomicBool::new(true));
+    let publisher = {
+        let publishing = publishing.clone();
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while publishing.load(Ordering::Relaxed) {
+                feed.publish_private(AccountId(1), PrivateChannel::Wallet, json!({ "i": i }));
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    assert_eq!(next_json(&mut ws).await["channel"], "wallet");
+    let stop = std::time::Instant::now();
+    h.feed.close_connections();
+    assert_closes_with(&mut ws, 1001, Duration::from_secs(8)).await;
+    let took = stop.elapsed();
+    publishing.store(false, Ordering::Relaxed);
+    publisher.await.expect("publisher");
+    assert!(took < Duration::from_secs(2), "the drain took {took:?}");
     h.stop().await;
 }
 

@@ -97,6 +97,11 @@ impl TestServer {
         }
     }
 
+    /// The running server's state (its feed, to start the WebSocket drain on its own).
+    pub fn state(&self) -> &api::AppState {
+        &self.running.as_ref().expect("running").state
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
