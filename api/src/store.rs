@@ -738,12 +738,9 @@ mod tests {
         assert_eq!(s.read_list(|c| count(c, QUICK)).expect("in time"), 300_000);
     }
 
-    /// A long list query runs off the async workers: with one worker, another task still
-    /// runs while it queries.
-    #[test]
-    fn a_long_list_query_holds_up_no_other_task() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = Arc::new(store(&dir, 1, Duration::from_millis(400)));
+    /// Runs `work` in a task of a one-worker runtime and checks that another task, spawned
+    /// while it runs, is not held up behind it; returns what `work` returned.
+    fn runs_beside_other_tasks<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -751,8 +748,8 @@ mod tests {
             .expect("runtime");
         rt.block_on(async {
             let started = Instant::now();
-            let q = s.clone();
-            let querying = tokio::spawn(async move { q.read_list(|c| count(c, SLOW)) });
+            let working = tokio::spawn(async move { work() });
+            // Let the working task start on the only worker.
             tokio::task::yield_now().await;
             std::thread::sleep(Duration::from_millis(20));
             let other = tokio::spawn(async move { started.elapsed() });
@@ -761,35 +758,26 @@ mod tests {
                 ran_after < Duration::from_millis(300),
                 "the other task waited {ran_after:?}"
             );
-            let r = querying.await.expect("query task");
-            assert!(r.as_ref().is_err_and(is_interrupted), "{r:?}");
-        });
+            working.await.expect("working task")
+        })
+    }
+
+    /// A long list query runs off the async workers: with one worker, another task still
+    /// runs while it queries.
+    #[test]
+    fn a_long_list_query_holds_up_no_other_task() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir, 1, Duration::from_millis(400));
+        let r = runs_beside_other_tasks(move || s.read_list(|c| count(c, SLOW)));
+        assert!(r.as_ref().is_err_and(is_interrupted), "{r:?}");
     }
 
     /// With one worker, a handler waiting for the store would stall every other request on
     /// it; off the runtime, another task still runs while it waits.
     #[test]
     fn a_waiting_read_holds_up_no_other_task() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let started = Instant::now();
-            let waiting = tokio::spawn(async {
-                off_the_runtime(|| std::thread::sleep(Duration::from_millis(400)));
-            });
-            // Let the waiting task start on the only worker.
-            tokio::task::yield_now().await;
-            std::thread::sleep(Duration::from_millis(20));
-            let other = tokio::spawn(async move { started.elapsed() });
-            let ran_after = other.await.expect("other task");
-            assert!(
-                ran_after < Duration::from_millis(300),
-                "the other task waited {ran_after:?}"
-            );
-            waiting.await.expect("waiting task");
+        runs_beside_other_tasks(|| {
+            off_the_runtime(|| std::thread::sleep(Duration::from_millis(400)));
         });
         // Outside a runtime it simply runs.
         assert_eq!(off_the_runtime(|| 7), 7);
