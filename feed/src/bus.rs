@@ -101,6 +101,12 @@ impl Published {
     pub fn frame(&self) -> &[u8] {
         &self.frame
     }
+
+    /// The frame, shared (a reference count, not a copy: a snapshot queued on many
+    /// connections is held once).
+    pub fn frame_shared(&self) -> Bytes {
+        self.frame.clone()
+    }
 }
 
 /// Where one message's frame sits in the byte ring.

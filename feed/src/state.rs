@@ -94,6 +94,11 @@ pub struct PairChannels {
     pub trades: Channel,
     pub book: Channel,
     pub candles: Vec<Channel>,
+    /// The last full book snapshot made ([`State::book_subscribe`]), handed again to every
+    /// subscriber while the book's seq has not moved: a reconnecting crowd (or slow
+    /// consumers resynced together) costs one serialization of the book, not one each, and
+    /// the connections share its bytes.
+    book_snapshot: parking_lot::Mutex<Option<Published>>,
 }
 
 /// A recent trade.
@@ -278,6 +283,7 @@ impl State {
                 .iter()
                 .map(|iv| Channel::new(format!("candles:{}:{sym}", iv.as_str()), cap))
                 .collect(),
+            book_snapshot: parking_lot::Mutex::new(None),
         });
         // The ticker channel always holds a current ticker, so that a subscriber gets one at
         // once even on a quiet market or right after a restart.
@@ -745,19 +751,28 @@ impl State {
         let entry = self.markets.pair(pair)?;
         let ps = self.pairs.get(pair.0 as usize)?;
         let ch = ps.channels.as_ref()?;
-        let (pd, ad) = (entry.spec.price_decimals, entry.spec.amount_decimals);
-        let msg = BookMsg {
-            channel: &ch.book.name,
-            kind: "snapshot",
-            seq: ps.book.seq,
-            checksum: ps.book.checksum(pd, ad),
-            data: BookData {
-                bids: ps.book.levels(Side::Buy, usize::MAX, pd, ad),
-                asks: ps.book.levels(Side::Sell, usize::MAX, pd, ad),
-            },
+        let mut cached = ch.book_snapshot.lock();
+        let snap = match cached.as_ref() {
+            // Every change of the book moves its seq, so the same seq is the same book.
+            Some(snap) if snap.seq == ps.book.seq => snap.clone(),
+            _ => {
+                let (pd, ad) = (entry.spec.price_decimals, entry.spec.amount_decimals);
+                let msg = BookMsg {
+                    channel: &ch.book.name,
+                    kind: "snapshot",
+                    seq: ps.book.seq,
+                    checksum: ps.book.checksum(pd, ad),
+                    data: BookData {
+                        bids: ps.book.levels(Side::Buy, usize::MAX, pd, ad),
+                        asks: ps.book.levels(Side::Sell, usize::MAX, pd, ad),
+                    },
+                };
+                let snap = Published::new(ps.book.seq, &serde_json::to_string(&msg).ok()?);
+                *cached = Some(snap.clone());
+                snap
+            }
         };
-        let text = serde_json::to_string(&msg).ok()?;
-        Some((Published::new(ps.book.seq, &text), ch.book.bus.subscribe()))
+        Some((snap, ch.book.bus.subscribe()))
     }
 
     /// Recent trades, newest first.
@@ -948,6 +963,24 @@ mod tests {
             })
             .collect();
         st.apply(&views)
+    }
+
+    /// Subscribers at the same book seq share one snapshot (one serialization, one buffer);
+    /// a book change makes the next subscriber's snapshot anew, at the new seq.
+    #[test]
+    fn subscribers_at_one_seq_share_one_snapshot() {
+        let (mut engine, mut st, mut seq) = market(std::time::Duration::ZERO);
+        batch(&mut engine, &mut st, &mut seq, &[place(1, 1, Side::Buy)]);
+        let (a, _) = st.book_subscribe(PairId(0)).expect("a snapshot");
+        let (b, _) = st.book_subscribe(PairId(0)).expect("a snapshot");
+        assert_eq!(a.seq, b.seq);
+        assert_eq!(a.frame().as_ptr(), b.frame().as_ptr(), "one buffer");
+        batch(&mut engine, &mut st, &mut seq, &[place(2, 1, Side::Buy)]);
+        st.flush_book();
+        let (c, _) = st.book_subscribe(PairId(0)).expect("a snapshot");
+        assert_eq!(c.seq, a.seq + 1);
+        assert_ne!(c.text(), a.text(), "the book changed: {}", c.text());
+        assert!(c.text().contains(r#"["1000.00","0.0006"]"#), "{}", c.text());
     }
 
     /// One batch of several commands is one book update: one seq, the absolute amount of

@@ -880,7 +880,7 @@ impl Conn {
         sub.cursor = cursor;
         sub.snap_seq = snap.seq;
         sub.resync = false;
-        self.push_snapshot(pair, Bytes::copy_from_slice(snap.frame()));
+        self.push_snapshot(pair, snap.frame_shared());
     }
 
     /// Counts one inbound message against `max_inbound_per_sec`: Some(true) when over it
@@ -1051,7 +1051,7 @@ impl Conn {
                     resync: false,
                     until: u64::MAX,
                 });
-                self.push_snapshot(pair, Bytes::copy_from_slice(snap.frame()));
+                self.push_snapshot(pair, snap.frame_shared());
             }
             Target::Public(pair, sel) => {
                 let (cursor, last) = {
@@ -1085,7 +1085,7 @@ impl Conn {
                     until: u64::MAX,
                 });
                 if let Some(last) = last {
-                    self.push_control(Bytes::copy_from_slice(last.frame()));
+                    self.push_control(last.frame_shared());
                 }
             }
         }
