@@ -240,7 +240,7 @@ pub struct Config {
     pub argon2_iterations: u32,
     pub ring_capacity: usize,
     /// Most resting orders one book may hold (1 to [`engine::MAX_ORDERS_PER_BOOK`]); a GTC
-    /// order meeting a full book is refused with a 503. Applied at start by a journaled
+    /// order that would rest whole on a full book (it does not cross) is refused with a 503. Applied at start by a journaled
     /// command when it differs from the engine's (so a replay of the journal meets every
     /// order under the bound its live run met).
     pub max_orders_per_book: u32,

@@ -16,6 +16,19 @@
 //!   both, or trade.
 //! - Checks run in [`RejectReason`] precedence order; a rejected order changes nothing.
 //!
+//! # Full book
+//! A book holding [`EngineLimits::max_orders_per_book`] resting orders (or more, after the
+//! bound was lowered) refuses a GTC limit order with `BookFull` exactly when the order does
+//! not cross (its limit does not reach the best opposite price), that is, when it would rest
+//! whole. A crossing GTC order is taken, since it cannot grow the book: its first meeting
+//! with the book either ends it (it fills, meets its own order under expire-taker or
+//! expire-both, or cannot pay) or takes that maker off the book (filled, or expired by
+//! self-trade prevention or for funds); a maker it only partly fills means the taker itself
+//! is filled. So a remainder rests only where matching freed a slot (asserted), the book
+//! never grows past its bound, and the rule costs one price comparison, no walk. Post-only
+//! orders that cross are refused first (`PostOnlyWouldTake`); IOC, FOK and market orders
+//! never rest and ignore the bound.
+//!
 //! # Money (API.md)
 //! - Holds: limit buy `ceil(price x amount)` quote; sell `amount` base; market buy by base:
 //!   all available quote, the unused part released at the end; market by quote: that much
@@ -62,8 +75,8 @@ pub const MAX_ORDERS_PER_BOOK: usize = (1 << 24) - 1;
 /// Bounds the engine enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineLimits {
-    /// Most resting orders per book; a GTC order beyond it is rejected with `BookFull`.
-    /// At most [`MAX_ORDERS_PER_BOOK`].
+    /// Most resting orders per book; a GTC order that would rest whole on a book this full
+    /// is rejected with `BookFull` (module doc, "Full book"). At most [`MAX_ORDERS_PER_BOOK`].
     pub max_orders_per_book: usize,
     /// Orders reserved up front per book (arena and id table), so a warm book does not grow.
     pub reserve_orders_per_book: usize,
@@ -435,6 +448,7 @@ impl Engine {
         let hold = hold as u64;
 
         let book = &self.pairs[o.pair.0 as usize].book;
+        let book_len = book.len();
         let opposite_best = book.best(o.side.opposite()).map(|(p, _)| p);
         let crosses = |limit: Price| match (o.side, opposite_best) {
             (_, None) => false,
@@ -451,7 +465,13 @@ impl Engine {
             if post_only && crosses(price) {
                 return reject(out, RejectReason::PostOnlyWouldTake);
             }
-            if tif == TimeInForce::Gtc && book.len() >= self.limits.max_orders_per_book {
+            // A full book refuses only an order that would rest whole, one that does not
+            // cross: a crossing order's first meeting with the book ends it or takes a
+            // resting order off (module doc, "Full book"), so it cannot grow the book.
+            if tif == TimeInForce::Gtc
+                && book_len >= self.limits.max_orders_per_book
+                && !crosses(price)
+            {
                 return reject(out, RejectReason::BookFull);
             }
         }
@@ -566,6 +586,12 @@ impl Engine {
                     price,
                     ..
                 } => {
+                    // What lets a full book take a crossing GTC order (module doc, "Full
+                    // book"): its remainder rests only where matching freed a slot.
+                    assert!(
+                        self.pairs[o.pair.0 as usize].book.len() < book_len,
+                        "a crossing GTC order rests only after taking an order off the book"
+                    );
                     // Rest the remainder; its hold stays.
                     return self.rest(o, price, taker.remaining, taker.held, out);
                 }

@@ -424,8 +424,8 @@ async fn twenty_identical_orders_one_created() {
     s.assert_audit_ok(&admin).await;
 }
 
-/// `max_orders_per_book` reaches the engine: a GTC order meeting a full book is a 503
-/// `SERVICE_UNAVAILABLE` that changes nothing. The bound is journaled, so a changed setting
+/// `max_orders_per_book` reaches the engine: a GTC order that would rest on a full book is
+/// a 503 `SERVICE_UNAVAILABLE` that changes nothing. The bound is journaled, so a changed setting
 /// applies from the restart on and a replay of the journal (snapshots deleted) under yet
 /// another setting keeps every order the live run booked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

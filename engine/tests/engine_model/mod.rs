@@ -63,7 +63,7 @@ pub struct Model {
     seq: u64,
     /// Did this command already bump the pair's book sequence?
     bumped: Vec<bool>,
-    /// Most resting orders per book: a GTC order meeting a book this full is refused.
+    /// Most resting orders per book: a GTC order that would grow a book this full is refused.
     max_orders_per_book: usize,
 }
 
@@ -569,13 +569,22 @@ impl Model {
                 return reject(out, RejectReason::PostOnlyWouldTake);
             }
         }
+        // A full book refuses a GTC order only when taking it would leave the book with more
+        // resting orders than before. Decided naively: play the order on a copy of the whole
+        // model with the bound lifted and count (the engine decides it from the best price).
+        let len = self.pairs[p].orders.len();
         if let OrderKind::Limit {
             tif: TimeInForce::Gtc,
             ..
         } = o.kind
-            && self.pairs[p].orders.len() >= self.max_orders_per_book
+            && len >= self.max_orders_per_book
         {
-            return reject(out, RejectReason::BookFull);
+            let mut trial = self.clone();
+            trial.max_orders_per_book = usize::MAX;
+            trial.place(o, &mut Vec::new());
+            if trial.pairs[p].orders.len() > len {
+                return reject(out, RejectReason::BookFull);
+            }
         }
 
         self.move_to_held(o.account, hc, hold);
