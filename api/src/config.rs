@@ -246,9 +246,10 @@ pub struct Config {
     /// a 503. At least 1.
     pub ring_capacity: usize,
     /// Most resting orders one book may hold (1 to [`engine::MAX_ORDERS_PER_BOOK`]); a GTC
-    /// order that would rest whole on a full book (it does not cross) is refused with a 503. Applied at start by a journaled
-    /// command when it differs from the engine's (so a replay of the journal meets every
-    /// order under the bound its live run met).
+    /// order that would rest whole on a full book (it does not cross) is refused with a 503
+    /// (matching rules version 2, which start-up moves the engine to). Applied at start by
+    /// a journaled command when it differs from the engine's (so a replay of the journal
+    /// meets every order under the bound its live run met).
     pub max_orders_per_book: u32,
     /// Admin client credentials (also `BOURSE_ADMIN_CLIENT_ID` / `BOURSE_ADMIN_CLIENT_SECRET`).
     pub admin_client_id: Option<String>,

@@ -32,4 +32,9 @@ pub enum RejectReason {
     DuplicatePair,
     TooManyCurrencies,
     TooManyPairs,
+    /// A `SetRulesVersion` to a version this build does not know (0, or above
+    /// [`crate::RULES_VERSION_CURRENT`]).
+    UnknownRulesVersion,
+    /// A `SetRulesVersion` to a version older than the engine's: rules never go back.
+    RulesVersionDowngrade,
 }

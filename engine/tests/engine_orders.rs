@@ -752,14 +752,16 @@ fn a_full_book_rejects_new_resting_orders() {
     assert!(matches!(fx.place(o)[0], Event::Accepted { .. }));
 }
 
-/// A full book refuses only an order that would rest: a GTC order that fills completely
-/// trades as on any book, whether it takes a maker off or leaves it partly filled.
+/// Under rules version 2 a full book refuses only an order that would rest: a GTC order
+/// that fills completely trades as on any book, whether it takes a maker off or leaves it
+/// partly filled.
 #[test]
 fn a_full_book_takes_a_gtc_order_that_fills() {
     let mut fx = Fx::with_limits(engine::EngineLimits {
         max_orders_per_book: 2,
         ..Default::default()
     });
+    fx.cmd(Command::SetRulesVersion { version: 2 });
     fx.fund(ALICE, BTC, BTC_1);
     fx.fund(BOB, SEK, 1000 * SEK_1);
     fx.fund(CAROL, SEK, 1000 * SEK_1);
@@ -793,7 +795,8 @@ fn a_full_book_takes_a_gtc_order_that_fills() {
     assert_eq!(fx.e.book(BTC_SEK).unwrap().len(), 1);
 }
 
-/// The boundary: a crossing GTC order whose remainder rests on a full book. It is taken,
+/// The boundary (rules version 2): a crossing GTC order whose remainder rests on a full
+/// book. It is taken,
 /// because what it met first left the book (filled, or expired by self-trade prevention),
 /// so its remainder rests in the slot that freed and the book never passes its bound.
 /// Post-only keeps its precedence; a bound lowered below the book is not passed either.
@@ -803,6 +806,7 @@ fn a_full_book_takes_a_crossing_remainder_into_the_slot_it_freed() {
         max_orders_per_book: 2,
         ..Default::default()
     });
+    fx.cmd(Command::SetRulesVersion { version: 2 });
     fx.fund(ALICE, BTC, BTC_1);
     fx.fund(BOB, SEK, 1000 * SEK_1);
     fx.fund(BOB, BTC, BTC_1);
@@ -886,6 +890,95 @@ fn a_full_book_takes_a_crossing_remainder_into_the_slot_it_freed() {
             ..
         }]
     ));
+}
+
+/// The full-book rule is selected by the engine's rules version: at genesis (version 1) a
+/// crossing GTC order on a full book is refused with `BookFull` and changes nothing, as
+/// before the rule changed; once `SetRulesVersion { version: 2 }` is applied the same order
+/// trades. Older and unknown versions are refused and change nothing; snapshots carry the
+/// version.
+#[test]
+fn the_full_book_rule_follows_the_rules_version() {
+    let mut fx = Fx::with_limits(engine::EngineLimits {
+        max_orders_per_book: 2,
+        ..Default::default()
+    });
+    assert_eq!(fx.e.rules_version(), engine::RULES_VERSION_GENESIS);
+    assert_eq!(engine::RULES_VERSION_GENESIS, 1);
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.fund(CAROL, SEK, 1000 * SEK_1);
+    fx.rest(BOB, Side::Buy, sek(1), 10_000);
+    let ask = fx.rest(ALICE, Side::Sell, sek(5), 30_000);
+
+    // Version 1: refused, though it would fill at once.
+    let before = fx.e.state_hash();
+    let o = fx.limit(CAROL, Side::Buy, sek(6), 10_000);
+    assert_eq!(
+        fx.place(o),
+        vec![Event::Rejected {
+            order: o.0.id,
+            account: CAROL,
+            reason: RejectReason::BookFull
+        }]
+    );
+    assert_eq!(fx.e.state_hash(), before, "a refused order changes nothing");
+
+    // Unknown versions are refused and change nothing.
+    for version in [0, engine::RULES_VERSION_CURRENT + 1, u32::MAX] {
+        assert_eq!(
+            fx.cmd(Command::SetRulesVersion { version }),
+            vec![Event::ConfigRefused {
+                reason: RejectReason::UnknownRulesVersion
+            }]
+        );
+        assert_eq!(fx.e.state_hash(), before);
+        assert_eq!(fx.e.rules_version(), 1);
+    }
+
+    // Version 2: the same order (a new id) trades against the ask.
+    assert_eq!(
+        fx.cmd(Command::SetRulesVersion { version: 2 }),
+        vec![Event::RulesVersionSet { version: 2 }]
+    );
+    assert_eq!(fx.e.rules_version(), 2);
+    assert_ne!(fx.e.state_hash(), before, "the version is state");
+    let o = fx.limit(CAROL, Side::Buy, sek(6), 10_000);
+    let ev = fx.place(o);
+    assert!(matches!(ev[0], Event::Accepted { .. }), "{ev:?}");
+    let t = trades(&ev);
+    assert_eq!(
+        (t.len(), t[0].maker_order, t[0].amount),
+        (1, ask, Amount(10_000))
+    );
+    assert!(
+        ev.contains(&done(o.0.id, CAROL, DoneReason::Filled)),
+        "{ev:?}"
+    );
+
+    // Rules never go back; the version in force is confirmed and changes nothing.
+    let before = fx.e.state_hash();
+    assert_eq!(
+        fx.cmd(Command::SetRulesVersion { version: 1 }),
+        vec![Event::ConfigRefused {
+            reason: RejectReason::RulesVersionDowngrade
+        }]
+    );
+    assert_eq!(
+        fx.cmd(Command::SetRulesVersion { version: 2 }),
+        vec![Event::RulesVersionSet { version: 2 }]
+    );
+    assert_eq!(fx.e.state_hash(), before);
+    assert_eq!(fx.e.rules_version(), 2);
+
+    // A snapshot carries the version.
+    let restored = engine::state::decode(
+        &engine::state::encode(&fx.e),
+        engine::EngineLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(restored.rules_version(), 2);
+    assert_eq!(restored.state_hash(), fx.e.state_hash());
 }
 
 /// The bound is set by a journaled command, so a replay meets every order under the bound
