@@ -222,19 +222,57 @@ impl TokenInfo {
     }
 }
 
-/// A bearer token the cache holds and that has not expired (never asks the store).
-pub fn cached_token(state: &AppState, token: &str) -> Option<TokenInfo> {
-    state
-        .tokens
-        .get(&token_hash(token))
-        .filter(|info| info.valid_at(crate::model::now_ns()))
+/// A bearer token's hash and what the token cache held for it, found once per request.
+///
+/// With the rate limit on, the edge middleware ([`crate::middleware::edge`]) must hash the
+/// token to find whose budget a request spends; it leaves this in the request's extensions
+/// so the [`Auth`] extractor starts from it instead of hashing the token and asking the
+/// cache again. It holds what the cache had, expired or not: the extractor applies
+/// [`TokenInfo::valid_at`] at its own time, and looks a token the cache did not have up in
+/// the store, as it does without it. The edge made it from the same request's
+/// `Authorization` header, which nothing after it rewrites.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenLookup {
+    hash: [u8; 32],
+    cached: Option<TokenInfo>,
+}
+
+impl TokenLookup {
+    /// Hashes `token` and asks the cache (never the store).
+    pub fn find(state: &AppState, token: &str) -> TokenLookup {
+        let hash = token_hash(token);
+        TokenLookup {
+            hash,
+            cached: state.tokens.get(&hash),
+        }
+    }
+
+    /// The token if the cache held it and it has not expired (never asks the store).
+    pub fn cached_valid(&self) -> Option<TokenInfo> {
+        self.cached
+            .filter(|info| info.valid_at(crate::model::now_ns()))
+    }
+
+    /// What [`verify_token`] answers for this token: the cached entry, else the store's.
+    pub fn verify(&self, state: &AppState) -> Option<TokenInfo> {
+        verify_hashed(state, &self.hash, self.cached)
+    }
 }
 
 /// Looks a bearer token up (cache, then the store).
 pub fn verify_token(state: &AppState, token: &str) -> Option<TokenInfo> {
-    let hash = token_hash(token);
+    TokenLookup::find(state, token).verify(state)
+}
+
+/// The token whose hash is `hash`, not expired: `cached` (what the cache holds for it) or,
+/// when the cache had nothing, the store's entry, which is then cached.
+fn verify_hashed(
+    state: &AppState,
+    hash: &[u8; 32],
+    cached: Option<TokenInfo>,
+) -> Option<TokenInfo> {
     let now = crate::model::now_ns();
-    let info = match state.tokens.get(&hash) {
+    let info = match cached {
         Some(info) => info,
         None => {
             let found = state
@@ -259,10 +297,10 @@ pub fn verify_token(state: &AppState, token: &str) -> Option<TokenInfo> {
                 })
                 .ok()
                 .flatten()?;
-            if !ct_eq(&found.0, &hash) {
+            if !ct_eq(&found.0, hash) {
                 return None;
             }
-            state.tokens.put(hash, found.1);
+            state.tokens.put(*hash, found.1);
             found.1
         }
     };
@@ -312,7 +350,12 @@ impl FromRequestParts<AppState> for Auth {
         let Some(token) = bearer(parts) else {
             return Err(ApiError::unauthorized("missing or malformed bearer token"));
         };
-        let Some(info) = verify_token(state, token) else {
+        // The edge's lookup when the rate limit made one: the token is hashed once.
+        let found = match parts.extensions.get::<TokenLookup>() {
+            Some(lookup) => lookup.verify(state),
+            None => verify_token(state, token),
+        };
+        let Some(info) = found else {
             return Err(ApiError::unauthorized("invalid or expired token"));
         };
         Ok(Auth {
@@ -342,6 +385,8 @@ impl<const ANY: u8> FromRequestParts<AppState> for Scoped<ANY> {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
+
     use super::*;
 
     #[test]
@@ -398,6 +443,157 @@ mod tests {
         assert_eq!(dummy.params.get_decimal("t"), Some(1));
         // Not even the dummy's own secret (unknown anyway) lets an unknown client in.
         assert!(!s.verify("", None));
+    }
+
+    /// A started state on `dir`: cheap argon2, the rate limit on (so the edge looks tokens up).
+    async fn started(dir: &std::path::Path) -> AppState {
+        crate::server::start(crate::Config {
+            data_dir: dir.to_path_buf(),
+            argon2_memory_kib: 64,
+            argon2_iterations: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("starts")
+    }
+
+    fn request_parts(token: &str, lookup: Option<TokenLookup>) -> Parts {
+        let (mut parts, ()) = axum::http::Request::builder()
+            .header(axum::http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(())
+            .expect("a request")
+            .into_parts();
+        if let Some(lookup) = lookup {
+            parts.extensions.insert(lookup);
+        }
+        parts
+    }
+
+    async fn auth_of(state: &AppState, mut parts: Parts) -> Result<(u32, u8), StatusCode> {
+        Auth::from_request_parts(&mut parts, state)
+            .await
+            .map(|a| (a.account.0, a.scopes))
+            .map_err(|e| e.0.status)
+    }
+
+    /// The extractor starts from the edge's lookup: a token known only to the lookup (in
+    /// neither the cache nor the store) authenticates, so it was not hashed and looked up
+    /// again. Expiry still applies to what the edge found, and a token the edge's cache
+    /// lookup missed is looked up in the store as without the lookup.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_extractor_uses_the_edge_lookup_and_still_checks_expiry() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = started(tmp.path()).await;
+        let now = crate::model::now_ns();
+        let live = TokenInfo {
+            account: 7,
+            scopes: ORDERS,
+            expires_ns: now + 3_600_000_000_000,
+        };
+        let edge_only = TokenLookup {
+            hash: token_hash("edge-only"),
+            cached: Some(live),
+        };
+        assert_eq!(
+            auth_of(&state, request_parts("edge-only", Some(edge_only))).await,
+            Ok((7, ORDERS))
+        );
+        assert_eq!(
+            auth_of(&state, request_parts("edge-only", None)).await,
+            Err(StatusCode::UNAUTHORIZED),
+            "unknown without the lookup"
+        );
+
+        let expired = TokenLookup {
+            cached: Some(TokenInfo {
+                expires_ns: now - 1,
+                ..live
+            }),
+            ..edge_only
+        };
+        assert_eq!(
+            auth_of(&state, request_parts("edge-only", Some(expired))).await,
+            Err(StatusCode::UNAUTHORIZED),
+            "an expired token the edge found cached"
+        );
+
+        // The edge's cache missed; the store has the token: found there, then cached.
+        let hash = token_hash("in-store");
+        state
+            .store
+            .read_now(|c| {
+                c.execute(
+                    "INSERT INTO tokens VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![hash.as_slice(), 9, WALLET, live.expires_ns],
+                )
+            })
+            .expect("token stored");
+        let missed = TokenLookup { hash, cached: None };
+        assert!(missed.cached_valid().is_none());
+        assert_eq!(
+            auth_of(&state, request_parts("in-store", Some(missed))).await,
+            Ok((9, WALLET))
+        );
+        assert!(state.tokens.get(&hash).is_some(), "cached after the store");
+        crate::server::stop_pipeline(&state).await.expect("stops");
+    }
+
+    /// Through the real edge middleware, rate limit on: it leaves its lookup for the
+    /// extractor (the route sees it), a cached token authenticates, an expired cached
+    /// token is a 401 like a made-up one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_edge_leaves_its_lookup_and_an_expired_cached_token_is_a_401() {
+        use axum::Extension;
+        use axum::body::Body;
+        use axum::http::Request;
+        use tower::ServiceExt;
+
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = started(tmp.path()).await;
+        assert!(state.rate.enabled());
+        let now = crate::model::now_ns();
+        let info = |expires_ns| TokenInfo {
+            account: 5,
+            scopes: ORDERS_READ,
+            expires_ns,
+        };
+        state
+            .tokens
+            .put(token_hash("fresh"), info(now + 3_600_000_000_000));
+        state.tokens.put(token_hash("stale"), info(now - 1));
+        let app = axum::Router::new()
+            .route(
+                "/probe",
+                axum::routing::get(
+                    |lookup: Option<Extension<TokenLookup>>, auth: Auth| async move {
+                        assert!(lookup.is_some(), "the edge left its lookup");
+                        auth.account.0.to_string()
+                    },
+                ),
+            )
+            .with_state(state.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::middleware::edge,
+            ));
+        let call = |token: &str| {
+            let request = Request::get("/probe")
+                .header(axum::http::header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .expect("a request");
+            app.clone().oneshot(request)
+        };
+        let ok = call("fresh").await.expect("infallible");
+        assert_eq!(ok.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(ok.into_body(), 64)
+            .await
+            .expect("body");
+        assert_eq!(&body[..], b"5");
+        for token in ["stale", "made-up"] {
+            let res = call(token).await.expect("infallible");
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{token}");
+        }
+        crate::server::stop_pipeline(&state).await.expect("stops");
     }
 
     #[test]

@@ -102,6 +102,11 @@ pub enum ConfigError {
     /// `history_query_timeout_ms` of 0 (every list would fail) or over an hour.
     #[error("history_query_timeout_ms = {0}: expected 1 to {MAX_HISTORY_QUERY_TIMEOUT_MS}")]
     HistoryQueryTimeout(u64),
+    /// `ring_capacity` of 0 (no command could ever be queued) or past
+    /// [`MAX_RING_CAPACITY`] (each engine ring is allocated whole when its pair first
+    /// trades).
+    #[error("ring_capacity = {0}: expected 1 to {MAX_RING_CAPACITY}")]
+    RingCapacity(usize),
     /// Argon2 refuses these costs for client secrets.
     #[error(
         "argon2_memory_kib = {memory_kib}, argon2_iterations = {iterations}: {reason} \
@@ -262,12 +267,16 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// Argon2 memory cost for client secrets (KiB).
     pub argon2_memory_kib: u32,
+    /// Argon2 time cost (passes) for client secrets.
     pub argon2_iterations: u32,
+    /// Slots of each of the engine's command rings (one per pair plus one); a full ring is
+    /// a 503. At least 1.
     pub ring_capacity: usize,
     /// Most resting orders one book may hold (1 to [`engine::MAX_ORDERS_PER_BOOK`]); a GTC
-    /// order meeting a full book is refused with a 503. Applied at start by a journaled
-    /// command when it differs from the engine's (so a replay of the journal meets every
-    /// order under the bound its live run met).
+    /// order that would rest whole on a full book (it does not cross) is refused with a 503
+    /// (matching rules version 2, which start-up moves the engine to). Applied at start by
+    /// a journaled command when it differs from the engine's (so a replay of the journal
+    /// meets every order under the bound its live run met).
     pub max_orders_per_book: u32,
     /// Longest a paginated history list (orders, fills, transactions, requests) may query
     /// the store, in milliseconds; past it the client gets a 503 ([`crate::store`]).
@@ -344,6 +353,9 @@ fn env(name: &str) -> Option<String> {
 /// The engine's default bound (10,000,000), what an engine that never got a
 /// `SetMaxOrdersPerBook` command holds.
 pub const DEFAULT_MAX_ORDERS_PER_BOOK: u32 = 10_000_000;
+/// The largest `ring_capacity`: a million commands per engine ring (one ring per pair plus
+/// one, each allocated whole).
+pub const MAX_RING_CAPACITY: usize = 1 << 20;
 /// The largest `history_query_timeout_ms` (an hour).
 pub const MAX_HISTORY_QUERY_TIMEOUT_MS: u64 = 3_600_000;
 const _: () = assert!(DEFAULT_MAX_ORDERS_PER_BOOK as usize <= engine::MAX_ORDERS_PER_BOOK);
@@ -447,6 +459,9 @@ impl Config {
                 self.history_query_timeout_ms,
             ));
         }
+        if self.ring_capacity == 0 || self.ring_capacity > MAX_RING_CAPACITY {
+            return Err(ConfigError::RingCapacity(self.ring_capacity));
+        }
         crate::auth::argon2_params(self.argon2_memory_kib, self.argon2_iterations)?;
         Ok(())
     }
@@ -459,8 +474,8 @@ impl Config {
         Ok(())
     }
 
-    /// The overrides of every setting (`[ws]`: its four limits and the control queue's bytes), read through `var` (the
-    /// environment, or a table in tests); an empty value counts as unset. A value the
+    /// The overrides of every setting but the market lists (`[ws]` as `BOURSE_WS_*`, its control queue's bytes included), read
+    /// through `var` (the environment, or a table in tests); an empty value counts as unset. A value the
     /// setting does not accept is an error naming the variable and what it accepts, never
     /// a silent default.
     pub fn apply_vars(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -494,6 +509,12 @@ impl Config {
         }
         if let Some(v) = var("BOURSE_ARGON2_MEMORY_KIB") {
             self.argon2_memory_kib = parse_var("BOURSE_ARGON2_MEMORY_KIB", v, U32_RANGE)?;
+        }
+        if let Some(v) = var("BOURSE_ARGON2_ITERATIONS") {
+            self.argon2_iterations = parse_var("BOURSE_ARGON2_ITERATIONS", v, U32_RANGE)?;
+        }
+        if let Some(v) = var("BOURSE_RING_CAPACITY") {
+            self.ring_capacity = parse_var("BOURSE_RING_CAPACITY", v, WHOLE_NUMBER)?;
         }
         if let Some(v) = var("BOURSE_ADMIN_CLIENT_ID") {
             self.admin_client_id = Some(v);
@@ -535,6 +556,27 @@ impl Config {
             self.ws.control_queue_bytes =
                 parse_var("BOURSE_WS_CONTROL_QUEUE_BYTES", v, WHOLE_NUMBER)?;
         }
+        if let Some(v) = var("BOURSE_WS_QUEUE_BOUND") {
+            self.ws.queue_bound = parse_var("BOURSE_WS_QUEUE_BOUND", v, WHOLE_NUMBER)?;
+        }
+        if let Some(v) = var("BOURSE_WS_MAX_WRITES_PER_SEC") {
+            self.ws.max_writes_per_sec =
+                parse_var("BOURSE_WS_MAX_WRITES_PER_SEC", v, WHOLE_NUMBER)?;
+        }
+        if let Some(v) = var("BOURSE_WS_PING_INTERVAL_SECS") {
+            self.ws.ping_interval_secs =
+                parse_var("BOURSE_WS_PING_INTERVAL_SECS", v, WHOLE_NUMBER)?;
+        }
+        if let Some(v) = var("BOURSE_WS_IDLE_TIMEOUT_SECS") {
+            self.ws.idle_timeout_secs = parse_var("BOURSE_WS_IDLE_TIMEOUT_SECS", v, WHOLE_NUMBER)?;
+        }
+        if let Some(v) = var("BOURSE_WS_STALL_TIMEOUT_SECS") {
+            self.ws.stall_timeout_secs =
+                parse_var("BOURSE_WS_STALL_TIMEOUT_SECS", v, WHOLE_NUMBER)?;
+        }
+        if let Some(v) = var("BOURSE_WS_BOOK_INTERVAL_MS") {
+            self.ws.book_interval_ms = parse_var("BOURSE_WS_BOOK_INTERVAL_MS", v, WHOLE_NUMBER)?;
+        }
         Ok(())
     }
 }
@@ -573,6 +615,9 @@ mod tests {
             ("BOURSE_ADMIN_CLIENT_SECRET", "s3cret"),
             ("BOURSE_WS_MAX_CONNECTIONS", "7"),
             ("BOURSE_WS_CONTROL_QUEUE_BYTES", "1048576"),
+            ("BOURSE_ARGON2_MEMORY_KIB", "64"),
+            ("BOURSE_ARGON2_ITERATIONS", "3"),
+            ("BOURSE_RING_CAPACITY", "1024"),
         ])
         .expect("valid");
         assert_eq!(c.ws.max_connections, 7);
@@ -581,6 +626,8 @@ mod tests {
             c.ws.feed_config().expect("valid").control_queue_bytes,
             1_048_576
         );
+        assert_eq!((c.argon2_memory_kib, c.argon2_iterations), (64, 3));
+        assert_eq!(c.ring_capacity, 1024);
         assert_eq!(c.bind.port(), 9000);
         assert_eq!(c.durability, Durability::None);
         assert!(c.deposit_auto_approve);
@@ -629,11 +676,79 @@ mod tests {
             ("BOURSE_BIND", "localhost"),
             ("BOURSE_WS_MAX_MESSAGE_BYTES", "64k"),
             ("BOURSE_WS_CONTROL_QUEUE_BYTES", "8MiB"),
+            ("BOURSE_ARGON2_ITERATIONS", "two"),
+            ("BOURSE_RING_CAPACITY", "-1"),
+            ("BOURSE_WS_QUEUE_BOUND", "4k"),
+            ("BOURSE_WS_MAX_WRITES_PER_SEC", "4294967296"),
+            ("BOURSE_WS_PING_INTERVAL_SECS", "15s"),
+            ("BOURSE_WS_IDLE_TIMEOUT_SECS", "1.5"),
+            ("BOURSE_WS_STALL_TIMEOUT_SECS", " 10"),
+            ("BOURSE_WS_BOOK_INTERVAL_MS", "-5"),
         ] {
             let e = refused(&[(var, value)]);
             assert!(e.starts_with(&format!("{var}={value}: expected ")), "{e}");
         }
         assert!(refused(&[("BOURSE_RATE_LIMIT_BURST", "x")]).ends_with("from 0 to 4294967295"));
+    }
+
+    /// Every file setting has its variable: the argon2 time cost, the engine's ring size and
+    /// the `[ws]` timings and ring bound once had none. Values reach the feed's settings, and
+    /// the checks of the file apply to them (by the setting's name).
+    #[test]
+    fn argon2_ring_and_ws_variables_are_applied_and_checked() {
+        let c = with_vars(&[
+            ("BOURSE_WS_QUEUE_BOUND", "10000"),
+            ("BOURSE_WS_MAX_WRITES_PER_SEC", "0"),
+            ("BOURSE_WS_PING_INTERVAL_SECS", "5"),
+            ("BOURSE_WS_IDLE_TIMEOUT_SECS", "20"),
+            ("BOURSE_WS_STALL_TIMEOUT_SECS", "3"),
+            ("BOURSE_WS_BOOK_INTERVAL_MS", "0"),
+        ])
+        .expect("valid");
+        let f = c.ws.feed_config().expect("valid limits");
+        assert_eq!(f.queue_bound, 10_000);
+        assert_eq!(f.ring_capacity(), 10_000);
+        assert_eq!(f.max_writes_per_sec, 0);
+        assert_eq!(f.ping_interval, std::time::Duration::from_secs(5));
+        assert_eq!(f.idle_timeout, std::time::Duration::from_secs(20));
+        assert_eq!(f.stall_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(f.book_interval, std::time::Duration::ZERO);
+
+        let e = refused(&[("BOURSE_ARGON2_ITERATIONS", "0")]);
+        assert!(
+            e.starts_with("argon2_memory_kib = 19456, argon2_iterations = 0: "),
+            "{e}"
+        );
+        assert_eq!(
+            refused(&[("BOURSE_RING_CAPACITY", "0")]),
+            "ring_capacity = 0: expected 1 to 1048576"
+        );
+        let c: Config = toml::from_str(
+            "ring_capacity = 0
+",
+        )
+        .expect("parses");
+        assert_eq!(c.validate(), Err(ConfigError::RingCapacity(0)));
+        assert_eq!(
+            refused(&[("BOURSE_RING_CAPACITY", "1048577")]),
+            "ring_capacity = 1048577: expected 1 to 1048576"
+        );
+        let c = with_vars(&[("BOURSE_RING_CAPACITY", "1048576")]).expect("the largest");
+        assert_eq!(c.ring_capacity, 1 << 20);
+        let ws_refused = |vars: &[(&str, &str)]| {
+            with_vars(vars)
+                .expect("parses")
+                .ws
+                .feed_config()
+                .expect_err("refused")
+                .to_string()
+        };
+        let e = ws_refused(&[("BOURSE_WS_QUEUE_BOUND", "65537")]);
+        assert!(e.contains("ws.queue_bound"), "{e}");
+        let e = ws_refused(&[("BOURSE_WS_STALL_TIMEOUT_SECS", "0")]);
+        assert!(e.contains("ws.stall_timeout_secs"), "{e}");
+        let e = ws_refused(&[("BOURSE_WS_IDLE_TIMEOUT_SECS", "15")]);
+        assert!(e.contains("ws.idle_timeout_secs"), "{e}");
     }
 
     /// An admin id without a secret (or the reverse) was ignored: the server started with

@@ -103,6 +103,11 @@ impl ApiError {
                 "LIMIT_REACHED",
                 "the engine holds its maximum",
             ),
+            // Only start-up sends `SetRulesVersion`; no route does.
+            UnknownRulesVersion => Self::validation("matching rules version unknown to this build"),
+            RulesVersionDowngrade => {
+                Self::validation("matching rules version older than the engine's")
+            }
         }
     }
 }

@@ -543,6 +543,9 @@ impl HistoryListener {
                     .model
                     .max_orders_per_book
                     .store(u64::from(max), Ordering::SeqCst),
+                Event::RulesVersionSet { version } => {
+                    self.model.rules_version.store(version, Ordering::SeqCst)
+                }
                 _ => {}
             }
         }
@@ -732,6 +735,9 @@ impl OutputListener for HistoryListener {
         self.model
             .max_orders_per_book
             .store(engine.limits().max_orders_per_book as u64, Ordering::SeqCst);
+        self.model
+            .rules_version
+            .store(engine.rules_version(), Ordering::SeqCst);
         self.model.last_seq.store(last_seq, Ordering::SeqCst);
         self.model.recovered.store(true, Ordering::SeqCst);
         self.live = true;

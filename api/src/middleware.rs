@@ -34,17 +34,23 @@ fn valid_request_id(v: &str) -> bool {
 }
 
 /// Whose budget `req` spends: its account when it carries a bearer token the token cache
-/// knows (and not expired), its peer address otherwise.
+/// knows (and not expired), its peer address otherwise. The token's lookup is left in the
+/// request's extensions ([`crate::auth::TokenLookup`]) for the `Auth` extractor, so the
+/// token is hashed once.
 ///
 /// Only the cache is asked, never the store: a request is counted before anything costly
 /// runs, and a made-up token must not buy a store lookup past the limit. A valid token the
 /// cache does not hold yet (after a restart) spends its peer's budget for that one request;
 /// the [`crate::auth::Auth`] extractor then caches it.
-fn rate_key(state: &AppState, req: &Request) -> RateKey {
-    let account = (req.uri().path() != TOKEN_PATH)
+fn rate_key(state: &AppState, req: &mut Request) -> RateKey {
+    let lookup = (req.uri().path() != TOKEN_PATH)
         .then(|| crate::auth::bearer_in(req.headers()))
         .flatten()
-        .and_then(|token| crate::auth::cached_token(state, token));
+        .map(|token| crate::auth::TokenLookup::find(state, token));
+    let account = lookup.and_then(|l| l.cached_valid());
+    if let Some(lookup) = lookup {
+        req.extensions_mut().insert(lookup);
+    }
     match account {
         Some(info) => RateKey::Account(info.account),
         None => RateKey::peer(
@@ -74,7 +80,7 @@ fn code_for(status: StatusCode) -> &'static str {
 ///
 /// Runs for every request, so the common case allocates only the generated request id:
 /// the method, route and URI are cheap clones, the path is only read for a problem body.
-pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let echoed = req
         .headers()
@@ -101,7 +107,7 @@ pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Re
         if !state.rate.enabled() || matches!(uri.path(), "/health" | "/ready" | "/metrics") {
             Ok(())
         } else {
-            state.rate.check(rate_key(&state, &req))
+            state.rate.check(rate_key(&state, &mut req))
         };
 
     let head = crate::request_head::check(&method, &uri, route.as_ref(), req.headers());

@@ -78,6 +78,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     }));
     bootstrap_markets(&state).await?;
     bootstrap_book_bound(&state).await?;
+    bootstrap_rules_version(&state).await?;
     bootstrap_admin(&state).await?;
     Ok(state)
 }
@@ -133,6 +134,29 @@ async fn bootstrap_book_bound(state: &AppState) -> anyhow::Result<()> {
             Ok(())
         }
         other => anyhow::bail!("max_orders_per_book {max} refused: {other:?}"),
+    }
+}
+
+/// Journals `SetRulesVersion` to [`engine::RULES_VERSION_CURRENT`] when the recovered
+/// engine runs older matching rules (every data dir starts at the genesis rules, a fresh
+/// one included). A rule change applies from this command on: the journal before it
+/// replays under the rules its live run met, so an upgrade never re-decides old orders.
+async fn bootstrap_rules_version(state: &AppState) -> anyhow::Result<()> {
+    let version = engine::RULES_VERSION_CURRENT;
+    let held = state.model.rules_version.load(Ordering::Acquire);
+    if held >= version {
+        return Ok(());
+    }
+    let done = state
+        .submit(Command::SetRulesVersion { version })
+        .await
+        .map_err(|e| anyhow::anyhow!("setting the matching rules version: {}", e.0.detail))?;
+    match done.events.first() {
+        Some(Event::RulesVersionSet { .. }) => {
+            tracing::info!(from = held, to = version, "matching rules version changed");
+            Ok(())
+        }
+        other => anyhow::bail!("matching rules version {version} refused: {other:?}"),
     }
 }
 

@@ -57,6 +57,13 @@ pub enum Command {
     /// because it decides outcomes: a replay must meet each order under the bound its live
     /// run met. Orders already resting stay when the bound is lowered below their number.
     SetMaxOrdersPerBook { max: u32 },
+    /// Move the engine to matching rules `version` ([`crate::RULES_VERSION_GENESIS`] up to
+    /// [`crate::RULES_VERSION_CURRENT`]; an older or unknown one is refused and changes
+    /// nothing). Journaled, like the bound above, because the rules decide outcomes: a
+    /// journal written before a rule changed must replay under the rule its live run met, so
+    /// a new rule applies only from the command that switched it on. New variants go last:
+    /// postcard writes the variant's index, so the records already journaled keep decoding.
+    SetRulesVersion { version: u32 },
 }
 
 /// What [`Command::RegisterAccount`] carries.
@@ -202,6 +209,20 @@ mod tests {
                 secret_hash: "h".into(),
                 scopes: 3,
             })
+        );
+    }
+
+    /// Journal records written before `SetRulesVersion` existed keep their meaning: postcard
+    /// writes the variant index first, so new variants are added last and the indexes of
+    /// the older ones never move.
+    #[test]
+    fn new_commands_come_last_in_the_journal_encoding() {
+        let bytes = |c: &Command| postcard::to_stdvec(c).unwrap();
+        assert_eq!(bytes(&Command::SetMaxOrdersPerBook { max: 5 }), [12, 5]);
+        assert_eq!(bytes(&Command::SetRulesVersion { version: 2 }), [13, 2]);
+        assert_eq!(
+            postcard::from_bytes::<Command>(&[13, 2]).unwrap(),
+            Command::SetRulesVersion { version: 2 }
         );
     }
 

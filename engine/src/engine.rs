@@ -16,6 +16,34 @@
 //!   both, or trade.
 //! - Checks run in [`RejectReason`] precedence order; a rejected order changes nothing.
 //!
+//! # Full book
+//! A book holding [`EngineLimits::max_orders_per_book`] resting orders (or more, after the
+//! bound was lowered) refuses GTC limit orders with `BookFull`. Which ones depends on the
+//! engine's matching rules version ([`Engine::rules_version`], "Rules versions" below):
+//! - Version 1 (genesis): every GTC order, crossing or not.
+//! - Version 2: exactly the GTC orders that do not cross (their limit does not reach the
+//!   best opposite price), that is, those that would rest whole. A crossing GTC order is
+//!   taken, since it cannot grow the book: its first meeting with the book either ends it
+//!   (it fills, meets its own order under expire-taker or expire-both, or cannot pay) or
+//!   takes that maker off the book (filled, or expired by self-trade prevention or for
+//!   funds); a maker it only partly fills means the taker itself is filled. So a remainder
+//!   rests only where matching freed a slot (asserted) and the book never grows past its
+//!   bound.
+//!
+//! Either rule costs one price comparison and one version comparison, no walk. Post-only
+//! orders that cross are refused first (`PostOnlyWouldTake`); IOC, FOK and market orders
+//! never rest and ignore the bound.
+//!
+//! # Rules versions
+//! A change to a matching rule changes outcomes, so a journal written under the old rule
+//! must replay under it. The engine therefore keeps every rule it ever had, selected by its
+//! rules version: state, carried by snapshots, that starts at [`RULES_VERSION_GENESIS`] and
+//! moves forward only through the journaled [`Command::SetRulesVersion`] (the server sends
+//! it at start when the engine is older than [`RULES_VERSION_CURRENT`]). A replay thus meets
+//! every command under the rules its live run met, across upgrades. Versions:
+//! 1. Genesis: a full book refuses every GTC order.
+//! 2. A full book refuses only a GTC order that does not cross.
+//!
 //! # Money (API.md)
 //! - Holds: limit buy `ceil(price x amount)` quote; sell `amount` base; market buy by base:
 //!   all available quote, the unused part released at the end; market by quote: that much
@@ -59,11 +87,24 @@ use crate::spec::{
 /// per order, a level's total (a `u64` of lots) cannot overflow.
 pub const MAX_ORDERS_PER_BOOK: usize = (1 << 24) - 1;
 
+/// The matching rules an engine starts with, and that any state not saying otherwise runs
+/// (module doc, "Rules versions"): a full book refuses every GTC order.
+pub const RULES_VERSION_GENESIS: u32 = 1;
+
+/// The newest matching rules this build knows (version 2: a full book refuses only a GTC
+/// order that does not cross). The server moves an older engine to it at start.
+pub const RULES_VERSION_CURRENT: u32 = 2;
+
+/// From this version on a full book takes a crossing GTC order (module doc, "Full book").
+/// Named apart from [`RULES_VERSION_CURRENT`], which a later rule change moves on.
+const RULES_VERSION_FULL_BOOK_TAKES_CROSSING: u32 = 2;
+
 /// Bounds the engine enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineLimits {
-    /// Most resting orders per book; a GTC order beyond it is rejected with `BookFull`.
-    /// At most [`MAX_ORDERS_PER_BOOK`].
+    /// Most resting orders per book; a GTC order meeting a book this full is rejected with
+    /// `BookFull`, under the rules of the engine's version (module doc, "Full book"). At
+    /// most [`MAX_ORDERS_PER_BOOK`].
     pub max_orders_per_book: usize,
     /// Orders reserved up front per book (arena and id table), so a warm book does not grow.
     pub reserve_orders_per_book: usize,
@@ -136,6 +177,9 @@ impl CurrencyAudit {
 #[derive(Clone, Debug)]
 pub struct Engine {
     limits: EngineLimits,
+    /// The matching rules in force (module doc, "Rules versions"): only
+    /// [`Command::SetRulesVersion`] moves it, forward.
+    rules_version: u32,
     currencies: Vec<CurrencyState>,
     pairs: Vec<PairState>,
     ledger: Ledger,
@@ -185,6 +229,7 @@ impl Engine {
         order_ids.reserve_old(limits.reserve_orders_per_book.min(1 << 16));
         Engine {
             limits,
+            rules_version: RULES_VERSION_GENESIS,
             currencies: Vec::new(),
             pairs: Vec::new(),
             ledger: Ledger::new(),
@@ -199,6 +244,11 @@ impl Engine {
 
     pub fn limits(&self) -> EngineLimits {
         self.limits
+    }
+
+    /// The matching rules version in force (module doc, "Rules versions").
+    pub fn rules_version(&self) -> u32 {
+        self.rules_version
     }
 
     // ----- queries -------------------------------------------------------------------
@@ -321,6 +371,7 @@ impl Engine {
             Command::SetPairStatus { pair, status } => self.set_pair_status(*pair, *status, out),
             Command::RegisterAccount(r) => self.register_account(r.account, out),
             Command::SetMaxOrdersPerBook { max } => self.set_max_orders_per_book(*max, out),
+            Command::SetRulesVersion { version } => self.set_rules_version(*version, out),
         }
         #[cfg(feature = "verify")]
         if let Err(e) = self.check_invariants() {
@@ -337,6 +388,25 @@ impl Engine {
         }
         self.limits.max_orders_per_book = max as usize;
         out.push(Event::MaxOrdersPerBookSet { max });
+    }
+
+    /// Moves to matching rules `version`. An unknown version (0, or newer than this build
+    /// knows) or an older one is refused and changes nothing; the version in force again is
+    /// confirmed, changing nothing either.
+    fn set_rules_version(&mut self, version: u32, out: &mut Vec<Event>) {
+        let refused = if version == 0 || version > RULES_VERSION_CURRENT {
+            Some(RejectReason::UnknownRulesVersion)
+        } else if version < self.rules_version {
+            Some(RejectReason::RulesVersionDowngrade)
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            out.push(Event::ConfigRefused { reason });
+            return;
+        }
+        self.rules_version = version;
+        out.push(Event::RulesVersionSet { version });
     }
 
     fn place(&mut self, o: &PlaceOrder, out: &mut Vec<Event>) {
@@ -435,6 +505,7 @@ impl Engine {
         let hold = hold as u64;
 
         let book = &self.pairs[o.pair.0 as usize].book;
+        let book_len = book.len();
         let opposite_best = book.best(o.side.opposite()).map(|(p, _)| p);
         let crosses = |limit: Price| match (o.side, opposite_best) {
             (_, None) => false,
@@ -451,7 +522,14 @@ impl Engine {
             if post_only && crosses(price) {
                 return reject(out, RejectReason::PostOnlyWouldTake);
             }
-            if tif == TimeInForce::Gtc && book.len() >= self.limits.max_orders_per_book {
+            // Version 1: a full book refuses every GTC order. From version 2 only one that
+            // would rest whole, one that does not cross: a crossing order's first meeting
+            // with the book ends it or takes a resting order off (module doc, "Full book"),
+            // so it cannot grow the book.
+            if tif == TimeInForce::Gtc
+                && book_len >= self.limits.max_orders_per_book
+                && (self.rules_version < RULES_VERSION_FULL_BOOK_TAKES_CROSSING || !crosses(price))
+            {
                 return reject(out, RejectReason::BookFull);
             }
         }
@@ -566,6 +644,12 @@ impl Engine {
                     price,
                     ..
                 } => {
+                    // What lets a full book take a crossing GTC order (module doc, "Full
+                    // book"): its remainder rests only where matching freed a slot.
+                    assert!(
+                        self.pairs[o.pair.0 as usize].book.len() < book_len,
+                        "a crossing GTC order rests only after taking an order off the book"
+                    );
                     // Rest the remainder; its hold stays.
                     return self.rest(o, price, taker.remaining, taker.held, out);
                 }
@@ -1297,6 +1381,9 @@ impl Engine {
 
     /// Every structural and money invariant. Costly: tests and the `verify` feature.
     pub fn check_invariants(&self) -> Result<(), String> {
+        if !(RULES_VERSION_GENESIS..=RULES_VERSION_CURRENT).contains(&self.rules_version) {
+            return Err(format!("unknown rules version {}", self.rules_version));
+        }
         let mut held: FxHashMap<(AccountId, CurrencyId), u64> = FxHashMap::default();
         let mut resting = 0usize;
         for (i, pair) in self.pairs.iter().enumerate() {
@@ -1372,12 +1459,14 @@ impl Engine {
 
     pub(crate) fn restore_parts(
         limits: EngineLimits,
+        rules_version: u32,
         currencies: Vec<(CurrencySpec, u64, u64)>,
         next_trade_id: u64,
         order_ids: IdWindow,
         request_ids: RequestIds,
     ) -> Engine {
         let mut e = Engine::new(limits);
+        e.rules_version = rules_version;
         e.currencies = currencies
             .into_iter()
             .map(|(spec, deposited, withdrawn)| CurrencyState {

@@ -97,6 +97,10 @@ pub enum Event {
     MaxOrdersPerBookSet {
         max: u32,
     },
+    /// A [`crate::Command::SetRulesVersion`] was accepted: the matching rules from now on.
+    RulesVersionSet {
+        version: u32,
+    },
 }
 
 /// A trade and its complete settlement, in integers.

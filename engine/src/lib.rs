@@ -32,7 +32,8 @@ pub mod units;
 pub use client_id::ClientOrderId;
 pub use command::{AccountRegistration, Command, MarketSize, OrderKind, PlaceOrder, RequestSpec};
 pub use engine::{
-    CurrencyAudit, Engine, EngineLimits, MAX_ORDERS_PER_BOOK, PendingRequest, RequestKind,
+    CurrencyAudit, Engine, EngineLimits, MAX_ORDERS_PER_BOOK, PendingRequest,
+    RULES_VERSION_CURRENT, RULES_VERSION_GENESIS, RequestKind,
 };
 pub use event::{DoneReason, Event, OrderStatus, RequestStatus, Trade};
 pub use ids::{AccountId, CurrencyId, OrderId, PairId, RequestId, TradeId};

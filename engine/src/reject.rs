@@ -19,7 +19,8 @@ pub enum RejectReason {
     InsufficientFunds,
     /// A post-only order that would have taken liquidity.
     PostOnlyWouldTake,
-    /// The book holds its maximum number of resting orders.
+    /// The book holds its maximum number of resting orders and a GTC order would rest whole
+    /// (it does not cross).
     BookFull,
     /// Cancel of an order that is not resting (unknown, final, or another account's).
     OrderNotOpen,
@@ -31,4 +32,9 @@ pub enum RejectReason {
     DuplicatePair,
     TooManyCurrencies,
     TooManyPairs,
+    /// A `SetRulesVersion` to a version this build does not know (0, or above
+    /// [`crate::RULES_VERSION_CURRENT`]).
+    UnknownRulesVersion,
+    /// A `SetRulesVersion` to a version older than the engine's: rules never go back.
+    RulesVersionDowngrade,
 }

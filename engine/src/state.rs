@@ -18,8 +18,11 @@ use crate::spec::{CurrencySpec, PairSpec};
 /// Format version written in every encoding.
 /// 2: the order id window (`order_ids_used`) is new state. 3: so is the request id window
 /// (`request_ids_used`). 4: so is the bound on resting orders per book
-/// (`max_orders_per_book`, set by a journaled command).
-pub const STATE_VERSION: u32 = 4;
+/// (`max_orders_per_book`, set by a journaled command). 5: so is the matching rules version
+/// (`rules_version`, set by a journaled command). An older encoding is refused, not read as
+/// a default: recovery skips it (for a snapshot of this format, or the journal from its
+/// start, which is right because every journal starts at the genesis rules).
+pub const STATE_VERSION: u32 = 5;
 
 /// A resting order in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +62,9 @@ struct EngineStateDto {
     /// [`EngineLimits::max_orders_per_book`]: state, not a setting, since
     /// [`crate::Command::SetMaxOrdersPerBook`] decides outcomes and is journaled.
     max_orders_per_book: u64,
+    /// [`Engine::rules_version`]: the matching rules in force, set by the journaled
+    /// [`crate::Command::SetRulesVersion`].
+    rules_version: u32,
 }
 
 /// Why a state encoding could not be loaded.
@@ -118,17 +124,22 @@ pub fn encode(engine: &Engine) -> Vec<u8> {
         order_ids_used: order_ids.used_runs(),
         request_ids_used: request_ids.used_runs(),
         max_orders_per_book: engine.limits().max_orders_per_book as u64,
+        rules_version: engine.rules_version(),
     };
     postcard::to_stdvec(&dto).expect("encoding to memory cannot fail")
 }
 
 /// Rebuilds an engine from [`encode`]'s output and checks its invariants. `limits` gives
-/// the bounds that are settings; `max_orders_per_book` is the encoded state's.
+/// the bounds that are settings; `max_orders_per_book` and the rules version are the
+/// encoded state's.
 pub fn decode(bytes: &[u8], mut limits: EngineLimits) -> Result<Engine, StateError> {
-    let dto: EngineStateDto = postcard::from_bytes(bytes)?;
-    if dto.version != STATE_VERSION {
-        return Err(StateError::Version(dto.version));
+    // The version comes first and is checked first: an older encoding lacks fields and
+    // would otherwise be reported as malformed rather than as the old format it is.
+    let (version, _) = postcard::take_from_bytes::<u32>(bytes)?;
+    if version != STATE_VERSION {
+        return Err(StateError::Version(version));
     }
+    let dto: EngineStateDto = postcard::from_bytes(bytes)?;
     limits.max_orders_per_book = usize::try_from(dto.max_orders_per_book)
         .ok()
         .filter(|m| *m <= crate::engine::MAX_ORDERS_PER_BOOK)
@@ -138,6 +149,14 @@ pub fn decode(bytes: &[u8], mut limits: EngineLimits) -> Result<Engine, StateErr
                 dto.max_orders_per_book
             ))
         })?;
+    if !(crate::RULES_VERSION_GENESIS..=crate::RULES_VERSION_CURRENT).contains(&dto.rules_version) {
+        return Err(StateError::Inconsistent(format!(
+            "rules version {} is unknown to this build (it knows {} to {})",
+            dto.rules_version,
+            crate::RULES_VERSION_GENESIS,
+            crate::RULES_VERSION_CURRENT
+        )));
+    }
     let order_ids = crate::id_window::IdWindow::restore(dto.max_order_id, &dto.order_ids_used)
         .map_err(StateError::Inconsistent)?;
     let request_ids =
@@ -145,6 +164,7 @@ pub fn decode(bytes: &[u8], mut limits: EngineLimits) -> Result<Engine, StateErr
             .map_err(StateError::Inconsistent)?;
     let mut engine = Engine::restore_parts(
         limits,
+        dto.rules_version,
         dto.currencies,
         dto.next_trade_id,
         order_ids,

@@ -720,6 +720,7 @@ fn a_full_book_rejects_new_resting_orders() {
     fx.fund(BOB, SEK, 1000 * SEK_1);
     fx.rest(BOB, Side::Buy, sek(1), 10_000);
     fx.rest(BOB, Side::Buy, sek(2), 10_000);
+    let before = fx.e.state_hash();
     let o = fx.limit(BOB, Side::Buy, sek(3), 10_000);
     let ev = fx.place(o);
     assert_eq!(
@@ -730,11 +731,254 @@ fn a_full_book_rejects_new_resting_orders() {
             reason: RejectReason::BookFull
         }]
     );
+    assert_eq!(fx.e.state_hash(), before, "a refused order changes nothing");
+    // A sell that does not reach the best bid would rest whole: refused too.
+    fx.fund(ALICE, BTC, BTC_1);
+    let before = fx.e.state_hash();
+    let o = fx.limit(ALICE, Side::Sell, sek(3), 10_000);
+    assert_eq!(
+        fx.place(o),
+        vec![Event::Rejected {
+            order: o.0.id,
+            account: ALICE,
+            reason: RejectReason::BookFull
+        }]
+    );
+    assert_eq!(fx.e.state_hash(), before, "a refused order changes nothing");
     // IOC never rests, so it is still accepted.
     let o = fx
         .limit(BOB, Side::Buy, sek(3), 10_000)
         .tif(TimeInForce::Ioc);
     assert!(matches!(fx.place(o)[0], Event::Accepted { .. }));
+}
+
+/// Under rules version 2 a full book refuses only an order that would rest: a GTC order
+/// that fills completely trades as on any book, whether it takes a maker off or leaves it
+/// partly filled.
+#[test]
+fn a_full_book_takes_a_gtc_order_that_fills() {
+    let mut fx = Fx::with_limits(engine::EngineLimits {
+        max_orders_per_book: 2,
+        ..Default::default()
+    });
+    fx.cmd(Command::SetRulesVersion { version: 2 });
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.fund(CAROL, SEK, 1000 * SEK_1);
+    fx.rest(BOB, Side::Buy, sek(1), 10_000);
+    let ask = fx.rest(ALICE, Side::Sell, sek(5), 30_000);
+    // Fills against part of the ask: the book stays full, with the ask reduced.
+    let o = fx.limit(CAROL, Side::Buy, sek(6), 10_000);
+    let ev = fx.place(o);
+    assert!(matches!(ev[0], Event::Accepted { .. }), "{ev:?}");
+    let t = trades(&ev);
+    assert_eq!(
+        (t.len(), t[0].maker_order, t[0].amount),
+        (1, ask, Amount(10_000))
+    );
+    assert!(
+        ev.contains(&done(o.0.id, CAROL, DoneReason::Filled)),
+        "{ev:?}"
+    );
+    let book = fx.e.book(BTC_SEK).unwrap();
+    assert_eq!(book.len(), 2);
+    assert_eq!(book.best(Side::Sell), Some((sek(5), Amount(20_000))));
+    // Fills exactly what the ask has left: the ask is done, the taker too.
+    let o = fx.limit(CAROL, Side::Buy, sek(5), 20_000);
+    let ev = fx.place(o);
+    assert_eq!(trades(&ev).len(), 1, "{ev:?}");
+    assert!(ev.contains(&done(ask, ALICE, DoneReason::Filled)), "{ev:?}");
+    assert!(
+        ev.contains(&done(o.0.id, CAROL, DoneReason::Filled)),
+        "{ev:?}"
+    );
+    assert_eq!(fx.e.book(BTC_SEK).unwrap().len(), 1);
+}
+
+/// The boundary (rules version 2): a crossing GTC order whose remainder rests on a full
+/// book. It is taken,
+/// because what it met first left the book (filled, or expired by self-trade prevention),
+/// so its remainder rests in the slot that freed and the book never passes its bound.
+/// Post-only keeps its precedence; a bound lowered below the book is not passed either.
+#[test]
+fn a_full_book_takes_a_crossing_remainder_into_the_slot_it_freed() {
+    let mut fx = Fx::with_limits(engine::EngineLimits {
+        max_orders_per_book: 2,
+        ..Default::default()
+    });
+    fx.cmd(Command::SetRulesVersion { version: 2 });
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.fund(BOB, BTC, BTC_1);
+    fx.fund(CAROL, SEK, 1000 * SEK_1);
+    fx.rest(BOB, Side::Buy, sek(1), 10_000);
+    let ask = fx.rest(ALICE, Side::Sell, sek(5), 10_000);
+
+    // Post-only that would take: still PostOnlyWouldTake, not BookFull.
+    let o = fx.limit(CAROL, Side::Buy, sek(6), 30_000).post_only();
+    assert!(matches!(
+        fx.place(o)[..],
+        [Event::Rejected {
+            reason: RejectReason::PostOnlyWouldTake,
+            ..
+        }]
+    ));
+
+    // Takes the whole ask, rests 20,000 lots at its limit: two orders again.
+    let o = fx.limit(CAROL, Side::Buy, sek(6), 30_000);
+    let ev = fx.place(o);
+    assert!(ev.contains(&done(ask, ALICE, DoneReason::Filled)), "{ev:?}");
+    assert!(
+        ev.contains(&Event::Rested {
+            order: o.0.id,
+            remaining: Amount(20_000)
+        }),
+        "{ev:?}"
+    );
+    let book = fx.e.book(BTC_SEK).unwrap();
+    assert_eq!(book.len(), 2);
+    assert_eq!(book.best(Side::Buy), Some((sek(6), Amount(20_000))));
+
+    // Self-trade prevention: expire-maker takes CAROL's own bid off, the sell rests in its
+    // slot; expire-taker ends the order on its own bid and the book stays as it is.
+    fx.fund(CAROL, BTC, BTC_1);
+    let o = fx
+        .limit(CAROL, Side::Sell, sek(2), 10_000)
+        .stp(SelfTradePrevention::ExpireTaker);
+    let before = fx.market_state();
+    let ev = fx.place(o);
+    assert!(matches!(ev[0], Event::Accepted { .. }), "{ev:?}");
+    assert!(
+        ev.contains(&done(o.0.id, CAROL, DoneReason::SelfTradePrevention)),
+        "{ev:?}"
+    );
+    assert_eq!(fx.market_state(), before);
+    let o = fx
+        .limit(CAROL, Side::Sell, sek(2), 10_000)
+        .stp(SelfTradePrevention::ExpireMaker);
+    let ev = fx.place(o);
+    assert!(
+        ev.contains(&Event::Rested {
+            order: o.0.id,
+            remaining: Amount(10_000)
+        }),
+        "{ev:?}"
+    );
+    let book = fx.e.book(BTC_SEK).unwrap();
+    assert_eq!(book.len(), 2);
+    assert_eq!(book.best(Side::Buy), Some((sek(1), Amount(10_000))));
+    assert_eq!(book.best(Side::Sell), Some((sek(2), Amount(10_000))));
+
+    // Bound lowered below the book: a crossing order still rests where it freed a slot, a
+    // non-crossing one is refused.
+    fx.cmd(Command::SetMaxOrdersPerBook { max: 1 });
+    let o = fx.limit(BOB, Side::Buy, sek(3), 30_000);
+    let ev = fx.place(o);
+    assert!(
+        ev.contains(&Event::Rested {
+            order: o.0.id,
+            remaining: Amount(20_000)
+        }),
+        "{ev:?}"
+    );
+    assert_eq!(fx.e.book(BTC_SEK).unwrap().len(), 2);
+    let o = fx.limit(BOB, Side::Sell, sek(4), 10_000);
+    assert!(matches!(
+        fx.place(o)[..],
+        [Event::Rejected {
+            reason: RejectReason::BookFull,
+            ..
+        }]
+    ));
+}
+
+/// The full-book rule is selected by the engine's rules version: at genesis (version 1) a
+/// crossing GTC order on a full book is refused with `BookFull` and changes nothing, as
+/// before the rule changed; once `SetRulesVersion { version: 2 }` is applied the same order
+/// trades. Older and unknown versions are refused and change nothing; snapshots carry the
+/// version.
+#[test]
+fn the_full_book_rule_follows_the_rules_version() {
+    let mut fx = Fx::with_limits(engine::EngineLimits {
+        max_orders_per_book: 2,
+        ..Default::default()
+    });
+    assert_eq!(fx.e.rules_version(), engine::RULES_VERSION_GENESIS);
+    assert_eq!(engine::RULES_VERSION_GENESIS, 1);
+    fx.fund(ALICE, BTC, BTC_1);
+    fx.fund(BOB, SEK, 1000 * SEK_1);
+    fx.fund(CAROL, SEK, 1000 * SEK_1);
+    fx.rest(BOB, Side::Buy, sek(1), 10_000);
+    let ask = fx.rest(ALICE, Side::Sell, sek(5), 30_000);
+
+    // Version 1: refused, though it would fill at once.
+    let before = fx.e.state_hash();
+    let o = fx.limit(CAROL, Side::Buy, sek(6), 10_000);
+    assert_eq!(
+        fx.place(o),
+        vec![Event::Rejected {
+            order: o.0.id,
+            account: CAROL,
+            reason: RejectReason::BookFull
+        }]
+    );
+    assert_eq!(fx.e.state_hash(), before, "a refused order changes nothing");
+
+    // Unknown versions are refused and change nothing.
+    for version in [0, engine::RULES_VERSION_CURRENT + 1, u32::MAX] {
+        assert_eq!(
+            fx.cmd(Command::SetRulesVersion { version }),
+            vec![Event::ConfigRefused {
+                reason: RejectReason::UnknownRulesVersion
+            }]
+        );
+        assert_eq!(fx.e.state_hash(), before);
+        assert_eq!(fx.e.rules_version(), 1);
+    }
+
+    // Version 2: the same order (a new id) trades against the ask.
+    assert_eq!(
+        fx.cmd(Command::SetRulesVersion { version: 2 }),
+        vec![Event::RulesVersionSet { version: 2 }]
+    );
+    assert_eq!(fx.e.rules_version(), 2);
+    assert_ne!(fx.e.state_hash(), before, "the version is state");
+    let o = fx.limit(CAROL, Side::Buy, sek(6), 10_000);
+    let ev = fx.place(o);
+    assert!(matches!(ev[0], Event::Accepted { .. }), "{ev:?}");
+    let t = trades(&ev);
+    assert_eq!(
+        (t.len(), t[0].maker_order, t[0].amount),
+        (1, ask, Amount(10_000))
+    );
+    assert!(
+        ev.contains(&done(o.0.id, CAROL, DoneReason::Filled)),
+        "{ev:?}"
+    );
+
+    // Rules never go back; the version in force is confirmed and changes nothing.
+    let before = fx.e.state_hash();
+    assert_eq!(
+        fx.cmd(Command::SetRulesVersion { version: 1 }),
+        vec![Event::ConfigRefused {
+            reason: RejectReason::RulesVersionDowngrade
+        }]
+    );
+    assert_eq!(
+        fx.cmd(Command::SetRulesVersion { version: 2 }),
+        vec![Event::RulesVersionSet { version: 2 }]
+    );
+    assert_eq!(fx.e.state_hash(), before);
+    assert_eq!(fx.e.rules_version(), 2);
+
+    // A snapshot carries the version.
+    let restored = engine::state::decode(
+        &engine::state::encode(&fx.e),
+        engine::EngineLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(restored.rules_version(), 2);
+    assert_eq!(restored.state_hash(), fx.e.state_hash());
 }
 
 /// The bound is set by a journaled command, so a replay meets every order under the bound

@@ -1,6 +1,7 @@
 //! Property tests: random command streams (several accounts, two pairs, every order type,
-//! cancels, cancel-all, deposits and withdrawals, halts, book size bounds) run through the engine and through
-//! the naive reference model in `engine_model`. After every command: identical events,
+//! cancels, cancel-all, deposits and withdrawals, halts, book size bounds, matching rules
+//! versions) run through the engine and through the naive reference model in
+//! `engine_model`. After every command: identical events,
 //! identical books and balances, the engine's invariants, and conservation of money.
 //! Also determinism: the same stream twice, and a snapshot round trip mid-stream.
 
@@ -79,6 +80,8 @@ enum Op {
     },
     /// Set the most resting orders per book (0 is refused; small bounds make books full).
     BookLimit(u32),
+    /// Move the matching rules version (0 and 3 are unknown; 1 after 2 is a downgrade).
+    RulesVersion(u32),
 }
 
 fn stp(n: u8) -> SelfTradePrevention {
@@ -110,6 +113,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), any::<bool>()).prop_map(|(k, approve)| Op::Decide { k, approve }),
         1 => (0u16..3, prop::bool::weighted(0.7)).prop_map(|(pair, halted)| Op::Status { pair, halted: !halted }),
         1 => prop_oneof![0u32..12, Just(10_000_000u32)].prop_map(Op::BookLimit),
+        1 => (0u32..=3).prop_map(Op::RulesVersion),
     ]
 }
 
@@ -341,6 +345,7 @@ impl Driver {
                 },
             },
             Op::BookLimit(max) => Command::SetMaxOrdersPerBook { max },
+            Op::RulesVersion(version) => Command::SetRulesVersion { version },
         }
     }
 }

@@ -6,7 +6,12 @@ mod pipeline_support;
 
 use std::sync::Arc;
 
-use engine::pipeline::{Pipeline, PipelineConfig, Processed, StartOptions};
+use engine::pipeline::{FsStorage, Pipeline, PipelineConfig, Processed, StartOptions, snapshot};
+use engine::{
+    AccountId, Amount, ClientOrderId, Command, CurrencyId, Event, OrderId, OrderKind, PairId,
+    PlaceOrder, Price, RejectReason, RequestId, RequestSpec, SelfTradePrevention, Side,
+    TimeInForce,
+};
 use pipeline_support::{Recorder, Stream, query_answers, setup, submit_wait};
 
 const COMMANDS: usize = 6000;
@@ -113,6 +118,146 @@ fn journal_only_and_snapshot_plus_tail_match_the_live_run() {
     // (c) The final snapshot: nothing to replay.
     let p = Pipeline::start_with(config, options, Box::new(Recorder::needing_nothing())).unwrap();
     assert_eq!(p.recovery_report().snapshot_seq, Some(last));
+    assert_eq!(p.state_hash().unwrap(), hash);
+    p.shutdown().unwrap();
+}
+
+fn gtc(id: u64, account: u32, side: Side, price: u64, lots: u64) -> Command {
+    Command::Place(PlaceOrder {
+        id: OrderId(id),
+        account: AccountId(account),
+        pair: PairId(0),
+        side,
+        kind: OrderKind::Limit {
+            price: Price(price),
+            amount: Amount(lots),
+            tif: TimeInForce::Gtc,
+            post_only: false,
+        },
+        stp: SelfTradePrevention::None,
+        client_id: ClientOrderId::parse(&format!("c{id}")).expect("valid"),
+    })
+}
+
+fn credit(request: u64, account: u32, currency: u16, amount: u64) -> Command {
+    Command::DepositCredited(Box::new(RequestSpec {
+        request: RequestId(request),
+        account: AccountId(account),
+        currency: CurrencyId(currency),
+        amount,
+        external_id: format!("ext-{request}"),
+        destination: String::new(),
+    }))
+}
+
+/// A rule change is replayed at the point its live run met it: a journal in which a
+/// crossing GTC order on a full book was refused under rules version 1 (the rule before
+/// it changed), then `SetRulesVersion { version: 2 }`, then the same order taken, recovers
+/// (from the journal alone, and past a snapshot of the old format) to the live run's state
+/// and outcomes: the first order refused again, the second trading again.
+#[test]
+fn a_journal_replays_each_order_under_the_rules_version_its_live_run_met() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PipelineConfig::new(dir.path());
+    let live = Recorder::needing_nothing();
+    let p = Pipeline::start_with(
+        config.clone(),
+        StartOptions::default(),
+        Box::new(live.clone()),
+    )
+    .unwrap();
+    assert_eq!(p.query(|e| e.rules_version()).unwrap(), 1, "genesis rules");
+    for c in setup() {
+        submit_wait(&p, c);
+    }
+    submit_wait(&p, Command::SetMaxOrdersPerBook { max: 2 });
+    submit_wait(&p, credit(1, 1, 0, 500_000_000)); // alice: BTC
+    submit_wait(&p, credit(2, 2, 1, 50_000_000)); // bob: SEK
+    submit_wait(&p, credit(3, 3, 1, 50_000_000)); // carol: SEK
+    submit_wait(&p, gtc(1, 2, Side::Buy, 9_900, 100));
+    submit_wait(&p, gtc(2, 1, Side::Sell, 10_000, 300));
+    // The book is full; carol's buy crosses the ask.
+    let crossing = gtc(3, 3, Side::Buy, 10_050, 100);
+    let refused = submit_wait(&p, crossing.clone());
+    assert!(
+        matches!(
+            refused.events[..],
+            [Event::Rejected {
+                reason: RejectReason::BookFull,
+                ..
+            }]
+        ),
+        "{refused:?}"
+    );
+    let set = submit_wait(&p, Command::SetRulesVersion { version: 2 });
+    assert_eq!(set.events, vec![Event::RulesVersionSet { version: 2 }]);
+    // The same order again (its id was never used: a refused order takes none).
+    let taken = submit_wait(&p, crossing);
+    assert!(
+        matches!(taken.events[0], Event::Accepted { .. }),
+        "{taken:?}"
+    );
+    assert!(
+        taken.events.iter().any(|e| matches!(e, Event::Trade(t)
+            if t.maker_order == OrderId(2) && t.amount == Amount(100))),
+        "{taken:?}"
+    );
+    let hash = p.state_hash().unwrap();
+    let answers = p.query(query_answers).unwrap();
+    let state = p.query(engine::state::encode).unwrap();
+    let last = p.last_seq();
+    p.shutdown().unwrap();
+    let live_seen = live.seen.lock().clone();
+
+    // (a) From the journal alone: the same outcomes, command by command, and state.
+    let rec = Recorder::needing_all();
+    let p = Pipeline::start_with(
+        config.clone(),
+        StartOptions::default(),
+        Box::new(rec.clone()),
+    )
+    .unwrap();
+    assert_eq!(p.recovery_report().snapshot_seq, None);
+    assert_eq!(p.recovery_report().records_replayed, last);
+    assert_eq!(p.query(|e| e.rules_version()).unwrap(), 2);
+    assert_eq!(p.state_hash().unwrap(), hash);
+    assert_eq!(p.query(query_answers).unwrap(), answers);
+    p.shutdown().unwrap();
+    assert_eq!(*rec.seen.lock(), live_seen);
+
+    // (b) The only snapshot is of format 4 (the same state, without the rules version): it
+    // is refused as the old format it is, and the whole journal is replayed instead.
+    let snapshots = dir.path().join("snapshots");
+    std::fs::remove_dir_all(&snapshots).unwrap();
+    std::fs::create_dir_all(&snapshots).unwrap();
+    assert_eq!(engine::state::STATE_VERSION, 5);
+    assert_eq!(
+        (state[0], state[state.len() - 1]),
+        (5, 2),
+        "version first, rules last"
+    );
+    let mut old = state[..state.len() - 1].to_vec();
+    old[0] = 4;
+    let data = snapshot::SnapshotData {
+        seq: last,
+        timestamp_ns: 0,
+        state: old,
+    };
+    snapshot::write(&FsStorage, &snapshots, &data, 3).unwrap();
+    let p = Pipeline::start_with(
+        config,
+        StartOptions::default(),
+        Box::new(Recorder::needing_nothing()),
+    )
+    .unwrap();
+    let report = p.recovery_report().clone();
+    assert_eq!(report.snapshot_seq, None, "{report}");
+    assert_eq!(report.snapshots_rejected.len(), 1, "{report}");
+    assert!(
+        report.snapshots_rejected[0].1.contains("state version 4"),
+        "{report}"
+    );
+    assert_eq!(report.records_replayed, last);
     assert_eq!(p.state_hash().unwrap(), hash);
     p.shutdown().unwrap();
 }

@@ -424,8 +424,8 @@ async fn twenty_identical_orders_one_created() {
     s.assert_audit_ok(&admin).await;
 }
 
-/// `max_orders_per_book` reaches the engine: a GTC order meeting a full book is a 503
-/// `SERVICE_UNAVAILABLE` that changes nothing. The bound is journaled, so a changed setting
+/// `max_orders_per_book` reaches the engine: a GTC order that would rest on a full book is
+/// a 503 `SERVICE_UNAVAILABLE` that changes nothing. The bound is journaled, so a changed setting
 /// applies from the restart on and a replay of the journal (snapshots deleted) under yet
 /// another setting keeps every order the live run booked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,6 +489,176 @@ async fn max_orders_per_book_applies_and_survives_replay() {
     let s = TestServer::start_with(config(2)).await;
     let (_, again) = s.get("/ready", None).await;
     assert_eq!(again["lastSeq"], ready["lastSeq"]);
+    s.assert_audit_ok(&s.admin_token().await).await;
+    s.stop().await;
+}
+
+/// A fresh data dir runs the current matching rules (start-up journals `SetRulesVersion`,
+/// since every engine starts at the genesis rules): on a full book a crossing GTC order is
+/// taken, and it is still there after a replay of the journal alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_data_dir_runs_the_current_matching_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut c = test_config(tmp.path());
+        c.max_orders_per_book = 2;
+        c
+    };
+    let s = TestServer::start_with(config()).await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    s.fund(&admin, &a, "SEK", "1000000").await;
+    s.fund(&admin, &b, "BTC", "1").await;
+    s.limit(&a, "BTC_SEK", "buy", "0.1", "100000", "b1").await;
+    s.limit(&b, "BTC_SEK", "sell", "0.1", "100010", "s1").await;
+    // Full; under the genesis rules this would be a 503.
+    let taken = s.limit(&a, "BTC_SEK", "buy", "0.04", "100010", "b2").await;
+    assert_eq!(taken["status"], "filled", "{taken}");
+    let (_, book) = s.get("/v1/pairs/BTC_SEK/book", None).await;
+    assert_eq!(book["asks"], json!([["100010.00", "0.06000000"]]), "{book}");
+    s.stop().await;
+    std::fs::remove_dir_all(tmp.path().join("snapshots")).unwrap();
+    let s = TestServer::start_with(config()).await;
+    let (_, replayed) = s.get("/v1/pairs/BTC_SEK/book", None).await;
+    assert_eq!(replayed["asks"], book["asks"], "{replayed}");
+    assert_eq!(replayed["bids"], book["bids"], "{replayed}");
+    s.assert_audit_ok(&s.admin_token().await).await;
+    s.stop().await;
+}
+
+/// Submits `command` to a pipeline and waits for its events.
+fn submit_blocking(p: &engine::pipeline::Pipeline, command: engine::Command) -> Vec<engine::Event> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    p.submit(
+        command,
+        Box::new(move |done: &engine::pipeline::Processed<'_>| {
+            let _ = tx.send(done.events.to_vec());
+        }),
+    )
+    .expect("submitted");
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("reply")
+}
+
+/// An upgrade: a data dir whose journal was written before the full-book rule changed (at
+/// the genesis rules, version 1), holding a crossing GTC order that the full book refused.
+/// The upgraded server replays it refused (the ask it would have met is whole, no trade
+/// appears) and then moves to the current rules: the same order sent now is taken. A
+/// replay of the whole journal (snapshots deleted) gives the same book again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_data_dir_replays_old_orders_under_old_rules_then_runs_the_current_ones() {
+    use engine::{
+        AccountId, Amount, ClientOrderId, Command, CurrencyId, CurrencySpec, Event, OrderId,
+        OrderKind, PairId, PairSpec, PairStatus, PlaceOrder, Price, RejectReason, RequestId,
+        RequestSpec, SelfTradePrevention, Side, TimeInForce,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    // The old journal, written through the engine's pipeline as the previous build did.
+    {
+        let p = engine::pipeline::Pipeline::start(
+            engine::pipeline::PipelineConfig::new(tmp.path()),
+            Box::new(engine::pipeline::NullListener),
+        )
+        .unwrap();
+        let currency = |code: &str, name: &str, decimals| {
+            Command::AddCurrency(Box::new(CurrencySpec {
+                code: code.into(),
+                display_name: name.into(),
+                decimals,
+            }))
+        };
+        let credit = |request, account, currency, amount| {
+            Command::DepositCredited(Box::new(RequestSpec {
+                request: RequestId(request),
+                account: AccountId(account),
+                currency: CurrencyId(currency),
+                amount,
+                external_id: format!("old-{request}"),
+                destination: String::new(),
+            }))
+        };
+        // 0.1 BTC at `price` (SEK minor units, 2 decimals).
+        let gtc = |id, account, side, price| {
+            Command::Place(PlaceOrder {
+                id: OrderId(id),
+                account: AccountId(account),
+                pair: PairId(0),
+                side,
+                kind: OrderKind::Limit {
+                    price: Price(price),
+                    amount: Amount(10_000_000),
+                    tif: TimeInForce::Gtc,
+                    post_only: false,
+                },
+                stp: SelfTradePrevention::None,
+                client_id: ClientOrderId::parse(&format!("old{id}")).unwrap(),
+            })
+        };
+        let setup = [
+            currency("BTC", "Bitcoin", 8),
+            currency("SEK", "Swedish krona", 2),
+            Command::AddPair(PairSpec {
+                base: CurrencyId(0),
+                quote: CurrencyId(1),
+                price_decimals: 2,
+                amount_decimals: 8,
+                min_amount: Amount(10_000),
+                maker_fee_ppm: 1000,
+                taker_fee_ppm: 2000,
+                status: PairStatus::Active,
+            }),
+            Command::SetMaxOrdersPerBook { max: 2 },
+            credit(1, 1, 0, 100_000_000),
+            credit(2, 2, 1, 100_000_000),
+            gtc(1, 2, Side::Buy, 10_000_000),
+            gtc(2, 1, Side::Sell, 10_001_000),
+        ];
+        for c in setup {
+            submit_blocking(&p, c);
+        }
+        assert_eq!(p.query(|e| e.rules_version()).unwrap(), 1);
+        let refused = submit_blocking(&p, gtc(3, 2, Side::Buy, 10_001_000));
+        assert!(
+            matches!(
+                refused[..],
+                [Event::Rejected {
+                    reason: RejectReason::BookFull,
+                    ..
+                }]
+            ),
+            "{refused:?}"
+        );
+        p.shutdown().unwrap();
+    }
+    let config = || {
+        let mut c = test_config(tmp.path());
+        c.max_orders_per_book = 2;
+        c
+    };
+    let s = TestServer::start_with(config()).await;
+    let (_, book) = s.get("/v1/pairs/BTC_SEK/book", None).await;
+    assert_eq!(book["asks"], json!([["100010.00", "0.10000000"]]), "{book}");
+    assert_eq!(book["bids"], json!([["100000.00", "0.10000000"]]), "{book}");
+    let (_, trades) = s.get("/v1/pairs/BTC_SEK/trades", None).await;
+    assert_eq!(trades, json!([]), "the refused order traded on replay");
+    // The current rules from now on: the same order is taken.
+    let admin = s.admin_token().await;
+    let c = s.register("carol").await;
+    s.fund(&admin, &c, "SEK", "1000000").await;
+    let taken = s.limit(&c, "BTC_SEK", "buy", "0.1", "100010", "c1").await;
+    assert_eq!(taken["status"], "filled", "{taken}");
+    let (_, book) = s.get("/v1/pairs/BTC_SEK/book", None).await;
+    assert_eq!(book["asks"], json!([]), "{book}");
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+    // The whole journal again: the old order refused, the new one taken.
+    std::fs::remove_dir_all(tmp.path().join("snapshots")).unwrap();
+    let s = TestServer::start_with(config()).await;
+    let (_, replayed) = s.get("/v1/pairs/BTC_SEK/book", None).await;
+    assert_eq!(replayed, book);
+    let (_, trades) = s.get("/v1/pairs/BTC_SEK/trades", None).await;
+    assert_eq!(trades.as_array().map(Vec::len), Some(1), "{trades}");
     s.assert_audit_ok(&s.admin_token().await).await;
     s.stop().await;
 }

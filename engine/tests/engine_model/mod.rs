@@ -63,8 +63,11 @@ pub struct Model {
     seq: u64,
     /// Did this command already bump the pair's book sequence?
     bumped: Vec<bool>,
-    /// Most resting orders per book: a GTC order meeting a book this full is refused.
+    /// Most resting orders per book: a GTC order meeting a book this full is refused (every
+    /// one under rules version 1, one that would grow the book from version 2).
     max_orders_per_book: usize,
+    /// The matching rules version (1 at genesis, moved forward only by `SetRulesVersion`).
+    rules_version: u32,
 }
 
 fn ceil_div(a: u128, b: u128) -> u128 {
@@ -92,6 +95,7 @@ impl Model {
         Model {
             next_trade: 1,
             max_orders_per_book: engine::EngineLimits::default().max_orders_per_book,
+            rules_version: 1,
             ..Default::default()
         }
     }
@@ -207,6 +211,21 @@ impl Model {
                 } else {
                     self.max_orders_per_book = *max as usize;
                     out.push(Event::MaxOrdersPerBookSet { max: *max });
+                }
+            }
+            // Versions this model knows: 1 and 2.
+            Command::SetRulesVersion { version } => {
+                if !(1..=2).contains(version) {
+                    out.push(Event::ConfigRefused {
+                        reason: RejectReason::UnknownRulesVersion,
+                    });
+                } else if *version < self.rules_version {
+                    out.push(Event::ConfigRefused {
+                        reason: RejectReason::RulesVersionDowngrade,
+                    });
+                } else {
+                    self.rules_version = *version;
+                    out.push(Event::RulesVersionSet { version: *version });
                 }
             }
             Command::Place(o) => self.place(o, &mut out),
@@ -569,13 +588,26 @@ impl Model {
                 return reject(out, RejectReason::PostOnlyWouldTake);
             }
         }
+        // A full book refuses every GTC order under rules version 1. From version 2 only when
+        // taking it would leave the book with more resting orders than before. Decided
+        // naively: play the order on a copy of the whole model with the bound lifted and
+        // count (the engine decides it from the best price).
+        let len = self.pairs[p].orders.len();
         if let OrderKind::Limit {
             tif: TimeInForce::Gtc,
             ..
         } = o.kind
-            && self.pairs[p].orders.len() >= self.max_orders_per_book
+            && len >= self.max_orders_per_book
         {
-            return reject(out, RejectReason::BookFull);
+            if self.rules_version < 2 {
+                return reject(out, RejectReason::BookFull);
+            }
+            let mut trial = self.clone();
+            trial.max_orders_per_book = usize::MAX;
+            trial.place(o, &mut Vec::new());
+            if trial.pairs[p].orders.len() > len {
+                return reject(out, RejectReason::BookFull);
+            }
         }
 
         self.move_to_held(o.account, hc, hold);
