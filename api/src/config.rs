@@ -102,6 +102,13 @@ pub enum ConfigError {
     /// `history_query_timeout_ms` of 0 (every list would fail) or over an hour.
     #[error("history_query_timeout_ms = {0}: expected 1 to {MAX_HISTORY_QUERY_TIMEOUT_MS}")]
     HistoryQueryTimeout(u64),
+    /// A `[ws]` setting outside what it accepts (`rule` says what that is).
+    #[error("ws.{setting} = {value}: {rule}")]
+    Ws {
+        setting: &'static str,
+        value: u64,
+        rule: String,
+    },
     /// `ring_capacity` of 0 (no command could ever be queued) or past
     /// [`MAX_RING_CAPACITY`] (each engine ring is allocated whole when its pair first
     /// trades).
@@ -197,7 +204,14 @@ impl WsConfig {
     /// (a zero would refuse every connection, subscription or message), the queue bound at
     /// most [`MAX_QUEUE_BOUND`], pings must come before the idle timeout closes a quiet but
     /// live peer, and a message must fit one subscribe request.
-    pub fn feed_config(&self) -> anyhow::Result<feed::FeedConfig> {
+    pub fn feed_config(&self) -> Result<feed::FeedConfig, ConfigError> {
+        let refuse = |setting: &'static str, value: u64, rule: String| {
+            Err(ConfigError::Ws {
+                setting,
+                value,
+                rule,
+            })
+        };
         let positive = [
             ("max_connections", self.max_connections as u64),
             ("max_subscriptions", self.max_subscriptions as u64),
@@ -207,29 +221,42 @@ impl WsConfig {
             ("stall_timeout_secs", self.stall_timeout_secs),
         ];
         for (name, v) in positive {
-            anyhow::ensure!(v > 0, "ws.{name} must be at least 1");
+            if v == 0 {
+                return refuse(name, v, "expected at least 1".into());
+            }
         }
-        anyhow::ensure!(
-            self.queue_bound <= MAX_QUEUE_BOUND,
-            "ws.queue_bound ({}) must be at most {MAX_QUEUE_BOUND}",
-            self.queue_bound
-        );
-        anyhow::ensure!(
-            (MIN_CONTROL_QUEUE_BYTES..=MAX_CONTROL_QUEUE_BYTES).contains(&self.control_queue_bytes),
-            "ws.control_queue_bytes ({}) must be from {MIN_CONTROL_QUEUE_BYTES} to \
-             {MAX_CONTROL_QUEUE_BYTES}",
-            self.control_queue_bytes
-        );
-        anyhow::ensure!(
-            self.max_message_bytes >= 256,
-            "ws.max_message_bytes must be at least 256"
-        );
-        anyhow::ensure!(
-            self.idle_timeout_secs > self.ping_interval_secs,
-            "ws.idle_timeout_secs ({}) must be longer than ws.ping_interval_secs ({})",
-            self.idle_timeout_secs,
-            self.ping_interval_secs
-        );
+        if self.queue_bound > MAX_QUEUE_BOUND {
+            return refuse(
+                "queue_bound",
+                self.queue_bound as u64,
+                format!("expected at most {MAX_QUEUE_BOUND}"),
+            );
+        }
+        if !(MIN_CONTROL_QUEUE_BYTES..=MAX_CONTROL_QUEUE_BYTES).contains(&self.control_queue_bytes)
+        {
+            return refuse(
+                "control_queue_bytes",
+                self.control_queue_bytes as u64,
+                format!("expected {MIN_CONTROL_QUEUE_BYTES} to {MAX_CONTROL_QUEUE_BYTES}"),
+            );
+        }
+        if self.max_message_bytes < 256 {
+            return refuse(
+                "max_message_bytes",
+                self.max_message_bytes as u64,
+                "expected at least 256".into(),
+            );
+        }
+        if self.idle_timeout_secs <= self.ping_interval_secs {
+            return refuse(
+                "idle_timeout_secs",
+                self.idle_timeout_secs,
+                format!(
+                    "expected longer than ws.ping_interval_secs ({})",
+                    self.ping_interval_secs
+                ),
+            );
+        }
         let secs = std::time::Duration::from_secs;
         Ok(feed::FeedConfig {
             max_connections: self.max_connections,
@@ -743,8 +770,10 @@ mod tests {
                 .expect_err("refused")
                 .to_string()
         };
-        let e = ws_refused(&[("BOURSE_WS_QUEUE_BOUND", "65537")]);
-        assert!(e.contains("ws.queue_bound"), "{e}");
+        assert_eq!(
+            ws_refused(&[("BOURSE_WS_QUEUE_BOUND", "65537")]),
+            "ws.queue_bound = 65537: expected at most 65536"
+        );
         let e = ws_refused(&[("BOURSE_WS_STALL_TIMEOUT_SECS", "0")]);
         assert!(e.contains("ws.stall_timeout_secs"), "{e}");
         let e = ws_refused(&[("BOURSE_WS_IDLE_TIMEOUT_SECS", "15")]);
