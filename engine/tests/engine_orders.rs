@@ -720,31 +720,12 @@ fn a_full_book_rejects_new_resting_orders() {
     fx.fund(BOB, SEK, 1000 * SEK_1);
     fx.rest(BOB, Side::Buy, sek(1), 10_000);
     fx.rest(BOB, Side::Buy, sek(2), 10_000);
-    let before = fx.e.state_hash();
     let o = fx.limit(BOB, Side::Buy, sek(3), 10_000);
-    let ev = fx.place(o);
-    assert_eq!(
-        ev,
-        vec![Event::Rejected {
-            order: o.0.id,
-            account: BOB,
-            reason: RejectReason::BookFull
-        }]
-    );
-    assert_eq!(fx.e.state_hash(), before, "a refused order changes nothing");
+    fx.refuses(o, RejectReason::BookFull);
     // A sell that does not reach the best bid would rest whole: refused too.
     fx.fund(ALICE, BTC, BTC_1);
-    let before = fx.e.state_hash();
     let o = fx.limit(ALICE, Side::Sell, sek(3), 10_000);
-    assert_eq!(
-        fx.place(o),
-        vec![Event::Rejected {
-            order: o.0.id,
-            account: ALICE,
-            reason: RejectReason::BookFull
-        }]
-    );
-    assert_eq!(fx.e.state_hash(), before, "a refused order changes nothing");
+    fx.refuses(o, RejectReason::BookFull);
     // IOC never rests, so it is still accepted.
     let o = fx
         .limit(BOB, Side::Buy, sek(3), 10_000)
@@ -914,15 +895,7 @@ fn the_full_book_rule_follows_the_rules_version() {
     // Version 1: refused, though it would fill at once.
     let before = fx.e.state_hash();
     let o = fx.limit(CAROL, Side::Buy, sek(6), 10_000);
-    assert_eq!(
-        fx.place(o),
-        vec![Event::Rejected {
-            order: o.0.id,
-            account: CAROL,
-            reason: RejectReason::BookFull
-        }]
-    );
-    assert_eq!(fx.e.state_hash(), before, "a refused order changes nothing");
+    fx.refuses(o, RejectReason::BookFull);
 
     // Unknown versions are refused and change nothing.
     for version in [0, engine::RULES_VERSION_CURRENT + 1, u32::MAX] {

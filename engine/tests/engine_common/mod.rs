@@ -6,7 +6,7 @@
 use engine::{
     AccountId, Amount, Balance, ClientOrderId, Command, CurrencyId, CurrencySpec, Engine,
     EngineLimits, Event, MarketSize, OrderId, OrderKind, PairId, PairSpec, PairStatus, PlaceOrder,
-    Price, RequestId, RequestSpec, SelfTradePrevention, Side, TimeInForce,
+    Price, RejectReason, RequestId, RequestSpec, SelfTradePrevention, Side, TimeInForce,
 };
 
 pub const BTC: CurrencyId = CurrencyId(0);
@@ -242,6 +242,25 @@ impl Fx {
 
     pub fn place(&mut self, o: Order) -> Vec<Event> {
         self.cmd(Command::Place(o.place_order()))
+    }
+
+    /// Places `o` and checks that it is refused for `reason` and changes nothing.
+    pub fn refuses(&mut self, o: Order, reason: RejectReason) {
+        let before = self.e.state_hash();
+        let account = o.0.account;
+        assert_eq!(
+            self.place(o),
+            vec![Event::Rejected {
+                order: o.0.id,
+                account,
+                reason
+            }]
+        );
+        assert_eq!(
+            self.e.state_hash(),
+            before,
+            "a refused order changes nothing"
+        );
     }
 
     /// Places and returns the order id.
