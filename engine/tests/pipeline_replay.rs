@@ -6,7 +6,9 @@ mod pipeline_support;
 
 use std::sync::Arc;
 
-use engine::pipeline::{FsStorage, Pipeline, PipelineConfig, Processed, StartOptions, snapshot};
+use engine::pipeline::{
+    FsStorage, Pipeline, PipelineConfig, PipelineError, Processed, StartOptions, snapshot,
+};
 use engine::{
     AccountId, Amount, ClientOrderId, Command, CurrencyId, Event, OrderId, OrderKind, PairId,
     PlaceOrder, Price, RejectReason, RequestId, RequestSpec, SelfTradePrevention, Side,
@@ -260,6 +262,42 @@ fn a_journal_replays_each_order_under_the_rules_version_its_live_run_met() {
     assert_eq!(report.records_replayed, last);
     assert_eq!(p.state_hash().unwrap(), hash);
     p.shutdown().unwrap();
+}
+
+/// A journal that moves to matching rules this build does not know (a newer build wrote
+/// it) stops the start instead of being replayed under older rules. Here the record is
+/// made by submitting the version live (this build refuses it but journals the command, as
+/// it journals every command); a newer build's snapshot would be refused as a newer format,
+/// so the whole journal is replayed, as here without snapshots.
+#[test]
+fn a_journal_from_a_newer_build_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PipelineConfig::new(dir.path());
+    let p = Pipeline::start_with(
+        config.clone(),
+        StartOptions::default(),
+        Box::new(Recorder::needing_nothing()),
+    )
+    .unwrap();
+    let newer = engine::RULES_VERSION_CURRENT + 1;
+    submit_wait(&p, Command::SetRulesVersion { version: newer });
+    p.shutdown().unwrap();
+    std::fs::remove_dir_all(dir.path().join("snapshots")).unwrap();
+    let Err(err) = Pipeline::start_with(
+        config,
+        StartOptions::default(),
+        Box::new(Recorder::needing_nothing()),
+    ) else {
+        panic!("a journal of a newer build was replayed");
+    };
+    assert!(
+        matches!(
+            err,
+            PipelineError::NewerJournal { version, known, .. }
+                if version == newer && known == engine::RULES_VERSION_CURRENT
+        ),
+        "{err}"
+    );
 }
 
 #[test]

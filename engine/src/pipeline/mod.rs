@@ -193,6 +193,19 @@ pub enum PipelineError {
         offset: u64,
         reason: String,
     },
+    /// The journal asks for matching rules this build does not have (written by a newer
+    /// build): replaying it under older rules could book what never happened, so recovery
+    /// stops instead.
+    #[error(
+        "journal {file} at byte {offset} moves to matching rules version {version}, but this \
+         build knows versions up to {known}: run the build that wrote it, or a newer one"
+    )]
+    NewerJournal {
+        file: PathBuf,
+        offset: u64,
+        version: u32,
+        known: u32,
+    },
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("cannot spawn a pipeline thread: {0}")]

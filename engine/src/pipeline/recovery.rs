@@ -12,7 +12,10 @@
 //! 4. A bad record in the last segment with no valid record after it is a torn tail (a
 //!    write that was never acknowledged): the segment is truncated there. A bad record
 //!    anywhere else, or followed by a valid one, is corruption: start-up stops with an error
-//!    naming the file and the byte offset.
+//!    naming the file and the byte offset. So does a record a newer build wrote that this
+//!    one cannot honour: an unknown command (it does not decode) or a matching-rules version
+//!    past [`crate::RULES_VERSION_CURRENT`] (replayed under older rules it could book trades
+//!    that never happened).
 //! 5. Replayed commands with `seq > need` are delivered to the listener in batches, then
 //!    [`OutputListener::on_recovered`] is called.
 
@@ -322,6 +325,16 @@ pub(crate) fn recover(
                 }
                 let (ts, command) = record::decode_payload(rec.payload)
                     .map_err(|e| corrupt(off, format!("undecodable command: {e}")))?;
+                if let Command::SetRulesVersion { version } = command
+                    && version > crate::RULES_VERSION_CURRENT
+                {
+                    return Err(PipelineError::NewerJournal {
+                        file: path.clone(),
+                        offset: off as u64,
+                        version,
+                        known: crate::RULES_VERSION_CURRENT,
+                    });
+                }
                 events.clear();
                 engine.apply(&command, &mut events);
                 last_seq = rec.seq;
