@@ -23,8 +23,17 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Http(args) => crate::http_bench::run(args),
         BenchCommand::Ws(args) => {
             let json = args.json;
-            let report = feed::bench::run(args).map_err(anyhow::Error::msg)?;
-            feed::bench::print(&report, json);
+            let mut reports = Vec::new();
+            for _ in 0..args.runs {
+                let report = feed::bench::run(args.clone()).map_err(anyhow::Error::msg)?;
+                feed::bench::print(&report, json);
+                reports.push(report);
+            }
+            if reports.len() > 1
+                && let Some(spread) = feed::bench::WsRunsSpread::of(&reports)
+            {
+                spread.print(json);
+            }
             Ok(())
         }
     }

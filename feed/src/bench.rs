@@ -225,6 +225,80 @@ pub struct WsBenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run the whole bench this many times, a fresh server each time, and end with the
+    /// spread of the runs (lowest, median and highest p50, p99 and messages/s): this
+    /// machine's speed drifts from minute to minute, so one run says little.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub runs: u32,
+}
+
+/// Lowest, median and highest of one figure over several runs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values` (None when there are none); the median of an even count is
+    /// the mean of the middle two.
+    #[allow(clippy::float_arithmetic)]
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        let mut v: Vec<f64> = values.into_iter().collect();
+        v.sort_by(f64::total_cmp);
+        let (first, last) = (*v.first()?, *v.last()?);
+        let mid = v.len() / 2;
+        let median = if v.len() % 2 == 1 {
+            v[mid]
+        } else {
+            (v[mid - 1] + v[mid]) / 2.0
+        };
+        Some(Spread {
+            min: first,
+            median,
+            max: last,
+        })
+    }
+}
+
+/// The spread of several runs of one setting (`--runs`).
+#[derive(Debug, Serialize)]
+pub struct WsRunsSpread {
+    pub runs: usize,
+    pub latency_ms_p50: Spread,
+    pub latency_ms_p99: Spread,
+    pub messages_per_sec: Spread,
+}
+
+impl WsRunsSpread {
+    /// None for no reports.
+    pub fn of(reports: &[WsBenchReport]) -> Option<WsRunsSpread> {
+        Some(WsRunsSpread {
+            runs: reports.len(),
+            latency_ms_p50: Spread::of(reports.iter().map(|r| r.latency_ms_p50))?,
+            latency_ms_p99: Spread::of(reports.iter().map(|r| r.latency_ms_p99))?,
+            messages_per_sec: Spread::of(reports.iter().map(|r| r.messages_per_sec))?,
+        })
+    }
+
+    /// Prints the spread as a table line or JSON.
+    pub fn print(&self, json: bool) {
+        if json {
+            println!("{}", serde_json::to_string_pretty(self).unwrap_or_default());
+            return;
+        }
+        let line = |name: &str, s: &Spread, places: usize, unit: &str| {
+            println!(
+                "  {name:<20} median {:.places$}{unit}  lowest {:.places$}{unit}  highest {:.places$}{unit}",
+                s.median, s.min, s.max
+            );
+        };
+        println!("bourse bench ws, {} runs", self.runs);
+        line("latency p50", &self.latency_ms_p50, 2, " ms");
+        line("latency p99", &self.latency_ms_p99, 2, " ms");
+        line("messages delivered", &self.messages_per_sec, 0, "/s");
+    }
 }
 
 /// What the bench measured.
@@ -657,4 +731,32 @@ pub fn print(report: &WsBenchReport, json: bool) {
         report.write_interval_ms,
         1000.0 / report.write_interval_ms.max(0.001)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    #[test]
+    fn a_spread_has_the_lowest_median_and_highest() {
+        assert_eq!(Spread::of([]), None);
+        let odd = Spread::of([29.9, 15.7, 48.8]).expect("values");
+        assert_eq!(
+            odd,
+            Spread {
+                min: 15.7,
+                median: 29.9,
+                max: 48.8
+            }
+        );
+        let even = Spread::of([4.0, 1.0, 3.0, 2.0]).expect("values");
+        assert_eq!(
+            even,
+            Spread {
+                min: 1.0,
+                median: 2.5,
+                max: 4.0
+            }
+        );
+    }
 }
