@@ -539,13 +539,6 @@ impl HistoryListener {
                     });
                     *self.model.markets.write() = self.markets.clone();
                 }
-                Event::MaxOrdersPerBookSet { max } => self
-                    .model
-                    .max_orders_per_book
-                    .store(u64::from(max), Ordering::SeqCst),
-                Event::RulesVersionSet { version } => {
-                    self.model.rules_version.store(version, Ordering::SeqCst)
-                }
                 _ => {}
             }
         }
@@ -732,12 +725,6 @@ impl OutputListener for HistoryListener {
             engine.max_request_id().0.max(max_request) + 1,
             Ordering::SeqCst,
         );
-        self.model
-            .max_orders_per_book
-            .store(engine.limits().max_orders_per_book as u64, Ordering::SeqCst);
-        self.model
-            .rules_version
-            .store(engine.rules_version(), Ordering::SeqCst);
         self.model.last_seq.store(last_seq, Ordering::SeqCst);
         self.model.recovered.store(true, Ordering::SeqCst);
         self.live = true;

@@ -45,8 +45,14 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     pcfg.durability = config.durability.into();
     pcfg.ring_capacity = config.ring_capacity;
     let listeners: Vec<Box<dyn OutputListener>> = vec![Box::new(history), feed.listener()];
-    let pipeline =
-        tokio::task::spawn_blocking(move || Pipeline::start(pcfg, Box::new(listeners))).await??;
+    // What the recovered engine holds of the outcome-deciding settings the start may have
+    // to journal (the bound on resting orders, the matching rules).
+    let (pipeline, (held_bound, held_rules)) = tokio::task::spawn_blocking(move || {
+        let p = Pipeline::start(pcfg, Box::new(listeners))?;
+        let held = p.query(|e| (e.limits().max_orders_per_book, e.rules_version()))?;
+        anyhow::Ok((p, held))
+    })
+    .await??;
     tracing::info!(last_seq = pipeline.last_seq(), "engine recovered");
     let rate =
         crate::rate_limit::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
@@ -77,8 +83,31 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         auth::verify_token(&state, token).map(|t| t.feed_grant())
     }));
     bootstrap_markets(&state).await?;
-    bootstrap_book_bound(&state).await?;
-    bootstrap_rules_version(&state).await?;
+    // The bound on resting orders and the matching rules decide outcomes, so they change
+    // only through the journal, never by a setting read at start: a replay meets every
+    // order under the bound and the rules its live run met. The configured bound is
+    // journaled when the engine holds another; the rules move to the newest this build
+    // knows (every data dir starts at the genesis rules, a fresh one included).
+    let max = state.config.max_orders_per_book;
+    if held_bound != max as usize {
+        journal_at_start(&state, Command::SetMaxOrdersPerBook { max }, |e| {
+            matches!(e, Event::MaxOrdersPerBookSet { .. })
+        })
+        .await?;
+        tracing::info!(from = held_bound, to = max, "max_orders_per_book changed");
+    }
+    let version = engine::RULES_VERSION_CURRENT;
+    if held_rules < version {
+        journal_at_start(&state, Command::SetRulesVersion { version }, |e| {
+            matches!(e, Event::RulesVersionSet { .. })
+        })
+        .await?;
+        tracing::info!(
+            from = held_rules,
+            to = version,
+            "matching rules version changed"
+        );
+    }
     bootstrap_admin(&state).await?;
     Ok(state)
 }
@@ -115,48 +144,21 @@ async fn bootstrap_markets(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Journals the configured `max_orders_per_book` when the engine holds another: the bound
-/// decides outcomes, so it changes only through the journal, never by a setting read at
-/// start (a replay must meet every order under the bound its live run met).
-async fn bootstrap_book_bound(state: &AppState) -> anyhow::Result<()> {
-    let max = state.config.max_orders_per_book;
-    let held = state.model.max_orders_per_book.load(Ordering::Acquire);
-    if held == u64::from(max) {
-        return Ok(());
-    }
+/// Submits a setting command at start and checks that the engine took it (its first event
+/// `taken`); a refusal stops the start.
+async fn journal_at_start(
+    state: &AppState,
+    command: Command,
+    taken: fn(&Event) -> bool,
+) -> anyhow::Result<()> {
+    let what = format!("{command:?}");
     let done = state
-        .submit(Command::SetMaxOrdersPerBook { max })
+        .submit(command)
         .await
-        .map_err(|e| anyhow::anyhow!("setting max_orders_per_book: {}", e.0.detail))?;
+        .map_err(|e| anyhow::anyhow!("{what}: {}", e.0.detail))?;
     match done.events.first() {
-        Some(Event::MaxOrdersPerBookSet { .. }) => {
-            tracing::info!(from = held, to = max, "max_orders_per_book changed");
-            Ok(())
-        }
-        other => anyhow::bail!("max_orders_per_book {max} refused: {other:?}"),
-    }
-}
-
-/// Journals `SetRulesVersion` to [`engine::RULES_VERSION_CURRENT`] when the recovered
-/// engine runs older matching rules (every data dir starts at the genesis rules, a fresh
-/// one included). A rule change applies from this command on: the journal before it
-/// replays under the rules its live run met, so an upgrade never re-decides old orders.
-async fn bootstrap_rules_version(state: &AppState) -> anyhow::Result<()> {
-    let version = engine::RULES_VERSION_CURRENT;
-    let held = state.model.rules_version.load(Ordering::Acquire);
-    if held >= version {
-        return Ok(());
-    }
-    let done = state
-        .submit(Command::SetRulesVersion { version })
-        .await
-        .map_err(|e| anyhow::anyhow!("setting the matching rules version: {}", e.0.detail))?;
-    match done.events.first() {
-        Some(Event::RulesVersionSet { .. }) => {
-            tracing::info!(from = held, to = version, "matching rules version changed");
-            Ok(())
-        }
-        other => anyhow::bail!("matching rules version {version} refused: {other:?}"),
+        Some(e) if taken(e) => Ok(()),
+        other => anyhow::bail!("{what} refused: {other:?}"),
     }
 }
 

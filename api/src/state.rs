@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use engine::markets::Markets;
@@ -55,12 +55,6 @@ pub struct ReadModel {
     /// the ledger, so ids stay unique after the history store is rebuilt).
     pub next_account_id: AtomicU64,
     pub last_seq: AtomicU64,
-    /// The engine's bound on resting orders per book (set on recovery and by each
-    /// `MaxOrdersPerBookSet`): start-up journals the configured one when it differs.
-    pub max_orders_per_book: AtomicU64,
-    /// The engine's matching rules version (set on recovery and by each `RulesVersionSet`):
-    /// start-up journals [`engine::RULES_VERSION_CURRENT`] when it is older.
-    pub rules_version: AtomicU32,
     pub recovered: AtomicBool,
     pub orders_total: AtomicU64,
     pub trades_total: AtomicU64,
