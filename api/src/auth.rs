@@ -264,6 +264,19 @@ pub fn verify_token(state: &AppState, token: &str) -> Option<TokenInfo> {
     TokenLookup::find(state, token).verify(state)
 }
 
+/// Looks a request's bearer `token` up, starting from the edge's lookup when the rate limit
+/// made one (`lookup`, from the request's extensions): the token is hashed once.
+pub fn verify_request(
+    state: &AppState,
+    lookup: Option<&TokenLookup>,
+    token: &str,
+) -> Option<TokenInfo> {
+    match lookup {
+        Some(lookup) => lookup.verify(state),
+        None => verify_token(state, token),
+    }
+}
+
 /// The token whose hash is `hash`, not expired: `cached` (what the cache holds for it) or,
 /// when the cache had nothing, the store's entry, which is then cached.
 fn verify_hashed(
@@ -350,12 +363,7 @@ impl FromRequestParts<AppState> for Auth {
         let Some(token) = bearer(parts) else {
             return Err(ApiError::unauthorized("missing or malformed bearer token"));
         };
-        // The edge's lookup when the rate limit made one: the token is hashed once.
-        let found = match parts.extensions.get::<TokenLookup>() {
-            Some(lookup) => lookup.verify(state),
-            None => verify_token(state, token),
-        };
-        let Some(info) = found else {
+        let Some(info) = verify_request(state, parts.extensions.get::<TokenLookup>(), token) else {
             return Err(ApiError::unauthorized("invalid or expired token"));
         };
         Ok(Auth {

@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use base64::Engine as _;
 use engine::{AccountId, AccountRegistration, Command, Event};
 use rusqlite::{OptionalExtension, params};
@@ -92,6 +92,7 @@ pub async fn create_user(
 pub async fn users_create(
     State(state): State<AppState>,
     headers: HeaderMap,
+    lookup: Option<Extension<auth::TokenLookup>>,
     // Read after the admin check: a caller who may not register gets its 401 or 403
     // whatever it sent.
     body: Result<AppJson<UserCreate>, ApiError>,
@@ -99,7 +100,7 @@ pub async fn users_create(
     if state.config.registration == Registration::Admin {
         let token = auth::bearer_in(&headers)
             .ok_or_else(|| ApiError::unauthorized("registration is restricted to admins"))?;
-        let info = auth::verify_token(&state, token)
+        let info = auth::verify_request(&state, lookup.as_ref().map(|l| &l.0), token)
             .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
         if info.scopes & ADMIN == 0 {
             return Err(ApiError::forbidden("registration is restricted to admins"));
