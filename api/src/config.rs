@@ -96,12 +96,14 @@ pub enum ConfigError {
         set: &'static str,
         missing: &'static str,
     },
-    /// `max_orders_per_book` outside what the engine accepts.
-    #[error("max_orders_per_book = {0}: expected 1 to {max}", max = engine::MAX_ORDERS_PER_BOOK)]
-    MaxOrdersPerBook(u32),
-    /// `history_query_timeout_ms` of 0 (every list would fail) or over an hour.
-    #[error("history_query_timeout_ms = {0}: expected 1 to {MAX_HISTORY_QUERY_TIMEOUT_MS}")]
-    HistoryQueryTimeout(u64),
+    /// A number outside its setting's range ([`Config::validate`] says why each range).
+    #[error("{setting} = {value}: expected {min} to {max}")]
+    OutOfRange {
+        setting: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
     /// A `[ws]` setting outside what it accepts (`rule` says what that is).
     #[error("ws.{setting} = {value}: {rule}")]
     Ws {
@@ -109,11 +111,6 @@ pub enum ConfigError {
         value: u64,
         rule: String,
     },
-    /// `ring_capacity` of 0 (no command could ever be queued) or past
-    /// [`MAX_RING_CAPACITY`] (each engine ring is allocated whole when its pair first
-    /// trades).
-    #[error("ring_capacity = {0}: expected 1 to {MAX_RING_CAPACITY}")]
-    RingCapacity(usize),
     /// Argon2 refuses these costs for client secrets.
     #[error(
         "argon2_memory_kib = {memory_kib}, argon2_iterations = {iterations}: {reason} \
@@ -474,20 +471,39 @@ impl Config {
             }
             _ => {}
         }
-        if self.max_orders_per_book == 0
-            || self.max_orders_per_book as usize > engine::MAX_ORDERS_PER_BOOK
-        {
-            return Err(ConfigError::MaxOrdersPerBook(self.max_orders_per_book));
-        }
-        if self.history_query_timeout_ms == 0
-            || self.history_query_timeout_ms > MAX_HISTORY_QUERY_TIMEOUT_MS
-        {
-            return Err(ConfigError::HistoryQueryTimeout(
+        // (setting, value, min, max). The engine accepts no larger bound on resting orders;
+        // a zero timeout would fail every list, and an hour is past any client's patience;
+        // a ring of 0 could queue no command, and each ring is allocated whole when its
+        // pair first trades.
+        let ranges = [
+            (
+                "max_orders_per_book",
+                u64::from(self.max_orders_per_book),
+                1,
+                engine::MAX_ORDERS_PER_BOOK as u64,
+            ),
+            (
+                "history_query_timeout_ms",
                 self.history_query_timeout_ms,
-            ));
-        }
-        if self.ring_capacity == 0 || self.ring_capacity > MAX_RING_CAPACITY {
-            return Err(ConfigError::RingCapacity(self.ring_capacity));
+                1,
+                MAX_HISTORY_QUERY_TIMEOUT_MS,
+            ),
+            (
+                "ring_capacity",
+                self.ring_capacity as u64,
+                1,
+                MAX_RING_CAPACITY as u64,
+            ),
+        ];
+        for (setting, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::OutOfRange {
+                    setting,
+                    value,
+                    min,
+                    max,
+                });
+            }
         }
         crate::auth::argon2_params(self.argon2_memory_kib, self.argon2_iterations)?;
         Ok(())
@@ -755,7 +771,15 @@ mod tests {
 ",
         )
         .expect("parses");
-        assert_eq!(c.validate(), Err(ConfigError::RingCapacity(0)));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::OutOfRange {
+                setting: "ring_capacity",
+                value: 0,
+                min: 1,
+                max: 1 << 20,
+            })
+        );
         assert_eq!(
             refused(&[("BOURSE_RING_CAPACITY", "1048577")]),
             "ring_capacity = 1048577: expected 1 to 1048576"
@@ -810,7 +834,12 @@ mod tests {
         let c: Config = toml::from_str("history_query_timeout_ms = 3600001\n").expect("parses");
         assert_eq!(
             c.validate(),
-            Err(ConfigError::HistoryQueryTimeout(3_600_001))
+            Err(ConfigError::OutOfRange {
+                setting: "history_query_timeout_ms",
+                value: 3_600_001,
+                min: 1,
+                max: 3_600_000,
+            })
         );
     }
 
@@ -833,7 +862,15 @@ mod tests {
             "max_orders_per_book = 0: expected 1 to 16777215"
         );
         let c: Config = toml::from_str("max_orders_per_book = 16777216\n").expect("parses");
-        assert_eq!(c.validate(), Err(ConfigError::MaxOrdersPerBook(16_777_216)));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::OutOfRange {
+                setting: "max_orders_per_book",
+                value: 16_777_216,
+                min: 1,
+                max: 16_777_215,
+            })
+        );
     }
 
     #[test]
