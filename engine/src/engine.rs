@@ -394,7 +394,7 @@ impl Engine {
     /// knows) or an older one is refused and changes nothing; the version in force again is
     /// confirmed, changing nothing either.
     fn set_rules_version(&mut self, version: u32, out: &mut Vec<Event>) {
-        let refused = if version == 0 || version > RULES_VERSION_CURRENT {
+        let refused = if !(RULES_VERSION_GENESIS..=RULES_VERSION_CURRENT).contains(&version) {
             Some(RejectReason::UnknownRulesVersion)
         } else if version < self.rules_version {
             Some(RejectReason::RulesVersionDowngrade)
