@@ -733,22 +733,25 @@ fn a_full_book_rejects_new_resting_orders() {
     assert!(matches!(fx.place(o)[0], Event::Accepted { .. }));
 }
 
-/// Under rules version 2 a full book refuses only an order that would rest: a GTC order
-/// that fills completely trades as on any book, whether it takes a maker off or leaves it
-/// partly filled.
-#[test]
-fn a_full_book_takes_a_gtc_order_that_fills() {
+/// A book bounded at two resting orders and holding two, at the genesis rules: Bob's bid
+/// of 10,000 lots at 1 SEK and Alice's ask of 30,000 lots at 5 SEK (returned); Carol has
+/// SEK to buy with.
+fn full_book() -> (Fx, OrderId) {
     let mut fx = Fx::with_limits(engine::EngineLimits {
         max_orders_per_book: 2,
         ..Default::default()
     });
-    fx.cmd(Command::SetRulesVersion { version: 2 });
     fx.fund(ALICE, BTC, BTC_1);
     fx.fund(BOB, SEK, 1000 * SEK_1);
     fx.fund(CAROL, SEK, 1000 * SEK_1);
     fx.rest(BOB, Side::Buy, sek(1), 10_000);
     let ask = fx.rest(ALICE, Side::Sell, sek(5), 30_000);
-    // Fills against part of the ask: the book stays full, with the ask reduced.
+    (fx, ask)
+}
+
+/// Carol's GTC buy of 10,000 lots at 6 SEK is taken, trades once against part of `ask`
+/// and is filled.
+fn carol_buys_part_of(fx: &mut Fx, ask: OrderId) {
     let o = fx.limit(CAROL, Side::Buy, sek(6), 10_000);
     let ev = fx.place(o);
     assert!(matches!(ev[0], Event::Accepted { .. }), "{ev:?}");
@@ -761,6 +764,17 @@ fn a_full_book_takes_a_gtc_order_that_fills() {
         ev.contains(&done(o.0.id, CAROL, DoneReason::Filled)),
         "{ev:?}"
     );
+}
+
+/// Under rules version 2 a full book refuses only an order that would rest: a GTC order
+/// that fills completely trades as on any book, whether it takes a maker off or leaves it
+/// partly filled.
+#[test]
+fn a_full_book_takes_a_gtc_order_that_fills() {
+    let (mut fx, ask) = full_book();
+    fx.cmd(Command::SetRulesVersion { version: 2 });
+    // Fills against part of the ask: the book stays full, with the ask reduced.
+    carol_buys_part_of(&mut fx, ask);
     let book = fx.e.book(BTC_SEK).unwrap();
     assert_eq!(book.len(), 2);
     assert_eq!(book.best(Side::Sell), Some((sek(5), Amount(20_000))));
@@ -880,17 +894,9 @@ fn a_full_book_takes_a_crossing_remainder_into_the_slot_it_freed() {
 /// version.
 #[test]
 fn the_full_book_rule_follows_the_rules_version() {
-    let mut fx = Fx::with_limits(engine::EngineLimits {
-        max_orders_per_book: 2,
-        ..Default::default()
-    });
+    let (mut fx, ask) = full_book();
     assert_eq!(fx.e.rules_version(), engine::RULES_VERSION_GENESIS);
     assert_eq!(engine::RULES_VERSION_GENESIS, 1);
-    fx.fund(ALICE, BTC, BTC_1);
-    fx.fund(BOB, SEK, 1000 * SEK_1);
-    fx.fund(CAROL, SEK, 1000 * SEK_1);
-    fx.rest(BOB, Side::Buy, sek(1), 10_000);
-    let ask = fx.rest(ALICE, Side::Sell, sek(5), 30_000);
 
     // Version 1: refused, though it would fill at once.
     let before = fx.e.state_hash();
@@ -916,18 +922,7 @@ fn the_full_book_rule_follows_the_rules_version() {
     );
     assert_eq!(fx.e.rules_version(), 2);
     assert_ne!(fx.e.state_hash(), before, "the version is state");
-    let o = fx.limit(CAROL, Side::Buy, sek(6), 10_000);
-    let ev = fx.place(o);
-    assert!(matches!(ev[0], Event::Accepted { .. }), "{ev:?}");
-    let t = trades(&ev);
-    assert_eq!(
-        (t.len(), t[0].maker_order, t[0].amount),
-        (1, ask, Amount(10_000))
-    );
-    assert!(
-        ev.contains(&done(o.0.id, CAROL, DoneReason::Filled)),
-        "{ev:?}"
-    );
+    carol_buys_part_of(&mut fx, ask);
 
     // Rules never go back; the version in force is confirmed and changes nothing.
     let before = fx.e.state_hash();
