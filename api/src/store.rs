@@ -122,14 +122,22 @@ impl Reader {
         limit: Duration,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
+        /// Lifts the deadline however `f` ends (a panic included: the mutex around the
+        /// reader does not poison, so a deadline left behind would interrupt every later
+        /// read on this connection).
+        struct Lift<'a>(&'a AtomicU64);
+        impl Drop for Lift<'_> {
+            fn drop(&mut self) {
+                self.0.store(0, Ordering::Relaxed);
+            }
+        }
         let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
         self.deadline.store(
             clock_ns().saturating_add(limit_ns).max(1),
             Ordering::Relaxed,
         );
-        let result = f(&self.conn);
-        self.deadline.store(0, Ordering::Relaxed);
-        result
+        let _lift = Lift(&self.deadline);
+        f(&self.conn)
     }
 }
 
@@ -675,6 +683,23 @@ mod tests {
 
     fn count(c: &rusqlite::Connection, sql: &str) -> rusqlite::Result<i64> {
         c.query_row(sql, [], |r| r.get(0))
+    }
+
+    /// A list query that panics leaves no deadline behind on its reader: the next, plain
+    /// read on the same (only) connection runs to its end.
+    #[test]
+    fn a_panicking_list_query_leaves_no_deadline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(&dir, 1, Duration::from_millis(1));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _: rusqlite::Result<()> = s.read_list(|_| panic!("a bug in a query"));
+        }));
+        assert!(panicked.is_err());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            s.read(|c| count(c, QUICK)).expect("not interrupted"),
+            300_000
+        );
     }
 
     /// Every account list reads its page in order from an index: SQLite's plan sorts
