@@ -7,15 +7,17 @@
 //! [`Store::read`] waits until it has caught up with every reply sent so far.
 //!
 //! A paginated list costs time in proportion to the account's history (its `totalCount`
-//! counts every matching row), which the network can ask for at will: an account with two
-//! million orders made `GET /v1/orders?status=open` take 0.4-0.7 s of SQLite. Such reads go
+//! counts every matching row), which the network can ask for at will: an account with 1.8
+//! million orders made `GET /v1/orders?status=open` take 0.4-0.7 s of SQLite before its
+//! index (`benches/scripts/history_index_timing.py`). Such reads go
 //! through [`Store::read_list`]: off the async workers (so orders, market data and other
 //! reads go on meanwhile) and bounded by a time limit, past which SQLite interrupts the
 //! query and the client gets a 503 that says so. Each list's page is read in its sort
 //! order straight from an index (transactions by `(account, ts_ns, id)`, the booking-date
 //! order; fills by `(account, trade_id, order_id)`; open orders by a partial index of
-//! their own, so `status=open` visits only the open ones), so a page costs its own rows, not a sort of the account's history (1.7 s for a
-//! page of an account with 1.8 M transactions when they were sorted by time at each call).
+//! their own, so `status=open` visits only the open ones), so a page costs its own rows,
+//! not a sort of the account's history (1.0-1.7 s for a page of an account with 1.8 M
+//! transactions when they were sorted by time at each call).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
