@@ -8,7 +8,7 @@
 //!
 //! A paginated list costs time in proportion to the account's history (its `totalCount`
 //! counts every matching row), which the network can ask for at will: an account with 1.8
-//! million orders made `GET /v1/orders?status=open` take 0.4-0.7 s of SQLite before its
+//! million orders made `GET /v1/orders?status=open` take 0.44-0.45 s of SQLite before its
 //! index (`benches/scripts/history_index_timing.py`). Such reads go
 //! through [`Store::read_list`]: off the async workers (so orders, market data and other
 //! reads go on meanwhile) and bounded by a time limit, past which SQLite interrupts the
