@@ -863,6 +863,99 @@ async fn another_accounts_objects_are_not_found() {
     s.stop().await;
 }
 
+/// A path segment that is not UTF-8 once percent-decoded names no resource: each route
+/// with a path parameter answers it with the 404 it gives any unknown name (API.md: "404
+/// for an unknown resource in the path"; README: an unknown pair in a path is a 404
+/// `UNKNOWN_PAIR` everywhere), not a 400 whose detail says only "Bad Request". A missing
+/// token is still a 401 first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_segment_that_is_not_utf8_is_an_unknown_resource() {
+    let (s, admin, a) = start_with_alice(&[("SEK", "1000")]).await;
+    let (user, adm) = (Some(a.token.as_str()), Some(admin.as_str()));
+    let order_not_found = (StatusCode::NOT_FOUND, "ORDER_NOT_FOUND");
+    let unknown_pair = (StatusCode::NOT_FOUND, "UNKNOWN_PAIR");
+    let status = json!({"status": "halted"});
+    type Case<'a> = (Method, &'a str, Option<&'a str>, Option<&'a Value>, Problem);
+    let cases: Vec<Case> = vec![
+        (
+            Method::GET,
+            "/v1/pairs/%FF/ticker",
+            None,
+            None,
+            unknown_pair,
+        ),
+        (Method::GET, "/v1/pairs/%FF/book", None, None, unknown_pair),
+        (
+            Method::GET,
+            "/v1/pairs/%C3%28/trades",
+            None,
+            None,
+            unknown_pair,
+        ),
+        (
+            Method::GET,
+            "/v1/pairs/%FF/candles",
+            None,
+            None,
+            unknown_pair,
+        ),
+        (Method::GET, "/v1/orders/%FF", user, None, order_not_found),
+        (
+            Method::DELETE,
+            "/v1/orders/%FF",
+            user,
+            None,
+            order_not_found,
+        ),
+        (Method::GET, "/v1/orders/%FF", None, None, UNAUTHORIZED),
+        (
+            Method::GET,
+            "/v1/orders/by-client-id/%FF",
+            user,
+            None,
+            order_not_found,
+        ),
+        (
+            Method::GET,
+            "/v1/wallet/requests/%FF",
+            user,
+            None,
+            NOT_FOUND,
+        ),
+        (Method::GET, "/v1/transactions/%FF", user, None, NOT_FOUND),
+        (
+            Method::POST,
+            "/v1/admin/requests/%FF/approve",
+            adm,
+            None,
+            NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/v1/admin/users/%FF/wallet",
+            adm,
+            None,
+            NOT_FOUND,
+        ),
+        (
+            Method::PATCH,
+            "/v1/admin/pairs/%FF",
+            adm,
+            Some(&status),
+            unknown_pair,
+        ),
+    ];
+    let before = state_of(&s, &a).await;
+    for (method, path, token, body, problem) in cases {
+        send_problem(&s, method, path, token, body, problem).await;
+    }
+    let reason = json!({"reason": "no"});
+    let reject = "/v1/admin/requests/%FF/reject";
+    post_problem(&s, reject, adm, &reason, NOT_FOUND).await;
+    assert_eq!(state_of(&s, &a).await, before);
+    s.stop().await;
+}
+
 // ----- lists --------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
