@@ -956,6 +956,40 @@ async fn a_path_segment_that_is_not_utf8_is_an_unknown_resource() {
     s.stop().await;
 }
 
+/// `GET /v1/ws` without a usable upgrade is refused with a problem whose code is one of
+/// API.md's (it was `BAD_REQUEST`, a code of the WebSocket's error messages only), and
+/// `HEAD /v1/ws`, which the router serves with GET, is answered as a GET without an
+/// upgrade (it was a 405 without `Allow`, while the 405 of other methods lists HEAD).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_refusals_are_problems_with_api_codes() {
+    let s = TestServer::start().await;
+    let upgrade_required = (StatusCode::UPGRADE_REQUIRED, "VALIDATION_FAILED");
+    let r = call(&s, Method::GET, "/v1/ws", None, None, &[]).await;
+    assert_problem(&r, upgrade_required, "/v1/ws");
+    let handshake = |version: &'static str| {
+        vec![
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", version),
+        ]
+    };
+    let r = call(&s, Method::GET, "/v1/ws", None, None, &handshake("8")).await;
+    assert_problem(&r, VALIDATION_FAILED, "/v1/ws");
+    // Version 13 but no Sec-WebSocket-Key.
+    let r = call(&s, Method::GET, "/v1/ws", None, None, &handshake("13")).await;
+    assert_problem(&r, VALIDATION_FAILED, "/v1/ws");
+    let r = call(&s, Method::HEAD, "/v1/ws", None, None, &[]).await;
+    assert_eq!(r.status, StatusCode::UPGRADE_REQUIRED);
+    let r = call(&s, Method::POST, "/v1/ws", None, None, &[]).await;
+    assert_problem(
+        &r,
+        (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+        "/v1/ws",
+    );
+    assert!(r.header("allow").is_some_and(|a| a.contains("GET")));
+    s.stop().await;
+}
+
 // ----- lists --------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
