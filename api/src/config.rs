@@ -382,6 +382,10 @@ pub const DEFAULT_MAX_ORDERS_PER_BOOK: u32 = 10_000_000;
 pub const MAX_RING_CAPACITY: usize = 1 << 20;
 /// The largest `history_query_timeout_ms` (an hour).
 pub const MAX_HISTORY_QUERY_TIMEOUT_MS: u64 = 3_600_000;
+/// The largest `token_ttl_secs` (ten years). A token's expiry is Unix nanoseconds in an
+/// i64: from 2^63 seconds on the lifetime wrapped negative and every token was issued
+/// already expired, as it was with a lifetime of 0.
+pub const MAX_TOKEN_TTL_SECS: u64 = 315_360_000;
 const _: () = assert!(DEFAULT_MAX_ORDERS_PER_BOOK as usize <= engine::MAX_ORDERS_PER_BOOK);
 
 const U32_RANGE: &str = "a whole number from 0 to 4294967295";
@@ -474,8 +478,10 @@ impl Config {
         // (setting, value, min, max). The engine accepts no larger bound on resting orders;
         // a zero timeout would fail every list, and an hour is past any client's patience;
         // a ring of 0 could queue no command, and each ring is allocated whole when its
-        // pair first trades.
+        // pair first trades; a token lifetime of 0 (or one past i64 nanoseconds) issues
+        // tokens that are expired before their first use.
         let ranges = [
+            ("token_ttl_secs", self.token_ttl_secs, 1, MAX_TOKEN_TTL_SECS),
             (
                 "max_orders_per_book",
                 u64::from(self.max_orders_per_book),

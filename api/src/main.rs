@@ -38,7 +38,7 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// TOML settings file [env: BOURSE_CONFIG].
-        #[arg(long, env = "BOURSE_CONFIG")]
+        #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Run the exchange with a simulated market and print the URLs and a demo account.
@@ -57,10 +57,19 @@ fn main() -> anyhow::Result<()> {
             bind,
             data_dir,
             config,
-        } => serve(bind, data_dir, config),
+        } => serve(bind, data_dir, config.or_else(config_from_env)),
         Command::Demo(args) => api::demo::main(args),
         Command::Bench { bench } => bench_harness::cli::run(bench),
     }
+}
+
+/// `BOURSE_CONFIG`, the file when `--config` is not given. Read here rather than by clap,
+/// which takes an empty variable for a missing value and stops the start, where every
+/// `BOURSE_*` variable counts as unset when empty (README, Configuration).
+fn config_from_env() -> Option<PathBuf> {
+    std::env::var_os("BOURSE_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 fn serve(

@@ -12,6 +12,7 @@ pub mod bus;
 pub mod candles;
 mod grant;
 pub mod l2;
+pub mod path;
 pub mod problem;
 mod read_gate;
 mod rest;

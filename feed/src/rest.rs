@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::routing::get;
 use engine::PairId;
 use serde::Deserialize;
@@ -11,6 +11,7 @@ use utoipa::{IntoParams, OpenApi};
 
 use crate::Feed;
 use crate::candles::Interval;
+use crate::path::PathSegment;
 use crate::problem::Problem;
 use crate::views::{BookView, CandleView, TickerView, TradeView, parse_time_ms};
 
@@ -76,7 +77,7 @@ pub(crate) async fn tickers_list(State(feed): State<Feed>) -> Json<Vec<TickerVie
               (status = 404, description = "Unknown pair", content_type = "application/problem+json")))]
 pub(crate) async fn ticker_get(
     State(feed): State<Feed>,
-    Path(pair): Path<String>,
+    PathSegment(pair): PathSegment,
 ) -> Result<Json<TickerView>, Problem> {
     let id = pair_id(&feed, &pair)?;
     feed.touch_clock();
@@ -102,7 +103,7 @@ pub(crate) struct BookQuery {
               (status = 404, description = "Unknown pair", content_type = "application/problem+json")))]
 pub(crate) async fn book_get(
     State(feed): State<Feed>,
-    Path(pair): Path<String>,
+    PathSegment(pair): PathSegment,
     q: Result<Query<BookQuery>, QueryRejection>,
 ) -> Result<Json<BookView>, Problem> {
     let id = pair_id(&feed, &pair)?;
@@ -129,7 +130,7 @@ pub(crate) struct TradesQuery {
               (status = 404, description = "Unknown pair", content_type = "application/problem+json")))]
 pub(crate) async fn trades_list(
     State(feed): State<Feed>,
-    Path(pair): Path<String>,
+    PathSegment(pair): PathSegment,
     q: Result<Query<TradesQuery>, QueryRejection>,
 ) -> Result<Json<Vec<TradeView>>, Problem> {
     let id = pair_id(&feed, &pair)?;
@@ -164,7 +165,7 @@ pub(crate) struct CandlesQuery {
               (status = 404, description = "Unknown pair", content_type = "application/problem+json")))]
 pub(crate) async fn candles_list(
     State(feed): State<Feed>,
-    Path(pair): Path<String>,
+    PathSegment(pair): PathSegment,
     q: Result<Query<CandlesQuery>, QueryRejection>,
 ) -> Result<Json<Vec<CandleView>>, Problem> {
     let id = pair_id(&feed, &pair)?;

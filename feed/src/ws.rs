@@ -97,16 +97,17 @@ fn header_has(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 /// The WebSocket handshake (RFC 6455 section 4.2, HTTP/1.1), done here rather than by
 /// axum's extractor so that the connection owns the raw stream for its frame writes.
 pub(crate) async fn ws_upgrade(State(feed): State<Feed>, mut req: Request) -> Response {
-    let bad =
-        |status: StatusCode, msg: &str| Problem::new(status, "BAD_REQUEST", msg).into_response();
-    if req.method() != Method::GET {
-        return bad(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "a WebSocket upgrade is a GET",
-        );
-    }
+    // API.md's code for a request wrong in itself, which the edge gives any other 4xx too
+    // (`BAD_REQUEST` is a code of the WebSocket's own error messages, not of problems).
+    let bad = |status: StatusCode, msg: &str| {
+        Problem::new(status, "VALIDATION_FAILED", msg).into_response()
+    };
     let h = req.headers();
-    if req.version() != Version::HTTP_11
+    // HEAD reaches this handler with GET (the router serves both, and its 405 for any other
+    // method says `Allow: GET,HEAD`): a HEAD cannot be upgraded, so it is answered as a GET
+    // without an upgrade is, not with a 405 lacking `Allow`.
+    if req.method() != Method::GET
+        || req.version() != Version::HTTP_11
         || !header_has(h, header::CONNECTION, "upgrade")
         || !header_has(h, header::UPGRADE, "websocket")
     {

@@ -595,9 +595,10 @@ async fn silent_peers_are_dropped_and_live_ones_kept() {
     let _ = stop_tx.send(());
     assert!(live_task.await.unwrap() >= 5);
     assert_closes_with(&mut silent, 1001, Duration::from_secs(5)).await;
+    // Still serving: a GET without an upgrade is refused with a problem.
     let (status, body) = h.http.get("/v1/ws").await;
-    assert!(status >= 400, "{status}");
-    assert!(body.contains("BAD_REQUEST"), "{body}");
+    assert_eq!(status, 426, "{body}");
+    assert!(body.contains("VALIDATION_FAILED"), "{body}");
     h.stop().await;
 }
 

@@ -302,6 +302,34 @@ async fn token_endpoint_is_limited_per_address_not_per_credentials() {
     s.stop().await;
 }
 
+/// A token lifetime the server cannot honour stops the start, naming the setting: with
+/// `token_ttl_secs` 0, or 2^63 seconds and more (the expiry wrapped negative), the token
+/// endpoint answered 200 with tokens every call then refused as expired. The largest
+/// lifetime accepted issues tokens that work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_lifetime_that_issues_expired_tokens_stops_the_start() {
+    for ttl in [0, 1 << 63, u64::MAX] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path());
+        config.token_ttl_secs = ttl;
+        let err = api::server::spawn(config)
+            .await
+            .expect_err("a server whose tokens are born expired");
+        assert!(err.to_string().contains("token_ttl_secs"), "{ttl}: {err}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.token_ttl_secs = api::config::MAX_TOKEN_TTL_SECS;
+    let s = TestServer::start_with(config).await;
+    let (st, v) = s.token(ADMIN_ID, ADMIN_SECRET, Some("admin")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["expires_in"], api::config::MAX_TOKEN_TTL_SECS);
+    let token = v["access_token"].as_str().expect("token");
+    let (st, v) = s.get("/v1/admin/audit", Some(token)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    s.stop().await;
+}
+
 /// `bourse_auth_secret_verifications_total` from `/metrics`.
 async fn secret_verifications(s: &TestServer) -> u64 {
     let (_, m) = s.get_text("/metrics").await;

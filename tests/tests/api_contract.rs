@@ -863,6 +863,133 @@ async fn another_accounts_objects_are_not_found() {
     s.stop().await;
 }
 
+/// A path segment that is not UTF-8 once percent-decoded names no resource: each route
+/// with a path parameter answers it with the 404 it gives any unknown name (API.md: "404
+/// for an unknown resource in the path"; README: an unknown pair in a path is a 404
+/// `UNKNOWN_PAIR` everywhere), not a 400 whose detail says only "Bad Request". A missing
+/// token is still a 401 first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_segment_that_is_not_utf8_is_an_unknown_resource() {
+    let (s, admin, a) = start_with_alice(&[("SEK", "1000")]).await;
+    let (user, adm) = (Some(a.token.as_str()), Some(admin.as_str()));
+    let order_not_found = (StatusCode::NOT_FOUND, "ORDER_NOT_FOUND");
+    let unknown_pair = (StatusCode::NOT_FOUND, "UNKNOWN_PAIR");
+    let status = json!({"status": "halted"});
+    type Case<'a> = (Method, &'a str, Option<&'a str>, Option<&'a Value>, Problem);
+    let cases: Vec<Case> = vec![
+        (
+            Method::GET,
+            "/v1/pairs/%FF/ticker",
+            None,
+            None,
+            unknown_pair,
+        ),
+        (Method::GET, "/v1/pairs/%FF/book", None, None, unknown_pair),
+        (
+            Method::GET,
+            "/v1/pairs/%C3%28/trades",
+            None,
+            None,
+            unknown_pair,
+        ),
+        (
+            Method::GET,
+            "/v1/pairs/%FF/candles",
+            None,
+            None,
+            unknown_pair,
+        ),
+        (Method::GET, "/v1/orders/%FF", user, None, order_not_found),
+        (
+            Method::DELETE,
+            "/v1/orders/%FF",
+            user,
+            None,
+            order_not_found,
+        ),
+        (Method::GET, "/v1/orders/%FF", None, None, UNAUTHORIZED),
+        (
+            Method::GET,
+            "/v1/orders/by-client-id/%FF",
+            user,
+            None,
+            order_not_found,
+        ),
+        (
+            Method::GET,
+            "/v1/wallet/requests/%FF",
+            user,
+            None,
+            NOT_FOUND,
+        ),
+        (Method::GET, "/v1/transactions/%FF", user, None, NOT_FOUND),
+        (
+            Method::POST,
+            "/v1/admin/requests/%FF/approve",
+            adm,
+            None,
+            NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/v1/admin/users/%FF/wallet",
+            adm,
+            None,
+            NOT_FOUND,
+        ),
+        (
+            Method::PATCH,
+            "/v1/admin/pairs/%FF",
+            adm,
+            Some(&status),
+            unknown_pair,
+        ),
+    ];
+    let before = state_of(&s, &a).await;
+    for (method, path, token, body, problem) in cases {
+        send_problem(&s, method, path, token, body, problem).await;
+    }
+    let reason = json!({"reason": "no"});
+    let reject = "/v1/admin/requests/%FF/reject";
+    post_problem(&s, reject, adm, &reason, NOT_FOUND).await;
+    assert_eq!(state_of(&s, &a).await, before);
+    s.stop().await;
+}
+
+/// `GET /v1/ws` without a usable upgrade is refused with a problem whose code is one of
+/// API.md's (it was `BAD_REQUEST`, a code of the WebSocket's error messages only), and
+/// `HEAD /v1/ws`, which the router serves with GET, is answered as a GET without an
+/// upgrade (it was a 405 without `Allow`, while the 405 of other methods lists HEAD).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_refusals_are_problems_with_api_codes() {
+    let s = TestServer::start().await;
+    let upgrade_required = (StatusCode::UPGRADE_REQUIRED, "VALIDATION_FAILED");
+    let r = call(&s, Method::GET, "/v1/ws", None, None, &[]).await;
+    assert_problem(&r, upgrade_required, "/v1/ws");
+    let handshake = |version: &'static str| {
+        vec![
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", version),
+        ]
+    };
+    let r = call(&s, Method::GET, "/v1/ws", None, None, &handshake("8")).await;
+    assert_problem(&r, VALIDATION_FAILED, "/v1/ws");
+    // Version 13 but no Sec-WebSocket-Key.
+    let r = call(&s, Method::GET, "/v1/ws", None, None, &handshake("13")).await;
+    assert_problem(&r, VALIDATION_FAILED, "/v1/ws");
+    let r = call(&s, Method::HEAD, "/v1/ws", None, None, &[]).await;
+    assert_eq!(r.status, StatusCode::UPGRADE_REQUIRED);
+    let r = call(&s, Method::POST, "/v1/ws", None, None, &[]).await;
+    assert_problem(
+        &r,
+        (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+        "/v1/ws",
+    );
+    assert!(r.header("allow").is_some_and(|a| a.contains("GET")));
+    s.stop().await;
+}
+
 // ----- lists --------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,10 @@
 //! Back office (scope `admin`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use engine::{AccountId, Command, CurrencySpec, Event, PairSpec, PairStatus, RequestId};
+use feed::path::PathSegment;
 use feed::problem::Problem;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -116,7 +117,7 @@ async fn decide(
 pub async fn admin_requests_approve(
     State(state): State<AppState>,
     _: Scoped<ADMIN>,
-    Path(id): Path<String>,
+    PathSegment(id): PathSegment,
 ) -> ApiResult<Json<RequestJson>> {
     Ok(Json(decide(&state, &id, true, String::new()).await?))
 }
@@ -134,7 +135,7 @@ pub struct RejectBody {
 pub async fn admin_requests_reject(
     State(state): State<AppState>,
     _: Scoped<ADMIN>,
-    Path(id): Path<String>,
+    PathSegment(id): PathSegment,
     AppJson(body): AppJson<RejectBody>,
 ) -> ApiResult<Json<RequestJson>> {
     if body.reason.len() > 512 {
@@ -262,7 +263,7 @@ pub async fn admin_audit(
 pub async fn admin_users_wallet(
     State(state): State<AppState>,
     _: Scoped<ADMIN>,
-    Path(user): Path<String>,
+    PathSegment(user): PathSegment,
 ) -> ApiResult<Json<WalletJson>> {
     let id: u32 = user
         .parse()
@@ -487,7 +488,7 @@ pub struct PairPatch {
 pub async fn admin_pairs_update(
     State(state): State<AppState>,
     _: Scoped<ADMIN>,
-    Path(pair): Path<String>,
+    PathSegment(pair): PathSegment,
     AppJson(b): AppJson<PairPatch>,
 ) -> ApiResult<Json<PairJson>> {
     let id = state

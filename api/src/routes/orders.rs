@@ -1,12 +1,13 @@
 //! Orders and fills of the caller's account.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use engine::{
     Amount, ClientOrderId, Command, Event, MAX_PRICE_TICKS, MarketSize, OrderId, OrderKind, PairId,
     PlaceOrder, Price, RejectReason, SelfTradePrevention, Side, TimeInForce,
 };
+use feed::path::PathSegment;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -267,7 +268,7 @@ fn parse_id(s: &str) -> Option<u64> {
 pub async fn orders_get(
     State(state): State<AppState>,
     Scoped(auth): Scoped<{ ORDERS | ORDERS_READ }>,
-    Path(id): Path<String>,
+    PathSegment(id): PathSegment,
 ) -> ApiResult<JsonBytes> {
     let id = parse_id(&id).ok_or_else(ApiError::order_not_found)?;
     let o = state
@@ -285,7 +286,7 @@ pub async fn orders_get(
 pub async fn orders_get_by_client_id(
     State(state): State<AppState>,
     Scoped(auth): Scoped<{ ORDERS | ORDERS_READ }>,
-    Path(client_id): Path<String>,
+    PathSegment(client_id): PathSegment,
 ) -> ApiResult<JsonBytes> {
     let o = state
         .store
@@ -302,7 +303,7 @@ pub async fn orders_get_by_client_id(
 pub async fn orders_cancel(
     State(state): State<AppState>,
     Scoped(auth): Scoped<ORDERS>,
-    Path(id): Path<String>,
+    PathSegment(id): PathSegment,
 ) -> ApiResult<JsonBytes> {
     let id = parse_id(&id).ok_or_else(ApiError::order_not_found)?;
     let account = auth.account.0;

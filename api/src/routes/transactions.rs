@@ -1,7 +1,8 @@
 //! Booked movements of the caller's account.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
+use feed::path::PathSegment;
 use serde::Deserialize;
 
 use crate::auth::{Scoped, TRANSACTIONS_READ};
@@ -123,7 +124,7 @@ pub async fn transactions_list(
 pub async fn transactions_get(
     State(state): State<AppState>,
     Scoped(auth): Scoped<TRANSACTIONS_READ>,
-    Path(id): Path<String>,
+    PathSegment(id): PathSegment,
 ) -> ApiResult<Json<TransactionJson>> {
     let nf = || ApiError::not_found("no such transaction");
     let id = crate::routes::wallet::parse_id(&id).ok_or_else(nf)?;

@@ -1,9 +1,10 @@
 //! Wallet: balances, deposits, withdrawals and the account's requests.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use engine::{AccountId, Command, Event, RequestId, RequestSpec};
+use feed::path::PathSegment;
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -342,7 +343,7 @@ pub fn parse_id(s: &str) -> Option<u64> {
 pub async fn requests_get(
     State(state): State<AppState>,
     Scoped(auth): Scoped<{ WALLET | WALLET_READ }>,
-    Path(id): Path<String>,
+    PathSegment(id): PathSegment,
 ) -> ApiResult<Json<RequestJson>> {
     let nf = || ApiError::not_found("no such request");
     let id = parse_id(&id).ok_or_else(nf)?;
