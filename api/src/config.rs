@@ -298,7 +298,7 @@ pub struct Config {
     pub ring_capacity: usize,
     /// Most resting orders one book may hold (1 to [`engine::MAX_ORDERS_PER_BOOK`]); a GTC
     /// order that would rest whole on a full book (it does not cross) is refused with a 503
-    /// (matching rules version 2, which start-up moves the engine to). Applied at start by
+    /// (matching rules version 2 and later; start-up moves the engine to the newest). Applied at start by
     /// a journaled command when it differs from the engine's (so a replay of the journal
     /// meets every order under the bound its live run met).
     pub max_orders_per_book: u32,

@@ -848,8 +848,11 @@ mod tests {
         let waited = t.elapsed();
         drop(tx);
         thread.join().unwrap();
+        // A linger the reader did not end would make it wait all of STORE_LINGER after the
+        // first commit; the commits themselves take a few ms, tens on a loaded 2-core machine
+        // (half the linger was missed by 0.4 ms at load average 3.7).
         assert!(
-            waited < STORE_LINGER / 2,
+            waited < STORE_LINGER,
             "a waiting reader waited {waited:?} for a linger"
         );
     }

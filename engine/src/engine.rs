@@ -43,6 +43,7 @@
 //! every command under the rules its live run met, across upgrades. Versions:
 //! 1. Genesis: a full book refuses every GTC order.
 //! 2. A full book refuses only a GTC order that does not cross.
+//! 3. A fully held limit buy never fails a fill for a rounding unit ("Money" below).
 //!
 //! # Money (API.md)
 //! - Holds: limit buy `ceil(price x amount)` quote; sell `amount` base; market buy by base:
@@ -51,9 +52,14 @@
 //! - A trade: buyer pays the value rounded up, seller receives it rounded down, the difference
 //!   goes to the fee account. Fees are charged on what each side receives, rounded up, at the
 //!   maker or taker rate. A resting buy keeps `ceil(limit x remaining)` held after each fill
-//!   and releases the rest; when per-trade rounding needs a minor unit more than the hold,
-//!   it is taken from available, and an order that cannot pay it expires
-//!   ([`DoneReason::InsufficientFunds`]) instead of trading.
+//!   and releases the rest. Rounding each fill up can need one minor unit more than that
+//!   hold covers (two fills of `5.005` cost `5.01 + 5.01`, the order held `ceil(10.01)`):
+//!   the unit is taken from available. When available has none, under rules version 3 the
+//!   buyer pays the fill's value rounded down, what the seller receives, and the fee account
+//!   forgoes that fill's rounding remainder: the hold API.md defines is enough for the order
+//!   to fill, as a client that committed its whole balance expects, and money is still
+//!   conserved exactly. Under versions 1 and 2 such an order expired
+//!   ([`DoneReason::InsufficientFunds`]) instead of trading, the taker of a FOK included.
 //!
 //! # Performance
 //! Per order: one entry of the order id ring ([`crate::id_window`]: duplicate check, and
@@ -91,13 +97,18 @@ pub const MAX_ORDERS_PER_BOOK: usize = (1 << 24) - 1;
 /// (module doc, "Rules versions"): a full book refuses every GTC order.
 pub const RULES_VERSION_GENESIS: u32 = 1;
 
-/// The newest matching rules this build knows (version 2: a full book refuses only a GTC
-/// order that does not cross). The server moves an older engine to it at start.
-pub const RULES_VERSION_CURRENT: u32 = 2;
+/// The newest matching rules this build knows (version 3: a fully held buy never fails a
+/// fill for a rounding unit). The server moves an older engine to it at start.
+pub const RULES_VERSION_CURRENT: u32 = 3;
 
 /// From this version on a full book takes a crossing GTC order (module doc, "Full book").
 /// Named apart from [`RULES_VERSION_CURRENT`], which a later rule change moves on.
 const RULES_VERSION_FULL_BOOK_TAKES_CROSSING: u32 = 2;
+
+/// From this version on a buying order whose hold and available funds fall short of a fill's
+/// rounded-up payment by no more than the fill's rounding remainder pays that much less
+/// instead of expiring (module doc, "Money").
+const RULES_VERSION_ROUNDING_WAIVED: u32 = 3;
 
 /// Bounds the engine enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -717,6 +728,28 @@ impl Engine {
         buyer_pays(scale, exact_value(limit.0, remaining)) as u64
     }
 
+    /// What a limit buy pays for a fill whose value rounds up to `paid` and down to
+    /// `received`, when paying it and keeping its remainder covered takes `need` of the `have`
+    /// it holds and has available; `None` when it cannot pay (the order expires). Under rules
+    /// version 3 a shortfall within the fill's rounding remainder (`paid - received`, at most
+    /// one minor unit for an order that holds what its limit needs) is waived: the buyer
+    /// pays that much less, never less than the seller receives (module doc, "Money").
+    #[inline]
+    fn payable<T>(&self, paid: T, received: T, need: T, have: T) -> Option<T>
+    where
+        T: Copy + Ord + std::ops::Sub<Output = T>,
+    {
+        if need <= have {
+            Some(paid)
+        } else if self.rules_version >= RULES_VERSION_ROUNDING_WAIVED
+            && need - have <= paid - received
+        {
+            Some(paid - (need - have))
+        } else {
+            None
+        }
+    }
+
     /// Dry walk: would this FOK taker fill completely under the same rules as matching?
     /// Conservative where exactness would need simulating other accounts' balances: a maker
     /// that would need a rounding top-up makes the walk fail.
@@ -758,20 +791,24 @@ impl Engine {
                     }
                 }
                 let lots = remaining.min(maker.remaining);
-                let paid = buyer_pays(&scale, exact_value(p.0, lots));
+                let value = exact_value(p.0, lots);
+                let (paid, received) = (buyer_pays(&scale, value), seller_receives(&scale, value));
                 match taker.side {
                     Side::Buy => {
                         let after =
                             u128::from(Self::buy_requirement(&scale, limit, remaining - lots));
-                        if taker_paid + paid + after > taker_funds {
-                            return false;
+                        match self.payable(paid, received, taker_paid + paid + after, taker_funds) {
+                            Some(pays) => taker_paid += pays,
+                            None => return false,
                         }
-                        taker_paid += paid;
                     }
                     Side::Sell => {
                         let after =
                             u128::from(Self::buy_requirement(&scale, p, maker.remaining - lots));
-                        if paid + after > u128::from(maker.held) {
+                        if self
+                            .payable(paid, received, paid + after, u128::from(maker.held))
+                            .is_none()
+                        {
                             return false;
                         }
                     }
@@ -862,7 +899,11 @@ impl Engine {
                     _ => DoneReason::InsufficientFunds,
                 });
             }
-            let paid = buyer_pays(&scale, exact_value(price.0, lots)) as u64;
+            let value = exact_value(price.0, lots);
+            let (mut paid, received) = (
+                buyer_pays(&scale, value) as u64,
+                seller_receives(&scale, value) as u64,
+            );
 
             // Can the buying order pay this fill and keep its remainder covered?
             match taker.side {
@@ -871,20 +912,28 @@ impl Engine {
                         let need =
                             paid + Self::buy_requirement(&scale, limit, taker.remaining - lots);
                         let have = taker.held + self.ledger.get(taker.account, quote).available;
-                        if need > have {
-                            break Some(DoneReason::InsufficientFunds);
+                        match self.payable(paid, received, need, have) {
+                            Some(pays) => paid = pays,
+                            None => break Some(DoneReason::InsufficientFunds),
                         }
                     }
                 }
                 Side::Sell => {
                     let need = paid + Self::buy_requirement(&scale, price, maker.remaining - lots);
                     let have = maker.held + self.ledger.get(maker.account, quote).available;
-                    if need > have {
-                        touch(self, &mut touched, out);
-                        let total =
-                            self.expire_maker(pair_id, head, DoneReason::InsufficientFunds, out);
-                        touched = Some((price, total));
-                        continue;
+                    match self.payable(paid, received, need, have) {
+                        Some(pays) => paid = pays,
+                        None => {
+                            touch(self, &mut touched, out);
+                            let total = self.expire_maker(
+                                pair_id,
+                                head,
+                                DoneReason::InsufficientFunds,
+                                out,
+                            );
+                            touched = Some((price, total));
+                            continue;
+                        }
                     }
                 }
             }

@@ -84,9 +84,11 @@ fn per_trade_rounding_tops_up_the_hold_from_available() {
     assert_eq!(fx.e.resting_order(bid).unwrap().1.held, 7);
 }
 
+/// Rules versions 1 and 2: a resting buy that cannot pay a fill's rounding unit expires.
 #[test]
-fn a_maker_that_cannot_pay_its_rounding_expires_instead_of_trading() {
+fn before_version_3_a_maker_that_cannot_pay_its_rounding_expires_instead_of_trading() {
     let mut fx = Fx::new();
+    fx.cmd(Command::SetRulesVersion { version: 2 });
     fx.fund(BOB, SEK, 10);
     fx.fund(ALICE, BTC, BTC_1);
     let bid = fx.rest(BOB, Side::Buy, Price(33_333), 30_000);
@@ -130,8 +132,9 @@ fn a_maker_that_cannot_pay_its_rounding_expires_instead_of_trading() {
     );
 }
 
+/// Rules versions 1 and 2: a taker buy that cannot pay a fill's rounding unit stops there.
 #[test]
-fn a_taker_buy_that_cannot_pay_its_rounding_expires() {
+fn before_version_3_a_taker_buy_that_cannot_pay_its_rounding_expires() {
     let mut fx = Fx::new();
     fx.fund(BOB, SEK, 11);
     fx.fund(ALICE, BTC, BTC_1);
@@ -153,6 +156,139 @@ fn a_taker_buy_that_cannot_pay_its_rounding_expires() {
         })
     );
     assert_eq!(fx.bal(BOB, SEK), (7, 0));
+}
+
+/// Version 3: a resting buy that committed its whole balance (its hold is exactly
+/// `ceil(limit x amount)`, nothing available) trades every fill. The one that its rounding
+/// would take a unit past the hold pays the value rounded down, what the seller receives,
+/// and the fee account forgoes that rounding remainder; money is conserved.
+#[test]
+fn from_version_3_a_fully_held_maker_fills_waiving_the_rounding_unit_it_cannot_pay() {
+    let mut fx = Fx::new();
+    fx.cmd(Command::SetRulesVersion { version: 3 });
+    fx.fund(BOB, SEK, 10);
+    fx.fund(ALICE, BTC, BTC_1);
+    let supply = fx.supply(SEK);
+    // 0.0003 BTC at 333.33: ceil(9.9999 öre) = 10 held, nothing available.
+    let bid = fx.rest(BOB, Side::Buy, Price(33_333), 30_000);
+    assert_eq!(fx.bal(BOB, SEK), (0, 10));
+    // Each 0.0001 is worth 3.3333 öre. Fill 1: paying 4 would leave 6 for the 7 to keep,
+    // so it pays 3. Fill 2: from 7 held, 4 to keep: pays 3 again.
+    let mut seller_fees = 0;
+    for held_after in [7, 4] {
+        let o = fx
+            .limit(ALICE, Side::Sell, Price(33_333), 10_000)
+            .tif(TimeInForce::Ioc);
+        let t = trades(&fx.place(o))[0];
+        assert_eq!((t.buyer_paid, t.seller_received), (3, 3));
+        assert_eq!(fx.e.resting_order(bid).unwrap().1.held, held_after);
+        // The fee account got the seller's fee and no rounding remainder.
+        seller_fees += t.seller_fee;
+        assert_eq!(fx.bal(FEES, SEK).0, seller_fees);
+    }
+    // The last 0.0001 costs ceil(3.3333) = 4 out of the 4 held: the order is filled, and
+    // over its three fills it paid 10, exactly what it held.
+    let o = fx
+        .limit(ALICE, Side::Sell, Price(33_333), 10_000)
+        .tif(TimeInForce::Ioc);
+    let ev = fx.place(o);
+    assert_eq!(trades(&ev)[0].buyer_paid, 4);
+    assert!(ev.contains(&Event::Done {
+        order: bid,
+        account: BOB,
+        pair: BTC_SEK,
+        reason: DoneReason::Filled
+    }));
+    assert!(fx.e.resting_order(bid).is_none());
+    assert_eq!(fx.bal(BOB, SEK), (0, 0));
+    // Three maker fees of 0.1 % on 10,000 sat.
+    assert_eq!(fx.bal(BOB, BTC), (30_000 - 3 * 10, 0));
+    assert_eq!(fx.supply(SEK), supply, "no öre created or lost");
+    fx.e.check_invariants().unwrap();
+}
+
+/// Version 3: a taker buy holding exactly `ceil(limit x amount)` fills across several
+/// makers even when the fills' rounding adds up past its hold.
+#[test]
+fn from_version_3_a_fully_held_taker_buy_fills_across_makers() {
+    let mut fx = Fx::new();
+    fx.cmd(Command::SetRulesVersion { version: 3 });
+    fx.fund(BOB, SEK, 10);
+    fx.fund(ALICE, BTC, BTC_1);
+    let supply = fx.supply(SEK);
+    for _ in 0..3 {
+        fx.rest(ALICE, Side::Sell, Price(33_333), 10_000);
+    }
+    let o = fx.limit(BOB, Side::Buy, Price(33_333), 30_000);
+    let ev = fx.place(o);
+    let paid: Vec<u64> = trades(&ev).iter().map(|t| t.buyer_paid).collect();
+    assert_eq!(
+        paid,
+        vec![3, 3, 4],
+        "the first two waive the unit, the last is covered"
+    );
+    assert_eq!(
+        ev.last(),
+        Some(&Event::Done {
+            order: o.0.id,
+            account: BOB,
+            pair: BTC_SEK,
+            reason: DoneReason::Filled
+        })
+    );
+    assert_eq!(fx.bal(BOB, SEK), (0, 0));
+    assert_eq!(fx.supply(SEK), supply);
+    fx.e.check_invariants().unwrap();
+}
+
+/// Version 3: with a unit available, the fill is paid rounded up as before (the waiver is
+/// only for what neither the hold nor available covers).
+#[test]
+fn from_version_3_an_available_unit_still_pays_the_rounding() {
+    let mut fx = Fx::new();
+    fx.cmd(Command::SetRulesVersion { version: 3 });
+    fx.fund(BOB, SEK, 11);
+    fx.fund(ALICE, BTC, BTC_1);
+    let bid = fx.rest(BOB, Side::Buy, Price(33_333), 30_000);
+    let o = fx
+        .limit(ALICE, Side::Sell, Price(33_333), 10_000)
+        .tif(TimeInForce::Ioc);
+    let t = trades(&fx.place(o))[0];
+    assert_eq!((t.buyer_paid, t.seller_received), (4, 3));
+    assert_eq!(fx.bal(BOB, SEK), (0, 7));
+    assert_eq!(fx.e.resting_order(bid).unwrap().1.held, 7);
+}
+
+/// Version 3: a FOK sell against a fully held bid whose fill needs the waiver fills (before,
+/// the dry walk refused it while an IOC of the same order filled).
+#[test]
+fn from_version_3_a_fok_sell_fills_against_a_fully_held_bid() {
+    for (version, fills) in [(2, false), (3, true)] {
+        let mut fx = Fx::new();
+        fx.cmd(Command::SetRulesVersion { version });
+        fx.fund(BOB, SEK, 10);
+        fx.fund(ALICE, BTC, BTC_1);
+        fx.rest(BOB, Side::Buy, Price(33_333), 30_000);
+        let o = fx
+            .limit(ALICE, Side::Sell, Price(33_333), 10_000)
+            .tif(TimeInForce::Fok);
+        let ev = fx.place(o);
+        assert_eq!(trades(&ev).len(), usize::from(fills), "version {version}");
+        let reason = if fills {
+            DoneReason::Filled
+        } else {
+            DoneReason::FillOrKill
+        };
+        assert!(
+            ev.contains(&Event::Done {
+                order: o.0.id,
+                account: ALICE,
+                pair: BTC_SEK,
+                reason
+            }),
+            "version {version}: {ev:?}"
+        );
+    }
 }
 
 fn fx_bal(account: engine::AccountId, currency: CurrencyId, available: u64, held: u64) -> Event {

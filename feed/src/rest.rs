@@ -39,9 +39,15 @@ fn pair_id(feed: &Feed, symbol: &str) -> Result<PairId, Problem> {
         .ok_or_else(|| Problem::unknown_pair_in_path(symbol))
 }
 
+/// The query's parameters, or a 400 that names what is wrong with them in the words the
+/// other routes use ("invalid query: limit: invalid digit found in string"), not axum's
+/// ("Failed to deserialize query string: ...").
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
-    q.map(|Query(t)| t)
-        .map_err(|e| Problem::validation(format!("bad query: {}", e.body_text())))
+    q.map(|Query(t)| t).map_err(|e| {
+        let why = std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
+        let why: String = why.chars().take(200).collect();
+        Problem::validation(format!("invalid query: {why}"))
+    })
 }
 
 fn limit(value: Option<usize>, default: usize, name: &str) -> Result<usize, Problem> {

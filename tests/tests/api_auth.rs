@@ -85,8 +85,13 @@ async fn auth_tokens_and_scopes() {
     assert_eq!(st, StatusCode::FORBIDDEN);
     let (st, _) = s.get("/v1/transactions", Some(&read_only)).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
-    let (st, e) = s.post("/v1/users", None, &json!({"name": ""})).await;
-    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+    // An empty name, or one with a control character (a terminal escape, a newline), is
+    // refused; the name is shown to operators.
+    for name in ["", "ali\u{1b}[31mce", "bob\nsmith", "carol\u{0}"] {
+        let (st, e) = s.post("/v1/users", None, &json!({ "name": name })).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{name:?}: {e}");
+        assert_eq!(e["code"], "VALIDATION_FAILED", "{e}");
+    }
     s.stop().await;
 }
 

@@ -1941,6 +1941,23 @@ async fn market_data_after_trades() {
     ] {
         get_problem(&s, path, None, VALIDATION_FAILED).await;
     }
+    // A query that does not parse is named in the words of the account routes, not in
+    // axum's ("Failed to deserialize query string").
+    for (path, detail) in [
+        (
+            "/v1/pairs/BTC_SEK/trades?limit=x",
+            "invalid query: limit: invalid digit found in string",
+        ),
+        ("/v1/pairs/BTC_SEK/book?depth=-1", "invalid query: depth: "),
+        (
+            "/v1/pairs/BTC_SEK/book?unexpected=1",
+            "invalid query: unexpected: unknown field `unexpected`",
+        ),
+    ] {
+        let r = get_problem(&s, path, None, VALIDATION_FAILED).await;
+        let got = r.body["detail"].as_str().unwrap_or_default();
+        assert!(got.starts_with(detail), "{path}: {got}");
+    }
     // A halted pair shows in the list.
     let p = s.set_pair_status(&admin, "ETH_BTC", "halted").await;
     assert_eq!(p["status"], "halted");

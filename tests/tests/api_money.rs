@@ -339,3 +339,58 @@ impl Dup for TestServer {
         .await
     }
 }
+
+/// A limit buy that commits its whole balance (API.md: it holds price x amount rounded up)
+/// fills completely in two halves, although rounding each fill up would cost one öre more
+/// than it holds: the fill the hold cannot round up is paid rounded down (matching rules
+/// version 3, README "Decisions"). Before, the first partial fill expired the order with
+/// INSUFFICIENT_FUNDS and no trade. Money still reconciles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buy_holding_its_whole_balance_fills_in_parts_despite_rounding() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await;
+    // 0.1 ETH at 100.05 is 10.005: it holds 10.01, all alice has.
+    s.fund(&admin, &alice, "SEK", "10.01").await;
+    s.fund(&admin, &bob, "ETH", "1").await;
+    let buy = s
+        .limit(&alice, "ETH_SEK", "buy", "0.1", "100.05", "all-in")
+        .await;
+    assert_eq!(buy["status"], "open", "{buy}");
+    let id = buy["id"].as_str().unwrap().to_string();
+    let (_, w) = s.get("/v1/wallet", Some(&alice.token)).await;
+    assert_eq!(bal(&w, "SEK")["available"], "0.00", "{w}");
+
+    // Half of it: 5.0025 SEK, which rounds up to 5.01 while the other half keeps 5.01.
+    let sell = s
+        .limit(&bob, "ETH_SEK", "sell", "0.05", "100.05", "half-1")
+        .await;
+    assert_eq!(sell["status"], "filled", "{sell}");
+    let order = s
+        .get_ok(&format!("/v1/orders/{id}"), Some(&alice.token))
+        .await;
+    assert_eq!(order["status"], "partially_filled", "{order}");
+    assert_eq!(order["filledAmount"], "0.05000000", "{order}");
+    assert_eq!(order["fills"][0]["quoteAmount"], "5.00", "{order}");
+    let (_, w) = s.get("/v1/wallet", Some(&alice.token)).await;
+    assert_eq!(bal(&w, "SEK")["held"], "5.01", "{w}");
+
+    // The other half is paid rounded up, out of what is held: 10.01 in all.
+    s.limit(&bob, "ETH_SEK", "sell", "0.05", "100.05", "half-2")
+        .await;
+    let order = s
+        .get_ok(&format!("/v1/orders/{id}"), Some(&alice.token))
+        .await;
+    assert_eq!(order["status"], "filled", "{order}");
+    assert_eq!(order["filledQuoteAmount"], "10.01", "{order}");
+    let (_, w) = s.get("/v1/wallet", Some(&alice.token)).await;
+    assert_eq!(bal(&w, "SEK")["total"], "0.00", "{w}");
+    // 0.1 ETH less two maker fees of 0.1 % on 0.05.
+    assert_eq!(bal(&w, "ETH")["total"], "0.09990000", "{w}");
+
+    s.assert_transactions_match_wallet(&alice).await;
+    s.assert_transactions_match_wallet(&bob).await;
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}

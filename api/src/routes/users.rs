@@ -108,8 +108,10 @@ pub async fn users_create(
     }
     let AppJson(body) = body?;
     let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::validation("name must be 1 to 100 characters"));
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            "name must be 1 to 100 characters, none of them a control character",
+        ));
     }
     let created = create_user(&state, name, None, None, USER_SCOPES, None).await?;
     Ok((StatusCode::CREATED, Json(created)))

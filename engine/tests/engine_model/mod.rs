@@ -213,9 +213,9 @@ impl Model {
                     out.push(Event::MaxOrdersPerBookSet { max: *max });
                 }
             }
-            // Versions this model knows: 1 and 2.
+            // Versions this model knows: 1 to 3.
             Command::SetRulesVersion { version } => {
-                if !(1..=2).contains(version) {
+                if !(1..=3).contains(version) {
                     out.push(Event::ConfigRefused {
                         reason: RejectReason::UnknownRulesVersion,
                     });
@@ -730,8 +730,22 @@ impl Model {
         ceil_div(u128::from(limit.0) * u128::from(lots), vpq)
     }
 
+    /// What a buying order pays for a fill that rounds up to `paid` and down to `received`
+    /// when it needs `need` and has `have`: all of `paid` when it can; from version 3 on, a
+    /// shortfall of at most the rounding remainder is waived; else it cannot pay.
+    fn payable(&self, paid: u128, received: u128, need: u128, have: u128) -> Option<u128> {
+        if need <= have {
+            Some(paid)
+        } else if self.rules_version >= 3 && need - have <= paid - received {
+            Some(paid - (need - have))
+        } else {
+            None
+        }
+    }
+
     /// The FOK dry walk: would the order fill completely? A maker that would need a
-    /// rounding top-up fails the walk (the documented conservative rule).
+    /// rounding top-up from its available funds fails the walk (the documented conservative
+    /// rule; from version 3 on its hold always suffices).
     fn fok_fillable(&self, p: usize, t: &Taker) -> bool {
         let vpq = self.pairs[p].vpq;
         let limit = t.limit.expect("FOK is a limit");
@@ -758,16 +772,22 @@ impl Model {
                 }
             }
             let lots = remaining.min(mk.remaining);
-            let paid = ceil_div(u128::from(mk.price.0) * u128::from(lots), vpq);
+            let value = u128::from(mk.price.0) * u128::from(lots);
+            let (paid, received) = (ceil_div(value, vpq), value / vpq);
             match t.o.side {
                 Side::Buy => {
-                    if paid_sum + paid + Self::keep(vpq, limit, remaining - lots) > funds {
-                        return false;
+                    let need = paid_sum + paid + Self::keep(vpq, limit, remaining - lots);
+                    match self.payable(paid, received, need, funds) {
+                        Some(pays) => paid_sum += pays,
+                        None => return false,
                     }
-                    paid_sum += paid;
                 }
                 Side::Sell => {
-                    if paid + Self::keep(vpq, mk.price, mk.remaining - lots) > u128::from(mk.held) {
+                    let need = paid + Self::keep(vpq, mk.price, mk.remaining - lots);
+                    if self
+                        .payable(paid, received, need, u128::from(mk.held))
+                        .is_none()
+                    {
                         return false;
                     }
                 }
@@ -836,7 +856,7 @@ impl Model {
                 });
             }
             let value = u128::from(price.0) * u128::from(lots);
-            let paid = ceil_div(value, vpq);
+            let (mut paid, received) = (ceil_div(value, vpq), value / vpq);
             let quote = self.pairs[p].spec.quote;
             match side {
                 Side::Buy => {
@@ -844,22 +864,28 @@ impl Model {
                         let rem = t.remaining.expect("limit") - lots;
                         let have =
                             u128::from(t.held) + u128::from(self.balance(t.o.account, quote).0);
-                        if paid + Self::keep(vpq, limit, rem) > have {
-                            break Some(DoneReason::InsufficientFunds);
+                        let need = paid + Self::keep(vpq, limit, rem);
+                        match self.payable(paid, received, need, have) {
+                            Some(pays) => paid = pays,
+                            None => break Some(DoneReason::InsufficientFunds),
                         }
                     }
                 }
                 Side::Sell => {
                     let have = u128::from(mk.held) + u128::from(self.balance(mk.account, quote).0);
-                    if paid + Self::keep(vpq, price, mk.remaining - lots) > have {
-                        touch(self, out);
-                        self.remove_order(p, i, DoneReason::InsufficientFunds, out);
-                        continue;
+                    let need = paid + Self::keep(vpq, price, mk.remaining - lots);
+                    match self.payable(paid, received, need, have) {
+                        Some(pays) => paid = pays,
+                        None => {
+                            touch(self, out);
+                            self.remove_order(p, i, DoneReason::InsufficientFunds, out);
+                            continue;
+                        }
                     }
                 }
             }
             touch(self, out);
-            self.trade(p, i, t, lots, out);
+            self.trade(p, i, t, lots, paid as u64, out);
         };
         if let Some(prev) = level {
             self.push_level(p, opp, prev, out);
@@ -867,15 +893,26 @@ impl Model {
         stop
     }
 
-    /// Settles one trade between the taker and resting order `i`.
-    fn trade(&mut self, p: usize, i: usize, t: &mut Taker, lots: u64, out: &mut Vec<Event>) {
+    /// Settles one trade between the taker and resting order `i`, the buyer paying `paid`.
+    fn trade(
+        &mut self,
+        p: usize,
+        i: usize,
+        t: &mut Taker,
+        lots: u64,
+        paid: u64,
+        out: &mut Vec<Event>,
+    ) {
         let pair = &self.pairs[p];
         let (vpq, m, base, quote) = (pair.vpq, pair.m, pair.spec.base, pair.spec.quote);
         let (maker_ppm, taker_ppm) = (pair.spec.maker_fee_ppm, pair.spec.taker_fee_ppm);
         let mk = pair.orders[i].clone();
         let value = u128::from(mk.price.0) * u128::from(lots);
-        let paid = ceil_div(value, vpq) as u64;
         let received = (value / vpq) as u64;
+        assert!(
+            paid >= received,
+            "model: the buyer pays at least what the seller receives"
+        );
         let base_amount = lots * m;
         let (buyer, seller, buyer_ppm, seller_ppm) = match t.o.side {
             Side::Buy => (t.o.account, mk.account, taker_ppm, maker_ppm),
