@@ -939,7 +939,7 @@ impl Engine {
             }
 
             touch(self, &mut touched, out);
-            let total = self.execute(pair_id, taker, head, lots, paid, out);
+            let total = self.execute(pair_id, taker, head, lots, (paid, received), out);
             touched = Some((price, total));
         };
         if let Some((p, total)) = touched {
@@ -948,15 +948,16 @@ impl Engine {
         stop
     }
 
-    /// One trade between the taker and the maker at `slot`, settled in full. Returns the
-    /// maker's level total afterwards.
+    /// One trade between the taker and the maker at `slot`, settled in full: the buyer pays
+    /// `paid` (the value rounded up, or less: [`Engine::payable`]) and the seller receives
+    /// `received` (the value rounded down). Returns the maker's level total afterwards.
     fn execute(
         &mut self,
         pair_id: PairId,
         taker: &mut Taker,
         slot: u32,
         lots: u64,
-        paid: u64,
+        (paid, received): (u64, u64),
         out: &mut Vec<Event>,
     ) -> u64 {
         let pair = &mut self.pairs[pair_id.0 as usize];
@@ -966,7 +967,11 @@ impl Engine {
         let maker = *pair.book.order(slot);
         let price = maker.price;
         let value = exact_value(price.0, lots);
-        let received = seller_receives(&scale, value) as u64;
+        debug_assert_eq!(received, seller_receives(&scale, value) as u64);
+        assert!(
+            paid >= received,
+            "a buyer pays at least what the seller receives"
+        );
         let base_amount = lots * scale.base_minor_per_lot;
         let (buyer, seller, buyer_rate, seller_rate) = match taker.side {
             Side::Buy => (taker.account, maker.account, taker_fee, maker_fee),
