@@ -376,7 +376,11 @@ async fn run(feed: Feed, mut socket: Socket, stop: StopSignal) {
             .await;
         }
         _ => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
+            // The sink's close, not `WebSocketStream::close`: after the peer's close frame
+            // that one is a send, refused (`SendAfterClosing`) before it flushes the close
+            // reply tungstenite has queued (RFC 6455 5.5.1), so the peer saw no close frame.
+            let close = SinkExt::close(&mut socket);
+            let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
         }
     }
 }
