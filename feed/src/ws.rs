@@ -834,7 +834,14 @@ impl Conn {
         }
         self.end_expired_grant();
         if now.duration_since(self.last_ping) >= self.cfg.ping_interval {
-            self.last_ping = now;
+            // The next ping is due an interval after this one was due, not after this tick:
+            // a tick comes a little late, so counting from it put every other ping a whole
+            // tick late (every 16 s instead of 15). A connection that fell a whole interval
+            // behind (a stalled task) starts over from now rather than catching up.
+            self.last_ping += self.cfg.ping_interval;
+            if now.duration_since(self.last_ping) >= self.cfg.ping_interval {
+                self.last_ping = now;
+            }
             self.push_control(Bytes::from(frame(0x9, &[])));
         }
         if let Some(since) = self.blocked_since {
