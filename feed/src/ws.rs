@@ -110,15 +110,23 @@ pub(crate) async fn ws_upgrade(State(feed): State<Feed>, mut req: Request) -> Re
         || !header_has(h, header::CONNECTION, "upgrade")
         || !header_has(h, header::UPGRADE, "websocket")
     {
-        return bad(
+        // A 426 names the protocol to upgrade to (RFC 9110 15.5.22: it MUST).
+        return Problem::new(
             StatusCode::UPGRADE_REQUIRED,
+            "BAD_REQUEST",
             "a WebSocket upgrade is required",
-        );
+        )
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .into_response();
     }
     if h.get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        return bad(StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13");
+        // The version this server speaks (RFC 6455 4.4: the refusal MUST name it).
+        return Problem::bad_request("BAD_REQUEST", "Sec-WebSocket-Version must be 13")
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .into_response();
     }
     let Some(key) = h.get(header::SEC_WEBSOCKET_KEY) else {
         return bad(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
