@@ -1041,6 +1041,16 @@ impl Conn {
     }
 
     fn add(&mut self, name: String, target: Target) {
+        // Subscribed already: a channel that cannot lose a message keeps its cursor (a new
+        // one would start at the ring's head, dropping what is published and not yet
+        // written); a book gets a fresh snapshot and a ticker the current one, as at first.
+        if self
+            .subs
+            .iter()
+            .any(|s| s.name == name && matches!(s.kind, Kind::Lossless))
+        {
+            return;
+        }
         self.remove(&name);
         match target {
             Target::Private(pc) => {
