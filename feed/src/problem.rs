@@ -20,6 +20,10 @@ pub struct Problem {
     pub detail: String,
     pub extra: Vec<(&'static str, serde_json::Value)>,
     pub retry_after_secs: Option<u64>,
+    /// Further response headers (`Upgrade` on a 426, `Sec-WebSocket-Version` on a refused
+    /// WebSocket version): kept here, not on a response, because the API's middleware
+    /// renders the problem again.
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 #[derive(Serialize)]
@@ -45,7 +49,14 @@ impl Problem {
             detail: detail.into(),
             extra: Vec::new(),
             retry_after_secs: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header.
+    pub fn header(mut self, name: header::HeaderName, value: &'static str) -> Self {
+        self.headers.push((name, HeaderValue::from_static(value)));
+        self
     }
 
     /// Adds an extra member to the body.
@@ -108,6 +119,9 @@ impl Problem {
         }
         if let Some(secs) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
         }
         response
     }

@@ -111,15 +111,23 @@ pub(crate) async fn ws_upgrade(State(feed): State<Feed>, mut req: Request) -> Re
         || !header_has(h, header::CONNECTION, "upgrade")
         || !header_has(h, header::UPGRADE, "websocket")
     {
-        return bad(
+        // A 426 names the protocol to upgrade to (RFC 9110 15.5.22: it MUST).
+        return Problem::new(
             StatusCode::UPGRADE_REQUIRED,
+            "BAD_REQUEST",
             "a WebSocket upgrade is required",
-        );
+        )
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .into_response();
     }
     if h.get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        return bad(StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13");
+        // The version this server speaks (RFC 6455 4.4: the refusal MUST name it).
+        return Problem::bad_request("BAD_REQUEST", "Sec-WebSocket-Version must be 13")
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .into_response();
     }
     let Some(key) = h.get(header::SEC_WEBSOCKET_KEY) else {
         return bad(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
@@ -377,7 +385,11 @@ async fn run(feed: Feed, mut socket: Socket, stop: StopSignal) {
             .await;
         }
         _ => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
+            // The sink's close, not `WebSocketStream::close`: after the peer's close frame
+            // that one is a send, refused (`SendAfterClosing`) before it flushes the close
+            // reply tungstenite has queued (RFC 6455 5.5.1), so the peer saw no close frame.
+            let close = SinkExt::close(&mut socket);
+            let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
         }
     }
 }
@@ -831,7 +843,14 @@ impl Conn {
         }
         self.end_expired_grant();
         if now.duration_since(self.last_ping) >= self.cfg.ping_interval {
-            self.last_ping = now;
+            // The next ping is due an interval after this one was due, not after this tick:
+            // a tick comes a little late, so counting from it put every other ping a whole
+            // tick late (every 16 s instead of 15). A connection that fell a whole interval
+            // behind (a stalled task) starts over from now rather than catching up.
+            self.last_ping += self.cfg.ping_interval;
+            if now.duration_since(self.last_ping) >= self.cfg.ping_interval {
+                self.last_ping = now;
+            }
             self.push_control(Bytes::from(frame(0x9, &[])));
         }
         if let Some(since) = self.blocked_since {
@@ -1023,6 +1042,16 @@ impl Conn {
     }
 
     fn add(&mut self, name: String, target: Target) {
+        // Subscribed already: a channel that cannot lose a message keeps its cursor (a new
+        // one would start at the ring's head, dropping what is published and not yet
+        // written); a book gets a fresh snapshot and a ticker the current one, as at first.
+        if self
+            .subs
+            .iter()
+            .any(|s| s.name == name && matches!(s.kind, Kind::Lossless))
+        {
+            return;
+        }
         self.remove(&name);
         match target {
             Target::Private(pc) => {

@@ -190,6 +190,42 @@ async fn a_channel_listed_twice_is_one_subscription() {
     h.stop().await;
 }
 
+/// Subscribing again to a channel already subscribed (a client re-sending its
+/// subscriptions) loses nothing: a channel that cannot lose a message keeps its place, so
+/// what was published before and not yet written still comes, in order, with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribing_again_loses_no_message() {
+    let dir = tmp();
+    let h = Harness::start_with_send_buffer(dir.path(), FeedConfig::default(), 4096).await;
+    h.accept_tokens(&[("tok-1", 1)]);
+    let mut ws = h.ws_with_recv_buffer(2048).await;
+    authenticated(&mut ws, 1, "tok-1").await;
+    subscribed(&mut ws, 2, &["wallet"]).await;
+    let n = 2000u64;
+    let pad = "x".repeat(100);
+    for i in 0..n {
+        h.feed.publish_private(
+            AccountId(1),
+            PrivateChannel::Wallet,
+            json!({"i": i, "pad": pad}),
+        );
+    }
+    // The server reads it while most of the backlog is still in the ring.
+    send(&mut ws, subscribe(3, &["wallet"])).await;
+    let (mut next, mut replied) = (0u64, false);
+    while next < n || !replied {
+        let m = next_json(&mut ws).await;
+        if m["op"] == "subscribed" {
+            replied = true;
+            continue;
+        }
+        assert_eq!(m["seq"], next + 1, "{m}");
+        assert_eq!(m["data"]["i"], next, "{m}");
+        next += 1;
+    }
+    h.stop().await;
+}
+
 /// After `unsubscribe` nothing more arrives on the channel; the others keep flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsubscribe_stops_only_that_channel() {
