@@ -110,6 +110,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
     }
 }
 
+/// An id as the API writes it (orders, requests, transactions, users): decimal digits
+/// without a sign or leading zeros, within `u64`. Anything else names no object, so a path
+/// holding it is a 404: `+2` or `002` is not the id `2`, which a client must not be able to
+/// reach under several names.
+pub fn parse_id(s: &str) -> Option<u64> {
+    let canonical = !s.is_empty()
+        && s.len() <= 20
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'));
+    if canonical { s.parse().ok() } else { None }
+}
+
+/// [`parse_id`] for a user id (`u32`).
+pub fn parse_user_id(s: &str) -> Option<u32> {
+    parse_id(s).and_then(|v| u32::try_from(v).ok())
+}
+
 pub const LIMIT_MAX: u64 = 1000;
 
 /// `offset` and `limit`, validated.

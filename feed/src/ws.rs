@@ -114,7 +114,7 @@ pub(crate) async fn ws_upgrade(State(feed): State<Feed>, mut req: Request) -> Re
         // A 426 names the protocol to upgrade to (RFC 9110 15.5.22: it MUST).
         return Problem::new(
             StatusCode::UPGRADE_REQUIRED,
-            "BAD_REQUEST",
+            "VALIDATION_FAILED",
             "a WebSocket upgrade is required",
         )
         .header(header::UPGRADE, "websocket")
@@ -125,7 +125,7 @@ pub(crate) async fn ws_upgrade(State(feed): State<Feed>, mut req: Request) -> Re
         .is_none_or(|v| v.as_bytes() != b"13")
     {
         // The version this server speaks (RFC 6455 4.4: the refusal MUST name it).
-        return Problem::bad_request("BAD_REQUEST", "Sec-WebSocket-Version must be 13")
+        return Problem::validation("Sec-WebSocket-Version must be 13")
             .header(header::SEC_WEBSOCKET_VERSION, "13")
             .into_response();
     }
@@ -324,11 +324,13 @@ async fn run(feed: Feed, mut socket: Socket, stop: StopSignal) {
                         Some(true) => conn.rate_limited(Value::Null),
                         None => {}
                     },
-                    Message::Ping(_) => {
+                    // So do pongs: one answers each of our pings (every 15 s), so only a
+                    // client sending them unasked comes near the limit.
+                    Message::Ping(_) | Message::Pong(_) => {
                         conn.count_inbound();
                     }
                     Message::Close(_) => conn.ended = true,
-                    Message::Pong(_) | Message::Frame(_) => {}
+                    Message::Frame(_) => {}
                 }
             }
             Ev::TooBig => conn.shut(TOO_BIG, "message too big"),

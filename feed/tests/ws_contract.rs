@@ -325,6 +325,30 @@ async fn binary_frames_count_against_the_inbound_rate() {
     h.stop().await;
 }
 
+/// Ping and unasked pong frames count against the inbound rate too: a flood of either is
+/// closed with 1008 (pongs were not counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_and_pong_floods_are_closed() {
+    for pong in [false, true] {
+        let cfg = FeedConfig {
+            max_inbound_per_sec: 5,
+            ..FeedConfig::default()
+        };
+        let (_dir, h) = Harness::with_market(cfg, 1).await;
+        let mut ws = h.ws().await;
+        flood_is_closed_with_1008(&mut ws, |i| {
+            let payload = i.to_be_bytes().to_vec();
+            if pong {
+                Message::Pong(payload.into())
+            } else {
+                Message::Ping(payload.into())
+            }
+        })
+        .await;
+        h.stop().await;
+    }
+}
+
 /// `max_connections` open: the next upgrade is refused with 503; a closed one frees a slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_refuses_then_frees() {

@@ -960,6 +960,64 @@ async fn a_path_segment_that_is_not_utf8_is_an_unknown_resource() {
 /// API.md's (it was `BAD_REQUEST`, a code of the WebSocket's error messages only), and
 /// `HEAD /v1/ws`, which the router serves with GET, is answered as a GET without an
 /// upgrade (it was a 405 without `Allow`, while the 405 of other methods lists HEAD).
+/// An id is named one way, as the API writes it: `+N`, `0N` or `N ` in a path name nothing
+/// (404) and in a query are a 400, while `N` itself is found (they all parsed as `N`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_spelled_another_way_names_nothing() {
+    let (s, admin, a) = start_with_alice(&[("SEK", "1000")]).await;
+    let (user, adm) = (Some(a.token.as_str()), Some(admin.as_str()));
+    let order = s
+        .limit(&a, "BTC_SEK", "buy", "0.001", "100000", "spelled")
+        .await;
+    let oid = order["id"].as_str().unwrap().to_string();
+    let uid = a.id.clone();
+    let (_, txs) = s.get("/v1/transactions", user).await;
+    let tid = txs["data"][0]["id"].as_str().unwrap().to_string();
+    let order_not_found = (StatusCode::NOT_FOUND, "ORDER_NOT_FOUND");
+    for (good, others, token, problem) in [
+        (
+            format!("/v1/orders/{oid}"),
+            vec![format!("/v1/orders/+{oid}"), format!("/v1/orders/0{oid}")],
+            user,
+            order_not_found,
+        ),
+        (
+            format!("/v1/transactions/{tid}"),
+            vec![
+                format!("/v1/transactions/+{tid}"),
+                format!("/v1/transactions/00{tid}"),
+            ],
+            user,
+            NOT_FOUND,
+        ),
+        (
+            format!("/v1/admin/users/{uid}/wallet"),
+            vec![
+                format!("/v1/admin/users/+{uid}/wallet"),
+                format!("/v1/admin/users/0{uid}/wallet"),
+            ],
+            adm,
+            NOT_FOUND,
+        ),
+    ] {
+        let (st, v) = s.get(&good, token).await;
+        assert_eq!(st, StatusCode::OK, "{good}: {v}");
+        for path in others {
+            get_problem(&s, &path, token, problem).await;
+        }
+    }
+    for query in [format!("userId=%2B{uid}"), format!("userId=0{uid}")] {
+        get_problem(
+            &s,
+            &format!("/v1/admin/requests?{query}"),
+            adm,
+            VALIDATION_FAILED,
+        )
+        .await;
+    }
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_refusals_are_problems_with_api_codes() {
     let s = TestServer::start().await;

@@ -12,13 +12,13 @@ use utoipa::ToSchema;
 
 use crate::auth::{ADMIN, Scoped};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, AppQuery, DecimalKind, Paged, decimal, page};
+use crate::extract::{
+    AppJson, AppQuery, DecimalKind, Paged, decimal, page, parse_id, parse_user_id,
+};
 use crate::model::{
     CurrencyJson, PairJson, RequestJson, pair_json, request_json, request_status_code,
 };
-use crate::routes::wallet::{
-    RequestKind, WalletJson, parse_id, request_create, requests_query, wallet_of,
-};
+use crate::routes::wallet::{RequestKind, WalletJson, request_create, requests_query, wallet_of};
 use crate::state::AppState;
 use crate::store;
 
@@ -61,10 +61,9 @@ pub async fn admin_requests_list(
     };
     let user = match q.user_id.as_deref() {
         None => None,
-        Some(u) => Some(
-            u.parse::<u32>()
-                .map_err(|_| ApiError::validation("userId must be a user id"))?,
-        ),
+        Some(u) => {
+            Some(parse_user_id(u).ok_or_else(|| ApiError::validation("userId must be a user id"))?)
+        }
     };
     Ok(Json(requests_query(&state, user, withdrawal, status, pg)?))
 }
@@ -157,7 +156,7 @@ pub struct AdminDeposit {
 
 fn user_exists(state: &AppState, id: &str) -> ApiResult<u32> {
     let bad = || ApiError::validation("userId is not a known user");
-    let id: u32 = id.parse().map_err(|_| bad())?;
+    let id = parse_user_id(id).ok_or_else(bad)?;
     let n: i64 = state.store.read(|c| {
         c.query_row("SELECT COUNT(*) FROM users WHERE id = ?1", [id], |r| {
             r.get(0)
@@ -265,9 +264,7 @@ pub async fn admin_users_wallet(
     _: Scoped<ADMIN>,
     PathSegment(user): PathSegment,
 ) -> ApiResult<Json<WalletJson>> {
-    let id: u32 = user
-        .parse()
-        .map_err(|_| ApiError::not_found("no such user"))?;
+    let id = parse_user_id(&user).ok_or_else(|| ApiError::not_found("no such user"))?;
     Ok(Json(wallet_of(&state, id)?))
 }
 

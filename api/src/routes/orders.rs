@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{ORDERS, ORDERS_READ, Scoped};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, AppQuery, DecimalKind, Paged, decimal, page};
+use crate::extract::{AppJson, AppQuery, DecimalKind, Paged, decimal, page, parse_id};
 use crate::json_out::{self, JsonBytes};
 use crate::model::{FillJson, OrderJson, OrderRec, fill_json, order_json};
 use crate::state::AppState;
@@ -253,13 +253,6 @@ pub async fn orders_create(
     }
     let m = state.model.markets.read();
     Ok((StatusCode::CREATED, json_out::order(&m, &rec)))
-}
-
-fn parse_id(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 /// One order.

@@ -127,7 +127,7 @@ pub async fn transactions_get(
     PathSegment(id): PathSegment,
 ) -> ApiResult<Json<TransactionJson>> {
     let nf = || ApiError::not_found("no such transaction");
-    let id = crate::routes::wallet::parse_id(&id).ok_or_else(nf)?;
+    let id = crate::extract::parse_id(&id).ok_or_else(nf)?;
     let t = state
         .store
         .read(|c| {

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{Scoped, WALLET, WALLET_READ};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, AppQuery, DecimalKind, PageQuery, Paged, decimal, page};
+use crate::extract::{AppJson, AppQuery, DecimalKind, PageQuery, Paged, decimal, page, parse_id};
 use crate::model::{BalanceJson, RequestJson, RequestRec, balance_json, request_json, ts};
 use crate::state::AppState;
 use crate::store;
@@ -327,13 +327,6 @@ pub async fn withdrawals_list(
         None,
         pg,
     )?))
-}
-
-pub fn parse_id(s: &str) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 /// One of the caller's requests.
