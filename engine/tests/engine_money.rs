@@ -164,10 +164,7 @@ fn before_version_3_a_taker_buy_that_cannot_pay_its_rounding_expires() {
 /// and the fee account forgoes that rounding remainder; money is conserved.
 #[test]
 fn from_version_3_a_fully_held_maker_fills_waiving_the_rounding_unit_it_cannot_pay() {
-    let mut fx = Fx::new();
-    fx.cmd(Command::SetRulesVersion { version: 3 });
-    fx.fund(BOB, SEK, 10);
-    fx.fund(ALICE, BTC, BTC_1);
+    let mut fx = bob_with_sek_at_version(3, 10);
     let supply = fx.supply(SEK);
     // 0.0003 BTC at 333.33: ceil(9.9999 öre) = 10 held, nothing available.
     let bid = fx.rest(BOB, Side::Buy, Price(33_333), 30_000);
@@ -211,10 +208,7 @@ fn from_version_3_a_fully_held_maker_fills_waiving_the_rounding_unit_it_cannot_p
 /// makers even when the fills' rounding adds up past its hold.
 #[test]
 fn from_version_3_a_fully_held_taker_buy_fills_across_makers() {
-    let mut fx = Fx::new();
-    fx.cmd(Command::SetRulesVersion { version: 3 });
-    fx.fund(BOB, SEK, 10);
-    fx.fund(ALICE, BTC, BTC_1);
+    let mut fx = bob_with_sek_at_version(3, 10);
     let supply = fx.supply(SEK);
     for _ in 0..3 {
         fx.rest(ALICE, Side::Sell, Price(33_333), 10_000);
@@ -245,10 +239,7 @@ fn from_version_3_a_fully_held_taker_buy_fills_across_makers() {
 /// only for what neither the hold nor available covers).
 #[test]
 fn from_version_3_an_available_unit_still_pays_the_rounding() {
-    let mut fx = Fx::new();
-    fx.cmd(Command::SetRulesVersion { version: 3 });
-    fx.fund(BOB, SEK, 11);
-    fx.fund(ALICE, BTC, BTC_1);
+    let mut fx = bob_with_sek_at_version(3, 11);
     let bid = fx.rest(BOB, Side::Buy, Price(33_333), 30_000);
     let o = fx
         .limit(ALICE, Side::Sell, Price(33_333), 10_000)
@@ -264,10 +255,7 @@ fn from_version_3_an_available_unit_still_pays_the_rounding() {
 #[test]
 fn from_version_3_a_fok_sell_fills_against_a_fully_held_bid() {
     for (version, fills) in [(2, false), (3, true)] {
-        let mut fx = Fx::new();
-        fx.cmd(Command::SetRulesVersion { version });
-        fx.fund(BOB, SEK, 10);
-        fx.fund(ALICE, BTC, BTC_1);
+        let mut fx = bob_with_sek_at_version(version, 10);
         fx.rest(BOB, Side::Buy, Price(33_333), 30_000);
         let o = fx
             .limit(ALICE, Side::Sell, Price(33_333), 10_000)
@@ -289,6 +277,15 @@ fn from_version_3_a_fok_sell_fills_against_a_fully_held_bid() {
             "version {version}: {ev:?}"
         );
     }
+}
+
+/// An engine at matching rules `version` where bob has `sek` öre and alice one bitcoin.
+fn bob_with_sek_at_version(version: u32, sek: u64) -> Fx {
+    let mut fx = Fx::new();
+    fx.cmd(Command::SetRulesVersion { version });
+    fx.fund(BOB, SEK, sek);
+    fx.fund(ALICE, BTC, BTC_1);
+    fx
 }
 
 fn fx_bal(account: engine::AccountId, currency: CurrencyId, available: u64, held: u64) -> Event {

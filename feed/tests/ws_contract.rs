@@ -190,17 +190,25 @@ async fn a_channel_listed_twice_is_one_subscription() {
     h.stop().await;
 }
 
+/// A harness whose connections have 4 KiB send buffers, and a client with a 2 KiB receive
+/// buffer, authenticated as account 1 and subscribed to its wallet channel: a few thousand
+/// published messages fill the socket and queue in the ring.
+async fn wallet_subscriber_with_small_buffers(dir: &tempfile::TempDir) -> (Harness, Ws) {
+    let h = Harness::start_with_send_buffer(dir.path(), FeedConfig::default(), 4096).await;
+    h.accept_tokens(&[("tok-1", 1)]);
+    let mut ws = h.ws_with_recv_buffer(2048).await;
+    authenticated(&mut ws, 1, "tok-1").await;
+    subscribed(&mut ws, 2, &["wallet"]).await;
+    (h, ws)
+}
+
 /// Subscribing again to a channel already subscribed (a client re-sending its
 /// subscriptions) loses nothing: a channel that cannot lose a message keeps its place, so
 /// what was published before and not yet written still comes, in order, with no gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribing_again_loses_no_message() {
     let dir = tmp();
-    let h = Harness::start_with_send_buffer(dir.path(), FeedConfig::default(), 4096).await;
-    h.accept_tokens(&[("tok-1", 1)]);
-    let mut ws = h.ws_with_recv_buffer(2048).await;
-    authenticated(&mut ws, 1, "tok-1").await;
-    subscribed(&mut ws, 2, &["wallet"]).await;
+    let (h, mut ws) = wallet_subscriber_with_small_buffers(&dir).await;
     let n = 2000u64;
     let pad = "x".repeat(100);
     for i in 0..n {
@@ -652,11 +660,7 @@ async fn slow_ticker_consumer_is_conflated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_writes_the_backlog_before_closing_with_1001() {
     let dir = tmp();
-    let h = Harness::start_with_send_buffer(dir.path(), FeedConfig::default(), 4096).await;
-    h.accept_tokens(&[("tok-1", 1)]);
-    let mut ws = h.ws_with_recv_buffer(2048).await;
-    authenticated(&mut ws, 1, "tok-1").await;
-    subscribed(&mut ws, 2, &["wallet"]).await;
+    let (h, mut ws) = wallet_subscriber_with_small_buffers(&dir).await;
     let n = 2000u64;
     assert!(
         n < FeedConfig::default().queue_bound as u64,
