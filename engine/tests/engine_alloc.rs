@@ -128,6 +128,11 @@ fn stream(from_id: u64, n: u64) -> Vec<Command> {
 }
 
 #[test]
+#[cfg_attr(
+    feature = "verify",
+    ignore = "under `verify` every command is followed by a full invariant check, which walks the \
+              books (quadratic over this test's millions of commands) and may allocate"
+)]
 fn steady_state_matching_allocates_nothing() {
     let mut e = Engine::new(EngineLimits {
         reserve_orders_per_book: 200_000,
