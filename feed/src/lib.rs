@@ -610,6 +610,7 @@ impl StoreWriter {
                                     group.candles.extend(next.candles);
                                     group.books.extend(next.books);
                                     group.last_seq = next.last_seq;
+                                    group.last_ts_ns = group.last_ts_ns.max(next.last_ts_ns);
                                     batches += 1;
                                 }
                                 Err(std::sync::mpsc::TryRecvError::Empty) => break,
@@ -638,7 +639,7 @@ impl StoreWriter {
                         &group.trades,
                         &group.candles,
                         &group.books,
-                        group.last_seq,
+                        (group.last_seq, group.last_ts_ns),
                     );
                     if let Err(e) = res {
                         tracing::error!(error = %e, "market data store write failed");

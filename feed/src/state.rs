@@ -187,6 +187,10 @@ pub struct BatchOutput {
     pub trades: Vec<StoredTrade>,
     pub candles: Vec<(u16, Interval, Candle)>,
     pub last_seq: u64,
+    /// The newest batch time applied ([`State::last_ts_ns`]): stored with `last_seq`, so
+    /// the book's and tickers' `timestamp` do not step back to the newest trade's time
+    /// after a restart when batches without trades came after it.
+    pub last_ts_ns: i64,
     /// Book seqs (or pending states) that changed since the last batch stored.
     pub books: Vec<StoredBook>,
     /// This batch left book changes waiting to be published (`book_interval`) where there
@@ -261,8 +265,10 @@ impl State {
         for b in &loaded.books {
             self.pair_mut(PairId(b.pair)).stored_book = Some((b.seq, b.pending));
         }
-        self.last_ts_ns = newest;
-        self.clock_ns = newest;
+        // The newest batch time stored, which is later than the newest trade's when
+        // batches without trades followed it.
+        self.last_ts_ns = newest.max(loaded.last_ts_ns);
+        self.clock_ns = self.last_ts_ns;
     }
 
     fn ensure_channels(&mut self, id: PairId) {
@@ -463,6 +469,7 @@ impl State {
             }
             self.wake_subscribers();
         }
+        out.last_ts_ns = self.last_ts_ns;
         out
     }
 

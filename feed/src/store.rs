@@ -26,6 +26,8 @@ pub struct StoredTrade {
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub applied_seq: u64,
+    /// The newest batch time applied as of `applied_seq` (0 when never stored).
+    pub last_ts_ns: i64,
     /// Trades of the last 24 h before the newest stored trade, plus the newest 1000 per
     /// pair, in id order.
     pub trades: Vec<StoredTrade>,
@@ -90,6 +92,15 @@ impl Store {
                 |r| r.get::<_, i64>(0),
             )
             .map(i2u)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(0),
+                e => Err(e),
+            })?;
+        let last_ts_ns: i64 = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'last_ts_ns'", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .or_else(|e| match e {
                 rusqlite::Error::QueryReturnedNoRows => Ok(0),
                 e => Err(e),
@@ -170,6 +181,7 @@ impl Store {
         }
         Ok(Loaded {
             applied_seq,
+            last_ts_ns,
             trades,
             candles,
             books,
@@ -177,13 +189,13 @@ impl Store {
     }
 
     /// Writes one batch's trades, touched candles and changed book seqs with the new
-    /// applied sequence.
+    /// applied sequence and the newest batch time applied.
     pub fn commit(
         &mut self,
         trades: &[StoredTrade],
         candles: &[(u16, Interval, Candle)],
         books: &[StoredBook],
-        applied_seq: u64,
+        (applied_seq, last_ts_ns): (u64, i64),
     ) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
@@ -232,6 +244,11 @@ impl Store {
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             )?
             .execute(params![u2i(applied_seq)])?;
+            tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('last_ts_ns', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![last_ts_ns])?;
         }
         tx.commit()
     }

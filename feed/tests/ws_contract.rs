@@ -819,6 +819,38 @@ async fn streams_after_restart_continue_the_market() {
     h.stop().await;
 }
 
+/// The book's and the ticker's `timestamp` (the newest batch applied) do not step back
+/// across a restart: orders that rested after the last trade moved it past that trade's
+/// time, and it was rebuilt from the newest stored trade alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_do_not_step_back_across_a_restart() {
+    let (dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
+    h.sell_then_buy(1, (100_000, 3), (100_000, 3)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A batch without a trade, later than the trade.
+    h.run(limit(10, 1, Side::Buy, 99_000, 1, TimeInForce::Gtc))
+        .await;
+    let book = h.http.json("/v1/pairs/BTC_SEK/book").await;
+    let ticker = h.http.json("/v1/pairs/BTC_SEK/ticker").await;
+    let trades = h.http.json("/v1/pairs/BTC_SEK/trades").await;
+    let traded = trades[0]["timestamp"].as_str().unwrap().to_string();
+    let before = book["timestamp"].as_str().unwrap().to_string();
+    assert!(
+        before > traded,
+        "the resting order's batch is later: {before} vs {traded}"
+    );
+    h.stop().await;
+    let h = Harness::start(dir.path(), FeedConfig::default()).await;
+    let book = h.http.json("/v1/pairs/BTC_SEK/book").await;
+    let after_ticker = h.http.json("/v1/pairs/BTC_SEK/ticker").await;
+    assert_eq!(book["timestamp"], before.as_str(), "{book}");
+    assert_eq!(
+        after_ticker["timestamp"], ticker["timestamp"],
+        "{after_ticker}"
+    );
+    h.stop().await;
+}
+
 /// API.md's timings are the defaults: ping every 15 s, silent peers dropped after 60 s.
 #[test]
 fn default_timings_are_the_contract() {
