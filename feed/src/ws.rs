@@ -68,6 +68,11 @@ const GOING_AWAY: u16 = 1001;
 const POLICY: u16 = 1008;
 /// Close code for a client message too large to read at all.
 const TOO_BIG: u16 = 1009;
+/// Close code for a frame that breaks the protocol (an unmasked client frame, reserved bits
+/// or opcodes, a fragmented control frame).
+const PROTOCOL_ERROR: u16 = 1002;
+/// Close code for a text message that is not UTF-8.
+const INVALID_DATA: u16 = 1007;
 
 /// The largest client message read whole: one over `max_message_bytes` but within this is
 /// answered with a `PAYLOAD_TOO_LARGE` error and the connection stays open; a larger one
@@ -278,11 +283,26 @@ struct Conn {
     drain: Option<Drain>,
 }
 
+/// The close code and reason for a read error that the connection answers with a close
+/// frame; `None` for one that ends it without (the peer reset or closed the TCP stream).
+fn fails_with(e: &tokio_tungstenite::tungstenite::Error) -> Option<(u16, &'static str)> {
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    match e {
+        Error::Capacity(_) => Some((TOO_BIG, "message too big")),
+        Error::Utf8(_) => Some((INVALID_DATA, "text is not UTF-8")),
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        Error::Protocol(_) => Some((PROTOCOL_ERROR, "protocol error")),
+        _ => None,
+    }
+}
+
 enum Ev {
     Tick,
     In(Message),
-    /// A client message over the read cap.
-    TooBig,
+    /// The client's frames cannot be read on (a message over the read cap, a protocol
+    /// error, text that is not UTF-8): close with this code (RFC 6455 7.4.1).
+    Fail(u16, &'static str),
     Gone,
     Yield,
     Stop,
@@ -333,7 +353,7 @@ async fn run(feed: Feed, mut socket: Socket, stop: StopSignal) {
                     Message::Frame(_) => {}
                 }
             }
-            Ev::TooBig => conn.shut(TOO_BIG, "message too big"),
+            Ev::Fail(code, reason) => conn.shut(code, reason),
             Ev::Gone => conn.ended = true,
             Ev::Yield => tokio::task::yield_now().await,
             Ev::Stop => {}
@@ -459,8 +479,9 @@ impl Conn {
             socket.get_ref().after_poll(reads, polled.is_ready());
             match polled {
                 Poll::Ready(Some(Ok(m))) => return Poll::Ready(Ev::In(m)),
-                Poll::Ready(Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_)))) => {
-                    return Poll::Ready(Ev::TooBig);
+                Poll::Ready(Some(Err(e))) if fails_with(&e).is_some() => {
+                    let (code, reason) = fails_with(&e).unwrap_or((PROTOCOL_ERROR, ""));
+                    return Poll::Ready(Ev::Fail(code, reason));
                 }
                 Poll::Ready(_) => return Poll::Ready(Ev::Gone),
                 Poll::Pending => {}
