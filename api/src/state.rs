@@ -69,12 +69,25 @@ pub struct ReadModel {
     stored_seq: Mutex<u64>,
     stored_cv: Condvar,
     store_failed: AtomicBool,
-    /// Set by a reader that waits for the store: the store thread stops lingering and
-    /// commits what it has ([`ReadModel::linger`]).
-    store_wanted: Mutex<bool>,
+    /// Why the store thread should stop lingering and commit what it has
+    /// ([`ReadModel::linger`]).
+    store_wanted: Mutex<StoreWanted>,
     store_wanted_cv: Condvar,
     /// Orders just cancelled by `DELETE /v1/orders/{id}`, final, for its reply: (seq, order).
     cancelled: Mutex<HashMap<u64, (u64, crate::model::OrderRec)>>,
+}
+
+/// What asks a lingering history store thread to commit now.
+#[derive(Debug, Default)]
+struct StoreWanted {
+    /// A full commit's worth is queued ([`ReadModel::want_store`]); taken by the linger it
+    /// ends.
+    now: bool,
+    /// The highest sequence a reader waits for ([`ReadModel::wait_stored`]). It stays until
+    /// the store holds it, so every commit short of it is made at once: a request that a
+    /// flag would carry could be taken by one commit while the reader has not yet seen that
+    /// commit fall short, and the next commit would linger its full time for it.
+    reader_seq: u64,
 }
 
 /// How long a read waits for the history store to catch up before it fails.
@@ -113,19 +126,36 @@ impl ReadModel {
         self.stored_cv.notify_all();
     }
 
-    /// Store thread: waits until `deadline` or until a reader wants the store, whichever
-    /// comes first; true if a reader does.
+    /// Store thread: waits until `deadline` or until the store is wanted (a reader waits for
+    /// a sequence not stored yet, or a full commit is queued), whichever comes first; true
+    /// if it is wanted.
     pub fn linger(&self, deadline: Instant) -> bool {
         let mut wanted = self.store_wanted.lock();
-        if !*wanted {
-            let _ = self.store_wanted_cv.wait_until(&mut wanted, deadline);
+        loop {
+            if std::mem::take(&mut wanted.now) || wanted.reader_seq > *self.stored_seq.lock() {
+                return true;
+            }
+            if self
+                .store_wanted_cv
+                .wait_until(&mut wanted, deadline)
+                .timed_out()
+            {
+                return std::mem::take(&mut wanted.now);
+            }
         }
-        std::mem::take(&mut *wanted)
     }
 
     /// Tells a lingering store thread to commit now.
     pub(crate) fn want_store(&self) {
-        *self.store_wanted.lock() = true;
+        self.store_wanted.lock().now = true;
+        self.store_wanted_cv.notify_one();
+    }
+
+    /// Tells the store thread that a reader waits for `seq`: it commits without lingering
+    /// until it holds `seq`.
+    fn want_stored(&self, seq: u64) {
+        let mut wanted = self.store_wanted.lock();
+        wanted.reader_seq = wanted.reader_seq.max(seq);
         self.store_wanted_cv.notify_one();
     }
 
@@ -138,16 +168,14 @@ impl ReadModel {
     /// or did not catch up in time. Cheap when it already has (the usual case).
     pub fn wait_stored(&self, seq: u64) -> bool {
         let deadline = Instant::now() + STORE_WAIT;
+        if self.is_stored(seq) {
+            return true;
+        }
+        // Not under `stored_seq`: the store thread's linger takes `store_wanted`, then
+        // `stored_seq`.
+        self.want_stored(seq);
         let mut s = self.stored_seq.lock();
         while *s < seq {
-            // Asked again after every commit that fell short: the commit a request ends
-            // takes at most `STORE_GROUP` batches, and without a new request the next one
-            // would linger its full time for this reader. Not under `stored_seq`: the store
-            // thread takes that lock to publish.
-            parking_lot::MutexGuard::unlocked(&mut s, || self.want_store());
-            if *s >= seq {
-                break;
-            }
             if self.store_failed.load(Ordering::Acquire) {
                 return false;
             }
@@ -509,10 +537,36 @@ impl Shared {
 
 #[cfg(test)]
 mod tests {
-    use super::{Reservations, SHARDS};
+    use super::{ReadModel, Reservations, SHARDS};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
+
+    /// A reader's request stays until the store holds its sequence: a commit that falls
+    /// short of it does not make the next one linger (with a flag taken by the first
+    /// commit, the second lingered its full time unless the reader asked again in time).
+    #[test]
+    fn a_waiting_reader_keeps_every_commit_short_of_it_from_lingering() {
+        let m = ReadModel::default();
+        let patient = || Instant::now() + Duration::from_secs(2);
+        m.want_stored(10);
+        let t = Instant::now();
+        assert!(m.linger(patient()), "the request ends the linger");
+        m.set_stored(5);
+        assert!(m.linger(patient()), "and the next, short of it");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        m.set_stored(10);
+        let t = Instant::now();
+        assert!(!m.linger(Instant::now() + Duration::from_millis(50)));
+        assert!(
+            t.elapsed() >= Duration::from_millis(50),
+            "held: nobody waits any more"
+        );
+        // A full commit queued ends one linger only.
+        m.want_store();
+        assert!(m.linger(patient()));
+        assert!(!m.linger(Instant::now() + Duration::from_millis(10)));
+    }
 
     /// B looks its key up in the store without the lock; meanwhile A reserves the same key,
     /// commits it and releases it. B's look (from before A's commit) found nothing: the
