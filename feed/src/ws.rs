@@ -966,6 +966,18 @@ impl Conn {
         if limited {
             return self.rate_limited(id);
         }
+        // Replies echo `id` exactly, so it is one a reply can carry unchanged: a string, an
+        // integer within 64 bits, or null. A fraction or a bigger number would come back
+        // rewritten (100000000000000000000000 as 1e+23).
+        if let Value::Number(n) = &id
+            && !(n.is_i64() || n.is_u64())
+        {
+            return self.error(
+                Value::Null,
+                "BAD_REQUEST",
+                "id must be a string or an integer within 64 bits",
+            );
+        }
         // A name listed twice counts once (one subscription, one snapshot).
         let channels = || -> Option<Vec<String>> {
             let mut seen: HashSet<&str> = HashSet::new();

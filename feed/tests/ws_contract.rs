@@ -145,6 +145,32 @@ async fn every_error_echoes_id_and_keeps_the_connection() {
     h.stop().await;
 }
 
+/// An id a reply could not echo unchanged is refused with no id (100000000000000000000000
+/// would come back as 1e+23, 1.5 as a float); the extremes of 64-bit integers echo exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_a_reply_cannot_echo_exactly_is_refused() {
+    let (_dir, h) = Harness::with_market(FeedConfig::default(), 1).await;
+    let mut ws = h.ws().await;
+    for raw in [
+        "{\"op\":\"ping\",\"id\":100000000000000000000000}",
+        "{\"op\":\"ping\",\"id\":1.5}",
+    ] {
+        send_raw(&mut ws, raw).await;
+        assert_error(&next_json(&mut ws).await, Value::Null, "BAD_REQUEST");
+    }
+    for raw in [
+        "{\"op\":\"ping\",\"id\":18446744073709551615}",
+        "{\"op\":\"ping\",\"id\":-9223372036854775808}",
+    ] {
+        send_raw(&mut ws, raw).await;
+        let m = next_json(&mut ws).await;
+        assert_eq!(m["op"], "pong", "{m}");
+        let echoed = serde_json::to_string(&m["id"]).unwrap();
+        assert!(raw.contains(&format!(":{echoed}}}")), "{raw} -> {m}");
+    }
+    h.stop().await;
+}
+
 /// A channel named twice in one subscribe is one subscription: the reply names it once and
 /// one snapshot follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
