@@ -26,7 +26,9 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     let (memory, iterations) = (config.argon2_memory_kib, config.argon2_iterations);
     let secrets =
         tokio::task::spawn_blocking(move || auth::ClientSecrets::new(memory, iterations)).await??;
-    std::fs::create_dir_all(&config.data_dir)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("data dir {}: {e}", config.data_dir.display()))?;
+    let data_dir_lock = lock_data_dir(&config.data_dir)?;
     let db = store::db_path(&config.data_dir);
     let model = Arc::new(ReadModel::default());
     let feed = feed::Feed::open(config.ws.feed_config()?, &config.data_dir)?;
@@ -75,6 +77,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         feed_router: Mutex::new(Some((feed.router(), feed::openapi()))),
         feed: feed.clone(),
         shutting_down: AtomicBool::new(false),
+        data_dir_lock: Mutex::new(Some(data_dir_lock)),
         config,
     });
     let weak = Arc::downgrade(&state);
@@ -110,6 +113,35 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     }
     bootstrap_admin(&state).await?;
     Ok(state)
+}
+
+/// The name of the lock file in the data dir.
+pub const LOCK_FILE: &str = "lock";
+
+/// Takes the data dir for this process: an exclusive lock on its `lock` file, held until the
+/// pipeline has stopped ([`stop_pipeline`]) or the process ends (the kernel releases it,
+/// `kill -9` included). A second server on the same dir would append to the same journal
+/// under the same sequence numbers, and the next start would refuse the journal as corrupt.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("data dir lock {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "data dir {} is in use by another bourse process (it holds {}): stop it, or give \
+             this one another --data-dir",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("data dir lock {}: {e}", path.display())
+        }
+    }
 }
 
 async fn bootstrap_markets(state: &AppState) -> anyhow::Result<()> {
@@ -263,6 +295,8 @@ pub async fn stop_pipeline(state: &AppState) -> anyhow::Result<()> {
             .await?
             .map_err(|e| anyhow::anyhow!("pipeline shutdown: {e}"))?;
     }
+    // The journal is closed: another process may take the data dir.
+    drop(state.data_dir_lock.lock().take());
     Ok(())
 }
 
@@ -287,7 +321,9 @@ impl Running {
 
 /// Starts a server on `config.bind` (port 0 for any) in this process.
 pub async fn spawn(config: Config) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(config.bind).await?;
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.bind))?;
     let addr = listener.local_addr()?;
     let state = start(config).await?;
     let (tx, rx) = oneshot::channel::<()>();

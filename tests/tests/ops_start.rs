@@ -4,6 +4,45 @@
 
 use bourse_tests::*;
 
+/// A second server on a data dir in use once started too: both appended to the same journal
+/// under the same sequence numbers, and the next start refused the journal as corrupt,
+/// losing what both had acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_dir_is_refused() {
+    let s = TestServer::start().await;
+    let err = api::server::spawn(test_config(&s.dir))
+        .await
+        .expect_err("the data dir is in use");
+    let msg = err.to_string();
+    assert!(msg.contains("in use"), "{msg}");
+    assert!(msg.contains(&s.dir.display().to_string()), "{msg}");
+    // The first one still works, and once it stops the dir is free again.
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    s.fund(&admin, &a, "SEK", "1000").await;
+    let s = s.restart().await;
+    let (st, body) = s.get("/ready", None).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    s.stop().await;
+}
+
+/// A data dir that cannot be created said only "File exists (os error 17)".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_that_cannot_be_made_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    for dir in [file.clone(), file.join("sub")] {
+        let err = api::server::spawn(test_config(&dir))
+            .await
+            .expect_err("not a directory");
+        assert!(
+            err.to_string().contains(&dir.display().to_string()),
+            "{err}"
+        );
+    }
+}
+
 /// Every family's samples follow its own `# HELP` and `# TYPE` lines, never another
 /// family's: `bourse_ring_occupancy` and `bourse_ring_capacity` were interleaved, so a parser
 /// (Python's `prometheus_client`) read a typed family with no samples and then one untyped
