@@ -148,32 +148,63 @@ async fn bootstrap_markets(state: &AppState) -> anyhow::Result<()> {
     if !state.model.markets.read().currencies().is_empty() {
         return Ok(());
     }
-    for c in &state.config.currencies {
+    for command in market_commands(&state.config)? {
+        let what = match &command {
+            Command::AddCurrency(c) => format!("currency {}", c.code),
+            _ => "pair".to_string(),
+        };
         let done = state
-            .submit(Command::AddCurrency(Box::new(CurrencySpec {
-                code: c.code.clone(),
-                display_name: c.display_name.clone(),
-                decimals: c.decimals,
-            })))
+            .submit(command)
             .await
-            .map_err(|e| anyhow::anyhow!("adding currency {}: {}", c.code, e.0.detail))?;
+            .map_err(|e| anyhow::anyhow!("adding {what}: {}", e.0.detail))?;
         if let Some(Event::ConfigRefused { reason }) = done.events.first() {
-            anyhow::bail!("currency {} refused: {reason:?}", c.code);
-        }
-    }
-    for p in &state.config.pairs {
-        let spec = p
-            .spec(&state.model.markets.read())
-            .map_err(|e| anyhow::anyhow!("pair {}_{}: {}", p.base, p.quote, e.0.detail))?;
-        let done = state
-            .submit(Command::AddPair(spec))
-            .await
-            .map_err(|e| anyhow::anyhow!("adding pair: {}", e.0.detail))?;
-        if let Some(Event::ConfigRefused { reason }) = done.events.first() {
-            anyhow::bail!("pair {}_{} refused: {reason:?}", p.base, p.quote);
+            anyhow::bail!("{what} refused: {reason:?}");
         }
     }
     Ok(())
+}
+
+/// The commands creating the settings' markets, every one checked first on a scratch engine:
+/// one the engine would refuse stops the start before anything is journaled, so the data dir
+/// stays empty and the next start, with the file fixed, creates them all (a data dir holding
+/// some currencies counts as set up, and would never get the rest).
+fn market_commands(config: &Config) -> anyhow::Result<Vec<Command>> {
+    let mut scratch = engine::Engine::new(engine::EngineLimits {
+        reserve_orders_per_book: 0,
+        ..Default::default()
+    });
+    let mut commands = Vec::new();
+    let mut check = |scratch: &mut engine::Engine, command: Command, what: String| {
+        let mut events = Vec::new();
+        scratch.apply(&command, &mut events);
+        if let Some(Event::ConfigRefused { reason }) = events.first() {
+            anyhow::bail!("{what} refused: {reason:?} (nothing was created)");
+        }
+        commands.push(command);
+        Ok(())
+    };
+    for c in &config.currencies {
+        let command = Command::AddCurrency(Box::new(CurrencySpec {
+            code: c.code.clone(),
+            display_name: c.display_name.clone(),
+            decimals: c.decimals,
+        }));
+        check(&mut scratch, command, format!("currency {}", c.code))?;
+    }
+    let markets = engine::markets::Markets::from_engine(&scratch);
+    for p in &config.pairs {
+        let spec = p.spec(&markets).map_err(|e| {
+            anyhow::anyhow!(
+                "pair {}_{}: {} (nothing was created)",
+                p.base,
+                p.quote,
+                e.0.detail
+            )
+        })?;
+        let what = format!("pair {}_{}", p.base, p.quote);
+        check(&mut scratch, Command::AddPair(spec), what)?;
+    }
+    Ok(commands)
 }
 
 /// Submits a setting command at start and checks that the engine took it (its first event

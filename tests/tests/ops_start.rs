@@ -26,6 +26,25 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
     s.stop().await;
 }
 
+/// A pair the engine refuses used to stop the start after the currencies were journaled:
+/// the data dir was no longer empty, so the next start, with the file fixed, created no
+/// pair at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_market_in_the_settings_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bad = test_config(tmp.path());
+    bad.pairs[1].min_amount = "0.000000001".into();
+    let err = api::server::spawn(bad).await.expect_err("refused pair");
+    assert!(err.to_string().contains("ETH_SEK"), "{err}");
+    let s = TestServer::start_with(test_config(tmp.path())).await;
+    let (st, pairs) = s.get("/v1/pairs", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(pairs.as_array().map(Vec::len), Some(4), "{pairs}");
+    let (_, currencies) = s.get("/v1/currencies", None).await;
+    assert_eq!(currencies.as_array().map(Vec::len), Some(5), "{currencies}");
+    s.stop().await;
+}
+
 /// A data dir that cannot be created said only "File exists (os error 17)".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_dir_that_cannot_be_made_is_named() {
