@@ -93,7 +93,9 @@ fn serve(
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.bind).await?;
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding {} (--bind, BOURSE_BIND): {e}", config.bind))?;
         tracing::info!(bind = %config.bind, data_dir = %config.data_dir.display(), "starting");
         let state = api::server::start(config).await?;
         tracing::info!(addr = %listener.local_addr()?, "listening");

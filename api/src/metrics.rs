@@ -137,6 +137,10 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
         );
     }
     let model = &shared.model;
+    let _ = writeln!(
+        out,
+        "# HELP bourse_orders_total Orders accepted by the engine since start."
+    );
     let _ = writeln!(out, "# TYPE bourse_orders_total counter");
     let _ = writeln!(
         out,
@@ -153,6 +157,7 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
         "bourse_auth_secret_verifications_total {}",
         shared.secrets.verifications()
     );
+    let _ = writeln!(out, "# HELP bourse_trades_total Trades since start.");
     let _ = writeln!(out, "# TYPE bourse_trades_total counter");
     let _ = writeln!(
         out,
@@ -160,35 +165,67 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
         model.trades_total.load(Ordering::Relaxed)
     );
     if let Some(s) = stats {
+        let _ = writeln!(
+            out,
+            "# HELP bourse_pipeline_commands_total Commands sequenced since start (replay not included)."
+        );
         let _ = writeln!(out, "# TYPE bourse_pipeline_commands_total counter");
         let _ = writeln!(out, "bourse_pipeline_commands_total {}", s.commands);
+        let _ = writeln!(
+            out,
+            "# HELP bourse_pipeline_batches_total Batches handed to the journal writer since start."
+        );
         let _ = writeln!(out, "# TYPE bourse_pipeline_batches_total counter");
         let _ = writeln!(out, "bourse_pipeline_batches_total {}", s.batches);
+        let _ = writeln!(
+            out,
+            "# HELP bourse_pipeline_busy_rejections_total Submits refused because their ring was full (503)."
+        );
         let _ = writeln!(out, "# TYPE bourse_pipeline_busy_rejections_total counter");
         let _ = writeln!(
             out,
             "bourse_pipeline_busy_rejections_total {}",
             s.busy_rejections
         );
+        let _ = writeln!(
+            out,
+            "# HELP bourse_pipeline_last_seq Sequence number of the last command sequenced."
+        );
         let _ = writeln!(out, "# TYPE bourse_pipeline_last_seq gauge");
         let _ = writeln!(out, "bourse_pipeline_last_seq {}", s.last_seq);
+        let _ = writeln!(
+            out,
+            "# HELP bourse_journal_bytes_total Journal bytes appended since start."
+        );
         let _ = writeln!(out, "# TYPE bourse_journal_bytes_total counter");
         let _ = writeln!(out, "bourse_journal_bytes_total {}", s.journal_bytes);
+        // One family after the other: a family's samples must not be interleaved with
+        // another's (a parser takes the second run of samples for a new, untyped family).
+        let ring = |r: &engine::pipeline::RingStats| {
+            r.pair
+                .map(|p| p.0.to_string())
+                .unwrap_or_else(|| "control".into())
+        };
         let _ = writeln!(
             out,
             "# HELP bourse_ring_occupancy Commands queued per ring."
         );
         let _ = writeln!(out, "# TYPE bourse_ring_occupancy gauge");
-        let _ = writeln!(out, "# TYPE bourse_ring_capacity gauge");
         for r in &s.rings {
-            let ring = r
-                .pair
-                .map(|p| p.0.to_string())
-                .unwrap_or_else(|| "control".into());
-            let _ = writeln!(out, "bourse_ring_occupancy{{ring=\"{ring}\"}} {}", r.len);
             let _ = writeln!(
                 out,
-                "bourse_ring_capacity{{ring=\"{ring}\"}} {}",
+                "bourse_ring_occupancy{{ring=\"{}\"}} {}",
+                ring(r),
+                r.len
+            );
+        }
+        let _ = writeln!(out, "# HELP bourse_ring_capacity Command slots per ring.");
+        let _ = writeln!(out, "# TYPE bourse_ring_capacity gauge");
+        for r in &s.rings {
+            let _ = writeln!(
+                out,
+                "bourse_ring_capacity{{ring=\"{}\"}} {}",
+                ring(r),
                 r.capacity
             );
         }
@@ -226,6 +263,10 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
             out,
             "bourse_journal_fsync_duration_seconds_count {}",
             s.fsyncs
+        );
+        let _ = writeln!(
+            out,
+            "# HELP bourse_journal_fsync_max_seconds Longest journal fsync since start."
         );
         let _ = writeln!(out, "# TYPE bourse_journal_fsync_max_seconds gauge");
         let _ = writeln!(

@@ -26,7 +26,9 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     let (memory, iterations) = (config.argon2_memory_kib, config.argon2_iterations);
     let secrets =
         tokio::task::spawn_blocking(move || auth::ClientSecrets::new(memory, iterations)).await??;
-    std::fs::create_dir_all(&config.data_dir)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("data dir {}: {e}", config.data_dir.display()))?;
+    let data_dir_lock = lock_data_dir(&config.data_dir)?;
     let db = store::db_path(&config.data_dir);
     let model = Arc::new(ReadModel::default());
     let feed = feed::Feed::open(config.ws.feed_config()?, &config.data_dir)?;
@@ -75,6 +77,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         feed_router: Mutex::new(Some((feed.router(), feed::openapi()))),
         feed: feed.clone(),
         shutting_down: AtomicBool::new(false),
+        data_dir_lock: Mutex::new(Some(data_dir_lock)),
         config,
     });
     let weak = Arc::downgrade(&state);
@@ -112,36 +115,96 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     Ok(state)
 }
 
+/// The name of the lock file in the data dir.
+pub const LOCK_FILE: &str = "lock";
+
+/// Takes the data dir for this process: an exclusive lock on its `lock` file, held until the
+/// pipeline has stopped ([`stop_pipeline`]) or the process ends (the kernel releases it,
+/// `kill -9` included). A second server on the same dir would append to the same journal
+/// under the same sequence numbers, and the next start would refuse the journal as corrupt.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("data dir lock {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "data dir {} is in use by another bourse process (it holds {}): stop it, or give \
+             this one another --data-dir",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("data dir lock {}: {e}", path.display())
+        }
+    }
+}
+
 async fn bootstrap_markets(state: &AppState) -> anyhow::Result<()> {
     if !state.model.markets.read().currencies().is_empty() {
         return Ok(());
     }
-    for c in &state.config.currencies {
+    for command in market_commands(&state.config)? {
+        let what = match &command {
+            Command::AddCurrency(c) => format!("currency {}", c.code),
+            _ => "pair".to_string(),
+        };
         let done = state
-            .submit(Command::AddCurrency(Box::new(CurrencySpec {
-                code: c.code.clone(),
-                display_name: c.display_name.clone(),
-                decimals: c.decimals,
-            })))
+            .submit(command)
             .await
-            .map_err(|e| anyhow::anyhow!("adding currency {}: {}", c.code, e.0.detail))?;
+            .map_err(|e| anyhow::anyhow!("adding {what}: {}", e.0.detail))?;
         if let Some(Event::ConfigRefused { reason }) = done.events.first() {
-            anyhow::bail!("currency {} refused: {reason:?}", c.code);
-        }
-    }
-    for p in &state.config.pairs {
-        let spec = p
-            .spec(&state.model.markets.read())
-            .map_err(|e| anyhow::anyhow!("pair {}_{}: {}", p.base, p.quote, e.0.detail))?;
-        let done = state
-            .submit(Command::AddPair(spec))
-            .await
-            .map_err(|e| anyhow::anyhow!("adding pair: {}", e.0.detail))?;
-        if let Some(Event::ConfigRefused { reason }) = done.events.first() {
-            anyhow::bail!("pair {}_{} refused: {reason:?}", p.base, p.quote);
+            anyhow::bail!("{what} refused: {reason:?}");
         }
     }
     Ok(())
+}
+
+/// The commands creating the settings' markets, every one checked first on a scratch engine:
+/// one the engine would refuse stops the start before anything is journaled, so the data dir
+/// stays empty and the next start, with the file fixed, creates them all (a data dir holding
+/// some currencies counts as set up, and would never get the rest).
+fn market_commands(config: &Config) -> anyhow::Result<Vec<Command>> {
+    let mut scratch = engine::Engine::new(engine::EngineLimits {
+        reserve_orders_per_book: 0,
+        ..Default::default()
+    });
+    let mut commands = Vec::new();
+    let mut check = |scratch: &mut engine::Engine, command: Command, what: String| {
+        let mut events = Vec::new();
+        scratch.apply(&command, &mut events);
+        if let Some(Event::ConfigRefused { reason }) = events.first() {
+            anyhow::bail!("{what} refused: {reason:?} (nothing was created)");
+        }
+        commands.push(command);
+        Ok(())
+    };
+    for c in &config.currencies {
+        let command = Command::AddCurrency(Box::new(CurrencySpec {
+            code: c.code.clone(),
+            display_name: c.display_name.clone(),
+            decimals: c.decimals,
+        }));
+        check(&mut scratch, command, format!("currency {}", c.code))?;
+    }
+    let markets = engine::markets::Markets::from_engine(&scratch);
+    for p in &config.pairs {
+        let spec = p.spec(&markets).map_err(|e| {
+            anyhow::anyhow!(
+                "pair {}_{}: {} (nothing was created)",
+                p.base,
+                p.quote,
+                e.0.detail
+            )
+        })?;
+        let what = format!("pair {}_{}", p.base, p.quote);
+        check(&mut scratch, Command::AddPair(spec), what)?;
+    }
+    Ok(commands)
 }
 
 /// Submits a setting command at start and checks that the engine took it (its first event
@@ -263,6 +326,8 @@ pub async fn stop_pipeline(state: &AppState) -> anyhow::Result<()> {
             .await?
             .map_err(|e| anyhow::anyhow!("pipeline shutdown: {e}"))?;
     }
+    // The journal is closed: another process may take the data dir.
+    drop(state.data_dir_lock.lock().take());
     Ok(())
 }
 
@@ -287,7 +352,9 @@ impl Running {
 
 /// Starts a server on `config.bind` (port 0 for any) in this process.
 pub async fn spawn(config: Config) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(config.bind).await?;
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.bind))?;
     let addr = listener.local_addr()?;
     let state = start(config).await?;
     let (tx, rx) = oneshot::channel::<()>();

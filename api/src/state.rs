@@ -441,6 +441,8 @@ pub struct Shared {
     /// The market data feed: its WebSocket connections are closed on shutdown.
     pub feed: feed::Feed,
     pub shutting_down: AtomicBool,
+    /// The data dir's lock file, held while the pipeline runs (`server::lock_data_dir`).
+    pub data_dir_lock: Mutex<Option<std::fs::File>>,
 }
 
 impl std::fmt::Debug for Shared {

@@ -101,3 +101,23 @@ async fn bourse_config_names_the_file_and_an_empty_one_is_unset() {
     assert_eq!(register_status(&http, &base).await, 401);
     drop(server);
 }
+
+/// An address already taken stops the start with an error naming it and where it came from;
+/// it said only "Address already in use (os error 98)".
+#[test]
+fn a_port_in_use_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_bourse"))
+        .args(["serve", "--bind", &addr.to_string(), "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .env_remove("RUST_BACKTRACE")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run bourse");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&addr.to_string()), "{stderr}");
+    assert!(stderr.contains("--bind"), "{stderr}");
+}
