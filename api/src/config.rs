@@ -390,7 +390,12 @@ const _: () = assert!(DEFAULT_MAX_ORDERS_PER_BOOK as usize <= engine::MAX_ORDERS
 
 const U32_RANGE: &str = "a whole number from 0 to 4294967295";
 const WHOLE_NUMBER: &str = "a whole number";
-const U64_RANGE: &str = "a whole number from 0 to 18446744073709551615";
+// What a variable of a ranged setting accepts, as Config::validate checks it (the test
+// `an_unparsable_ranged_variable_names_the_settings_range` keeps the two in step).
+const TOKEN_TTL_RANGE: &str = "a whole number from 1 to 315360000";
+const HISTORY_TIMEOUT_RANGE: &str = "a whole number from 1 to 3600000";
+const RING_CAPACITY_RANGE: &str = "a whole number from 1 to 1048576";
+const BURST_RANGE: &str = "a whole number from 1 to 4294967295";
 
 /// `value` of the variable `var` as a `T`, or an error naming both and what was `expected`.
 fn parse_var<T: std::str::FromStr>(
@@ -500,6 +505,13 @@ impl Config {
                 1,
                 MAX_RING_CAPACITY as u64,
             ),
+            // A burst of 0 would refuse every request while the limit is on.
+            (
+                "rate_limit_burst",
+                u64::from(self.rate_limit_burst),
+                1,
+                u64::from(u32::MAX),
+            ),
         ];
         for (setting, value, min, max) in ranges {
             if !(min..=max).contains(&value) {
@@ -554,7 +566,7 @@ impl Config {
             )?;
         }
         if let Some(v) = var("BOURSE_TOKEN_TTL_SECS") {
-            self.token_ttl_secs = parse_var("BOURSE_TOKEN_TTL_SECS", v, U64_RANGE)?;
+            self.token_ttl_secs = parse_var("BOURSE_TOKEN_TTL_SECS", v, TOKEN_TTL_RANGE)?;
         }
         if let Some(v) = var("BOURSE_ARGON2_MEMORY_KIB") {
             self.argon2_memory_kib = parse_var("BOURSE_ARGON2_MEMORY_KIB", v, U32_RANGE)?;
@@ -563,7 +575,7 @@ impl Config {
             self.argon2_iterations = parse_var("BOURSE_ARGON2_ITERATIONS", v, U32_RANGE)?;
         }
         if let Some(v) = var("BOURSE_RING_CAPACITY") {
-            self.ring_capacity = parse_var("BOURSE_RING_CAPACITY", v, WHOLE_NUMBER)?;
+            self.ring_capacity = parse_var("BOURSE_RING_CAPACITY", v, RING_CAPACITY_RANGE)?;
         }
         if let Some(v) = var("BOURSE_ADMIN_CLIENT_ID") {
             self.admin_client_id = Some(v);
@@ -575,7 +587,7 @@ impl Config {
             self.rate_limit_per_sec = parse_var("BOURSE_RATE_LIMIT_PER_SEC", v, U32_RANGE)?;
         }
         if let Some(v) = var("BOURSE_RATE_LIMIT_BURST") {
-            self.rate_limit_burst = parse_var("BOURSE_RATE_LIMIT_BURST", v, U32_RANGE)?;
+            self.rate_limit_burst = parse_var("BOURSE_RATE_LIMIT_BURST", v, BURST_RANGE)?;
         }
         if let Some(v) = var("BOURSE_MAX_ORDERS_PER_BOOK") {
             self.max_orders_per_book = parse_var(
@@ -586,7 +598,7 @@ impl Config {
         }
         if let Some(v) = var("BOURSE_HISTORY_QUERY_TIMEOUT_MS") {
             self.history_query_timeout_ms =
-                parse_var("BOURSE_HISTORY_QUERY_TIMEOUT_MS", v, U64_RANGE)?;
+                parse_var("BOURSE_HISTORY_QUERY_TIMEOUT_MS", v, HISTORY_TIMEOUT_RANGE)?;
         }
         if let Some(v) = var("BOURSE_WS_MAX_CONNECTIONS") {
             self.ws.max_connections = parse_var("BOURSE_WS_MAX_CONNECTIONS", v, WHOLE_NUMBER)?;
@@ -649,6 +661,43 @@ mod tests {
 
     fn refused(vars: &[(&str, &str)]) -> String {
         with_vars(vars).expect_err("refused").to_string()
+    }
+    /// A ranged setting's variable that does not parse names the setting's own range (what
+    /// `validate` checks), not its type's; and a burst of 0, which would refuse every
+    /// request, is refused rather than taken as 1.
+    #[test]
+    fn an_unparsable_ranged_variable_names_the_settings_range() {
+        for (var, setting, max) in [
+            (
+                "BOURSE_TOKEN_TTL_SECS",
+                "token_ttl_secs",
+                MAX_TOKEN_TTL_SECS,
+            ),
+            (
+                "BOURSE_HISTORY_QUERY_TIMEOUT_MS",
+                "history_query_timeout_ms",
+                MAX_HISTORY_QUERY_TIMEOUT_MS,
+            ),
+            (
+                "BOURSE_RING_CAPACITY",
+                "ring_capacity",
+                MAX_RING_CAPACITY as u64,
+            ),
+            (
+                "BOURSE_RATE_LIMIT_BURST",
+                "rate_limit_burst",
+                u64::from(u32::MAX),
+            ),
+        ] {
+            let e = refused(&[(var, "abc")]);
+            assert!(
+                e.contains(&format!("a whole number from 1 to {max}")),
+                "{e}"
+            );
+            // The same range as validate's.
+            let e = refused(&[(var, "0")]);
+            assert!(e.contains(setting) && e.contains(&max.to_string()), "{e}");
+        }
     }
 
     #[test]
@@ -737,7 +786,7 @@ mod tests {
             let e = refused(&[(var, value)]);
             assert!(e.starts_with(&format!("{var}={value}: expected ")), "{e}");
         }
-        assert!(refused(&[("BOURSE_RATE_LIMIT_BURST", "x")]).ends_with("from 0 to 4294967295"));
+        assert!(refused(&[("BOURSE_RATE_LIMIT_PER_SEC", "x")]).ends_with("from 0 to 4294967295"));
     }
 
     /// Every file setting has its variable: the argon2 time cost, the engine's ring size and
