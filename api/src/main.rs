@@ -96,10 +96,33 @@ fn serve(
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
             .map_err(|e| anyhow::anyhow!("binding {} (--bind, BOURSE_BIND): {e}", config.bind))?;
+        // A stop asked for during the start (which can take a while: recovery) is kept, and
+        // served as soon as the server is up: drain, snapshot, exit 0.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            api::server::shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        // The address answers while the server starts (api::starting), on a second handle
+        // of the same socket, given up once the server is ready.
+        let std_listener = listener.into_std()?;
+        let answering = tokio::net::TcpListener::from_std(std_listener.try_clone()?)?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let answers = tokio::spawn(api::starting::serve(answering, async move {
+            let _ = ready_rx.await;
+        }));
         tracing::info!(bind = %config.bind, data_dir = %config.data_dir.display(), "starting");
-        let state = api::server::start(config).await?;
+        let started = api::server::start(config).await;
+        let _ = ready_tx.send(());
+        let _ = answers.await;
+        let state = started?;
         tracing::info!(addr = %listener.local_addr()?, "listening");
-        api::server::serve(state, listener, api::server::shutdown_signal()).await?;
+        let mut stop = stop_rx;
+        api::server::serve(state, listener, async move {
+            let _ = stop.wait_for(|asked| *asked).await;
+        })
+        .await?;
         tracing::info!("stopped cleanly");
         Ok::<_, anyhow::Error>(())
     })

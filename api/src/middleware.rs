@@ -22,14 +22,14 @@ const TOKEN_PATH: &str = "/v1/oauth2/token";
 
 static REQ_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let base = *BASE.get_or_init(rand::random::<u64>);
     let n = REQ_COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{:016x}{:08x}", base, n)
 }
 
-fn valid_request_id(v: &str) -> bool {
+pub(crate) fn valid_request_id(v: &str) -> bool {
     !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
 }
 

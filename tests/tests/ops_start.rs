@@ -1,6 +1,7 @@
 //! What the operator meets at start-up and in `/metrics`: one server per data dir, settings
-//! that either create every market or none, errors naming what to fix, and a metrics text a
-//! Prometheus parser reads family by family.
+//! that either create every market or none, errors naming what to fix, an address that
+//! answers while the server recovers, and a metrics text a Prometheus parser reads family by
+//! family.
 
 use bourse_tests::*;
 
@@ -104,4 +105,57 @@ async fn metrics_families_are_contiguous_and_described() {
         assert!(typed.iter().any(|(n, _)| n == name), "{name}:\n{text}");
     }
     s.stop().await;
+}
+
+/// While the server starts (recovery can take seconds), its address answers: `/health` is
+/// 200 "starting", everything else, `/ready` included, a 503 problem with `Retry-After`,
+/// each with its request id and `Connection: close`; once the server is ready the answers
+/// stop and the socket is the real server's. Connections used to wait unanswered, so a
+/// liveness probe took a recovering server for a dead one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_address_answers_while_the_server_starts() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let answers = tokio::spawn(api::starting::serve(listener, async move {
+        let _ = ready_rx.await;
+    }));
+    let http = reqwest::Client::new();
+    let r = http.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["connection"], "close");
+    assert!(r.headers().contains_key("x-request-id"));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"status": "starting"})
+    );
+    for (method, path) in [
+        (reqwest::Method::GET, "/ready"),
+        (reqwest::Method::GET, "/v1/pairs"),
+        (reqwest::Method::POST, "/v1/orders"),
+    ] {
+        let r = http
+            .request(method, format!("{base}{path}"))
+            .header("x-request-id", "probe-7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(r.headers()["retry-after"], "1", "{path}");
+        assert_eq!(r.headers()["x-request-id"], "probe-7", "{path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["code"], "SERVICE_UNAVAILABLE", "{p}");
+        assert_eq!(p["requestId"], "probe-7", "{p}");
+        assert_eq!(p["instance"], path, "{p}");
+    }
+    ready_tx.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), answers)
+        .await
+        .expect("the answers stop once the server is ready")
+        .unwrap();
 }

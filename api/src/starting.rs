@@ -1,0 +1,85 @@
+//! The server's address answers while the server starts.
+//!
+//! `bourse serve` binds its address first, then recovers (snapshot, journal replay, a
+//! history store rebuilt from the journal when it is missing): on a large journal that takes
+//! seconds, and a connection accepted meanwhile used to wait unanswered, so a liveness probe
+//! with a short timeout took a recovering server for a dead one and restarted it, again and
+//! again. Until the server is ready, this answers on the same socket: `GET /health` is 200
+//! `{"status":"starting"}` (alive), everything else a 503 `SERVICE_UNAVAILABLE` problem with
+//! `Retry-After: 1` (`/ready` included: not ready yet). Every answer closes its connection,
+//! so a client's next request reaches the real server once it serves.
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use feed::problem::{Problem, REQUEST_ID_HEADER};
+use tokio::net::TcpListener;
+
+use crate::middleware::{new_request_id, valid_request_id};
+
+/// Answers on `listener` as the module doc says until `ready` completes, then stops
+/// accepting, lets the answers in flight finish and returns (dropping `listener`).
+pub async fn serve(listener: TcpListener, ready: impl Future<Output = ()> + Send + 'static) {
+    let app = Router::new()
+        .route("/health", axum::routing::get(health))
+        .fallback(unavailable)
+        .layer(axum::middleware::from_fn(request_id_and_close));
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(ready)
+        .await
+    {
+        tracing::warn!(error = %e, "the start-up answers stopped");
+    }
+}
+
+async fn health() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"starting\"}",
+    )
+}
+
+/// Every other request: the 503 problem (rendered with its request id and path by
+/// [`request_id_and_close`]).
+async fn unavailable() -> Response {
+    let mut r = StatusCode::SERVICE_UNAVAILABLE.into_response();
+    r.extensions_mut().insert(StartingProblem);
+    r
+}
+
+#[derive(Clone, Copy)]
+struct StartingProblem;
+
+/// `X-Request-Id` on every answer (the client's when valid, as the real server does), the
+/// problem body, `Retry-After` on it, and `Connection: close`.
+async fn request_id_and_close(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map_or_else(new_request_id, str::to_string);
+    let path = req.uri().path().to_string();
+    let mut response = next.run(req).await;
+    if response.extensions().get::<StartingProblem>().is_some() {
+        response = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "the server is starting (recovering its journal); retry shortly",
+        )
+        .render(&id, &path);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::try_from(id) {
+        headers.insert(REQUEST_ID_HEADER, v);
+    }
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
