@@ -187,6 +187,28 @@ async fn get_json<T: for<'de> Deserialize<'de>>(
     Ok(res.json().await?)
 }
 
+/// How long the bench waits for a server that is still starting.
+const READY_WAIT: Duration = Duration::from_secs(120);
+
+/// Waits until `GET /ready` is 200: a server just started answers on its address while it
+/// recovers (`/health` 200 "starting", everything else 503), so a script that starts one and
+/// then this bench needs no wait of its own. A server that cannot be reached is an error at
+/// once.
+async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let url = format!("{base}/ready");
+    let deadline = std::time::Instant::now() + READY_WAIT;
+    loop {
+        let res = http.get(&url).send().await.with_context(|| url.clone())?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!("GET {url}: HTTP {} for {READY_WAIT:?}", res.status());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn token(
     http: &reqwest::Client,
     base: &str,
@@ -1241,6 +1263,7 @@ pub async fn run_async(args: &HttpBenchArgs) -> anyhow::Result<Report> {
         );
     }
     let (addr, host) = socket_addr(args.url.trim_end_matches('/')).await?;
+    wait_ready(&http, args.url.trim_end_matches('/')).await?;
     let (plan, accounts) = setup(args, &http).await?;
     let plan = Arc::new(plan);
     let host: Arc<str> = host.into();
