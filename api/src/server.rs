@@ -43,6 +43,14 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
         }),
     };
     let history = HistoryListener::open(&db, model.clone(), Some(publisher))?;
+    // The journal replays into the history store whatever it has not applied: all of it
+    // when the store is new or was lost, which takes a while on a large journal.
+    tracing::info!(
+        history_applied_seq = history.applied_seq(),
+        market_data_applied_seq = feed.applied_seq(),
+        "recovering: the journal replays what the engine's snapshot, the history store and \
+         the market data store have not applied"
+    );
     let mut pcfg = PipelineConfig::new(&config.data_dir);
     pcfg.durability = config.durability.into();
     pcfg.ring_capacity = config.ring_capacity;
