@@ -13,12 +13,13 @@ use std::future::Future;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use feed::problem::{Problem, REQUEST_ID_HEADER};
 use tokio::net::TcpListener;
 
+use crate::error::ApiError;
 use crate::middleware::{new_request_id, valid_request_id};
 
 /// Answers on `listener` as the module doc says until `ready` completes, then stops
@@ -43,19 +44,17 @@ async fn health() -> impl IntoResponse {
     )
 }
 
-/// Every other request: the 503 problem (rendered with its request id and path by
-/// [`request_id_and_close`]).
-async fn unavailable() -> Response {
-    let mut r = StatusCode::SERVICE_UNAVAILABLE.into_response();
-    r.extensions_mut().insert(StartingProblem);
-    r
+/// Every other request: the 503 problem, rendered with its request id and path by
+/// [`request_id_and_close`] as the real server's edge renders its problems.
+async fn unavailable() -> ApiError {
+    let mut e =
+        ApiError::unavailable("the server is starting (recovering its journal); retry shortly");
+    e.0.retry_after_secs = Some(1);
+    e
 }
 
-#[derive(Clone, Copy)]
-struct StartingProblem;
-
-/// `X-Request-Id` on every answer (the client's when valid, as the real server does), the
-/// problem body, `Retry-After` on it, and `Connection: close`.
+/// `X-Request-Id` on every answer (the client's when valid, as the real server does), a
+/// problem rendered with it and the path, and `Connection: close`.
 async fn request_id_and_close(req: Request, next: Next) -> Response {
     let id = req
         .headers()
@@ -65,16 +64,8 @@ async fn request_id_and_close(req: Request, next: Next) -> Response {
         .map_or_else(new_request_id, str::to_string);
     let path = req.uri().path().to_string();
     let mut response = next.run(req).await;
-    if response.extensions().get::<StartingProblem>().is_some() {
-        response = Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SERVICE_UNAVAILABLE",
-            "the server is starting (recovering its journal); retry shortly",
-        )
-        .render(&id, &path);
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    if let Some(p) = response.extensions().get::<Problem>().cloned() {
+        response = p.render(&id, &path);
     }
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::try_from(id) {
