@@ -752,7 +752,8 @@ impl Engine {
 
     /// Dry walk: would this FOK taker fill completely under the same rules as matching?
     /// Conservative where exactness would need simulating other accounts' balances: a maker
-    /// that would need a rounding top-up makes the walk fail.
+    /// that would need a rounding top-up from its available funds ([`Engine::payable`]
+    /// waives none) makes the walk fail.
     fn fok_fillable(&self, pair_id: PairId, taker: &Taker) -> bool {
         let pair = &self.pairs[pair_id.0 as usize];
         let (book, scale, quote) = (&pair.book, pair.scale, pair.spec.quote);

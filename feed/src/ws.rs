@@ -479,11 +479,13 @@ impl Conn {
             socket.get_ref().after_poll(reads, polled.is_ready());
             match polled {
                 Poll::Ready(Some(Ok(m))) => return Poll::Ready(Ev::In(m)),
-                Poll::Ready(Some(Err(e))) if fails_with(&e).is_some() => {
-                    let (code, reason) = fails_with(&e).unwrap_or((PROTOCOL_ERROR, ""));
-                    return Poll::Ready(Ev::Fail(code, reason));
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(match fails_with(&e) {
+                        Some((code, reason)) => Ev::Fail(code, reason),
+                        None => Ev::Gone,
+                    });
                 }
-                Poll::Ready(_) => return Poll::Ready(Ev::Gone),
+                Poll::Ready(None) => return Poll::Ready(Ev::Gone),
                 Poll::Pending => {}
             }
         }
