@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::candles::{Candle, Interval};
 
@@ -84,27 +84,8 @@ impl Store {
 
     /// Loads the applied sequence, recent trades and candles.
     pub fn load(&self, candles_retained: usize) -> rusqlite::Result<Loaded> {
-        let applied_seq: u64 = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'applied_seq'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(i2u)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(0),
-                e => Err(e),
-            })?;
-        let last_ts_ns: i64 = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'last_ts_ns'", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(0),
-                e => Err(e),
-            })?;
+        let applied_seq = i2u(meta_get(&self.conn, "applied_seq")?);
+        let last_ts_ns = meta_get(&self.conn, "last_ts_ns")?;
         let newest: Option<i64> =
             self.conn
                 .query_row("SELECT max(ts_ns) FROM trades", [], |r| r.get(0))?;
@@ -239,17 +220,25 @@ impl Store {
             for b in books {
                 book.execute(params![b.pair, u2i(b.seq), i64::from(b.pending)])?;
             }
-            tx.prepare_cached(
-                "INSERT INTO meta (key, value) VALUES ('applied_seq', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![u2i(applied_seq)])?;
-            tx.prepare_cached(
-                "INSERT INTO meta (key, value) VALUES ('last_ts_ns', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![last_ts_ns])?;
+            meta_set(&tx, "applied_seq", u2i(applied_seq))?;
+            meta_set(&tx, "last_ts_ns", last_ts_ns)?;
         }
         tx.commit()
     }
+}
+
+/// A `meta` value (0 when it was never stored).
+fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
+fn meta_set(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])
+    .map(drop)
 }
