@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use engine::units::format_units;
 use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -275,15 +276,6 @@ fn parse_units(s: &str, decimals: u8) -> Option<u128> {
     }
     let digits = format!("{int}{frac:0<width$}", width = usize::from(decimals));
     digits.parse().ok()
-}
-
-fn format_units(v: u128, decimals: u8) -> String {
-    if decimals == 0 {
-        return v.to_string();
-    }
-    let s = format!("{v:0>width$}", width = usize::from(decimals) + 1);
-    let (a, b) = s.split_at(s.len() - usize::from(decimals));
-    format!("{a}.{b}")
 }
 
 /// Microseconds as `1.234 ms` (integers only).

@@ -2,6 +2,7 @@
 //! wallets, the audit reconciles, and everything survives a restart.
 
 use bourse_tests::*;
+use engine::units::format_units;
 
 fn bal(w: &Value, cur: &str) -> Value {
     w["balances"]
@@ -411,17 +412,6 @@ impl Rng {
     }
 }
 
-/// `units` minor units of a currency with `decimals` places, as a decimal string.
-fn decimal(units: u128, decimals: u32) -> String {
-    let scale = 10u128.pow(decimals);
-    format!(
-        "{}.{:0width$}",
-        units / scale,
-        units % scale,
-        width = decimals as usize
-    )
-}
-
 /// Random trading on ETH_SEK over HTTP (prices with 2 decimals times amounts with 8, so
 /// most values round; limit GTC, IOC and FOK orders, market orders by amount and by quote
 /// amount, bids that commit an account's whole SEK, cancels), then the books must close: each
@@ -452,22 +442,22 @@ async fn random_trading_reconciles_every_account() {
         let cid = format!("r{i}");
         let (body, what) = match rng.below(10) {
             0..=4 => (
-                json!({"pair":"ETH_SEK","side":side,"type":"limit","amount":decimal(amount.into(), 8),
-                       "price":decimal(price.into(), 2),"clientId":cid}),
+                json!({"pair":"ETH_SEK","side":side,"type":"limit","amount":format_units(amount.into(), 8),
+                       "price":format_units(price.into(), 2),"clientId":cid}),
                 "gtc",
             ),
             5 => (
-                json!({"pair":"ETH_SEK","side":side,"type":"limit","amount":decimal(amount.into(), 8),
-                       "price":decimal(price.into(), 2),"timeInForce":"IOC","clientId":cid}),
+                json!({"pair":"ETH_SEK","side":side,"type":"limit","amount":format_units(amount.into(), 8),
+                       "price":format_units(price.into(), 2),"timeInForce":"IOC","clientId":cid}),
                 "ioc",
             ),
             6 => (
-                json!({"pair":"ETH_SEK","side":side,"type":"limit","amount":decimal(amount.into(), 8),
-                       "price":decimal(price.into(), 2),"timeInForce":"FOK","clientId":cid}),
+                json!({"pair":"ETH_SEK","side":side,"type":"limit","amount":format_units(amount.into(), 8),
+                       "price":format_units(price.into(), 2),"timeInForce":"FOK","clientId":cid}),
                 "fok",
             ),
             7 => (
-                json!({"pair":"ETH_SEK","side":side,"type":"market","amount":decimal(amount.into(), 8),"clientId":cid}),
+                json!({"pair":"ETH_SEK","side":side,"type":"market","amount":format_units(amount.into(), 8),"clientId":cid}),
                 "market",
             ),
             8 => {
@@ -481,8 +471,8 @@ async fn random_trading_reconciles_every_account() {
                     continue;
                 }
                 (
-                    json!({"pair":"ETH_SEK","side":"buy","type":"limit","amount":decimal(lots, 8),
-                           "price":decimal(price.into(), 2),"clientId":cid}),
+                    json!({"pair":"ETH_SEK","side":"buy","type":"limit","amount":format_units(lots, 8),
+                           "price":format_units(price.into(), 2),"clientId":cid}),
                     "all-in",
                 )
             }
