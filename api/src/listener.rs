@@ -256,7 +256,8 @@ struct Outbox {
     on: bool,
     orders: Vec<OrderRec>,
     fills: Vec<FillRec>,
-    wallets: Vec<(u32, u16)>,
+    /// Each balance event's account and currency, with the balance it replaced.
+    wallets: Vec<(u32, u16, engine::Balance)>,
 }
 
 impl Outbox {
@@ -493,12 +494,14 @@ impl HistoryListener {
                     available,
                     held,
                 } => {
-                    self.model
+                    let before = self
+                        .model
                         .balances
                         .write()
-                        .insert((account.0, currency.0), engine::Balance { available, held });
+                        .insert((account.0, currency.0), engine::Balance { available, held })
+                        .unwrap_or_default();
                     if out.on {
-                        out.wallets.push((account.0, currency.0));
+                        out.wallets.push((account.0, currency.0, before));
                     }
                 }
                 Event::RequestUpdated {
@@ -647,12 +650,19 @@ impl HistoryListener {
                 publish(AccountId(f.account), "fills", v);
             }
         }
+        // One message per balance the batch changed: a stable sort keeps each balance's
+        // first event first, so its `before` is the balance ahead of the batch; a balance
+        // the batch put back where it was (a hold released by the same order, as an IOC
+        // with nothing to match does) is not a change and sends nothing.
         let balances = self.model.balances.read();
         let mut seen = out.wallets;
-        seen.sort_unstable();
-        seen.dedup();
-        for (a, c) in seen {
+        seen.sort_by_key(|&(a, c, _)| (a, c));
+        seen.dedup_by_key(|&mut (a, c, _)| (a, c));
+        for (a, c, before) in seen {
             let b = balances.get(&(a, c)).copied().unwrap_or_default();
+            if b == before {
+                continue;
+            }
             if let Ok(v) = serde_json::to_value(model::balance_json(&m, c, b)) {
                 publish(AccountId(a), "wallet", v);
             }

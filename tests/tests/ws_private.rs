@@ -1,0 +1,90 @@
+//! The `wallet` channel reports changes of a balance (API.md: "the wallet balance of one
+//! currency"): an order that holds funds and gives them back within its own command (an
+//! IOC with nothing to match) leaves the balance as it was and sends no wallet message,
+//! while its order updates still come; a hold that stays and a credit each send one.
+
+use bourse_tests::ws::{connect, next_text, request};
+use bourse_tests::*;
+use tokio::net::TcpStream;
+
+/// The next message of a private channel, replies skipped.
+async fn next_data(ws: &mut TcpStream) -> Value {
+    loop {
+        let m = next_text(ws).await;
+        if m.get("channel").is_some() {
+            return m;
+        }
+    }
+}
+
+/// The next `wallet` message; the `orders` messages before it are returned too.
+async fn next_wallet(ws: &mut TcpStream) -> (Value, Vec<Value>) {
+    let mut orders = Vec::new();
+    loop {
+        let m = next_data(ws).await;
+        match m["channel"].as_str() {
+            Some("wallet") => return (m["data"].clone(), orders),
+            Some("orders") => orders.push(m["data"].clone()),
+            _ => panic!("unexpected message {m}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wallet_messages_are_balance_changes_only() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let user = s.register("wallet-watcher").await;
+    s.fund(&admin, &user, "SEK", "1000").await;
+
+    let mut ws = connect(&s.base).await;
+    let r = request(
+        &mut ws,
+        1,
+        json!({"op": "auth", "id": 1, "token": user.token}),
+    )
+    .await;
+    assert_eq!(r, json!({"op": "authenticated", "id": 1}));
+    let r = request(
+        &mut ws,
+        2,
+        json!({"op": "subscribe", "id": 2, "channels": ["orders", "wallet"]}),
+    )
+    .await;
+    assert_eq!(r["op"], "subscribed", "{r}");
+
+    // An IOC buy on an empty book: held and released by the same command.
+    let (st, ioc) = s
+        .order(
+            &user,
+            json!({"pair": "BTC_SEK", "side": "buy", "type": "limit", "timeInForce": "IOC",
+                   "amount": "0.01", "price": "500", "clientId": "ioc-empty"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{ioc}");
+    assert_eq!(ioc["status"], "expired", "{ioc}");
+    // A credit after it: its wallet message must be the first one.
+    s.fund(&admin, &user, "SEK", "1").await;
+    let (wallet, orders) = next_wallet(&mut ws).await;
+    assert_eq!(
+        wallet,
+        json!({"currency": "SEK", "available": "1001.00", "held": "0.00", "total": "1001.00"}),
+        "the IOC left the balance unchanged: no wallet message for it"
+    );
+    assert!(
+        orders.iter().any(|o| o["id"] == ioc["id"]),
+        "the IOC's order update still comes: {orders:?}"
+    );
+
+    // A resting order's hold is a change.
+    s.limit(&user, "BTC_SEK", "buy", "0.01", "500", "gtc-rests")
+        .await;
+    let (wallet, _) = next_wallet(&mut ws).await;
+    assert_eq!(
+        wallet,
+        json!({"currency": "SEK", "available": "996.00", "held": "5.00", "total": "1001.00"})
+    );
+    // Hung up first: the stop does not wait for the client to answer its close frame.
+    drop(ws);
+    s.stop().await;
+}
