@@ -30,28 +30,19 @@ use std::time::{Duration, Instant};
 
 use bench_harness::engine_bench::{MID_TICKS, PAIR, PREFILL_USERS, SplitMix, fresh_engine};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use engine::{
-    AccountId, Amount, ClientOrderId, Command, Engine, Event, OrderId, OrderKind, PlaceOrder,
-    Price, SelfTradePrevention, Side, TimeInForce,
-};
+use engine::{AccountId, Amount, Command, Engine, Event, OrderId, PlaceOrder, Price, Side};
 
 const DEPTHS: [usize; 4] = [10, 1_000, 100_000, 1_000_000];
 
 fn limit(id: u64, account: u32, side: Side, price: u64, lots: u64) -> Command {
-    Command::Place(PlaceOrder {
-        id: OrderId(id),
-        account: AccountId(account),
-        pair: PAIR,
+    Command::Place(PlaceOrder::limit(
+        OrderId(id),
+        AccountId(account),
+        PAIR,
         side,
-        kind: OrderKind::Limit {
-            price: Price(price),
-            amount: Amount(lots),
-            tif: TimeInForce::Gtc,
-            post_only: false,
-        },
-        stp: SelfTradePrevention::None,
-        client_id: ClientOrderId::NONE,
-    })
+        Price(price),
+        Amount(lots),
+    ))
 }
 
 /// A book at `depth` plus the next free order id.

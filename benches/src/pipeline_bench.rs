@@ -24,9 +24,8 @@ use engine::pipeline::{
     Durability, NullListener, Pipeline, PipelineConfig, Processed, SubmitError,
 };
 use engine::{
-    AccountId, Amount, ClientOrderId, Command, CurrencyId, CurrencySpec, OrderId, OrderKind,
-    PairId, PairSpec, PairStatus, PlaceOrder, Price, RequestId, RequestSpec, SelfTradePrevention,
-    Side, TimeInForce,
+    AccountId, Amount, Command, CurrencyId, CurrencySpec, OrderId, PairId, PairSpec, PairStatus,
+    PlaceOrder, Price, RequestId, RequestSpec, Side,
 };
 use hdrhistogram::Histogram;
 use std::sync::Mutex;
@@ -154,20 +153,14 @@ fn command(t: u64, threads: u64, i: u64, rng: &mut u64, pairs: u16) -> Command {
     };
     let offset = (r >> 10) % 100;
     let price = 1_000_000 - 50 + offset;
-    Command::Place(PlaceOrder {
-        id: OrderId(i * threads + t + 1),
+    Command::Place(PlaceOrder::limit(
+        OrderId(i * threads + t + 1),
         account,
-        pair: PairId(((r >> 32) % u64::from(pairs)) as u16),
+        PairId(((r >> 32) % u64::from(pairs)) as u16),
         side,
-        kind: OrderKind::Limit {
-            price: Price(price),
-            amount: Amount(1 + (r >> 40) % 100),
-            tif: TimeInForce::Gtc,
-            post_only: false,
-        },
-        stp: SelfTradePrevention::None,
-        client_id: ClientOrderId::NONE,
-    })
+        Price(price),
+        Amount(1 + (r >> 40) % 100),
+    ))
 }
 
 /// Submits a command whose outcome nobody waits for (setup), retrying while busy.

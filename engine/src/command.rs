@@ -93,6 +93,50 @@ pub struct PlaceOrder {
     pub client_id: ClientOrderId,
 }
 
+impl PlaceOrder {
+    /// A plain limit order: good till cancelled, not post-only, no self-trade prevention
+    /// and no client id (the `with_*` methods change those), as a benchmark or a replay test
+    /// writes them by the thousand.
+    pub fn limit(
+        id: OrderId,
+        account: AccountId,
+        pair: PairId,
+        side: Side,
+        price: Price,
+        amount: Amount,
+    ) -> PlaceOrder {
+        PlaceOrder {
+            id,
+            account,
+            pair,
+            side,
+            kind: OrderKind::Limit {
+                price,
+                amount,
+                tif: TimeInForce::Gtc,
+                post_only: false,
+            },
+            stp: SelfTradePrevention::None,
+            client_id: ClientOrderId::NONE,
+        }
+    }
+
+    /// The same order with time in force `tif` (a limit order's; a market order is
+    /// always immediate-or-cancel and stays as it is).
+    pub fn with_tif(mut self, tif: TimeInForce) -> PlaceOrder {
+        if let OrderKind::Limit { tif: t, .. } = &mut self.kind {
+            *t = tif;
+        }
+        self
+    }
+
+    /// The same order with the client's id `client_id`.
+    pub fn with_client_id(mut self, client_id: ClientOrderId) -> PlaceOrder {
+        self.client_id = client_id;
+        self
+    }
+}
+
 /// Limit or market, with what each needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderKind {
@@ -144,6 +188,45 @@ impl Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_limit_order_and_its_variations() {
+        let o = PlaceOrder::limit(
+            OrderId(7),
+            AccountId(1),
+            PairId(2),
+            Side::Sell,
+            Price(100),
+            Amount(3),
+        );
+        let gtc = OrderKind::Limit {
+            price: Price(100),
+            amount: Amount(3),
+            tif: TimeInForce::Gtc,
+            post_only: false,
+        };
+        assert_eq!(o.kind, gtc);
+        assert_eq!(o.stp, SelfTradePrevention::None);
+        assert_eq!(o.client_id, ClientOrderId::NONE);
+        let ioc = o.clone().with_tif(TimeInForce::Ioc);
+        assert!(matches!(
+            ioc.kind,
+            OrderKind::Limit {
+                tif: TimeInForce::Ioc,
+                ..
+            }
+        ));
+        let named = o.with_client_id(ClientOrderId::parse("c7").expect("valid"));
+        assert_eq!(named.client_id.as_str(), "c7");
+        assert_eq!(named.kind, gtc);
+        let market = PlaceOrder {
+            kind: OrderKind::Market {
+                size: MarketSize::Base(Amount(3)),
+            },
+            ..named
+        };
+        assert_eq!(market.clone().with_tif(TimeInForce::Fok), market);
+    }
 
     /// `Command` as it was before the rare variants were boxed (same variant order).
     #[derive(Serialize)]

@@ -10,9 +10,8 @@ use engine::pipeline::{
     FsStorage, Pipeline, PipelineConfig, PipelineError, Processed, StartOptions, snapshot,
 };
 use engine::{
-    AccountId, Amount, ClientOrderId, Command, CurrencyId, Event, OrderId, OrderKind, PairId,
-    PlaceOrder, Price, RejectReason, RequestId, RequestSpec, SelfTradePrevention, Side,
-    TimeInForce,
+    AccountId, Amount, ClientOrderId, Command, CurrencyId, Event, OrderId, PairId, PlaceOrder,
+    Price, RejectReason, RequestId, RequestSpec, Side,
 };
 use pipeline_support::{Recorder, Stream, query_answers, setup, submit_wait};
 
@@ -125,20 +124,17 @@ fn journal_only_and_snapshot_plus_tail_match_the_live_run() {
 }
 
 fn gtc(id: u64, account: u32, side: Side, price: u64, lots: u64) -> Command {
-    Command::Place(PlaceOrder {
-        id: OrderId(id),
-        account: AccountId(account),
-        pair: PairId(0),
-        side,
-        kind: OrderKind::Limit {
-            price: Price(price),
-            amount: Amount(lots),
-            tif: TimeInForce::Gtc,
-            post_only: false,
-        },
-        stp: SelfTradePrevention::None,
-        client_id: ClientOrderId::parse(&format!("c{id}")).expect("valid"),
-    })
+    Command::Place(
+        PlaceOrder::limit(
+            OrderId(id),
+            AccountId(account),
+            PairId(0),
+            side,
+            Price(price),
+            Amount(lots),
+        )
+        .with_client_id(ClientOrderId::parse(&format!("c{id}")).expect("valid")),
+    )
 }
 
 fn credit(request: u64, account: u32, currency: u16, amount: u64) -> Command {

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use engine::pipeline::{Durability, Pipeline, PipelineConfig, Processed, Reply};
 use engine::{
-    AccountId, Amount, ClientOrderId, Command, CurrencyId, CurrencySpec, Event, OrderId, OrderKind,
-    PairId, PairSpec, PairStatus, PlaceOrder, Price, RequestId, RequestSpec, SelfTradePrevention,
-    Side, TimeInForce,
+    AccountId, Amount, Command, CurrencyId, CurrencySpec, Event, OrderId, PairId, PairSpec,
+    PairStatus, PlaceOrder, Price, RequestId, RequestSpec, Side,
 };
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, ChildStdout, Stdio};
@@ -345,20 +344,14 @@ pub struct WsBenchReport {
 }
 
 fn place(id: u64, account: u32, side: Side, price: u64, lots: u64) -> Command {
-    Command::Place(PlaceOrder {
-        id: OrderId(id),
-        account: AccountId(account),
-        pair: PairId(0),
+    Command::Place(PlaceOrder::limit(
+        OrderId(id),
+        AccountId(account),
+        PairId(0),
         side,
-        kind: OrderKind::Limit {
-            price: Price(price),
-            amount: Amount(lots),
-            tif: TimeInForce::Gtc,
-            post_only: false,
-        },
-        stp: SelfTradePrevention::None,
-        client_id: ClientOrderId::NONE,
-    })
+        Price(price),
+        Amount(lots),
+    ))
 }
 
 fn run_sync(p: &Pipeline, cmd: Command) -> Vec<Event> {

@@ -856,45 +856,25 @@ pub fn candle_view(entry: &PairEntry, c: &Candle) -> CandleView {
 #[cfg(test)]
 mod tests {
     use engine::{
-        AccountId, Amount, ClientOrderId, CurrencyId, CurrencySpec, Engine, EngineLimits, OrderId,
-        OrderKind, PairSpec, PairStatus, PlaceOrder, Price, RequestId, RequestSpec,
-        SelfTradePrevention, TimeInForce,
+        AccountId, Amount, CurrencyId, CurrencySpec, Engine, EngineLimits, OrderId, PairSpec,
+        PairStatus, PlaceOrder, Price, RequestId, RequestSpec,
     };
 
     use super::*;
 
     fn place(id: u64, account: u32, side: Side) -> Command {
-        Command::Place(PlaceOrder {
-            id: OrderId(id),
-            account: AccountId(account),
-            pair: PairId(0),
-            side,
-            kind: OrderKind::Limit {
-                price: Price(100_000),
-                amount: Amount(3),
-                tif: TimeInForce::Gtc,
-                post_only: false,
-            },
-            stp: SelfTradePrevention::None,
-            client_id: ClientOrderId::NONE,
-        })
+        place_at(id, account, side, 100_000, 3)
     }
 
     fn place_at(id: u64, account: u32, side: Side, price: u64, lots: u64) -> Command {
-        Command::Place(PlaceOrder {
-            id: OrderId(id),
-            account: AccountId(account),
-            pair: PairId(0),
+        Command::Place(PlaceOrder::limit(
+            OrderId(id),
+            AccountId(account),
+            PairId(0),
             side,
-            kind: OrderKind::Limit {
-                price: Price(price),
-                amount: Amount(lots),
-                tif: TimeInForce::Gtc,
-                post_only: false,
-            },
-            stp: SelfTradePrevention::None,
-            client_id: ClientOrderId::NONE,
-        })
+            Price(price),
+            Amount(lots),
+        ))
     }
 
     /// An engine with BTC_SEK and two funded accounts, and a recovered state on it.

@@ -550,8 +550,8 @@ fn submit_blocking(p: &engine::pipeline::Pipeline, command: engine::Command) -> 
 async fn an_upgraded_data_dir_replays_old_orders_under_old_rules_then_runs_the_current_ones() {
     use engine::{
         AccountId, Amount, ClientOrderId, Command, CurrencyId, CurrencySpec, Event, OrderId,
-        OrderKind, PairId, PairSpec, PairStatus, PlaceOrder, Price, RejectReason, RequestId,
-        RequestSpec, SelfTradePrevention, Side, TimeInForce,
+        PairId, PairSpec, PairStatus, PlaceOrder, Price, RejectReason, RequestId, RequestSpec,
+        Side,
     };
     let tmp = tempfile::tempdir().unwrap();
     // The old journal, written through the engine's pipeline as the previous build did.
@@ -580,20 +580,17 @@ async fn an_upgraded_data_dir_replays_old_orders_under_old_rules_then_runs_the_c
         };
         // 0.1 BTC at `price` (SEK minor units, 2 decimals).
         let gtc = |id, account, side, price| {
-            Command::Place(PlaceOrder {
-                id: OrderId(id),
-                account: AccountId(account),
-                pair: PairId(0),
-                side,
-                kind: OrderKind::Limit {
-                    price: Price(price),
-                    amount: Amount(10_000_000),
-                    tif: TimeInForce::Gtc,
-                    post_only: false,
-                },
-                stp: SelfTradePrevention::None,
-                client_id: ClientOrderId::parse(&format!("old{id}")).unwrap(),
-            })
+            Command::Place(
+                PlaceOrder::limit(
+                    OrderId(id),
+                    AccountId(account),
+                    PairId(0),
+                    side,
+                    Price(price),
+                    Amount(10_000_000),
+                )
+                .with_client_id(ClientOrderId::parse(&format!("old{id}")).unwrap()),
+            )
         };
         let setup = [
             currency("BTC", "Bitcoin", 8),

@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use engine::pipeline::{Durability, Pipeline, PipelineConfig, Processed};
 use engine::{
-    AccountId, Amount, ClientOrderId, Command, CurrencyId, CurrencySpec, Event, OrderId, OrderKind,
-    PairId, PairSpec, PairStatus, PlaceOrder, Price, RequestId, RequestSpec, SelfTradePrevention,
-    Side, TimeInForce,
+    AccountId, Amount, ClientOrderId, Command, CurrencyId, CurrencySpec, Event, OrderId, PairId,
+    PairSpec, PairStatus, PlaceOrder, Price, RequestId, RequestSpec, Side, TimeInForce,
 };
 use feed::{Feed, FeedConfig, Grant, ReadScopes, checksum_of};
 use futures::{SinkExt, StreamExt};
@@ -295,20 +294,18 @@ pub fn limit(
     lots: u64,
     tif: TimeInForce,
 ) -> Command {
-    Command::Place(PlaceOrder {
-        id: OrderId(id),
-        account: AccountId(account),
-        pair: PairId(0),
-        side,
-        kind: OrderKind::Limit {
-            price: Price(price),
-            amount: Amount(lots),
-            tif,
-            post_only: false,
-        },
-        stp: SelfTradePrevention::None,
-        client_id: ClientOrderId::parse(&format!("c{id}")).unwrap(),
-    })
+    Command::Place(
+        PlaceOrder::limit(
+            OrderId(id),
+            AccountId(account),
+            PairId(0),
+            side,
+            Price(price),
+            Amount(lots),
+        )
+        .with_tif(tif)
+        .with_client_id(ClientOrderId::parse(&format!("c{id}")).unwrap()),
+    )
 }
 
 pub fn cancel(id: u64, account: u32) -> Command {
