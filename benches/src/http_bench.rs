@@ -34,7 +34,9 @@ use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::http_runs::HttpRunsSpread;
 use crate::proc_cpu::{self, CpuSnapshot};
+use crate::spawned_server::SpawnedServer;
 
 /// Arguments of `bourse bench http`.
 #[derive(clap::Args, Debug, Clone)]
@@ -77,8 +79,18 @@ pub struct HttpBenchArgs {
     /// Process id of the server when it runs on this machine (Linux): the report then gives
     /// the CPU each phase cost the server per request, by thread, next to the load
     /// generator's own (from `/proc/PID/task/*/schedstat`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "spawn_server")]
     pub server_pid: Option<u32>,
+    /// Start a fresh `bourse serve` for each run and stop it after (a free loopback port, a
+    /// temporary data dir, the rate limit off, an admin of its own to fund the accounts):
+    /// runs then start alike, and the CPU lines come with them. `--url` and `--server-pid`
+    /// are the bench's own then.
+    #[arg(long, conflicts_with = "url")]
+    pub spawn_server: bool,
+    /// Run the whole bench this many times and end with the spread of the runs (lowest,
+    /// median and highest creates/s, create p99, `/health`/s and their ratio).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
 }
 
 /// Parses `30s`, `2m`, `500ms`, `1h` or a plain number of seconds.
@@ -100,17 +112,45 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Runs the bench and prints its report.
+/// Runs the bench (`--runs` times, each against a server of its own with `--spawn-server`)
+/// and prints each report, then the spread of the runs.
 pub fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
-    let report = rt.block_on(run_async(&args))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    let exe = if args.spawn_server {
+        Some(std::env::current_exe().context("this executable, to spawn `serve`")?)
     } else {
-        print!("{}", report.table());
+        None
+    };
+    let mut reports = Vec::new();
+    for _ in 0..args.runs {
+        let report = match &exe {
+            Some(exe) => {
+                let server = SpawnedServer::start(exe)?;
+                let mut on_it = args.clone();
+                on_it.url = server.url();
+                on_it.server_pid = Some(server.pid());
+                on_it.admin_client_id = Some(server.admin_client_id.clone());
+                on_it.admin_client_secret = Some(server.admin_client_secret.clone());
+                let report = rt.block_on(run_async(&on_it));
+                server.stop()?;
+                report?
+            }
+            None => rt.block_on(run_async(&args))?,
+        };
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+        } else {
+            print!("{}", report.table());
+        }
+        reports.push(report);
+    }
+    if reports.len() > 1
+        && let Some(spread) = HttpRunsSpread::of(&reports)
+    {
+        spread.print(args.json);
     }
     Ok(())
 }
@@ -992,13 +1032,23 @@ impl Report {
         per_sec(n, self.elapsed)
     }
 
-    fn health_per_sec(&self) -> Option<u64> {
+    /// Orders placed per second.
+    pub(crate) fn creates_per_sec(&self) -> u64 {
+        self.ops_per_sec(self.place.len())
+    }
+
+    /// The 99th percentile of a place's latency, microseconds.
+    pub(crate) fn create_us_p99(&self) -> u64 {
+        self.place.value_at_quantile(0.99)
+    }
+
+    pub(crate) fn health_per_sec(&self) -> Option<u64> {
         self.health.as_ref().map(|(e, h)| per_sec(h.len(), *e))
     }
 
     /// Creates per second over health answers per second, in thousandths; only closed
     /// loop (with `--rate` the creates are paced, so the quotient says nothing of capacity).
-    fn ratio_permille(&self) -> Option<u64> {
+    pub(crate) fn ratio_permille(&self) -> Option<u64> {
         if self.rate.is_some() {
             return None;
         }

@@ -1,0 +1,82 @@
+//! `bourse bench http --spawn-server --runs N`: each run gets a `bourse serve` of its own,
+//! measured and then stopped, and the output ends with the spread of the runs. A
+//! process-level test: the bench spawns this very binary.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+#[test]
+fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bourse"))
+        .args([
+            "bench",
+            "http",
+            "--spawn-server",
+            "--runs",
+            "2",
+            "--duration",
+            "1s",
+            "--clients",
+            "2",
+            "--no-cancel",
+            "--json",
+        ])
+        .env_remove("BOURSE_ADMIN_CLIENT_ID")
+        .env_remove("BOURSE_ADMIN_CLIENT_SECRET")
+        .output()
+        .expect("bourse bench http runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .expect("JSON documents");
+    assert_eq!(docs.len(), 3, "two reports and the spread: {stdout}");
+    let (runs, spread) = (&docs[..2], &docs[2]);
+
+    let urls: Vec<&str> = runs
+        .iter()
+        .map(|r| r["settings"]["url"].as_str().expect("url"))
+        .collect();
+    assert_ne!(urls[0], urls[1], "a fresh server per run: {urls:?}");
+    let mut creates = Vec::new();
+    for r in runs {
+        assert_eq!(r["bench"], "http");
+        assert_eq!(r["errors"], serde_json::json!({}), "{r}");
+        let placed = r["place"]["count"].as_u64().expect("count");
+        assert!(placed > 0, "{r}");
+        creates.push(r["place"]["opsPerSec"].as_f64().expect("ops/s"));
+        // The server's pid was known: the CPU lines name its threads.
+        assert!(r["all"]["cpu"]["server"].is_object(), "{r}");
+        assert!(r["createsToHealth"].is_string(), "{r}");
+    }
+    // Both servers are gone.
+    for url in &urls {
+        let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().expect("addr");
+        assert!(
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(),
+            "{url} still answers"
+        );
+    }
+
+    assert_eq!(spread["runs"], 2, "{spread}");
+    creates.sort_by(f64::total_cmp);
+    let c = &spread["createsPerSec"];
+    assert_eq!(c["min"].as_f64(), Some(creates[0]), "{spread}");
+    assert_eq!(c["max"].as_f64(), Some(creates[1]), "{spread}");
+    for k in ["createMsP99", "healthPerSec", "createsToHealth"] {
+        let s = &spread[k];
+        let (lo, mid, hi) = (s["min"].as_f64(), s["median"].as_f64(), s["max"].as_f64());
+        assert!(
+            lo <= mid && mid <= hi && lo.is_some_and(|v| v > 0.0),
+            "{k}: {s}"
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! `bourse bench http --runs N`: the spread of several runs of one setting.
+//!
+//! This machine's speed drifts from minute to minute (the same binary's creates/s move by
+//! +-15 % and a p99 by more), so a figure is several runs: the lowest, median and highest
+//! creates/s, create p99, `/health` answers/s and their ratio, the four numbers the HTTP
+//! speed target is stated in. Each run's own report is printed before it.
+
+use feed::bench::Spread;
+use serde::Serialize;
+
+use crate::http_bench::Report;
+
+/// The spread of several runs (`--runs`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRunsSpread {
+    pub runs: usize,
+    pub creates_per_sec: Spread,
+    pub create_ms_p99: Spread,
+    /// Absent with `--no-health`.
+    pub health_per_sec: Option<Spread>,
+    /// Creates/s over `/health`/s of the same run; absent with `--no-health` or `--rate`.
+    pub creates_to_health: Option<Spread>,
+}
+
+impl HttpRunsSpread {
+    /// None for no reports.
+    #[allow(clippy::float_arithmetic)]
+    pub fn of(reports: &[Report]) -> Option<HttpRunsSpread> {
+        let all = |f: &dyn Fn(&Report) -> Option<f64>| -> Option<Spread> {
+            let v: Option<Vec<f64>> = reports.iter().map(f).collect();
+            Spread::of(v?)
+        };
+        Some(HttpRunsSpread {
+            runs: reports.len(),
+            creates_per_sec: all(&|r| Some(r.creates_per_sec() as f64))?,
+            create_ms_p99: all(&|r| Some(r.create_us_p99() as f64 / 1000.0))?,
+            health_per_sec: all(&|r| r.health_per_sec().map(|h| h as f64)),
+            creates_to_health: all(&|r| r.ratio_permille().map(|p| p as f64 / 1000.0)),
+        })
+    }
+
+    /// The spread as table lines, or JSON.
+    pub fn print(&self, json: bool) {
+        if json {
+            println!("{}", serde_json::to_string_pretty(self).unwrap_or_default());
+            return;
+        }
+        let line = |name: &str, s: &Spread, places: usize, unit: &str| {
+            println!(
+                "  {name:<20} median {:.places$}{unit}  lowest {:.places$}{unit}  highest {:.places$}{unit}",
+                s.median, s.min, s.max
+            );
+        };
+        println!("bourse bench http, {} runs", self.runs);
+        line("creates", &self.creates_per_sec, 0, "/s");
+        line("create p99", &self.create_ms_p99, 2, " ms");
+        if let Some(h) = &self.health_per_sec {
+            line("health", h, 0, "/s");
+        }
+        if let Some(r) = &self.creates_to_health {
+            line("creates / health", r, 3, "");
+        }
+    }
+}
