@@ -20,22 +20,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use engine::pipeline::{
-    Durability, NullListener, Pipeline, PipelineConfig, Processed, SubmitError,
-};
+use engine::pipeline::{NullListener, Pipeline, PipelineConfig, Processed, SubmitError};
 use engine::{
     AccountId, Amount, Command, CurrencyId, CurrencySpec, OrderId, PairId, PairSpec, PairStatus,
     PlaceOrder, Price, RequestId, RequestSpec, Side,
 };
+use feed::bench::DurabilityArg;
 use hdrhistogram::Histogram;
 use std::sync::Mutex;
-
-/// Journal durability for the run.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DurabilityArg {
-    Fsync,
-    None,
-}
 
 /// Options of `bourse bench pipeline`.
 #[derive(clap::Args, Debug, Clone)]
@@ -226,10 +218,7 @@ pub fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&dir)?;
     let mut config = PipelineConfig::new(&dir);
-    config.durability = match args.durability {
-        DurabilityArg::Fsync => Durability::Fsync,
-        DurabilityArg::None => Durability::None,
-    };
+    config.durability = args.durability.into();
     config.batch_max = args.batch_max;
     config.ring_capacity = args.ring_capacity;
     config.snapshot_every = args.snapshot_every;

@@ -183,6 +183,25 @@ impl Child {
     }
 }
 
+/// Journal durability for a bench's pipeline (`--durability`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DurabilityArg {
+    /// fdatasync once per group of batches before anything of them is released, as
+    /// `bourse serve` does by default.
+    Fsync,
+    /// Written to the OS only.
+    None,
+}
+
+impl From<DurabilityArg> for Durability {
+    fn from(d: DurabilityArg) -> Durability {
+        match d {
+            DurabilityArg::Fsync => Durability::Fsync,
+            DurabilityArg::None => Durability::None,
+        }
+    }
+}
+
 /// Settings of `bourse bench ws`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct WsBenchArgs {
@@ -221,6 +240,11 @@ pub struct WsBenchArgs {
     /// process. Default: a child only when the descriptors would not suffice.
     #[arg(long)]
     pub client_processes: Option<usize>,
+    /// The journal's durability. `none` (the default, as every figure of this bench so far)
+    /// leaves the journal's fdatasync out of the latency; `fsync` is `bourse serve`'s
+    /// default, where a trade reaches the feed only once its group is on disk.
+    #[arg(long, value_enum, default_value = "none")]
+    pub durability: DurabilityArg,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -308,6 +332,8 @@ pub struct WsBenchReport {
     pub subscribers: usize,
     pub connected: usize,
     pub channels: String,
+    /// The journal's durability (`fsync` or `none`).
+    pub durability: String,
     pub trades_offered_per_sec: u64,
     pub seconds: u64,
     pub trades: u64,
@@ -387,7 +413,7 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
     };
     let feed = Feed::open(config, dir.path()).map_err(|e| e.to_string())?;
     let mut pc = PipelineConfig::new(dir.path().join("engine"));
-    pc.durability = Durability::None;
+    pc.durability = args.durability.into();
     let pipeline = Arc::new(Pipeline::start(pc, feed.listener()).map_err(|e| e.to_string())?);
     for (code, d) in [("BTC", 8u8), ("SEK", 2u8)] {
         run_sync(
@@ -625,6 +651,7 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         subscribers: args.subscribers,
         connected,
         channels: args.channels.clone(),
+        durability: format!("{:?}", args.durability).to_lowercase(),
         trades_offered_per_sec: args.trades_per_sec,
         seconds: args.seconds,
         trades: total,
@@ -679,10 +706,11 @@ pub fn print(report: &WsBenchReport, json: bool) {
         report.machine, report.cpus
     );
     println!(
-        "  subscribers {} (connected {}), channels {}, offered {} trades/s for {} s",
+        "  subscribers {} (connected {}), channels {}, journal {}, offered {} trades/s for {} s",
         report.subscribers,
         report.connected,
         report.channels,
+        report.durability,
         report.trades_offered_per_sec,
         report.seconds
     );

@@ -1,6 +1,9 @@
-//! `bourse bench http --spawn-server --runs N`: each run gets a `bourse serve` of its own,
-//! measured and then stopped, and the output ends with the spread of the runs. A
-//! process-level test: the bench spawns this very binary.
+//! The `bourse bench` commands as a user runs them (process-level tests).
+//!
+//! `bourse bench http --spawn-server --runs N`: each run gets a `bourse serve` of its own
+//! (the bench spawns this very binary), measured and then stopped, and the output ends with
+//! the spread of the runs. `bourse bench ws --durability fsync`: the journal syncs, and
+//! every subscriber still gets every trade.
 
 use std::process::Command;
 use std::time::Duration;
@@ -79,4 +82,43 @@ fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
             "{k}: {s}"
         );
     }
+}
+
+#[test]
+fn the_ws_bench_with_a_syncing_journal_delivers_every_trade() {
+    let subscribers = 20u64;
+    let out = Command::new(env!("CARGO_BIN_EXE_bourse"))
+        .args([
+            "bench",
+            "ws",
+            "--subscribers",
+            &subscribers.to_string(),
+            "--latency-clients",
+            "5",
+            "--trades-per-sec",
+            "200",
+            "--seconds",
+            "1",
+            "--durability",
+            "fsync",
+            "--json",
+        ])
+        .output()
+        .expect("bourse bench ws runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&stdout).expect("one JSON report");
+    assert_eq!(r["durability"], "fsync", "{r}");
+    let trades = r["trades"].as_u64().expect("trades");
+    assert!(trades >= 100, "{r}");
+    assert_eq!(r["clients_closed_early"], 0, "{r}");
+    // Each subscriber takes book, trades and ticker: at least one message per trade.
+    let delivered = r["messages_delivered"].as_u64().expect("messages");
+    assert!(delivered >= trades * subscribers, "{r}");
+    assert!(r["latency_ms_p99"].as_f64().is_some_and(|v| v > 0.0), "{r}");
 }
