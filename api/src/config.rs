@@ -80,6 +80,13 @@ impl From<Durability> for engine::pipeline::Durability {
 /// accepts.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
+    /// The config file cannot be read (`reason` is the system's).
+    #[error("reading {}: {reason}", .path.display())]
+    Read { path: PathBuf, reason: String },
+    /// The config file is not TOML of the settings (a wrong type, an unknown key; `reason`
+    /// is the parser's, with the line).
+    #[error("parsing {}: {reason}", .path.display())]
+    Parse { path: PathBuf, reason: String },
     /// An environment variable holds a value its setting does not accept.
     #[error("{var}={value}: expected {expected}")]
     Env {
@@ -446,13 +453,17 @@ fn parse_bool(var: &'static str, value: String) -> Result<bool, ConfigError> {
 impl Config {
     /// Loads the file (when given), then applies `BOURSE_*` environment overrides, then
     /// checks the result ([`Config::validate`]).
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-                toml::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))?
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?
             }
             None => Config::default(),
         };
@@ -528,7 +539,7 @@ impl Config {
     }
 
     /// Environment overrides (`BOURSE_BIND`, `BOURSE_DATA_DIR`, ...).
-    pub fn apply_env(&mut self) -> anyhow::Result<()> {
+    pub fn apply_env(&mut self) -> Result<(), ConfigError> {
         self.apply_vars(env)?;
         // Checked here too, so a bad value stops the start with its name.
         self.ws.feed_config()?;
@@ -645,6 +656,37 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file that cannot be read, or is not the settings' TOML, is an error naming the
+    /// file (and, from the parser, the key), before any variable is read.
+    #[test]
+    fn a_bad_config_file_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.toml");
+        match Config::load(Some(&missing)) {
+            Err(ConfigError::Read { path, reason }) => {
+                assert_eq!(path, missing);
+                assert!(!reason.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        for (text, key) in [
+            ("bind = 5\n", "bind"),
+            ("no_such_setting = 1\n", "no_such_setting"),
+        ] {
+            let file = dir.path().join("bad.toml");
+            std::fs::write(&file, text).expect("write");
+            let err = Config::load(Some(&file)).expect_err(text);
+            assert!(
+                matches!(&err, ConfigError::Parse { path, reason } if *path == file && reason.contains(key)),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string().contains(&file.display().to_string()),
+                "{err}"
+            );
+        }
+    }
 
     /// `Config::default()` with `vars` applied as the environment.
     fn with_vars(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {

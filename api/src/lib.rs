@@ -22,6 +22,7 @@ pub mod rate_limit;
 pub mod request_head;
 pub mod routes;
 pub mod server;
+pub mod server_error;
 pub mod starting;
 pub mod state;
 pub mod store;

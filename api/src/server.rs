@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use crate::auth::{self, ALL_SCOPES};
 use crate::config::Config;
 use crate::listener::HistoryListener;
+use crate::server_error::ServerError;
 use crate::state::{AppState, ReadModel, Shared};
 use crate::store::{self, Store};
 
@@ -21,13 +22,15 @@ use crate::store::{self, Store};
 const WS_CLOSE_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Recovers the engine, opens the store and prepares the state (markets and admin included).
-pub async fn start(config: Config) -> anyhow::Result<AppState> {
+pub async fn start(config: Config) -> Result<AppState, ServerError> {
     config.validate()?;
     let (memory, iterations) = (config.argon2_memory_kib, config.argon2_iterations);
     let secrets =
         tokio::task::spawn_blocking(move || auth::ClientSecrets::new(memory, iterations)).await??;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| anyhow::anyhow!("data dir {}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let data_dir_lock = lock_data_dir(&config.data_dir)?;
     let db = store::db_path(&config.data_dir);
     let model = Arc::new(ReadModel::default());
@@ -60,7 +63,7 @@ pub async fn start(config: Config) -> anyhow::Result<AppState> {
     let (pipeline, (held_bound, held_rules)) = tokio::task::spawn_blocking(move || {
         let p = Pipeline::start(pcfg, Box::new(listeners))?;
         let held = p.query(|e| (e.limits().max_orders_per_book, e.rules_version()))?;
-        anyhow::Ok((p, held))
+        Ok::<_, ServerError>((p, held))
     })
     .await??;
     tracing::info!(last_seq = pipeline.last_seq(), "engine recovered");
@@ -130,29 +133,28 @@ pub const LOCK_FILE: &str = "lock";
 /// pipeline has stopped ([`stop_pipeline`]) or the process ends (the kernel releases it,
 /// `kill -9` included). A second server on the same dir would append to the same journal
 /// under the same sequence numbers, and the next start would refuse the journal as corrupt.
-fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, ServerError> {
     let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .map_err(|e| anyhow::anyhow!("data dir lock {}: {e}", path.display()))?;
+        .open(&path);
+    let file = match file {
+        Ok(file) => file,
+        Err(source) => return Err(ServerError::DataDir { path, source }),
+    };
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "data dir {} is in use by another bourse process (it holds {}): stop it, or give \
-             this one another --data-dir",
-            dir.display(),
-            path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => {
-            anyhow::bail!("data dir lock {}: {e}", path.display())
-        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::DataDirInUse {
+            dir: dir.to_path_buf(),
+            lock: path,
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(ServerError::DataDir { path, source }),
     }
 }
 
-async fn bootstrap_markets(state: &AppState) -> anyhow::Result<()> {
+async fn bootstrap_markets(state: &AppState) -> Result<(), ServerError> {
     if !state.model.markets.read().currencies().is_empty() {
         return Ok(());
     }
@@ -164,9 +166,15 @@ async fn bootstrap_markets(state: &AppState) -> anyhow::Result<()> {
         let done = state
             .submit(command)
             .await
-            .map_err(|e| anyhow::anyhow!("adding {what}: {}", e.0.detail))?;
+            .map_err(|e| ServerError::Setup {
+                what: format!("adding {what}"),
+                reason: e.0.detail,
+            })?;
         if let Some(Event::ConfigRefused { reason }) = done.events.first() {
-            anyhow::bail!("{what} refused: {reason:?}");
+            return Err(ServerError::Setup {
+                what,
+                reason: format!("refused: {reason:?}"),
+            });
         }
     }
     Ok(())
@@ -176,7 +184,7 @@ async fn bootstrap_markets(state: &AppState) -> anyhow::Result<()> {
 /// one the engine would refuse stops the start before anything is journaled, so the data dir
 /// stays empty and the next start, with the file fixed, creates them all (a data dir holding
 /// some currencies counts as set up, and would never get the rest).
-fn market_commands(config: &Config) -> anyhow::Result<Vec<Command>> {
+fn market_commands(config: &Config) -> Result<Vec<Command>, ServerError> {
     let mut scratch = engine::Engine::new(engine::EngineLimits {
         reserve_orders_per_book: 0,
         ..Default::default()
@@ -186,7 +194,10 @@ fn market_commands(config: &Config) -> anyhow::Result<Vec<Command>> {
         let mut events = Vec::new();
         scratch.apply(&command, &mut events);
         if let Some(Event::ConfigRefused { reason }) = events.first() {
-            anyhow::bail!("{what} refused: {reason:?} (nothing was created)");
+            return Err(ServerError::MarketRefused {
+                what,
+                reason: format!("refused: {reason:?}"),
+            });
         }
         commands.push(command);
         Ok(())
@@ -201,15 +212,11 @@ fn market_commands(config: &Config) -> anyhow::Result<Vec<Command>> {
     }
     let markets = engine::markets::Markets::from_engine(&scratch);
     for p in &config.pairs {
-        let spec = p.spec(&markets).map_err(|e| {
-            anyhow::anyhow!(
-                "pair {}_{}: {} (nothing was created)",
-                p.base,
-                p.quote,
-                e.0.detail
-            )
-        })?;
         let what = format!("pair {}_{}", p.base, p.quote);
+        let spec = p.spec(&markets).map_err(|e| ServerError::MarketRefused {
+            what: what.clone(),
+            reason: e.0.detail,
+        })?;
         check(&mut scratch, Command::AddPair(spec), what)?;
     }
     Ok(commands)
@@ -221,19 +228,25 @@ async fn journal_at_start(
     state: &AppState,
     command: Command,
     taken: fn(&Event) -> bool,
-) -> anyhow::Result<()> {
+) -> Result<(), ServerError> {
     let what = format!("{command:?}");
     let done = state
         .submit(command)
         .await
-        .map_err(|e| anyhow::anyhow!("{what}: {}", e.0.detail))?;
+        .map_err(|e| ServerError::Setup {
+            what: what.clone(),
+            reason: e.0.detail,
+        })?;
     match done.events.first() {
         Some(e) if taken(e) => Ok(()),
-        other => anyhow::bail!("{what} refused: {other:?}"),
+        other => Err(ServerError::Setup {
+            what,
+            reason: format!("refused: {other:?}"),
+        }),
     }
 }
 
-async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
+async fn bootstrap_admin(state: &AppState) -> Result<(), ServerError> {
     let id = state.config.admin_client_id.clone();
     let secret = state.config.admin_client_secret.clone();
     if let (Some(id), Some(secret)) = (id, secret) {
@@ -268,7 +281,7 @@ async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
             account,
         )
         .await
-        .map_err(|e| anyhow::anyhow!("creating the admin: {}", e.0.detail))?;
+        .map_err(admin_not_created)?;
         return Ok(());
     }
     let admins: i64 = state.store.read(|c| {
@@ -282,7 +295,7 @@ async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
         let created =
             crate::routes::users::create_user(state, "admin", None, None, ALL_SCOPES, None)
                 .await
-                .map_err(|e| anyhow::anyhow!("creating the admin: {}", e.0.detail))?;
+                .map_err(admin_not_created)?;
         println!(
             "bourse: created the admin client (shown once)\n  BOURSE_ADMIN_CLIENT_ID={}\n  BOURSE_ADMIN_CLIENT_SECRET={}",
             created.client_id, created.client_secret
@@ -291,13 +304,20 @@ async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn admin_not_created(e: crate::error::ApiError) -> ServerError {
+    ServerError::Setup {
+        what: "creating the admin".into(),
+        reason: e.0.detail,
+    }
+}
+
 /// Serves until `shutdown` resolves, then drains: HTTP requests finish, WebSocket
 /// connections are closed with 1001 (Going Away), and the pipeline stops (final snapshot).
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ServerError> {
     use axum::serve::ListenerExt;
     let app = crate::routes::app(state.clone());
     let st = state.clone();
@@ -316,7 +336,8 @@ pub async fn serve(
         // alongside it.
         st.feed.close_connections();
     })
-    .await?;
+    .await
+    .map_err(ServerError::Serve)?;
     // Each connection's close handshake is bounded by its close grace.
     let limit = state.feed.config().close_grace + WS_CLOSE_SLACK;
     if !state.feed.connections_closed(limit).await {
@@ -326,13 +347,11 @@ pub async fn serve(
 }
 
 /// Stops the pipeline: every accepted command finishes, a snapshot is written.
-pub async fn stop_pipeline(state: &AppState) -> anyhow::Result<()> {
+pub async fn stop_pipeline(state: &AppState) -> Result<(), ServerError> {
     let pipeline = state.pipeline.write().take();
     if let Some(p) = pipeline {
         // Dropping the listener (in the blocking task) lets the history store thread finish.
-        tokio::task::spawn_blocking(move || p.shutdown().map(drop))
-            .await?
-            .map_err(|e| anyhow::anyhow!("pipeline shutdown: {e}"))?;
+        tokio::task::spawn_blocking(move || p.shutdown().map(drop)).await??;
     }
     // The journal is closed: another process may take the data dir.
     drop(state.data_dir_lock.lock().take());
@@ -345,12 +364,12 @@ pub struct Running {
     pub addr: SocketAddr,
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
-    join: tokio::task::JoinHandle<anyhow::Result<()>>,
+    join: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
 
 impl Running {
     /// Graceful stop: drains, stops the pipeline.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> Result<(), ServerError> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -359,11 +378,13 @@ impl Running {
 }
 
 /// Starts a server on `config.bind` (port 0 for any) in this process.
-pub async fn spawn(config: Config) -> anyhow::Result<Running> {
-    let listener = TcpListener::bind(config.bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding {}: {e}", config.bind))?;
-    let addr = listener.local_addr()?;
+pub async fn spawn(config: Config) -> Result<Running, ServerError> {
+    let bind = |source| ServerError::Bind {
+        addr: config.bind,
+        source,
+    };
+    let listener = TcpListener::bind(config.bind).await.map_err(bind)?;
+    let addr = listener.local_addr().map_err(bind)?;
     let state = start(config).await?;
     let (tx, rx) = oneshot::channel::<()>();
     let join = tokio::spawn(serve(state.clone(), listener, async move {

@@ -3,6 +3,7 @@
 //! answers while the server recovers, and a metrics text a Prometheus parser reads family by
 //! family.
 
+use api::server_error::ServerError;
 use bourse_tests::*;
 
 /// A second server on a data dir in use once started too: both appended to the same journal
@@ -14,6 +15,10 @@ async fn a_second_server_on_the_same_data_dir_is_refused() {
     let err = api::server::spawn(test_config(&s.dir))
         .await
         .expect_err("the data dir is in use");
+    assert!(
+        matches!(&err, ServerError::DataDirInUse { dir, .. } if *dir == s.dir),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(msg.contains("in use"), "{msg}");
     assert!(msg.contains(&s.dir.display().to_string()), "{msg}");
@@ -36,6 +41,10 @@ async fn a_refused_market_in_the_settings_creates_nothing() {
     let mut bad = test_config(tmp.path());
     bad.pairs[1].min_amount = "0.000000001".into();
     let err = api::server::spawn(bad).await.expect_err("refused pair");
+    assert!(
+        matches!(&err, ServerError::MarketRefused { what, .. } if what == "pair ETH_SEK"),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("ETH_SEK"), "{err}");
     let s = TestServer::start_with(test_config(tmp.path())).await;
     let (st, pairs) = s.get("/v1/pairs", None).await;
@@ -56,6 +65,10 @@ async fn a_data_dir_that_cannot_be_made_is_named() {
         let err = api::server::spawn(test_config(&dir))
             .await
             .expect_err("not a directory");
+        assert!(
+            matches!(&err, ServerError::DataDir { path, .. } if *path == dir),
+            "{err:?}"
+        );
         assert!(
             err.to_string().contains(&dir.display().to_string()),
             "{err}"
