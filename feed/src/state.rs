@@ -336,21 +336,31 @@ impl State {
             return;
         }
         self.clock_ns = now_ns;
-        let mut changed = Vec::new();
+        let mut changed = BTreeSet::new();
+        self.expire_windows(&mut changed);
+        if self.recovered && !changed.is_empty() {
+            for i in changed {
+                self.publish_ticker(PairId(i));
+            }
+            self.wake_subscribers();
+        }
+    }
+
+    /// Moves every pair's 24 h window to the clock, adding the pairs whose trades left it to
+    /// `changed`. Every pair, not only those that traded: a batch moves the clock for all of
+    /// them, and on a busy market the wall clock never does it (`Feed::touch_clock` waits
+    /// for a second without batches), so a pair whose batches carry no trades of its own
+    /// would otherwise keep a day-old trade in its ticker.
+    fn expire_windows(&mut self, changed: &mut BTreeSet<u16>) {
+        let now_ns = self.clock_ns;
         for (i, ps) in self.pairs.iter_mut().enumerate() {
             let before = ps.window.len();
             ps.window.expire(now_ns);
-            if ps.window.len() != before {
-                changed.push(i);
+            if ps.window.len() != before
+                && let Ok(i) = u16::try_from(i)
+            {
+                changed.insert(i);
             }
-        }
-        if self.recovered && !changed.is_empty() {
-            for i in changed {
-                if let Ok(i) = u16::try_from(i) {
-                    self.publish_ticker(PairId(i));
-                }
-            }
-            self.wake_subscribers();
         }
     }
 
@@ -445,6 +455,7 @@ impl State {
             out.last_seq = p.seq;
             self.applied_seq = p.seq;
         }
+        self.expire_windows(&mut ticker_touched);
         for (pair, iv, open) in &candle_touched {
             let ps = &self.pairs[*pair as usize];
             if let Some(c) = ps.candles[*iv].get(*open) {
@@ -1137,5 +1148,52 @@ mod tests {
         assert_eq!(v["data"]["quoteVolume"], "0");
         assert_eq!(v["data"]["high"], serde_json::Value::Null);
         assert_eq!(v["data"]["lastPrice"], "1000.00");
+    }
+
+    /// A busy market moves the clock with its batches, so the wall clock never has to: a
+    /// trade must still leave the 24 h window when the batches after it carry no trade of
+    /// its pair (orders that rest, cancels, other pairs' trades). It stayed in the ticker's
+    /// volumes, high and low for as long as any batch came at least once a second.
+    #[test]
+    fn ticker_expires_while_batches_without_trades_come() {
+        let (mut engine, mut st, _) = market(std::time::Duration::ZERO);
+        let t0 = 1_700_000_000_000_000_000i64;
+        let mut cursor = st.pairs[0]
+            .channels
+            .as_ref()
+            .unwrap()
+            .ticker
+            .bus
+            .subscribe();
+        let cmds = [
+            (t0, place(1, 1, Side::Sell)),
+            (t0, place(2, 2, Side::Buy)),
+            // A day and a millisecond later: an order that rests, no trade.
+            (
+                t0 + crate::window::DAY_NS + 1_000_000,
+                place_at(3, 1, Side::Sell, 100_500, 1),
+            ),
+        ];
+        for (i, (ts, c)) in cmds.iter().enumerate() {
+            let mut ev = Vec::new();
+            engine.apply(c, &mut ev);
+            let p = Processed {
+                seq: 100 + i as u64,
+                timestamp_ns: *ts,
+                command: c,
+                events: &ev,
+            };
+            st.apply(std::slice::from_ref(&p));
+        }
+        let t = st.ticker(PairId(0)).unwrap();
+        assert_eq!(t.base_volume, "0", "{t:?}");
+        assert_eq!(t.quote_volume, "0", "{t:?}");
+        assert_eq!(t.high, None, "{t:?}");
+        assert_eq!(t.low, None, "{t:?}");
+        assert_eq!(t.last_price.as_deref(), Some("1000.00"));
+        let msg = cursor.latest().expect("a ticker message");
+        let v: serde_json::Value = serde_json::from_str(msg.text()).unwrap();
+        assert_eq!(v["data"]["baseVolume"], "0", "{v}");
+        assert_eq!(v["data"]["bestAsk"], "1005.00", "{v}");
     }
 }
