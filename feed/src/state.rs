@@ -124,8 +124,10 @@ pub struct PairState {
     pub book: L2,
     /// The book seq and pending state as last handed to the store.
     pub stored_book: Option<(u64, bool)>,
-    /// Replayed batches (before `recover`) changed this book.
-    pub replay_touched: bool,
+    /// Replayed commands (before `recover`) that changed this book: the live run published
+    /// at most one update for each (a flush needs a change), so the seq after recovery
+    /// passes every seq the live run may have published after the stored one.
+    pub replay_changes: u64,
     /// The engine's book seq of the last `LevelChanged` seen (one per command; checked for
     /// jumps only).
     pub engine_book_seq: u64,
@@ -313,16 +315,18 @@ impl State {
             let engine_seq = engine.book_seq(id);
             let ps = self.pair_mut(id);
             // A seq names one book state, across restarts too: the stored seq if the book is
-            // still the one it named, else past it (a flush may have published seq + 1 before
-            // a crash, and replayed batches may have changed the book since). Without a
-            // stored seq (a new store), the engine's: it counts every command that changed
+            // still the one it named, else past every seq the live run may have published
+            // after it: a flush may have published seq + 1 before a crash, and each replayed
+            // command that changed the book may have been one more update (the store writes
+            // behind the pipeline, so after a crash it can be many updates behind). Without
+            // a stored seq (a new store), the engine's: it counts every command that changed
             // the book, which is at least as many as there were updates.
             l2.seq = match ps.stored_book {
-                Some((seq, pending)) => seq + u64::from(pending) + u64::from(ps.replay_touched),
+                Some((seq, pending)) => seq + u64::from(pending) + ps.replay_changes,
                 None => engine_seq,
             };
             ps.engine_book_seq = engine_seq;
-            ps.replay_touched = false;
+            ps.replay_changes = 0;
             ps.book = l2;
             self.ensure_channels(id);
         }
@@ -435,8 +439,13 @@ impl State {
                 }
             }
             if !self.recovered {
-                for c in &changes {
-                    self.pair_mut(c.0).replay_touched = true;
+                // Once per pair whose book this command changed (a cancel-all may touch
+                // several pairs).
+                let mut pairs: Vec<PairId> = changes.iter().map(|c| c.0).collect();
+                pairs.sort_unstable_by_key(|p| p.0);
+                pairs.dedup();
+                for pair in pairs {
+                    self.pair_mut(pair).replay_changes += 1;
                 }
             }
             if self.recovered {
@@ -1148,6 +1157,50 @@ mod tests {
         assert_eq!(v["data"]["quoteVolume"], "0");
         assert_eq!(v["data"]["high"], serde_json::Value::Null);
         assert_eq!(v["data"]["lastPrice"], "1000.00");
+    }
+
+    /// After a crash the store's book seq lags what the live run published (it is written
+    /// behind the pipeline): recovery puts the seq past every update the replayed commands
+    /// may have published, so it never goes back and never names a second book. It went
+    /// back to stored + 1 however many updates the replay stood for.
+    #[test]
+    fn recovery_puts_the_book_seq_past_every_replayed_update() {
+        let (mut engine, _, _) = market(std::time::Duration::ZERO);
+        let mut st = State::new(DeriveConfig {
+            channel_capacity: 64,
+            candles_retained: 100,
+            book_interval: std::time::Duration::ZERO,
+        });
+        st.load(&Loaded {
+            books: vec![StoredBook {
+                pair: 0,
+                seq: 5,
+                pending: false,
+            }],
+            ..Loaded::default()
+        });
+        // Replayed (before recovery): three commands that each changed the book, which
+        // the live run may have published as seqs 6, 7 and 8.
+        for (i, c) in [
+            place_at(1, 1, Side::Sell, 100_100, 1),
+            place_at(2, 1, Side::Sell, 100_200, 1),
+            place_at(3, 2, Side::Buy, 99_000, 1),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut ev = Vec::new();
+            engine.apply(c, &mut ev);
+            let p = Processed {
+                seq: 100 + i as u64,
+                timestamp_ns: 1_700_000_000_000_000_000,
+                command: c,
+                events: &ev,
+            };
+            st.apply(std::slice::from_ref(&p));
+        }
+        st.recover(&engine, 102);
+        assert_eq!(st.pairs[0].book.seq, 8);
     }
 
     /// A busy market moves the clock with its batches, so the wall clock never has to: a
