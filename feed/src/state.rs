@@ -817,7 +817,10 @@ impl State {
         )
     }
 
-    /// Candles, oldest first.
+    /// Candles in memory with `start <= open < end`, oldest first (the first `limit` from
+    /// `start` when only `start` is given, else the last `limit` before `end`), with the
+    /// pair's entry and the open time before which the store may hold candles that memory
+    /// no longer does ([`Series::dropped_before`]).
     pub fn candles(
         &self,
         pair: PairId,
@@ -825,18 +828,23 @@ impl State {
         start_ms: Option<i64>,
         end_ms: Option<i64>,
         limit: usize,
-    ) -> Option<Vec<CandleView>> {
-        let entry = self.markets.pair(pair)?;
+    ) -> Option<(PairEntry, Vec<Candle>, Option<i64>)> {
+        let entry = self.markets.pair(pair)?.clone();
         let Some(ps) = self.pairs.get(pair.0 as usize) else {
-            return Some(Vec::new());
+            return Some((entry, Vec::new(), None));
         };
-        let list = ps.candles[iv.index()].query(
+        let series = &ps.candles[iv.index()];
+        let list = series.query(
             start_ms.unwrap_or(i64::MIN),
             end_ms.unwrap_or(i64::MAX),
             limit,
             start_ms.is_some() && end_ms.is_none(),
         );
-        Some(list.iter().map(|c| candle_view(entry, c)).collect())
+        Some((
+            entry,
+            list,
+            series.dropped_before(self.cfg.candles_retained),
+        ))
     }
 }
 

@@ -101,23 +101,7 @@ impl Store {
                  FROM candles) WHERE rn <= ?1 ORDER BY pair, interval, open_ms",
         )?;
         let rows = stmt.query_map(params![candles_retained as i64], |r| {
-            let iv: i64 = r.get(1)?;
-            let base: String = r.get(7)?;
-            let quote: String = r.get(8)?;
-            Ok((
-                r.get::<_, u16>(0)?,
-                iv,
-                Candle {
-                    open_ms: r.get(2)?,
-                    open: i2u(r.get(3)?),
-                    high: i2u(r.get(4)?),
-                    low: i2u(r.get(5)?),
-                    close: i2u(r.get(6)?),
-                    base_lots: base.parse().unwrap_or(0),
-                    quote_minor: quote.parse().unwrap_or(0),
-                    trades: i2u(r.get(9)?),
-                },
-            ))
+            Ok((r.get::<_, u16>(0)?, r.get::<_, i64>(1)?, candle_at(r, 2)?))
         })?;
         for row in rows {
             let (pair, iv, c) = row?;
@@ -195,6 +179,40 @@ impl Store {
         Ok(by_id.into_values().collect())
     }
 
+    /// Stored candles of one pair and interval with `start <= open < end`, oldest first:
+    /// the first `limit` when `from_start`, else the last `limit`. For ranges older than
+    /// what the feed keeps in memory (`candles_retained` per pair and interval).
+    pub fn candles(
+        &self,
+        pair: u16,
+        interval: Interval,
+        (start, end): (i64, i64),
+        limit: usize,
+        from_start: bool,
+    ) -> rusqlite::Result<Vec<Candle>> {
+        let order = if from_start { "ASC" } else { "DESC" };
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT open_ms, open, high, low, close, base, quote, trades FROM candles
+             WHERE pair = ?1 AND interval = ?2 AND open_ms >= ?3 AND open_ms < ?4
+             ORDER BY open_ms {order} LIMIT ?5"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                pair,
+                interval.index() as i64,
+                start,
+                end,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| candle_at(r, 0),
+        )?;
+        let mut out = rows.collect::<rusqlite::Result<Vec<Candle>>>()?;
+        if !from_start {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
     /// Writes one batch's trades, touched candles and changed book seqs with the new
     /// applied sequence and the newest batch time applied.
     pub fn commit(
@@ -251,6 +269,23 @@ impl Store {
         }
         tx.commit()
     }
+}
+
+/// A candle from the columns `open_ms, open, high, low, close, base, quote, trades`,
+/// starting at column `i`.
+fn candle_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Candle> {
+    let base: String = r.get(i + 5)?;
+    let quote: String = r.get(i + 6)?;
+    Ok(Candle {
+        open_ms: r.get(i)?,
+        open: i2u(r.get(i + 1)?),
+        high: i2u(r.get(i + 2)?),
+        low: i2u(r.get(i + 3)?),
+        close: i2u(r.get(i + 4)?),
+        base_lots: base.parse().unwrap_or(0),
+        quote_minor: quote.parse().unwrap_or(0),
+        trades: i2u(r.get(i + 7)?),
+    })
 }
 
 /// A `meta` value (0 when it was never stored).
