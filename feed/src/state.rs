@@ -235,16 +235,14 @@ impl State {
     pub fn load(&mut self, loaded: &Loaded) {
         self.applied_seq = loaded.applied_seq;
         let retain = self.cfg.candles_retained;
-        let horizon = loaded
-            .trades
-            .iter()
-            .map(|t| t.ts_ns)
-            .max()
-            .unwrap_or(0)
-            .saturating_sub(crate::window::DAY_NS);
-        let mut newest = 0;
+        // The newest batch time stored, which is later than the newest trade's when
+        // batches without trades followed it: the window is the 24 h before it (before the
+        // newest trade, a trade that had left the window came back into the tickers).
+        let newest = loaded.trades.iter().map(|t| t.ts_ns).max().unwrap_or(0);
+        self.last_ts_ns = newest.max(loaded.last_ts_ns);
+        self.clock_ns = self.last_ts_ns;
+        let horizon = self.last_ts_ns.saturating_sub(crate::window::DAY_NS);
         for t in &loaded.trades {
-            newest = newest.max(t.ts_ns);
             let ps = self.pair_mut(PairId(t.pair));
             if t.ts_ns > horizon {
                 ps.window.push(t.ts_ns, t.price, t.lots, t.quote);
@@ -267,10 +265,6 @@ impl State {
         for b in &loaded.books {
             self.pair_mut(PairId(b.pair)).stored_book = Some((b.seq, b.pending));
         }
-        // The newest batch time stored, which is later than the newest trade's when
-        // batches without trades followed it.
-        self.last_ts_ns = newest.max(loaded.last_ts_ns);
-        self.clock_ns = self.last_ts_ns;
     }
 
     fn ensure_channels(&mut self, id: PairId) {

@@ -787,3 +787,34 @@ async fn candles_older_than_memory_come_from_the_store() {
     }
     h.stop().await;
 }
+
+/// After a restart the tickers start with the 24 h window as of now: a server down for a
+/// day does not hand a new ticker subscriber the volume, high and low of trades that have
+/// left the window. The channels' first ticker held them until the feed clock's first tick
+/// (up to a second) while the REST ticker already said "0".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickers_after_a_restart_leave_out_trades_older_than_a_day() {
+    let (dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
+    h.sell_then_buy(1, (100_000, 3), (100_000, 3)).await;
+    let t = h.http.json(&format!("/v1/pairs/{PAIR}/ticker")).await;
+    assert_eq!(t["baseVolume"], "0.0003");
+    h.stop().await;
+    // The same trade two days before the last batch (batches without trades came since)
+    // and then, the batches too, as if the server had been down for two days.
+    for sql in [
+        "UPDATE trades SET ts_ns = ts_ns - 2 * 86400000000000",
+        "UPDATE meta SET value = value - 2 * 86400000000000 WHERE key = 'last_ts_ns'",
+    ] {
+        let db = rusqlite::Connection::open(dir.path().join("marketdata.sqlite")).unwrap();
+        db.execute(sql, []).unwrap();
+        drop(db);
+        let h = Harness::start(dir.path(), FeedConfig::default()).await;
+        let mut ws = h.ws().await;
+        subscribed(&mut ws, 1, &[format!("ticker:{PAIR}")]).await;
+        let first = next_json(&mut ws).await;
+        assert_eq!(first["data"]["baseVolume"], "0", "{sql}: {first}");
+        assert_eq!(first["data"]["high"], Value::Null, "{sql}: {first}");
+        assert_eq!(first["data"]["lastPrice"], "1000.00", "{sql}: {first}");
+        h.stop().await;
+    }
+}
