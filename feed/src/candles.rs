@@ -136,6 +136,16 @@ impl Series {
         }
     }
 
+    /// The open time before which the store may hold candles this series no longer does:
+    /// its oldest candle when it holds `retain` (older ones were dropped, or never loaded),
+    /// `None` when it holds every candle of the series.
+    pub fn dropped_before(&self, retain: usize) -> Option<i64> {
+        if self.candles.len() < retain.max(1) {
+            return None;
+        }
+        self.candles.first_key_value().map(|(open, _)| *open)
+    }
+
     pub fn get(&self, open_ms: i64) -> Option<&Candle> {
         self.candles.get(&open_ms)
     }

@@ -547,6 +547,10 @@ impl OutputListener for FeedListener {
 
     fn on_recovered(&mut self, engine: &engine::Engine, last_seq: u64) {
         self.feed.inner.state.write().recover(engine, last_seq);
+        // The 24 h windows as of now, not as of the last batch before the stop: after a
+        // server was down, the tickers the channels start with (and hand to subscribers at
+        // once) held trades that had left the window until the clock thread's first tick.
+        self.feed.touch_clock();
     }
 
     fn on_batch(&mut self, batch: &[Processed<'_>]) {

@@ -77,6 +77,16 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", detail)
     }
 
+    /// A failure of ours (the market data store could not be read); nothing internal is
+    /// told to the client.
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "internal error",
+        )
+    }
+
     /// A pair named in a path that does not exist: 404 `UNKNOWN_PAIR`, on the market routes
     /// and the back office alike (in a body or query it is a 400).
     pub fn unknown_pair_in_path(symbol: &str) -> Self {

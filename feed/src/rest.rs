@@ -13,6 +13,7 @@ use crate::Feed;
 use crate::candles::Interval;
 use crate::path::PathSegment;
 use crate::problem::Problem;
+use crate::state::candle_view;
 use crate::views::{BookView, CandleView, TickerView, TradeView, parse_time_ms};
 
 /// Most levels per side or rows a list route returns.
@@ -193,10 +194,41 @@ pub(crate) async fn candles_list(
     let start = time(&q.start, "start")?;
     let end = time(&q.end, "end")?;
     let n = limit(q.limit, 100, "limit")?;
-    let st = feed.inner.state.read();
-    st.candles(id, iv, start, end, n)
-        .map(Json)
-        .ok_or_else(|| Problem::not_found("no such pair"))
+    let from_start = start.is_some() && end.is_none();
+    let (entry, mut list, dropped_before) = feed
+        .inner
+        .state
+        .read()
+        .candles(id, iv, start, end, n)
+        .ok_or_else(|| Problem::not_found("no such pair"))?;
+    // Memory keeps the newest `candles_retained` of a series; older ones are in the store.
+    // It answers alone unless the range reaches before its oldest candle and, for the
+    // latest `n` before `end`, memory had fewer than `n` of them.
+    let (start, end) = (start.unwrap_or(i64::MIN), end.unwrap_or(i64::MAX));
+    if let Some(oldest) = dropped_before
+        && start < oldest
+        && (from_start || list.len() < n)
+    {
+        let store = feed.inner.store.clone();
+        let older = tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .candles(id.0, iv, (start, end.min(oldest)), n, from_start)
+        })
+        .await
+        .map_err(|_| Problem::internal())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "market data store read failed");
+            Problem::internal()
+        })?;
+        list.splice(0..0, older);
+        if from_start {
+            list.truncate(n);
+        } else if list.len() > n {
+            list.drain(..list.len() - n);
+        }
+    }
+    Ok(Json(list.iter().map(|c| candle_view(&entry, c)).collect()))
 }
 
 #[derive(OpenApi)]

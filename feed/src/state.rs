@@ -124,8 +124,10 @@ pub struct PairState {
     pub book: L2,
     /// The book seq and pending state as last handed to the store.
     pub stored_book: Option<(u64, bool)>,
-    /// Replayed batches (before `recover`) changed this book.
-    pub replay_touched: bool,
+    /// Replayed commands (before `recover`) that changed this book: the live run published
+    /// at most one update for each (a flush needs a change), so the seq after recovery
+    /// passes every seq the live run may have published after the stored one.
+    pub replay_changes: u64,
     /// The engine's book seq of the last `LevelChanged` seen (one per command; checked for
     /// jumps only).
     pub engine_book_seq: u64,
@@ -233,16 +235,14 @@ impl State {
     pub fn load(&mut self, loaded: &Loaded) {
         self.applied_seq = loaded.applied_seq;
         let retain = self.cfg.candles_retained;
-        let horizon = loaded
-            .trades
-            .iter()
-            .map(|t| t.ts_ns)
-            .max()
-            .unwrap_or(0)
-            .saturating_sub(crate::window::DAY_NS);
-        let mut newest = 0;
+        // The newest batch time stored, which is later than the newest trade's when
+        // batches without trades followed it: the window is the 24 h before it (before the
+        // newest trade, a trade that had left the window came back into the tickers).
+        let newest = loaded.trades.iter().map(|t| t.ts_ns).max().unwrap_or(0);
+        self.last_ts_ns = newest.max(loaded.last_ts_ns);
+        self.clock_ns = self.last_ts_ns;
+        let horizon = self.last_ts_ns.saturating_sub(crate::window::DAY_NS);
         for t in &loaded.trades {
-            newest = newest.max(t.ts_ns);
             let ps = self.pair_mut(PairId(t.pair));
             if t.ts_ns > horizon {
                 ps.window.push(t.ts_ns, t.price, t.lots, t.quote);
@@ -265,10 +265,6 @@ impl State {
         for b in &loaded.books {
             self.pair_mut(PairId(b.pair)).stored_book = Some((b.seq, b.pending));
         }
-        // The newest batch time stored, which is later than the newest trade's when
-        // batches without trades followed it.
-        self.last_ts_ns = newest.max(loaded.last_ts_ns);
-        self.clock_ns = self.last_ts_ns;
     }
 
     fn ensure_channels(&mut self, id: PairId) {
@@ -313,16 +309,18 @@ impl State {
             let engine_seq = engine.book_seq(id);
             let ps = self.pair_mut(id);
             // A seq names one book state, across restarts too: the stored seq if the book is
-            // still the one it named, else past it (a flush may have published seq + 1 before
-            // a crash, and replayed batches may have changed the book since). Without a
-            // stored seq (a new store), the engine's: it counts every command that changed
+            // still the one it named, else past every seq the live run may have published
+            // after it: a flush may have published seq + 1 before a crash, and each replayed
+            // command that changed the book may have been one more update (the store writes
+            // behind the pipeline, so after a crash it can be many updates behind). Without
+            // a stored seq (a new store), the engine's: it counts every command that changed
             // the book, which is at least as many as there were updates.
             l2.seq = match ps.stored_book {
-                Some((seq, pending)) => seq + u64::from(pending) + u64::from(ps.replay_touched),
+                Some((seq, pending)) => seq + u64::from(pending) + ps.replay_changes,
                 None => engine_seq,
             };
             ps.engine_book_seq = engine_seq;
-            ps.replay_touched = false;
+            ps.replay_changes = 0;
             ps.book = l2;
             self.ensure_channels(id);
         }
@@ -336,21 +334,31 @@ impl State {
             return;
         }
         self.clock_ns = now_ns;
-        let mut changed = Vec::new();
+        let mut changed = BTreeSet::new();
+        self.expire_windows(&mut changed);
+        if self.recovered && !changed.is_empty() {
+            for i in changed {
+                self.publish_ticker(PairId(i));
+            }
+            self.wake_subscribers();
+        }
+    }
+
+    /// Moves every pair's 24 h window to the clock, adding the pairs whose trades left it to
+    /// `changed`. Every pair, not only those that traded: a batch moves the clock for all of
+    /// them, and on a busy market the wall clock never does it (`Feed::touch_clock` waits
+    /// for a second without batches), so a pair whose batches carry no trades of its own
+    /// would otherwise keep a day-old trade in its ticker.
+    fn expire_windows(&mut self, changed: &mut BTreeSet<u16>) {
+        let now_ns = self.clock_ns;
         for (i, ps) in self.pairs.iter_mut().enumerate() {
             let before = ps.window.len();
             ps.window.expire(now_ns);
-            if ps.window.len() != before {
-                changed.push(i);
+            if ps.window.len() != before
+                && let Ok(i) = u16::try_from(i)
+            {
+                changed.insert(i);
             }
-        }
-        if self.recovered && !changed.is_empty() {
-            for i in changed {
-                if let Ok(i) = u16::try_from(i) {
-                    self.publish_ticker(PairId(i));
-                }
-            }
-            self.wake_subscribers();
         }
     }
 
@@ -425,8 +433,13 @@ impl State {
                 }
             }
             if !self.recovered {
-                for c in &changes {
-                    self.pair_mut(c.0).replay_touched = true;
+                // Once per pair whose book this command changed (a cancel-all may touch
+                // several pairs).
+                let mut pairs: Vec<PairId> = changes.iter().map(|c| c.0).collect();
+                pairs.sort_unstable_by_key(|p| p.0);
+                pairs.dedup();
+                for pair in pairs {
+                    self.pair_mut(pair).replay_changes += 1;
                 }
             }
             if self.recovered {
@@ -445,6 +458,7 @@ impl State {
             out.last_seq = p.seq;
             self.applied_seq = p.seq;
         }
+        self.expire_windows(&mut ticker_touched);
         for (pair, iv, open) in &candle_touched {
             let ps = &self.pairs[*pair as usize];
             if let Some(c) = ps.candles[*iv].get(*open) {
@@ -797,7 +811,10 @@ impl State {
         )
     }
 
-    /// Candles, oldest first.
+    /// Candles in memory with `start <= open < end`, oldest first (the first `limit` from
+    /// `start` when only `start` is given, else the last `limit` before `end`), with the
+    /// pair's entry and the open time before which the store may hold candles that memory
+    /// no longer does ([`Series::dropped_before`]).
     pub fn candles(
         &self,
         pair: PairId,
@@ -805,18 +822,23 @@ impl State {
         start_ms: Option<i64>,
         end_ms: Option<i64>,
         limit: usize,
-    ) -> Option<Vec<CandleView>> {
-        let entry = self.markets.pair(pair)?;
+    ) -> Option<(PairEntry, Vec<Candle>, Option<i64>)> {
+        let entry = self.markets.pair(pair)?.clone();
         let Some(ps) = self.pairs.get(pair.0 as usize) else {
-            return Some(Vec::new());
+            return Some((entry, Vec::new(), None));
         };
-        let list = ps.candles[iv.index()].query(
+        let series = &ps.candles[iv.index()];
+        let list = series.query(
             start_ms.unwrap_or(i64::MIN),
             end_ms.unwrap_or(i64::MAX),
             limit,
             start_ms.is_some() && end_ms.is_none(),
         );
-        Some(list.iter().map(|c| candle_view(entry, c)).collect())
+        Some((
+            entry,
+            list,
+            series.dropped_before(self.cfg.candles_retained),
+        ))
     }
 }
 
@@ -1117,5 +1139,96 @@ mod tests {
         assert_eq!(v["data"]["quoteVolume"], "0");
         assert_eq!(v["data"]["high"], serde_json::Value::Null);
         assert_eq!(v["data"]["lastPrice"], "1000.00");
+    }
+
+    /// After a crash the store's book seq lags what the live run published (it is written
+    /// behind the pipeline): recovery puts the seq past every update the replayed commands
+    /// may have published, so it never goes back and never names a second book. It went
+    /// back to stored + 1 however many updates the replay stood for.
+    #[test]
+    fn recovery_puts_the_book_seq_past_every_replayed_update() {
+        let (mut engine, _, _) = market(std::time::Duration::ZERO);
+        let mut st = State::new(DeriveConfig {
+            channel_capacity: 64,
+            candles_retained: 100,
+            book_interval: std::time::Duration::ZERO,
+        });
+        st.load(&Loaded {
+            books: vec![StoredBook {
+                pair: 0,
+                seq: 5,
+                pending: false,
+            }],
+            ..Loaded::default()
+        });
+        // Replayed (before recovery): three commands that each changed the book, which
+        // the live run may have published as seqs 6, 7 and 8.
+        for (i, c) in [
+            place_at(1, 1, Side::Sell, 100_100, 1),
+            place_at(2, 1, Side::Sell, 100_200, 1),
+            place_at(3, 2, Side::Buy, 99_000, 1),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut ev = Vec::new();
+            engine.apply(c, &mut ev);
+            let p = Processed {
+                seq: 100 + i as u64,
+                timestamp_ns: 1_700_000_000_000_000_000,
+                command: c,
+                events: &ev,
+            };
+            st.apply(std::slice::from_ref(&p));
+        }
+        st.recover(&engine, 102);
+        assert_eq!(st.pairs[0].book.seq, 8);
+    }
+
+    /// A busy market moves the clock with its batches, so the wall clock never has to: a
+    /// trade must still leave the 24 h window when the batches after it carry no trade of
+    /// its pair (orders that rest, cancels, other pairs' trades). It stayed in the ticker's
+    /// volumes, high and low for as long as any batch came at least once a second.
+    #[test]
+    fn ticker_expires_while_batches_without_trades_come() {
+        let (mut engine, mut st, _) = market(std::time::Duration::ZERO);
+        let t0 = 1_700_000_000_000_000_000i64;
+        let mut cursor = st.pairs[0]
+            .channels
+            .as_ref()
+            .unwrap()
+            .ticker
+            .bus
+            .subscribe();
+        let cmds = [
+            (t0, place(1, 1, Side::Sell)),
+            (t0, place(2, 2, Side::Buy)),
+            // A day and a millisecond later: an order that rests, no trade.
+            (
+                t0 + crate::window::DAY_NS + 1_000_000,
+                place_at(3, 1, Side::Sell, 100_500, 1),
+            ),
+        ];
+        for (i, (ts, c)) in cmds.iter().enumerate() {
+            let mut ev = Vec::new();
+            engine.apply(c, &mut ev);
+            let p = Processed {
+                seq: 100 + i as u64,
+                timestamp_ns: *ts,
+                command: c,
+                events: &ev,
+            };
+            st.apply(std::slice::from_ref(&p));
+        }
+        let t = st.ticker(PairId(0)).unwrap();
+        assert_eq!(t.base_volume, "0", "{t:?}");
+        assert_eq!(t.quote_volume, "0", "{t:?}");
+        assert_eq!(t.high, None, "{t:?}");
+        assert_eq!(t.low, None, "{t:?}");
+        assert_eq!(t.last_price.as_deref(), Some("1000.00"));
+        let msg = cursor.latest().expect("a ticker message");
+        let v: serde_json::Value = serde_json::from_str(msg.text()).unwrap();
+        assert_eq!(v["data"]["baseVolume"], "0", "{v}");
+        assert_eq!(v["data"]["bestAsk"], "1005.00", "{v}");
     }
 }

@@ -729,3 +729,92 @@ async fn short_writes_keep_frames_whole() {
     }
     h.stop().await;
 }
+
+/// Candles older than what the feed keeps in memory (`candles_retained` per pair and
+/// interval, the newest) are read from the store, where every candle stays: the list is
+/// that of every interval that had trades, for any range. The REST list answered from
+/// memory alone, so a range before the oldest candle in memory came back empty, as if
+/// nothing had traded then (with the default 10,000, 1m candles older than about a week).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candles_older_than_memory_come_from_the_store() {
+    use feed::candles::{Candle, Interval};
+    let dir = tmp();
+    let t0 = 1_700_000_040_000i64 / 60_000 * 60_000;
+    {
+        let path = dir.path().join("marketdata.sqlite");
+        let mut store = feed::store::Store::open(&path).unwrap();
+        let candles: Vec<_> = (0..5u64)
+            .map(|i| {
+                let mut c = Candle::new(t0 + i as i64 * 60_000, 100 + i);
+                c.add(100 + i, 1, 1);
+                (0u16, Interval::M1, c)
+            })
+            .collect();
+        store.commit(&[], &candles, &[], (0, 0)).unwrap();
+    }
+    let config = FeedConfig {
+        candles_retained: 2,
+        ..FeedConfig::default()
+    };
+    let h = Harness::start(dir.path(), config).await;
+    h.setup_market(1).await;
+    let opens = |v: Value| -> Vec<String> {
+        let list = v.as_array().unwrap();
+        list.iter()
+            .map(|c| c["open"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let url = |q: &str| format!("/v1/pairs/{PAIR}/candles?interval=1m{q}");
+    let m = |i: i64| t0 + i * 60_000;
+    for (q, want) in [
+        (String::new(), vec!["1.00", "1.01", "1.02", "1.03", "1.04"]),
+        ("&limit=3".to_string(), vec!["1.02", "1.03", "1.04"]),
+        ("&limit=4".to_string(), vec!["1.01", "1.02", "1.03", "1.04"]),
+        (format!("&start={}&limit=2", m(1)), vec!["1.01", "1.02"]),
+        (
+            format!("&start={}&limit=3", m(2)),
+            vec!["1.02", "1.03", "1.04"],
+        ),
+        (
+            format!("&start={}&end={}", m(0), m(3)),
+            vec!["1.00", "1.01", "1.02"],
+        ),
+        (format!("&end={}", m(2)), vec!["1.00", "1.01"]),
+        (format!("&end={}&limit=1", m(4)), vec!["1.03"]),
+        (format!("&start={}", m(4)), vec!["1.04"]),
+    ] {
+        assert_eq!(opens(h.http.json(&url(&q)).await), want, "{q}");
+    }
+    h.stop().await;
+}
+
+/// After a restart the tickers start with the 24 h window as of now: a server down for a
+/// day does not hand a new ticker subscriber the volume, high and low of trades that have
+/// left the window. The channels' first ticker held them until the feed clock's first tick
+/// (up to a second) while the REST ticker already said "0".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickers_after_a_restart_leave_out_trades_older_than_a_day() {
+    let (dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
+    h.sell_then_buy(1, (100_000, 3), (100_000, 3)).await;
+    let t = h.http.json(&format!("/v1/pairs/{PAIR}/ticker")).await;
+    assert_eq!(t["baseVolume"], "0.0003");
+    h.stop().await;
+    // The same trade two days before the last batch (batches without trades came since)
+    // and then, the batches too, as if the server had been down for two days.
+    for sql in [
+        "UPDATE trades SET ts_ns = ts_ns - 2 * 86400000000000",
+        "UPDATE meta SET value = value - 2 * 86400000000000 WHERE key = 'last_ts_ns'",
+    ] {
+        let db = rusqlite::Connection::open(dir.path().join("marketdata.sqlite")).unwrap();
+        db.execute(sql, []).unwrap();
+        drop(db);
+        let h = Harness::start(dir.path(), FeedConfig::default()).await;
+        let mut ws = h.ws().await;
+        subscribed(&mut ws, 1, &[format!("ticker:{PAIR}")]).await;
+        let first = next_json(&mut ws).await;
+        assert_eq!(first["data"]["baseVolume"], "0", "{sql}: {first}");
+        assert_eq!(first["data"]["high"], Value::Null, "{sql}: {first}");
+        assert_eq!(first["data"]["lastPrice"], "1000.00", "{sql}: {first}");
+        h.stop().await;
+    }
+}
