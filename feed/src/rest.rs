@@ -193,6 +193,11 @@ pub(crate) async fn candles_list(
     };
     let start = time(&q.start, "start")?;
     let end = time(&q.end, "end")?;
+    if let (Some(start), Some(end)) = (start, end)
+        && start > end
+    {
+        return Err(Problem::validation("start must not be after end"));
+    }
     let n = limit(q.limit, 100, "limit")?;
     let from_start = start.is_some() && end.is_none();
     let (entry, mut list, dropped_before) = feed

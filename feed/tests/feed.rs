@@ -354,6 +354,12 @@ async fn rest_errors_are_problems() {
             400,
             "VALIDATION_FAILED",
         ),
+        // A range that ends before it starts is a mistake, not an empty market.
+        (
+            "/v1/pairs/BTC_SEK/candles?interval=1m&start=2026-01-02T00:00:00Z&end=2026-01-01T00:00:00Z",
+            400,
+            "VALIDATION_FAILED",
+        ),
     ] {
         let (s, body) = h.http.get(path).await;
         assert_eq!(s, status, "{path}: {body}");
