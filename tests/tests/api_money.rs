@@ -565,3 +565,78 @@ async fn random_trading_reconciles_every_account() {
     );
     s.stop().await;
 }
+
+/// A market order's budget in value units (its quote amount, or a market buy's hold, times
+/// `10^(priceDecimals + amountDecimals - quote decimals)`) passes `u128` on a pair whose
+/// decimals add up to 20 over the quote's, with an amount below the 2^62 bound. It used to
+/// wrap (release) or panic the engine thread (debug): a market sell for 3,402,823,669,209,384,635
+/// JPY sold 0.003662539256 WEI for 0 JPY and reported itself filled, and a market buy whose
+/// account held that much JPY stopped for want of funds after the same sliver. A budget that
+/// large is larger than any trade: it now saturates (matching rules version 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_market_budget_past_u128_in_value_units_does_not_wrap() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    for (code, decimals) in [("JPY", 0), ("WEI", 18)] {
+        s.post_expect(
+            "/v1/admin/currencies",
+            Some(&admin),
+            &json!({"currency": code, "minorAmountDecimals": decimals, "displayName": code}),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    // A value unit is 10^-20 JPY: 8 price decimals and 12 amount decimals over JPY's 0.
+    s.post_expect(
+        "/v1/admin/pairs",
+        Some(&admin),
+        &json!({"base":"WEI","quote":"JPY","priceDecimals":8,"amountDecimals":12,
+                "minAmount":"0.000000000001","makerFeeRate":"0","takerFeeRate":"0"}),
+        StatusCode::CREATED,
+    )
+    .await;
+    // The smallest amount whose value units pass 2^128: the wrapped budget was 3.66e19
+    // value units, 0.366 JPY.
+    let huge = "3402823669209384635";
+    let (alice, bob, carol, dave) = (
+        s.register("alice").await,
+        s.register("bob").await,
+        s.register("carol").await,
+        s.register("dave").await,
+    );
+    s.fund(&admin, &alice, "WEI", "1").await;
+    s.fund(&admin, &bob, "JPY", "200").await;
+    s.fund(&admin, &carol, "JPY", huge).await;
+    s.fund(&admin, &dave, "WEI", "1").await;
+
+    // A market sell by a quote amount larger than the book: it sells all alice has.
+    s.limit(&bob, "WEI_JPY", "buy", "1.05", "100", "bid").await;
+    let (st, sell) = s
+        .order(&alice, json!({"pair":"WEI_JPY","side":"sell","type":"market","quoteAmount":huge,"clientId":"sell-all"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{sell}");
+    assert_eq!(sell["filledAmount"], "1.000000000000", "{sell}");
+    assert_eq!(sell["filledQuoteAmount"], "100", "{sell}");
+    assert_eq!(sell["status"], "expired", "{sell}");
+
+    // A market buy by amount, holding all of carol's JPY: it buys what it asked for (dave's
+    // ask first fills the rest of bob's bid, 0.05).
+    s.limit(&dave, "WEI_JPY", "sell", "0.55", "100", "ask")
+        .await;
+    let (st, buy) = s
+        .order(
+            &carol,
+            json!({"pair":"WEI_JPY","side":"buy","type":"market","amount":"0.5","clientId":"buy"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{buy}");
+    assert_eq!(buy["status"], "filled", "{buy}");
+    assert_eq!(buy["filledAmount"], "0.500000000000", "{buy}");
+    assert_eq!(buy["filledQuoteAmount"], "50", "{buy}");
+
+    for u in [&alice, &bob, &carol, &dave] {
+        s.assert_transactions_match_wallet(u).await;
+    }
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}

@@ -213,9 +213,9 @@ impl Model {
                     out.push(Event::MaxOrdersPerBookSet { max: *max });
                 }
             }
-            // Versions this model knows: 1 to 3.
+            // Versions this model knows: 1 to 4.
             Command::SetRulesVersion { version } => {
-                if !(1..=3).contains(version) {
+                if !(1..=4).contains(version) {
                     out.push(Event::ConfigRefused {
                         reason: RejectReason::UnknownRulesVersion,
                     });
@@ -641,7 +641,7 @@ impl Model {
                 size: MarketSize::Quote(q),
             } => {
                 if o.side == Side::Sell {
-                    t.budget = Some(u128::from(q) * vpq);
+                    t.budget = Some(self.budget_value(q, vpq));
                 }
             }
         }
@@ -743,6 +743,16 @@ impl Model {
         }
     }
 
+    /// A budget of `minor` quote minor units in value units: from version 4 on saturating,
+    /// before wrapping.
+    fn budget_value(&self, minor: u64, vpq: u128) -> u128 {
+        if self.rules_version >= 4 {
+            u128::from(minor).saturating_mul(vpq)
+        } else {
+            u128::from(minor).wrapping_mul(vpq)
+        }
+    }
+
     /// The FOK dry walk: would the order fill completely? A maker that would need a
     /// rounding top-up from its available funds fails the walk (the documented conservative
     /// rule; from version 3 on its hold always suffices).
@@ -836,7 +846,7 @@ impl Model {
             let price = mk.price;
             let mut lots = t.remaining.unwrap_or(u64::MAX).min(mk.remaining);
             if side == Side::Buy && t.limit.is_none() {
-                let affordable = u128::from(t.held) * vpq / u128::from(price.0);
+                let affordable = self.budget_value(t.held, vpq) / u128::from(price.0);
                 lots = lots.min(u64::try_from(affordable).unwrap_or(u64::MAX));
             }
             if side == Side::Sell {
