@@ -49,6 +49,10 @@
 //!    wrapping: on a pair whose decimals add up to 20 or more over the quote's, a budget near
 //!    the 2^62 bound wrapped to a sliver (a market sell reported filled after selling a
 //!    fraction of what it was asked for, a market buy stopped for want of funds it had).
+//! 5. A market order by quote amount that has spent all of it (a buy's hold, a sell's value
+//!    budget) is filled, whatever stopped it: one that took the last order of the book
+//!    expired with `NoLiquidity` (and one whose next maker was its own, with
+//!    `SelfTradePrevention`), though nothing of it was left to trade.
 //!
 //! # Money (API.md)
 //! - Holds: limit buy `ceil(price x amount)` quote; sell `amount` base; market buy by base:
@@ -104,9 +108,9 @@ pub const MAX_ORDERS_PER_BOOK: usize = (1 << 24) - 1;
 /// (module doc, "Rules versions"): a full book refuses every GTC order.
 pub const RULES_VERSION_GENESIS: u32 = 1;
 
-/// The newest matching rules this build knows (version 4: market budgets saturate). The
-/// server moves an older engine to it at start.
-pub const RULES_VERSION_CURRENT: u32 = 4;
+/// The newest matching rules this build knows (version 5: a market order by quote amount
+/// that spent it all is filled). The server moves an older engine to it at start.
+pub const RULES_VERSION_CURRENT: u32 = 5;
 
 /// From this version on a full book takes a crossing GTC order (module doc, "Full book").
 /// Named apart from [`RULES_VERSION_CURRENT`], which a later rule change moves on.
@@ -120,6 +124,10 @@ const RULES_VERSION_ROUNDING_WAIVED: u32 = 3;
 /// From this version on a market order's budget in value units saturates instead of
 /// wrapping (module doc, "Rules versions").
 const RULES_VERSION_BUDGETS_SATURATE: u32 = 4;
+
+/// From this version on a market order by quote amount that has spent all of it is filled,
+/// whatever stopped it (module doc, "Rules versions").
+const RULES_VERSION_SPENT_BUDGET_FILLS: u32 = 5;
 
 /// Bounds the engine enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -638,7 +646,15 @@ impl Engine {
         let filled = match o.kind {
             OrderKind::Market {
                 size: MarketSize::Quote(_),
-            } => taker.traded && matches!(stopped, Some(DoneReason::Filled)),
+            } => {
+                let spent = match o.side {
+                    Side::Buy => taker.held == 0,
+                    Side::Sell => taker.sell_value_budget == Some(0),
+                };
+                taker.traded
+                    && (matches!(stopped, Some(DoneReason::Filled))
+                        || (spent && self.rules_version >= RULES_VERSION_SPENT_BUDGET_FILLS))
+            }
             _ => taker.remaining == 0,
         };
         if let OrderKind::Limit {

@@ -673,3 +673,26 @@ fn a_market_budget_past_u128_wraps_before_rules_version_4_and_saturates_from_it(
         assert_eq!(lots, sold, "version {version}: {ev:?}");
     }
 }
+
+/// A market buy by quote amount that spends all of it on the last order of the book: before
+/// matching rules version 5 it ended `NoLiquidity`, from version 5 it is filled.
+#[test]
+fn a_spent_quote_budget_is_filled_from_rules_version_5() {
+    for (version, reason) in [(4, DoneReason::NoLiquidity), (5, DoneReason::Filled)] {
+        let mut fx = bob_with_sek_at_version(version, 10 * SEK_1);
+        // The whole book: 0.1 BTC at 100 SEK, 10.00 SEK.
+        fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+        let buy = fx.market_quote(BOB, Side::Buy, 10 * SEK_1);
+        let ev = fx.place(buy);
+        assert_eq!(trades(&ev).len(), 1, "version {version}: {ev:?}");
+        assert!(
+            ev.contains(&Event::Done {
+                order: buy.0.id,
+                account: BOB,
+                pair: BTC_SEK,
+                reason
+            }),
+            "version {version}: {ev:?}"
+        );
+    }
+}

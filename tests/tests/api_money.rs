@@ -640,3 +640,44 @@ async fn a_market_budget_past_u128_in_value_units_does_not_wrap() {
     s.assert_audit_ok(&admin).await;
     s.stop().await;
 }
+
+/// A market order by `quoteAmount` that spends all of it is filled, also when it takes the
+/// last order of the book: it used to end `expired` with `rejectReason` `NO_LIQUIDITY`
+/// (it looked at the empty book for more before it looked at its budget), so a client that
+/// bought 50.00 SEK of ETH was told its order had expired for want of liquidity and could
+/// well send it again (matching rules version 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_market_order_that_spends_its_whole_quote_amount_is_filled() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let (alice, bob) = (s.register("alice").await, s.register("bob").await);
+    s.fund(&admin, &alice, "SEK", "100").await;
+    s.fund(&admin, &bob, "ETH", "1").await;
+
+    // The whole book: 0.5 ETH at 100 SEK, 50.00 SEK.
+    s.limit(&bob, "ETH_SEK", "sell", "0.5", "100", "ask").await;
+    let (st, buy) = s
+        .order(&alice, json!({"pair":"ETH_SEK","side":"buy","type":"market","quoteAmount":"50","clientId":"buy-50"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{buy}");
+    assert_eq!(buy["filledQuoteAmount"], "50.00", "{buy}");
+    assert_eq!(buy["status"], "filled", "{buy}");
+    assert_eq!(buy["rejectReason"], Value::Null, "{buy}");
+
+    // The other way: bob sells for 50.00 SEK into alice's bid, all the book holds.
+    s.limit(&alice, "ETH_SEK", "buy", "0.25", "200", "bid")
+        .await;
+    let (st, sell) = s
+        .order(&bob, json!({"pair":"ETH_SEK","side":"sell","type":"market","quoteAmount":"50","clientId":"sell-50"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{sell}");
+    assert_eq!(sell["filledAmount"], "0.25000000", "{sell}");
+    assert_eq!(sell["filledQuoteAmount"], "50.00", "{sell}");
+    assert_eq!(sell["status"], "filled", "{sell}");
+    assert_eq!(sell["rejectReason"], Value::Null, "{sell}");
+
+    s.assert_transactions_match_wallet(&alice).await;
+    s.assert_transactions_match_wallet(&bob).await;
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}

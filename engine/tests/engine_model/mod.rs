@@ -213,9 +213,9 @@ impl Model {
                     out.push(Event::MaxOrdersPerBookSet { max: *max });
                 }
             }
-            // Versions this model knows: 1 to 4.
+            // Versions this model knows: 1 to 5.
             Command::SetRulesVersion { version } => {
-                if !(1..=4).contains(version) {
+                if !(1..=5).contains(version) {
                     out.push(Event::ConfigRefused {
                         reason: RejectReason::UnknownRulesVersion,
                     });
@@ -668,7 +668,15 @@ impl Model {
         let filled = match o.kind {
             OrderKind::Market {
                 size: MarketSize::Quote(_),
-            } => t.traded && stopped == Some(DoneReason::Filled),
+            } => {
+                // From version 5 a budget spent to the last unit is filled.
+                let spent = match o.side {
+                    Side::Buy => t.held == 0,
+                    Side::Sell => t.budget == Some(0),
+                };
+                t.traded
+                    && (stopped == Some(DoneReason::Filled) || (spent && self.rules_version >= 5))
+            }
             _ => t.remaining == Some(0),
         };
         assert!(!fok || filled, "model: a FOK that passed its walk fills");
