@@ -681,3 +681,88 @@ async fn a_market_order_that_spends_its_whole_quote_amount_is_filled() {
     s.assert_audit_ok(&admin).await;
     s.stop().await;
 }
+
+/// The text fields of money requests and currencies are bounded in characters, as their
+/// 400s say, not in UTF-8 bytes: a reject reason of 300 'é' (600 bytes) was refused as over
+/// "at most 512 characters", a destination of 256 'å' and a display name of 64 'ö' likewise.
+/// A destination or a display name with a control character (a line feed, a NUL) is a 400,
+/// as an account name with one is: they were stored as sent and shown to the back office
+/// and on the public currency list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_fields_count_characters_and_refuse_control_characters() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let alice = s.register("alice").await;
+    s.fund(&admin, &alice, "SEK", "10").await;
+    let withdrawal = |ext: &str, destination: &str| json!({"currency":"SEK","amount":"1","externalId":ext,"destination":destination});
+    let token = Some(alice.token.as_str());
+    let w = s
+        .post_expect(
+            "/v1/wallet/withdrawals",
+            token,
+            &withdrawal("w-1", &"å".repeat(256)),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(w["destination"], "å".repeat(256), "{w}");
+    for (i, bad) in ["å".repeat(257), "SE12\n34".into(), "SE\u{0}12".into()]
+        .iter()
+        .enumerate()
+    {
+        let e = s
+            .post_expect(
+                "/v1/wallet/withdrawals",
+                token,
+                &withdrawal(&format!("w-bad-{i}"), bad),
+                StatusCode::BAD_REQUEST,
+            )
+            .await;
+        assert_eq!(e["code"], "VALIDATION_FAILED", "{bad:?}: {e}");
+    }
+    // Nothing else was held.
+    let w2 = s
+        .request_withdrawal(&alice, "SEK", "1", "w-2", "SE12")
+        .await;
+
+    let path = |id: &Value, verb: &str| format!("/v1/admin/requests/{}/{verb}", id_of(id));
+    let e = s
+        .post_expect(
+            &path(&w, "reject"),
+            Some(&admin),
+            &json!({"reason": "é".repeat(513)}),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    assert_eq!(e["code"], "VALIDATION_FAILED", "{e}");
+    let r = s.reject(&admin, id_of(&w), &"é".repeat(512)).await;
+    assert_eq!(r["reason"], "é".repeat(512), "{r}");
+    s.approve(&admin, id_of(&w2)).await;
+
+    let currency = |code: &str, name: &str| json!({"currency": code, "minorAmountDecimals": 2, "displayName": name});
+    let c = s
+        .post_expect(
+            "/v1/admin/currencies",
+            Some(&admin),
+            &currency("NOK", &"ö".repeat(64)),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(c["displayName"], "ö".repeat(64), "{c}");
+    for (code, bad) in [("DKK", "ö".repeat(65)), ("ISK", "Krona\n".into())] {
+        let e = s
+            .post_expect(
+                "/v1/admin/currencies",
+                Some(&admin),
+                &currency(code, &bad),
+                StatusCode::BAD_REQUEST,
+            )
+            .await;
+        assert_eq!(e["code"], "VALIDATION_FAILED", "{bad:?}: {e}");
+    }
+    let (_, w) = s.get("/v1/wallet", token).await;
+    assert_eq!(bal(&w, "SEK")["total"], "9.00", "{w}");
+    assert_eq!(bal(&w, "SEK")["held"], "0.00", "{w}");
+    s.assert_transactions_match_wallet(&alice).await;
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}
