@@ -127,6 +127,19 @@ pub fn parse_user_id(s: &str) -> Option<u32> {
     parse_id(s).and_then(|v| u32::try_from(v).ok())
 }
 
+/// A line of text naming something (a withdrawal's destination, a currency's display name):
+/// 1 to `max` characters, counted as characters rather than UTF-8 bytes (as the message
+/// says, and as an account name is), not all blanks, none of them a control character (a
+/// line feed or a NUL has no place in an address or a name shown to others).
+pub fn text_line(field: &str, s: &str, max: usize) -> Result<(), ApiError> {
+    if s.trim().is_empty() || s.chars().count() > max || s.chars().any(char::is_control) {
+        return Err(ApiError::validation(format!(
+            "{field} must be 1 to {max} characters, none of them a control character"
+        )));
+    }
+    Ok(())
+}
+
 pub const LIMIT_MAX: u64 = 1000;
 
 /// `offset` and `limit`, validated.

@@ -44,6 +44,15 @@
 //! 1. Genesis: a full book refuses every GTC order.
 //! 2. A full book refuses only a GTC order that does not cross.
 //! 3. A fully held limit buy never fails a fill for a rounding unit ("Money" below).
+//! 4. A market order's budget in value units (a quote amount, or a market buy's hold, times
+//!    the pair's value units per quote minor unit) saturates at `u128::MAX` instead of
+//!    wrapping: on a pair whose decimals add up to 20 or more over the quote's, a budget near
+//!    the 2^62 bound wrapped to a sliver (a market sell reported filled after selling a
+//!    fraction of what it was asked for, a market buy stopped for want of funds it had).
+//! 5. A market order by quote amount that has spent all of it (a buy's hold, a sell's value
+//!    budget) is filled, whatever stopped it: one that took the last order of the book
+//!    expired with `NoLiquidity` (and one whose next maker was its own, with
+//!    `SelfTradePrevention`), though nothing of it was left to trade.
 //!
 //! # Money (API.md)
 //! - Holds: limit buy `ceil(price x amount)` quote; sell `amount` base; market buy by base:
@@ -79,7 +88,9 @@ use crate::event::{DoneReason, Event, RequestStatus, Trade};
 use crate::id_window::{IdWindow, OrderLoc};
 use crate::ids::{AccountId, CurrencyId, OrderId, PairId, RequestId, TradeId};
 use crate::ledger::{Balance, Ledger, MAX_SUPPLY};
-use crate::money::{buyer_pays, exact_value, fee, lots_affordable, lots_in_value, seller_receives};
+use crate::money::{
+    buyer_pays, exact_value, fee, lots_affordable, lots_in_value, seller_receives, value_of_minor,
+};
 use crate::price::{Amount, MAX_ORDER_LOTS, Price};
 use crate::reject::RejectReason;
 use crate::request_ids::RequestIds;
@@ -97,9 +108,9 @@ pub const MAX_ORDERS_PER_BOOK: usize = (1 << 24) - 1;
 /// (module doc, "Rules versions"): a full book refuses every GTC order.
 pub const RULES_VERSION_GENESIS: u32 = 1;
 
-/// The newest matching rules this build knows (version 3: a fully held buy never fails a
-/// fill for a rounding unit). The server moves an older engine to it at start.
-pub const RULES_VERSION_CURRENT: u32 = 3;
+/// The newest matching rules this build knows (version 5: a market order by quote amount
+/// that spent it all is filled). The server moves an older engine to it at start.
+pub const RULES_VERSION_CURRENT: u32 = 5;
 
 /// From this version on a full book takes a crossing GTC order (module doc, "Full book").
 /// Named apart from [`RULES_VERSION_CURRENT`], which a later rule change moves on.
@@ -109,6 +120,14 @@ const RULES_VERSION_FULL_BOOK_TAKES_CROSSING: u32 = 2;
 /// rounded-up payment by no more than the fill's rounding remainder pays that much less
 /// instead of expiring (module doc, "Money").
 const RULES_VERSION_ROUNDING_WAIVED: u32 = 3;
+
+/// From this version on a market order's budget in value units saturates instead of
+/// wrapping (module doc, "Rules versions").
+const RULES_VERSION_BUDGETS_SATURATE: u32 = 4;
+
+/// From this version on a market order by quote amount that has spent all of it is filled,
+/// whatever stopped it (module doc, "Rules versions").
+const RULES_VERSION_SPENT_BUDGET_FILLS: u32 = 5;
 
 /// Bounds the engine enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -586,11 +605,7 @@ impl Engine {
                 size: MarketSize::Quote(q),
             } => match o.side {
                 Side::Buy => (None, u64::MAX, None),
-                Side::Sell => (
-                    None,
-                    u64::MAX,
-                    Some(u128::from(q) * scale.value_per_quote_minor),
-                ),
+                Side::Sell => (None, u64::MAX, Some(self.budget_value(&scale, q))),
             },
         };
         let mut taker = Taker {
@@ -631,7 +646,15 @@ impl Engine {
         let filled = match o.kind {
             OrderKind::Market {
                 size: MarketSize::Quote(_),
-            } => taker.traded && matches!(stopped, Some(DoneReason::Filled)),
+            } => {
+                let spent = match o.side {
+                    Side::Buy => taker.held == 0,
+                    Side::Sell => taker.sell_value_budget == Some(0),
+                };
+                taker.traded
+                    && (matches!(stopped, Some(DoneReason::Filled))
+                        || (spent && self.rules_version >= RULES_VERSION_SPENT_BUDGET_FILLS))
+            }
             _ => taker.remaining == 0,
         };
         if let OrderKind::Limit {
@@ -702,13 +725,34 @@ impl Engine {
         self.push_level(o.pair, o.side, price, total, out);
     }
 
+    /// `minor` quote minor units in value units, as the rules version says: saturating from
+    /// version 4, wrapping before, as the builds of those rules did in release (module doc,
+    /// "Rules versions"), so a replay of their journals decides the same.
+    #[inline]
+    fn budget_value(&self, scale: &PairScale, minor: u64) -> u128 {
+        if self.rules_version >= RULES_VERSION_BUDGETS_SATURATE {
+            value_of_minor(scale, minor)
+        } else {
+            u128::from(minor).wrapping_mul(scale.value_per_quote_minor)
+        }
+    }
+
     /// Lots the taker may take from a maker at `price`, given its size and budgets.
     #[inline]
-    fn taker_lots(scale: &PairScale, taker: &Taker, price: Price, maker_remaining: u64) -> u64 {
+    fn taker_lots(
+        &self,
+        scale: &PairScale,
+        taker: &Taker,
+        price: Price,
+        maker_remaining: u64,
+    ) -> u64 {
         let mut lots = taker.remaining.min(maker_remaining);
         match taker.side {
             Side::Buy if taker.limit.is_none() => {
-                lots = lots.min(lots_affordable(scale, price.0, taker.held))
+                lots = lots.min(lots_affordable(
+                    price.0,
+                    self.budget_value(scale, taker.held),
+                ))
             }
             Side::Sell => {
                 if let Some(budget) = taker.sell_value_budget {
@@ -886,7 +930,7 @@ impl Engine {
                 }
             }
 
-            let lots = Self::taker_lots(&scale, taker, price, maker.remaining);
+            let lots = self.taker_lots(&scale, taker, price, maker.remaining);
             if lots == 0 {
                 // A budget-limited market order cannot afford one more lot.
                 break Some(match (taker.side, taker.sell_value_budget) {

@@ -63,14 +63,20 @@ pub fn fee(received: u64, rate_ppm: u32) -> u64 {
     }
 }
 
-/// The most lots whose rounded-up cost fits in `budget_minor` quote minor units at `price`.
+/// `minor` quote minor units in value units, saturating. A product past `u128` (a pair whose
+/// price and amount decimals add up to 20 or more over the quote's, with an amount near the
+/// 2^62 bound) is a budget larger than any trade, whose value is below 2^82: `u128::MAX`
+/// stands for it. Matching rules before version 4 wrapped instead (engine module doc).
 #[inline]
-pub fn lots_affordable(scale: &PairScale, price_ticks: u64, budget_minor: u64) -> u64 {
-    let lots = div(
-        u128::from(budget_minor) * scale.value_per_quote_minor,
-        u128::from(price_ticks),
-    );
-    u64::try_from(lots).unwrap_or(u64::MAX)
+pub fn value_of_minor(scale: &PairScale, minor: u64) -> u128 {
+    u128::from(minor).saturating_mul(scale.value_per_quote_minor)
+}
+
+/// The most lots whose rounded-up cost fits in a budget of `budget_value` value units
+/// (see [`value_of_minor`]) at `price`.
+#[inline]
+pub fn lots_affordable(price_ticks: u64, budget_value: u128) -> u64 {
+    u64::try_from(div(budget_value, u128::from(price_ticks))).unwrap_or(u64::MAX)
 }
 
 /// `value / price_ticks` (a value budget in lots at `price`), through 64 bits when it fits.
@@ -156,9 +162,27 @@ mod tests {
     fn affordable_lots_never_cost_more_than_the_budget() {
         let s = btc_sek();
         for budget in [0u64, 1, 99, 3_833, 1_000_000] {
-            let lots = lots_affordable(&s, 31_043_836, budget);
+            let lots = lots_affordable(31_043_836, value_of_minor(&s, budget));
             assert!(buyer_pays(&s, exact_value(31_043_836, lots)) <= u128::from(budget));
             assert!(buyer_pays(&s, exact_value(31_043_836, lots + 1)) > u128::from(budget));
         }
+    }
+
+    #[test]
+    fn a_budget_past_u128_in_value_units_saturates() {
+        // 8 price and 12 amount decimals over a quote without decimals: 10^20 value units
+        // per minor unit, so 2^62 minor units are past u128.
+        let s = PairScale {
+            value_per_quote_minor: 10u128.pow(20),
+            base_minor_per_lot: 1_000_000,
+        };
+        assert_eq!(value_of_minor(&s, 1 << 62), u128::MAX);
+        assert_eq!(value_of_minor(&s, 3), 3 * 10u128.pow(20));
+        // Any price affords more lots than an order may hold.
+        assert_eq!(lots_affordable(1, u128::MAX), u64::MAX);
+        assert_eq!(
+            lots_affordable(10_000_000_000, value_of_minor(&s, 1 << 62)),
+            u64::MAX
+        );
     }
 }

@@ -632,3 +632,67 @@ fn request_ids_may_arrive_out_of_order_but_are_used_once() {
     let restored = engine::state::decode(&engine::state::encode(&fx.e), fx.e.limits()).unwrap();
     assert_eq!(restored.state_hash(), fx.e.state_hash());
 }
+
+/// A market sell's quote amount in value units passes `u128` on a pair of 8 price and 12
+/// amount decimals over a quote without decimals. Before matching rules version 4 the budget
+/// wrapped, as the builds of those rules did in release, so their journals replay the same:
+/// the order sold a sliver (0.003662539256 of its 1 WEI). From version 4 it saturates and
+/// the order sells all it holds.
+#[test]
+fn a_market_budget_past_u128_wraps_before_rules_version_4_and_saturates_from_it() {
+    const JPY: CurrencyId = CurrencyId(2);
+    const WEI: CurrencyId = CurrencyId(3);
+    const WEI_JPY: PairId = PairId(1);
+    for (version, sold) in [(3, 3_662_539_256u64), (4, 1_000_000_000_000)] {
+        let mut fx = Fx::new();
+        fx.cmd(Command::SetRulesVersion { version });
+        fx.cmd(Command::AddCurrency(Box::new(currency("JPY", 0))));
+        fx.cmd(Command::AddCurrency(Box::new(currency("WEI", 18))));
+        fx.cmd(Command::AddPair(engine::PairSpec {
+            base: WEI,
+            quote: JPY,
+            price_decimals: 8,
+            amount_decimals: 12,
+            min_amount: Amount(1),
+            maker_fee_ppm: 0,
+            taker_fee_ppm: 0,
+            status: PairStatus::Active,
+        }));
+        fx.fund(ALICE, WEI, 10u64.pow(18));
+        fx.fund(BOB, JPY, 200);
+        // 1.05 WEI at 100 JPY.
+        let bid = fx
+            .limit(BOB, Side::Buy, Price(100 * 10u64.pow(8)), 1_050_000_000_000)
+            .pair(WEI_JPY);
+        fx.place(bid);
+        let sell = fx
+            .market_quote(ALICE, Side::Sell, 3_402_823_669_209_384_635)
+            .pair(WEI_JPY);
+        let ev = fx.place(sell);
+        let lots: u64 = trades(&ev).iter().map(|t| t.amount.0).sum();
+        assert_eq!(lots, sold, "version {version}: {ev:?}");
+    }
+}
+
+/// A market buy by quote amount that spends all of it on the last order of the book: before
+/// matching rules version 5 it ended `NoLiquidity`, from version 5 it is filled.
+#[test]
+fn a_spent_quote_budget_is_filled_from_rules_version_5() {
+    for (version, reason) in [(4, DoneReason::NoLiquidity), (5, DoneReason::Filled)] {
+        let mut fx = bob_with_sek_at_version(version, 10 * SEK_1);
+        // The whole book: 0.1 BTC at 100 SEK, 10.00 SEK.
+        fx.rest(ALICE, Side::Sell, sek(100), 10_000_000);
+        let buy = fx.market_quote(BOB, Side::Buy, 10 * SEK_1);
+        let ev = fx.place(buy);
+        assert_eq!(trades(&ev).len(), 1, "version {version}: {ev:?}");
+        assert!(
+            ev.contains(&Event::Done {
+                order: buy.0.id,
+                account: BOB,
+                pair: BTC_SEK,
+                reason
+            }),
+            "version {version}: {ev:?}"
+        );
+    }
+}

@@ -113,7 +113,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), any::<bool>()).prop_map(|(k, approve)| Op::Decide { k, approve }),
         1 => (0u16..3, prop::bool::weighted(0.7)).prop_map(|(pair, halted)| Op::Status { pair, halted: !halted }),
         1 => prop_oneof![0u32..12, Just(10_000_000u32)].prop_map(Op::BookLimit),
-        1 => (0u32..=4).prop_map(Op::RulesVersion),
+        1 => (0u32..=6).prop_map(Op::RulesVersion),
     ]
 }
 

@@ -565,3 +565,204 @@ async fn random_trading_reconciles_every_account() {
     );
     s.stop().await;
 }
+
+/// A market order's budget in value units (its quote amount, or a market buy's hold, times
+/// `10^(priceDecimals + amountDecimals - quote decimals)`) passes `u128` on a pair whose
+/// decimals add up to 20 over the quote's, with an amount below the 2^62 bound. It used to
+/// wrap (release) or panic the engine thread (debug): a market sell for 3,402,823,669,209,384,635
+/// JPY sold 0.003662539256 WEI for 0 JPY and reported itself filled, and a market buy whose
+/// account held that much JPY stopped for want of funds after the same sliver. A budget that
+/// large is larger than any trade: it now saturates (matching rules version 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_market_budget_past_u128_in_value_units_does_not_wrap() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    for (code, decimals) in [("JPY", 0), ("WEI", 18)] {
+        s.post_expect(
+            "/v1/admin/currencies",
+            Some(&admin),
+            &json!({"currency": code, "minorAmountDecimals": decimals, "displayName": code}),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    // A value unit is 10^-20 JPY: 8 price decimals and 12 amount decimals over JPY's 0.
+    s.post_expect(
+        "/v1/admin/pairs",
+        Some(&admin),
+        &json!({"base":"WEI","quote":"JPY","priceDecimals":8,"amountDecimals":12,
+                "minAmount":"0.000000000001","makerFeeRate":"0","takerFeeRate":"0"}),
+        StatusCode::CREATED,
+    )
+    .await;
+    // The smallest amount whose value units pass 2^128: the wrapped budget was 3.66e19
+    // value units, 0.366 JPY.
+    let huge = "3402823669209384635";
+    let (alice, bob, carol, dave) = (
+        s.register("alice").await,
+        s.register("bob").await,
+        s.register("carol").await,
+        s.register("dave").await,
+    );
+    s.fund(&admin, &alice, "WEI", "1").await;
+    s.fund(&admin, &bob, "JPY", "200").await;
+    s.fund(&admin, &carol, "JPY", huge).await;
+    s.fund(&admin, &dave, "WEI", "1").await;
+
+    // A market sell by a quote amount larger than the book: it sells all alice has.
+    s.limit(&bob, "WEI_JPY", "buy", "1.05", "100", "bid").await;
+    let (st, sell) = s
+        .order(&alice, json!({"pair":"WEI_JPY","side":"sell","type":"market","quoteAmount":huge,"clientId":"sell-all"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{sell}");
+    assert_eq!(sell["filledAmount"], "1.000000000000", "{sell}");
+    assert_eq!(sell["filledQuoteAmount"], "100", "{sell}");
+    assert_eq!(sell["status"], "expired", "{sell}");
+
+    // A market buy by amount, holding all of carol's JPY: it buys what it asked for (dave's
+    // ask first fills the rest of bob's bid, 0.05).
+    s.limit(&dave, "WEI_JPY", "sell", "0.55", "100", "ask")
+        .await;
+    let (st, buy) = s
+        .order(
+            &carol,
+            json!({"pair":"WEI_JPY","side":"buy","type":"market","amount":"0.5","clientId":"buy"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{buy}");
+    assert_eq!(buy["status"], "filled", "{buy}");
+    assert_eq!(buy["filledAmount"], "0.500000000000", "{buy}");
+    assert_eq!(buy["filledQuoteAmount"], "50", "{buy}");
+
+    for u in [&alice, &bob, &carol, &dave] {
+        s.assert_transactions_match_wallet(u).await;
+    }
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}
+
+/// A market order by `quoteAmount` that spends all of it is filled, also when it takes the
+/// last order of the book: it used to end `expired` with `rejectReason` `NO_LIQUIDITY`
+/// (it looked at the empty book for more before it looked at its budget), so a client that
+/// bought 50.00 SEK of ETH was told its order had expired for want of liquidity and could
+/// well send it again (matching rules version 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_market_order_that_spends_its_whole_quote_amount_is_filled() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let (alice, bob) = (s.register("alice").await, s.register("bob").await);
+    s.fund(&admin, &alice, "SEK", "100").await;
+    s.fund(&admin, &bob, "ETH", "1").await;
+
+    // The whole book: 0.5 ETH at 100 SEK, 50.00 SEK.
+    s.limit(&bob, "ETH_SEK", "sell", "0.5", "100", "ask").await;
+    let (st, buy) = s
+        .order(&alice, json!({"pair":"ETH_SEK","side":"buy","type":"market","quoteAmount":"50","clientId":"buy-50"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{buy}");
+    assert_eq!(buy["filledQuoteAmount"], "50.00", "{buy}");
+    assert_eq!(buy["status"], "filled", "{buy}");
+    assert_eq!(buy["rejectReason"], Value::Null, "{buy}");
+
+    // The other way: bob sells for 50.00 SEK into alice's bid, all the book holds.
+    s.limit(&alice, "ETH_SEK", "buy", "0.25", "200", "bid")
+        .await;
+    let (st, sell) = s
+        .order(&bob, json!({"pair":"ETH_SEK","side":"sell","type":"market","quoteAmount":"50","clientId":"sell-50"}))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{sell}");
+    assert_eq!(sell["filledAmount"], "0.25000000", "{sell}");
+    assert_eq!(sell["filledQuoteAmount"], "50.00", "{sell}");
+    assert_eq!(sell["status"], "filled", "{sell}");
+    assert_eq!(sell["rejectReason"], Value::Null, "{sell}");
+
+    s.assert_transactions_match_wallet(&alice).await;
+    s.assert_transactions_match_wallet(&bob).await;
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}
+
+/// The text fields of money requests and currencies are bounded in characters, as their
+/// 400s say, not in UTF-8 bytes: a reject reason of 300 'é' (600 bytes) was refused as over
+/// "at most 512 characters", a destination of 256 'å' and a display name of 64 'ö' likewise.
+/// A destination or a display name with a control character (a line feed, a NUL) is a 400,
+/// as an account name with one is: they were stored as sent and shown to the back office
+/// and on the public currency list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_fields_count_characters_and_refuse_control_characters() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let alice = s.register("alice").await;
+    s.fund(&admin, &alice, "SEK", "10").await;
+    let withdrawal = |ext: &str, destination: &str| json!({"currency":"SEK","amount":"1","externalId":ext,"destination":destination});
+    let token = Some(alice.token.as_str());
+    let w = s
+        .post_expect(
+            "/v1/wallet/withdrawals",
+            token,
+            &withdrawal("w-1", &"å".repeat(256)),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(w["destination"], "å".repeat(256), "{w}");
+    for (i, bad) in ["å".repeat(257), "SE12\n34".into(), "SE\u{0}12".into()]
+        .iter()
+        .enumerate()
+    {
+        let e = s
+            .post_expect(
+                "/v1/wallet/withdrawals",
+                token,
+                &withdrawal(&format!("w-bad-{i}"), bad),
+                StatusCode::BAD_REQUEST,
+            )
+            .await;
+        assert_eq!(e["code"], "VALIDATION_FAILED", "{bad:?}: {e}");
+    }
+    // Nothing else was held.
+    let w2 = s
+        .request_withdrawal(&alice, "SEK", "1", "w-2", "SE12")
+        .await;
+
+    let path = |id: &Value, verb: &str| format!("/v1/admin/requests/{}/{verb}", id_of(id));
+    let e = s
+        .post_expect(
+            &path(&w, "reject"),
+            Some(&admin),
+            &json!({"reason": "é".repeat(513)}),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    assert_eq!(e["code"], "VALIDATION_FAILED", "{e}");
+    let r = s.reject(&admin, id_of(&w), &"é".repeat(512)).await;
+    assert_eq!(r["reason"], "é".repeat(512), "{r}");
+    s.approve(&admin, id_of(&w2)).await;
+
+    let currency = |code: &str, name: &str| json!({"currency": code, "minorAmountDecimals": 2, "displayName": name});
+    let c = s
+        .post_expect(
+            "/v1/admin/currencies",
+            Some(&admin),
+            &currency("NOK", &"ö".repeat(64)),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(c["displayName"], "ö".repeat(64), "{c}");
+    for (code, bad) in [("DKK", "ö".repeat(65)), ("ISK", "Krona\n".into())] {
+        let e = s
+            .post_expect(
+                "/v1/admin/currencies",
+                Some(&admin),
+                &currency(code, &bad),
+                StatusCode::BAD_REQUEST,
+            )
+            .await;
+        assert_eq!(e["code"], "VALIDATION_FAILED", "{bad:?}: {e}");
+    }
+    let (_, w) = s.get("/v1/wallet", token).await;
+    assert_eq!(bal(&w, "SEK")["total"], "9.00", "{w}");
+    assert_eq!(bal(&w, "SEK")["held"], "0.00", "{w}");
+    s.assert_transactions_match_wallet(&alice).await;
+    s.assert_audit_ok(&admin).await;
+    s.stop().await;
+}

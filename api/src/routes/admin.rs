@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use crate::auth::{ADMIN, Scoped};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{
-    AppJson, AppQuery, DecimalKind, Paged, decimal, page, parse_id, parse_user_id,
+    AppJson, AppQuery, DecimalKind, Paged, decimal, page, parse_id, parse_user_id, text_line,
 };
 use crate::model::{
     CurrencyJson, PairJson, RequestJson, pair_json, request_json, request_status_code,
@@ -137,7 +137,8 @@ pub async fn admin_requests_reject(
     PathSegment(id): PathSegment,
     AppJson(body): AppJson<RejectBody>,
 ) -> ApiResult<Json<RequestJson>> {
-    if body.reason.len() > 512 {
+    // Characters, not bytes: a reason in Swedish or Japanese has as many as it shows.
+    if body.reason.chars().count() > 512 {
         return Err(ApiError::validation(
             "reason must be at most 512 characters",
         ));
@@ -318,11 +319,7 @@ pub async fn admin_currencies_create(
     if !matches!(b.status.as_deref(), None | Some("active")) {
         return Err(ApiError::validation("status must be active"));
     }
-    if b.display_name.is_empty() || b.display_name.len() > 64 {
-        return Err(ApiError::validation(
-            "displayName must be 1 to 64 characters",
-        ));
-    }
+    text_line("displayName", &b.display_name, 64)?;
     if state
         .model
         .markets

@@ -11,7 +11,9 @@ use utoipa::ToSchema;
 
 use crate::auth::{Scoped, WALLET, WALLET_READ};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{AppJson, AppQuery, DecimalKind, PageQuery, Paged, decimal, page, parse_id};
+use crate::extract::{
+    AppJson, AppQuery, DecimalKind, PageQuery, Paged, decimal, page, parse_id, text_line,
+};
 use crate::model::{BalanceJson, RequestJson, RequestRec, balance_json, request_json, ts};
 use crate::state::AppState;
 use crate::store;
@@ -120,11 +122,7 @@ pub async fn request_create(
     let amount = decimal("amount", amount, decimals, DecimalKind::Money, 1u128 << 62)?;
     let destination = match (kind, destination) {
         (RequestKind::Withdrawal, Some(d)) => {
-            if d.trim().is_empty() || d.len() > 256 {
-                return Err(ApiError::validation(
-                    "destination must be 1 to 256 characters",
-                ));
-            }
+            text_line("destination", d, 256)?;
             d.to_string()
         }
         _ => String::new(),

@@ -213,9 +213,9 @@ impl Model {
                     out.push(Event::MaxOrdersPerBookSet { max: *max });
                 }
             }
-            // Versions this model knows: 1 to 3.
+            // Versions this model knows: 1 to 5.
             Command::SetRulesVersion { version } => {
-                if !(1..=3).contains(version) {
+                if !(1..=5).contains(version) {
                     out.push(Event::ConfigRefused {
                         reason: RejectReason::UnknownRulesVersion,
                     });
@@ -641,7 +641,7 @@ impl Model {
                 size: MarketSize::Quote(q),
             } => {
                 if o.side == Side::Sell {
-                    t.budget = Some(u128::from(q) * vpq);
+                    t.budget = Some(self.budget_value(q, vpq));
                 }
             }
         }
@@ -668,7 +668,15 @@ impl Model {
         let filled = match o.kind {
             OrderKind::Market {
                 size: MarketSize::Quote(_),
-            } => t.traded && stopped == Some(DoneReason::Filled),
+            } => {
+                // From version 5 a budget spent to the last unit is filled.
+                let spent = match o.side {
+                    Side::Buy => t.held == 0,
+                    Side::Sell => t.budget == Some(0),
+                };
+                t.traded
+                    && (stopped == Some(DoneReason::Filled) || (spent && self.rules_version >= 5))
+            }
             _ => t.remaining == Some(0),
         };
         assert!(!fok || filled, "model: a FOK that passed its walk fills");
@@ -740,6 +748,16 @@ impl Model {
             Some(paid - (need - have))
         } else {
             None
+        }
+    }
+
+    /// A budget of `minor` quote minor units in value units: from version 4 on saturating,
+    /// before wrapping.
+    fn budget_value(&self, minor: u64, vpq: u128) -> u128 {
+        if self.rules_version >= 4 {
+            u128::from(minor).saturating_mul(vpq)
+        } else {
+            u128::from(minor).wrapping_mul(vpq)
         }
     }
 
@@ -836,7 +854,7 @@ impl Model {
             let price = mk.price;
             let mut lots = t.remaining.unwrap_or(u64::MAX).min(mk.remaining);
             if side == Side::Buy && t.limit.is_none() {
-                let affordable = u128::from(t.held) * vpq / u128::from(price.0);
+                let affordable = self.budget_value(t.held, vpq) / u128::from(price.0);
                 lots = lots.min(u64::try_from(affordable).unwrap_or(u64::MAX));
             }
             if side == Side::Sell {
