@@ -1381,6 +1381,7 @@ async fn transactions_filters_sort_and_shape() {
         "startDate=2026-02-30",
         "endDate=yesterday",
         "startDate=2026-01-01T00:00:00Z",
+        "startDate=2026-02-02&endDate=2026-02-01",
     ] {
         let path = format!("/v1/transactions?{q}");
         get_problem(&s, &path, Some(&a.token), VALIDATION_FAILED).await;
@@ -1709,6 +1710,13 @@ async fn wallet_requests_and_back_office() {
     let rj = s.reject(&admin, w2id, "no such account").await;
     assert_eq!(rj["status"], "rejected");
     assert_eq!(rj["reason"], "no such account");
+    // A rejection the user cannot read a reason in is refused, and leaves the request
+    // pending (the approve below takes it).
+    let blank = format!("/v1/admin/requests/{wid}/reject");
+    for reason in ["", "  "] {
+        let body = json!({ "reason": reason });
+        post_problem(&s, &blank, Some(&admin), &body, VALIDATION_FAILED).await;
+    }
     let ap = s.approve(&admin, wid).await;
     assert_eq!(ap["status"], "completed");
     assert_ne!(ap["updatedAt"], Value::Null);

@@ -137,6 +137,10 @@ pub async fn admin_requests_reject(
     PathSegment(id): PathSegment,
     AppJson(body): AppJson<RejectBody>,
 ) -> ApiResult<Json<RequestJson>> {
+    // The user reads the reason (on the request): a rejection without one tells them nothing.
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::validation("reason must not be empty"));
+    }
     // Characters, not bytes: a reason in Swedish or Japanese has as many as it shows.
     if body.reason.chars().count() > 512 {
         return Err(ApiError::validation(

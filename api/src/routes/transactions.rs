@@ -75,15 +75,28 @@ pub async fn transactions_list(
         })?;
         filter.eq("type", t.code());
     }
-    if let Some(s) = q.start_date.as_deref() {
-        filter.cmp("ts_ns", ">=", day_start_ns(s, "startDate")?);
+    let start = q
+        .start_date
+        .as_deref()
+        .map(|s| day_start_ns(s, "startDate"))
+        .transpose()?;
+    let end = q
+        .end_date
+        .as_deref()
+        .map(|s| day_start_ns(s, "endDate"))
+        .transpose()?;
+    // Both dates are inclusive: one day is startDate = endDate; an end before the start is
+    // a mistake, not an empty history.
+    if let (Some(start), Some(end)) = (start, end)
+        && start > end
+    {
+        return Err(ApiError::validation("startDate must not be after endDate"));
     }
-    if let Some(s) = q.end_date.as_deref() {
-        filter.cmp(
-            "ts_ns",
-            "<",
-            day_start_ns(s, "endDate")?.saturating_add(DAY_NS),
-        );
+    if let Some(start) = start {
+        filter.cmp("ts_ns", ">=", start);
+    }
+    if let Some(end) = end {
+        filter.cmp("ts_ns", "<", end.saturating_add(DAY_NS));
     }
     match q.sort.as_deref() {
         None | Some("bookingDate") => {}
