@@ -298,25 +298,20 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    use axum::serve::ListenerExt;
     let app = crate::routes::app(state.clone());
     let st = state.clone();
-    // Replies are small and latency-bound: never hold one back for Nagle.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let limits = crate::connections::ConnLimits {
+        max_connections: state.config.max_connections as usize,
+        header_timeout: std::time::Duration::from_secs(state.config.header_timeout_secs),
+    };
+    crate::connections::serve(listener, app, limits, async move {
         shutdown.await;
         st.shutting_down.store(true, Ordering::Release);
         // Upgraded connections are not requests the HTTP drain waits for: close them now,
         // alongside it.
         st.feed.close_connections();
     })
-    .await?;
+    .await;
     // Each connection's close handshake is bounded by its close grace.
     let limit = state.feed.config().close_grace + WS_CLOSE_SLACK;
     if !state.feed.connections_closed(limit).await {
