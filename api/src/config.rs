@@ -311,6 +311,9 @@ pub struct Config {
     /// Longest the server waits for a request head, on a new connection or a kept-alive one
     /// after its last response, in seconds; then it closes the connection.
     pub header_timeout_secs: u64,
+    /// Longest a request body may take to arrive once its head has, in seconds; past it a
+    /// 408 `REQUEST_TIMEOUT` and the connection closes ([`crate::extract::body_bytes`]).
+    pub body_timeout_secs: u64,
     /// Admin client credentials (also `BOURSE_ADMIN_CLIENT_ID` / `BOURSE_ADMIN_CLIENT_SECRET`).
     pub admin_client_id: Option<String>,
     pub admin_client_secret: Option<String>,
@@ -358,6 +361,7 @@ impl Default for Config {
             history_query_timeout_ms: 5_000,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout_secs: 30,
+            body_timeout_secs: 30,
             admin_client_id: None,
             admin_client_secret: None,
             currencies: vec![
@@ -391,7 +395,7 @@ pub const MAX_RING_CAPACITY: usize = 1 << 20;
 /// The default `max_connections`: room for the feed's default 20,000 WebSockets and the
 /// HTTP clients beside them.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 25_000;
-/// The largest `header_timeout_secs` (an hour).
+/// The largest `header_timeout_secs` and `body_timeout_secs` (an hour).
 pub const MAX_HEADER_TIMEOUT_SECS: u64 = 3_600;
 /// The largest `history_query_timeout_ms` (an hour).
 pub const MAX_HISTORY_QUERY_TIMEOUT_MS: u64 = 3_600_000;
@@ -533,6 +537,12 @@ impl Config {
                 1,
                 MAX_HEADER_TIMEOUT_SECS,
             ),
+            (
+                "body_timeout_secs",
+                self.body_timeout_secs,
+                1,
+                MAX_HEADER_TIMEOUT_SECS,
+            ),
             // A burst of 0 would refuse every request while the limit is on.
             (
                 "rate_limit_burst",
@@ -635,6 +645,10 @@ impl Config {
             self.header_timeout_secs =
                 parse_var("BOURSE_HEADER_TIMEOUT_SECS", v, HEADER_TIMEOUT_RANGE)?;
         }
+        if let Some(v) = var("BOURSE_BODY_TIMEOUT_SECS") {
+            self.body_timeout_secs =
+                parse_var("BOURSE_BODY_TIMEOUT_SECS", v, HEADER_TIMEOUT_RANGE)?;
+        }
         if let Some(v) = var("BOURSE_WS_MAX_CONNECTIONS") {
             self.ws.max_connections = parse_var("BOURSE_WS_MAX_CONNECTIONS", v, WHOLE_NUMBER)?;
         }
@@ -731,6 +745,11 @@ mod tests {
             (
                 "BOURSE_HEADER_TIMEOUT_SECS",
                 "header_timeout_secs",
+                MAX_HEADER_TIMEOUT_SECS,
+            ),
+            (
+                "BOURSE_BODY_TIMEOUT_SECS",
+                "body_timeout_secs",
                 MAX_HEADER_TIMEOUT_SECS,
             ),
         ] {

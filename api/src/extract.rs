@@ -21,11 +21,45 @@ pub fn too_large() -> ApiError {
     )
 }
 
-/// Reads the body (at most [`BODY_LIMIT`]).
+/// When a request's body must have arrived: `body_timeout_secs` after the edge
+/// ([`crate::middleware::edge`]) saw its head. Without it (a handler served outside the
+/// edge) a body is read without a deadline.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyDeadline(pub tokio::time::Instant);
+
+/// A body that did not arrive by its [`BodyDeadline`]: a 408, and the connection closes
+/// (its unread rest cannot be told from the next request).
+pub fn body_timeout() -> ApiError {
+    ApiError(
+        feed::problem::Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            "the body did not arrive in time",
+        )
+        .header(header::CONNECTION, "close"),
+    )
+}
+
+/// Reads the body (at most [`BODY_LIMIT`], by its [`BodyDeadline`]). Past the limit it is a
+/// 413; a body that cannot be read (a malformed chunked encoding, a connection that broke
+/// off) is a 400; one that does not arrive in time a 408 ([`body_timeout`]).
 pub async fn body_bytes(req: Request) -> Result<Vec<u8>, ApiError> {
-    let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
-        .await
-        .map_err(|_| too_large())?;
+    let deadline = req.extensions().get::<BodyDeadline>().copied();
+    let read = axum::body::to_bytes(req.into_body(), BODY_LIMIT);
+    let read = match deadline {
+        Some(BodyDeadline(at)) => tokio::time::timeout_at(at, read)
+            .await
+            .map_err(|_| body_timeout())?,
+        None => read.await,
+    };
+    let bytes = read.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else {
+            ApiError::validation("the body could not be read (a malformed chunked encoding?)")
+        }
+    })?;
     Ok(bytes.to_vec())
 }
 

@@ -114,3 +114,81 @@ async fn zero_connection_limits_stop_the_start() {
         assert!(err.contains(setting), "{err}");
     }
 }
+
+/// A request body that stops arriving is a 408 problem once `body_timeout_secs` has passed,
+/// and the connection closes. Before, the handler waited for the rest of the body for good,
+/// and the connection with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_completes_times_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.body_timeout_secs = 1;
+    let s = TestServer::start_with(config).await;
+
+    let mut tcp = connect(&s).await;
+    tcp.write_all(
+        b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"name\":",
+    )
+    .await
+    .expect("send");
+    let answer = read_to_close(&mut tcp, Duration::from_secs(5))
+        .await
+        .expect("answered and closed within the timeout");
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    let body = answer.split_once("\r\n\r\n").expect("a body").1;
+    let problem: Value = serde_json::from_str(body).expect("json body");
+    assert_eq!(problem["code"], "REQUEST_TIMEOUT", "{problem}");
+    // Nothing was registered.
+    let (status, v) = s.get("/v1/pairs", None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    s.stop().await;
+}
+
+/// A chunked body that is not valid chunked encoding is a 400 (the request is malformed),
+/// not a 413 (it is not too large). Before, every failure to read a body was a 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunked_body_is_a_400() {
+    let s = TestServer::start().await;
+    let mut tcp = connect(&s).await;
+    tcp.write_all(
+        b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZZ\r\n{}\r\n0\r\n\r\n",
+    )
+    .await
+    .expect("send");
+    let answer = read_to_close(&mut tcp, Duration::from_secs(5))
+        .await
+        .expect("answered and closed");
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    let body = answer.split_once("\r\n\r\n").expect("a body").1;
+    let problem: Value = serde_json::from_str(body).expect("json body");
+    assert_eq!(problem["code"], "VALIDATION_FAILED", "{problem}");
+    // A chunked body over 64 KiB is still a 413.
+    let mut tcp = connect(&s).await;
+    let mut big = b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        .to_vec();
+    for _ in 0..3 {
+        big.extend_from_slice(b"8000\r\n");
+        big.extend_from_slice(&[b' '; 0x8000]);
+        big.extend_from_slice(b"\r\n");
+    }
+    big.extend_from_slice(b"0\r\n\r\n");
+    // The server may answer and close before it has read everything.
+    let _ = tcp.write_all(&big).await;
+    let answer = read_to_close(&mut tcp, Duration::from_secs(5))
+        .await
+        .expect("answered and closed");
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    s.stop().await;
+}
