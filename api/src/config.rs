@@ -293,6 +293,9 @@ pub struct Config {
     pub argon2_memory_kib: u32,
     /// Argon2 time cost (passes) for client secrets.
     pub argon2_iterations: u32,
+    /// Most argon2 runs (token requests, registrations) admitted at once, running (one per
+    /// CPU) or waiting; past it a 503 ([`crate::auth::argon2`]).
+    pub argon2_max_pending: u32,
     /// Slots of each of the engine's command rings (one per pair plus one); a full ring is
     /// a 503. At least 1.
     pub ring_capacity: usize,
@@ -356,6 +359,7 @@ impl Default for Config {
             rate_limit_burst: 4000,
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
+            argon2_max_pending: 64,
             ring_capacity: 65_536,
             max_orders_per_book: DEFAULT_MAX_ORDERS_PER_BOOK,
             history_query_timeout_ms: 5_000,
@@ -395,6 +399,8 @@ pub const MAX_RING_CAPACITY: usize = 1 << 20;
 /// The default `max_connections`: room for the feed's default 20,000 WebSockets and the
 /// HTTP clients beside them.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 25_000;
+/// The largest `argon2_max_pending`.
+pub const MAX_ARGON2_PENDING: u64 = 65_536;
 /// The largest `header_timeout_secs` and `body_timeout_secs` (an hour).
 pub const MAX_HEADER_TIMEOUT_SECS: u64 = 3_600;
 /// The largest `history_query_timeout_ms` (an hour).
@@ -415,6 +421,7 @@ const RING_CAPACITY_RANGE: &str = "a whole number from 1 to 1048576";
 const BURST_RANGE: &str = "a whole number from 1 to 4294967295";
 const MAX_CONNECTIONS_RANGE: &str = BURST_RANGE;
 const HEADER_TIMEOUT_RANGE: &str = "a whole number from 1 to 3600";
+const ARGON2_PENDING_RANGE: &str = "a whole number from 1 to 65536";
 
 /// `value` of the variable `var` as a `T`, or an error naming both and what was `expected`.
 fn parse_var<T: std::str::FromStr>(
@@ -524,6 +531,14 @@ impl Config {
                 1,
                 MAX_RING_CAPACITY as u64,
             ),
+            // No argon2 run would refuse every sign-in; past 65,536 waiting, the last
+            // would wait minutes.
+            (
+                "argon2_max_pending",
+                u64::from(self.argon2_max_pending),
+                1,
+                MAX_ARGON2_PENDING,
+            ),
             // No connection, or no time for a request head, would refuse every request.
             (
                 "max_connections",
@@ -611,6 +626,10 @@ impl Config {
         }
         if let Some(v) = var("BOURSE_ARGON2_ITERATIONS") {
             self.argon2_iterations = parse_var("BOURSE_ARGON2_ITERATIONS", v, U32_RANGE)?;
+        }
+        if let Some(v) = var("BOURSE_ARGON2_MAX_PENDING") {
+            self.argon2_max_pending =
+                parse_var("BOURSE_ARGON2_MAX_PENDING", v, ARGON2_PENDING_RANGE)?;
         }
         if let Some(v) = var("BOURSE_RING_CAPACITY") {
             self.ring_capacity = parse_var("BOURSE_RING_CAPACITY", v, RING_CAPACITY_RANGE)?;
@@ -751,6 +770,11 @@ mod tests {
                 "BOURSE_BODY_TIMEOUT_SECS",
                 "body_timeout_secs",
                 MAX_HEADER_TIMEOUT_SECS,
+            ),
+            (
+                "BOURSE_ARGON2_MAX_PENDING",
+                "argon2_max_pending",
+                MAX_ARGON2_PENDING,
             ),
         ] {
             let e = refused(&[(var, "abc")]);

@@ -24,8 +24,10 @@ const WS_CLOSE_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 pub async fn start(config: Config) -> anyhow::Result<AppState> {
     config.validate()?;
     let (memory, iterations) = (config.argon2_memory_kib, config.argon2_iterations);
+    let pending = config.argon2_max_pending as usize;
     let secrets =
-        tokio::task::spawn_blocking(move || auth::ClientSecrets::new(memory, iterations)).await??;
+        tokio::task::spawn_blocking(move || auth::ClientSecrets::new(memory, iterations, pending))
+            .await??;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("data dir {}: {e}", config.data_dir.display()))?;
     let data_dir_lock = lock_data_dir(&config.data_dir)?;

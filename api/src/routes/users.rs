@@ -54,10 +54,8 @@ pub async fn create_user(
         .map(str::to_string)
         .unwrap_or_else(auth::random_token);
     let hash = {
-        let (secret, state) = (secret.clone(), state.clone());
-        tokio::task::spawn_blocking(move || state.secrets.hash(&secret))
-            .await
-            .map_err(|_| ApiError::internal())?
+        let secret = secret.clone();
+        auth::argon2(state, move |secrets| secrets.hash(&secret)).await?
     };
     let account = match account {
         Some(a) => a,
@@ -268,10 +266,14 @@ pub async fn oauth_token(State(state): State<AppState>, req: Request) -> Respons
         Some((user, phc, scopes)) => (user, Some(phc), scopes),
         None => (0, None, 0),
     };
-    let verifier = state.clone();
-    let ok = tokio::task::spawn_blocking(move || verifier.secrets.verify(&secret, phc.as_deref()))
-        .await
-        .unwrap_or(false);
+    let ok = match auth::argon2(&state, move |secrets| {
+        secrets.verify(&secret, phc.as_deref())
+    })
+    .await
+    {
+        Ok(ok) => ok,
+        Err(e) => return e.into_response(),
+    };
     if !ok {
         return oauth_error(
             StatusCode::UNAUTHORIZED,
