@@ -63,6 +63,27 @@ pub async fn body_bytes(req: Request) -> Result<Vec<u8>, ApiError> {
     Ok(bytes.to_vec())
 }
 
+/// A free-text field (a withdrawal's destination, a rejection's reason, a currency's display
+/// name): `min_chars` to `max_chars` characters, none of them a control character (as a
+/// user's name). These are stored, shown on pages and passed on to back-office systems,
+/// where a NUL, a line break or a terminal escape is never meant.
+pub fn text_field(
+    field: &str,
+    value: &str,
+    min_chars: usize,
+    max_chars: usize,
+) -> Result<(), ApiError> {
+    let chars = value.chars().count();
+    let blank = min_chars > 0 && value.trim().is_empty();
+    if blank || !(min_chars..=max_chars).contains(&chars) || value.chars().any(char::is_control) {
+        return Err(ApiError::validation(format!(
+            "{field} must be {min_chars} to {max_chars} characters, none of them a control \
+             character"
+        )));
+    }
+    Ok(())
+}
+
 thread_local! {
     /// simd-json's working buffers, kept per thread: without them every parse allocates (and
     /// zeroes) four buffers sized for the body. They grow to the largest body seen, at most

@@ -137,11 +137,7 @@ pub async fn admin_requests_reject(
     PathSegment(id): PathSegment,
     AppJson(body): AppJson<RejectBody>,
 ) -> ApiResult<Json<RequestJson>> {
-    if body.reason.len() > 512 {
-        return Err(ApiError::validation(
-            "reason must be at most 512 characters",
-        ));
-    }
+    crate::extract::text_field("reason", &body.reason, 0, 512)?;
     Ok(Json(decide(&state, &id, false, body.reason).await?))
 }
 
@@ -318,11 +314,7 @@ pub async fn admin_currencies_create(
     if !matches!(b.status.as_deref(), None | Some("active")) {
         return Err(ApiError::validation("status must be active"));
     }
-    if b.display_name.is_empty() || b.display_name.len() > 64 {
-        return Err(ApiError::validation(
-            "displayName must be 1 to 64 characters",
-        ));
-    }
+    crate::extract::text_field("displayName", &b.display_name, 1, 64)?;
     if state
         .model
         .markets

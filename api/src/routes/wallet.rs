@@ -120,11 +120,7 @@ pub async fn request_create(
     let amount = decimal("amount", amount, decimals, DecimalKind::Money, 1u128 << 62)?;
     let destination = match (kind, destination) {
         (RequestKind::Withdrawal, Some(d)) => {
-            if d.trim().is_empty() || d.len() > 256 {
-                return Err(ApiError::validation(
-                    "destination must be 1 to 256 characters",
-                ));
-            }
+            crate::extract::text_field("destination", d, 1, 256)?;
             d.to_string()
         }
         _ => String::new(),
