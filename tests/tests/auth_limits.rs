@@ -57,3 +57,33 @@ async fn argon2_runs_past_the_bound_are_refused() {
     assert_eq!(status, StatusCode::OK, "{v}");
     s.stop().await;
 }
+
+/// Expired tokens leave the history store's token table as new ones are issued; before,
+/// every token ever issued stayed there (a row per token request, for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_tokens_are_pruned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.token_ttl_secs = 1;
+    let s = TestServer::start_with(config).await;
+    let tokens = |s: &TestServer| -> i64 {
+        s.state()
+            .store
+            .read_now(|c| c.query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0)))
+            .expect("count")
+    };
+    for _ in 0..3 {
+        let (status, v) = s.token(ADMIN_ID, ADMIN_SECRET, None).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+    }
+    assert_eq!(tokens(&s), 3);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, v) = s.token(ADMIN_ID, ADMIN_SECRET, None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(tokens(&s), 1, "the three expired tokens are gone");
+    // The new token works.
+    let token = v["access_token"].as_str().expect("token");
+    let (status, v) = s.get("/v1/wallet", Some(token)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    s.stop().await;
+}

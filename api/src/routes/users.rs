@@ -302,11 +302,14 @@ pub async fn oauth_token(State(state): State<AppState>, req: Request) -> Respons
     let hash = auth::token_hash(&token);
     let ttl = state.config.token_ttl_secs;
     let expires_ns = now_ns().saturating_add((ttl as i64).saturating_mul(1_000_000_000));
+    // Expired tokens go as new ones come (through the expiry index, a few rows at a time):
+    // without it every token ever issued stayed in the table.
     let stored = state.store.read_now(|c| {
         c.execute(
             "INSERT INTO tokens VALUES (?1, ?2, ?3, ?4)",
             params![hash.as_slice(), user, scopes, expires_ns],
-        )
+        )?;
+        c.execute("DELETE FROM tokens WHERE expires_ns <= ?1", [now_ns()])
     });
     if stored.is_err() {
         return ApiError::internal().into_response();
