@@ -44,6 +44,28 @@ pub struct ConnLimits {
     pub header_timeout: Duration,
 }
 
+/// File descriptors the process needs beside its connections (the listener, journal
+/// segments and snapshots, the SQLite files and their readers, the feed's store).
+pub const RESERVED_FDS: u64 = 256;
+
+/// Checks that the process's open-file limit has room for `max_connections`, and warns at
+/// start when it has not: past the descriptors, accepts fail (the kernel's limit) before
+/// this module's 503 can be given. The limit is first raised to the hard one
+/// ([`feed::raise_nofile_limit`], as the feed does for its WebSockets). Returns the limit.
+pub fn make_room_for(max_connections: usize) -> u64 {
+    let wanted = (max_connections as u64).saturating_add(RESERVED_FDS);
+    let soft = feed::raise_nofile_limit();
+    if soft < wanted {
+        tracing::warn!(
+            open_files = soft,
+            max_connections,
+            "the open-file limit is below max_connections plus {RESERVED_FDS}: raise it \
+             (ulimit -n, LimitNOFILE) or lower max_connections"
+        );
+    }
+    soft
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then drains (see the module doc).
 pub async fn serve(
     listener: TcpListener,
@@ -51,6 +73,7 @@ pub async fn serve(
     limits: ConnLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    make_room_for(limits.max_connections);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(AtomicUsize::new(0));
     // Connections watch `stop` to start their graceful shutdown; each holds a `done`
@@ -238,6 +261,13 @@ impl AsyncWrite for Slotted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The open-file limit is raised to hold the connections when the hard limit allows.
+    #[test]
+    fn the_open_file_limit_makes_room_for_the_connections() {
+        let soft = make_room_for(64);
+        assert!(soft >= 64 + RESERVED_FDS, "{soft}");
+    }
 
     /// The refusal is a problem, as one HTTP response.
     #[test]
