@@ -2,7 +2,7 @@
 //! SHA-256 hash), scopes, and the [`Auth`] extractor.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -91,18 +91,30 @@ pub fn argon2_params(memory_kib: u32, iterations: u32) -> Result<Params, ConfigE
 /// with the same costs (of a random secret nobody knows), so "unknown client" takes as
 /// long as "wrong secret" and the token endpoint's timing does not tell which client ids
 /// exist. (Verifying against an empty string, as before, failed at once.)
+///
+/// Argon2 runs go through [`argon2`]: at most one per CPU at once, and at most
+/// `argon2_max_pending` admitted (running or waiting), past which a call is a 503. Each run
+/// takes `argon2_memory_kib` of memory and a CPU for tens of milliseconds, and the token
+/// endpoint runs one for any client id, made up or not: unbounded, a burst of token requests
+/// (4,000 from one address fit the default rate limit) ran them all at once on tokio's
+/// blocking pool, up to 512 threads, 19 MiB each, and starved every other request of CPU.
 #[derive(Debug)]
 pub struct ClientSecrets {
     argon: Argon2<'static>,
     dummy_phc: String,
     /// Argon2 verifications run (`bourse_auth_secret_verifications_total`).
     verifications: AtomicU64,
+    /// One permit per argon2 run at once.
+    running: tokio::sync::Semaphore,
+    /// Runs admitted (running or waiting for `running`), at most `max_pending`.
+    admitted: AtomicUsize,
+    max_pending: usize,
 }
 
 impl ClientSecrets {
     /// Checks the costs and makes the dummy hash (one argon2 run: call it off the async
     /// workers).
-    pub fn new(memory_kib: u32, iterations: u32) -> Result<Self, ConfigError> {
+    pub fn new(memory_kib: u32, iterations: u32, max_pending: usize) -> Result<Self, ConfigError> {
         let argon = Argon2::new(
             Algorithm::Argon2id,
             Version::V0x13,
@@ -112,6 +124,11 @@ impl ClientSecrets {
             argon,
             dummy_phc: String::new(),
             verifications: AtomicU64::new(0),
+            running: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
+            admitted: AtomicUsize::new(0),
+            max_pending,
         };
         secrets.dummy_phc = secrets.hash(&random_token());
         Ok(secrets)
@@ -151,6 +168,40 @@ impl ClientSecrets {
     pub fn verifications(&self) -> u64 {
         self.verifications.load(Ordering::Relaxed)
     }
+}
+
+/// Runs `work` (an argon2 hash or verification) off the async workers, within the bounds of
+/// [`ClientSecrets`]: it waits for one of the per-CPU permits, and when `argon2_max_pending`
+/// runs are already admitted it does not run at all: a 503 with `Retry-After: 1`.
+pub async fn argon2<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&ClientSecrets) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let secrets = &state.secrets;
+    if secrets.admitted.fetch_add(1, Ordering::AcqRel) >= secrets.max_pending {
+        secrets.admitted.fetch_sub(1, Ordering::AcqRel);
+        let mut e = ApiError::unavailable("too many sign-ins at once; retry shortly");
+        e.0.retry_after_secs = Some(1);
+        return Err(e);
+    }
+    // Admitted until this returns, however it returns (a client that hangs up drops the
+    // future while it waits).
+    struct Admitted<'a>(&'a AtomicUsize);
+    impl Drop for Admitted<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let _admitted = Admitted(&secrets.admitted);
+    let _permit = secrets
+        .running
+        .acquire()
+        .await
+        .map_err(|_| ApiError::internal())?;
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || work(&state.secrets))
+        .await
+        .map_err(|_| ApiError::internal())
 }
 
 /// Constant-time equality of two byte strings.
@@ -434,7 +485,7 @@ mod tests {
     /// running argon2 at all.
     #[test]
     fn an_unknown_client_costs_one_argon2_verification() {
-        let s = ClientSecrets::new(64, 1).expect("valid costs");
+        let s = ClientSecrets::new(64, 1, 64).expect("valid costs");
         assert!(!s.verify("a guess", None));
         assert_eq!(s.verifications(), 1, "the unknown client ran argon2");
         let stored = s.hash("right");
@@ -606,7 +657,7 @@ mod tests {
 
     #[test]
     fn costs_argon2_refuses_are_errors() {
-        assert!(ClientSecrets::new(4, 1).is_err());
-        assert!(ClientSecrets::new(64, 0).is_err());
+        assert!(ClientSecrets::new(4, 1, 64).is_err());
+        assert!(ClientSecrets::new(64, 0, 64).is_err());
     }
 }

@@ -300,6 +300,9 @@ pub struct Config {
     pub argon2_memory_kib: u32,
     /// Argon2 time cost (passes) for client secrets.
     pub argon2_iterations: u32,
+    /// Most argon2 runs (token requests, registrations) admitted at once, running (one per
+    /// CPU) or waiting; past it a 503 ([`crate::auth::argon2`]).
+    pub argon2_max_pending: u32,
     /// Slots of each of the engine's command rings (one per pair plus one); a full ring is
     /// a 503. At least 1.
     pub ring_capacity: usize,
@@ -312,6 +315,15 @@ pub struct Config {
     /// Longest a paginated history list (orders, fills, transactions, requests) may query
     /// the store, in milliseconds; past it the client gets a 503 ([`crate::store`]).
     pub history_query_timeout_ms: u64,
+    /// Most HTTP connections open at once, WebSockets included; one more is answered a 503
+    /// and closed ([`crate::connections`]).
+    pub max_connections: u32,
+    /// Longest the server waits for a request head, on a new connection or a kept-alive one
+    /// after its last response, in seconds; then it closes the connection.
+    pub header_timeout_secs: u64,
+    /// Longest a request body may take to arrive once its head has, in seconds; past it a
+    /// 408 `REQUEST_TIMEOUT` and the connection closes ([`crate::extract::body_bytes`]).
+    pub body_timeout_secs: u64,
     /// Admin client credentials (also `BOURSE_ADMIN_CLIENT_ID` / `BOURSE_ADMIN_CLIENT_SECRET`).
     pub admin_client_id: Option<String>,
     pub admin_client_secret: Option<String>,
@@ -354,9 +366,13 @@ impl Default for Config {
             rate_limit_burst: 4000,
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
+            argon2_max_pending: 64,
             ring_capacity: 65_536,
             max_orders_per_book: DEFAULT_MAX_ORDERS_PER_BOOK,
             history_query_timeout_ms: 5_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout_secs: 30,
+            body_timeout_secs: 30,
             admin_client_id: None,
             admin_client_secret: None,
             currencies: vec![
@@ -387,6 +403,13 @@ pub const DEFAULT_MAX_ORDERS_PER_BOOK: u32 = 10_000_000;
 /// The largest `ring_capacity`: a million commands per engine ring (one ring per pair plus
 /// one, each allocated whole).
 pub const MAX_RING_CAPACITY: usize = 1 << 20;
+/// The default `max_connections`: room for the feed's default 20,000 WebSockets and the
+/// HTTP clients beside them.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 25_000;
+/// The largest `argon2_max_pending`.
+pub const MAX_ARGON2_PENDING: u64 = 65_536;
+/// The largest `header_timeout_secs` and `body_timeout_secs` (an hour).
+pub const MAX_HEADER_TIMEOUT_SECS: u64 = 3_600;
 /// The largest `history_query_timeout_ms` (an hour).
 pub const MAX_HISTORY_QUERY_TIMEOUT_MS: u64 = 3_600_000;
 /// The largest `token_ttl_secs` (ten years). A token's expiry is Unix nanoseconds in an
@@ -403,6 +426,9 @@ const TOKEN_TTL_RANGE: &str = "a whole number from 1 to 315360000";
 const HISTORY_TIMEOUT_RANGE: &str = "a whole number from 1 to 3600000";
 const RING_CAPACITY_RANGE: &str = "a whole number from 1 to 1048576";
 const BURST_RANGE: &str = "a whole number from 1 to 4294967295";
+const MAX_CONNECTIONS_RANGE: &str = BURST_RANGE;
+const HEADER_TIMEOUT_RANGE: &str = "a whole number from 1 to 3600";
+const ARGON2_PENDING_RANGE: &str = "a whole number from 1 to 65536";
 
 /// `value` of the variable `var` as a `T`, or an error naming both and what was `expected`.
 fn parse_var<T: std::str::FromStr>(
@@ -516,6 +542,33 @@ impl Config {
                 1,
                 MAX_RING_CAPACITY as u64,
             ),
+            // No argon2 run would refuse every sign-in; past 65,536 waiting, the last
+            // would wait minutes.
+            (
+                "argon2_max_pending",
+                u64::from(self.argon2_max_pending),
+                1,
+                MAX_ARGON2_PENDING,
+            ),
+            // No connection, or no time for a request head, would refuse every request.
+            (
+                "max_connections",
+                u64::from(self.max_connections),
+                1,
+                u64::from(u32::MAX),
+            ),
+            (
+                "header_timeout_secs",
+                self.header_timeout_secs,
+                1,
+                MAX_HEADER_TIMEOUT_SECS,
+            ),
+            (
+                "body_timeout_secs",
+                self.body_timeout_secs,
+                1,
+                MAX_HEADER_TIMEOUT_SECS,
+            ),
             // A burst of 0 would refuse every request while the limit is on.
             (
                 "rate_limit_burst",
@@ -585,6 +638,10 @@ impl Config {
         if let Some(v) = var("BOURSE_ARGON2_ITERATIONS") {
             self.argon2_iterations = parse_var("BOURSE_ARGON2_ITERATIONS", v, U32_RANGE)?;
         }
+        if let Some(v) = var("BOURSE_ARGON2_MAX_PENDING") {
+            self.argon2_max_pending =
+                parse_var("BOURSE_ARGON2_MAX_PENDING", v, ARGON2_PENDING_RANGE)?;
+        }
         if let Some(v) = var("BOURSE_RING_CAPACITY") {
             self.ring_capacity = parse_var("BOURSE_RING_CAPACITY", v, RING_CAPACITY_RANGE)?;
         }
@@ -610,6 +667,17 @@ impl Config {
         if let Some(v) = var("BOURSE_HISTORY_QUERY_TIMEOUT_MS") {
             self.history_query_timeout_ms =
                 parse_var("BOURSE_HISTORY_QUERY_TIMEOUT_MS", v, HISTORY_TIMEOUT_RANGE)?;
+        }
+        if let Some(v) = var("BOURSE_MAX_CONNECTIONS") {
+            self.max_connections = parse_var("BOURSE_MAX_CONNECTIONS", v, MAX_CONNECTIONS_RANGE)?;
+        }
+        if let Some(v) = var("BOURSE_HEADER_TIMEOUT_SECS") {
+            self.header_timeout_secs =
+                parse_var("BOURSE_HEADER_TIMEOUT_SECS", v, HEADER_TIMEOUT_RANGE)?;
+        }
+        if let Some(v) = var("BOURSE_BODY_TIMEOUT_SECS") {
+            self.body_timeout_secs =
+                parse_var("BOURSE_BODY_TIMEOUT_SECS", v, HEADER_TIMEOUT_RANGE)?;
         }
         if let Some(v) = var("BOURSE_WS_MAX_CONNECTIONS") {
             self.ws.max_connections = parse_var("BOURSE_WS_MAX_CONNECTIONS", v, WHOLE_NUMBER)?;
@@ -729,6 +797,26 @@ mod tests {
                 "BOURSE_RATE_LIMIT_BURST",
                 "rate_limit_burst",
                 u64::from(u32::MAX),
+            ),
+            (
+                "BOURSE_MAX_CONNECTIONS",
+                "max_connections",
+                u64::from(u32::MAX),
+            ),
+            (
+                "BOURSE_HEADER_TIMEOUT_SECS",
+                "header_timeout_secs",
+                MAX_HEADER_TIMEOUT_SECS,
+            ),
+            (
+                "BOURSE_BODY_TIMEOUT_SECS",
+                "body_timeout_secs",
+                MAX_HEADER_TIMEOUT_SECS,
+            ),
+            (
+                "BOURSE_ARGON2_MAX_PENDING",
+                "argon2_max_pending",
+                MAX_ARGON2_PENDING,
             ),
         ] {
             let e = refused(&[(var, "abc")]);

@@ -21,12 +21,67 @@ pub fn too_large() -> ApiError {
     )
 }
 
-/// Reads the body (at most [`BODY_LIMIT`]).
+/// When a request's body must have arrived: `body_timeout_secs` after the edge
+/// ([`crate::middleware::edge`]) saw its head. Without it (a handler served outside the
+/// edge) a body is read without a deadline.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyDeadline(pub tokio::time::Instant);
+
+/// A body that did not arrive by its [`BodyDeadline`]: a 408, and the connection closes
+/// (its unread rest cannot be told from the next request).
+pub fn body_timeout() -> ApiError {
+    ApiError(
+        feed::problem::Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            "the body did not arrive in time",
+        )
+        .header(header::CONNECTION, "close"),
+    )
+}
+
+/// Reads the body (at most [`BODY_LIMIT`], by its [`BodyDeadline`]). Past the limit it is a
+/// 413; a body that cannot be read (a malformed chunked encoding, a connection that broke
+/// off) is a 400; one that does not arrive in time a 408 ([`body_timeout`]).
 pub async fn body_bytes(req: Request) -> Result<Vec<u8>, ApiError> {
-    let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
-        .await
-        .map_err(|_| too_large())?;
+    let deadline = req.extensions().get::<BodyDeadline>().copied();
+    let read = axum::body::to_bytes(req.into_body(), BODY_LIMIT);
+    let read = match deadline {
+        Some(BodyDeadline(at)) => tokio::time::timeout_at(at, read)
+            .await
+            .map_err(|_| body_timeout())?,
+        None => read.await,
+    };
+    let bytes = read.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else {
+            ApiError::validation("the body could not be read (a malformed chunked encoding?)")
+        }
+    })?;
     Ok(bytes.to_vec())
+}
+
+/// A free-text field (a withdrawal's destination, a rejection's reason, a currency's display
+/// name): `min_chars` to `max_chars` characters, none of them a control character (as a
+/// user's name). These are stored, shown on pages and passed on to back-office systems,
+/// where a NUL, a line break or a terminal escape is never meant.
+pub fn text_field(
+    field: &str,
+    value: &str,
+    min_chars: usize,
+    max_chars: usize,
+) -> Result<(), ApiError> {
+    let chars = value.chars().count();
+    let blank = min_chars > 0 && value.trim().is_empty();
+    if blank || !(min_chars..=max_chars).contains(&chars) || value.chars().any(char::is_control) {
+        return Err(ApiError::validation(format!(
+            "{field} must be {min_chars} to {max_chars} characters, none of them a control \
+             character"
+        )));
+    }
+    Ok(())
 }
 
 thread_local! {
@@ -125,19 +180,6 @@ pub fn parse_id(s: &str) -> Option<u64> {
 /// [`parse_id`] for a user id (`u32`).
 pub fn parse_user_id(s: &str) -> Option<u32> {
     parse_id(s).and_then(|v| u32::try_from(v).ok())
-}
-
-/// A line of text naming something (a withdrawal's destination, a currency's display name):
-/// 1 to `max` characters, counted as characters rather than UTF-8 bytes (as the message
-/// says, and as an account name is), not all blanks, none of them a control character (a
-/// line feed or a NUL has no place in an address or a name shown to others).
-pub fn text_line(field: &str, s: &str, max: usize) -> Result<(), ApiError> {
-    if s.trim().is_empty() || s.chars().count() > max || s.chars().any(char::is_control) {
-        return Err(ApiError::validation(format!(
-            "{field} must be 1 to {max} characters, none of them a control character"
-        )));
-    }
-    Ok(())
 }
 
 pub const LIMIT_MAX: u64 = 1000;

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod error;
 pub mod extract;

@@ -70,6 +70,7 @@ fn code_for(status: StatusCode) -> &'static str {
         StatusCode::TOO_MANY_REQUESTS => "RATE_LIMITED",
         StatusCode::SERVICE_UNAVAILABLE => "SERVICE_UNAVAILABLE",
         StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED",
+        StatusCode::REQUEST_TIMEOUT => "REQUEST_TIMEOUT",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "VALIDATION_FAILED",
         s if s.is_server_error() => "INTERNAL_ERROR",
         _ => "VALIDATION_FAILED",
@@ -111,6 +112,11 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
         };
 
     let head = crate::request_head::check(&method, &uri, route.as_ref(), req.headers());
+    // The body, if the handler reads one, is due within the timeout from now.
+    let body_timeout = std::time::Duration::from_secs(state.config.body_timeout_secs);
+    req.extensions_mut().insert(crate::extract::BodyDeadline(
+        tokio::time::Instant::now() + body_timeout,
+    ));
 
     let mut response = if let Err(p) = head {
         p.render(id_str(), uri.path())

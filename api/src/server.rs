@@ -25,8 +25,10 @@ const WS_CLOSE_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 pub async fn start(config: Config) -> Result<AppState, ServerError> {
     config.validate()?;
     let (memory, iterations) = (config.argon2_memory_kib, config.argon2_iterations);
+    let pending = config.argon2_max_pending as usize;
     let secrets =
-        tokio::task::spawn_blocking(move || auth::ClientSecrets::new(memory, iterations)).await??;
+        tokio::task::spawn_blocking(move || auth::ClientSecrets::new(memory, iterations, pending))
+            .await??;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -318,26 +320,20 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    use axum::serve::ListenerExt;
     let app = crate::routes::app(state.clone());
     let st = state.clone();
-    // Replies are small and latency-bound: never hold one back for Nagle.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let limits = crate::connections::ConnLimits {
+        max_connections: state.config.max_connections as usize,
+        header_timeout: std::time::Duration::from_secs(state.config.header_timeout_secs),
+    };
+    crate::connections::serve(listener, app, limits, async move {
         shutdown.await;
         st.shutting_down.store(true, Ordering::Release);
         // Upgraded connections are not requests the HTTP drain waits for: close them now,
         // alongside it.
         st.feed.close_connections();
     })
-    .await
-    .map_err(ServerError::Serve)?;
+    .await;
     // Each connection's close handshake is bounded by its close grace.
     let limit = state.feed.config().close_grace + WS_CLOSE_SLACK;
     if !state.feed.connections_closed(limit).await {

@@ -56,9 +56,6 @@ pub enum ServerError {
     /// A command the start journals (markets, settings, the admin) was refused or failed.
     #[error("{what}: {reason}")]
     Setup { what: String, reason: String },
-    /// Serving the connections failed.
-    #[error("serving: {0}")]
-    Serve(#[source] std::io::Error),
     /// A task of the server's panicked or was cancelled.
     #[error("server task: {0}")]
     Task(#[from] tokio::task::JoinError),

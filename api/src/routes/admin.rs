@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use crate::auth::{ADMIN, Scoped};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{
-    AppJson, AppQuery, DecimalKind, Paged, decimal, page, parse_id, parse_user_id, text_line,
+    AppJson, AppQuery, DecimalKind, Paged, decimal, page, parse_id, parse_user_id,
 };
 use crate::model::{
     CurrencyJson, PairJson, RequestJson, pair_json, request_json, request_status_code,
@@ -137,16 +137,8 @@ pub async fn admin_requests_reject(
     PathSegment(id): PathSegment,
     AppJson(body): AppJson<RejectBody>,
 ) -> ApiResult<Json<RequestJson>> {
-    // The user reads the reason (on the request): a rejection without one tells them nothing.
-    if body.reason.trim().is_empty() {
-        return Err(ApiError::validation("reason must not be empty"));
-    }
-    // Characters, not bytes: a reason in Swedish or Japanese has as many as it shows.
-    if body.reason.chars().count() > 512 {
-        return Err(ApiError::validation(
-            "reason must be at most 512 characters",
-        ));
-    }
+    // Not blank (the user reads the reason on the request), no control characters.
+    crate::extract::text_field("reason", &body.reason, 1, 512)?;
     Ok(Json(decide(&state, &id, false, body.reason).await?))
 }
 
@@ -323,7 +315,7 @@ pub async fn admin_currencies_create(
     if !matches!(b.status.as_deref(), None | Some("active")) {
         return Err(ApiError::validation("status must be active"));
     }
-    text_line("displayName", &b.display_name, 64)?;
+    crate::extract::text_field("displayName", &b.display_name, 1, 64)?;
     if state
         .model
         .markets

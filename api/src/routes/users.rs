@@ -54,10 +54,8 @@ pub async fn create_user(
         .map(str::to_string)
         .unwrap_or_else(auth::random_token);
     let hash = {
-        let (secret, state) = (secret.clone(), state.clone());
-        tokio::task::spawn_blocking(move || state.secrets.hash(&secret))
-            .await
-            .map_err(|_| ApiError::internal())?
+        let secret = secret.clone();
+        auth::argon2(state, move |secrets| secrets.hash(&secret)).await?
     };
     let account = match account {
         Some(a) => a,
@@ -268,10 +266,14 @@ pub async fn oauth_token(State(state): State<AppState>, req: Request) -> Respons
         Some((user, phc, scopes)) => (user, Some(phc), scopes),
         None => (0, None, 0),
     };
-    let verifier = state.clone();
-    let ok = tokio::task::spawn_blocking(move || verifier.secrets.verify(&secret, phc.as_deref()))
-        .await
-        .unwrap_or(false);
+    let ok = match auth::argon2(&state, move |secrets| {
+        secrets.verify(&secret, phc.as_deref())
+    })
+    .await
+    {
+        Ok(ok) => ok,
+        Err(e) => return e.into_response(),
+    };
     if !ok {
         return oauth_error(
             StatusCode::UNAUTHORIZED,
@@ -300,11 +302,14 @@ pub async fn oauth_token(State(state): State<AppState>, req: Request) -> Respons
     let hash = auth::token_hash(&token);
     let ttl = state.config.token_ttl_secs;
     let expires_ns = now_ns().saturating_add((ttl as i64).saturating_mul(1_000_000_000));
+    // Expired tokens go as new ones come (through the expiry index, a few rows at a time):
+    // without it every token ever issued stayed in the table.
     let stored = state.store.read_now(|c| {
         c.execute(
             "INSERT INTO tokens VALUES (?1, ?2, ?3, ?4)",
             params![hash.as_slice(), user, scopes, expires_ns],
-        )
+        )?;
+        c.execute("DELETE FROM tokens WHERE expires_ns <= ?1", [now_ns()])
     });
     if stored.is_err() {
         return ApiError::internal().into_response();

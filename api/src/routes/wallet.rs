@@ -11,9 +11,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{Scoped, WALLET, WALLET_READ};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{
-    AppJson, AppQuery, DecimalKind, PageQuery, Paged, decimal, page, parse_id, text_line,
-};
+use crate::extract::{AppJson, AppQuery, DecimalKind, PageQuery, Paged, decimal, page, parse_id};
 use crate::model::{BalanceJson, RequestJson, RequestRec, balance_json, request_json, ts};
 use crate::state::AppState;
 use crate::store;
@@ -122,7 +120,7 @@ pub async fn request_create(
     let amount = decimal("amount", amount, decimals, DecimalKind::Money, 1u128 << 62)?;
     let destination = match (kind, destination) {
         (RequestKind::Withdrawal, Some(d)) => {
-            text_line("destination", d, 256)?;
+            crate::extract::text_field("destination", d, 1, 256)?;
             d.to_string()
         }
         _ => String::new(),

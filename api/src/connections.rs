@@ -1,0 +1,286 @@
+//! The HTTP accept loop, with a bound on connections and on how long a request head may take.
+//!
+//! `axum::serve` sets neither: it serves every connection it accepts for as long as the
+//! peer keeps it open, and hyper's header read timeout needs a timer that `axum::serve`
+//! does not give it. A client that opened connections and sent nothing (or a request head
+//! one byte at a time) kept each open for good, until the process ran out of file
+//! descriptors: then every other client's connection waited unaccepted, and the journal and
+//! the history store could not open a file either. So this loop serves the router on hyper
+//! directly, with
+//! - at most [`ConnLimits::max_connections`] connections at once, WebSockets included (an
+//!   upgraded connection keeps its slot until it closes). One more is answered a 503
+//!   `SERVICE_UNAVAILABLE` problem with `Retry-After: 1` and closed, without reading its
+//!   request, so what it costs is bounded by [`REFUSALS_IN_FLIGHT`] and [`REFUSAL_GRACE`].
+//! - a request head due within [`ConnLimits::header_timeout`] of the moment the server
+//!   waits for one: on a new connection, and on a kept-alive one after its last response,
+//!   so an idle keep-alive connection is closed after that long too (hyper closes it; a
+//!   head that was partly sent gets no answer, like nginx's `client_header_timeout`).
+//!
+//! Graceful shutdown is `axum::serve`'s: stop accepting, let each connection finish its
+//! request in flight, wait for them.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+/// Connections past the limit being answered at once; more are closed unanswered.
+pub const REFUSALS_IN_FLIGHT: usize = 256;
+/// Longest a refused connection is given to take its 503.
+pub const REFUSAL_GRACE: Duration = Duration::from_secs(1);
+
+/// The limits of [`serve`] (`max_connections`, `header_timeout_secs` in the settings).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
+
+/// File descriptors the process needs beside its connections (the listener, journal
+/// segments and snapshots, the SQLite files and their readers, the feed's store).
+pub const RESERVED_FDS: u64 = 256;
+
+/// Checks that the process's open-file limit has room for `max_connections`, and warns at
+/// start when it has not: past the descriptors, accepts fail (the kernel's limit) before
+/// this module's 503 can be given. The limit is first raised to the hard one
+/// ([`feed::raise_nofile_limit`], as the feed does for its WebSockets). Returns the limit.
+pub fn make_room_for(max_connections: usize) -> u64 {
+    let wanted = (max_connections as u64).saturating_add(RESERVED_FDS);
+    let soft = feed::raise_nofile_limit();
+    if soft < wanted {
+        tracing::warn!(
+            open_files = soft,
+            max_connections,
+            "the open-file limit is below max_connections plus {RESERVED_FDS}: raise it \
+             (ulimit -n, LimitNOFILE) or lower max_connections"
+        );
+    }
+    soft
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains (see the module doc).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    make_room_for(limits.max_connections);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let refusing = Arc::new(AtomicUsize::new(0));
+    // Connections watch `stop` to start their graceful shutdown; each holds a `done`
+    // receiver, so `done_tx.closed()` resolves once all have ended.
+    let (stop_tx, stop_rx) = watch::channel(());
+    let (done_tx, done_rx) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_error(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Replies are small and latency-bound: never hold one back for Nagle.
+        let _ = tcp.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refuse(tcp, &refusing);
+            continue;
+        };
+        let io = TokioIo::new(Slotted { tcp, _slot: slot });
+        let (app, mut stop_rx, done_rx) = (app.clone(), stop_rx.clone(), done_rx.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                let mut app = app.clone();
+                async move {
+                    Ok::<_, Infallible>(
+                        tower::Service::call(&mut app, req.map(axum::body::Body::new))
+                            .await
+                            .unwrap_or_else(|e| match e {}),
+                    )
+                }
+            });
+            let mut conn = std::pin::pin!(
+                hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout)
+                    .serve_connection(io, service)
+                    .with_upgrades()
+            );
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::trace!(error = %e, "connection ended");
+                        }
+                        break;
+                    }
+                    _ = stop_rx.changed(), if !stopping => {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(done_rx);
+        });
+    }
+    drop(listener);
+    drop(done_rx);
+    let _ = stop_tx.send(());
+    done_tx.closed().await;
+}
+
+/// An accept error: one about the connection itself (reset before it was accepted) is
+/// skipped; any other (out of file descriptors) is logged and accepting pauses for a
+/// second, as `axum::serve` does.
+async fn accept_error(e: std::io::Error) {
+    use std::io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accept error");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// A connection past the limit: the 503 problem, then close (see the module doc).
+fn refuse(mut tcp: TcpStream, refusing: &Arc<AtomicUsize>) {
+    if refusing.fetch_add(1, Ordering::AcqRel) >= REFUSALS_IN_FLIGHT {
+        refusing.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    let refusing = refusing.clone();
+    tokio::spawn(async move {
+        let response = refusal();
+        let _ = tokio::time::timeout(REFUSAL_GRACE, async {
+            tcp.write_all(&response).await?;
+            tcp.shutdown().await?;
+            // Read what the client sent until it closes, so the close does not reset the
+            // connection under the answer.
+            let mut sink = [0u8; 1024];
+            while tokio::io::AsyncReadExt::read(&mut tcp, &mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        refusing.fetch_sub(1, Ordering::AcqRel);
+    });
+}
+
+/// The bytes of the 503 a connection past the limit gets: the problem body and headers
+/// [`feed::problem::Problem::render`] would give it, written out by hand since no request
+/// was read.
+fn refusal() -> Vec<u8> {
+    let id = crate::middleware::new_request_id();
+    let body = serde_json::json!({
+        "type": "https://bourse.dev/problems/service-unavailable",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": "too many connections; retry shortly",
+        "instance": "/",
+        "requestId": id,
+        "code": "SERVICE_UNAVAILABLE",
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n\
+         x-request-id: {id}\r\nretry-after: 1\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A connection holding one of the [`ConnLimits::max_connections`] slots until it is
+/// dropped, which for an upgraded connection (a WebSocket) is when the upgrade ends.
+struct Slotted {
+    tcp: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Slotted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Slotted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The open-file limit is raised to hold the connections when the hard limit allows.
+    #[test]
+    fn the_open_file_limit_makes_room_for_the_connections() {
+        let soft = make_room_for(64);
+        assert!(soft >= 64 + RESERVED_FDS, "{soft}");
+    }
+
+    /// The refusal is a problem, as one HTTP response.
+    #[test]
+    fn the_refusal_is_a_problem_response() {
+        let bytes = refusal();
+        let text = String::from_utf8(bytes).expect("utf-8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(head.contains("content-type: application/problem+json"));
+        assert!(head.contains("retry-after: 1"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(v["code"], "SERVICE_UNAVAILABLE");
+        assert_eq!(v["status"], 503);
+    }
+}

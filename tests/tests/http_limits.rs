@@ -1,0 +1,194 @@
+//! Limits on HTTP connections (`api::connections`): how many may be open at once, and how
+//! long one may take to send a request head. Each probe is a raw TCP connection, bounded in
+//! time.
+
+use std::time::{Duration, Instant};
+
+use bourse_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Everything the server sends on `tcp` until it closes the connection, within `limit`
+/// (`None`: still open at the deadline).
+async fn read_to_close(tcp: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| out)
+}
+
+async fn connect(s: &TestServer) -> TcpStream {
+    TcpStream::connect(s.base.trim_start_matches("http://"))
+        .await
+        .expect("connect")
+}
+
+/// One connection past `max_connections` gets a 503 problem and is closed; connections that
+/// send nothing, or a request head that never ends, are closed after `header_timeout_secs`,
+/// and their slots serve others again. Before the limits, such connections stayed open for
+/// good (a client could hold every file descriptor of the process) and no connection was
+/// ever refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_are_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.max_connections = 3;
+    config.header_timeout_secs = 1;
+    let s = TestServer::start_with(config).await;
+
+    // Three slots: one connection says nothing, one dribbles an unfinished head, one keeps
+    // its connection alive after a request.
+    let mut silent = connect(&s).await;
+    let mut slow = connect(&s).await;
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("send");
+    let mut kept = connect(&s).await;
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send");
+    let mut first = [0u8; 15];
+    kept.read_exact(&mut first).await.expect("a response");
+    assert_eq!(&first, b"HTTP/1.1 200 OK");
+
+    // A fourth is one too many: a 503 problem, and the connection closes.
+    let mut extra = connect(&s).await;
+    let answer = read_to_close(&mut extra, Duration::from_secs(5))
+        .await
+        .expect("the refused connection is closed");
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    assert!(lower.contains("retry-after: 1"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").expect("a body").1;
+    let problem: Value = serde_json::from_str(body).expect("json body");
+    assert_eq!(problem["code"], "SERVICE_UNAVAILABLE", "{problem}");
+
+    // Each of the three is closed by the server within the header timeout (and slack).
+    let started = Instant::now();
+    for (name, tcp) in [
+        ("silent", &mut silent),
+        ("slow", &mut slow),
+        ("kept alive", &mut kept),
+    ] {
+        let rest = read_to_close(tcp, Duration::from_secs(5)).await;
+        assert!(rest.is_some(), "the {name} connection is still open");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Their slots are free again.
+    let (status, v) = s.get("/v1/pairs", None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    s.stop().await;
+}
+
+/// A setting that would refuse every connection stops the start with its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_connection_limits_stop_the_start() {
+    for (setting, change) in [
+        (
+            "max_connections",
+            (|c: &mut api::Config| c.max_connections = 0) as fn(&mut api::Config),
+        ),
+        ("header_timeout_secs", |c| c.header_timeout_secs = 0),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(dir.path());
+        change(&mut config);
+        let err = api::server::spawn(config)
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains(setting), "{err}");
+    }
+}
+
+/// A request body that stops arriving is a 408 problem once `body_timeout_secs` has passed,
+/// and the connection closes. Before, the handler waited for the rest of the body for good,
+/// and the connection with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_completes_times_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.body_timeout_secs = 1;
+    let s = TestServer::start_with(config).await;
+
+    let mut tcp = connect(&s).await;
+    tcp.write_all(
+        b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"name\":",
+    )
+    .await
+    .expect("send");
+    let answer = read_to_close(&mut tcp, Duration::from_secs(5))
+        .await
+        .expect("answered and closed within the timeout");
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    let body = answer.split_once("\r\n\r\n").expect("a body").1;
+    let problem: Value = serde_json::from_str(body).expect("json body");
+    assert_eq!(problem["code"], "REQUEST_TIMEOUT", "{problem}");
+    // Nothing was registered.
+    let (status, v) = s.get("/v1/pairs", None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    s.stop().await;
+}
+
+/// A chunked body that is not valid chunked encoding is a 400 (the request is malformed),
+/// not a 413 (it is not too large). Before, every failure to read a body was a 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunked_body_is_a_400() {
+    let s = TestServer::start().await;
+    let mut tcp = connect(&s).await;
+    tcp.write_all(
+        b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nZZZ\r\n{}\r\n0\r\n\r\n",
+    )
+    .await
+    .expect("send");
+    let answer = read_to_close(&mut tcp, Duration::from_secs(5))
+        .await
+        .expect("answered and closed");
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    let body = answer.split_once("\r\n\r\n").expect("a body").1;
+    let problem: Value = serde_json::from_str(body).expect("json body");
+    assert_eq!(problem["code"], "VALIDATION_FAILED", "{problem}");
+    // A chunked body over 64 KiB is still a 413.
+    let mut tcp = connect(&s).await;
+    let mut big = b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        .to_vec();
+    for _ in 0..3 {
+        big.extend_from_slice(b"8000\r\n");
+        big.extend_from_slice(&[b' '; 0x8000]);
+        big.extend_from_slice(b"\r\n");
+    }
+    big.extend_from_slice(b"0\r\n\r\n");
+    // The server may answer and close before it has read everything.
+    let _ = tcp.write_all(&big).await;
+    let answer = read_to_close(&mut tcp, Duration::from_secs(5))
+        .await
+        .expect("answered and closed");
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    s.stop().await;
+}
