@@ -87,6 +87,10 @@ pub struct HttpBenchArgs {
     /// are the bench's own then.
     #[arg(long, conflicts_with = "url")]
     pub spawn_server: bool,
+    /// With `--spawn-server`: the `bourse` executable to start (default: this one), to
+    /// compare two builds under the same load generator.
+    #[arg(long, requires = "spawn_server")]
+    pub server_exe: Option<std::path::PathBuf>,
     /// Run the whole bench this many times and end with the spread of the runs (lowest,
     /// median and highest creates/s, create p99, `/health`/s and their ratio).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -119,10 +123,10 @@ pub fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
-    let exe = if args.spawn_server {
-        Some(std::env::current_exe().context("this executable, to spawn `serve`")?)
-    } else {
-        None
+    let exe = match (&args.server_exe, args.spawn_server) {
+        (Some(exe), _) => Some(exe.clone()),
+        (None, true) => Some(std::env::current_exe().context("this executable, to spawn `serve`")?),
+        (None, false) => None,
     };
     let mut reports = Vec::new();
     for _ in 0..args.runs {
