@@ -10,26 +10,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-#[test]
-fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
+/// Runs `bourse bench ARGS --json` (with no admin credentials from the environment),
+/// asserts it succeeded, and returns the JSON documents it printed.
+fn bench(args: &[&str]) -> Vec<Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_bourse"))
-        .args([
-            "bench",
-            "http",
-            "--spawn-server",
-            "--runs",
-            "2",
-            "--duration",
-            "1s",
-            "--clients",
-            "2",
-            "--no-cancel",
-            "--json",
-        ])
+        .arg("bench")
+        .args(args)
+        .arg("--json")
         .env_remove("BOURSE_ADMIN_CLIENT_ID")
         .env_remove("BOURSE_ADMIN_CLIENT_SECRET")
         .output()
-        .expect("bourse bench http runs");
+        .expect("bourse bench runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -37,11 +28,26 @@ fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let docs: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+    serde_json::Deserializer::from_str(&stdout)
         .into_iter::<Value>()
         .collect::<Result<_, _>>()
-        .expect("JSON documents");
-    assert_eq!(docs.len(), 3, "two reports and the spread: {stdout}");
+        .expect("JSON documents")
+}
+
+#[test]
+fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
+    let docs = bench(&[
+        "http",
+        "--spawn-server",
+        "--runs",
+        "2",
+        "--duration",
+        "1s",
+        "--clients",
+        "2",
+        "--no-cancel",
+    ]);
+    assert_eq!(docs.len(), 3, "two reports and the spread: {docs:?}");
     let (runs, spread) = (&docs[..2], &docs[2]);
 
     let urls: Vec<&str> = runs
@@ -87,32 +93,23 @@ fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
 #[test]
 fn the_ws_bench_with_a_syncing_journal_delivers_every_trade() {
     let subscribers = 20u64;
-    let out = Command::new(env!("CARGO_BIN_EXE_bourse"))
-        .args([
-            "bench",
-            "ws",
-            "--subscribers",
-            &subscribers.to_string(),
-            "--latency-clients",
-            "5",
-            "--trades-per-sec",
-            "200",
-            "--seconds",
-            "1",
-            "--durability",
-            "fsync",
-            "--json",
-        ])
-        .output()
-        .expect("bourse bench ws runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_str(&stdout).expect("one JSON report");
+    let subscribers_arg = subscribers.to_string();
+    let docs = bench(&[
+        "ws",
+        "--subscribers",
+        &subscribers_arg,
+        "--latency-clients",
+        "5",
+        "--trades-per-sec",
+        "200",
+        "--seconds",
+        "1",
+        "--durability",
+        "fsync",
+    ]);
+    let [r] = &docs[..] else {
+        panic!("one report: {docs:?}")
+    };
     assert_eq!(r["durability"], "fsync", "{r}");
     let trades = r["trades"].as_u64().expect("trades");
     assert!(trades >= 100, "{r}");

@@ -46,20 +46,14 @@ impl HttpRunsSpread {
             println!("{}", serde_json::to_string_pretty(self).unwrap_or_default());
             return;
         }
-        let line = |name: &str, s: &Spread, places: usize, unit: &str| {
-            println!(
-                "  {name:<20} median {:.places$}{unit}  lowest {:.places$}{unit}  highest {:.places$}{unit}",
-                s.median, s.min, s.max
-            );
-        };
         println!("bourse bench http, {} runs", self.runs);
-        line("creates", &self.creates_per_sec, 0, "/s");
-        line("create p99", &self.create_ms_p99, 2, " ms");
+        println!("{}", self.creates_per_sec.line("creates", 0, "/s"));
+        println!("{}", self.create_ms_p99.line("create p99", 2, " ms"));
         if let Some(h) = &self.health_per_sec {
-            line("health", h, 0, "/s");
+            println!("{}", h.line("health", 0, "/s"));
         }
         if let Some(r) = &self.creates_to_health {
-            line("creates / health", r, 3, "");
+            println!("{}", r.line("creates / health", 3, ""));
         }
     }
 }

@@ -264,6 +264,15 @@ pub struct Spread {
 }
 
 impl Spread {
+    /// One line of a spread table: `name`, then the median, lowest and highest with
+    /// `places` decimals and `unit`.
+    pub fn line(&self, name: &str, places: usize, unit: &str) -> String {
+        format!(
+            "  {name:<20} median {:.places$}{unit}  lowest {:.places$}{unit}  highest {:.places$}{unit}",
+            self.median, self.min, self.max
+        )
+    }
+
     /// The spread of `values` (None when there are none); the median of an even count is
     /// the mean of the middle two.
     #[allow(clippy::float_arithmetic)]
@@ -311,16 +320,13 @@ impl WsRunsSpread {
             println!("{}", serde_json::to_string_pretty(self).unwrap_or_default());
             return;
         }
-        let line = |name: &str, s: &Spread, places: usize, unit: &str| {
-            println!(
-                "  {name:<20} median {:.places$}{unit}  lowest {:.places$}{unit}  highest {:.places$}{unit}",
-                s.median, s.min, s.max
-            );
-        };
         println!("bourse bench ws, {} runs", self.runs);
-        line("latency p50", &self.latency_ms_p50, 2, " ms");
-        line("latency p99", &self.latency_ms_p99, 2, " ms");
-        line("messages delivered", &self.messages_per_sec, 0, "/s");
+        println!("{}", self.latency_ms_p50.line("latency p50", 2, " ms"));
+        println!("{}", self.latency_ms_p99.line("latency p99", 2, " ms"));
+        println!(
+            "{}",
+            self.messages_per_sec.line("messages delivered", 0, "/s")
+        );
     }
 }
 
