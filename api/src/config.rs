@@ -312,6 +312,10 @@ pub struct Config {
     /// a journaled command when it differs from the engine's (so a replay of the journal
     /// meets every order under the bound its live run met).
     pub max_orders_per_book: u32,
+    /// Most open orders one account may hold over all pairs (1 to
+    /// [`engine::MAX_ORDERS_PER_BOOK`]); a GTC order past it is a 409
+    /// `TOO_MANY_OPEN_ORDERS`, before it is journaled ([`crate::open_counts`]).
+    pub max_open_orders_per_account: u32,
     /// Longest a paginated history list (orders, fills, transactions, requests) may query
     /// the store, in milliseconds; past it the client gets a 503 ([`crate::store`]).
     pub history_query_timeout_ms: u64,
@@ -369,6 +373,7 @@ impl Default for Config {
             argon2_max_pending: 64,
             ring_capacity: 65_536,
             max_orders_per_book: DEFAULT_MAX_ORDERS_PER_BOOK,
+            max_open_orders_per_account: DEFAULT_MAX_OPEN_ORDERS_PER_ACCOUNT,
             history_query_timeout_ms: 5_000,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout_secs: 30,
@@ -400,6 +405,9 @@ fn env(name: &str) -> Option<String> {
 /// The engine's default bound (10,000,000), what an engine that never got a
 /// `SetMaxOrdersPerBook` command holds.
 pub const DEFAULT_MAX_ORDERS_PER_BOOK: u32 = 10_000_000;
+/// The default bound on one account's open orders: a hundredth of a book, so that no one
+/// account can fill one (market makers quote hundreds to thousands of orders).
+pub const DEFAULT_MAX_OPEN_ORDERS_PER_ACCOUNT: u32 = 100_000;
 /// The largest `ring_capacity`: a million commands per engine ring (one ring per pair plus
 /// one, each allocated whole).
 pub const MAX_RING_CAPACITY: usize = 1 << 20;
@@ -527,6 +535,12 @@ impl Config {
             (
                 "max_orders_per_book",
                 u64::from(self.max_orders_per_book),
+                1,
+                engine::MAX_ORDERS_PER_BOOK as u64,
+            ),
+            (
+                "max_open_orders_per_account",
+                u64::from(self.max_open_orders_per_account),
                 1,
                 engine::MAX_ORDERS_PER_BOOK as u64,
             ),
@@ -660,6 +674,13 @@ impl Config {
         if let Some(v) = var("BOURSE_MAX_ORDERS_PER_BOOK") {
             self.max_orders_per_book = parse_var(
                 "BOURSE_MAX_ORDERS_PER_BOOK",
+                v,
+                "a whole number from 1 to 16777215",
+            )?;
+        }
+        if let Some(v) = var("BOURSE_MAX_OPEN_ORDERS_PER_ACCOUNT") {
+            self.max_open_orders_per_account = parse_var(
+                "BOURSE_MAX_OPEN_ORDERS_PER_ACCOUNT",
                 v,
                 "a whole number from 1 to 16777215",
             )?;
@@ -1025,6 +1046,21 @@ mod tests {
                 min: 1,
                 max: 3_600_000,
             })
+        );
+    }
+
+    #[test]
+    fn the_open_orders_bound_is_read_and_checked() {
+        assert_eq!(Config::default().max_open_orders_per_account, 100_000);
+        let c = with_vars(&[("BOURSE_MAX_OPEN_ORDERS_PER_ACCOUNT", "3")]).expect("valid");
+        assert_eq!(c.max_open_orders_per_account, 3);
+        assert_eq!(
+            refused(&[("BOURSE_MAX_OPEN_ORDERS_PER_ACCOUNT", "0")]),
+            "max_open_orders_per_account = 0: expected 1 to 16777215"
+        );
+        assert_eq!(
+            refused(&[("BOURSE_MAX_OPEN_ORDERS_PER_ACCOUNT", "lots")]),
+            "BOURSE_MAX_OPEN_ORDERS_PER_ACCOUNT=lots: expected a whole number from 1 to 16777215"
         );
     }
 

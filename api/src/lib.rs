@@ -18,6 +18,7 @@ pub mod listener;
 pub mod metrics;
 pub mod middleware;
 pub mod model;
+pub mod open_counts;
 pub mod open_orders;
 pub mod rate_limit;
 pub mod request_head;

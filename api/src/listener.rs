@@ -325,6 +325,7 @@ impl HistoryListener {
             for row in rows {
                 let mut o = row?;
                 o.fills = store::fills_of(&conn, o.id)?;
+                model.open_counts.opened(o.account);
                 open.insert(o.id, o);
             }
         }
@@ -418,6 +419,7 @@ impl HistoryListener {
                         && po.id == order
                     {
                         self.open.insert(order.0, OrderRec::new(po, ts));
+                        self.model.open_counts.opened(po.account.0);
                         self.model.client_ids.insert(crate::state::client_key(
                             po.account.0,
                             po.client_id.as_str(),
@@ -477,6 +479,7 @@ impl HistoryListener {
                 }
                 Event::Done { order, .. } => {
                     if let Some(mut o) = self.open.remove(&order.0) {
+                        self.model.open_counts.closed(o.account);
                         o.apply(event, ts);
                         self.ops.push(Op::Order(o.clone()));
                         if let Command::Cancel { order: asked, .. } = p.command

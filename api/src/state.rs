@@ -65,6 +65,8 @@ pub struct ReadModel {
     /// The same for every stored deposit or withdrawal request's `(account, externalId)`
     /// ([`client_key`] of them): a new externalId is reserved without waiting for SQLite.
     pub external_ids: UsedKeys,
+    /// Open orders per account, for `max_open_orders_per_account` ([`crate::open_counts`]).
+    pub open_counts: Arc<crate::open_counts::OpenCounts>,
     /// The last sequence the history store has committed ([`ReadModel::wait_stored`]).
     stored_seq: Mutex<u64>,
     stored_cv: Condvar,

@@ -70,7 +70,9 @@ pub struct HttpBenchArgs {
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
     /// Place orders only (they rest; the accounts are funded for it): creates/s alone,
-    /// instead of place+cancel pairs.
+    /// instead of place+cancel pairs. Each account's open orders grow: past the server's
+    /// `max_open_orders_per_account` (100,000 by default; `--spawn-server` lifts it) the
+    /// places are refused with 409s.
     #[arg(long)]
     pub no_cancel: bool,
     /// Skip the `GET /health` phase (and the ratio).

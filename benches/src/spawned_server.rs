@@ -7,7 +7,8 @@
 //! needed; this is that script, so that one command gives the spread of several runs.
 //!
 //! The server is this same executable (`bourse serve`), on a free loopback port, over a
-//! temporary data dir that goes with it, with its log in that dir (its last lines are
+//! temporary data dir that goes with it, the rate limit off and each account's open orders
+//! bounded only by the engine's largest bound, with its log in that dir (its last lines are
 //! quoted when it fails to start). It is stopped with SIGTERM, as an operator stops it
 //! (drain, snapshot, exit 0), and killed if it has not exited within [`STOP_WAIT`].
 
@@ -58,6 +59,9 @@ impl SpawnedServer {
             .arg(dir.path().join("data"))
             .env_remove("BOURSE_CONFIG")
             .env("BOURSE_RATE_LIMIT_PER_SEC", "0")
+            // `--no-cancel` leaves every order open: the bench's accounts may hold more than
+            // the default bound.
+            .env("BOURSE_MAX_OPEN_ORDERS_PER_ACCOUNT", "16777215")
             .env("BOURSE_ADMIN_CLIENT_ID", &admin_client_id)
             .env("BOURSE_ADMIN_CLIENT_SECRET", &admin_client_secret)
             .env("RUST_LOG", "warn")

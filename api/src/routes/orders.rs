@@ -202,6 +202,29 @@ pub async fn orders_create(
 ) -> ApiResult<(StatusCode, JsonBytes)> {
     let (pair, side, kind, stp, client_id) = build(&state, auth.account, &body)?;
     let account = auth.account.0;
+    // Only a GTC order can rest; it holds its slot under the account's bound until its reply
+    // (by then the history listener counts it open if it rests).
+    let _slot = match kind {
+        OrderKind::Limit {
+            tif: TimeInForce::Gtc,
+            ..
+        } => {
+            let max = state.config.max_open_orders_per_account;
+            let slot = state.model.open_counts.reserve(account, max);
+            Some(slot.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "TOO_MANY_OPEN_ORDERS",
+                    format!(
+                        "the account has {max} open orders, the most it may hold: cancel some \
+                         first"
+                    ),
+                )
+                .with("maxOpenOrders", max)
+            })?)
+        }
+        _ => None,
+    };
     let reservation = match state.client_ids.reserve(
         account,
         client_id.as_str(),
