@@ -44,6 +44,16 @@ pub struct ConnLimits {
     pub header_timeout: Duration,
 }
 
+impl ConnLimits {
+    /// The limits the settings give (`max_connections`, `header_timeout_secs`).
+    pub fn of(config: &crate::Config) -> ConnLimits {
+        ConnLimits {
+            max_connections: config.max_connections as usize,
+            header_timeout: Duration::from_secs(config.header_timeout_secs),
+        }
+    }
+}
+
 /// File descriptors the process needs beside its connections (the listener, journal
 /// segments and snapshots, the SQLite files and their readers, the feed's store).
 pub const RESERVED_FDS: u64 = 256;

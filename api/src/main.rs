@@ -109,7 +109,8 @@ fn serve(
         let answering = tokio::net::TcpListener::from_std(std_listener.try_clone()?)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-        let answers = tokio::spawn(api::starting::serve(answering, async move {
+        let limits = api::connections::ConnLimits::of(&config);
+        let answers = tokio::spawn(api::starting::serve(answering, limits, async move {
             let _ = ready_rx.await;
         }));
         tracing::info!(bind = %config.bind, data_dir = %config.data_dir.display(), "starting");

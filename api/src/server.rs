@@ -322,10 +322,7 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let app = crate::routes::app(state.clone());
     let st = state.clone();
-    let limits = crate::connections::ConnLimits {
-        max_connections: state.config.max_connections as usize,
-        header_timeout: std::time::Duration::from_secs(state.config.header_timeout_secs),
-    };
+    let limits = crate::connections::ConnLimits::of(&state.config);
     crate::connections::serve(listener, app, limits, async move {
         shutdown.await;
         st.shutting_down.store(true, Ordering::Release);

@@ -19,22 +19,24 @@ use axum::response::{IntoResponse, Response};
 use feed::problem::{Problem, REQUEST_ID_HEADER};
 use tokio::net::TcpListener;
 
+use crate::connections::ConnLimits;
 use crate::error::ApiError;
 use crate::middleware::{new_request_id, valid_request_id};
 
 /// Answers on `listener` as the module doc says until `ready` completes, then stops
-/// accepting, lets the answers in flight finish and returns (dropping `listener`).
-pub async fn serve(listener: TcpListener, ready: impl Future<Output = ()> + Send + 'static) {
+/// accepting, lets the answers in flight finish and returns (dropping `listener`). The
+/// server's connection bound and header timeout hold here too ([`crate::connections`]): a
+/// start is when a crowd of clients reconnects.
+pub async fn serve(
+    listener: TcpListener,
+    limits: ConnLimits,
+    ready: impl Future<Output = ()> + Send + 'static,
+) {
     let app = Router::new()
         .route("/health", axum::routing::get(health))
         .fallback(unavailable)
         .layer(axum::middleware::from_fn(request_id_and_close));
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(ready)
-        .await
-    {
-        tracing::warn!(error = %e, "the start-up answers stopped");
-    }
+    crate::connections::serve(listener, app, limits, ready).await;
 }
 
 async fn health() -> impl IntoResponse {

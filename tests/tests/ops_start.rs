@@ -76,6 +76,54 @@ async fn a_data_dir_that_cannot_be_made_is_named() {
     }
 }
 
+/// The start-up answers keep the server's connection bound and header timeout: a start is
+/// when every client reconnects at once, and the answerer had neither (axum::serve).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_answers_keep_the_connection_limits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = api::connections::ConnLimits {
+        max_connections: 1,
+        header_timeout: std::time::Duration::from_millis(500),
+    };
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let answers = tokio::spawn(api::starting::serve(listener, limits, async move {
+        let _ = ready_rx.await;
+    }));
+    // A silent connection takes the only slot...
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // ...so the next one is refused with the 503 problem, unread.
+    let mut next = tokio::net::TcpStream::connect(addr).await.unwrap();
+    next.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        next.read_to_end(&mut answer),
+    )
+    .await
+    .expect("answered")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("SERVICE_UNAVAILABLE"), "{answer}");
+    // The silent one is closed once its head is overdue.
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("closed within the header timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    ready_tx.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), answers)
+        .await
+        .expect("the answers stop once the server is ready")
+        .unwrap();
+}
+
 /// Every family's samples follow its own `# HELP` and `# TYPE` lines, never another
 /// family's: `bourse_ring_occupancy` and `bourse_ring_capacity` were interleaved, so a parser
 /// (Python's `prometheus_client`) read a typed family with no samples and then one untyped
@@ -130,7 +178,8 @@ async fn the_address_answers_while_the_server_starts() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let answers = tokio::spawn(api::starting::serve(listener, async move {
+    let limits = api::connections::ConnLimits::of(&test_config(std::path::Path::new(".")));
+    let answers = tokio::spawn(api::starting::serve(listener, limits, async move {
         let _ = ready_rx.await;
     }));
     let http = reqwest::Client::new();
