@@ -105,7 +105,7 @@ pub struct ClientSecrets {
     /// Argon2 verifications run (`bourse_auth_secret_verifications_total`).
     verifications: AtomicU64,
     /// One permit per argon2 run at once.
-    running: tokio::sync::Semaphore,
+    running: std::sync::Arc<tokio::sync::Semaphore>,
     /// Runs admitted (running or waiting for `running`), at most `max_pending`.
     admitted: AtomicUsize,
     max_pending: usize,
@@ -124,9 +124,9 @@ impl ClientSecrets {
             argon,
             dummy_phc: String::new(),
             verifications: AtomicU64::new(0),
-            running: tokio::sync::Semaphore::new(
+            running: std::sync::Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-            ),
+            )),
             admitted: AtomicUsize::new(0),
             max_pending,
         };
@@ -184,24 +184,29 @@ pub async fn argon2<T: Send + 'static>(
         e.0.retry_after_secs = Some(1);
         return Err(e);
     }
-    // Admitted until this returns, however it returns (a client that hangs up drops the
-    // future while it waits).
-    struct Admitted<'a>(&'a AtomicUsize);
-    impl Drop for Admitted<'_> {
+    // Admitted, and then holding its CPU permit, until the argon2 run ends: both go into
+    // the blocking task, which runs to its end even when the client hangs up and its
+    // request's future is dropped (a run released at the hang-up would let a client that
+    // sends and closes start any number of runs at once).
+    struct Admitted(AppState);
+    impl Drop for Admitted {
         fn drop(&mut self) {
-            self.0.fetch_sub(1, Ordering::AcqRel);
+            self.0.secrets.admitted.fetch_sub(1, Ordering::AcqRel);
         }
     }
-    let _admitted = Admitted(&secrets.admitted);
-    let _permit = secrets
+    let admitted = Admitted(state.clone());
+    let permit = secrets
         .running
-        .acquire()
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|_| ApiError::internal())?;
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || work(&state.secrets))
-        .await
-        .map_err(|_| ApiError::internal())
+    tokio::task::spawn_blocking(move || {
+        let (admitted, _permit) = (admitted, permit);
+        work(&admitted.0.secrets)
+    })
+    .await
+    .map_err(|_| ApiError::internal())
 }
 
 /// Constant-time equality of two byte strings.

@@ -87,3 +87,52 @@ async fn expired_tokens_are_pruned() {
     assert_eq!(status, StatusCode::OK, "{v}");
     s.stop().await;
 }
+
+/// A client that sends a token request and hangs up does not take its argon2 run out of the
+/// bound: the run goes on to its end on the blocking pool, and counts until then. Before,
+/// its slot was given back at the hang-up, so a client that sent and closed could have any
+/// number of runs going at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_client_hung_up_counts_until_it_ends() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    // A run long enough to outlast the hang-up and the next request (a second or more in a
+    // debug build).
+    config.argon2_memory_kib = 32 * 1024;
+    config.argon2_iterations = 2;
+    config.argon2_max_pending = 1;
+    let s = TestServer::start_with(config).await;
+    let form = "grant_type=client_credentials&client_id=nobody&client_secret=guess";
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut hung = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/oauth2/token HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    hung.write_all(head.as_bytes()).await.expect("send");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(hung);
+    let (status, v) = s.token("nobody", "guess", None).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the hung-up run still counts: {v}"
+    );
+    // Once it has ended, the next one runs (and finds no such client).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, v) = s.token("nobody", "guess", None).await;
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(v["error"], "invalid_client", "{v}");
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+        assert!(std::time::Instant::now() < deadline, "the run never ended");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    s.stop().await;
+}
