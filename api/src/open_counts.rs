@@ -11,10 +11,10 @@
 //! The history listener counts an order open when the engine accepts it and closed when it
 //! is done ([`OpenCounts::opened`], [`OpenCounts::closed`], on the output thread, before the
 //! order's reply). A GTC order takes a slot ([`OpenCounts::reserve`]) before it is
-//! submitted and holds it until its reply: while it is in flight it counts against the
-//! bound too, so concurrent requests of one account cannot all pass the same check. (A
-//! client that hangs up releases its slot before the order is counted open: the bound can
-//! be passed by the orders in flight of clients that hung up at that moment, never more.)
+//! submitted and holds it with its clientId's reservation until the pipeline has processed
+//! it (the reply runs after the listeners): while it is in flight it counts against the
+//! bound too, so concurrent requests of one account cannot all pass the same check, and a
+//! client that hangs up does not give its place back before its order is counted.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -331,12 +331,21 @@ pub struct Reservation {
     account: u32,
     key: Arc<str>,
     id: u64,
+    /// The order's place under the account's bound of open orders, given up with the key:
+    /// once the listeners have counted the order open (or it was never queued).
+    open_slot: Option<crate::open_counts::OpenSlot>,
 }
 
 impl Reservation {
     /// The id reserved with the key.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The same reservation, holding `slot` until it is released.
+    pub fn holding(mut self, slot: crate::open_counts::OpenSlot) -> Reservation {
+        self.open_slot = Some(slot);
+        self
     }
 }
 
@@ -405,6 +414,7 @@ impl Reservations {
             account,
             key,
             id,
+            open_slot: None,
         }))
     }
 

@@ -63,6 +63,12 @@ async fn an_account_holds_at_most_its_bound_of_open_orders() {
         "the refused order was not booked"
     );
 
+    // A retry of a booked order is told so, with its id, even at the bound.
+    let (st, dup) = buy(&s, &a, "GTC", "100", "g1").await;
+    assert_eq!(st, StatusCode::CONFLICT, "{dup}");
+    assert_eq!(dup["code"], "DUPLICATE_CLIENT_ID", "{dup}");
+    assert_eq!(dup["orderId"], open[0]["id"], "{dup}");
+
     // An IOC cannot rest: it is not held back. Nor is another account.
     let (st, ioc) = buy(&s, &a, "IOC", "100", "i1").await;
     assert_eq!(

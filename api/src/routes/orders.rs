@@ -202,29 +202,6 @@ pub async fn orders_create(
 ) -> ApiResult<(StatusCode, JsonBytes)> {
     let (pair, side, kind, stp, client_id) = build(&state, auth.account, &body)?;
     let account = auth.account.0;
-    // Only a GTC order can rest; it holds its slot under the account's bound until its reply
-    // (by then the history listener counts it open if it rests).
-    let _slot = match kind {
-        OrderKind::Limit {
-            tif: TimeInForce::Gtc,
-            ..
-        } => {
-            let max = state.config.max_open_orders_per_account;
-            let slot = state.model.open_counts.reserve(account, max);
-            Some(slot.ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "TOO_MANY_OPEN_ORDERS",
-                    format!(
-                        "the account has {max} open orders, the most it may hold: cancel some \
-                         first"
-                    ),
-                )
-                .with("maxOpenOrders", max)
-            })?)
-        }
-        _ => None,
-    };
     let reservation = match state.client_ids.reserve(
         account,
         client_id.as_str(),
@@ -247,6 +224,30 @@ pub async fn orders_create(
             )
             .with("orderId", existing.to_string()));
         }
+    };
+    // Only a GTC order can rest. It takes a place under the account's bound after its
+    // clientId (a retry of a booked order is told DUPLICATE_CLIENT_ID with its id, even at
+    // the bound), and holds it with the clientId until the listeners have counted it open.
+    let reservation = match kind {
+        OrderKind::Limit {
+            tif: TimeInForce::Gtc,
+            ..
+        } => {
+            let max = state.config.max_open_orders_per_account;
+            let Some(slot) = state.model.open_counts.reserve(account, max) else {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "TOO_MANY_OPEN_ORDERS",
+                    format!(
+                        "the account has {max} open orders, the most it may hold: cancel some \
+                         first"
+                    ),
+                )
+                .with("maxOpenOrders", max));
+            };
+            reservation.holding(slot)
+        }
+        _ => reservation,
     };
     let id = reservation.id();
     let place = PlaceOrder {
