@@ -115,8 +115,10 @@ fn serve(
         }));
         tracing::info!(bind = %config.bind, data_dir = %config.data_dir.display(), "starting");
         let started = api::server::start(config).await;
+        // The answers stop accepting at once; the server does not wait for their last
+        // connections (a head sent halfway would hold them until its header timeout).
         let _ = ready_tx.send(());
-        let _ = answers.await;
+        drop(answers);
         let state = started?;
         tracing::info!(addr = %listener.local_addr()?, "listening");
         let mut stop = stop_rx;

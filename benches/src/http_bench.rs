@@ -141,8 +141,12 @@ pub fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
                 on_it.admin_client_id = Some(server.admin_client_id.clone());
                 on_it.admin_client_secret = Some(server.admin_client_secret.clone());
                 let report = rt.block_on(run_async(&on_it));
-                server.stop()?;
-                report?
+                let stopped = server.stop();
+                // A failed run's own error first; a server that then did not stop cleanly
+                // makes the run's figures suspect too.
+                let report = report?;
+                stopped?;
+                report
             }
             None => rt.block_on(run_async(&args))?,
         };

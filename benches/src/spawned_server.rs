@@ -6,7 +6,8 @@
 //! limit off and an admin to fund the bench's accounts, was a script every measurement
 //! needed; this is that script, so that one command gives the spread of several runs.
 //!
-//! The server is this same executable (`bourse serve`), on a free loopback port, over a
+//! The server is this same executable (`bourse serve`) or the one `--server-exe` names, with
+//! no `BOURSE_*` variable of the bench's environment, on a free loopback port, over a
 //! temporary data dir that goes with it, the rate limit off and each account's open orders
 //! bounded only by the engine's largest bound, with its log in that dir (its last lines are
 //! quoted when it fails to start). It is stopped with SIGTERM, as an operator stops it
@@ -51,13 +52,19 @@ impl SpawnedServer {
             .map_or(0, |d| d.as_nanos());
         let admin_client_id = format!("bench-admin-{stamp}");
         let admin_client_secret = format!("bench-secret-{stamp}-{}", std::process::id());
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        // Runs start alike: no setting of the bench's environment reaches the server.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("BOURSE_") {
+                command.env_remove(&name);
+            }
+        }
+        let child = command
             .arg("serve")
             .arg("--bind")
             .arg(addr.to_string())
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .env_remove("BOURSE_CONFIG")
             .env("BOURSE_RATE_LIMIT_PER_SEC", "0")
             // `--no-cancel` leaves every order open: the bench's accounts may hold more than
             // the default bound.
