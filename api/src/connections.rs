@@ -65,7 +65,9 @@ pub const RESERVED_FDS: u64 = 256;
 pub fn make_room_for(max_connections: usize) -> u64 {
     let wanted = (max_connections as u64).saturating_add(RESERVED_FDS);
     let soft = feed::raise_nofile_limit();
-    if soft < wanted {
+    // Once per process: the start-up answers and the server each serve the same address.
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if soft < wanted && !WARNED.swap(true, Ordering::Relaxed) {
         tracing::warn!(
             open_files = soft,
             max_connections,
