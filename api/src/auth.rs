@@ -180,9 +180,9 @@ pub async fn argon2<T: Send + 'static>(
     let secrets = &state.secrets;
     if secrets.admitted.fetch_add(1, Ordering::AcqRel) >= secrets.max_pending {
         secrets.admitted.fetch_sub(1, Ordering::AcqRel);
-        let mut e = ApiError::unavailable("too many sign-ins at once; retry shortly");
-        e.0.retry_after_secs = Some(1);
-        return Err(e);
+        return Err(ApiError::retry_shortly(
+            "too many sign-ins at once; retry shortly",
+        ));
     }
     // Admitted, and then holding its CPU permit, until the argon2 run ends: both go into
     // the blocking task, which runs to its end even when the client hangs up and its

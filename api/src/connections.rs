@@ -193,28 +193,22 @@ fn refuse(mut tcp: TcpStream, refusing: &Arc<AtomicUsize>) {
     });
 }
 
-/// The bytes of the 503 a connection past the limit gets: the problem body and headers
-/// [`feed::problem::Problem::render`] would give it, written out by hand since no request
-/// was read.
+/// The bytes of the 503 a connection past the limit gets: the problem the server's edge
+/// would render ([`ApiError::retry_shortly`]), written out as a whole response since no
+/// request was read.
 fn refusal() -> Vec<u8> {
     let id = crate::middleware::new_request_id();
-    let body = serde_json::json!({
-        "type": "https://bourse.dev/problems/service-unavailable",
-        "title": "Service Unavailable",
-        "status": 503,
-        "detail": "too many connections; retry shortly",
-        "instance": "/",
-        "requestId": id,
-        "code": "SERVICE_UNAVAILABLE",
-    })
-    .to_string();
-    format!(
+    let problem = crate::error::ApiError::retry_shortly("too many connections; retry shortly").0;
+    let body = problem.body(&id, "/");
+    let mut response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n\
          x-request-id: {id}\r\nretry-after: 1\r\nconnection: close\r\n\
-         content-length: {}\r\n\r\n{body}",
+         content-length: {}\r\n\r\n",
         body.len()
     )
-    .into_bytes()
+    .into_bytes();
+    response.extend_from_slice(&body);
+    response
 }
 
 /// A connection holding one of the [`ConnLimits::max_connections`] slots until it is

@@ -43,6 +43,14 @@ impl ApiError {
             detail,
         )
     }
+    /// A 503 that asks the client to retry in a second (`Retry-After: 1`): nothing was
+    /// done, and the cause (a full ring, a burst of sign-ins, a start) passes.
+    pub fn retry_shortly(detail: impl Into<String>) -> Self {
+        let mut e = Self::unavailable(detail);
+        e.0.retry_after_secs = Some(1);
+        e
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

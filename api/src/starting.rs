@@ -49,10 +49,7 @@ async fn health() -> impl IntoResponse {
 /// Every other request: the 503 problem, rendered with its request id and path by
 /// [`request_id_and_close`] as the real server's edge renders its problems.
 async fn unavailable() -> ApiError {
-    let mut e =
-        ApiError::unavailable("the server is starting (recovering its journal); retry shortly");
-    e.0.retry_after_secs = Some(1);
-    e
+    ApiError::retry_shortly("the server is starting (recovering its journal); retry shortly")
 }
 
 /// `X-Request-Id` on every answer (the client's when valid, as the real server does), a

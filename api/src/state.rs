@@ -525,12 +525,8 @@ impl Shared {
                 }),
             )
             .map_err(|e| match e {
-                SubmitError::Busy => {
-                    // The ring of this pair is full: nothing was queued, so a retry is safe.
-                    let mut e = ApiError::unavailable("the engine is busy, retry later");
-                    e.0.retry_after_secs = Some(1);
-                    e
-                }
+                // The ring of this pair is full: nothing was queued, so a retry is safe.
+                SubmitError::Busy => ApiError::retry_shortly("the engine is busy, retry later"),
                 SubmitError::Stopped => ApiError::unavailable("the engine is stopping"),
             })?;
         Ok(rx)

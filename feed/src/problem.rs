@@ -97,8 +97,8 @@ impl Problem {
         )
     }
 
-    /// Renders the body for a request with the given id and path (`instance`).
-    pub fn render(&self, request_id: &str, instance: &str) -> Response {
+    /// The JSON body for a request with the given id and path (`instance`).
+    pub fn body(&self, request_id: &str, instance: &str) -> Vec<u8> {
         let title = self.status.canonical_reason().unwrap_or("Error");
         let body = ProblemBody {
             kind: format!(
@@ -117,7 +117,12 @@ impl Problem {
                 .map(|(k, v)| ((*k).to_string(), v.clone()))
                 .collect(),
         };
-        let json = serde_json::to_vec(&body).unwrap_or_default();
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// Renders the problem for a request with the given id and path (`instance`).
+    pub fn render(&self, request_id: &str, instance: &str) -> Response {
+        let json = self.body(request_id, instance);
         let mut response = (self.status, json).into_response();
         let headers = response.headers_mut();
         headers.insert(
