@@ -77,21 +77,25 @@ fn code_for(status: StatusCode) -> &'static str {
     }
 }
 
+/// The request's id: the client's `X-Request-Id` when it is a valid one (echoed), a new one
+/// otherwise.
+pub(crate) fn request_id_of(req: &Request) -> HeaderValue {
+    req.headers()
+        .get(REQUEST_ID_HEADER)
+        .filter(|v| v.to_str().is_ok_and(valid_request_id))
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::try_from(new_request_id()).expect("hex is a valid header value")
+        })
+}
+
 /// Request id, limits, problem rendering and metrics.
 ///
 /// Runs for every request, so the common case allocates only the generated request id:
 /// the method, route and URI are cheap clones, the path is only read for a problem body.
 pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let echoed = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .filter(|v| v.to_str().is_ok_and(valid_request_id))
-        .cloned();
-    let id = match echoed {
-        Some(v) => v,
-        None => HeaderValue::try_from(new_request_id()).expect("hex is a valid header value"),
-    };
+    let id = request_id_of(&req);
     let id_str = || id.to_str().unwrap_or_default();
     let uri = req.uri().clone();
     let method = req.method().clone();

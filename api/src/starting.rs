@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::connections::ConnLimits;
 use crate::error::ApiError;
-use crate::middleware::{new_request_id, valid_request_id};
+use crate::middleware::request_id_of;
 
 /// Answers on `listener` as the module doc says until `ready` completes, then stops
 /// accepting, lets the answers in flight finish and returns (dropping `listener`). The
@@ -55,21 +55,14 @@ async fn unavailable() -> ApiError {
 /// `X-Request-Id` on every answer (the client's when valid, as the real server does), a
 /// problem rendered with it and the path, and `Connection: close`.
 async fn request_id_and_close(req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| valid_request_id(v))
-        .map_or_else(new_request_id, str::to_string);
+    let id = request_id_of(&req);
     let path = req.uri().path().to_string();
     let mut response = next.run(req).await;
     if let Some(p) = response.extensions().get::<Problem>().cloned() {
-        response = p.render(&id, &path);
+        response = p.render(id.to_str().unwrap_or_default(), &path);
     }
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::try_from(id) {
-        headers.insert(REQUEST_ID_HEADER, v);
-    }
+    headers.insert(REQUEST_ID_HEADER, id);
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
