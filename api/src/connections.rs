@@ -16,12 +16,16 @@
 //!   so an idle keep-alive connection is closed after that long too (hyper closes it; a
 //!   head that was partly sent gets no answer, like nginx's `client_header_timeout`).
 //!
+//! - hyper's own answer to a head it cannot parse (a bare 400, 414 or 431) replaced by a
+//!   problem with a request id, like every other failure ([`crate::bare_answers`]).
+//!
 //! Graceful shutdown is `axum::serve`'s: stop accepting, let each connection finish its
 //! request in flight, wait for them.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -110,7 +114,7 @@ pub async fn serve(
             refuse(tcp, &refusing);
             continue;
         };
-        let io = TokioIo::new(Slotted { tcp, _slot: slot });
+        let io = TokioIo::new(Slotted::new(tcp, slot));
         let (app, mut stop_rx, done_rx) = (app.clone(), stop_rx.clone(), done_rx.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -212,18 +216,61 @@ fn refusal() -> Vec<u8> {
 }
 
 /// A connection holding one of the [`ConnLimits::max_connections`] slots until it is
-/// dropped, which for an upgraded connection (a WebSocket) is when the upgrade ends.
+/// dropped, which for an upgraded connection (a WebSocket) is when the upgrade ends. Its
+/// writer swaps hyper's bare answer to an unparsable head for a problem
+/// ([`crate::bare_answers`]).
 struct Slotted {
     tcp: TcpStream,
     _slot: OwnedSemaphorePermit,
+    /// The problem that replaces hyper's bare answer, and how much of it is written: it goes
+    /// out before anything else is written, flushed or shut down.
+    rewrite: Option<(Vec<u8>, usize)>,
+}
+
+impl Slotted {
+    fn new(tcp: TcpStream, slot: OwnedSemaphorePermit) -> Slotted {
+        Slotted {
+            tcp,
+            _slot: slot,
+            rewrite: None,
+        }
+    }
+
+    /// Writes what is left of the rewritten answer.
+    fn poll_rewrite(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.rewrite {
+            if *written == bytes.len() {
+                self.rewrite = None;
+                break;
+            }
+            match std::pin::Pin::new(&mut self.tcp).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes `head` in place of hyper's bare answer when it is one: `Some(its length)`.
+    fn take_bare_answer(&mut self, cx: &mut Context<'_>, head: &[u8]) -> Option<usize> {
+        let status = crate::bare_answers::status_of(head)?;
+        self.rewrite = Some((crate::bare_answers::problem_response(status), 0));
+        // Whatever the socket does not take now goes out on the flush hyper makes next.
+        let _ = self.poll_rewrite(cx);
+        Some(head.len())
+    }
 }
 
 impl AsyncRead for Slotted {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
+    ) -> Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
     }
 }
@@ -231,17 +278,28 @@ impl AsyncRead for Slotted {
 impl AsyncWrite for Slotted {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
+    ) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.poll_rewrite(cx))?;
+        if let Some(n) = self.take_bare_answer(cx, buf) {
+            return Poll::Ready(Ok(n));
+        }
         std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
         mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
+    ) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.poll_rewrite(cx))?;
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(head), None) = (filled.next(), filled.next())
+            && let Some(n) = self.take_bare_answer(cx, head)
+        {
+            return Poll::Ready(Ok(n));
+        }
         std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
     }
 
@@ -251,15 +309,17 @@ impl AsyncWrite for Slotted {
 
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_rewrite(cx))?;
         std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
     }
 
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_rewrite(cx))?;
         std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }

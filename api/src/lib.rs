@@ -8,6 +8,7 @@
 //! outcome, which arrives only once the command is durable and every listener applied it.
 
 pub mod auth;
+pub mod bare_answers;
 pub mod config;
 pub mod connections;
 pub mod demo;

@@ -5,7 +5,8 @@
 //! read buffer) and answers past them with a bare status line: no problem body, no
 //! `X-Request-Id`. Our limits sit well inside them, so everything a real client can send
 //! over them gets a problem+json answer from [`crate::middleware::edge`] like any other
-//! failure; only heads past hyper's own limits still get hyper's bare 414 or 431.
+//! failure. Heads past hyper's own limits, and heads hyper cannot parse at all, get hyper's
+//! own answer, which [`crate::bare_answers`] turns into a problem as well.
 //!
 //! A query string on an endpoint that takes none is an unknown field like any other
 //! (API.md: 400 for unknown fields), so `GET /v1/pairs?limit=5` is a 400 rather than a

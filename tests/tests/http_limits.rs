@@ -192,3 +192,67 @@ async fn a_malformed_chunked_body_is_a_400() {
     assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
     s.stop().await;
 }
+
+/// A head hyper cannot parse (a header line without a colon, a request line that is not
+/// HTTP, a `Content-Length` that is not a number), or one past hyper's own size limits, is
+/// answered with a problem and a request id like every other failure, and the connection is
+/// closed. Before, hyper's own answer went out: a bare status line with an empty body and no
+/// `X-Request-Id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unparsable_head_gets_a_problem() {
+    let s = TestServer::start().await;
+    let mut huge = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 600 * 1024));
+    huge.extend_from_slice(b"\r\n\r\n");
+    let cases: [(&[u8], u16, &str); 5] = [
+        (
+            b"GET /health HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+            400,
+            "VALIDATION_FAILED",
+        ),
+        (b"GARBAGE\r\n\r\n", 400, "VALIDATION_FAILED"),
+        (
+            b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+            400,
+            "VALIDATION_FAILED",
+        ),
+        (
+            b"GET /hea\x01lth HTTP/1.1\r\nHost: x\r\n\r\n",
+            400,
+            "VALIDATION_FAILED",
+        ),
+        (&huge, 431, "HEADERS_TOO_LARGE"),
+    ];
+    for (request, status, code) in cases {
+        let shown = String::from_utf8_lossy(&request[..request.len().min(40)]).to_string();
+        let mut tcp = connect(&s).await;
+        // The server may answer and close before it has read all of a huge head.
+        let _ = tcp.write_all(request).await;
+        let answer = read_to_close(&mut tcp, Duration::from_secs(5))
+            .await
+            .expect("answered and closed");
+        let answer = String::from_utf8_lossy(&answer).to_string();
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{shown:?}: {answer}"
+        );
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{shown:?}: {head}"
+        );
+        let id = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .unwrap_or_else(|| panic!("{shown:?}: no request id in {head}"));
+        let problem: Value = serde_json::from_str(body).expect("json body");
+        assert_eq!(problem["status"], status, "{shown:?}: {problem}");
+        assert_eq!(problem["code"], code, "{shown:?}: {problem}");
+        assert_eq!(problem["requestId"], id, "{shown:?}: {problem}");
+    }
+    // The server still answers on a fresh connection.
+    let (status, _) = s.get("/health", None).await;
+    assert_eq!(status, 200);
+    s.stop().await;
+}
