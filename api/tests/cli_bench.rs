@@ -47,8 +47,13 @@ fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
         "2",
         "--no-cancel",
     ]);
-    assert_eq!(docs.len(), 3, "two reports and the spread: {docs:?}");
-    let (runs, spread) = (&docs[..2], &docs[2]);
+    // One document on stdout: the runs' reports and their spread.
+    let [doc] = &docs[..] else {
+        panic!("one JSON document: {docs:?}")
+    };
+    let runs = doc["runs"].as_array().expect("the runs' reports");
+    assert_eq!(runs.len(), 2, "{doc}");
+    let spread = &doc["spread"];
 
     let urls: Vec<&str> = runs
         .iter()
@@ -118,4 +123,45 @@ fn the_ws_bench_with_a_syncing_journal_delivers_every_trade() {
     let delivered = r["messages_delivered"].as_u64().expect("messages");
     assert!(delivered >= trades * subscribers, "{r}");
     assert!(r["latency_ms_p99"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+}
+
+/// `--json --runs N` prints one document: every run's report and their spread.
+#[test]
+fn the_ws_bench_prints_its_runs_and_their_spread_as_one_document() {
+    let docs = bench(&[
+        "ws",
+        "--subscribers",
+        "5",
+        "--latency-clients",
+        "2",
+        "--trades-per-sec",
+        "100",
+        "--seconds",
+        "1",
+        "--runs",
+        "2",
+    ]);
+    let [doc] = &docs[..] else {
+        panic!("one JSON document: {docs:?}")
+    };
+    let runs = doc["runs"].as_array().expect("the runs' reports");
+    assert_eq!(runs.len(), 2, "{doc}");
+    let mut p99 = Vec::new();
+    for r in runs {
+        assert!(r["trades"].as_u64().is_some_and(|t| t >= 50), "{r}");
+        p99.push(r["latency_ms_p99"].as_f64().expect("p99"));
+    }
+    p99.sort_by(f64::total_cmp);
+    let spread = &doc["spread"];
+    assert_eq!(spread["runs"], 2, "{spread}");
+    assert_eq!(
+        spread["latency_ms_p99"]["min"].as_f64(),
+        Some(p99[0]),
+        "{spread}"
+    );
+    assert_eq!(
+        spread["latency_ms_p99"]["max"].as_f64(),
+        Some(p99[1]),
+        "{spread}"
+    );
 }

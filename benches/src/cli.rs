@@ -22,17 +22,26 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Engine(args) => crate::engine_bench::run(args),
         BenchCommand::Http(args) => crate::http_bench::run(args),
         BenchCommand::Ws(args) => {
+            // With `--json`, stdout is one document: the report, or with `--runs` over 1
+            // every run's report and their spread, printed once all have run.
             let json = args.json;
             let mut reports = Vec::new();
             for _ in 0..args.runs {
                 let report = feed::bench::run(args.clone()).map_err(anyhow::Error::msg)?;
-                feed::bench::print(&report, json);
+                if !json || args.runs == 1 {
+                    feed::bench::print(&report, json);
+                }
                 reports.push(report);
             }
             if reports.len() > 1
                 && let Some(spread) = feed::bench::WsRunsSpread::of(&reports)
             {
-                spread.print(json);
+                if json {
+                    let doc = serde_json::json!({ "runs": reports, "spread": spread });
+                    println!("{}", serde_json::to_string_pretty(&doc)?);
+                } else {
+                    spread.print_table();
+                }
             }
             Ok(())
         }

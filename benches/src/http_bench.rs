@@ -150,8 +150,12 @@ pub fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
             }
             None => rt.block_on(run_async(&args))?,
         };
+        // With `--json`, stdout is one document: the report, or with `--runs` over 1 every
+        // run's report and their spread, printed once all have run.
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            if args.runs == 1 {
+                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            }
         } else {
             print!("{}", report.table());
         }
@@ -160,7 +164,13 @@ pub fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
     if reports.len() > 1
         && let Some(spread) = HttpRunsSpread::of(&reports)
     {
-        spread.print(args.json);
+        if args.json {
+            let runs: Vec<serde_json::Value> = reports.iter().map(Report::to_json).collect();
+            let doc = serde_json::json!({ "runs": runs, "spread": spread });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        } else {
+            spread.print_table();
+        }
     }
     Ok(())
 }

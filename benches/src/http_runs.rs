@@ -3,7 +3,8 @@
 //! This machine's speed drifts from minute to minute (the same binary's creates/s move by
 //! +-15 % and a p99 by more), so a figure is several runs: the lowest, median and highest
 //! creates/s, create p99, `/health` answers/s and their ratio, the four numbers the HTTP
-//! speed target is stated in. Each run's own report is printed before it.
+//! speed target is stated in. Each run's own report is printed before it; with `--json` the
+//! reports and the spread make one document, `{"runs": [...], "spread": {...}}`.
 
 use feed::bench::Spread;
 use serde::Serialize;
@@ -40,12 +41,8 @@ impl HttpRunsSpread {
         })
     }
 
-    /// The spread as table lines, or JSON.
-    pub fn print(&self, json: bool) {
-        if json {
-            println!("{}", serde_json::to_string_pretty(self).unwrap_or_default());
-            return;
-        }
+    /// The spread as table lines (with `--json` it goes into the one document instead).
+    pub fn print_table(&self) {
         println!("bourse bench http, {} runs", self.runs);
         println!("{}", self.creates_per_sec.line("creates", 0, "/s"));
         println!("{}", self.create_ms_p99.line("create p99", 2, " ms"));

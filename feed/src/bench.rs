@@ -314,12 +314,9 @@ impl WsRunsSpread {
         })
     }
 
-    /// Prints the spread as a table line or JSON.
-    pub fn print(&self, json: bool) {
-        if json {
-            println!("{}", serde_json::to_string_pretty(self).unwrap_or_default());
-            return;
-        }
+    /// Prints the spread as table lines (with `--json` it goes into the one document the
+    /// bench prints instead).
+    pub fn print_table(&self) {
         println!("bourse bench ws, {} runs", self.runs);
         println!("{}", self.latency_ms_p50.line("latency p50", 2, " ms"));
         println!("{}", self.latency_ms_p99.line("latency p99", 2, " ms"));
