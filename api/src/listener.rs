@@ -56,7 +56,7 @@ struct StoreMsg {
     ops: Vec<Op>,
 }
 
-/// Batches queued for the store thread before the output thread waits (back-pressure).
+/// Batches queued for the store thread before the engine thread waits (back-pressure).
 const STORE_QUEUE: usize = 4096;
 /// Most queued batches committed in one SQLite transaction.
 const STORE_GROUP: usize = 1024;
@@ -104,7 +104,7 @@ impl Drop for HistoryListener {
 /// Hands a batch to the store thread (false: the thread is gone). With a full commit's
 /// worth ([`STORE_GROUP`]) now queued, a lingering store thread is told to commit: its
 /// linger waits only for the deadline or a reader, so the queue ([`STORE_QUEUE`]) could
-/// otherwise fill while it lingers and block the output thread, every reply with it, for
+/// otherwise fill while it lingers and block the engine thread, every reply with it, for
 /// up to [`STORE_LINGER`].
 fn send_to_store(tx: &Sender<StoreMsg>, model: &ReadModel, msg: StoreMsg) -> bool {
     if tx.send(msg).is_err() {
@@ -818,7 +818,7 @@ mod tests {
         (dir, model, tx, thread)
     }
 
-    /// The output thread is never held up by a lingering store thread: batches queued
+    /// The engine thread is never held up by a lingering store thread: batches queued
     /// beyond one commit's worth ([`STORE_GROUP`]) end the linger, so the queue
     /// ([`STORE_QUEUE`]) does not fill and block the sender until [`STORE_LINGER`] passes.
     #[test]
@@ -827,7 +827,7 @@ mod tests {
         // The store thread takes the first batch and lingers on it ...
         send(&tx, &model, msg(1));
         std::thread::sleep(Duration::from_millis(2));
-        // ... while the output thread hands over more than the queue holds.
+        // ... while the engine thread hands over more than the queue holds.
         let t = Instant::now();
         let last = 1 + STORE_QUEUE as u64 + 100;
         for seq in 2..=last {

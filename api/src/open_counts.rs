@@ -9,7 +9,7 @@
 //! journaled, so the journal and its replay never depend on it.
 //!
 //! The history listener counts an order open when the engine accepts it and closed when it
-//! is done ([`OpenCounts::opened`], [`OpenCounts::closed`], on the output thread, before the
+//! is done ([`OpenCounts::opened`], [`OpenCounts::closed`], on the engine thread, before the
 //! order's reply). A GTC order takes a slot ([`OpenCounts::reserve`]) before it is
 //! submitted and holds it with its clientId's reservation until the pipeline has processed
 //! it (the reply runs after the listeners): while it is in flight it counts against the

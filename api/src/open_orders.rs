@@ -1,8 +1,8 @@
-//! The history listener's open orders, in a map that never holds up the output thread to
+//! The history listener's open orders, in a map that never holds up the engine thread to
 //! grow.
 //!
 //! A single `HashMap` of every open order doubles its table when it fills and moves every
-//! entry in that one insert. The history listener runs on the output thread, so every reply
+//! entry in that one insert. The history listener runs on the engine thread, so every reply
 //! waited behind the move: with ~200-byte records the step at 229,000 open orders took
 //! ~70 ms, and `bourse bench http --no-cancel` (orders only rest, so they pile up) showed a
 //! maximum latency of 74-77 ms in every 8 s run, against 18-23 ms with the table pre-sized.

@@ -243,7 +243,7 @@ const UNLOCKED_LOOKUPS: u32 = 2;
 /// lookup waits for the history store to catch up (tens of milliseconds under load), and
 /// other requests of the shard's accounts, and the releases of finished ones, must not wait
 /// behind it on a lock that blocks their worker thread. A release never waits for the shard
-/// lock at all (it runs on the pipeline's output thread): when the lock is taken, it is
+/// lock at all (it runs on the pipeline's engine thread): when the lock is taken, it is
 /// deferred to the lock's next holder, which applies it before reading the shard.
 #[derive(Debug)]
 pub struct Reservations {
@@ -511,7 +511,7 @@ impl Shared {
         let Some(pipeline) = guard.as_ref() else {
             return Err(ApiError::unavailable("the engine is not running"));
         };
-        // The reply runs on the output thread after the listeners (the used-keys indexes hold
+        // The reply runs on the engine thread after the listeners (the used-keys indexes hold
         // the key if the command used it). A reply dropped unrun (a full ring, a stopped
         // pipeline) releases the reservation too.
         pipeline
@@ -637,7 +637,7 @@ mod tests {
         assert_eq!(after.expect("after").map(|r| r.id()), Ok(7));
     }
 
-    /// A release (on the pipeline's output thread) never waits for the shard lock, which a
+    /// A release (on the pipeline's engine thread) never waits for the shard lock, which a
     /// reserve may hold across a store lookup: it is deferred, and the lock's next holder
     /// applies it before it reads the shard.
     #[test]

@@ -1,10 +1,10 @@
 //! The in-memory index of used idempotency keys (an order's `(account, clientId)`, a
 //! request's `(account, externalId)`), spread over tables so that it never holds up the
-//! output thread to grow.
+//! engine thread to grow.
 //!
 //! The index holds a 64-bit hash ([`crate::state::client_key`]) of every key ever used and
 //! only grows. In one table, an insert that fills it moves every entry into a table twice the
-//! size, under the write lock, on the pipeline's output thread: every reply and every market
+//! size, under the write lock, on the pipeline's engine thread: every reply and every market
 //! data message waits behind it. With [`SHARDS`] tables chosen by the key's low bits (the key
 //! is already a hash, so they fill evenly) one growth step moves a 64th of the entries, and a
 //! reader locks only the table its key is in.

@@ -3,7 +3,7 @@
 //!
 //! Each submitter keeps at most `--window` commands in flight (a closed loop, like clients
 //! waiting for their answers), so the acknowledgement latency measures the pipeline and not
-//! an ever-growing queue. The acknowledgement is the reply closure, which the output thread
+//! an ever-growing queue. The acknowledgement is the reply closure, which the engine thread
 //! runs after the batch is durable; latency is from just before `submit` to the reply.
 //!
 //! With `--rate R` the submitters offer R commands/s in all (an open loop, still capped by the

@@ -28,7 +28,7 @@ pub struct ThreadsSnapshot(pub Vec<TaskStat>);
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CpuSnapshot(pub BTreeMap<String, ThreadCpu>);
 
-/// What a thread counts under: `tokio-runtime-worker` and `bourse-writer` stay as they are;
+/// What a thread counts under: `tokio-runtime-worker` and `bourse-engine` stay as they are;
 /// numbered threads (`worker-3`, `pool7`) are counted together.
 pub fn group_name(comm: &str) -> String {
     comm.trim()
@@ -95,7 +95,7 @@ mod tests {
         assert_eq!(group_name("tokio-runtime-w\n"), "tokio-runtime-w");
         assert_eq!(group_name("worker-12"), "worker");
         assert_eq!(group_name("pool7"), "pool");
-        assert_eq!(group_name("bourse-writer"), "bourse-writer");
+        assert_eq!(group_name("bourse-engine"), "bourse-engine");
     }
 
     #[test]

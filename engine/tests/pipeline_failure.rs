@@ -72,8 +72,8 @@ fn replies_queued_when_the_pipeline_fails_are_released() {
         assert!(Instant::now() < deadline, "the pipeline did not fail");
         std::thread::sleep(Duration::from_millis(10));
     }
-    // The batch the engine thread had taken before the failure is dropped by the writer
-    // and output threads as they stop; give them a moment.
+    // The batch the engine thread had taken before the failure is dropped as the thread
+    // stops; give it a moment.
     while dropped.load(Ordering::SeqCst) < accepted && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }

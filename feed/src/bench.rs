@@ -350,7 +350,7 @@ pub struct WsBenchReport {
     pub latency_ms_p999: f64,
     pub latency_ms_max: f64,
     /// The pipeline's part of that latency: from submitting the crossing order to the
-    /// output thread having handed its batch to the feed (the order's reply), ms:
+    /// engine thread having handed its batch to the feed (the order's reply), ms:
     /// p50, p99, max.
     pub published_ms: [f64; 3],
     pub clients_closed_early: u64,

@@ -13,7 +13,7 @@
 //!
 //! A connection holds the read lock for the duration of its (non-blocking) `writev`, so
 //! the publisher must not wait for the write lock: a reader preempted inside the system
-//! call would hold up the output thread, and with it every channel and the pipeline (in
+//! call would hold up the engine thread, and with it every channel and the pipeline (in
 //! `bourse bench ws` with 1000 subscribers at 10,000 trades/s, 56-63 % of the output
 //! thread's sleeps were in this wait). So [`Bus::push`] only *tries* the write lock; when
 //! readers hold the ring the frame is staged (in order, behind any staged before it) and
@@ -270,7 +270,7 @@ impl Bus {
     // The locks are std's, not parking_lot's: contended, a parking_lot lock spins with up
     // to seven `sched_yield`s before it sleeps, and a thread in `sched_yield` stays runnable
     // behind every other, so when the lock comes free it waits its turn (milliseconds on a
-    // busy machine). The output thread appending here while connections write from the ring
+    // busy machine). The engine thread appending here while connections write from the ring
     // spent ~45 % of its switches in `sched_yield`. std's locks spin briefly and then sleep
     // on a futex, and the unlocking thread wakes them. Poisoning is ignored like
     // parking_lot did: the ring is only changed by `put` (and the `reserve` in it), which

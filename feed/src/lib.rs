@@ -3,7 +3,7 @@
 //! - [`Feed`]: the handle the API holds. [`Feed::listener`] is the pipeline consumer that
 //!   derives tickers (rolling 24 h), trades, the L2 book with its sequence, and candles;
 //!   [`Feed::router`] serves the public market data routes and `GET /v1/ws`.
-//! - State lives behind one `RwLock`: the output thread writes once per batch; REST handlers
+//! - State lives behind one `RwLock`: the engine thread writes once per batch; REST handlers
 //!   and WebSocket subscriptions read. Trades and candles are kept in `marketdata.sqlite`
 //!   so that a restart keeps the 24 h figures, recent trades and candles.
 
@@ -351,7 +351,7 @@ impl Feed {
 
     /// Publishes book changes that a batch left pending (`book_interval` not yet passed) once
     /// it has passed, so that the last changes before a pause go out too. Parked while
-    /// nothing is pending; the output thread unparks it. Ends when the feed is dropped.
+    /// nothing is pending; the engine thread unparks it. Ends when the feed is dropped.
     fn start_book_flusher(&self) {
         let weak = Arc::downgrade(&self.inner);
         let spawned = std::thread::Builder::new()
@@ -527,7 +527,7 @@ impl Feed {
     }
 }
 
-/// The pipeline consumer: derives on the output thread and hands what is to be kept
+/// The pipeline consumer: derives on the engine thread and hands what is to be kept
 /// (trades, candles, book seqs, applied seq) to the store's writer thread.
 struct FeedListener {
     feed: Feed,
@@ -567,7 +567,7 @@ impl OutputListener for FeedListener {
     }
 }
 
-/// Batches queued for the store's writer before the output thread waits for it.
+/// Batches queued for the store's writer before the engine thread waits for it.
 const STORE_QUEUE: usize = 4096;
 /// Most batches written in one SQLite transaction.
 const STORE_GROUP: usize = 1024;
@@ -577,7 +577,7 @@ const STORE_GROUP: usize = 1024;
 const STORE_LINGER: Duration = Duration::from_millis(100);
 const STORE_LINGER_STEP: Duration = Duration::from_millis(10);
 
-/// Writes the feed's store behind the output thread, on `bourse-feed-store`: one SQLite
+/// Writes the feed's store behind the engine thread, on `bourse-feed-store`: one SQLite
 /// transaction per group of the batches waiting (with the applied seq of the last), so a
 /// commit, and a WAL checkpoint's fsyncs, never hold up publishing, and a busy stream costs
 /// one transaction per group instead of one per batch. After the first batch of a group the
@@ -586,10 +586,10 @@ const STORE_LINGER_STEP: Duration = Duration::from_millis(10);
 /// small batches those wake-ups (and a transaction per batch) cost more CPU than the store
 /// itself (about 2 us per created order over HTTP, measured with `bourse bench http
 /// --server-pid`). A step of [`STORE_LINGER_STEP`] drains the queue far faster than the
-/// output thread can fill it. Nothing is lost by writing late: the
+/// engine thread can fill it. Nothing is lost by writing late: the
 /// journal holds every batch before the feed sees it, and recovery replays to the feed every
 /// batch after its stored applied seq, so a crash before a group is written only means that
-/// the group is derived again. The queue is bounded: past it the output thread waits.
+/// the group is derived again. The queue is bounded: past it the engine thread waits.
 /// Dropping the writer writes what is queued and joins the thread.
 struct StoreWriter {
     tx: Option<std::sync::mpsc::SyncSender<state::BatchOutput>>,

@@ -1,4 +1,4 @@
-//! Market data derivation: the state the output thread maintains from processed batches and
+//! Market data derivation: the state the engine thread maintains from processed batches and
 //! that the REST routes and WebSocket subscriptions read.
 //!
 //! Everything is integers until a message or a view is built. Times come from

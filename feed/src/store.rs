@@ -45,7 +45,7 @@ pub struct StoredBook {
     pub pending: bool,
 }
 
-/// The connection, owned by the output thread.
+/// The connection, owned by the engine thread.
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,

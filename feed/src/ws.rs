@@ -2,7 +2,7 @@
 //!
 //! One task per connection. Each subscription is a cursor in its channel's ring
 //! ([`crate::bus`]) of ready-made WebSocket frames (server frames are unmasked, so every
-//! connection sends the same bytes): the output thread appends them and wakes the waiting
+//! connection sends the same bytes): the engine thread appends them and wakes the waiting
 //! connections once per batch; a woken connection writes every frame its cursors have not
 //! seen straight from the rings with vectored writes (no copy per connection), behind its
 //! control frames; the rest of a frame cut short by a short write is kept and written first.
@@ -20,7 +20,7 @@
 //! resyncs, also closes with 1008. The control queue is the connection's own (a snapshot is
 //! a copy), so it is bounded by bytes (`control_queue_bytes`) as well as by count: a few
 //! dozen queued snapshots of a deep book would otherwise be gigabytes held for a client that
-//! does not read. The output thread never waits for a connection.
+//! does not read. The engine thread never waits for a connection.
 //!
 //! When the server shuts down ([`crate::Feed::close_connections`]) every connection closes
 //! with 1001 (Going Away), and upgrades are refused ([`crate::shutdown`]). It first drains:
@@ -636,7 +636,7 @@ impl Conn {
             .collect();
         // Read locks in one global order (by address): a writer waiting on one ring blocks
         // new readers of it, so two connections taking two rings in opposite orders while
-        // two publishers (the output thread, an account's private channel) wait could
+        // two publishers (the engine thread, an account's private channel) wait could
         // deadlock.
         let mut order: Vec<usize> = (0..buses.len()).collect();
         order.sort_by_key(|&k| Arc::as_ptr(&buses[k]) as usize);

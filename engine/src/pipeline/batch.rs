@@ -1,5 +1,5 @@
-//! A batch: the unit the engine thread hands to the writer, recycled through a pool so the
-//! steady state allocates nothing per command on the engine thread.
+//! A batch: what the engine thread applies, commits and delivers in one go, cleared and
+//! reused so the steady state allocates nothing per command on the engine thread.
 
 use super::snapshot::SnapshotData;
 use super::{Processed, Reply};

@@ -3,11 +3,9 @@
 //!
 //! ```text
 //! submit(cmd, reply) --> per-pair ArrayQueue (full: Err(Busy), nothing lost, nothing held)
-//!   engine thread: pop, assign seq + batch timestamp, Engine::apply -> events,
-//!                  encode journal record; hand the batch to the writer
-//!   writer thread: append records, fsync once per group of batches (group commit)
-//!   output thread: listener.on_batch(batch) (history store, market data), then the replies,
-//!                  while the writer syncs the next group
+//!   engine thread: pop what queued, assign seq + batch timestamp, Engine::apply -> events,
+//!                  encode journal records; append them and fsync once (group commit);
+//!                  then listener.on_batch(batch) (history store, market data) and the replies
 //! ```
 //! A reply, and every event a consumer sees, is released only after the batch is durable.
 //!
@@ -21,22 +19,20 @@
 //!
 //! # Threads
 //! Submitters (any thread, e.g. tokio tasks) push to rings ([`ring`]); the engine thread
-//! ([`sequencer`]) owns the [`Engine`]; the writer thread ([`writer`]) appends and fsyncs;
-//! the output thread ([`output`]) runs the listener and the replies of durable batches; a
-//! snapshot thread writes snapshot files off the hot path. The engine hands batches to the
-//! writer, and the writer groups to the output thread, through bounded queues whose idle
-//! receiver parks at once ([`handoff`]): a thread that spins with `sched_yield` while it
-//! waits is still runnable when its batch comes, so it gets no wake-up and waits its turn
-//! behind the busy threads of a loaded machine.
+//! ([`sequencer`]) owns the [`Engine`], commits each batch to the journal ([`commit`]) and
+//! delivers it ([`output`]); a snapshot thread writes snapshot files off the hot path. One
+//! thread for the three steps (there were three threads with queues between them until
+//! session 12): each hand-off cost a wake-up, and on a loaded 2-core machine a woken thread
+//! waits for a core, so fewer hand-offs are both less CPU per command and a shorter tail.
 //!
 //! # Replies
-//! A reply runs on the output thread: keep it short (send on a channel). A reply that is
+//! A reply runs on the engine thread: keep it short (send on a channel). A reply that is
 //! dropped without being called means the pipeline failed (journal I/O error) or stopped
 //! before the command was durable: its outcome is unknown to the caller, and after a
 //! restart the command is either fully there or absent.
 
 mod batch;
-mod handoff;
+mod commit;
 pub mod journal;
 mod output;
 pub mod record;
@@ -46,7 +42,6 @@ mod sequencer;
 pub mod snapshot;
 mod stats;
 pub mod storage;
-mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -113,7 +108,7 @@ pub struct Processed<'a> {
     pub events: &'a [Event],
 }
 
-/// A consumer of outcomes (history store, market data). Called on the output thread, in
+/// A consumer of outcomes (history store, market data). Called on the engine thread, in
 /// sequence order, after the batch is durable and before its replies are released.
 pub trait OutputListener: Send + 'static {
     /// The highest sequence this consumer has already applied durably (0: none). Recovery
@@ -215,10 +210,6 @@ pub enum PipelineError {
     Failed(String),
 }
 
-/// Committed groups (the batches of one fsync each, at most 64) that may wait for the
-/// output thread before the writer waits.
-const OUTPUT_QUEUE: usize = 4;
-
 /// Tuning and the storage backend, beyond [`PipelineConfig`].
 #[derive(Clone, Debug)]
 pub struct StartOptions {
@@ -291,9 +282,8 @@ impl Drop for PanicGuard {
 pub struct Pipeline {
     shared: Arc<Shared>,
     control: crossbeam_channel::Sender<sequencer::Control>,
-    engine_thread: Option<JoinHandle<()>>,
-    writer_thread: Option<JoinHandle<()>>,
-    output_thread: Option<JoinHandle<Box<dyn OutputListener>>>,
+    /// Gives the listener back on a clean stop.
+    engine_thread: Option<JoinHandle<Option<Box<dyn OutputListener>>>>,
     report: RecoveryReport,
 }
 
@@ -365,53 +355,21 @@ impl Pipeline {
             snapshot_error: Mutex::new(None),
         });
 
-        // In flight: a few batches queued for the writer while it syncs.
-        let (to_writer, writer_rx) = handoff::bounded(8);
-        // Committed batches waiting for the output thread.
-        let (to_output, output_rx) = handoff::bounded(OUTPUT_QUEUE);
-        let (pool_tx, pool_rx) = crossbeam_channel::unbounded();
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
-
-        let output = output::Output {
-            input: output_rx,
-            pool: pool_tx,
+        let output = output::Output::new(
             listener,
-            shared: shared.clone(),
+            shared.clone(),
             storage,
-            snapshot_dir: config.data_dir.join("snapshots"),
-            snapshots_kept: options.snapshots_kept,
-        };
-        let guard_shared = shared.clone();
-        let output_thread = std::thread::Builder::new()
-            .name("bourse-output".into())
-            .spawn(move || {
-                let _guard = PanicGuard(guard_shared, "output");
-                output.run()
-            })
-            .map_err(PipelineError::Spawn)?;
-
-        let writer = writer::Writer {
-            journal,
-            input: writer_rx,
-            to_output,
-            shared: shared.clone(),
-            durability: config.durability,
-        };
-        let guard_shared = shared.clone();
-        let writer_thread = std::thread::Builder::new()
-            .name("bourse-writer".into())
-            .spawn(move || {
-                let _guard = PanicGuard(guard_shared, "writer");
-                writer.run()
-            })
-            .map_err(PipelineError::Spawn)?;
-
+            config.data_dir.join("snapshots"),
+            options.snapshots_kept,
+        );
         let seq = sequencer::Sequencer {
             engine: recovered.engine,
             shared: shared.clone(),
             control: control_rx,
-            to_writer,
-            pool: pool_rx,
+            journal,
+            durability: config.durability,
+            output,
             batch_max: config.batch_max,
             snapshot_every: config.snapshot_every,
             next_seq: recovered.last_seq + 1,
@@ -433,13 +391,11 @@ impl Pipeline {
             shared,
             control: control_tx,
             engine_thread: Some(engine_thread),
-            writer_thread: Some(writer_thread),
-            output_thread: Some(output_thread),
             report: recovered.report,
         })
     }
 
-    /// Queues a command. `reply` runs (on the output thread) once the command is durable and
+    /// Queues a command. `reply` runs (on the engine thread) once the command is durable and
     /// the listener has seen it. Never blocks: a full ring is [`SubmitError::Busy`].
     pub fn submit(&self, command: Command, reply: Reply) -> Result<(), SubmitError> {
         self.shared.router.submit(command, reply)
@@ -520,18 +476,13 @@ impl Pipeline {
         self.shared.router.quiesce();
         let _ = self.control.send(sequencer::Control::Shutdown);
         self.shared.router.wake_always();
-        if let Some(h) = self.engine_thread.take() {
-            let _ = h.join();
-        }
-        if let Some(h) = self.writer_thread.take() {
-            let _ = h.join();
-        }
         let listener = self
-            .output_thread
+            .engine_thread
             .take()
             .map(|h| h.join())
             .transpose()
-            .map_err(|_| PipelineError::Failed("the output thread panicked".into()))?;
+            .map_err(|_| PipelineError::Failed("the engine thread panicked".into()))?
+            .flatten();
         if let Some(why) = self.failure() {
             return Err(PipelineError::Failed(why));
         }

@@ -1,83 +1,117 @@
-//! The output thread: what happens to a batch once its journal records are durable.
+//! Output: what happens to a batch once its journal records are durable, on the engine
+//! thread right after the batch's commit ([`super::commit`]).
 //!
-//! The writer thread hands every committed batch here, in sequence order, and goes straight
-//! back to appending and syncing the next group, so the listener (history store, market
-//! data) and the replies for one group run while the next group's fsync is in flight instead
-//! of after it. Every batch waiting is delivered as one group (the batches of one fsync
-//! usually arrive together): one `listener.on_batch` over all their commands, so the
-//! listeners' own per-call costs (a queue hand-off to a store thread, a wake-up, a SQLite
-//! transaction there) are paid once per group instead of once per batch; then the replies,
-//! `last_seq`, each batch's snapshot (handed to the snapshot thread), and the batches back
-//! to the pool.
+//! One `listener.on_batch` over all the batch's commands (history store, market data), so
+//! the listeners' own per-call costs (a queue hand-off to a store thread, a wake-up) are
+//! paid once per batch; then the replies, `last_seq`, and the batch's snapshot, handed to
+//! the snapshot thread, which writes it off the engine thread.
 //!
-//! Only durable batches ever arrive, so nothing a consumer sees can be lost by a crash. On a
-//! clean stop the final snapshot is written here, after every batch before it was delivered.
+//! Only durable batches get here, so nothing a consumer sees can be lost by a crash. On a
+//! clean stop ([`Output::finish`]) the final snapshot is written after every batch before
+//! it was delivered.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Sender, TrySendError};
 
 use super::batch::{Batch, processed};
-use super::handoff::HandoffReceiver;
 use super::snapshot::{self, SnapshotData};
 use super::storage::Storage;
 use super::{OutputListener, Processed, Reply, Shared};
 
-/// Most committed batches delivered to the listener as one.
-const MAX_GROUP: usize = 64;
-
-pub(crate) enum OutputMsg {
-    /// The batches of one fsync, in sequence order, whose records are durable: one message
-    /// (one wake-up of this thread) per group commit rather than one per batch.
-    Batches(Vec<Batch>),
-    /// Clean shutdown: the journal is synced; the final snapshot, if any command was applied.
-    Stop(Option<SnapshotData>),
-}
-
 pub(crate) struct Output {
-    pub input: HandoffReceiver<OutputMsg>,
-    pub pool: Sender<Batch>,
-    pub listener: Box<dyn OutputListener>,
-    pub shared: Arc<Shared>,
-    pub storage: Arc<dyn Storage>,
-    pub snapshot_dir: PathBuf,
-    pub snapshots_kept: usize,
+    listener: Box<dyn OutputListener>,
+    shared: Arc<Shared>,
+    storage: Arc<dyn Storage>,
+    snapshot_dir: PathBuf,
+    snapshots_kept: usize,
+    /// The snapshot thread's queue (one waiting: a snapshot due while the last is still
+    /// being written is skipped and counted) and the thread.
+    snapshots: Option<(Sender<SnapshotData>, JoinHandle<()>)>,
+    /// The batch's replies, taken out so the listener's view can borrow the batch.
+    replies: Vec<Reply>,
 }
 
 impl Output {
-    /// Delivers batches until a stop or until the writer goes away (a failure); returns the
-    /// listener.
-    pub fn run(mut self) -> Box<dyn OutputListener> {
-        let (snap_tx, snap_rx) = crossbeam_channel::bounded::<SnapshotData>(1);
-        let snapshotter = self.spawn_snapshotter(snap_rx);
-        let mut group: Vec<Batch> = Vec::with_capacity(MAX_GROUP);
-        let mut replies: Vec<Reply> = Vec::new();
-        let mut stop = None;
-        while stop.is_none() {
-            match self.input.recv() {
-                Ok(OutputMsg::Batches(bs)) => group.extend(bs),
-                Ok(OutputMsg::Stop(snap)) => stop = Some(snap),
-                Err(_) => break, // the writer is gone (a failure)
-            }
-            while stop.is_none() && group.len() < MAX_GROUP {
-                match self.input.try_recv() {
-                    Ok(OutputMsg::Batches(bs)) => group.extend(bs),
-                    Ok(OutputMsg::Stop(snap)) => stop = Some(snap),
-                    Err(_) => break,
+    /// Starts the snapshot thread (without it, due snapshots are skipped and counted).
+    pub fn new(
+        listener: Box<dyn OutputListener>,
+        shared: Arc<Shared>,
+        storage: Arc<dyn Storage>,
+        snapshot_dir: PathBuf,
+        snapshots_kept: usize,
+    ) -> Output {
+        let (tx, rx) = crossbeam_channel::bounded::<SnapshotData>(1);
+        let (storage2, dir, shared2) = (storage.clone(), snapshot_dir.clone(), shared.clone());
+        let thread = std::thread::Builder::new()
+            .name("bourse-snapshot".into())
+            .spawn(move || {
+                for snap in rx {
+                    write_snapshot(&*storage2, &dir, &snap, snapshots_kept, &shared2);
                 }
-            }
-            if !group.is_empty() {
-                self.deliver(&mut group, &mut replies, &snap_tx);
+            })
+            .ok();
+        Output {
+            listener,
+            shared,
+            storage,
+            snapshot_dir,
+            snapshots_kept,
+            snapshots: thread.map(|t| (tx, t)),
+            replies: Vec::new(),
+        }
+    }
+
+    /// Delivers a durable batch: `listener.on_batch` over all its commands, then every
+    /// reply, `last_seq`, and the snapshot. Leaves the batch's commands in place (the caller
+    /// clears it for reuse).
+    pub fn deliver(&mut self, batch: &mut Batch) {
+        self.replies.append(&mut batch.replies);
+        let mut v: Vec<Processed<'_>> = Vec::with_capacity(batch.len());
+        processed(
+            batch.first_seq,
+            batch.timestamp_ns,
+            &batch.commands,
+            &batch.event_ends,
+            &batch.events,
+            &mut v,
+        );
+        self.listener.on_batch(&v);
+        for (reply, p) in self.replies.drain(..).zip(v.iter()) {
+            reply(p);
+        }
+        drop(v);
+        self.shared
+            .last_seq
+            .store(batch.last_seq(), Ordering::Release);
+        if let Some(snap) = batch.snapshot.take() {
+            let queued = match &self.snapshots {
+                Some((tx, _)) => match tx.try_send(snap) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+                },
+                None => false,
+            };
+            if !queued {
+                self.shared
+                    .counters
+                    .snapshots_skipped
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
-        drop(snap_tx);
-        if let Some(h) = snapshotter {
-            let _ = h.join();
+    }
+
+    /// Clean stop, with the journal durable up to `final_snapshot`'s sequence: lets the
+    /// snapshot thread finish, writes the final snapshot, and gives the listener back.
+    pub fn finish(mut self, final_snapshot: Option<SnapshotData>) -> Box<dyn OutputListener> {
+        if let Some((tx, thread)) = self.snapshots.take() {
+            drop(tx);
+            let _ = thread.join();
         }
-        if let Some(snap) = stop.flatten() {
+        if let Some(snap) = final_snapshot {
             write_snapshot(
                 &*self.storage,
                 &self.snapshot_dir,
@@ -87,67 +121,6 @@ impl Output {
             );
         }
         self.listener
-    }
-
-    /// Delivers `group` (consecutive batches, in sequence order) as one: one
-    /// `listener.on_batch` over all their commands, then every reply, `last_seq`, the
-    /// snapshots, and the batches back to the pool.
-    fn deliver(
-        &mut self,
-        group: &mut Vec<Batch>,
-        replies: &mut Vec<Reply>,
-        snap_tx: &Sender<SnapshotData>,
-    ) {
-        // The replies are taken out first so the listener's view can borrow the batches.
-        for b in group.iter_mut() {
-            replies.append(&mut b.replies);
-        }
-        let commands = group.iter().map(Batch::len).sum();
-        let mut v: Vec<Processed<'_>> = Vec::with_capacity(commands);
-        for b in group.iter() {
-            processed(
-                b.first_seq,
-                b.timestamp_ns,
-                &b.commands,
-                &b.event_ends,
-                &b.events,
-                &mut v,
-            );
-        }
-        self.listener.on_batch(&v);
-        for (reply, p) in replies.drain(..).zip(v.iter()) {
-            reply(p);
-        }
-        drop(v);
-        for mut b in group.drain(..) {
-            self.shared.last_seq.store(b.last_seq(), Ordering::Release);
-            if let Some(snap) = b.snapshot.take()
-                && let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-                    snap_tx.try_send(snap)
-            {
-                self.shared
-                    .counters
-                    .snapshots_skipped
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            b.clear();
-            let _ = self.pool.send(b);
-        }
-    }
-
-    fn spawn_snapshotter(&self, rx: Receiver<SnapshotData>) -> Option<JoinHandle<()>> {
-        let storage = self.storage.clone();
-        let dir = self.snapshot_dir.clone();
-        let keep = self.snapshots_kept;
-        let shared = self.shared.clone();
-        std::thread::Builder::new()
-            .name("bourse-snapshot".into())
-            .spawn(move || {
-                for snap in rx {
-                    write_snapshot(&*storage, &dir, &snap, keep, &shared);
-                }
-            })
-            .ok()
     }
 }
 

@@ -50,10 +50,6 @@ pub(crate) struct Router {
     capacity: usize,
     /// Set by the engine thread just before it parks.
     sleeping: AtomicBool,
-    /// Set by the writer thread while it syncs the journal: a submit then leaves a parked
-    /// engine thread alone, and the writer wakes it once when the sync is done
-    /// ([`Router::writer_synced`]).
-    writer_syncing: AtomicBool,
     engine_thread: OnceLock<Thread>,
     /// No submit is accepted once set.
     stopped: AtomicBool,
@@ -72,7 +68,6 @@ impl Router {
             pair_rings: AtomicUsize::new(0),
             capacity,
             sleeping: AtomicBool::new(false),
-            writer_syncing: AtomicBool::new(false),
             engine_thread: OnceLock::new(),
             stopped: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -135,31 +130,10 @@ impl Router {
             self.busy.fetch_add(1, Ordering::Relaxed);
             return Err(SubmitError::Busy);
         }
-        // While the journal syncs, what the engine thread would sequence now could not be
-        // written before the sync ends anyway: it is left parked, and the writer wakes it
-        // once, when the sync is done, for everything that queued meanwhile (one wake-up and
-        // one batch per sync instead of one per command).
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if !self.writer_syncing.load(Ordering::SeqCst) {
-            self.wake();
-        }
+        // The engine thread is unparked only when it is parked: while it works (a journal
+        // sync included) it takes what queued when it next looks, with no system call here.
+        self.wake();
         Ok(())
-    }
-
-    /// Writer thread: a journal sync starts (`true`) or ends (`false`). At the end, a
-    /// parked engine thread is woken if a command queued during the sync.
-    ///
-    /// No wake-up is lost: a submit pushes, then reads this flag; the writer clears it, then
-    /// reads the rings (all sequentially consistent). Either the submit sees the flag clear
-    /// and wakes the engine thread itself, or the writer sees the command.
-    pub fn writer_syncing(&self, syncing: bool) {
-        self.writer_syncing.store(syncing, Ordering::SeqCst);
-        if !syncing {
-            std::sync::atomic::fence(Ordering::SeqCst);
-            if !self.is_empty() {
-                self.wake();
-            }
-        }
     }
 
     /// Wakes the engine thread if it is parked (or about to park).

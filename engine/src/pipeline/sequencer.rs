@@ -1,22 +1,25 @@
-//! The engine thread: the sequencer and the only owner of the [`Engine`].
+//! The engine thread: the sequencer, the only owner of the [`Engine`], the journal's group
+//! commit and the output.
 //!
 //! Loop: take up to `batch_max` commands from the rings (round-robin, a quantum per ring so
 //! one busy pair cannot starve the others), read the clock once, give each command the next
-//! sequence number, apply it, frame its journal record, and hand the batch to the writer.
-//! While the writer fsyncs one batch the next one forms, which is what makes group commit
-//! work without a timer. Idle: park (with a timeout as a safety net), never spin.
+//! sequence number, apply it, frame its journal record; append the batch to the journal and
+//! sync it ([`super::commit`]); then deliver it ([`super::output`]: listeners, replies,
+//! snapshot). Whatever queues during one batch's sync forms the next batch, which is what
+//! makes group commit work without a timer. Idle: park (with a timeout as a safety net),
+//! never spin; a submit unparks it only when it is parked, so while it works (syncs
+//! included) submitters make no system call to wake it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Receiver;
 
-use super::Shared;
 use super::batch::Batch;
-use super::handoff::HandoffSender;
-use super::record;
+use super::journal::JournalWriter;
+use super::output::Output;
 use super::snapshot::SnapshotData;
-use super::writer::WriterMsg;
+use super::{Durability, OutputListener, Shared, commit, record};
 use crate::engine::Engine;
 use crate::ids::PairId;
 use crate::state;
@@ -39,8 +42,9 @@ pub(crate) struct Sequencer {
     pub engine: Engine,
     pub shared: Arc<Shared>,
     pub control: Receiver<Control>,
-    pub to_writer: HandoffSender<WriterMsg>,
-    pub pool: Receiver<Batch>,
+    pub journal: JournalWriter,
+    pub durability: Durability,
+    pub output: Output,
     pub batch_max: usize,
     pub snapshot_every: u64,
     /// The next sequence number to assign.
@@ -58,10 +62,12 @@ pub fn unix_now_ns() -> i64 {
 }
 
 impl Sequencer {
-    pub fn run(mut self) {
+    /// Runs until a clean stop (the listener is given back) or a failure (`None`: the
+    /// failure is recorded in the shared state).
+    pub fn run(mut self) -> Option<Box<dyn OutputListener>> {
         let shared = self.shared.clone();
         let router = &shared.router;
-        let mut spare: Option<Batch> = None;
+        let mut batch = Batch::with_capacity(self.batch_max);
         let mut cursor = 0usize;
         let mut since_snapshot = 0u64;
         let mut shutting_down = false;
@@ -72,16 +78,11 @@ impl Sequencer {
                     Control::Shutdown => shutting_down = true,
                 }
             }
-            if self.shared.is_failed() {
-                return;
+            if shared.is_failed() {
+                return None;
             }
-            let mut batch = spare
-                .take()
-                .or_else(|| self.pool.try_recv().ok())
-                .unwrap_or_else(|| Batch::with_capacity(self.batch_max));
             self.fill(&mut batch, &mut cursor);
             if batch.is_empty() {
-                spare = Some(batch);
                 if shutting_down && router.is_empty() {
                     break;
                 }
@@ -98,14 +99,26 @@ impl Sequencer {
                 since_snapshot = 0;
                 batch.snapshot = Some(self.snapshot());
             }
-            if self.to_writer.send(WriterMsg::Batch(batch)).is_err() {
-                return; // the writer stopped (it recorded why)
+            if let Err(e) = commit::commit(&mut self.journal, &shared, self.durability, &batch) {
+                shared.fail(format!(
+                    "journal write to {} failed: {e}",
+                    self.journal.segment_path().display()
+                ));
+                return None; // the batch's replies are dropped uncalled
             }
+            self.output.deliver(&mut batch);
+            batch.clear();
         }
-        // Clean shutdown: every accepted command has been sequenced.
+        // Clean shutdown: every accepted command has been sequenced and delivered. With
+        // durability `None` the journal has not been synced: the final snapshot needs it
+        // durable up to its sequence.
+        if let Err(e) = self.journal.sync() {
+            shared.fail(format!("journal sync at shutdown failed: {e}"));
+            return None;
+        }
         let last_seq = self.next_seq - 1;
         let final_snapshot = (last_seq > 0).then(|| self.snapshot());
-        let _ = self.to_writer.send(WriterMsg::Stop(final_snapshot));
+        Some(self.output.finish(final_snapshot))
     }
 
     fn snapshot(&self) -> SnapshotData {

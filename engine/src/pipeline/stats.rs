@@ -1,4 +1,4 @@
-//! Counters for `/metrics`: plain relaxed atomics written by the engine and writer threads.
+//! Counters for `/metrics`: plain relaxed atomics written by the engine thread.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -46,7 +46,7 @@ pub struct RingStats {
 pub struct PipelineStats {
     /// Commands sequenced and applied since start (replay not included).
     pub commands: u64,
-    /// Batches handed to the writer.
+    /// Batches committed.
     pub batches: u64,
     /// Submits refused because a ring was full.
     pub busy_rejections: u64,

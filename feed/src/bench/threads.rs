@@ -147,7 +147,7 @@ mod tests {
     fn roles_and_schedstat() {
         assert_eq!(role("ws-server"), Some(0));
         assert_eq!(role("ws-clients"), Some(1));
-        assert_eq!(role("bourse-output"), Some(2));
+        assert_eq!(role("bourse-engine"), Some(2));
         assert_eq!(role("ws_bench"), None);
         assert_eq!(parse_schedstat("123 456 7\n"), Some((123, 456)));
         assert_eq!(parse_schedstat("123\n"), None);
