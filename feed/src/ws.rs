@@ -731,8 +731,11 @@ impl Conn {
 
     /// Fills the write buffer: control frames, then what the rings hold (snapshots of
     /// resyncing books are taken here, when there is room). When nothing is waiting,
-    /// registers for the next batch.
+    /// registers for the next batch. A token that has expired ends the private
+    /// subscriptions first, so none of their messages is written after the expiry (the
+    /// housekeeping tick alone let them through for up to a second, while REST said 401).
     fn fill(&mut self, cx: &mut Context<'_>) {
+        self.end_expired_grant();
         for _attempt in 0..2 {
             self.take_control();
             let n = self.subs.len();
@@ -838,6 +841,8 @@ impl Conn {
     /// A token's grant lasts as long as the token (REST refuses it from then on too): once
     /// it has expired, the private subscriptions end, the connection is told with an
     /// `UNAUTHORIZED` error (id null), and it stays open for public channels or a new `auth`.
+    /// Checked before every write ([`Conn::fill`]) and once a tick (a connection with
+    /// nothing to write is told too).
     fn end_expired_grant(&mut self) {
         let Some(grant) = self.grant else { return };
         if !grant.expired(engine::pipeline::unix_now_ns()) {
