@@ -1208,12 +1208,22 @@ impl Conn {
         match auth(token) {
             Some(grant) => {
                 // The private subscriptions the new token may not read go: all of another
-                // account's, and those outside its scopes.
+                // account's, and those outside its scopes. The client is told which, with
+                // an `unsubscribed` of id null ahead of the reply (it did not ask for it):
+                // ending them silently left a client waiting on channels that had stopped.
                 let same_account = self.grant.is_some_and(|g| g.account == grant.account);
+                let mut ended = Vec::new();
                 self.retain_subs(|s| {
-                    PrivateChannel::parse(&s.name)
-                        .is_none_or(|pc| same_account && grant.may_read(pc))
+                    let keep = PrivateChannel::parse(&s.name)
+                        .is_none_or(|pc| same_account && grant.may_read(pc));
+                    if !keep {
+                        ended.push(s.name.clone());
+                    }
+                    keep
                 });
+                if !ended.is_empty() {
+                    self.reply(json!({"op": "unsubscribed", "id": Value::Null, "channels": ended}));
+                }
                 self.grant = Some(grant);
                 self.reply(json!({"op": "authenticated", "id": id}));
             }
