@@ -975,10 +975,14 @@ impl Conn {
         }
         // Replies echo `id` exactly, so it is one a reply can carry unchanged: a string, an
         // integer within 64 bits, or null. A fraction or a bigger number would come back
-        // rewritten (100000000000000000000000 as 1e+23).
-        if let Value::Number(n) = &id
-            && !(n.is_i64() || n.is_u64())
-        {
+        // rewritten (100000000000000000000000 as 1e+23); an object, array or boolean is no
+        // id (README, Decisions) and was echoed whole, up to the message limit.
+        let echoable = match &id {
+            Value::Null | Value::String(_) => true,
+            Value::Number(n) => n.is_i64() || n.is_u64(),
+            Value::Bool(_) | Value::Array(_) | Value::Object(_) => false,
+        };
+        if !echoable {
             return self.error(
                 Value::Null,
                 "BAD_REQUEST",

@@ -51,7 +51,8 @@ async fn slow_subscriber(h: &Harness, channel: &str) -> Ws {
     slow
 }
 
-/// Every reply echoes `id` (whatever JSON it is) and has exactly the fields API.md names.
+/// Every reply echoes `id` (a string, an integer or null: README, Decisions) and has exactly
+/// the fields API.md names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_echo_id_with_exact_shapes() {
     let (_dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
@@ -59,7 +60,7 @@ async fn replies_echo_id_with_exact_shapes() {
     let mut ws = h.ws().await;
     subscribed(&mut ws, 1, &["trades:BTC_SEK", "candles:1m:BTC_SEK"]).await;
     unsubscribed(&mut ws, "u-2", &["candles:1m:BTC_SEK"]).await;
-    authenticated(&mut ws, json!({"k":[3]}), "good").await;
+    authenticated(&mut ws, "k-3", "good").await;
     send(&mut ws, json!({"op":"ping","id":4})).await;
     assert_eq!(next_json(&mut ws).await, json!({"op":"pong","id":4}));
     subscribed(&mut ws, 5, &["orders", "fills", "wallet"]).await;
