@@ -193,6 +193,7 @@ pub type Authenticator = Arc<dyn Fn(&str) -> Option<Grant> + Send + Sync>;
 
 struct PrivateEntry {
     bus: Arc<bus::Bus>,
+    /// The seq of the ring's last message.
     seq: u64,
 }
 
@@ -201,9 +202,18 @@ struct PrivateEntry {
 /// make the map reach `sweep_at`, the unread ones are dropped first and `sweep_at` becomes
 /// twice what is left (at least [`PRIVATE_SWEEP_MIN`]), so sweeping costs O(1) per ring
 /// created and an account that subscribed once and never trades holds nothing for long.
+///
+/// A channel's `seq` never goes back during the server's run, though its ring may go and
+/// come back: a new ring counts on from `issued`, the highest seq any private ring has sent,
+/// so it starts past every number its channel sent before (a client that drops messages at
+/// or below the last seq it saw loses nothing after it subscribes again), and no
+/// per-account counter outlives the ring. Within a ring's life seq counts one by one, so a
+/// gap still means a lost message.
 struct PrivateRings {
     map: HashMap<(AccountId, PrivateChannel), PrivateEntry>,
     sweep_at: usize,
+    /// The highest seq sent on any private channel.
+    issued: u64,
 }
 
 const PRIVATE_SWEEP_MIN: usize = 64;
@@ -213,6 +223,7 @@ impl PrivateRings {
         PrivateRings {
             map: HashMap::new(),
             sweep_at: PRIVATE_SWEEP_MIN,
+            issued: 0,
         }
     }
 
@@ -222,11 +233,12 @@ impl PrivateRings {
             self.map.retain(|_, e| e.bus.receiver_count() > 0);
             self.sweep_at = (2 * self.map.len()).max(PRIVATE_SWEEP_MIN);
         }
+        let issued = self.issued;
         self.map
             .entry(key)
             .or_insert_with(|| PrivateEntry {
                 bus: bus::Bus::new(cap),
-                seq: 0,
+                seq: issued,
             })
             .bus
             .subscribe()
@@ -456,17 +468,18 @@ impl Feed {
         channel: PrivateChannel,
         data: serde_json::Value,
     ) {
-        let mut rings = self.inner.private.lock();
-        let map = &mut rings.map;
+        let mut guard = self.inner.private.lock();
+        let rings = &mut *guard;
         let key = (account, channel);
-        let Some(entry) = map.get_mut(&key) else {
+        let Some(entry) = rings.map.get_mut(&key) else {
             return;
         };
         if entry.bus.receiver_count() == 0 {
-            map.remove(&key);
+            rings.map.remove(&key);
             return;
         }
         entry.seq += 1;
+        rings.issued = rings.issued.max(entry.seq);
         let msg = views::DataMsg {
             channel: channel.as_str(),
             seq: entry.seq,

@@ -731,8 +731,11 @@ impl Conn {
 
     /// Fills the write buffer: control frames, then what the rings hold (snapshots of
     /// resyncing books are taken here, when there is room). When nothing is waiting,
-    /// registers for the next batch.
+    /// registers for the next batch. A token that has expired ends the private
+    /// subscriptions first, so none of their messages is written after the expiry (the
+    /// housekeeping tick alone let them through for up to a second, while REST said 401).
     fn fill(&mut self, cx: &mut Context<'_>) {
+        self.end_expired_grant();
         for _attempt in 0..2 {
             self.take_control();
             let n = self.subs.len();
@@ -838,6 +841,8 @@ impl Conn {
     /// A token's grant lasts as long as the token (REST refuses it from then on too): once
     /// it has expired, the private subscriptions end, the connection is told with an
     /// `UNAUTHORIZED` error (id null), and it stays open for public channels or a new `auth`.
+    /// Checked before every write ([`Conn::fill`]) and once a tick (a connection with
+    /// nothing to write is told too).
     fn end_expired_grant(&mut self) {
         let Some(grant) = self.grant else { return };
         if !grant.expired(engine::pipeline::unix_now_ns()) {
@@ -970,10 +975,14 @@ impl Conn {
         }
         // Replies echo `id` exactly, so it is one a reply can carry unchanged: a string, an
         // integer within 64 bits, or null. A fraction or a bigger number would come back
-        // rewritten (100000000000000000000000 as 1e+23).
-        if let Value::Number(n) = &id
-            && !(n.is_i64() || n.is_u64())
-        {
+        // rewritten (100000000000000000000000 as 1e+23); an object, array or boolean is no
+        // id (README, Decisions) and was echoed whole, up to the message limit.
+        let echoable = match &id {
+            Value::Null | Value::String(_) => true,
+            Value::Number(n) => n.is_i64() || n.is_u64(),
+            Value::Bool(_) | Value::Array(_) | Value::Object(_) => false,
+        };
+        if !echoable {
             return self.error(
                 Value::Null,
                 "BAD_REQUEST",
@@ -1203,12 +1212,22 @@ impl Conn {
         match auth(token) {
             Some(grant) => {
                 // The private subscriptions the new token may not read go: all of another
-                // account's, and those outside its scopes.
+                // account's, and those outside its scopes. The client is told which, with
+                // an `unsubscribed` of id null ahead of the reply (it did not ask for it):
+                // ending them silently left a client waiting on channels that had stopped.
                 let same_account = self.grant.is_some_and(|g| g.account == grant.account);
+                let mut ended = Vec::new();
                 self.retain_subs(|s| {
-                    PrivateChannel::parse(&s.name)
-                        .is_none_or(|pc| same_account && grant.may_read(pc))
+                    let keep = PrivateChannel::parse(&s.name)
+                        .is_none_or(|pc| same_account && grant.may_read(pc));
+                    if !keep {
+                        ended.push(s.name.clone());
+                    }
+                    keep
                 });
+                if !ended.is_empty() {
+                    self.reply(json!({"op": "unsubscribed", "id": Value::Null, "channels": ended}));
+                }
                 self.grant = Some(grant);
                 self.reply(json!({"op": "authenticated", "id": id}));
             }

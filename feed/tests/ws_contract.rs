@@ -51,7 +51,8 @@ async fn slow_subscriber(h: &Harness, channel: &str) -> Ws {
     slow
 }
 
-/// Every reply echoes `id` (whatever JSON it is) and has exactly the fields API.md names.
+/// Every reply echoes `id` (a string, an integer or null: README, Decisions) and has exactly
+/// the fields API.md names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_echo_id_with_exact_shapes() {
     let (_dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
@@ -59,7 +60,7 @@ async fn replies_echo_id_with_exact_shapes() {
     let mut ws = h.ws().await;
     subscribed(&mut ws, 1, &["trades:BTC_SEK", "candles:1m:BTC_SEK"]).await;
     unsubscribed(&mut ws, "u-2", &["candles:1m:BTC_SEK"]).await;
-    authenticated(&mut ws, json!({"k":[3]}), "good").await;
+    authenticated(&mut ws, "k-3", "good").await;
     send(&mut ws, json!({"op":"ping","id":4})).await;
     assert_eq!(next_json(&mut ws).await, json!({"op":"pong","id":4}));
     subscribed(&mut ws, 5, &["orders", "fills", "wallet"]).await;
@@ -753,7 +754,8 @@ async fn a_shutdown_drain_ends_while_messages_keep_coming() {
 }
 
 /// Private channels carry only the authenticated account: re-auth as another account
-/// drops the first one's subscriptions; each of the account's connections gets its data.
+/// drops the first one's subscriptions (named in an `unsubscribed` of id null); each of the
+/// account's connections gets its data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_channels_follow_the_authenticated_account() {
     let (_dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
@@ -781,8 +783,16 @@ async fn private_channels_follow_the_authenticated_account() {
     // A bad token keeps the account it had.
     send(&mut a, json!({"op":"auth","id":3,"token":"nope"})).await;
     assert_error(&next_json(&mut a).await, json!(3), "UNAUTHORIZED");
-    // Re-auth as account 2: account 1's subscription is gone.
-    authenticated(&mut a, 4, "tok-2").await;
+    // Re-auth as account 2: account 1's subscription is gone, and the client is told.
+    send(&mut a, json!({"op":"auth","id":4,"token":"tok-2"})).await;
+    assert_eq!(
+        next_json(&mut a).await,
+        json!({"op":"unsubscribed","id":null,"channels":["orders"]})
+    );
+    assert_eq!(
+        next_json(&mut a).await,
+        json!({"op":"authenticated","id":4})
+    );
     orders(1, "o2");
     orders(2, "x1");
     nothing_pending(&mut a, "after re-auth").await;

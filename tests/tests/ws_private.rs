@@ -2,6 +2,9 @@
 //! currency"): an order that holds funds and gives them back within its own command (an
 //! IOC with nothing to match) leaves the balance as it was and sends no wallet message,
 //! while its order updates still come; a hold that stays and a credit each send one.
+//!
+//! A private channel's `seq` never goes back during the server's run, also across a
+//! subscription that ended and a new one (README, Decisions).
 
 use bourse_tests::ws::{connect, next_text, request};
 use bourse_tests::*;
@@ -90,4 +93,59 @@ async fn wallet_messages_are_balance_changes_only() {
     // Hung up first: the stop does not wait for the client to answer its close frame.
     drop(ws);
     s.stop().await;
+}
+
+/// `orders` was subscribed, unsubscribed, changed while nobody listened (its ring went), and
+/// subscribed again: the new subscription's seq starts past the old one's. It started again
+/// at 1, so a client that drops messages at or below the last seq it saw dropped new orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_seq_never_goes_back_across_subscriptions() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let user = s.register("resubscriber").await;
+    s.fund(&admin, &user, "SEK", "1000").await;
+    let mut ws = connect(&s.base).await;
+    let r = request(
+        &mut ws,
+        1,
+        json!({"op": "auth", "id": 1, "token": user.token}),
+    )
+    .await;
+    assert_eq!(r["op"], "authenticated", "{r}");
+    let subscribe = json!({"op": "subscribe", "id": 2, "channels": ["orders"]});
+    let r = request(&mut ws, 2, subscribe.clone()).await;
+    assert_eq!(r["op"], "subscribed", "{r}");
+    let mut seen = Vec::new();
+    for n in 0..3 {
+        s.limit(&user, "BTC_SEK", "buy", "0.01", "100", &format!("seq-a{n}"))
+            .await;
+        seen.push(next_data(&mut ws).await["seq"].as_u64().expect("seq"));
+    }
+    assert_eq!(seen[1], seen[0] + 1, "{seen:?}");
+    assert_eq!(seen[2], seen[1] + 1, "{seen:?}");
+    let r = request(
+        &mut ws,
+        3,
+        json!({"op": "unsubscribe", "id": 3, "channels": ["orders"]}),
+    )
+    .await;
+    assert_eq!(r["op"], "unsubscribed", "{r}");
+    // Nobody of the account listens to `orders` now (this connection is open, so the
+    // change is published, and its ring, read by no one, goes).
+    s.limit(&user, "BTC_SEK", "buy", "0.01", "100", "seq-b")
+        .await;
+    let r = request(&mut ws, 2, subscribe).await;
+    assert_eq!(r["op"], "subscribed", "{r}");
+    for n in 0..2 {
+        s.limit(&user, "BTC_SEK", "buy", "0.01", "100", &format!("seq-c{n}"))
+            .await;
+        let m = next_data(&mut ws).await;
+        let seq = m["seq"].as_u64().expect("seq");
+        let last = *seen.last().expect("seen");
+        assert!(seq > last, "seq {seq} after {last}: {m}");
+        if n == 1 {
+            assert_eq!(seq, last + 1, "one by one within a subscription");
+        }
+        seen.push(seq);
+    }
 }

@@ -2,8 +2,9 @@
 //! (API.md): `orders` and `fills` need `orders:read` or `orders`, `wallet` needs
 //! `wallet:read` or `wallet`. A token without the scope authenticates, but its subscribe
 //! gets a `FORBIDDEN` error naming the scope, nothing of it is subscribed, and the
-//! connection stays open. A re-auth with a narrower token drops the subscriptions it may
-//! not read.
+//! connection stays open. A re-auth with a narrower token (or another account's) drops the
+//! subscriptions it may not read and says which; no private message is written once the
+//! token has expired.
 
 use bourse_tests::ws::{connect, next_text, request};
 use bourse_tests::*;
@@ -181,4 +182,118 @@ async fn unsubscribe_trades(ws: &mut TcpStream, id: u64) {
     )
     .await;
     assert_eq!(r["op"], "unsubscribed", "{r}");
+}
+
+/// No private message is written once the token has expired, even when the connection's
+/// once-a-second housekeeping has not looked yet: the order placed (with another token)
+/// after the expiry is not sent, the `UNAUTHORIZED` error is. The connection was opened
+/// before the token was issued, so its housekeeping tick falls ~0.9 s after the expiry:
+/// the order message went out in that window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_private_message_is_written_after_the_token_expires() {
+    use std::time::Duration;
+    use tokio::time::{Instant, sleep, sleep_until};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.token_ttl_secs = 2;
+    let s = TestServer::start_with(config).await;
+    let admin = s.admin_token().await;
+    let user = s.register("expiring-writer").await;
+    s.fund(&admin, &user, "SEK", "1000").await;
+    let new_token = || async {
+        let (status, v) = s.token(&user.client_id, &user.secret, None).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        v["access_token"].as_str().expect("token").to_string()
+    };
+
+    let mut ws = connect(&s.base).await;
+    sleep(Duration::from_millis(100)).await;
+    let token = new_token().await;
+    // The token expires at most 2 s from here.
+    let issued_by = Instant::now();
+    auth(&mut ws, 1, &token).await;
+    subscribed(&mut ws, 2, &["orders"]).await;
+    sleep_until(issued_by + Duration::from_millis(900)).await;
+    let other = User {
+        token: new_token().await,
+        ..user.clone()
+    };
+    sleep_until(issued_by + Duration::from_millis(2300)).await;
+    let (status, _) = s.get("/v1/orders", Some(&token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the token has expired");
+    s.limit(&other, "BTC_SEK", "buy", "0.01", "100", "after-expiry")
+        .await;
+    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let v = next_text(&mut ws).await;
+            assert_ne!(
+                v["channel"], "orders",
+                "an order message written after the token expired: {v}"
+            );
+            if v["op"] == "error" {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("the expiry is announced");
+    assert_eq!(ended["code"], "UNAUTHORIZED", "{ended}");
+    assert_eq!(ended["id"], Value::Null, "{ended}");
+}
+
+/// The next message that is not channel data.
+async fn next_op(ws: &mut TcpStream) -> Value {
+    loop {
+        let v = next_text(ws).await;
+        if v.get("channel").is_none() {
+            return v;
+        }
+    }
+}
+
+/// A re-auth that ends private subscriptions (a narrower token, another account) says which,
+/// with an `unsubscribed` of id null ahead of its `authenticated`; one that ends none (the
+/// same account's token again) sends the reply alone. They ended silently: the client took
+/// itself for subscribed to channels that had stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_auth_says_which_private_channels_it_ended() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice-reauth").await;
+    let bob = s.register("bob-reauth").await;
+    let (status, v) = s
+        .token(&alice.client_id, &alice.secret, Some("orders:read"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let orders_only = v["access_token"].as_str().expect("token").to_string();
+
+    let mut ws = authenticated(&s, &alice.token).await;
+    subscribed(&mut ws, 2, &["orders", "ticker:BTC_SEK", "wallet", "fills"]).await;
+    let auth_msg = |id: u64, token: &str| json!({"op": "auth", "id": id, "token": token});
+
+    bourse_tests::ws::send(&mut ws, &auth_msg(3, &orders_only)).await;
+    assert_eq!(
+        next_op(&mut ws).await,
+        json!({"op": "unsubscribed", "id": null, "channels": ["wallet"]})
+    );
+    assert_eq!(
+        next_op(&mut ws).await,
+        json!({"op": "authenticated", "id": 3})
+    );
+
+    bourse_tests::ws::send(&mut ws, &auth_msg(4, &bob.token)).await;
+    assert_eq!(
+        next_op(&mut ws).await,
+        json!({"op": "unsubscribed", "id": null, "channels": ["orders", "fills"]})
+    );
+    assert_eq!(
+        next_op(&mut ws).await,
+        json!({"op": "authenticated", "id": 4})
+    );
+
+    subscribed(&mut ws, 5, &["wallet"]).await;
+    bourse_tests::ws::send(&mut ws, &auth_msg(6, &bob.token)).await;
+    assert_eq!(
+        next_op(&mut ws).await,
+        json!({"op": "authenticated", "id": 6})
+    );
 }
