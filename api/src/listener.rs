@@ -670,6 +670,7 @@ impl HistoryListener {
                 publish(AccountId(a), "wallet", v);
             }
         }
+        (publisher.announce)();
     }
 }
 

@@ -39,6 +39,7 @@ pub async fn start(config: Config) -> Result<AppState, ServerError> {
     let feed = feed::Feed::open(config.ws.feed_config()?, &config.data_dir)?;
     let publisher_feed = feed.clone();
     let listening_feed = feed.clone();
+    let announcing_feed = feed.clone();
     let publisher = crate::state::PrivatePublisher {
         listening: Arc::new(move || listening_feed.connections() > 0),
         publish: Arc::new(move |account, channel, data| {
@@ -46,6 +47,7 @@ pub async fn start(config: Config) -> Result<AppState, ServerError> {
                 publisher_feed.publish_private(account, ch, data);
             }
         }),
+        announce: Arc::new(move || announcing_feed.wake_private()),
     };
     let history = HistoryListener::open(&db, model.clone(), Some(publisher))?;
     // The journal replays into the history store whatever it has not applied: all of it

@@ -35,6 +35,9 @@ pub struct PrivatePublisher {
     /// Whether anyone could be listening (a WebSocket is open): if not, no message is built.
     pub listening: Arc<dyn Fn() -> bool + Send + Sync>,
     pub publish: Arc<dyn Fn(engine::AccountId, &'static str, serde_json::Value) + Send + Sync>,
+    /// Announces what `publish` queued: called once after each batch's messages, so the
+    /// subscribers are woken once per batch and a ring holds a whole batch for them.
+    pub announce: Arc<dyn Fn() + Send + Sync>,
 }
 
 impl std::fmt::Debug for PrivatePublisher {

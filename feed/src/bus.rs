@@ -6,6 +6,9 @@
 //! wake-up per connection, not N. A subscriber drains every message it has not seen in one
 //! lock acquisition; its backlog (`head - pos`) is its queue, bounded by the connection's
 //! `queue_bound`, and a subscriber more than `capacity` behind has lost messages (lagged).
+//! A ring grows (up to [`MAX_SLOTS`]) rather than overwrite a message no subscriber has
+//! been woken for yet, so one batch's burst, however large, is lost only by subscribers
+//! that were already behind.
 //! The frames of a ring lie back to back in one byte ring (grown so that the last
 //! `capacity` frames always fit), so a subscriber takes everything it has not seen of a
 //! channel with one copy, under the read lock, with no per-message allocation, pointer
@@ -34,6 +37,11 @@ use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+
+/// Most slots a ring grows to for a burst ([`Bus::put`]): room for a cancel-all of the
+/// 100,000 open orders an account may hold by default, at ~24 bytes a slot plus the frames.
+/// A burst beyond it overruns the subscribers as before (they are told they lagged).
+pub const MAX_SLOTS: u64 = 1 << 17;
 
 /// How long a staged frame may wait for readers to leave the ring before a push or a wake
 /// waits for the write lock to move it in.
@@ -149,6 +157,18 @@ impl Ring {
         out.extend_from_slice(&self.data[..len - first]);
     }
 
+    /// Re-lays the slots of messages `head - slots.len() .. head` over `new_cap` slots;
+    /// returns `new_cap`. Their bytes stay where they are.
+    fn grow_slots(&mut self, head: u64, new_cap: u64) -> u64 {
+        let old_cap = self.slots.len() as u64;
+        let mut grown = vec![Slot::default(); new_cap as usize];
+        for i in head.saturating_sub(old_cap)..head {
+            grown[(i % new_cap) as usize] = self.slots[(i % old_cap) as usize];
+        }
+        self.slots = grown;
+        new_cap
+    }
+
     /// Makes room for `extra` more bytes while keeping everything from `keep_from` on.
     fn reserve(&mut self, keep_from: u64, extra: usize) {
         let needed = (self.bytes_head - keep_from) as usize + extra;
@@ -186,7 +206,12 @@ pub struct Bus {
     staged: Mutex<Staged>,
     /// Set while `staged` holds frames (read by readers leaving the ring).
     has_staged: AtomicBool,
-    cap: u64,
+    /// Slots in the ring (`ring.slots.len()`, mirrored for lock-free looks): `capacity` at
+    /// first, grown by a burst ([`Bus::put`]), never shrunk.
+    cap: AtomicU64,
+    /// `head` at the last wake-up of the subscribers: messages from here on have not been
+    /// announced to anyone yet.
+    woken_head: AtomicU64,
     /// Messages ever pushed (written under the `ring` write lock).
     head: AtomicU64,
     receivers: AtomicUsize,
@@ -258,7 +283,8 @@ impl Bus {
             }),
             staged: Mutex::new(Staged::default()),
             has_staged: AtomicBool::new(false),
-            cap: cap as u64,
+            cap: AtomicU64::new(cap as u64),
+            woken_head: AtomicU64::new(0),
             head: AtomicU64::new(0),
             receivers: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
@@ -314,12 +340,25 @@ impl Bus {
     }
 
     /// Puts a frame (`a` then `b`) into the write-locked ring as the next message.
+    ///
+    /// A full ring drops its oldest message to make room, unless that message has not been
+    /// announced to any subscriber yet (it came after the last [`Bus::wake`]): then no
+    /// reader, however fast, could have taken it, and the ring doubles its slots instead (up
+    /// to [`MAX_SLOTS`]). So one command that makes more messages than the ring holds (a
+    /// cancel-all of an account's 12,000 orders, a market order sweeping 9,000 resting
+    /// orders) reaches every subscriber that keeps up, instead of overrunning all of them
+    /// before any was woken (they were closed as slow consumers).
     fn put(&self, ring: &mut Ring, seq: u64, a: &[u8], b: &[u8]) {
         let len = a.len() + b.len();
         let h = self.head.load(Ordering::Relaxed);
+        let mut cap = ring.slots.len() as u64;
+        if h >= cap && h - cap >= self.woken_head.load(Ordering::Relaxed) && cap < MAX_SLOTS {
+            cap = ring.grow_slots(h, (cap * 2).min(MAX_SLOTS));
+            self.cap.store(cap, Ordering::Release);
+        }
         // After this push the ring holds messages h + 1 - cap ..= h: keep their bytes.
-        let keep_from = if h + 1 > self.cap {
-            ring.slots[((h + 1 - self.cap) % self.cap) as usize].start
+        let keep_from = if h + 1 > cap {
+            ring.slots[((h + 1 - cap) % cap) as usize].start
         } else {
             0
         };
@@ -328,7 +367,7 @@ impl Bus {
         ring.write_at(start, a);
         ring.write_at(start + a.len() as u64, b);
         ring.bytes_head += len as u64;
-        ring.slots[(h % self.cap) as usize] = Slot {
+        ring.slots[(h % cap) as usize] = Slot {
             seq,
             start,
             len: u32::try_from(len).unwrap_or(u32::MAX),
@@ -445,6 +484,8 @@ impl Bus {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return;
         }
+        self.woken_head
+            .store(self.head.load(Ordering::Acquire), Ordering::Relaxed);
         let wakers = {
             let mut w = self.wakers();
             self.generation.fetch_add(1, Ordering::AcqRel);
@@ -505,7 +546,10 @@ impl Cursor {
     }
 
     pub fn lagged(&self) -> bool {
-        self.backlog() > self.bus.cap
+        // `cap` is stored before the `head` that needed it, so this `head` comes with a cap
+        // at least as large as the one it was pushed under.
+        let backlog = self.backlog();
+        backlog > self.bus.cap.load(Ordering::Acquire)
     }
 
     /// Messages ever pushed into the ring: the end of what it holds now (a bound for
@@ -532,11 +576,11 @@ impl Cursor {
         let held = self.bus.read();
         let ring = held.ring();
         let head = self.bus.head.load(Ordering::Acquire);
-        if head - self.pos > self.bus.cap {
+        let cap = ring.slots.len() as u64;
+        if head - self.pos > cap {
             return Err(Lagged);
         }
-        let end = head.min(self.pos + max as u64);
-        let cap = self.bus.cap;
+        let end = head.min(self.pos.saturating_add(max as u64));
         out.extend((self.pos..end).map(|i| {
             let slot = ring.slots[(i % cap) as usize];
             let mut frame = Vec::with_capacity(slot.len as usize);
@@ -564,10 +608,10 @@ impl Cursor {
         let held = self.bus.read();
         let ring = held.ring();
         let head = self.bus.head.load(Ordering::Acquire);
-        if head - self.pos > self.bus.cap {
+        let cap = ring.slots.len() as u64;
+        if head - self.pos > cap {
             return Err(Lagged);
         }
-        let cap = self.bus.cap;
         let slot = |i: u64| ring.slots[(i % cap) as usize];
         // Seqs rise along the ring: the messages at or below `min_seq` come first.
         while self.pos < head && slot(self.pos).seq <= min_seq {
@@ -630,11 +674,11 @@ impl Cursor {
             // Nothing, or (a new cursor) staged frames it skips are not in yet.
             return Ok(None);
         }
-        if head - self.pos > self.bus.cap {
+        let cap = ring.ring().slots.len() as u64;
+        if head - self.pos > cap {
             return Err(Lagged);
         }
         let head = head.min(until);
-        let cap = self.bus.cap;
         let slot = |i: u64| ring.ring().slots[(i % cap) as usize];
         while self.pos < head && slot(self.pos).seq <= min_seq {
             self.pos += 1;
@@ -685,7 +729,7 @@ impl Cursor {
             self.pos += peek.msgs;
             return;
         }
-        let cap = self.bus.cap;
+        let cap = ring.ring().slots.len() as u64;
         for _ in 0..peek.msgs {
             let s = ring.ring().slots[(self.pos % cap) as usize];
             let from = (s.start - peek.start) as usize;
@@ -712,7 +756,7 @@ impl Cursor {
         let ring = held.ring();
         let head = self.bus.head.load(Ordering::Acquire);
         self.pos = head;
-        let s = ring.slots[((head - 1) % self.bus.cap) as usize];
+        let s = ring.slots[((head - 1) % ring.slots.len() as u64) as usize];
         ring.read_into(s.start, s.len as usize, out);
         true
     }
@@ -726,7 +770,7 @@ impl Cursor {
         let ring = held.ring();
         let head = self.bus.head.load(Ordering::Acquire);
         self.pos = head;
-        let s = ring.slots[((head - 1) % self.bus.cap) as usize];
+        let s = ring.slots[((head - 1) % ring.slots.len() as u64) as usize];
         let mut frame = Vec::with_capacity(s.len as usize);
         ring.read_into(s.start, s.len as usize, &mut frame);
         Some(Published::from_frame(s.seq, frame))
@@ -776,6 +820,9 @@ mod tests {
         let mut rng = 12345u64;
         for seq in 1..=400u64 {
             bus.push_text(seq, &text(seq));
+            // Announced one by one: the ring keeps its 8 slots (it grows only for messages
+            // not yet announced, see `a_burst_grows_the_ring_until_it_is_announced`).
+            bus.wake();
             model.push(frame(0x1, text(seq).as_bytes()));
             rng = rng
                 .wrapping_mul(6364136223846793005)
@@ -822,6 +869,44 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].text(), "last");
         assert_eq!(got[0].frame(), frame(0x1, b"last").as_slice());
+    }
+
+    /// A burst pushed before any wake-up is held whole, however large (up to `MAX_SLOTS`):
+    /// the ring grows instead of dropping messages no subscriber was told of. Once
+    /// announced, messages are dropped as usual when a subscriber falls `capacity` behind.
+    #[test]
+    fn a_burst_grows_the_ring_until_it_is_announced() {
+        let bus = Bus::new(8);
+        let mut reader = bus.subscribe();
+        let mut late = bus.subscribe();
+        for seq in 1..=1000u64 {
+            bus.push_text(seq, &format!("m{seq}"));
+        }
+        bus.wake();
+        let mut got = Vec::new();
+        assert_eq!(reader.recv_into(&mut got, usize::MAX), Ok(1000));
+        let seqs: Vec<u64> = got.iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, (1..=1000).collect::<Vec<_>>());
+        assert_eq!(got[999].text(), "m1000");
+        assert!(!late.lagged());
+        // After the wake-up, the grown ring (1024 slots) drops the oldest again: a
+        // subscriber still at the start of the burst falls behind and is told so.
+        got.clear();
+        for seq in 1001..=2100u64 {
+            bus.push_text(seq, &format!("m{seq}"));
+            bus.wake();
+            assert_eq!(reader.recv_into(&mut got, usize::MAX), Ok(1));
+        }
+        assert_eq!(got.last().map(|p| p.seq), Some(2100));
+        assert!(late.lagged());
+        assert_eq!(late.copy_into(&mut Vec::new(), usize::MAX, 0), Err(Lagged));
+        // Growth stops at MAX_SLOTS: a burst past it overruns even a fresh subscriber.
+        let bus = Bus::new(8);
+        let fresh = bus.subscribe();
+        for seq in 1..=MAX_SLOTS + 10 {
+            bus.push_text(seq, "x");
+        }
+        assert!(fresh.lagged());
     }
 
     /// Vectored writes from the ring that stop anywhere (short writes): the bytes sent, plus

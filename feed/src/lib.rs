@@ -195,6 +195,8 @@ struct PrivateEntry {
     bus: Arc<bus::Bus>,
     /// The seq of the ring's last message.
     seq: u64,
+    /// Pushed to since the last [`Feed::wake_private`] (listed in `unannounced`).
+    unannounced: bool,
 }
 
 /// The accounts' private channel rings, created on first subscribe. A ring nobody reads any
@@ -214,6 +216,9 @@ struct PrivateRings {
     sweep_at: usize,
     /// The highest seq sent on any private channel.
     issued: u64,
+    /// Rings pushed to since the last [`Feed::wake_private`]: their subscribers are woken
+    /// once per batch, not once per message.
+    unannounced: Vec<(AccountId, PrivateChannel)>,
 }
 
 const PRIVATE_SWEEP_MIN: usize = 64;
@@ -224,6 +229,7 @@ impl PrivateRings {
             map: HashMap::new(),
             sweep_at: PRIVATE_SWEEP_MIN,
             issued: 0,
+            unannounced: Vec::new(),
         }
     }
 
@@ -239,6 +245,7 @@ impl PrivateRings {
             .or_insert_with(|| PrivateEntry {
                 bus: bus::Bus::new(cap),
                 seq: issued,
+                unannounced: false,
             })
             .bus
             .subscribe()
@@ -461,7 +468,10 @@ impl Feed {
     }
 
     /// Sends `data` (a REST object) to `account`'s connections subscribed to `channel`.
-    /// Never blocks; encoded once however many connections listen.
+    /// Never blocks; encoded once however many connections listen. The subscribers are woken
+    /// by the next [`Feed::wake_private`] (the publisher calls it once per batch), so a
+    /// command that makes thousands of messages for one account reaches a subscriber that
+    /// keeps up whole: its ring holds every message not yet announced ([`bus::Bus`]).
     pub fn publish_private(
         &self,
         account: AccountId,
@@ -486,7 +496,31 @@ impl Feed {
             data: &data,
         };
         if let Ok(text) = serde_json::to_string(&msg) {
-            entry.bus.send(entry.seq, &text);
+            entry.bus.push_text(entry.seq, &text);
+            if !entry.unannounced {
+                entry.unannounced = true;
+                rings.unannounced.push(key);
+            }
+        }
+    }
+
+    /// Wakes the subscribers of every private ring pushed to since the last call.
+    pub fn wake_private(&self) {
+        let rings = {
+            let mut guard = self.inner.private.lock();
+            let rings = &mut *guard;
+            let keys = std::mem::take(&mut rings.unannounced);
+            let mut buses = Vec::with_capacity(keys.len());
+            for key in &keys {
+                if let Some(entry) = rings.map.get_mut(key) {
+                    entry.unannounced = false;
+                    buses.push(entry.bus.clone());
+                }
+            }
+            buses
+        };
+        for bus in rings {
+            bus.wake();
         }
     }
 

@@ -15,7 +15,10 @@
 //! ticker is conflated (only the latest is sent when there is room), a book channel past
 //! the bound is resent as a fresh snapshot when there is room, and a channel that cannot
 //! lose messages (trades, candles, private) past the bound closes the connection with
-//! 1008. A cursor overtaken by its ring (`channel_capacity`) is treated the same way. A
+//! 1008 (checked while the socket is full: a burst, one command's thousands of messages,
+//! is a backlog past the bound that a client which keeps up takes at once, and a ring grows
+//! to hold what no subscriber has been told of yet, see [`crate::bus`]). A cursor
+//! overtaken by its ring (`channel_capacity`) loses messages and closes with 1008 too. A
 //! socket that takes nothing for `stall_timeout`, or more than `max_resyncs_per_min` book
 //! resyncs, also closes with 1008. The control queue is the connection's own (a snapshot is
 //! a copy), so it is bounded by bytes (`control_queue_bytes`) as well as by count: a few
@@ -766,7 +769,11 @@ impl Conn {
                         }
                     }
                     Kind::Lossless => {
-                        if sub.cursor.backlog() > bound || sub.cursor.lagged() {
+                        // Lost messages close it here. A backlog past the bound alone does
+                        // not: a burst (one command's thousands of messages) is a backlog
+                        // that a client which keeps up takes at once; a client that does
+                        // not, and whose socket is full, is closed by `housekeeping`.
+                        if sub.cursor.lagged() {
                             self.shut(POLICY, "slow consumer");
                             return;
                         } else if sub.cursor.backlog() > 0 {
