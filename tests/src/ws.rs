@@ -165,3 +165,24 @@ pub async fn close_reply(s: &mut TcpStream) {
         .write_all(&client_frame(CLOSE, &1000u16.to_be_bytes()))
         .await;
 }
+
+/// A connection authenticated with `token` (request id 1) and subscribed to `channels`
+/// (request id 2), both replies asserted.
+pub async fn signed_in(base: &str, token: &str, channels: &[&str]) -> TcpStream {
+    let mut ws = connect(base).await;
+    let r = request(
+        &mut ws,
+        1,
+        serde_json::json!({"op": "auth", "id": 1, "token": token}),
+    )
+    .await;
+    assert_eq!(r, serde_json::json!({"op": "authenticated", "id": 1}));
+    let r = request(
+        &mut ws,
+        2,
+        serde_json::json!({"op": "subscribe", "id": 2, "channels": channels}),
+    )
+    .await;
+    assert_eq!(r["op"], "subscribed", "{r}");
+    ws
+}

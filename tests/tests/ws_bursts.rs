@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use bourse_tests::ws::{connect, read_frame, request};
+use bourse_tests::ws::{connect, read_frame, request, signed_in};
 use bourse_tests::*;
 use tokio::net::TcpStream;
 
@@ -100,21 +100,7 @@ async fn a_cancel_all_of_thousands_of_orders_reaches_the_orders_channel_whole() 
     })
     .await;
 
-    let mut ws = connect(&s.base).await;
-    let r = request(
-        &mut ws,
-        1,
-        json!({"op": "auth", "id": 1, "token": user.token}),
-    )
-    .await;
-    assert_eq!(r["op"], "authenticated", "{r}");
-    let r = request(
-        &mut ws,
-        2,
-        json!({"op": "subscribe", "id": 2, "channels": ["orders"]}),
-    )
-    .await;
-    assert_eq!(r["op"], "subscribed", "{r}");
+    let mut ws = signed_in(&s.base, &user.token, &["orders"]).await;
 
     let (st, cancelled) = s.delete("/v1/orders?pair=BTC_SEK", Some(&user.token)).await;
     assert_eq!(st, StatusCode::OK, "{cancelled}");

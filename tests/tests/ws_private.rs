@@ -6,7 +6,7 @@
 //! A private channel's `seq` never goes back during the server's run, also across a
 //! subscription that ended and a new one (README, Decisions).
 
-use bourse_tests::ws::{connect, next_text, request};
+use bourse_tests::ws::{next_text, request, signed_in};
 use bourse_tests::*;
 use tokio::net::TcpStream;
 
@@ -40,21 +40,7 @@ async fn wallet_messages_are_balance_changes_only() {
     let user = s.register("wallet-watcher").await;
     s.fund(&admin, &user, "SEK", "1000").await;
 
-    let mut ws = connect(&s.base).await;
-    let r = request(
-        &mut ws,
-        1,
-        json!({"op": "auth", "id": 1, "token": user.token}),
-    )
-    .await;
-    assert_eq!(r, json!({"op": "authenticated", "id": 1}));
-    let r = request(
-        &mut ws,
-        2,
-        json!({"op": "subscribe", "id": 2, "channels": ["orders", "wallet"]}),
-    )
-    .await;
-    assert_eq!(r["op"], "subscribed", "{r}");
+    let mut ws = signed_in(&s.base, &user.token, &["orders", "wallet"]).await;
 
     // An IOC buy on an empty book: held and released by the same command.
     let (st, ioc) = s
@@ -104,17 +90,8 @@ async fn a_private_seq_never_goes_back_across_subscriptions() {
     let admin = s.admin_token().await;
     let user = s.register("resubscriber").await;
     s.fund(&admin, &user, "SEK", "1000").await;
-    let mut ws = connect(&s.base).await;
-    let r = request(
-        &mut ws,
-        1,
-        json!({"op": "auth", "id": 1, "token": user.token}),
-    )
-    .await;
-    assert_eq!(r["op"], "authenticated", "{r}");
+    let mut ws = signed_in(&s.base, &user.token, &["orders"]).await;
     let subscribe = json!({"op": "subscribe", "id": 2, "channels": ["orders"]});
-    let r = request(&mut ws, 2, subscribe.clone()).await;
-    assert_eq!(r["op"], "subscribed", "{r}");
     let mut seen = Vec::new();
     for n in 0..3 {
         s.limit(&user, "BTC_SEK", "buy", "0.01", "100", &format!("seq-a{n}"))
