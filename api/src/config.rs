@@ -67,6 +67,16 @@ pub enum Durability {
     None,
 }
 
+impl Durability {
+    /// The setting's value as the file spells it (`fsync`, `none`), for the start-up log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::None => "none",
+        }
+    }
+}
+
 impl From<Durability> for engine::pipeline::Durability {
     fn from(d: Durability) -> Self {
         match d {

@@ -77,10 +77,15 @@ fn serve(
     data_dir: Option<PathBuf>,
     config: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    // Colours only on a terminal: a log written to a file or a pipe (systemd, docker,
+    // `> bourse.log`) carried ANSI escape codes around every level and field name, which
+    // grep, journald and log shippers then saw as part of the text.
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     let mut config = api::Config::load(config.as_deref())?;
     if let Some(b) = bind {
@@ -113,7 +118,12 @@ fn serve(
         let answers = tokio::spawn(api::starting::serve(answering, limits, async move {
             let _ = ready_rx.await;
         }));
-        tracing::info!(bind = %config.bind, data_dir = %config.data_dir.display(), "starting");
+        tracing::info!(
+            bind = %config.bind,
+            data_dir = %config.data_dir.display(),
+            durability = %config.durability.as_str(),
+            "starting"
+        );
         let started = api::server::start(config).await;
         // The answers stop accepting at once; the server does not wait for their last
         // connections (a head sent halfway would hold them until its header timeout).

@@ -68,7 +68,19 @@ pub async fn start(config: Config) -> Result<AppState, ServerError> {
         Ok::<_, ServerError>((p, held))
     })
     .await??;
-    tracing::info!(last_seq = pipeline.last_seq(), "engine recovered");
+    // What recovery did, for the operator: the snapshot it started from, the records it
+    // replayed, and above all what it repaired or passed over (a torn tail cut after a
+    // crash, snapshots it could not use), which used to be known to the pipeline only.
+    let report = pipeline.recovery_report();
+    tracing::info!(last_seq = pipeline.last_seq(), report = %report, "engine recovered");
+    if report.truncated_file.is_some() || !report.snapshots_rejected.is_empty() {
+        tracing::warn!(
+            truncated_bytes = report.truncated_bytes,
+            snapshots_skipped = report.snapshots_rejected.len(),
+            "recovery repaired the data dir: a torn journal tail (never acknowledged) was cut \
+             or a snapshot was skipped; see the report above"
+        );
+    }
     let rate =
         crate::rate_limit::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
     let state = Arc::new(Shared {
