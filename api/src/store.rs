@@ -145,6 +145,33 @@ impl Reader {
 }
 
 /// Whether a store error is a query stopped by [`Store::read_list`]'s time limit.
+/// Why a read was refused before it ran: the store thread stopped on a write error (the
+/// store stays at its last good commit until a restart rebuilds it from the journal).
+pub const STORE_FAILED: &str = "the history store has stopped";
+/// Why a read was refused before it ran: the store did not catch up with the last
+/// acknowledged command in time.
+pub const STORE_BEHIND: &str = "the history store is behind";
+
+fn unavailable(why: &'static str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+        Some(why.into()),
+    )
+}
+
+/// The reason [`Store::read`] refused to run a read ([`STORE_FAILED`], [`STORE_BEHIND`]),
+/// if that is what `e` is: the client gets a 503, not an internal error.
+pub fn unavailable_reason(e: &rusqlite::Error) -> Option<&'static str> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, Some(msg))
+            if f.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            [STORE_FAILED, STORE_BEHIND].into_iter().find(|w| msg == w)
+        }
+        _ => None,
+    }
+}
+
 pub fn is_interrupted(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted)
 }
@@ -203,12 +230,20 @@ impl Store {
         limit: Option<Duration>,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
+        // A failed store commits nothing more: every read is refused, not just those that
+        // would wait for a sequence it will never hold, so history does not look complete
+        // to one client and broken to the next.
+        if self.model.store_failed() {
+            return Err(unavailable(STORE_FAILED));
+        }
         let seq = self.model.last_seq.load(Ordering::Acquire);
         if !self.model.is_stored(seq) && !off_the_runtime(|| self.model.wait_stored(seq)) {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                Some("the history store is behind".into()),
-            ));
+            let why = if self.model.store_failed() {
+                STORE_FAILED
+            } else {
+                STORE_BEHIND
+            };
+            return Err(unavailable(why));
         }
         self.on_reader(|r| match limit {
             Some(limit) => r.bounded(limit, f),
