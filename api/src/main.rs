@@ -103,10 +103,16 @@ fn serve(
             .map_err(|e| anyhow::anyhow!("binding {} (--bind, BOURSE_BIND): {e}", config.bind))?;
         // A stop asked for during the start (which can take a while: recovery) is kept, and
         // served as soon as the server is up: drain, snapshot, exit 0.
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // The count of stop signals: the first stops the server (a bounded drain), a second
+        // cuts the drain short (api::server::serve_with).
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(0u32);
         tokio::spawn(async move {
             api::server::shutdown_signal().await;
-            let _ = stop_tx.send(true);
+            stop_tx.send_modify(|n| *n += 1);
+            loop {
+                api::server::stop_signal().await;
+                stop_tx.send_modify(|n| *n += 1);
+            }
         });
         // The address answers while the server starts (api::starting), on a second handle
         // of the same socket, given up once the server is ready.
@@ -131,10 +137,17 @@ fn serve(
         drop(answers);
         let state = started?;
         tracing::info!(addr = %listener.local_addr()?, "listening");
-        let mut stop = stop_rx;
-        api::server::serve(state, listener, async move {
-            let _ = stop.wait_for(|asked| *asked).await;
-        })
+        let (mut stop, mut again) = (stop_rx.clone(), stop_rx);
+        api::server::serve_with(
+            state,
+            listener,
+            async move {
+                let _ = stop.wait_for(|n| *n >= 1).await;
+            },
+            async move {
+                let _ = again.wait_for(|n| *n >= 2).await;
+            },
+        )
         .await?;
         tracing::info!("stopped cleanly");
         Ok::<_, anyhow::Error>(())

@@ -327,26 +327,79 @@ fn admin_not_created(e: crate::error::ApiError) -> ServerError {
 
 /// Serves until `shutdown` resolves, then drains: HTTP requests finish, WebSocket
 /// connections are closed with 1001 (Going Away), and the pipeline stops (final snapshot).
+/// The drain is bounded ([`serve_with`]).
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_with(state, listener, shutdown, std::future::pending()).await
+}
+
+/// [`serve`], with a bound on the drain and a way to cut it short.
+///
+/// The connections are waited for at most the WebSocket close grace plus a second
+/// ([`WS_CLOSE_SLACK`]) from the stop, HTTP and WebSocket alike, and not at all once `hurry`
+/// completes (`bourse serve`: a second SIGTERM or Ctrl-C); then the pipeline stops as usual
+/// (every accepted command finishes, a final snapshot). Without the bound one client
+/// holding a request half sent kept the process up for the whole header or body timeout
+/// (30 s by default, the usual grace before a SIGKILL), and a second signal did nothing.
+/// A request still running when the wait ends is cut off with its connection; one that
+/// reached the engine is finished by the pipeline's stop, so what was acknowledged is
+/// durable either way.
+pub async fn serve_with(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    hurry: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let app = crate::routes::app(state.clone());
     let st = state.clone();
     let limits = crate::connections::ConnLimits::of(&state.config);
-    crate::connections::serve(listener, app, limits, async move {
+    let (stopped_tx, stopped_rx) = oneshot::channel::<tokio::time::Instant>();
+    let serving = crate::connections::serve(listener, app, limits, async move {
         shutdown.await;
+        let _ = stopped_tx.send(tokio::time::Instant::now());
         st.shutting_down.store(true, Ordering::Release);
         // Upgraded connections are not requests the HTTP drain waits for: close them now,
         // alongside it.
         st.feed.close_connections();
-    })
-    .await;
+    });
     // Each connection's close handshake is bounded by its close grace.
-    let limit = state.feed.config().close_grace + WS_CLOSE_SLACK;
-    if !state.feed.connections_closed(limit).await {
-        tracing::warn!("WebSocket connections still open after {limit:?}; stopping anyway");
+    let grace = state.feed.config().close_grace + WS_CLOSE_SLACK;
+    let deadline = async move {
+        match stopped_rx.await {
+            Ok(at) => at + grace,
+            // The accept loop ended without a stop (it cannot): no deadline.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let mut deadline = std::pin::pin!(deadline);
+    let mut hurry = std::pin::pin!(hurry);
+    let mut serving = std::pin::pin!(serving);
+    // The drain ends when the connections have, when the grace is over, or in a hurry.
+    let mut until: Option<tokio::time::Instant> = None;
+    let hurried = loop {
+        tokio::select! {
+            () = &mut serving => break false,
+            at = &mut deadline, if until.is_none() => until = Some(at),
+            () = async { tokio::time::sleep_until(until.unwrap_or_else(tokio::time::Instant::now)).await }, if until.is_some() => {
+                tracing::warn!(
+                    "HTTP connections still open {grace:?} after the stop; stopping without them"
+                );
+                break false;
+            }
+            () = &mut hurry => {
+                tracing::warn!("asked again to stop: not waiting for connections any more");
+                break true;
+            }
+        }
+    };
+    let left = until.map_or(grace, |at| {
+        at.saturating_duration_since(tokio::time::Instant::now())
+    });
+    if !hurried && !state.feed.connections_closed(left).await {
+        tracing::warn!("WebSocket connections still open after {grace:?}; stopping anyway");
     }
     stop_pipeline(&state).await
 }
@@ -403,16 +456,28 @@ pub async fn spawn(config: Config) -> Result<Running, ServerError> {
     })
 }
 
-/// SIGTERM or Ctrl-C.
+/// SIGTERM or Ctrl-C (logs that the drain begins).
 pub async fn shutdown_signal() {
+    stop_signal().await;
+    tracing::info!("shutting down: draining connections");
+}
+
+/// The next SIGTERM or Ctrl-C. A signal that cannot be listened for never arrives (it
+/// used to count as arrived at once: a stop at start, and a loop of them for a caller
+/// waiting for the next one).
+pub async fn stop_signal() {
     let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
         }
     };
     #[cfg(not(unix))]
@@ -421,5 +486,4 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!("shutting down: draining connections");
 }
