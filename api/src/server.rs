@@ -47,7 +47,7 @@ pub async fn start(config: Config) -> Result<AppState, ServerError> {
             }
         }),
     };
-    let history = HistoryListener::open(&db, model.clone(), Some(publisher))?;
+    let (history, model) = open_history(&db, model, publisher)?;
     // The journal replays into the history store whatever it has not applied: all of it
     // when the store is new or was lost, which takes a while on a large journal.
     tracing::info!(
@@ -138,6 +138,44 @@ pub async fn start(config: Config) -> Result<AppState, ServerError> {
     }
     bootstrap_admin(&state).await?;
     Ok(state)
+}
+
+/// Opens the history store, or, when SQLite finds it damaged (not a database, or
+/// corrupt), sets its files aside (`history.sqlite.damaged-<unix seconds>`, with its
+/// `-wal` and `-shm`) and starts a new one, which recovery then fills from the journal: the
+/// store holds nothing the journal does not (tokens aside: clients sign in again). The
+/// start used to stop at "history store: file is not a database", naming neither the file
+/// nor the remedy. Returns the listener and the read model it loaded (a new one after a
+/// damaged store, so nothing read from it is kept).
+fn open_history(
+    db: &std::path::Path,
+    model: Arc<ReadModel>,
+    publisher: crate::state::PrivatePublisher,
+) -> Result<(HistoryListener, Arc<ReadModel>), ServerError> {
+    let named = |source| ServerError::HistoryStore {
+        path: db.to_path_buf(),
+        source,
+    };
+    match HistoryListener::open(db, model.clone(), Some(publisher.clone())) {
+        Ok(history) => Ok((history, model)),
+        Err(e) if store::is_damaged(&e) => {
+            let aside = store::set_aside(db).map_err(|source| ServerError::DataDir {
+                path: db.to_path_buf(),
+                source,
+            })?;
+            tracing::warn!(
+                file = %db.display(),
+                moved_to = %aside.display(),
+                error = %e,
+                "the history store is damaged: set aside, a new one is rebuilt from the journal"
+            );
+            let model = Arc::new(ReadModel::default());
+            let history =
+                HistoryListener::open(db, model.clone(), Some(publisher)).map_err(named)?;
+            Ok((history, model))
+        }
+        Err(e) => Err(named(e)),
+    }
 }
 
 /// The name of the lock file in the data dir.

@@ -74,6 +74,38 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("history.sqlite")
 }
 
+/// Whether SQLite says the store's file is damaged (not a database, or corrupt), rather
+/// than unreadable for a reason outside it (permissions, a full disk, a lock).
+pub fn is_damaged(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Renames the store at `path` and its `-wal` and `-shm` files to
+/// `<name>.damaged-<unix seconds>[-wal|-shm]` (kept for a post-mortem, never read again);
+/// returns the new name of the main file.
+pub fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let with = |p: &Path, suffix: &str| {
+        let mut s = p.as_os_str().to_os_string();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    let aside = with(path, &format!(".damaged-{secs}"));
+    std::fs::rename(path, &aside)?;
+    for extra in ["-wal", "-shm"] {
+        match std::fs::rename(with(path, extra), with(&aside, extra)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(aside)
+}
+
 /// Opens a connection with the store's pragmas (and creates the schema).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;

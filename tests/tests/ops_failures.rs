@@ -152,3 +152,38 @@ async fn a_journal_that_cannot_be_written_stops_the_engine_loudly() {
     s.assert_audit_ok(&s.admin_token().await).await;
     s.stop().await;
 }
+
+/// A damaged history store (here: garbage where its header was) stopped the start with
+/// "history store: file is not a database", naming neither the file nor the remedy, though
+/// the journal holds everything the store does. It is set aside and rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_history_store_is_set_aside_and_rebuilt() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    s.fund(&admin, &a, "SEK", "1000").await;
+    let placed = s.limit(&a, "BTC_SEK", "buy", "0.001", "1000", "o1").await;
+    let s = s
+        .restart_with(|dir| {
+            let db = dir.join("history.sqlite");
+            let mut bytes = std::fs::read(&db).unwrap();
+            bytes[..100].copy_from_slice(&[0x5a; 100]);
+            std::fs::write(&db, bytes).unwrap();
+        })
+        .await;
+    let aside: Vec<String> = std::fs::read_dir(&s.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("history.sqlite.damaged-"))
+        .collect();
+    assert!(!aside.is_empty(), "the damaged store is kept aside");
+    let (st, token) = token_of(&s, &a).await;
+    assert_eq!(st, StatusCode::OK, "{token}");
+    let token = token["access_token"].as_str().unwrap();
+    let (st, order) = s
+        .get(&format!("/v1/orders/{}", id_of(&placed)), Some(token))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{order}");
+    s.assert_audit_ok(&s.admin_token().await).await;
+    s.stop().await;
+}
