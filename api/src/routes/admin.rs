@@ -252,7 +252,8 @@ pub async fn admin_audit(
 
 /// Attempts at a consistent cut before the audit gives up comparing the read model.
 const AUDIT_CUT_TRIES: usize = 20;
-/// Longest the audit waits for the read model to be delivered what the engine applied.
+/// Longest the audit looks for a cut, waits for the read model included: it holds the
+/// pipeline's read lock meanwhile, which a stop waits for.
 const AUDIT_CUT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The engine's audit figures and, when a consistent cut was found, the read model's
@@ -276,9 +277,12 @@ fn audit_cut(state: &AppState) -> ApiResult<AuditCut> {
     let stopped = |_| ApiError::unavailable("the engine is stopping");
     let model = &state.model;
     let mut last = None;
+    let deadline = std::time::Instant::now() + AUDIT_CUT_WAIT;
     for _ in 0..AUDIT_CUT_TRIES {
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
         let (audit, seq) = p.query_at(|e, seq| (e.audit(), seq)).map_err(stopped)?;
-        let deadline = std::time::Instant::now() + AUDIT_CUT_WAIT;
         while model.last_seq.load(Ordering::Acquire) < seq && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
