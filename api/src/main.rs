@@ -87,6 +87,10 @@ fn serve(
         )
         .with_ansi(std::io::stdout().is_terminal())
         .init();
+    let names = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+    for var in api::Config::unknown_vars(names) {
+        tracing::warn!(%var, "a BOURSE_ variable no setting reads (misspelt?): ignored");
+    }
     let mut config = api::Config::load(config.as_deref())?;
     if let Some(b) = bind {
         config.bind = b;

@@ -50,6 +50,7 @@ fn spawn(dir: &std::path::Path, port: u16, log: &std::path::Path) -> Server {
         .env("BOURSE_ARGON2_MEMORY_KIB", "64")
         .env("BOURSE_DURABILITY", "none")
         .env("RUST_LOG", "info")
+        .env("BOURSE_DURABLITY", "none")
         .env_remove("NO_COLOR")
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
@@ -131,4 +132,11 @@ async fn the_log_says_what_recovery_repaired_in_plain_text() {
             .any(|l| l.contains("WARN") && l.contains("torn journal tail")),
         "no warning about the repair:\n{text}"
     );
+    // A misspelt variable is named, not silently ignored.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("WARN") && l.contains("var=BOURSE_DURABLITY")),
+        "no warning about BOURSE_DURABLITY:\n{text}"
+    );
+    assert!(!text.contains("var=BOURSE_DURABILITY"), "{text}");
 }
