@@ -67,6 +67,16 @@ pub enum Durability {
     None,
 }
 
+impl Durability {
+    /// The setting's value as the file spells it (`fsync`, `none`), for the start-up log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::None => "none",
+        }
+    }
+}
+
 impl From<Durability> for engine::pipeline::Durability {
     fn from(d: Durability) -> Self {
         match d {
@@ -611,6 +621,31 @@ impl Config {
         // Checked here too, so a bad value stops the start with its name.
         self.ws.feed_config()?;
         Ok(())
+    }
+
+    /// The `BOURSE_*` variables of `vars` that no setting reads (nor `BOURSE_CONFIG`, nor
+    /// the bench's and tests' own): a misspelt one (`BOURSE_DURABLITY=none`) was ignored
+    /// without a word, and the server started with the default. The names read are those
+    /// [`Config::apply_vars`] asks for, so the list cannot drift from it.
+    pub fn unknown_vars(vars: impl IntoIterator<Item = String>) -> Vec<String> {
+        let asked = std::cell::RefCell::new(std::collections::HashSet::new());
+        let _ = Config::default().apply_vars(|name| {
+            asked.borrow_mut().insert(name.to_string());
+            None
+        });
+        let asked = asked.into_inner();
+        let others = [
+            "BOURSE_CONFIG",
+            "BOURSE_WS_BENCH_CHILD",
+            "BOURSE_REQUIRE_BROWSER",
+        ];
+        let mut unknown: Vec<String> = vars
+            .into_iter()
+            .filter(|v| v.starts_with("BOURSE_"))
+            .filter(|v| !asked.contains(v) && !others.contains(&v.as_str()))
+            .collect();
+        unknown.sort();
+        unknown
     }
 
     /// The overrides of every setting but the market lists (`[ws]` as `BOURSE_WS_*`, its control queue's bytes included), read

@@ -135,8 +135,20 @@ impl From<rusqlite::Error> for ApiError {
                  or ask for a smaller offset",
             );
         }
-        tracing::error!(error = %e, "history store error");
-        ApiError::internal()
+        // The store refused the read (it stopped on a write error, or is behind): a 503,
+        // which is what it is, not a 500 with an error line per read. The stop itself was
+        // logged once by the store thread, and `/ready` says so.
+        match crate::store::unavailable_reason(&e) {
+            Some(why) if why == crate::store::STORE_FAILED => ApiError::unavailable(
+                "history is unavailable (the history store has stopped); the operator has \
+                 to restart the server",
+            ),
+            Some(_) => ApiError::retry_shortly("history is catching up; retry shortly"),
+            None => {
+                tracing::error!(error = %e, "history store error");
+                ApiError::internal()
+            }
+        }
     }
 }
 

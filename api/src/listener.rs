@@ -425,7 +425,12 @@ impl HistoryListener {
                             po.client_id.as_str(),
                         ));
                         touched.push(order.0);
-                        self.model.orders_total.fetch_add(1, Ordering::Relaxed);
+                        // `/metrics` counts since the start: orders replayed into a store
+                        // rebuilt from the journal are not new (they made the counter jump
+                        // by the whole history, a spike in any rate of it).
+                        if self.live {
+                            self.model.orders_total.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 Event::Rejected { order, reason, .. } => {
@@ -444,7 +449,9 @@ impl HistoryListener {
                     }
                 }
                 Event::Trade(t) => {
-                    self.model.trades_total.fetch_add(1, Ordering::Relaxed);
+                    if self.live {
+                        self.model.trades_total.fetch_add(1, Ordering::Relaxed);
+                    }
                     for id in [t.buy_order().0, t.sell_order().0] {
                         if let Some(o) = self.open.get_mut(&id)
                             && let Some(fill) = o.apply(event, ts)

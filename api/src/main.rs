@@ -77,11 +77,20 @@ fn serve(
     data_dir: Option<PathBuf>,
     config: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    // Colours only on a terminal: a log written to a file or a pipe (systemd, docker,
+    // `> bourse.log`) carried ANSI escape codes around every level and field name, which
+    // grep, journald and log shippers then saw as part of the text.
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
+    let names = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+    for var in api::Config::unknown_vars(names) {
+        tracing::warn!(%var, "a BOURSE_ variable no setting reads (misspelt?): ignored");
+    }
     let mut config = api::Config::load(config.as_deref())?;
     if let Some(b) = bind {
         config.bind = b;
@@ -98,10 +107,16 @@ fn serve(
             .map_err(|e| anyhow::anyhow!("binding {} (--bind, BOURSE_BIND): {e}", config.bind))?;
         // A stop asked for during the start (which can take a while: recovery) is kept, and
         // served as soon as the server is up: drain, snapshot, exit 0.
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // The count of stop signals: the first stops the server (a bounded drain), a second
+        // cuts the drain short (api::server::serve_with).
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(0u32);
         tokio::spawn(async move {
             api::server::shutdown_signal().await;
-            let _ = stop_tx.send(true);
+            stop_tx.send_modify(|n| *n += 1);
+            loop {
+                api::server::stop_signal().await;
+                stop_tx.send_modify(|n| *n += 1);
+            }
         });
         // The address answers while the server starts (api::starting), on a second handle
         // of the same socket, given up once the server is ready.
@@ -113,7 +128,12 @@ fn serve(
         let answers = tokio::spawn(api::starting::serve(answering, limits, async move {
             let _ = ready_rx.await;
         }));
-        tracing::info!(bind = %config.bind, data_dir = %config.data_dir.display(), "starting");
+        tracing::info!(
+            bind = %config.bind,
+            data_dir = %config.data_dir.display(),
+            durability = %config.durability.as_str(),
+            "starting"
+        );
         let started = api::server::start(config).await;
         // The answers stop accepting at once; the server does not wait for their last
         // connections (a head sent halfway would hold them until its header timeout).
@@ -121,10 +141,17 @@ fn serve(
         drop(answers);
         let state = started?;
         tracing::info!(addr = %listener.local_addr()?, "listening");
-        let mut stop = stop_rx;
-        api::server::serve(state, listener, async move {
-            let _ = stop.wait_for(|asked| *asked).await;
-        })
+        let (mut stop, mut again) = (stop_rx.clone(), stop_rx);
+        api::server::serve_with(
+            state,
+            listener,
+            async move {
+                let _ = stop.wait_for(|n| *n >= 1).await;
+            },
+            async move {
+                let _ = again.wait_for(|n| *n >= 2).await;
+            },
+        )
         .await?;
         tracing::info!("stopped cleanly");
         Ok::<_, anyhow::Error>(())

@@ -49,7 +49,7 @@ pub async fn start(config: Config) -> Result<AppState, ServerError> {
         }),
         announce: Arc::new(move || announcing_feed.wake_private()),
     };
-    let history = HistoryListener::open(&db, model.clone(), Some(publisher))?;
+    let (history, model) = open_history(&db, model, publisher)?;
     // The journal replays into the history store whatever it has not applied: all of it
     // when the store is new or was lost, which takes a while on a large journal.
     tracing::info!(
@@ -70,7 +70,19 @@ pub async fn start(config: Config) -> Result<AppState, ServerError> {
         Ok::<_, ServerError>((p, held))
     })
     .await??;
-    tracing::info!(last_seq = pipeline.last_seq(), "engine recovered");
+    // What recovery did, for the operator: the snapshot it started from, the records it
+    // replayed, and above all what it repaired or passed over (a torn tail cut after a
+    // crash, snapshots it could not use), which used to be known to the pipeline only.
+    let report = pipeline.recovery_report();
+    tracing::info!(last_seq = pipeline.last_seq(), report = %report, "engine recovered");
+    if report.truncated_file.is_some() || !report.snapshots_rejected.is_empty() {
+        tracing::warn!(
+            truncated_bytes = report.truncated_bytes,
+            snapshots_skipped = report.snapshots_rejected.len(),
+            "recovery repaired the data dir: a torn journal tail (never acknowledged) was cut \
+             or a snapshot was skipped; see the report above"
+        );
+    }
     let rate =
         crate::rate_limit::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
     let state = Arc::new(Shared {
@@ -128,6 +140,44 @@ pub async fn start(config: Config) -> Result<AppState, ServerError> {
     }
     bootstrap_admin(&state).await?;
     Ok(state)
+}
+
+/// Opens the history store, or, when SQLite finds it damaged (not a database, or
+/// corrupt), sets its files aside (`history.sqlite.damaged-<unix seconds>`, with its
+/// `-wal` and `-shm`) and starts a new one, which recovery then fills from the journal: the
+/// store holds nothing the journal does not (tokens aside: clients sign in again). The
+/// start used to stop at "history store: file is not a database", naming neither the file
+/// nor the remedy. Returns the listener and the read model it loaded (a new one after a
+/// damaged store, so nothing read from it is kept).
+fn open_history(
+    db: &std::path::Path,
+    model: Arc<ReadModel>,
+    publisher: crate::state::PrivatePublisher,
+) -> Result<(HistoryListener, Arc<ReadModel>), ServerError> {
+    let named = |source| ServerError::HistoryStore {
+        path: db.to_path_buf(),
+        source,
+    };
+    match HistoryListener::open(db, model.clone(), Some(publisher.clone())) {
+        Ok(history) => Ok((history, model)),
+        Err(e) if store::is_damaged(&e) => {
+            let aside = store::set_aside(db).map_err(|source| ServerError::DataDir {
+                path: db.to_path_buf(),
+                source,
+            })?;
+            tracing::warn!(
+                file = %db.display(),
+                moved_to = %aside.display(),
+                error = %e,
+                "the history store is damaged: set aside, a new one is rebuilt from the journal"
+            );
+            let model = Arc::new(ReadModel::default());
+            let history =
+                HistoryListener::open(db, model.clone(), Some(publisher)).map_err(named)?;
+            Ok((history, model))
+        }
+        Err(e) => Err(named(e)),
+    }
 }
 
 /// The name of the lock file in the data dir.
@@ -317,26 +367,79 @@ fn admin_not_created(e: crate::error::ApiError) -> ServerError {
 
 /// Serves until `shutdown` resolves, then drains: HTTP requests finish, WebSocket
 /// connections are closed with 1001 (Going Away), and the pipeline stops (final snapshot).
+/// The drain is bounded ([`serve_with`]).
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_with(state, listener, shutdown, std::future::pending()).await
+}
+
+/// [`serve`], with a bound on the drain and a way to cut it short.
+///
+/// The connections are waited for at most the WebSocket close grace plus a second
+/// ([`WS_CLOSE_SLACK`]) from the stop, HTTP and WebSocket alike, and not at all once `hurry`
+/// completes (`bourse serve`: a second SIGTERM or Ctrl-C); then the pipeline stops as usual
+/// (every accepted command finishes, a final snapshot). Without the bound one client
+/// holding a request half sent kept the process up for the whole header or body timeout
+/// (30 s by default, the usual grace before a SIGKILL), and a second signal did nothing.
+/// A request still running when the wait ends is cut off with its connection; one that
+/// reached the engine is finished by the pipeline's stop, so what was acknowledged is
+/// durable either way.
+pub async fn serve_with(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    hurry: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let app = crate::routes::app(state.clone());
     let st = state.clone();
     let limits = crate::connections::ConnLimits::of(&state.config);
-    crate::connections::serve(listener, app, limits, async move {
+    let (stopped_tx, stopped_rx) = oneshot::channel::<tokio::time::Instant>();
+    let serving = crate::connections::serve(listener, app, limits, async move {
         shutdown.await;
+        let _ = stopped_tx.send(tokio::time::Instant::now());
         st.shutting_down.store(true, Ordering::Release);
         // Upgraded connections are not requests the HTTP drain waits for: close them now,
         // alongside it.
         st.feed.close_connections();
-    })
-    .await;
+    });
     // Each connection's close handshake is bounded by its close grace.
-    let limit = state.feed.config().close_grace + WS_CLOSE_SLACK;
-    if !state.feed.connections_closed(limit).await {
-        tracing::warn!("WebSocket connections still open after {limit:?}; stopping anyway");
+    let grace = state.feed.config().close_grace + WS_CLOSE_SLACK;
+    let deadline = async move {
+        match stopped_rx.await {
+            Ok(at) => at + grace,
+            // The accept loop ended without a stop (it cannot): no deadline.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let mut deadline = std::pin::pin!(deadline);
+    let mut hurry = std::pin::pin!(hurry);
+    let mut serving = std::pin::pin!(serving);
+    // The drain ends when the connections have, when the grace is over, or in a hurry.
+    let mut until: Option<tokio::time::Instant> = None;
+    let hurried = loop {
+        tokio::select! {
+            () = &mut serving => break false,
+            at = &mut deadline, if until.is_none() => until = Some(at),
+            () = async { tokio::time::sleep_until(until.unwrap_or_else(tokio::time::Instant::now)).await }, if until.is_some() => {
+                tracing::warn!(
+                    "HTTP connections still open {grace:?} after the stop; stopping without them"
+                );
+                break false;
+            }
+            () = &mut hurry => {
+                tracing::warn!("asked again to stop: not waiting for connections any more");
+                break true;
+            }
+        }
+    };
+    let left = until.map_or(grace, |at| {
+        at.saturating_duration_since(tokio::time::Instant::now())
+    });
+    if !hurried && !state.feed.connections_closed(left).await {
+        tracing::warn!("WebSocket connections still open after {grace:?}; stopping anyway");
     }
     stop_pipeline(&state).await
 }
@@ -393,16 +496,28 @@ pub async fn spawn(config: Config) -> Result<Running, ServerError> {
     })
 }
 
-/// SIGTERM or Ctrl-C.
+/// SIGTERM or Ctrl-C (logs that the drain begins).
 pub async fn shutdown_signal() {
+    stop_signal().await;
+    tracing::info!("shutting down: draining connections");
+}
+
+/// The next SIGTERM or Ctrl-C. A signal that cannot be listened for never arrives (it
+/// used to count as arrived at once: a stop at start, and a loop of them for a caller
+/// waiting for the next one).
+pub async fn stop_signal() {
     let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
         }
     };
     #[cfg(not(unix))]
@@ -411,5 +526,4 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!("shutting down: draining connections");
 }

@@ -37,6 +37,14 @@ pub enum ServerError {
         .lock.display()
     )]
     DataDirInUse { dir: PathBuf, lock: PathBuf },
+    /// The history store's file cannot be opened (a damaged one is set aside and rebuilt,
+    /// not this).
+    #[error("history store {}: {source}", .path.display())]
+    HistoryStore {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     /// The history store (SQLite) failed.
     #[error("history store: {0}")]
     Store(#[from] rusqlite::Error),

@@ -124,6 +124,13 @@ impl ReadModel {
         self.stored_cv.notify_all();
     }
 
+    /// Whether the history store thread stopped on an error ([`ReadModel::fail_store`]):
+    /// from then on it commits nothing, so history reads are refused and `/ready` fails
+    /// until a restart rebuilds the store from the journal.
+    pub fn store_failed(&self) -> bool {
+        self.store_failed.load(Ordering::Acquire)
+    }
+
     /// The history store thread stopped on an error.
     pub fn fail_store(&self) {
         self.store_failed.store(true, Ordering::Release);
@@ -468,12 +475,37 @@ impl std::fmt::Debug for Shared {
 
 pub type AppState = Arc<Shared>;
 
+/// What a client is told once the pipeline has failed (a journal write or sync error, a
+/// crashed pipeline thread): nothing more is acknowledged until the operator restarts the
+/// server. No file or system error reaches the client; the log has them.
+pub const ENGINE_FAILED: &str = "the engine has stopped after a storage failure and accepts \
+     no commands until the server is restarted; nothing was done";
+
 impl Shared {
+    /// The error of a command whose reply was dropped unrun: the pipeline failed with it
+    /// queued or in the group whose write failed (its outcome is unknown to this process;
+    /// the journal decides it at the next start), or it stopped.
+    fn reply_lost(&self) -> ApiError {
+        let failed = self
+            .pipeline
+            .read()
+            .as_ref()
+            .is_some_and(|p| p.failure().is_some());
+        if failed {
+            ApiError::unavailable(
+                "the engine stopped after a storage failure before this request's outcome \
+                 was known: once the service is back, look it up (by clientId or externalId) \
+                 before sending it again",
+            )
+        } else {
+            ApiError::unavailable("the engine stopped")
+        }
+    }
+
     /// Submits `command` and waits until it is durable and applied by every listener.
     pub async fn submit(&self, command: Command) -> ApiResult<Committed> {
         let rx = self.submit_start(command)?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("the engine stopped"))
+        rx.await.map_err(|_| self.reply_lost())
     }
 
     /// [`Shared::submit`] of a command that uses the idempotency key `reservation` holds: the
@@ -485,8 +517,7 @@ impl Shared {
         reservation: Reservation,
     ) -> ApiResult<Committed> {
         let rx = self.submit_start_reserved(command, reservation)?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("the engine stopped"))
+        rx.await.map_err(|_| self.reply_lost())
     }
 
     /// Submits without waiting (the caller awaits the receiver).
@@ -530,6 +561,11 @@ impl Shared {
             .map_err(|e| match e {
                 // The ring of this pair is full: nothing was queued, so a retry is safe.
                 SubmitError::Busy => ApiError::retry_shortly("the engine is busy, retry later"),
+                // A failed pipeline never comes back without a restart: "stopping" made
+                // it sound like a shutdown in progress.
+                SubmitError::Stopped if pipeline.failure().is_some() => {
+                    ApiError::unavailable(ENGINE_FAILED)
+                }
                 SubmitError::Stopped => ApiError::unavailable("the engine is stopping"),
             })?;
         Ok(rx)

@@ -74,6 +74,38 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("history.sqlite")
 }
 
+/// Whether SQLite says the store's file is damaged (not a database, or corrupt), rather
+/// than unreadable for a reason outside it (permissions, a full disk, a lock).
+pub fn is_damaged(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Renames the store at `path` and its `-wal` and `-shm` files to
+/// `<name>.damaged-<unix seconds>[-wal|-shm]` (kept for a post-mortem, never read again);
+/// returns the new name of the main file.
+pub fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let with = |p: &Path, suffix: &str| {
+        let mut s = p.as_os_str().to_os_string();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    let aside = with(path, &format!(".damaged-{secs}"));
+    std::fs::rename(path, &aside)?;
+    for extra in ["-wal", "-shm"] {
+        match std::fs::rename(with(path, extra), with(&aside, extra)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(aside)
+}
+
 /// Opens a connection with the store's pragmas (and creates the schema).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
@@ -145,6 +177,33 @@ impl Reader {
 }
 
 /// Whether a store error is a query stopped by [`Store::read_list`]'s time limit.
+/// Why a read was refused before it ran: the store thread stopped on a write error (the
+/// store stays at its last good commit until a restart rebuilds it from the journal).
+pub const STORE_FAILED: &str = "the history store has stopped";
+/// Why a read was refused before it ran: the store did not catch up with the last
+/// acknowledged command in time.
+pub const STORE_BEHIND: &str = "the history store is behind";
+
+fn unavailable(why: &'static str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+        Some(why.into()),
+    )
+}
+
+/// The reason [`Store::read`] refused to run a read ([`STORE_FAILED`], [`STORE_BEHIND`]),
+/// if that is what `e` is: the client gets a 503, not an internal error.
+pub fn unavailable_reason(e: &rusqlite::Error) -> Option<&'static str> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, Some(msg))
+            if f.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            [STORE_FAILED, STORE_BEHIND].into_iter().find(|w| msg == w)
+        }
+        _ => None,
+    }
+}
+
 pub fn is_interrupted(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted)
 }
@@ -203,12 +262,20 @@ impl Store {
         limit: Option<Duration>,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
+        // A failed store commits nothing more: every read is refused, not just those that
+        // would wait for a sequence it will never hold, so history does not look complete
+        // to one client and broken to the next.
+        if self.model.store_failed() {
+            return Err(unavailable(STORE_FAILED));
+        }
         let seq = self.model.last_seq.load(Ordering::Acquire);
         if !self.model.is_stored(seq) && !off_the_runtime(|| self.model.wait_stored(seq)) {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                Some("the history store is behind".into()),
-            ));
+            let why = if self.model.store_failed() {
+                STORE_FAILED
+            } else {
+                STORE_BEHIND
+            };
+            return Err(unavailable(why));
         }
         self.on_reader(|r| match limit {
             Some(limit) => r.bounded(limit, f),

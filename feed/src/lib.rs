@@ -638,6 +638,12 @@ const STORE_LINGER_STEP: Duration = Duration::from_millis(10);
 /// batch after its stored applied seq, so a crash before a group is written only means that
 /// the group is derived again. The queue is bounded: past it the engine thread waits.
 /// Dropping the writer writes what is queued and joins the thread.
+///
+/// A failed write stops the writer for good (it drains its queue and writes nothing more,
+/// logging once): the store stays at its last good group, and the next start replays the
+/// journal from there. Going on wrote the next group's applied seq over the failed one's
+/// trades, so a full disk that cleared (or a transient I/O error) left a gap in the stored
+/// trades that no restart would fill, and logged an error per group, ten a second.
 struct StoreWriter {
     tx: Option<std::sync::mpsc::SyncSender<state::BatchOutput>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -649,7 +655,11 @@ impl StoreWriter {
         let spawned = std::thread::Builder::new()
             .name("bourse-feed-store".into())
             .spawn(move || {
+                let mut failed = false;
                 while let Ok(mut group) = rx.recv() {
+                    if failed {
+                        continue;
+                    }
                     let deadline = std::time::Instant::now() + STORE_LINGER;
                     let mut batches = 1;
                     loop {
@@ -693,7 +703,12 @@ impl StoreWriter {
                         (group.last_seq, group.last_ts_ns),
                     );
                     if let Err(e) = res {
-                        tracing::error!(error = %e, "market data store write failed");
+                        failed = true;
+                        tracing::error!(
+                            error = %e,
+                            "market data store write failed: it stops here, and the next \
+                             start replays the journal into it from its last good write"
+                        );
                     }
                 }
             });
@@ -733,6 +748,53 @@ impl Drop for StoreWriter {
 #[cfg(test)]
 mod tests {
     use super::FeedConfig;
+
+    /// A write that fails leaves the store at its last good group: a later group that
+    /// succeeds must not record an applied seq past the failed one's trades (the restart
+    /// would then never replay them).
+    #[test]
+    fn a_failed_store_write_stops_the_writer_rather_than_leave_a_gap() {
+        use super::{StoreWriter, state::BatchOutput, store::Store, store::StoredTrade};
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("marketdata.sqlite");
+        let store = std::sync::Arc::new(parking_lot::Mutex::new(Store::open(&path).unwrap()));
+        let trade = |id: u64| StoredTrade {
+            id,
+            pair: 0,
+            ts_ns: id as i64,
+            price: 100,
+            lots: 1,
+            quote: 100,
+            taker_buy: true,
+        };
+        let batch = |seq: u64| BatchOutput {
+            trades: vec![trade(seq)],
+            last_seq: seq,
+            last_ts_ns: seq as i64,
+            ..BatchOutput::default()
+        };
+        let writer = StoreWriter::start(store.clone());
+        writer.send(batch(1));
+        drop(writer); // writes what is queued
+        let set_query_only = |on: bool| {
+            store
+                .lock()
+                .conn()
+                .pragma_update(None, "query_only", on)
+                .unwrap();
+        };
+        set_query_only(true);
+        let writer = StoreWriter::start(store.clone());
+        writer.send(batch(2)); // fails
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        set_query_only(false);
+        writer.send(batch(3)); // the disk is fine again
+        drop(writer);
+        let loaded = store.lock().load(10).unwrap();
+        let ids: Vec<u64> = loaded.trades.iter().map(|t| t.id).collect();
+        assert_eq!(loaded.applied_seq, 1, "stored trades {ids:?}");
+        assert_eq!(ids, vec![1]);
+    }
 
     #[test]
     fn the_rings_hold_at_least_the_queue_bound_whoever_builds_the_config() {

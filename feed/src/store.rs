@@ -83,6 +83,12 @@ impl Store {
         Ok(Store { conn })
     }
 
+    /// The connection, for tests that make its writes fail.
+    #[cfg(test)]
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Loads the applied sequence, recent trades and candles.
     pub fn load(&self, candles_retained: usize) -> rusqlite::Result<Loaded> {
         let applied_seq = i2u(meta_get(&self.conn, "applied_seq")?);

@@ -97,6 +97,14 @@ impl TestServer {
         }
     }
 
+    /// Stops and returns how the stop went (a server whose pipeline failed reports it).
+    pub async fn stop_result(mut self) -> Result<(), api::server_error::ServerError> {
+        match self.running.take() {
+            Some(r) => r.stop().await,
+            None => Ok(()),
+        }
+    }
+
     /// The running server's state (its feed, to start the WebSocket drain on its own).
     pub fn state(&self) -> &api::AppState {
         &self.running.as_ref().expect("running").state

@@ -1,5 +1,8 @@
 //! Back office (scope `admin`).
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -212,16 +215,10 @@ pub async fn admin_audit(
     _: Scoped<ADMIN>,
 ) -> ApiResult<Json<AuditJson>> {
     let st = state.clone();
-    let audit = tokio::task::spawn_blocking(move || {
-        let guard = st.pipeline.read();
-        guard.as_ref().map(|p| p.query(|e| e.audit()))
-    })
-    .await
-    .map_err(|_| ApiError::internal())?
-    .ok_or_else(|| ApiError::unavailable("the engine is not running"))?
-    .map_err(|_| ApiError::unavailable("the engine is stopping"))?;
+    let (audit, model_totals) = tokio::task::spawn_blocking(move || audit_cut(&st))
+        .await
+        .map_err(|_| ApiError::internal())??;
     let m = state.model.markets.read();
-    let balances = state.model.balances.read();
     let mut all_ok = true;
     let mut currencies = Vec::new();
     for a in audit {
@@ -229,12 +226,13 @@ pub async fn admin_audit(
             .currency(a.currency)
             .map(|c| (c.spec.code.clone(), c.spec.decimals))
             .unwrap_or_default();
-        let model_total: u128 = balances
-            .iter()
-            .filter(|((_, c), _)| *c == a.currency.0)
-            .map(|(_, b)| u128::from(b.total()))
-            .sum();
-        let ok = a.ok() && model_total == a.accounts_total;
+        // The read model is compared with the engine only at a cut where both hold the same
+        // commands ([`audit_cut`]); without one (orders never stopped flowing) the figures
+        // are the engine's, checked as API.md defines `ok`.
+        let model_ok = model_totals
+            .as_ref()
+            .is_none_or(|t| t.get(&a.currency.0).copied().unwrap_or(0) == a.accounts_total);
+        let ok = a.ok() && model_ok;
         all_ok &= ok;
         let f = |v: u128| engine::units::format_units(v, d);
         currencies.push(AuditCurrency {
@@ -250,6 +248,65 @@ pub async fn admin_audit(
         ok: all_ok,
         currencies,
     }))
+}
+
+/// Attempts at a consistent cut before the audit gives up comparing the read model.
+const AUDIT_CUT_TRIES: usize = 20;
+/// Longest the audit looks for a cut, waits for the read model included: it holds the
+/// pipeline's read lock meanwhile, which a stop waits for.
+const AUDIT_CUT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The engine's audit figures and, when a consistent cut was found, the read model's
+/// account totals per currency at the same command.
+///
+/// The engine is ahead of the read model by the commands in flight (applied, not yet
+/// journaled or delivered), so comparing the two as they stand reported `ok: false` for
+/// every fee or deposit in flight: an audit under load was a false alarm one time in four.
+/// A cut: the engine's figures as of command `seq`, the read model waited for until it has
+/// been delivered `seq`, its totals read, then the engine asked again: if it has applied
+/// nothing since, the read model cannot hold anything past `seq` either, so the two are
+/// compared. Under a load that never pauses there may be no cut; then the read model is
+/// not compared (`None`) and `ok` is the engine's conservation check alone.
+type AuditCut = (Vec<engine::CurrencyAudit>, Option<HashMap<u16, u128>>);
+
+fn audit_cut(state: &AppState) -> ApiResult<AuditCut> {
+    let guard = state.pipeline.read();
+    let p = guard
+        .as_ref()
+        .ok_or_else(|| ApiError::unavailable("the engine is not running"))?;
+    let stopped = |_| ApiError::unavailable("the engine is stopping");
+    let model = &state.model;
+    let mut last = None;
+    let deadline = std::time::Instant::now() + AUDIT_CUT_WAIT;
+    for _ in 0..AUDIT_CUT_TRIES {
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        let (audit, seq) = p.query_at(|e, seq| (e.audit(), seq)).map_err(stopped)?;
+        while model.last_seq.load(Ordering::Acquire) < seq && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if model.last_seq.load(Ordering::Acquire) != seq {
+            last = Some(audit);
+            continue;
+        }
+        let mut totals: HashMap<u16, u128> = HashMap::new();
+        for ((_, currency), b) in model.balances.read().iter() {
+            *totals.entry(*currency).or_default() += u128::from(b.total());
+        }
+        let delivered = model.last_seq.load(Ordering::Acquire);
+        let again = p.query_at(|_, seq| seq).map_err(stopped)?;
+        if delivered == seq && again == seq {
+            return Ok((audit, Some(totals)));
+        }
+        last = Some(audit);
+    }
+    tracing::debug!("audit: no consistent cut with the read model under this load");
+    let audit = match last {
+        Some(audit) => audit,
+        None => p.query_at(|e, _| e.audit()).map_err(stopped)?,
+    };
+    Ok((audit, None))
 }
 
 /// Any account's wallet.

@@ -71,16 +71,8 @@ pub async fn health() -> impl IntoResponse {
 /// Readiness: recovered and the engine running.
 #[utoipa::path(get, path = "/ready", tag = "ops", responses((status = 200), (status = 503)))]
 pub async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let running = state
-        .pipeline
-        .read()
-        .as_ref()
-        .is_some_and(|p| p.failure().is_none());
-    if !running
-        || !state.model.recovered.load(Ordering::Acquire)
-        || state.shutting_down.load(Ordering::Acquire)
-    {
-        return Err(ApiError::unavailable("not ready"));
+    if let Some(why) = not_ready(&state) {
+        return Err(ApiError::unavailable(why));
     }
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
@@ -89,6 +81,38 @@ pub async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, A
             state.model.last_seq.load(Ordering::Acquire)
         ),
     ))
+}
+
+/// Why the server is not ready, in words for the operator: a bare "not ready" left them to
+/// guess between a start, a stop, a dead engine and a dead history store. The reasons name
+/// no file or system error (the log has those); the first that holds is given.
+fn not_ready(state: &AppState) -> Option<&'static str> {
+    let pipeline = state.pipeline.read();
+    match pipeline.as_ref() {
+        None => return Some("the engine is not running"),
+        Some(p) if p.failure().is_some() => {
+            return Some(
+                "the engine has stopped after a storage failure (a journal write or sync \
+                 error, see the server log): it accepts no commands; fix the cause and \
+                 restart the server, which recovers from the journal",
+            );
+        }
+        Some(_) => {}
+    }
+    if state.shutting_down.load(Ordering::Acquire) {
+        return Some("the server is shutting down");
+    }
+    if !state.model.recovered.load(Ordering::Acquire) {
+        return Some("the server is recovering");
+    }
+    if state.model.store_failed() {
+        return Some(
+            "the history store has stopped after a write error (see the server log): \
+             orders, fills, transactions and sign-ins cannot be read; fix the cause and \
+             restart the server, which rebuilds the store from the journal",
+        );
+    }
+    None
 }
 
 /// Prometheus text metrics.

@@ -242,24 +242,26 @@ pub async fn oauth_token(State(state): State<AppState>, req: Request) -> Respons
             "client authentication failed",
         );
     };
-    let found = state
-        .store
-        .read(|c| {
-            c.query_row(
-                "SELECT user_id, secret_hash, scopes FROM clients WHERE client_id = ?1",
-                [&client_id],
-                |r| {
-                    Ok((
-                        r.get::<_, u32>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, u8>(2)?,
-                    ))
-                },
-            )
-            .optional()
-        })
-        .ok()
-        .flatten();
+    let found = state.store.read(|c| {
+        c.query_row(
+            "SELECT user_id, secret_hash, scopes FROM clients WHERE client_id = ?1",
+            [&client_id],
+            |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u8>(2)?,
+                ))
+            },
+        )
+        .optional()
+    });
+    // A store that cannot be read is the server's trouble, not the client's credentials:
+    // it was answered `invalid_client`, and clients took their secret for wrong.
+    let found = match found {
+        Ok(found) => found,
+        Err(e) => return crate::error::ApiError::from(e).into_response(),
+    };
     // One argon2 verification whether or not the client exists (against a dummy hash when
     // it does not), so the answer's timing does not tell which client ids exist.
     let (user, phc, client_scopes) = match found {

@@ -427,6 +427,29 @@ impl Pipeline {
         rx.recv().map_err(|_| SubmitError::Stopped)
     }
 
+    /// [`Pipeline::query`], with the sequence number of the last command the engine has
+    /// applied (sequenced: it may not be durable or delivered yet). Two answers with the
+    /// same number saw the same engine, so whatever a listener holds once it has been
+    /// delivered up to that number is what the engine held then (the audit's consistent
+    /// cut).
+    pub fn query_at<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine, u64) -> R + Send + 'static,
+    ) -> Result<R, SubmitError> {
+        if self.shared.is_failed() || self.shared.router.is_stopped() {
+            return Err(SubmitError::Stopped);
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let job: sequencer::QueryAtJob = Box::new(move |e: &Engine, seq| {
+            let _ = tx.send(f(e, seq));
+        });
+        self.control
+            .send(sequencer::Control::QueryAt(job))
+            .map_err(|_| SubmitError::Stopped)?;
+        self.shared.router.wake_always();
+        rx.recv().map_err(|_| SubmitError::Stopped)
+    }
+
     /// The engine's state hash (see [`crate::state::state_hash`]), asked of the engine thread.
     pub fn state_hash(&self) -> Result<u64, SubmitError> {
         self.query(|e| e.state_hash())

@@ -25,9 +25,14 @@ use crate::ids::PairId;
 use crate::state;
 
 /// A message to the engine thread outside the rings.
+/// A query told the sequence number of the last command the engine has applied.
+pub(crate) type QueryAtJob = Box<dyn FnOnce(&Engine, u64) + Send>;
+
 pub(crate) enum Control {
     /// Run a read-only query against the engine as it stands.
     Query(Box<dyn FnOnce(&Engine) + Send>),
+    /// The same, told the sequence number of the last command the engine has applied.
+    QueryAt(QueryAtJob),
     /// Drain every ring, write a final snapshot, stop.
     Shutdown,
 }
@@ -75,6 +80,7 @@ impl Sequencer {
             while let Ok(msg) = self.control.try_recv() {
                 match msg {
                     Control::Query(f) => f(&self.engine),
+                    Control::QueryAt(f) => f(&self.engine, self.next_seq - 1),
                     Control::Shutdown => shutting_down = true,
                 }
             }

@@ -1,0 +1,142 @@
+//! What `bourse serve` writes to its log at start, read as an operator reads it: from a
+//! file (the log of a service is rarely a terminal). A process-level test: the log is set
+//! up by the binary, which no in-process server goes through.
+//!
+//! After a `kill -9` the journal can end in a torn record (a write the crash cut short,
+//! never acknowledged); recovery cuts it. The pipeline's recovery report said so, but the
+//! server never logged the report: the log said only `engine recovered last_seq=N`, so an
+//! operator could not tell a clean start from a repaired one. And the log was full of ANSI
+//! colour codes when written to a file.
+
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+/// Kills the server when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `bourse serve` on `dir`, its log (stdout and stderr) appended to `log`.
+fn spawn(dir: &std::path::Path, port: u16, log: &std::path::Path) -> Server {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let err = out.try_clone().expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_bourse"))
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("BOURSE_ADMIN_CLIENT_ID", "log-admin")
+        .env("BOURSE_ADMIN_CLIENT_SECRET", "log-admin-secret")
+        .env("BOURSE_ARGON2_MEMORY_KIB", "64")
+        .env("BOURSE_DURABILITY", "none")
+        .env("RUST_LOG", "info")
+        .env("BOURSE_DURABLITY", "none")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("spawn bourse");
+    Server(child)
+}
+
+async fn wait_ready(base: &str) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{base}/ready")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server not ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_says_what_recovery_repaired_in_plain_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let log = tmp.path().join("bourse.log");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = spawn(&dir, port, &log);
+    wait_ready(&base).await;
+    // kill -9: no final snapshot, the journal as the crash left it.
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    drop(server);
+    // A torn tail: half a record's worth of bytes after the last whole one.
+    let journal = dir.join("journal");
+    let mut segments: Vec<_> = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    let last = segments.last().expect("a journal segment");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(last)
+        .unwrap()
+        .write_all(&[0x5a; 11])
+        .unwrap();
+    std::fs::write(&log, b"").unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let server = spawn(&dir, port, &log);
+    wait_ready(&base).await;
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escapes in a log written to a file:\n{text:?}"
+    );
+    let start = text
+        .lines()
+        .find(|l| l.contains(" starting "))
+        .unwrap_or_else(|| panic!("no start line:\n{text}"));
+    assert!(start.contains(&format!("bind=127.0.0.1:{port}")), "{start}");
+    assert!(start.contains("data_dir="), "{start}");
+    assert!(start.contains("durability=none"), "{start}");
+    let recovered = text
+        .lines()
+        .find(|l| l.contains("engine recovered"))
+        .unwrap_or_else(|| panic!("no recovery line:\n{text}"));
+    assert!(recovered.contains("last_seq="), "{recovered}");
+    assert!(
+        recovered.contains("truncated torn tail of 11 bytes"),
+        "the cut tail is not reported:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("WARN") && l.contains("torn journal tail")),
+        "no warning about the repair:\n{text}"
+    );
+    // A misspelt variable is named, not silently ignored.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("WARN") && l.contains("var=BOURSE_DURABLITY")),
+        "no warning about BOURSE_DURABLITY:\n{text}"
+    );
+    assert!(!text.contains("var=BOURSE_DURABILITY"), "{text}");
+}
