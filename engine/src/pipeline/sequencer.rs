@@ -24,10 +24,11 @@ use crate::engine::Engine;
 use crate::ids::PairId;
 use crate::state;
 
-/// A message to the engine thread outside the rings.
-/// A query told the sequence number of the last command the engine has applied.
+/// A query told the sequence number of the last command the engine has applied (on this
+/// thread, every command applied has also been delivered when a query runs).
 pub(crate) type QueryAtJob = Box<dyn FnOnce(&Engine, u64) + Send>;
 
+/// A message to the engine thread outside the rings.
 pub(crate) enum Control {
     /// Run a read-only query against the engine as it stands.
     Query(Box<dyn FnOnce(&Engine) + Send>),
