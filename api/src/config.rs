@@ -316,6 +316,12 @@ pub struct Config {
     /// Slots of each of the engine's command rings (one per pair plus one); a full ring is
     /// a 503. At least 1.
     pub ring_capacity: usize,
+    /// Threads of the async runtime that serves HTTP and the WebSockets (0: one per CPU,
+    /// the default; at most [`MAX_WORKER_THREADS`]). On a machine whose cores the engine
+    /// thread, the history store and a load generator share, one worker makes an order
+    /// placed cheaper (no wake-ups and task moves between workers) at the cost of the
+    /// WebSocket fan-out's second core (README, Configuration).
+    pub worker_threads: usize,
     /// Most resting orders one book may hold (1 to [`engine::MAX_ORDERS_PER_BOOK`]); a GTC
     /// order that would rest whole on a full book (it does not cross) is refused with a 503
     /// (matching rules version 2 and later; start-up moves the engine to the newest). Applied at start by
@@ -381,6 +387,7 @@ impl Default for Config {
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
             argon2_max_pending: 64,
+            worker_threads: 0,
             ring_capacity: 65_536,
             max_orders_per_book: DEFAULT_MAX_ORDERS_PER_BOOK,
             max_open_orders_per_account: DEFAULT_MAX_OPEN_ORDERS_PER_ACCOUNT,
@@ -424,6 +431,8 @@ pub const MAX_RING_CAPACITY: usize = 1 << 20;
 /// The default `max_connections`: room for the feed's default 20,000 WebSockets and the
 /// HTTP clients beside them.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 25_000;
+/// The largest `worker_threads`.
+pub const MAX_WORKER_THREADS: usize = 256;
 /// The largest `argon2_max_pending`.
 pub const MAX_ARGON2_PENDING: u64 = 65_536;
 /// The largest `header_timeout_secs` and `body_timeout_secs` (an hour).
@@ -443,6 +452,7 @@ const WHOLE_NUMBER: &str = "a whole number";
 const TOKEN_TTL_RANGE: &str = "a whole number from 1 to 315360000";
 const HISTORY_TIMEOUT_RANGE: &str = "a whole number from 1 to 3600000";
 const RING_CAPACITY_RANGE: &str = "a whole number from 1 to 1048576";
+const WORKER_THREADS_RANGE: &str = "a whole number from 0 to 256";
 const BURST_RANGE: &str = "a whole number from 1 to 4294967295";
 const MAX_CONNECTIONS_RANGE: &str = BURST_RANGE;
 const HEADER_TIMEOUT_RANGE: &str = "a whole number from 1 to 3600";
@@ -565,6 +575,12 @@ impl Config {
                 self.ring_capacity as u64,
                 1,
                 MAX_RING_CAPACITY as u64,
+            ),
+            (
+                "worker_threads",
+                self.worker_threads as u64,
+                0,
+                MAX_WORKER_THREADS as u64,
             ),
             // No argon2 run would refuse every sign-in; past 65,536 waiting, the last
             // would wait minutes.
@@ -693,6 +709,9 @@ impl Config {
         }
         if let Some(v) = var("BOURSE_RING_CAPACITY") {
             self.ring_capacity = parse_var("BOURSE_RING_CAPACITY", v, RING_CAPACITY_RANGE)?;
+        }
+        if let Some(v) = var("BOURSE_WORKER_THREADS") {
+            self.worker_threads = parse_var("BOURSE_WORKER_THREADS", v, WORKER_THREADS_RANGE)?;
         }
         if let Some(v) = var("BOURSE_ADMIN_CLIENT_ID") {
             self.admin_client_id = Some(v);
@@ -828,6 +847,25 @@ mod tests {
     fn refused(vars: &[(&str, &str)]) -> String {
         with_vars(vars).expect_err("refused").to_string()
     }
+    /// `worker_threads`: 0 (one per CPU) by default, a count from the variable or the file,
+    /// and a count past the bound or not a number refused with the setting's range.
+    #[test]
+    fn worker_threads_default_to_one_per_cpu_and_are_bounded() {
+        assert_eq!(Config::default().worker_threads, 0);
+        let c = with_vars(&[("BOURSE_WORKER_THREADS", "1")]).expect("accepted");
+        assert_eq!(c.worker_threads, 1);
+        let c: Config = toml::from_str("worker_threads = 3\n").expect("parses");
+        assert_eq!(c.worker_threads, 3);
+        for bad in ["257", "-1", "two"] {
+            let e = refused(&[("BOURSE_WORKER_THREADS", bad)]);
+            assert!(
+                e.contains("BOURSE_WORKER_THREADS") || e.contains("worker_threads"),
+                "{e}"
+            );
+            assert!(e.contains("256"), "{e}");
+        }
+    }
+
     /// A ranged setting's variable that does not parse names the setting's own range (what
     /// `validate` checks), not its type's; and a burst of 0, which would refuse every
     /// request, is refused rather than taken as 1.

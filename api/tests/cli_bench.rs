@@ -46,6 +46,8 @@ fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
         "--clients",
         "2",
         "--no-cancel",
+        "--server-worker-threads",
+        "1",
     ]);
     // One document on stdout: the runs' reports and their spread.
     let [doc] = &docs[..] else {

@@ -93,6 +93,10 @@ pub struct HttpBenchArgs {
     /// compare two builds under the same load generator.
     #[arg(long, requires = "spawn_server")]
     pub server_exe: Option<std::path::PathBuf>,
+    /// With `--spawn-server`: the spawned server's `worker_threads` setting (default: the
+    /// server's own, one per CPU).
+    #[arg(long, requires = "spawn_server")]
+    pub server_worker_threads: Option<usize>,
     /// Run the whole bench this many times and end with the spread of the runs (lowest,
     /// median and highest creates/s, create p99, `/health`/s and their ratio).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -134,7 +138,7 @@ pub fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
     for _ in 0..args.runs {
         let report = match &exe {
             Some(exe) => {
-                let server = SpawnedServer::start(exe)?;
+                let server = SpawnedServer::start(exe, args.server_worker_threads)?;
                 let mut on_it = args.clone();
                 on_it.url = server.url();
                 on_it.server_pid = Some(server.pid());

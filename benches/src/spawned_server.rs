@@ -38,9 +38,12 @@ pub struct SpawnedServer {
 
 impl SpawnedServer {
     /// Starts `exe serve` on a free loopback port with the rate limit off and a generated
-    /// admin, and waits until the address takes connections (the bench then waits for
-    /// `/ready` itself).
-    pub fn start(exe: &std::path::Path) -> anyhow::Result<SpawnedServer> {
+    /// admin (and `worker_threads` when given), and waits until the address takes
+    /// connections (the bench then waits for `/ready` itself).
+    pub fn start(
+        exe: &std::path::Path,
+        worker_threads: Option<usize>,
+    ) -> anyhow::Result<SpawnedServer> {
         let dir = tempfile::Builder::new()
             .prefix("bourse-bench-")
             .tempdir()
@@ -58,6 +61,9 @@ impl SpawnedServer {
             if name.to_string_lossy().starts_with("BOURSE_") {
                 command.env_remove(&name);
             }
+        }
+        if let Some(n) = worker_threads {
+            command.env("BOURSE_WORKER_THREADS", n.to_string());
         }
         let child = command
             .arg("serve")
