@@ -8,7 +8,6 @@
 //! operator could not tell a clean start from a repaired one. And the log was full of ANSI
 //! colour codes when written to a file.
 
-use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -94,12 +93,17 @@ async fn the_log_says_what_recovery_repaired_in_plain_text() {
         .collect();
     segments.sort();
     let last = segments.last().expect("a journal segment");
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(last)
-        .unwrap()
-        .write_all(&[0x5a; 11])
-        .unwrap();
+    // The segment ends in the zeros the writer lays down ahead of its appends: the torn
+    // bytes go right after the last whole record, where an interrupted write leaves them.
+    let bytes = std::fs::read(last).unwrap();
+    let mut end = 0;
+    while let Ok(record) = engine::pipeline::record::parse(&bytes[end..]) {
+        end += record.len;
+    }
+    assert!(end > 0, "no whole record in {}", last.display());
+    let mut torn = bytes[..end].to_vec();
+    torn.extend_from_slice(&[0x5a; 11]);
+    std::fs::write(last, &torn).unwrap();
     std::fs::write(&log, b"").unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");

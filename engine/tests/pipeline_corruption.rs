@@ -1,5 +1,6 @@
 //! Journal damage: a flipped byte in the middle stops start-up with an error naming the file
-//! and the offset; a tail cut mid-record is a torn write and is truncated.
+//! and the offset; a tail cut mid-record is a torn write and is truncated. The zeros the
+//! writer lays down ahead of its appends are cut at start without being called damage.
 
 mod pipeline_support;
 
@@ -47,6 +48,11 @@ fn flipped_byte_refuses_and_torn_tail_recovers() {
     let config = PipelineConfig::new(dir.path());
     let live = fill(&config);
     let seg = dir.path().join("journal/00000000000000000001.seg");
+    // A clean start cuts the zeros written ahead: `original` is the records alone.
+    Pipeline::start(config.clone(), Box::new(Recorder::needing_nothing()))
+        .unwrap()
+        .shutdown()
+        .unwrap();
     let original = std::fs::read(&seg).unwrap();
 
     // A flipped byte in the middle: refused, with file and offset.
@@ -91,6 +97,42 @@ fn flipped_byte_refuses_and_torn_tail_recovers() {
     // The truncated journal plus the new record reads back clean.
     let p = Pipeline::start(config, Box::new(Recorder::needing_all())).unwrap();
     assert_eq!(p.recovery_report().last_seq, COMMANDS);
+    assert_eq!(p.recovery_report().truncated_bytes, 0);
+    p.shutdown().unwrap();
+}
+
+#[test]
+fn zeros_written_ahead_are_cut_at_start_and_not_reported_as_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PipelineConfig::new(dir.path());
+    fill(&config);
+    let seg = dir.path().join("journal/00000000000000000001.seg");
+    let written = std::fs::read(&seg).unwrap();
+    let prefill = engine::pipeline::storage::PREFILL_BYTES as usize;
+
+    let p = Pipeline::start(config.clone(), Box::new(Recorder::needing_nothing())).unwrap();
+    let report = p.recovery_report().clone();
+    assert_eq!(report.last_seq, COMMANDS);
+    assert_eq!(report.truncated_bytes, 0, "{report}");
+    assert_eq!(report.truncated_file, None);
+    // The segment ended in zeros (at most the amount written ahead), now cut.
+    let records = std::fs::metadata(&seg).unwrap().len() as usize;
+    assert!(
+        records > 0 && records < written.len(),
+        "{records} of {}",
+        written.len()
+    );
+    assert!(written.len() - records <= prefill);
+    assert!(written[records..].iter().all(|&b| b == 0));
+    // Appends go on where the records end, over new zeros.
+    let s = submit_wait(&p, Stream::new(99).next_command());
+    assert_eq!(s.seq, COMMANDS + 1);
+    p.shutdown().unwrap();
+    let after = std::fs::read(&seg).unwrap();
+    assert_eq!(after[..records], written[..records]);
+
+    let p = Pipeline::start(config, Box::new(Recorder::needing_nothing())).unwrap();
+    assert_eq!(p.recovery_report().last_seq, COMMANDS + 1);
     assert_eq!(p.recovery_report().truncated_bytes, 0);
     p.shutdown().unwrap();
 }

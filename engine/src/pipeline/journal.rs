@@ -106,9 +106,10 @@ impl JournalWriter {
     }
 
     fn roll(&mut self, first_seq: u64) -> io::Result<()> {
-        // The old segment's tail must be durable before records after it are: recovery only
-        // tolerates a torn tail in the last segment.
-        self.file.sync_data()?;
+        // The old segment's tail must be durable, and its zeros written ahead cut, before
+        // records after it are: recovery only tolerates a torn (or zero) tail in the last
+        // segment.
+        self.file.finish()?;
         self.dirty = false;
         let path = self.dir.join(segment_name(first_seq));
         self.file = self.storage.open_append(&path)?;

@@ -10,7 +10,8 @@
 //!    record is checked (length, checksum, sequence continuity) and applied. Segments wholly
 //!    covered by the snapshot are not read.
 //! 4. A bad record in the last segment with no valid record after it is a torn tail (a
-//!    write that was never acknowledged): the segment is truncated there. A bad record
+//!    write that was never acknowledged), or the zeros the writer lays down ahead of its
+//!    appends ([`super::storage::PREFILL_BYTES`]): the segment is truncated there. A bad record
 //!    anywhere else, or followed by a valid one, is corruption: start-up stops with an error
 //!    naming the file and the byte offset. So does a record a newer build wrote that this
 //!    one cannot honour: an unknown command (it does not decode) or a matching-rules version
@@ -284,6 +285,8 @@ pub(crate) fn recover(
             ));
         }
         let mut off = 0usize;
+        // The segment's bytes up to the end of its last valid record.
+        let mut valid = buf.len() as u64;
         while off < buf.len() {
             let rec = match record::parse(&buf[off..]) {
                 Ok(r) => r,
@@ -301,11 +304,16 @@ pub(crate) fn recover(
                             format!("bad record ({bad:?}) before the last segment"),
                         ));
                     }
-                    report.truncated_bytes = (buf.len() - off) as u64;
-                    report.truncated_file = Some(path.clone());
+                    // Zeros are the space the writer lays down ahead of its appends
+                    // (`storage::PREFILL_BYTES`), not a torn write: cut without a report.
+                    if buf[off..].iter().any(|&b| b != 0) {
+                        report.truncated_bytes = (buf.len() - off) as u64;
+                        report.truncated_file = Some(path.clone());
+                    }
                     storage
                         .truncate(path, off as u64)
                         .map_err(io_err("truncate", path))?;
+                    valid = off as u64;
                     break;
                 }
             };
@@ -347,11 +355,6 @@ pub(crate) fn recover(
             off += rec.len;
         }
         if is_last {
-            let valid = if report.truncated_file.as_ref() == Some(path) {
-                buf.len() as u64 - report.truncated_bytes
-            } else {
-                buf.len() as u64
-            };
             if valid == 0 && *name_seq != last_seq + 1 {
                 // An empty segment whose name no longer fits: start a fresh one.
                 storage.remove(path).map_err(io_err("remove", path))?;

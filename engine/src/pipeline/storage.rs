@@ -5,6 +5,14 @@
 //! synced apart from what is durable, and on a (seeded) crash loses all or a random part of
 //! the unsynced tail of every file. Paths are whatever the pipeline passes (under
 //! `data_dir`); `SimDisk` treats them as plain keys.
+//!
+//! [`FsStorage`]'s append files are written over zeros laid down ahead of the writer
+//! ([`PREFILL_BYTES`] at a time): an `fdatasync` after an append that grows the file must
+//! also commit the file system's journal (the new size, the new blocks), one after an
+//! overwrite flushes the data alone. On this project's disk (ext4) that made a sync of a
+//! batch 30-40 % shorter (`benches/scripts/fsync_prefill.py`). A file so written ends in
+//! zeros until [`AppendFile::finish`] cuts them; recovery reads a zero tail as the end of the
+//! journal (a zero header is never a valid record) and cuts it too.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,7 +29,14 @@ pub trait AppendFile: Send + fmt::Debug {
     fn append(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Makes every byte appended so far durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
+    /// Makes every byte appended so far durable and leaves the file exactly that long (cuts
+    /// the zeros written ahead), before the file is closed for good.
+    fn finish(&mut self) -> io::Result<()>;
 }
+
+/// Zeros [`FsStorage`] writes ahead of an append file's end at a time (a sync that grows
+/// the file comes once per this many bytes appended instead of at every batch).
+pub const PREFILL_BYTES: u64 = 1 << 20;
 
 /// File operations over a directory tree.
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
@@ -49,15 +64,53 @@ pub struct FsStorage;
 #[derive(Debug)]
 struct FsAppend {
     file: File,
+    /// Bytes appended: where the next append goes.
+    end: u64,
+    /// The file's length: zeros from `end` to here.
+    prefilled: u64,
+    /// Writing zeros ahead failed once (no space): appends go on without them.
+    prefill_failed: bool,
 }
 
 impl AppendFile for FsAppend {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all(buf)
+        use std::os::unix::fs::FileExt;
+        let new_end = self.end + buf.len() as u64;
+        if new_end > self.prefilled && !self.prefill_failed {
+            // Zeros ahead are a speed-up, not a need: where they do not fit (a disk that
+            // is nearly full) the records are written without them, and only a record that
+            // itself cannot be written is an error.
+            static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+            let target = new_end + PREFILL_BYTES;
+            while self.prefilled < target {
+                let n = (target - self.prefilled).min(ZEROS.len() as u64);
+                if self
+                    .file
+                    .write_all_at(&ZEROS[..n as usize], self.prefilled)
+                    .is_err()
+                {
+                    // Part of the chunk may be there: the file's length says how much.
+                    self.prefilled = self.file.metadata()?.len().max(self.end);
+                    self.prefill_failed = true;
+                    break;
+                }
+                self.prefilled += n;
+            }
+        }
+        self.file.write_all_at(buf, self.end)?;
+        self.end = new_end;
+        self.prefilled = self.prefilled.max(new_end);
+        Ok(())
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.file.set_len(self.end)?;
+        self.prefilled = self.end;
+        self.file.sync_all()
     }
 }
 
@@ -82,8 +135,18 @@ impl Storage for FsStorage {
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Box::new(FsAppend { file }))
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        let end = file.metadata()?.len();
+        Ok(Box::new(FsAppend {
+            file,
+            end,
+            prefilled: end,
+            prefill_failed: false,
+        }))
     }
 
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -257,6 +320,10 @@ impl AppendFile for SimAppend {
             Ok(())
         })
     }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.sync_data()
+    }
 }
 
 fn not_found() -> io::Error {
@@ -342,6 +409,38 @@ impl Storage for SimDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Appends land over zeros written ahead; `finish` cuts them; reopening goes on at the
+    /// end.
+    #[test]
+    fn fs_appends_write_over_zeros_and_finish_cuts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("seg");
+        let mut f = FsStorage.open_append(&p).unwrap();
+        f.append(b"hello").unwrap();
+        f.append(b" world").unwrap();
+        f.sync_data().unwrap();
+        let data = fs::read(&p).unwrap();
+        assert_eq!(data.len() as u64, 5 + PREFILL_BYTES);
+        assert_eq!(&data[..11], b"hello world");
+        assert!(data[11..].iter().all(|&b| b == 0));
+        // Past the zeros: more are laid down after the new end.
+        let big = vec![7u8; PREFILL_BYTES as usize];
+        f.append(&big).unwrap();
+        let data = fs::read(&p).unwrap();
+        assert_eq!(data.len() as u64, 11 + 2 * PREFILL_BYTES);
+        assert!(data[11..11 + big.len()].iter().all(|&b| b == 7));
+        assert!(data[11 + big.len()..].iter().all(|&b| b == 0));
+        f.finish().unwrap();
+        assert_eq!(fs::read(&p).unwrap().len(), 11 + big.len());
+        drop(f);
+        let mut f = FsStorage.open_append(&p).unwrap();
+        f.append(b"!").unwrap();
+        f.finish().unwrap();
+        let data = fs::read(&p).unwrap();
+        assert_eq!(data.len(), 12 + big.len());
+        assert_eq!(data[data.len() - 1], b'!');
+    }
 
     #[test]
     fn crash_loses_unsynced_data_only() {
