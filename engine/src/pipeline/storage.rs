@@ -10,7 +10,10 @@
 //! ([`PREFILL_BYTES`] at a time): an `fdatasync` after an append that grows the file must
 //! also commit the file system's journal (the new size, the new blocks), one after an
 //! overwrite flushes the data alone. On this project's disk (ext4) that made a sync of a
-//! batch 30-40 % shorter (`benches/scripts/fsync_prefill.py`). A file so written ends in
+//! batch 30-40 % shorter (`benches/scripts/fsync_prefill.py`; `fallocate` instead of zeros
+//! gave half of that, its unwritten extents still need a commit when first written), and
+//! under `bourse bench http` the mean sync fell from 336-484 to 286-321 us. Large appends
+//! ([`PREFILL_MAX_APPEND`]) skip the zeros: they amortize the commit themselves. A file so written ends in
 //! zeros until [`AppendFile::finish`] cuts them; recovery reads a zero tail as the end of the
 //! journal (a zero header is never a valid record) and cuts it too.
 
@@ -37,6 +40,11 @@ pub trait AppendFile: Send + fmt::Debug {
 /// Zeros [`FsStorage`] writes ahead of an append file's end at a time (a sync that grows
 /// the file comes once per this many bytes appended instead of at every batch).
 pub const PREFILL_BYTES: u64 = 1 << 20;
+
+/// Appends of at least this many bytes are written without zeros ahead (in
+/// `bourse bench pipeline`, batches of ~120 KB, writing every byte twice raised the ack
+/// p99 from 1.2-1.3 to 2.3-2.8 ms for no shorter sync).
+pub const PREFILL_MAX_APPEND: usize = 64 << 10;
 
 /// File operations over a directory tree.
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
@@ -76,7 +84,9 @@ impl AppendFile for FsAppend {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         let new_end = self.end + buf.len() as u64;
-        if new_end > self.prefilled && !self.prefill_failed {
+        // A large append pays the file system's journal commit over its own bytes: only
+        // small ones (a closed loop's batches) are worth the zeros' doubled writes.
+        if new_end > self.prefilled && !self.prefill_failed && buf.len() < PREFILL_MAX_APPEND {
             // Zeros ahead are a speed-up, not a need: where they do not fit (a disk that
             // is nearly full) the records are written without them, and only a record that
             // itself cannot be written is an error.
@@ -424,21 +434,26 @@ mod tests {
         assert_eq!(data.len() as u64, 5 + PREFILL_BYTES);
         assert_eq!(&data[..11], b"hello world");
         assert!(data[11..].iter().all(|&b| b == 0));
-        // Past the zeros: more are laid down after the new end.
+        // A large append past the zeros is written without new ones.
         let big = vec![7u8; PREFILL_BYTES as usize];
         f.append(&big).unwrap();
         let data = fs::read(&p).unwrap();
-        assert_eq!(data.len() as u64, 11 + 2 * PREFILL_BYTES);
-        assert!(data[11..11 + big.len()].iter().all(|&b| b == 7));
-        assert!(data[11 + big.len()..].iter().all(|&b| b == 0));
+        assert_eq!(data.len(), 11 + big.len());
+        assert!(data[11..].iter().all(|&b| b == 7));
+        // A small one past the end lays zeros down again after it.
+        f.append(b"?").unwrap();
+        let data = fs::read(&p).unwrap();
+        assert_eq!(data.len() as u64, 12 + big.len() as u64 + PREFILL_BYTES);
+        assert_eq!(data[11 + big.len()], b'?');
+        assert!(data[12 + big.len()..].iter().all(|&b| b == 0));
         f.finish().unwrap();
-        assert_eq!(fs::read(&p).unwrap().len(), 11 + big.len());
+        assert_eq!(fs::read(&p).unwrap().len(), 12 + big.len());
         drop(f);
         let mut f = FsStorage.open_append(&p).unwrap();
         f.append(b"!").unwrap();
         f.finish().unwrap();
         let data = fs::read(&p).unwrap();
-        assert_eq!(data.len(), 12 + big.len());
+        assert_eq!(data.len(), 13 + big.len());
         assert_eq!(data[data.len() - 1], b'!');
     }
 
