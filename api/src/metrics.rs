@@ -88,8 +88,9 @@ impl Metrics {
     }
 }
 
-/// The whole `/metrics` text.
-pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
+/// The whole `/metrics` text; `stats` is the pipeline's, with whether it has failed for
+/// good, when there is a pipeline.
+pub fn render(shared: &Shared, stats: Option<(PipelineStats, bool)>) -> String {
     let mut out = String::new();
     out.push_str("# HELP bourse_http_requests_total HTTP requests by route and status.\n");
     out.push_str("# TYPE bourse_http_requests_total counter\n");
@@ -164,7 +165,13 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
         "bourse_trades_total {}",
         model.trades_total.load(Ordering::Relaxed)
     );
-    if let Some(s) = stats {
+    if let Some((s, failed)) = stats {
+        let _ = writeln!(
+            out,
+            "# HELP bourse_engine_failed 1 once the engine has stopped for good after a storage failure (restart the server), else 0."
+        );
+        let _ = writeln!(out, "# TYPE bourse_engine_failed gauge");
+        let _ = writeln!(out, "bourse_engine_failed {}", u8::from(failed));
         let _ = writeln!(
             out,
             "# HELP bourse_pipeline_commands_total Commands sequenced since start (replay not included)."

@@ -1235,8 +1235,11 @@ impl Conn {
                 if !ended.is_empty() {
                     self.reply(json!({"op": "unsubscribed", "id": Value::Null, "channels": ended}));
                 }
+                // When the grant ends: the client re-auths before it without keeping the
+                // token endpoint's `expires_in` (an extension of API.md's reply).
+                let expires_at = crate::views::rfc3339_ms(grant.expires_ns);
                 self.grant = Some(grant);
-                self.reply(json!({"op": "authenticated", "id": id}));
+                self.reply(json!({"op": "authenticated", "id": id, "expiresAt": expires_at}));
             }
             None => self.error(id, "UNAUTHORIZED", "invalid or expired token"),
         }

@@ -176,7 +176,10 @@ pub async fn signed_in(base: &str, token: &str, channels: &[&str]) -> TcpStream 
         serde_json::json!({"op": "auth", "id": 1, "token": token}),
     )
     .await;
-    assert_eq!(r, serde_json::json!({"op": "authenticated", "id": 1}));
+    assert_eq!(
+        without_expiry(r),
+        serde_json::json!({"op": "authenticated", "id": 1})
+    );
     let r = request(
         &mut ws,
         2,
@@ -185,4 +188,21 @@ pub async fn signed_in(base: &str, token: &str, channels: &[&str]) -> TcpStream 
     .await;
     assert_eq!(r["op"], "subscribed", "{r}");
     ws
+}
+
+/// An `authenticated` reply without its `expiresAt`, after checking that it is an RFC 3339
+/// time in the future (the token's expiry): what is left compares exactly.
+pub fn without_expiry(mut reply: serde_json::Value) -> serde_json::Value {
+    let at = reply
+        .as_object_mut()
+        .and_then(|o| o.remove("expiresAt"))
+        .unwrap_or_else(|| panic!("an authenticated reply without expiresAt: {reply}"));
+    let at = at.as_str().expect("expiresAt is a string");
+    let ms = feed::views::parse_time_ms(at).unwrap_or_else(|| panic!("expiresAt {at}"));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64;
+    assert!(ms > now_ms, "expiresAt {at} is not in the future");
+    reply
 }

@@ -4,7 +4,8 @@
 //! answered `/ready` 200, every history read with a 500 `INTERNAL_ERROR` (and an error line
 //! in the log per read), and every sign-in with 401 `invalid_client`, so clients took their
 //! credentials for wrong. A journal that cannot be written stopped the engine for good, and
-//! `/ready` said only "not ready" while orders were told "the engine is stopping".
+//! `/ready` said only "not ready" while orders were told "the engine is stopping"; `/health`
+//! still answered 200, so a supervisor probing liveness never restarted the process.
 
 use bourse_tests::*;
 
@@ -132,6 +133,18 @@ async fn a_journal_that_cannot_be_written_stops_the_engine_loudly() {
     let detail = ready["detail"].as_str().unwrap();
     assert!(detail.contains("storage failure"), "{detail}");
     assert!(!detail.contains(&mnt.display().to_string()), "{detail}");
+    // Liveness fails too, so a supervisor restarts the process; the dashboard shows it.
+    let (st, health) = s.get("/health", None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert_eq!(health["code"], "SERVICE_UNAVAILABLE", "{health}");
+    let detail = health["detail"].as_str().unwrap();
+    assert!(detail.contains("restart"), "{detail}");
+    let (st, text) = s.get_text("/metrics").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        text.lines().any(|l| l == "bourse_engine_failed 1"),
+        "no failed gauge:\n{text}"
+    );
     // Stopping reports the failure; with room again, every acknowledged order is there.
     let stopped = s.stop_result().await;
     assert!(

@@ -134,6 +134,7 @@ async fn a_rebuilt_history_store_is_not_counted_again() {
     let text = metrics(&s).await;
     assert_eq!(sample(&text, "bourse_orders_total"), 6, "{text}");
     assert_eq!(sample(&text, "bourse_trades_total"), 3, "{text}");
+    assert_eq!(sample(&text, "bourse_engine_failed"), 0, "{text}");
     let s = s
         .restart_with(|dir| {
             for f in ["history.sqlite", "history.sqlite-wal", "history.sqlite-shm"] {

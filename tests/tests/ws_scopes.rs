@@ -19,7 +19,10 @@ async fn authenticated(s: &TestServer, token: &str) -> TcpStream {
 
 async fn auth(ws: &mut TcpStream, id: u64, token: &str) {
     let r = request(ws, id, json!({"op": "auth", "id": id, "token": token})).await;
-    assert_eq!(r, json!({"op": "authenticated", "id": id}));
+    assert_eq!(
+        bourse_tests::ws::without_expiry(r),
+        json!({"op": "authenticated", "id": id})
+    );
 }
 
 async fn subscribe(ws: &mut TcpStream, id: u64, channels: &[&str]) -> Value {
@@ -276,7 +279,7 @@ async fn a_re_auth_says_which_private_channels_it_ended() {
         json!({"op": "unsubscribed", "id": null, "channels": ["wallet"]})
     );
     assert_eq!(
-        next_op(&mut ws).await,
+        bourse_tests::ws::without_expiry(next_op(&mut ws).await),
         json!({"op": "authenticated", "id": 3})
     );
 
@@ -286,14 +289,45 @@ async fn a_re_auth_says_which_private_channels_it_ended() {
         json!({"op": "unsubscribed", "id": null, "channels": ["orders", "fills"]})
     );
     assert_eq!(
-        next_op(&mut ws).await,
+        bourse_tests::ws::without_expiry(next_op(&mut ws).await),
         json!({"op": "authenticated", "id": 4})
     );
 
     subscribed(&mut ws, 5, &["wallet"]).await;
     bourse_tests::ws::send(&mut ws, &auth_msg(6, &bob.token)).await;
     assert_eq!(
-        next_op(&mut ws).await,
+        bourse_tests::ws::without_expiry(next_op(&mut ws).await),
         json!({"op": "authenticated", "id": 6})
     );
+}
+
+/// The `authenticated` reply says when the token expires (`expiresAt`, an extension of
+/// API.md's reply): the token endpoint's `expires_in` from the moment it was issued, so a
+/// client knows when to re-auth without keeping that number itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authenticated_reply_says_when_the_token_expires() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let before = now_ms();
+    let (st, body) = s.token(&alice.client_id, &alice.secret, None).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let after = now_ms();
+    let token = body["access_token"].as_str().unwrap();
+    let ttl_ms = body["expires_in"].as_i64().unwrap() * 1000;
+    let mut ws = connect(&s.base).await;
+    let r = request(&mut ws, 1, json!({"op": "auth", "id": 1, "token": token})).await;
+    assert_eq!(r["op"], "authenticated", "{r}");
+    let at = r["expiresAt"].as_str().expect("expiresAt");
+    let at_ms = feed::views::parse_time_ms(at).expect("an RFC 3339 time");
+    assert!(
+        at_ms >= before + ttl_ms - 1000 && at_ms <= after + ttl_ms + 1000,
+        "expiresAt {at} is not issue time + {ttl_ms} ms"
+    );
+    s.stop().await;
 }

@@ -59,13 +59,28 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
 
-/// Liveness.
-#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200)))]
-pub async fn health() -> impl IntoResponse {
-    (
+/// Liveness: 200 while the process can still serve, also while it starts, recovers or
+/// stops. A 503 once the engine has stopped for good after a storage failure: the process
+/// is up but will never take another command, and a supervisor probing liveness (systemd,
+/// Kubernetes) should restart it, which recovers from the journal. (It answered 200 then,
+/// and only `/ready` told.)
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200), (status = 503)))]
+pub async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    if state
+        .pipeline
+        .read()
+        .as_ref()
+        .is_some_and(|p| p.has_failed())
+    {
+        return Err(ApiError::unavailable(
+            "the engine has stopped after a storage failure (see the server log); restart \
+             the server, which recovers from the journal",
+        ));
+    }
+    Ok((
         [(header::CONTENT_TYPE, "application/json")],
         "{\"status\":\"ok\"}",
-    )
+    ))
 }
 
 /// Readiness: recovered and the engine running.
@@ -118,7 +133,11 @@ fn not_ready(state: &AppState) -> Option<&'static str> {
 /// Prometheus text metrics.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let stats = state.pipeline.read().as_ref().map(|p| p.stats());
+    let stats = state
+        .pipeline
+        .read()
+        .as_ref()
+        .map(|p| (p.stats(), p.has_failed()));
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -479,6 +479,11 @@ impl Pipeline {
         &self.report
     }
 
+    /// Whether the pipeline has failed for good (cheap: one atomic load, for probes).
+    pub fn has_failed(&self) -> bool {
+        self.shared.is_failed()
+    }
+
     /// Why the pipeline failed, if it did (journal I/O error, a panicking thread).
     pub fn failure(&self) -> Option<String> {
         self.shared.failure.lock().clone()

@@ -356,11 +356,21 @@ pub async fn unsubscribed(ws: &mut Ws, id: impl Serialize, channels: &[&str]) {
     assert_eq!(next_json(ws).await, want);
 }
 
-/// Authenticates and asserts the reply: exactly `authenticated` with the id.
+/// Authenticates and asserts the reply: exactly `authenticated` with the id and the
+/// token's expiry.
 pub async fn authenticated(ws: &mut Ws, id: impl Serialize, token: &str) {
     let id = json!(id);
     send(ws, json!({"op":"auth","id":id,"token":token})).await;
-    assert_eq!(next_json(ws).await, json!({"op":"authenticated","id":id}));
+    let mut reply = next_json(ws).await;
+    let at = reply
+        .as_object_mut()
+        .and_then(|o| o.remove("expiresAt"))
+        .unwrap_or_else(|| panic!("no expiresAt in {reply}"));
+    assert!(
+        at.as_str().and_then(feed::views::parse_time_ms).is_some(),
+        "expiresAt {at}"
+    );
+    assert_eq!(reply, json!({"op":"authenticated","id":id}));
 }
 
 /// Sends a ping and asserts the very next message is its pong: nothing else was queued.
