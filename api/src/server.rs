@@ -112,6 +112,12 @@ pub async fn start(config: Config) -> Result<AppState, ServerError> {
         let state = weak.upgrade()?;
         auth::verify_token(&state, token).map(|t| t.feed_grant())
     }));
+    // A WebSocket `auth` spends its address's budget, as a call of the token endpoint does.
+    let weak = Arc::downgrade(&state);
+    feed.set_auth_gate(Arc::new(move |ip| match weak.upgrade() {
+        Some(state) => state.rate.check(crate::rate_limit::RateKey::peer(ip)),
+        None => Ok(()),
+    }));
     bootstrap_markets(&state).await?;
     // The bound on resting orders and the matching rules decide outcomes, so they change
     // only through the journal, never by a setting read at start: a replay meets every

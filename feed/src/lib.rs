@@ -191,6 +191,10 @@ impl PrivateChannel {
 /// that is unknown or expired.
 pub type Authenticator = Arc<dyn Fn(&str) -> Option<Grant> + Send + Sync>;
 
+/// Admits an `auth` op from a client address (`None`: unknown), or says in how many seconds
+/// to retry: the server's per-address rate limit, which the token endpoint spends too.
+pub type AuthGate = Arc<dyn Fn(Option<std::net::IpAddr>) -> Result<(), u64> + Send + Sync>;
+
 struct PrivateEntry {
     bus: Arc<bus::Bus>,
     /// The seq of the ring's last message.
@@ -259,6 +263,7 @@ pub(crate) struct Inner {
     stored_seq: u64,
     private: Mutex<PrivateRings>,
     pub(crate) authenticator: RwLock<Option<Authenticator>>,
+    pub(crate) auth_gate: RwLock<Option<AuthGate>>,
     pub(crate) connections: AtomicUsize,
     /// The open connections, told to close with 1001 when the server shuts down.
     pub(crate) shutdown: Arc<shutdown::Shutdown>,
@@ -332,6 +337,7 @@ impl Feed {
                 stored_seq: loaded.applied_seq,
                 private: Mutex::new(PrivateRings::new()),
                 authenticator: RwLock::new(None),
+                auth_gate: RwLock::new(None),
                 connections: AtomicUsize::new(0),
                 shutdown: Arc::default(),
                 ws_writes: WriteCounters::default(),
@@ -450,6 +456,12 @@ impl Feed {
     /// Sets the token check of the WebSocket `auth` op.
     pub fn set_authenticator(&self, f: Authenticator) {
         *self.inner.authenticator.write() = Some(f);
+    }
+
+    /// Sets the gate every `auth` op passes before its token is looked at (without one,
+    /// every op is admitted).
+    pub fn set_auth_gate(&self, gate: AuthGate) {
+        *self.inner.auth_gate.write() = Some(gate);
     }
 
     /// Starts closing every WebSocket connection with 1001 (Going Away), once it has written

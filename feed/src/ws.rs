@@ -163,6 +163,12 @@ pub(crate) async fn ws_upgrade(State(feed): State<Feed>, mut req: Request) -> Re
         )
         .into_response();
     };
+    // The client's address, when the server knows it (its accept loop puts it on each
+    // request): `auth` ops are charged to its budget (`Feed::set_auth_gate`).
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     tokio::spawn(async move {
         let _guard = guard;
         let Ok(upgraded) = on_upgrade.await else {
@@ -180,7 +186,7 @@ pub(crate) async fn ws_upgrade(State(feed): State<Feed>, mut req: Request) -> Re
             Some(config),
         )
         .await;
-        run(feed, socket, registration.signal()).await;
+        run(feed, socket, registration.signal(), peer).await;
         // Dropped only now, after the close handshake: the server's shutdown waits for it.
         drop(registration);
     });
@@ -273,6 +279,8 @@ struct Conn {
     holding: bool,
     /// The account and read scopes of the last token the `auth` op accepted.
     grant: Option<Grant>,
+    /// The client's address, when known: what its `auth` ops are charged to.
+    peer: Option<std::net::IpAddr>,
     close: Option<(u16, &'static str)>,
     ended: bool,
     last_seen: Instant,
@@ -311,8 +319,9 @@ enum Ev {
     Stop,
 }
 
-async fn run(feed: Feed, mut socket: Socket, stop: StopSignal) {
+async fn run(feed: Feed, mut socket: Socket, stop: StopSignal, peer: Option<std::net::IpAddr>) {
     let mut conn = Conn::new(feed, stop);
+    conn.peer = peer;
     let cfg = &conn.cfg;
     let tick_every = [
         Duration::from_secs(1),
@@ -439,6 +448,7 @@ impl Conn {
             hold: Box::pin(tokio::time::sleep(Duration::ZERO)),
             holding: false,
             grant: None,
+            peer: None,
             close: None,
             ended: false,
             last_seen: now,
@@ -1212,6 +1222,17 @@ impl Conn {
     }
 
     fn auth(&mut self, id: Value, token: &str) {
+        // Each try is charged to the address's budget before the token is looked at: a
+        // made-up token costs a store lookup, and over WebSockets it was otherwise bounded
+        // only per connection (a few hundred thousand tries a second over many of them,
+        // against the REST token endpoint's per-address rate).
+        let gate = self.feed.inner.auth_gate.read().clone();
+        if let Some(gate) = gate
+            && let Err(retry_after_secs) = gate(self.peer)
+        {
+            let msg = format!("too many requests from this address: retry in {retry_after_secs} s");
+            return self.error(id, "RATE_LIMITED", &msg);
+        }
         let auth = self.feed.inner.authenticator.read().clone();
         let Some(auth) = auth else {
             return self.error(id, "UNAUTHORIZED", "authentication is not available");

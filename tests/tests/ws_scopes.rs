@@ -329,5 +329,56 @@ async fn the_authenticated_reply_says_when_the_token_expires() {
         at_ms >= before + ttl_ms - 1000 && at_ms <= after + ttl_ms + 1000,
         "expiresAt {at} is not issue time + {ttl_ms} ms"
     );
+    drop(ws);
+    s.stop().await;
+}
+
+/// A WebSocket `auth` spends its address's rate budget, the one the token endpoint and
+/// every anonymous request spend: past it the op is an error `RATE_LIMITED` (the token is
+/// not looked at) and the connection stays open. Tokens could be tried over WebSockets at
+/// 20 a second per connection, over as many connections as the server takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_ops_spend_the_address_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = test_config(tmp.path());
+    c.rate_limit_per_sec = 1;
+    c.rate_limit_burst = 6;
+    let s = TestServer::start_with(c).await;
+    let mut ws = connect(&s.base).await;
+    let mut refused = 0;
+    let mut limited = None;
+    for id in 1..=10u64 {
+        let r = request(
+            &mut ws,
+            id,
+            json!({"op": "auth", "id": id, "token": format!("made-up-{id}")}),
+        )
+        .await;
+        assert_eq!(r["op"], "error", "{r}");
+        match r["code"].as_str() {
+            Some("UNAUTHORIZED") => refused += 1,
+            Some("RATE_LIMITED") => {
+                limited = Some(r);
+                break;
+            }
+            _ => panic!("unexpected reply {r}"),
+        }
+    }
+    let limited = limited.expect("limited within 10 tries");
+    assert!(
+        limited["message"].as_str().unwrap().contains("retry"),
+        "{limited}"
+    );
+    // The upgrade spent one of the 6; a little refill may have come in meanwhile.
+    assert!(
+        (5..=7).contains(&refused),
+        "{refused} tries before the limit"
+    );
+    // The connection is open, and the address's REST budget is the one spent.
+    let r = request(&mut ws, 50, json!({"op": "ping", "id": 50})).await;
+    assert_eq!(r["op"], "pong", "{r}");
+    let res = s.http.get(s.url("/v1/pairs")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop(ws);
     s.stop().await;
 }
