@@ -338,6 +338,11 @@ pub struct Config {
     /// Most HTTP connections open at once, WebSockets included; one more is answered a 503
     /// and closed ([`crate::connections`]).
     pub max_connections: u32,
+    /// Most HTTP connections open at once from one client address (an IPv6 client by its
+    /// /64), WebSockets included; one more from that address is answered a 503 and closed,
+    /// so that one client cannot take every one of the `max_connections` slots
+    /// ([`crate::connections`]). A value of `max_connections` or more lifts it.
+    pub max_connections_per_address: u32,
     /// Longest the server waits for a request head, on a new connection or a kept-alive one
     /// after its last response, in seconds; then it closes the connection.
     pub header_timeout_secs: u64,
@@ -393,6 +398,7 @@ impl Default for Config {
             max_open_orders_per_account: DEFAULT_MAX_OPEN_ORDERS_PER_ACCOUNT,
             history_query_timeout_ms: 5_000,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             header_timeout_secs: 30,
             body_timeout_secs: 30,
             admin_client_id: None,
@@ -431,6 +437,14 @@ pub const MAX_RING_CAPACITY: usize = 1 << 20;
 /// The default `max_connections`: room for the feed's default 20,000 WebSockets and the
 /// HTTP clients beside them.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 25_000;
+/// The default `max_connections_per_address`: 1,024, about a 24th of
+/// [`DEFAULT_MAX_CONNECTIONS`], so at least 25 addresses are needed to fill the server and
+/// one address can never lock the others out; still room for a busy client (a trading
+/// firm's pool of keep-alive connections and its WebSockets) or a few hundred users behind
+/// one NAT or proxy. The benches, which open thousands of connections from loopback, lift it.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: u32 = 1_024;
+// Under the global default, or it would bound nothing by default.
+const _: () = assert!(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS < DEFAULT_MAX_CONNECTIONS);
 /// The largest `worker_threads`.
 pub const MAX_WORKER_THREADS: usize = 256;
 /// The largest `argon2_max_pending`.
@@ -598,6 +612,12 @@ impl Config {
                 u64::from(u32::MAX),
             ),
             (
+                "max_connections_per_address",
+                u64::from(self.max_connections_per_address),
+                1,
+                u64::from(u32::MAX),
+            ),
+            (
                 "header_timeout_secs",
                 self.header_timeout_secs,
                 1,
@@ -745,6 +765,13 @@ impl Config {
         }
         if let Some(v) = var("BOURSE_MAX_CONNECTIONS") {
             self.max_connections = parse_var("BOURSE_MAX_CONNECTIONS", v, MAX_CONNECTIONS_RANGE)?;
+        }
+        if let Some(v) = var("BOURSE_MAX_CONNECTIONS_PER_ADDRESS") {
+            self.max_connections_per_address = parse_var(
+                "BOURSE_MAX_CONNECTIONS_PER_ADDRESS",
+                v,
+                MAX_CONNECTIONS_RANGE,
+            )?;
         }
         if let Some(v) = var("BOURSE_HEADER_TIMEOUT_SECS") {
             self.header_timeout_secs =
@@ -898,6 +925,11 @@ mod tests {
                 u64::from(u32::MAX),
             ),
             (
+                "BOURSE_MAX_CONNECTIONS_PER_ADDRESS",
+                "max_connections_per_address",
+                u64::from(u32::MAX),
+            ),
+            (
                 "BOURSE_HEADER_TIMEOUT_SECS",
                 "header_timeout_secs",
                 MAX_HEADER_TIMEOUT_SECS,
@@ -964,6 +996,25 @@ mod tests {
         // Empty is unset.
         let c = with_vars(&[("BOURSE_REGISTRATION", "")]).expect("valid");
         assert_eq!(c.registration, Registration::Open);
+    }
+
+    /// `max_connections_per_address`: 1,024 by default, from the file's top-level key or
+    /// its variable (a known one, not warned about as misspelt), and 0 refused.
+    #[test]
+    fn max_connections_per_address_is_read_and_bounded() {
+        assert_eq!(
+            Config::default().max_connections_per_address,
+            DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+        );
+        let c = with_vars(&[("BOURSE_MAX_CONNECTIONS_PER_ADDRESS", "16")]).expect("valid");
+        assert_eq!(c.max_connections_per_address, 16);
+        let c: Config = toml::from_str("max_connections_per_address = 9\n").expect("parses");
+        assert_eq!(c.max_connections_per_address, 9);
+        let e = refused(&[("BOURSE_MAX_CONNECTIONS_PER_ADDRESS", "0")]);
+        assert!(e.contains("max_connections_per_address"), "{e}");
+        assert!(
+            Config::unknown_vars(["BOURSE_MAX_CONNECTIONS_PER_ADDRESS".to_string()]).is_empty()
+        );
     }
 
     /// Unknown values once fell back to a default without a word (`ADMIN` registration

@@ -43,13 +43,22 @@ pub enum RateKey {
 impl RateKey {
     /// The key of an unauthenticated request from `ip`.
     pub fn peer(ip: Option<IpAddr>) -> RateKey {
-        RateKey::Peer(ip.map(|ip| match ip {
-            IpAddr::V4(_) => ip,
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-            },
-        }))
+        RateKey::Peer(ip.map(client_address))
+    }
+}
+
+/// The address a client is counted by: an IPv4 address as it is (an IPv4-mapped IPv6
+/// address as its IPv4 one), an IPv6 address as its /64, the block one host or one
+/// subscriber usually holds, so that a client cannot pick a fresh address per request or
+/// per connection. Shared by the rate limit ([`RateKey::peer`]) and the bound on
+/// connections per address ([`crate::connections`]).
+pub fn client_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
     }
 }
 

@@ -8,8 +8,9 @@
 //!
 //! The server is this same executable (`bourse serve`) or the one `--server-exe` names, with
 //! no `BOURSE_*` variable of the bench's environment, on a free loopback port, over a
-//! temporary data dir that goes with it, the rate limit off and each account's open orders
-//! bounded only by the engine's largest bound, with its log in that dir (its last lines are
+//! temporary data dir that goes with it, the rate limit off, each account's open orders
+//! bounded only by the engine's largest bound and no bound on connections per client
+//! address (every client is on loopback), with its log in that dir (its last lines are
 //! quoted when it fails to start). It is stopped with SIGTERM, as an operator stops it
 //! (drain, snapshot, exit 0), and killed if it has not exited within [`STOP_WAIT`].
 
@@ -75,6 +76,9 @@ impl SpawnedServer {
             // `--no-cancel` leaves every order open: the bench's accounts may hold more than
             // the default bound.
             .env("BOURSE_MAX_OPEN_ORDERS_PER_ACCOUNT", "16777215")
+            // Every client of the bench connects from loopback: the bound on connections
+            // per address would cap `--clients` at its default.
+            .env("BOURSE_MAX_CONNECTIONS_PER_ADDRESS", "4294967295")
             .env("BOURSE_ADMIN_CLIENT_ID", &admin_client_id)
             .env("BOURSE_ADMIN_CLIENT_SECRET", &admin_client_secret)
             .env("RUST_LOG", "warn")

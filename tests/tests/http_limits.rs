@@ -103,6 +103,9 @@ async fn zero_connection_limits_stop_the_start() {
             (|c: &mut api::Config| c.max_connections = 0) as fn(&mut api::Config),
         ),
         ("header_timeout_secs", |c| c.header_timeout_secs = 0),
+        ("max_connections_per_address", |c| {
+            c.max_connections_per_address = 0
+        }),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(dir.path());
@@ -254,5 +257,136 @@ async fn an_unparsable_head_gets_a_problem() {
     // The server still answers on a fresh connection.
     let (status, _) = s.get("/health", None).await;
     assert_eq!(status, 200);
+    s.stop().await;
+}
+
+/// A connection to `s` from the loopback address `from` (127.0.0.1, 127.0.0.2, ...: every
+/// 127/8 address is the machine's own, so each is another client address to the server).
+async fn connect_from(s: &TestServer, from: [u8; 4]) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind((std::net::Ipv4Addr::from(from), 0).into())
+        .expect("bind the client address");
+    let server = s.base.trim_start_matches("http://").parse().expect("addr");
+    tokio::time::timeout(Duration::from_secs(5), socket.connect(server))
+        .await
+        .expect("connected in time")
+        .expect("connect")
+}
+
+/// Sends `GET /health` on `tcp` and reads the status line of the answer, within 5 s
+/// (`None`: the connection closed first).
+async fn health_status(tcp: &mut TcpStream) -> Option<String> {
+    tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .ok()?;
+    let mut first = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut first))
+        .await
+        .expect("an answer in time")
+        .ok()?;
+    Some(String::from_utf8_lossy(&first).to_string())
+}
+
+/// The 503 problem a refused connection gets (asserted), as JSON.
+async fn refusal_problem(tcp: &mut TcpStream) -> Value {
+    let answer = read_to_close(tcp, Duration::from_secs(5))
+        .await
+        .expect("the refused connection is closed");
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    assert!(lower.contains("retry-after: 1"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").expect("a body").1;
+    let problem: Value = serde_json::from_str(body).expect("json body");
+    assert_eq!(problem["code"], "SERVICE_UNAVAILABLE", "{problem}");
+    problem
+}
+
+/// A new connection from `from` served within 5 s: the server releases a closed
+/// connection's count once it has seen the close, so a connection opened right after it may
+/// still be refused; each try is a new connection.
+async fn served_again(s: &TestServer, from: [u8; 4]) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut tcp = connect_from(s, from).await;
+        if health_status(&mut tcp).await.as_deref() == Some("HTTP/1.1 200") {
+            return tcp;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection from {from:?} served within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One client address cannot take every connection slot: past
+/// `max_connections_per_address` its next connection gets the 503 problem saying so, while
+/// another address is still served, up to the global `max_connections` (whose 503 says
+/// the server has too many). A closed connection, a WebSocket closed after its upgrade, and
+/// one that ended with an error each give their address's count back. Before the bound, one
+/// address could hold all `max_connections` slots and every other client got the 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    config.max_connections = 3;
+    config.max_connections_per_address = 2;
+    let s = TestServer::start_with(config).await;
+    const A: [u8; 4] = [127, 0, 0, 1];
+    const B: [u8; 4] = [127, 0, 0, 2];
+
+    // A keep-alive HTTP connection and a WebSocket from A: its two.
+    let mut kept = connect_from(&s, A).await;
+    assert_eq!(
+        health_status(&mut kept).await.as_deref(),
+        Some("HTTP/1.1 200")
+    );
+    let (status, ws, head) = bourse_tests::ws::upgrade(&s.base).await;
+    assert_eq!(status, 101, "{head}");
+
+    // A third from A is refused, naming the address.
+    let mut third = connect_from(&s, A).await;
+    let problem = refusal_problem(&mut third).await;
+    let detail = problem["detail"].as_str().expect("a detail");
+    assert!(detail.contains("client address"), "{problem}");
+
+    // B is not locked out: it takes the last slot...
+    let mut other = connect_from(&s, B).await;
+    assert_eq!(
+        health_status(&mut other).await.as_deref(),
+        Some("HTTP/1.1 200")
+    );
+    // ...and past the global limit B is refused too, with the global limit's detail.
+    let mut over = connect_from(&s, B).await;
+    let problem = refusal_problem(&mut over).await;
+    let detail = problem["detail"].as_str().expect("a detail");
+    assert!(detail.contains("too many connections"), "{problem}");
+    assert!(!detail.contains("client address"), "{problem}");
+    drop(other);
+
+    // Closing the WebSocket gives A one back.
+    drop(ws);
+    let mut again = served_again(&s, A).await;
+    // A is at two again: refused.
+    let mut refused = connect_from(&s, A).await;
+    refusal_problem(&mut refused).await;
+
+    // A connection that ends with an error (a head hyper cannot parse: its 400, then the
+    // close) gives its count back too.
+    let _ = again
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nbad header\r\n\r\n")
+        .await;
+    let rest = read_to_close(&mut again, Duration::from_secs(5)).await;
+    let rest = String::from_utf8_lossy(&rest.expect("closed by the server")).to_string();
+    assert!(rest.contains("HTTP/1.1 400 "), "{rest}");
+    drop(again);
+    let _served = served_again(&s, A).await;
+    drop(kept);
     s.stop().await;
 }

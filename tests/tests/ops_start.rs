@@ -85,6 +85,7 @@ async fn the_start_up_answers_keep_the_connection_limits() {
     let addr = listener.local_addr().unwrap();
     let limits = api::connections::ConnLimits {
         max_connections: 1,
+        max_connections_per_address: 1,
         header_timeout: std::time::Duration::from_millis(500),
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
