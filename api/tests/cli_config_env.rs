@@ -3,27 +3,13 @@
 //! unset (README, Configuration). A process-level test: the variable is read by the
 //! binary's command line, which no in-process server goes through.
 
-use std::process::{Child, Command, Stdio};
+mod process;
+use process::{Server, free_port};
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ADMIN: (&str, &str) = ("cli-admin", "cli-admin-secret");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-/// Kills the server when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `bourse serve` on a fresh data dir with `BOURSE_CONFIG` set to `config`.
 fn spawn(dir: &std::path::Path, port: u16, config: &std::ffi::OsStr) -> Server {

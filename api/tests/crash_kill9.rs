@@ -2,6 +2,9 @@
 //! several points, restart on the same data dir; every acknowledged command is there with
 //! the same outcome and the audit reconciles.
 
+mod process;
+use process::{free_port, wait_ready};
+
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,13 +12,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 const ADMIN: (&str, &str) = ("crash-admin", "crash-admin-secret");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
 
 fn spawn(dir: &std::path::Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_bourse"))
@@ -35,19 +31,6 @@ fn spawn(dir: &std::path::Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn bourse")
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("{base}/ready")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server not ready");
 }
 
 async fn token(

@@ -8,25 +8,10 @@
 //! operator could not tell a clean start from a repaired one. And the log was full of ANSI
 //! colour codes when written to a file.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod process;
+use process::{Server, free_port};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-/// Kills the server when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::{Command, Stdio};
 
 /// `bourse serve` on `dir`, its log (stdout and stderr) appended to `log`.
 fn spawn(dir: &std::path::Path, port: u16, log: &std::path::Path) -> Server {
@@ -58,20 +43,6 @@ fn spawn(dir: &std::path::Path, port: u16, log: &std::path::Path) -> Server {
     Server(child)
 }
 
-async fn wait_ready(base: &str) {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(r) = http.get(format!("{base}/ready")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server not ready");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_says_what_recovery_repaired_in_plain_text() {
     let tmp = tempfile::tempdir().unwrap();
@@ -80,7 +51,7 @@ async fn the_log_says_what_recovery_repaired_in_plain_text() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut server = spawn(&dir, port, &log);
-    wait_ready(&base).await;
+    process::wait_ready(&reqwest::Client::new(), &base).await;
     // kill -9: no final snapshot, the journal as the crash left it.
     server.0.kill().unwrap();
     server.0.wait().unwrap();
@@ -108,7 +79,7 @@ async fn the_log_says_what_recovery_repaired_in_plain_text() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let server = spawn(&dir, port, &log);
-    wait_ready(&base).await;
+    process::wait_ready(&reqwest::Client::new(), &base).await;
     drop(server);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(

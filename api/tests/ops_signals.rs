@@ -3,26 +3,12 @@
 //! operator who saw the stop hang on a slow client could only SIGKILL. Now it cuts the
 //! drain short, the pipeline still stops cleanly (final snapshot) and the exit code is 0.
 
+mod process;
+use process::{Server, free_port};
+
 use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
-/// Kills the server when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn signal(child: &Child, name: &str) {
     let ok = Command::new("kill")
