@@ -61,20 +61,7 @@ async fn idle_and_slow_connections_are_bounded() {
 
     // A fourth is one too many: a 503 problem, and the connection closes.
     let mut extra = connect(&s).await;
-    let answer = read_to_close(&mut extra, Duration::from_secs(5))
-        .await
-        .expect("the refused connection is closed");
-    let answer = String::from_utf8_lossy(&answer).to_string();
-    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
-    let lower = answer.to_ascii_lowercase();
-    assert!(
-        lower.contains("content-type: application/problem+json"),
-        "{answer}"
-    );
-    assert!(lower.contains("retry-after: 1"), "{answer}");
-    let body = answer.split_once("\r\n\r\n").expect("a body").1;
-    let problem: Value = serde_json::from_str(body).expect("json body");
-    assert_eq!(problem["code"], "SERVICE_UNAVAILABLE", "{problem}");
+    refusal_problem(&mut extra).await;
 
     // Each of the three is closed by the server within the header timeout (and slack).
     let started = Instant::now();
