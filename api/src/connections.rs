@@ -175,11 +175,24 @@ pub fn make_room_for(max_connections: usize) -> u64 {
     soft
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains (see the module doc).
+/// Connections refused since start, by the bound that refused them (`/metrics`:
+/// `bourse_connections_refused_total`). Counted whether or not the refusal could be
+/// answered (past [`REFUSALS_IN_FLIGHT`] it is closed unanswered).
+#[derive(Debug, Default)]
+pub struct RefusalCounts {
+    /// At `max_connections`.
+    pub global: std::sync::atomic::AtomicU64,
+    /// At `max_connections_per_address`.
+    pub per_address: std::sync::atomic::AtomicU64,
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains (see the module doc);
+/// each connection refused is counted in `refused`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
+    refused: Arc<RefusalCounts>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     make_room_for(limits.max_connections);
@@ -207,6 +220,7 @@ pub async fn serve(
         // Replies are small and latency-bound: never hold one back for Nagle.
         let _ = tcp.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused.global.fetch_add(1, Ordering::Relaxed);
             refuse(tcp, &refusing, TOO_MANY_CONNECTIONS);
             continue;
         };
@@ -216,6 +230,7 @@ pub async fn serve(
                 Some(s) => Some(s),
                 None => {
                     drop(slot);
+                    refused.per_address.fetch_add(1, Ordering::Relaxed);
                     refuse(tcp, &refusing, TOO_MANY_FROM_ADDRESS);
                     continue;
                 }

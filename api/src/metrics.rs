@@ -50,6 +50,8 @@ struct MethodStats {
 #[derive(Debug, Default)]
 pub struct Metrics {
     routes: Mutex<HashMap<String, Vec<MethodStats>>>,
+    /// Connections the accept loop refused, by bound.
+    pub refused: std::sync::Arc<crate::connections::RefusalCounts>,
 }
 
 impl Metrics {
@@ -158,6 +160,21 @@ pub fn render(shared: &Shared, stats: Option<(PipelineStats, bool)>) -> String {
         "bourse_auth_secret_verifications_total {}",
         shared.secrets.verifications()
     );
+    let _ = writeln!(
+        out,
+        "# HELP bourse_connections_refused_total Connections refused at a connection bound (503 or closed), by bound."
+    );
+    let _ = writeln!(out, "# TYPE bourse_connections_refused_total counter");
+    for (limit, n) in [
+        ("global", &shared.metrics.refused.global),
+        ("per_address", &shared.metrics.refused.per_address),
+    ] {
+        let _ = writeln!(
+            out,
+            "bourse_connections_refused_total{{limit=\"{limit}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
     let _ = writeln!(out, "# HELP bourse_trades_total Trades since start.");
     let _ = writeln!(out, "# TYPE bourse_trades_total counter");
     let _ = writeln!(

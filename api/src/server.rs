@@ -403,7 +403,8 @@ pub async fn serve_with(
     let st = state.clone();
     let limits = crate::connections::ConnLimits::of(&state.config);
     let (stopped_tx, stopped_rx) = oneshot::channel::<tokio::time::Instant>();
-    let serving = crate::connections::serve(listener, app, limits, async move {
+    let refused = state.metrics.refused.clone();
+    let serving = crate::connections::serve(listener, app, limits, refused, async move {
         shutdown.await;
         let _ = stopped_tx.send(tokio::time::Instant::now());
         st.shutting_down.store(true, Ordering::Release);

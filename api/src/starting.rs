@@ -36,7 +36,10 @@ pub async fn serve(
         .route("/health", axum::routing::get(health))
         .fallback(unavailable)
         .layer(axum::middleware::from_fn(request_id_and_close));
-    crate::connections::serve(listener, app, limits, ready).await;
+    // Refusals while starting are not counted anywhere `/metrics` reads: it answers only
+    // once the server is ready.
+    let refused = Default::default();
+    crate::connections::serve(listener, app, limits, refused, ready).await;
 }
 
 async fn health() -> impl IntoResponse {

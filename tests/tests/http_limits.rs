@@ -373,7 +373,30 @@ async fn one_address_cannot_take_every_connection() {
     let rest = String::from_utf8_lossy(&rest.expect("closed by the server")).to_string();
     assert!(rest.contains("HTTP/1.1 400 "), "{rest}");
     drop(again);
-    let _served = served_again(&s, A).await;
+    let served = served_again(&s, A).await;
     drop(kept);
+    drop(served);
+
+    // `/metrics` counts the refusals by bound (A's slots come back once the server has
+    // seen the closes: asked until served).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let (st, text) = s.get_text("/metrics").await;
+        if st == StatusCode::OK {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "/metrics not served: {st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let refused = |limit: &str| -> u64 {
+        let key = format!("bourse_connections_refused_total{{limit=\"{limit}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .unwrap_or_else(|| panic!("no {key}in\n{text}"))
+            .parse()
+            .expect("a count")
+    };
+    assert!(refused("per_address") >= 2, "{text}");
+    assert!(refused("global") >= 1, "{text}");
     s.stop().await;
 }

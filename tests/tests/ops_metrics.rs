@@ -135,6 +135,10 @@ async fn a_rebuilt_history_store_is_not_counted_again() {
     assert_eq!(sample(&text, "bourse_orders_total"), 6, "{text}");
     assert_eq!(sample(&text, "bourse_trades_total"), 3, "{text}");
     assert_eq!(sample(&text, "bourse_engine_failed"), 0, "{text}");
+    for limit in ["global", "per_address"] {
+        let line = format!("bourse_connections_refused_total{{limit=\"{limit}\"}} 0");
+        assert!(text.lines().any(|l| l == line), "no `{line}`:\n{text}");
+    }
     let s = s
         .restart_with(|dir| {
             for f in ["history.sqlite", "history.sqlite-wal", "history.sqlite-shm"] {
