@@ -4,7 +4,7 @@
 //! binary's command line, which no in-process server goes through.
 
 mod process;
-use process::{Server, free_port};
+use process::{Server, free_port, serve_command};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,14 +13,7 @@ const ADMIN: (&str, &str) = ("cli-admin", "cli-admin-secret");
 
 /// `bourse serve` on a fresh data dir with `BOURSE_CONFIG` set to `config`.
 fn spawn(dir: &std::path::Path, port: u16, config: &std::ffi::OsStr) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_bourse"))
-        .args([
-            "serve",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.join("data"))
+    let child = serve_command(port, &dir.join("data"))
         .env("BOURSE_CONFIG", config)
         .env("BOURSE_ADMIN_CLIENT_ID", ADMIN.0)
         .env("BOURSE_ADMIN_CLIENT_SECRET", ADMIN.1)

@@ -3,9 +3,9 @@
 //! the same outcome and the audit reconciles.
 
 mod process;
-use process::{free_port, wait_ready};
+use process::{free_port, serve_command, wait_ready};
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,14 +14,7 @@ use serde_json::{Value, json};
 const ADMIN: (&str, &str) = ("crash-admin", "crash-admin-secret");
 
 fn spawn(dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_bourse"))
-        .args([
-            "serve",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
+    serve_command(port, dir)
         .env("BOURSE_ADMIN_CLIENT_ID", ADMIN.0)
         .env("BOURSE_ADMIN_CLIENT_SECRET", ADMIN.1)
         .env("BOURSE_RATE_LIMIT_PER_SEC", "0")

@@ -9,9 +9,9 @@
 //! colour codes when written to a file.
 
 mod process;
-use process::{Server, free_port};
+use process::{Server, free_port, serve_command};
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 /// `bourse serve` on `dir`, its log (stdout and stderr) appended to `log`.
 fn spawn(dir: &std::path::Path, port: u16, log: &std::path::Path) -> Server {
@@ -21,14 +21,7 @@ fn spawn(dir: &std::path::Path, port: u16, log: &std::path::Path) -> Server {
         .open(log)
         .expect("log file");
     let err = out.try_clone().expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_bourse"))
-        .args([
-            "serve",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
+    let child = serve_command(port, dir)
         .env("BOURSE_ADMIN_CLIENT_ID", "log-admin")
         .env("BOURSE_ADMIN_CLIENT_SECRET", "log-admin-secret")
         .env("BOURSE_ARGON2_MEMORY_KIB", "64")

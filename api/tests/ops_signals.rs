@@ -4,7 +4,7 @@
 //! drain short, the pipeline still stops cleanly (final snapshot) and the exit code is 0.
 
 mod process;
-use process::{Server, free_port};
+use process::{Server, free_port, serve_command};
 
 use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
@@ -51,14 +51,7 @@ fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitS
 fn a_second_stop_signal_cuts_the_drain_short() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_bourse"))
-        .args([
-            "serve",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(tmp.path())
+    let child = serve_command(port, tmp.path())
         .env("BOURSE_ADMIN_CLIENT_ID", "sig-admin")
         .env("BOURSE_ADMIN_CLIENT_SECRET", "sig-admin-secret")
         .env("BOURSE_ARGON2_MEMORY_KIB", "64")

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
-use std::process::Child;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// A loopback port free a moment ago.
@@ -13,6 +13,21 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("port")
+}
+
+/// `bourse serve --bind 127.0.0.1:PORT --data-dir DIR`, to be given its environment and
+/// output and spawned.
+pub fn serve_command(port: u16, data_dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bourse"));
+    command
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data_dir);
+    command
 }
 
 /// Kills the server when the test ends, however it ends.
