@@ -97,6 +97,53 @@ fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
     }
 }
 
+/// An open-loop run (`--rate`) reports how late the load generator's own timer woke for
+/// its scheduled sends, the part of each latency that is not the server's.
+#[test]
+fn an_open_loop_run_reports_the_generators_timer_lateness() {
+    let docs = bench(&[
+        "http",
+        "--spawn-server",
+        "--duration",
+        "1s",
+        "--clients",
+        "2",
+        "--no-cancel",
+        "--no-health",
+        "--rate",
+        "200",
+    ]);
+    let [doc] = &docs[..] else {
+        panic!("one JSON document: {docs:?}")
+    };
+    let late = &doc["generatorTimerLateness"];
+    let waits = late["count"].as_u64().expect("a count of waits");
+    let placed = doc["place"]["count"].as_u64().expect("count");
+    // At 200/s the server keeps up: nearly every send waited for its time.
+    assert!(waits > 0 && waits <= placed, "{late} of {placed}");
+    let (p50, max) = (
+        late["latencyUs_p50"].as_u64(),
+        late["latencyUs_max"].as_u64(),
+    );
+    assert!(p50.is_some_and(|v| v > 0) && p50 <= max, "{late}");
+    // A closed-loop run has no schedule, and no such figure.
+    let closed = bench(&[
+        "http",
+        "--spawn-server",
+        "--duration",
+        "1s",
+        "--clients",
+        "2",
+        "--no-cancel",
+        "--no-health",
+    ]);
+    assert!(
+        closed[0].get("generatorTimerLateness").is_none(),
+        "{}",
+        closed[0]
+    );
+}
+
 #[test]
 fn the_ws_bench_with_a_syncing_journal_delivers_every_trade() {
     let subscribers = 20u64;
