@@ -44,13 +44,25 @@ pub fn problem_response(status: StatusCode) -> Vec<u8> {
             "the request is not valid HTTP/1.1 (request line or header fields)",
         ),
     };
+    closing_response(&feed::problem::Problem::new(status, code, detail))
+}
+
+/// `problem` as a whole HTTP/1.1 response written outside hyper (no request was read, or
+/// hyper's own answer is being replaced): a new request id, `Retry-After` when the problem
+/// has one, and `Connection: close`. Also the connection refusal's
+/// ([`crate::connections`]).
+pub fn closing_response(problem: &feed::problem::Problem) -> Vec<u8> {
     let id = crate::middleware::new_request_id();
-    let body = feed::problem::Problem::new(status, code, detail).body(&id, "/");
+    let body = problem.body(&id, "/");
+    let retry_after = problem
+        .retry_after_secs
+        .map(|s| format!("retry-after: {s}\r\n"))
+        .unwrap_or_default();
     let mut response = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\nx-request-id: {id}\r\n\
-         connection: close\r\ncontent-length: {}\r\n\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
+         {retry_after}connection: close\r\ncontent-length: {}\r\n\r\n",
+        problem.status.as_u16(),
+        problem.status.canonical_reason().unwrap_or(""),
         body.len()
     )
     .into_bytes();

@@ -324,18 +324,7 @@ fn refuse(mut tcp: TcpStream, refusing: &Arc<AtomicUsize>, detail: &'static str)
 /// would render ([`ApiError::retry_shortly`]) with `detail`, written out as a whole
 /// response since no request was read.
 fn refusal(detail: &str) -> Vec<u8> {
-    let id = crate::middleware::new_request_id();
-    let problem = crate::error::ApiError::retry_shortly(detail).0;
-    let body = problem.body(&id, "/");
-    let mut response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n\
-         x-request-id: {id}\r\nretry-after: 1\r\nconnection: close\r\n\
-         content-length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    response.extend_from_slice(&body);
-    response
+    crate::bare_answers::closing_response(&crate::error::ApiError::retry_shortly(detail).0)
 }
 
 /// A connection holding one of the [`ConnLimits::max_connections`] slots, and one of its

@@ -90,9 +90,8 @@ impl Metrics {
     }
 }
 
-/// The whole `/metrics` text; `stats` is the pipeline's, with whether it has failed for
-/// good, when there is a pipeline.
-pub fn render(shared: &Shared, stats: Option<(PipelineStats, bool)>) -> String {
+/// The whole `/metrics` text; `stats` is the pipeline's, when there is one.
+pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
     let mut out = String::new();
     out.push_str("# HELP bourse_http_requests_total HTTP requests by route and status.\n");
     out.push_str("# TYPE bourse_http_requests_total counter\n");
@@ -182,13 +181,13 @@ pub fn render(shared: &Shared, stats: Option<(PipelineStats, bool)>) -> String {
         "bourse_trades_total {}",
         model.trades_total.load(Ordering::Relaxed)
     );
-    if let Some((s, failed)) = stats {
+    if let Some(s) = stats {
         let _ = writeln!(
             out,
             "# HELP bourse_engine_failed 1 once the engine has stopped for good after a storage failure (restart the server), else 0."
         );
         let _ = writeln!(out, "# TYPE bourse_engine_failed gauge");
-        let _ = writeln!(out, "bourse_engine_failed {}", u8::from(failed));
+        let _ = writeln!(out, "bourse_engine_failed {}", u8::from(s.failed));
         let _ = writeln!(
             out,
             "# HELP bourse_pipeline_commands_total Commands sequenced since start (replay not included)."

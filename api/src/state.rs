@@ -490,7 +490,7 @@ impl Shared {
             .pipeline
             .read()
             .as_ref()
-            .is_some_and(|p| p.failure().is_some());
+            .is_some_and(|p| p.has_failed());
         if failed {
             ApiError::unavailable(
                 "the engine stopped after a storage failure before this request's outcome \
@@ -563,7 +563,7 @@ impl Shared {
                 SubmitError::Busy => ApiError::retry_shortly("the engine is busy, retry later"),
                 // A failed pipeline never comes back without a restart: "stopping" made
                 // it sound like a shutdown in progress.
-                SubmitError::Stopped if pipeline.failure().is_some() => {
+                SubmitError::Stopped if pipeline.has_failed() => {
                     ApiError::unavailable(ENGINE_FAILED)
                 }
                 SubmitError::Stopped => ApiError::unavailable("the engine is stopping"),

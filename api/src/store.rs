@@ -176,7 +176,6 @@ impl Reader {
     }
 }
 
-/// Whether a store error is a query stopped by [`Store::read_list`]'s time limit.
 /// Why a read was refused before it ran: the store thread stopped on a write error (the
 /// store stays at its last good commit until a restart rebuilds it from the journal).
 pub const STORE_FAILED: &str = "the history store has stopped";
@@ -204,6 +203,7 @@ pub fn unavailable_reason(e: &rusqlite::Error) -> Option<&'static str> {
     }
 }
 
+/// Whether a store error is a query stopped by [`Store::read_list`]'s time limit.
 pub fn is_interrupted(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted)
 }

@@ -518,7 +518,7 @@ impl Feed {
 
     /// Wakes the subscribers of every private ring pushed to since the last call.
     pub fn wake_private(&self) {
-        let rings = {
+        let buses = {
             let mut guard = self.inner.private.lock();
             let rings = &mut *guard;
             let keys = std::mem::take(&mut rings.unannounced);
@@ -531,7 +531,7 @@ impl Feed {
             }
             buses
         };
-        for bus in rings {
+        for bus in buses {
             bus.wake();
         }
     }

@@ -126,7 +126,7 @@ impl Store {
 
     /// The trades after `horizon` plus the newest [`RECENT_TRADES`] of each pair, in id
     /// order. Each part is read through an index (`trades_ts`; `trades_pair_id` once per
-    /// pair, the pairs found by seeking it), so the cost is that of the rows returned,
+    /// pair, the pairs found by [`Store::stored_pairs`]), so the cost is that of the rows returned,
     /// not of the whole history: one query with a correlated `IN (... LIMIT 1000)` per row
     /// cost ~0.2 ms per stored trade (50,000 trades: 10 s before the server was ready; the
     /// store keeps every trade, so a busy market's restart got slower every day).
@@ -151,47 +151,32 @@ impl Store {
             let t = t?;
             by_id.insert(t.id, t);
         }
-        let mut next_pair = self
-            .conn
-            .prepare("SELECT pair FROM trades WHERE pair > ?1 ORDER BY pair LIMIT 1")?;
         let mut newest = self.conn.prepare(&format!(
             "SELECT {COLUMNS} FROM trades WHERE pair = ?1 ORDER BY id DESC LIMIT ?2"
         ))?;
-        let mut after = -1i64;
-        while let Some(pair) = next_pair
-            .query_row(params![after], |r| r.get::<_, i64>(0))
-            .optional()?
-        {
+        for pair in self.stored_pairs("trades")? {
             for t in newest.query_map(params![pair, RECENT_TRADES as i64], row)? {
                 let t = t?;
                 by_id.insert(t.id, t);
             }
-            after = pair;
         }
         Ok(by_id.into_values().collect())
     }
 
     /// The newest `retained` candles of each pair and interval, ordered by pair, interval
     /// and open time. Read through the primary key, once per pair and interval (the pairs
-    /// found by seeking it), so the cost is that of the rows returned: a window function
+    /// found by [`Store::stored_pairs`]), so the cost is that of the rows returned: a window function
     /// over the whole table (what this replaces) read every candle ever stored at each
     /// start, ~500,000 more a year per pair for the 1-minute ones alone: a year of every
     /// interval on 4 pairs (2.7 M candles, 10,000 retained) took 2.2 s to load that way and
     /// 40-50 ms this way (release build, session 13).
     fn recent_candles(&self, retained: usize) -> rusqlite::Result<Vec<(u16, Interval, Candle)>> {
         let mut out = Vec::new();
-        let mut next_pair = self
-            .conn
-            .prepare("SELECT pair FROM candles WHERE pair > ?1 ORDER BY pair LIMIT 1")?;
         let mut newest = self.conn.prepare(
             "SELECT open_ms, open, high, low, close, base, quote, trades FROM candles
              WHERE pair = ?1 AND interval = ?2 ORDER BY open_ms DESC LIMIT ?3",
         )?;
-        let mut after = -1i64;
-        while let Some(pair) = next_pair
-            .query_row(params![after], |r| r.get::<_, u16>(0))
-            .optional()?
-        {
+        for pair in self.stored_pairs("candles")? {
             for interval in Interval::ALL {
                 let start = out.len();
                 for c in newest.query_map(
@@ -202,9 +187,26 @@ impl Store {
                 }
                 out[start..].reverse();
             }
-            after = i64::from(pair);
         }
         Ok(out)
+    }
+
+    /// The pairs with a row in `table` (`trades` or `candles`), in order, found by seeking
+    /// its index on `pair` once per pair rather than reading every row.
+    fn stored_pairs(&self, table: &'static str) -> rusqlite::Result<Vec<u16>> {
+        let mut next_pair = self.conn.prepare(&format!(
+            "SELECT pair FROM {table} WHERE pair > ?1 ORDER BY pair LIMIT 1"
+        ))?;
+        let mut pairs = Vec::new();
+        let mut after = -1i64;
+        while let Some(pair) = next_pair
+            .query_row(params![after], |r| r.get::<_, u16>(0))
+            .optional()?
+        {
+            pairs.push(pair);
+            after = i64::from(pair);
+        }
+        Ok(pairs)
     }
 
     /// Stored candles of one pair and interval with `start <= open < end`, oldest first:

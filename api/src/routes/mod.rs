@@ -72,16 +72,18 @@ pub async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, 
         .as_ref()
         .is_some_and(|p| p.has_failed())
     {
-        return Err(ApiError::unavailable(
-            "the engine has stopped after a storage failure (see the server log); restart \
-             the server, which recovers from the journal",
-        ));
+        return Err(ApiError::unavailable(ENGINE_STOPPED));
     }
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         "{\"status\":\"ok\"}",
     ))
 }
+
+/// What `/health` and `/ready` say of an engine stopped for good.
+const ENGINE_STOPPED: &str = "the engine has stopped after a storage failure (a journal write or \
+     sync error, see the server log): it accepts no commands; fix the cause and restart the \
+     server, which recovers from the journal";
 
 /// Readiness: recovered and the engine running.
 #[utoipa::path(get, path = "/ready", tag = "ops", responses((status = 200), (status = 503)))]
@@ -105,13 +107,7 @@ fn not_ready(state: &AppState) -> Option<&'static str> {
     let pipeline = state.pipeline.read();
     match pipeline.as_ref() {
         None => return Some("the engine is not running"),
-        Some(p) if p.failure().is_some() => {
-            return Some(
-                "the engine has stopped after a storage failure (a journal write or sync \
-                 error, see the server log): it accepts no commands; fix the cause and \
-                 restart the server, which recovers from the journal",
-            );
-        }
+        Some(p) if p.has_failed() => return Some(ENGINE_STOPPED),
         Some(_) => {}
     }
     if state.shutting_down.load(Ordering::Acquire) {
@@ -133,11 +129,7 @@ fn not_ready(state: &AppState) -> Option<&'static str> {
 /// Prometheus text metrics.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let stats = state
-        .pipeline
-        .read()
-        .as_ref()
-        .map(|p| (p.stats(), p.has_failed()));
+    let stats = state.pipeline.read().as_ref().map(|p| p.stats());
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

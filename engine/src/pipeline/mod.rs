@@ -413,18 +413,7 @@ impl Pipeline {
         &self,
         f: impl FnOnce(&Engine) -> R + Send + 'static,
     ) -> Result<R, SubmitError> {
-        if self.shared.is_failed() || self.shared.router.is_stopped() {
-            return Err(SubmitError::Stopped);
-        }
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let job: Box<dyn FnOnce(&Engine) + Send> = Box::new(move |e: &Engine| {
-            let _ = tx.send(f(e));
-        });
-        self.control
-            .send(sequencer::Control::Query(job))
-            .map_err(|_| SubmitError::Stopped)?;
-        self.shared.router.wake_always();
-        rx.recv().map_err(|_| SubmitError::Stopped)
+        self.query_at(move |e, _| f(e))
     }
 
     /// [`Pipeline::query`], with the sequence number of the last command the engine has
@@ -440,11 +429,11 @@ impl Pipeline {
             return Err(SubmitError::Stopped);
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let job: sequencer::QueryAtJob = Box::new(move |e: &Engine, seq| {
+        let job: sequencer::QueryJob = Box::new(move |e: &Engine, seq| {
             let _ = tx.send(f(e, seq));
         });
         self.control
-            .send(sequencer::Control::QueryAt(job))
+            .send(sequencer::Control::Query(job))
             .map_err(|_| SubmitError::Stopped)?;
         self.shared.router.wake_always();
         rx.recv().map_err(|_| SubmitError::Stopped)
@@ -471,6 +460,7 @@ impl Pipeline {
             })
             .collect();
         s.last_seq = self.last_seq();
+        s.failed = self.has_failed();
         s
     }
 

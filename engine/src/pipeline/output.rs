@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 
 use super::batch::{Batch, processed};
 use super::snapshot::{self, SnapshotData};
@@ -88,13 +88,11 @@ impl Output {
             .last_seq
             .store(batch.last_seq(), Ordering::Release);
         if let Some(snap) = batch.snapshot.take() {
-            let queued = match &self.snapshots {
-                Some((tx, _)) => match tx.try_send(snap) {
-                    Ok(()) => true,
-                    Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-                },
-                None => false,
-            };
+            // A full queue (the last snapshot still being written) or no snapshot thread.
+            let queued = self
+                .snapshots
+                .as_ref()
+                .is_some_and(|(tx, _)| tx.try_send(snap).is_ok());
             if !queued {
                 self.shared
                     .counters

@@ -24,16 +24,15 @@ use crate::engine::Engine;
 use crate::ids::PairId;
 use crate::state;
 
-/// A query told the sequence number of the last command the engine has applied (on this
-/// thread, every command applied has also been delivered when a query runs).
-pub(crate) type QueryAtJob = Box<dyn FnOnce(&Engine, u64) + Send>;
+/// A read-only query against the engine as it stands, told the sequence number of the last
+/// command the engine has applied (on this thread, every command applied has also been
+/// delivered when a query runs).
+pub(crate) type QueryJob = Box<dyn FnOnce(&Engine, u64) + Send>;
 
 /// A message to the engine thread outside the rings.
 pub(crate) enum Control {
-    /// Run a read-only query against the engine as it stands.
-    Query(Box<dyn FnOnce(&Engine) + Send>),
-    /// The same, told the sequence number of the last command the engine has applied.
-    QueryAt(QueryAtJob),
+    /// Run a query ([`QueryJob`]).
+    Query(QueryJob),
     /// Drain every ring, write a final snapshot, stop.
     Shutdown,
 }
@@ -80,8 +79,7 @@ impl Sequencer {
         loop {
             while let Ok(msg) = self.control.try_recv() {
                 match msg {
-                    Control::Query(f) => f(&self.engine),
-                    Control::QueryAt(f) => f(&self.engine, self.next_seq - 1),
+                    Control::Query(f) => f(&self.engine, self.next_seq - 1),
                     Control::Shutdown => shutting_down = true,
                 }
             }

@@ -63,6 +63,8 @@ pub struct PipelineStats {
     /// Periodic snapshots dropped because the previous one was still being written.
     pub snapshots_skipped: u64,
     pub last_seq: u64,
+    /// The pipeline has failed for good ([`super::Pipeline::has_failed`]).
+    pub failed: bool,
 }
 
 impl Counters {

@@ -13,9 +13,9 @@
 //! batch 30-40 % shorter (`benches/scripts/fsync_prefill.py`; `fallocate` instead of zeros
 //! gave half of that, its unwritten extents still need a commit when first written), and
 //! under `bourse bench http` the mean sync fell from 336-484 to 286-321 us. Large appends
-//! ([`PREFILL_MAX_APPEND`]) skip the zeros: they amortize the commit themselves. A file so written ends in
-//! zeros until [`AppendFile::finish`] cuts them; recovery reads a zero tail as the end of the
-//! journal (a zero header is never a valid record) and cuts it too.
+//! ([`PREFILL_MAX_APPEND`]) skip the zeros: they amortize the commit themselves. A file so
+//! written ends in zeros until [`AppendFile::finish`] cuts them; recovery reads a zero tail
+//! as the end of the journal (a zero header is never a valid record) and cuts it too.
 
 use std::collections::BTreeMap;
 use std::fmt;
