@@ -12,7 +12,7 @@ use serde_json::Value;
 
 /// Runs `bourse bench ARGS --json` (with no admin credentials from the environment),
 /// asserts it succeeded, and returns the JSON documents it printed.
-fn bench(args: &[&str]) -> Vec<Value> {
+fn bench(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_bourse"))
         .arg("bench")
         .args(args)
@@ -28,15 +28,20 @@ fn bench(args: &[&str]) -> Vec<Value> {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::Deserializer::from_str(&stdout)
+    let docs: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
         .into_iter::<Value>()
         .collect::<Result<_, _>>()
-        .expect("JSON documents")
+        .expect("JSON documents");
+    // One document on stdout, with `--runs` too: the runs' reports and their spread.
+    let [doc] = &docs[..] else {
+        panic!("one JSON document: {docs:?}")
+    };
+    doc.clone()
 }
 
 #[test]
 fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
-    let docs = bench(&[
+    let doc = bench(&[
         "http",
         "--spawn-server",
         "--runs",
@@ -49,10 +54,6 @@ fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
         "--server-worker-threads",
         "1",
     ]);
-    // One document on stdout: the runs' reports and their spread.
-    let [doc] = &docs[..] else {
-        panic!("one JSON document: {docs:?}")
-    };
     let runs = doc["runs"].as_array().expect("the runs' reports");
     assert_eq!(runs.len(), 2, "{doc}");
     let spread = &doc["spread"];
@@ -101,7 +102,7 @@ fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
 /// its scheduled sends, the part of each latency that is not the server's.
 #[test]
 fn an_open_loop_run_reports_the_generators_timer_lateness() {
-    let docs = bench(&[
+    let doc = bench(&[
         "http",
         "--spawn-server",
         "--duration",
@@ -113,9 +114,6 @@ fn an_open_loop_run_reports_the_generators_timer_lateness() {
         "--rate",
         "200",
     ]);
-    let [doc] = &docs[..] else {
-        panic!("one JSON document: {docs:?}")
-    };
     let late = &doc["generatorTimerLateness"];
     let waits = late["count"].as_u64().expect("a count of waits");
     let placed = doc["place"]["count"].as_u64().expect("count");
@@ -137,18 +135,14 @@ fn an_open_loop_run_reports_the_generators_timer_lateness() {
         "--no-cancel",
         "--no-health",
     ]);
-    assert!(
-        closed[0].get("generatorTimerLateness").is_none(),
-        "{}",
-        closed[0]
-    );
+    assert!(closed.get("generatorTimerLateness").is_none(), "{}", closed);
 }
 
 #[test]
 fn the_ws_bench_with_a_syncing_journal_delivers_every_trade() {
     let subscribers = 20u64;
     let subscribers_arg = subscribers.to_string();
-    let docs = bench(&[
+    let r = bench(&[
         "ws",
         "--subscribers",
         &subscribers_arg,
@@ -161,9 +155,6 @@ fn the_ws_bench_with_a_syncing_journal_delivers_every_trade() {
         "--durability",
         "fsync",
     ]);
-    let [r] = &docs[..] else {
-        panic!("one report: {docs:?}")
-    };
     assert_eq!(r["durability"], "fsync", "{r}");
     let trades = r["trades"].as_u64().expect("trades");
     assert!(trades >= 100, "{r}");
@@ -177,7 +168,7 @@ fn the_ws_bench_with_a_syncing_journal_delivers_every_trade() {
 /// `--json --runs N` prints one document: every run's report and their spread.
 #[test]
 fn the_ws_bench_prints_its_runs_and_their_spread_as_one_document() {
-    let docs = bench(&[
+    let doc = bench(&[
         "ws",
         "--subscribers",
         "5",
@@ -190,9 +181,6 @@ fn the_ws_bench_prints_its_runs_and_their_spread_as_one_document() {
         "--runs",
         "2",
     ]);
-    let [doc] = &docs[..] else {
-        panic!("one JSON document: {docs:?}")
-    };
     let runs = doc["runs"].as_array().expect("the runs' reports");
     assert_eq!(runs.len(), 2, "{doc}");
     let mut p99 = Vec::new();

@@ -856,10 +856,7 @@ async fn client_loop(run: ClientRun, conn: &mut Conn) -> anyhow::Result<Tally> {
             continue;
         }
         // Place.
-        let (scheduled, slept) = wait_turn(&mut next_send, interval).await;
-        if slept {
-            record(&mut tally.late, scheduled);
-        }
+        let scheduled = wait_turn(&mut next_send, interval, &mut tally.late).await;
         seq += 1;
         let buy = (seq + u64::from(run.index)).is_multiple_of(2);
         let (lo, hi) = if buy { plan.buy } else { plan.sell };
@@ -912,10 +909,7 @@ async fn client_loop(run: ClientRun, conn: &mut Conn) -> anyhow::Result<Tally> {
             let _ = conn.send(&req).await;
             break;
         }
-        let (scheduled, slept) = wait_turn(&mut next_send, interval).await;
-        if slept {
-            record(&mut tally.late, scheduled);
-        }
+        let scheduled = wait_turn(&mut next_send, interval, &mut tally.late).await;
         let res = conn.send(&req).await;
         record(&mut tally.cancel, scheduled);
         run.live.ops.fetch_add(1, Ordering::Relaxed);
@@ -934,18 +928,26 @@ async fn client_loop(run: ClientRun, conn: &mut Conn) -> anyhow::Result<Tally> {
 
 /// Waits for the next scheduled send time (open loop) and returns the time the latency is
 /// measured from; closed loop returns now.
-/// Waits for the next scheduled send (open loop) and returns its time, with whether the
-/// wait slept (the send was not already behind schedule); closed loop: now, at once.
-async fn wait_turn(next_send: &mut Option<Instant>, interval: Option<Duration>) -> (Instant, bool) {
+/// Waits for the next scheduled send (open loop) and returns its time, recording in `late`
+/// how late the timer woke when the wait slept (a send already behind schedule is the
+/// server's lateness, not the timer's); closed loop: now, at once.
+async fn wait_turn(
+    next_send: &mut Option<Instant>,
+    interval: Option<Duration>,
+    late: &mut Histogram<u64>,
+) -> Instant {
     match (next_send.as_mut(), interval) {
         (Some(t), Some(i)) => {
             let scheduled = *t;
             *t += i;
-            let slept = scheduled > Instant::now();
-            tokio::time::sleep_until(scheduled.into()).await;
-            (scheduled, slept)
+            if scheduled > Instant::now() {
+                tokio::time::sleep_until(scheduled.into()).await;
+                let us = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
+                late.saturating_record(us.max(1));
+            }
+            scheduled
         }
-        _ => (Instant::now(), false),
+        _ => Instant::now(),
     }
 }
 

@@ -199,10 +199,14 @@ pub fn without_expiry(mut reply: serde_json::Value) -> serde_json::Value {
         .unwrap_or_else(|| panic!("an authenticated reply without expiresAt: {reply}"));
     let at = at.as_str().expect("expiresAt is a string");
     let ms = feed::views::parse_time_ms(at).unwrap_or_else(|| panic!("expiresAt {at}"));
-    let now_ms = std::time::SystemTime::now()
+    assert!(ms > unix_now_ms(), "expiresAt {at} is not in the future");
+    reply
+}
+
+/// Unix time in milliseconds (what `expiresAt` and the other RFC 3339 times parse to).
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
-        .as_millis() as i64;
-    assert!(ms > now_ms, "expiresAt {at} is not in the future");
-    reply
+        .as_millis() as i64
 }

@@ -49,25 +49,21 @@ async fn counters_match_a_known_workload() {
         trades += o["fills"].as_array().unwrap().len() as u64;
     }
     assert_eq!(trades, 4);
-    for i in 0..3 {
-        let (st, _) = s
-            .order(
-                &a,
-                json!({"pair": "BTC_SEK", "side": "buy", "type": "limit", "amount": "100",
-                       "price": "100000", "clientId": format!("poor{i}")}),
-            )
-            .await;
-        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
-    }
-    for i in 0..2 {
-        let (st, _) = s
-            .order(
-                &a,
-                json!({"pair": "BTC_SEK", "side": "buy", "type": "limit", "amount": "0.01",
-                       "price": "1000.001", "clientId": format!("tick{i}")}),
-            )
-            .await;
-        assert_eq!(st, StatusCode::BAD_REQUEST);
+    // Refused orders: 3 the wallet cannot pay (422), 2 off the price tick (400).
+    for (count, amount, price, tag, status) in [
+        (3, "100", "100000", "poor", StatusCode::UNPROCESSABLE_ENTITY),
+        (2, "0.01", "1000.001", "tick", StatusCode::BAD_REQUEST),
+    ] {
+        for i in 0..count {
+            let (st, _) = s
+                .order(
+                    &a,
+                    json!({"pair": "BTC_SEK", "side": "buy", "type": "limit", "amount": amount,
+                           "price": price, "clientId": format!("{tag}{i}")}),
+                )
+                .await;
+            assert_eq!(st, status);
+        }
     }
     for i in 0..25 {
         let (st, _) = s

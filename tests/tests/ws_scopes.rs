@@ -308,12 +308,7 @@ async fn a_re_auth_says_which_private_channels_it_ended() {
 async fn the_authenticated_reply_says_when_the_token_expires() {
     let s = TestServer::start().await;
     let alice = s.register("alice").await;
-    let now_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64
-    };
+    let now_ms = bourse_tests::ws::unix_now_ms;
     let before = now_ms();
     let (st, body) = s.token(&alice.client_id, &alice.secret, None).await;
     assert_eq!(st, StatusCode::OK, "{body}");
