@@ -10,9 +10,11 @@
 //! ([`PREFILL_BYTES`] at a time): an `fdatasync` after an append that grows the file must
 //! also commit the file system's journal (the new size, the new blocks), one after an
 //! overwrite flushes the data alone. On this project's disk (ext4) that made a sync of a
-//! batch 30-40 % shorter (`benches/scripts/fsync_prefill.py`; `fallocate` instead of zeros
+//! batch about 30 % shorter (mean 95-103 against 135-145 us, `python3
+//! benches/scripts/fsync_prefill.py /work`; `fallocate` instead of zeros
 //! gave half of that, its unwritten extents still need a commit when first written), and
-//! under `bourse bench http` the mean sync fell from 336-484 to 286-321 us. Large appends
+//! under `bourse bench http` the mean sync fell from 336-484 to 286-321 us (how it was
+//! measured: `docs/performance-log.md`, session 13). Large appends
 //! ([`PREFILL_MAX_APPEND`]) skip the zeros: they amortize the commit themselves. A file so
 //! written ends in zeros until [`AppendFile::finish`] cuts them; recovery reads a zero tail
 //! as the end of the journal (a zero header is never a valid record) and cuts it too.
