@@ -117,8 +117,13 @@ fn an_open_loop_run_reports_the_generators_timer_lateness() {
     let late = &doc["generatorTimerLateness"];
     let waits = late["count"].as_u64().expect("a count of waits");
     let placed = doc["place"]["count"].as_u64().expect("count");
-    // At 200/s the server keeps up: nearly every send waited for its time.
+    // At 200/s the server keeps up: nearly every send waited for its time, and every send
+    // either waited or was behind schedule (queued behind its connection's last answer).
     assert!(waits > 0 && waits <= placed, "{late} of {placed}");
+    let behind = doc["sendsBehindSchedule"]
+        .as_u64()
+        .expect("sendsBehindSchedule");
+    assert_eq!(waits + behind, placed, "{doc}");
     let (p50, max) = (
         late["latencyUs_p50"].as_u64(),
         late["latencyUs_max"].as_u64(),
@@ -136,6 +141,7 @@ fn an_open_loop_run_reports_the_generators_timer_lateness() {
         "--no-health",
     ]);
     assert!(closed.get("generatorTimerLateness").is_none(), "{}", closed);
+    assert!(closed.get("sendsBehindSchedule").is_none(), "{}", closed);
 }
 
 #[test]

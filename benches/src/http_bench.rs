@@ -23,8 +23,14 @@
 //! a stalled server is charged for the queue it causes (no coordinated omission). The wait
 //! for that time is tokio's timer (1 ms resolution), so the generator's own lateness is in
 //! every figure too; the report gives it apart (`timer` line, `generatorTimerLateness`:
-//! p50 ~0.9 ms, p99 ~2.4 ms at 20,000/s on the project's machine, session 13). Without a
-//! rate the clients run closed-loop and latency is plain service time.
+//! p50 ~0.9 ms, p99 ~2.4 ms at 20,000/s on the project's machine, session 13). A client
+//! has one request in flight on its connection (HTTP/1.1), so a send whose time comes while
+//! the previous answer is still awaited goes out late, behind it, and that wait is charged
+//! too: the report counts those sends (`queued` line, `sendsBehindSchedule`). With few
+//! connections for the rate (128 at 30,000/s: one send per connection every 4.3 ms against
+//! answers of 2-3 ms) each connection is a queue of its own at 50-70 % use and the tail is
+//! mostly that queue; more `--clients` spread the same rate thinner. Without a rate the
+//! clients run closed-loop and latency is plain service time.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -703,6 +709,9 @@ struct Tally {
     /// With `--rate`: how late the generator's own timer woke for a scheduled send (only
     /// waits that slept; a send already behind schedule is the server's lateness).
     late: Histogram<u64>,
+    /// With `--rate`: sends whose scheduled time had passed before their connection was
+    /// free, so they queued behind that connection's previous request.
+    behind: u64,
     errors: Vec<String>,
 }
 
@@ -713,6 +722,7 @@ impl Tally {
             cancel: histogram(),
             health: histogram(),
             late: histogram(),
+            behind: 0,
             errors: Vec::new(),
         }
     }
@@ -856,7 +866,7 @@ async fn client_loop(run: ClientRun, conn: &mut Conn) -> anyhow::Result<Tally> {
             continue;
         }
         // Place.
-        let scheduled = wait_turn(&mut next_send, interval, &mut tally.late).await;
+        let scheduled = wait_turn(&mut next_send, interval, &mut tally).await;
         seq += 1;
         let buy = (seq + u64::from(run.index)).is_multiple_of(2);
         let (lo, hi) = if buy { plan.buy } else { plan.sell };
@@ -909,7 +919,7 @@ async fn client_loop(run: ClientRun, conn: &mut Conn) -> anyhow::Result<Tally> {
             let _ = conn.send(&req).await;
             break;
         }
-        let scheduled = wait_turn(&mut next_send, interval, &mut tally.late).await;
+        let scheduled = wait_turn(&mut next_send, interval, &mut tally).await;
         let res = conn.send(&req).await;
         record(&mut tally.cancel, scheduled);
         run.live.ops.fetch_add(1, Ordering::Relaxed);
@@ -926,15 +936,14 @@ async fn client_loop(run: ClientRun, conn: &mut Conn) -> anyhow::Result<Tally> {
     Ok(tally)
 }
 
-/// Waits for the next scheduled send time (open loop) and returns the time the latency is
-/// measured from; closed loop returns now.
-/// Waits for the next scheduled send (open loop) and returns its time, recording in `late`
-/// how late the timer woke when the wait slept (a send already behind schedule is the
+/// Waits for the next scheduled send (open loop) and returns its time, recording in
+/// `tally.late` how late the timer woke when the wait slept, and counting in `tally.behind`
+/// a send already behind schedule (it queued behind its connection's previous request: the
 /// server's lateness, not the timer's); closed loop: now, at once.
 async fn wait_turn(
     next_send: &mut Option<Instant>,
     interval: Option<Duration>,
-    late: &mut Histogram<u64>,
+    tally: &mut Tally,
 ) -> Instant {
     match (next_send.as_mut(), interval) {
         (Some(t), Some(i)) => {
@@ -943,7 +952,9 @@ async fn wait_turn(
             if scheduled > Instant::now() {
                 tokio::time::sleep_until(scheduled.into()).await;
                 let us = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
-                late.saturating_record(us.max(1));
+                tally.late.saturating_record(us.max(1));
+            } else {
+                tally.behind += 1;
             }
             scheduled
         }
@@ -973,6 +984,8 @@ pub struct Report {
     health: Option<(Duration, Histogram<u64>)>,
     /// With `--rate`: the generator's timer lateness ([`Tally::late`]).
     late: Histogram<u64>,
+    /// With `--rate`: sends that queued behind their connection ([`Tally::behind`]).
+    behind: u64,
     errors: std::collections::BTreeMap<String, u64>,
     /// CPU used during the health phase and the order phase.
     health_cpu: Option<PhaseCpu>,
@@ -1065,6 +1078,12 @@ fn per_sec(n: u64, elapsed: Duration) -> u64 {
 /// `a / b` in thousandths (integers only).
 fn permille(a: u64, b: u64) -> u64 {
     a.saturating_mul(1_000) / b.max(1)
+}
+
+/// `part` of `whole` as a percentage with one decimal ("0.0%" of nothing).
+fn fmt_percent(part: u64, whole: u64) -> String {
+    let tenths = part.saturating_mul(1_000) / whole.max(1);
+    format!("{}.{}%", tenths / 10, tenths % 10)
 }
 
 fn fmt_permille(p: u64) -> String {
@@ -1184,6 +1203,16 @@ impl Report {
                 self.late.len()
             );
         }
+        if self.rate.is_some() {
+            let sends = self.all.len();
+            let _ = writeln!(
+                s,
+                "queued    {} of {} sends ({}) were behind schedule before their connection was free: each waited for its connection's previous answer (one request at a time per HTTP/1.1 connection), and that wait is in the latencies above; more --clients spread the rate over more connections",
+                self.behind,
+                sends,
+                fmt_percent(self.behind, sends)
+            );
+        }
         let _ = writeln!(s);
         if let (Some(c), Some((_, h))) = (&self.health_cpu, &self.health) {
             let _ = writeln!(s, "{}", c.line("health", h.len()));
@@ -1235,6 +1264,7 @@ impl Report {
         v["all"]["cpu"] = self.orders_cpu.to_json(self.all.len());
         if self.rate.is_some() {
             v["generatorTimerLateness"] = lat(&self.late, 0);
+            v["sendsBehindSchedule"] = json!(self.behind);
         }
         if let Some(r) = self.ratio_permille() {
             v["createsToHealthPermille"] = json!(r);
@@ -1341,6 +1371,7 @@ async fn run_phase(
         total.cancel.add(&tally.cancel)?;
         total.health.add(&tally.health)?;
         total.late.add(&tally.late)?;
+        total.behind += tally.behind;
         total.errors.extend(tally.errors);
         back.push((token, conn));
     }
@@ -1423,6 +1454,7 @@ pub async fn run_async(args: &HttpBenchArgs) -> anyhow::Result<Report> {
         all,
         health,
         late: tally.late,
+        behind: tally.behind,
         errors,
         health_cpu,
         orders_cpu,
