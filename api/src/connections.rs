@@ -10,7 +10,8 @@
 //! - at most [`ConnLimits::max_connections`] connections at once, WebSockets included (an
 //!   upgraded connection keeps its slot until it closes). One more is answered a 503
 //!   `SERVICE_UNAVAILABLE` problem with `Retry-After: 1` and closed, without reading its
-//!   request, so what it costs is bounded by [`REFUSALS_IN_FLIGHT`] and [`REFUSAL_GRACE`].
+//!   request, so what it costs is bounded by [`REFUSALS_IN_FLIGHT`] and [`REFUSAL_GRACE`]
+//!   (see the refusals below).
 //! - at most [`ConnLimits::max_connections_per_address`] of them from one client address
 //!   (an IPv6 client by its /64, as the rate limit counts it:
 //!   [`crate::rate_limit::client_address`]), WebSockets included. Without it one address
@@ -29,6 +30,19 @@
 //! - hyper's own answer to a head it cannot parse (a bare 400, 414 or 431) replaced by a
 //!   problem with a request id, like every other failure ([`crate::bare_answers`]).
 //!
+//! The refusals, whichever bound gave them: at most [`REFUSALS_IN_FLIGHT`] 503s are being
+//! written at once, and at most [`REFUSALS_IN_FLIGHT_PER_ADDRESS`] of them to one client
+//! address (grouped as the per-address bound groups them, an IPv6 client by its /64).
+//! Past either, a refused connection is closed unanswered (it is still counted in
+//! [`RefusalCounts`]). Each answer waits up to [`REFUSAL_GRACE`] for the client to close
+//! first, so without the per-address share one address flooding past its own bound held
+//! all the answers for that long, again and again, and every other refused client (one at
+//! the global bound, say) was closed without its 503 and without the `Retry-After` that
+//! tells it when to come back. The share is per address, not per bound, so that an address
+//! refused at the global bound cannot do the same. The table of shares holds an address
+//! only while it has an answer in flight, so never more than [`REFUSALS_IN_FLIGHT`]
+//! entries ([`Refusals`]).
+//!
 //! Graceful shutdown is `axum::serve`'s: stop accepting, let each connection finish its
 //! request in flight, wait for them.
 
@@ -36,7 +50,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -51,6 +65,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// Connections past the limit being answered at once; more are closed unanswered.
 pub const REFUSALS_IN_FLIGHT: usize = 256;
+/// Of the [`REFUSALS_IN_FLIGHT`], how many one client address may hold at once; more from it
+/// are closed unanswered. Small, so that one address flooding cannot take the answers every
+/// other refused client needs (256 / 8: at least 32 addresses are answered at once); not 1,
+/// so that a client opening a few connections in parallel (a browser opens 6 per host)
+/// still gets a 503 with `Retry-After` on each rather than bare closes it may retry at once.
+pub const REFUSALS_IN_FLIGHT_PER_ADDRESS: usize = 8;
 /// Longest a refused connection is given to take its 503.
 pub const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
@@ -151,6 +171,99 @@ impl Drop for AddressSlot {
     }
 }
 
+/// The refusal answers in flight: at most `max_total` at once, and at most `max_per_address`
+/// to one client address ([`crate::rate_limit::client_address`]). An address is in the
+/// table only while it has an answer in flight (its entry goes with its last one), and each
+/// of those holds one of the `max_total`, so the table never holds more entries than that.
+#[derive(Debug)]
+pub struct Refusals {
+    max_total: usize,
+    max_per_address: usize,
+    in_flight: Mutex<RefusalsInFlight>,
+}
+
+#[derive(Debug, Default)]
+struct RefusalsInFlight {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+impl Refusals {
+    /// A table allowing `max_total` answers at once and `max_per_address` per address.
+    pub fn new(max_total: usize, max_per_address: usize) -> Arc<Refusals> {
+        Arc::new(Refusals {
+            max_total,
+            max_per_address,
+            in_flight: Mutex::new(RefusalsInFlight::default()),
+        })
+    }
+
+    /// One more answer to `ip`, in flight until the returned guard is dropped; `None` when
+    /// `max_total` are in flight, or `max_per_address` to its address.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<RefusalSlot> {
+        let address = crate::rate_limit::client_address(ip);
+        let mut in_flight = self.in_flight.lock();
+        if in_flight.total >= self.max_total {
+            return None;
+        }
+        let count = in_flight.by_address.get(&address).copied().unwrap_or(0);
+        if count >= self.max_per_address {
+            return None;
+        }
+        in_flight.by_address.insert(address, count + 1);
+        in_flight.total += 1;
+        Some(RefusalSlot {
+            table: self.clone(),
+            address,
+        })
+    }
+
+    /// Answers in flight, to every address.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.lock().total
+    }
+
+    /// Answers in flight to `ip`'s address.
+    pub fn in_flight_to(&self, ip: IpAddr) -> usize {
+        let address = crate::rate_limit::client_address(ip);
+        self.in_flight
+            .lock()
+            .by_address
+            .get(&address)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Addresses with an answer in flight.
+    pub fn addresses(&self) -> usize {
+        self.in_flight.lock().by_address.len()
+    }
+}
+
+/// One refusal answer in flight in a [`Refusals`] table, until dropped.
+#[derive(Debug)]
+pub struct RefusalSlot {
+    table: Arc<Refusals>,
+    address: IpAddr,
+}
+
+impl Drop for RefusalSlot {
+    fn drop(&mut self) {
+        let mut in_flight = self.table.in_flight.lock();
+        let count = in_flight
+            .by_address
+            .get_mut(&self.address)
+            .expect("an address with an answer in flight is in the table");
+        assert!(*count > 0);
+        *count -= 1;
+        if *count == 0 {
+            in_flight.by_address.remove(&self.address);
+        }
+        assert!(in_flight.total > 0);
+        in_flight.total -= 1;
+    }
+}
+
 /// File descriptors the process needs beside its connections (the listener, journal
 /// segments and snapshots, the SQLite files and their readers, the feed's store).
 pub const RESERVED_FDS: u64 = 256;
@@ -177,7 +290,8 @@ pub fn make_room_for(max_connections: usize) -> u64 {
 
 /// Connections refused since start, by the bound that refused them (`/metrics`:
 /// `bourse_connections_refused_total`). Counted whether or not the refusal could be
-/// answered (past [`REFUSALS_IN_FLIGHT`] it is closed unanswered).
+/// answered (past [`REFUSALS_IN_FLIGHT`], or [`REFUSALS_IN_FLIGHT_PER_ADDRESS`] to its
+/// address, it is closed unanswered).
 #[derive(Debug, Default)]
 pub struct RefusalCounts {
     /// At `max_connections`.
@@ -200,7 +314,7 @@ pub async fn serve(
     // At `max_connections` per address or more, the global bound is the only one: no table.
     let per_address = (limits.max_connections_per_address < limits.max_connections)
         .then(|| PerAddress::new(limits.max_connections_per_address));
-    let refusing = Arc::new(AtomicUsize::new(0));
+    let refusing = Refusals::new(REFUSALS_IN_FLIGHT, REFUSALS_IN_FLIGHT_PER_ADDRESS);
     // Connections watch `stop` to start their graceful shutdown; each holds a `done`
     // receiver, so `done_tx.closed()` resolves once all have ended.
     let (stop_tx, stop_rx) = watch::channel(());
@@ -221,7 +335,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             refused.global.fetch_add(1, Ordering::Relaxed);
-            refuse(tcp, &refusing, TOO_MANY_CONNECTIONS);
+            refuse(tcp, &refusing, peer.ip(), TOO_MANY_CONNECTIONS);
             continue;
         };
         let address_slot = match &per_address {
@@ -231,7 +345,7 @@ pub async fn serve(
                 None => {
                     drop(slot);
                     refused.per_address.fetch_add(1, Ordering::Relaxed);
-                    refuse(tcp, &refusing, TOO_MANY_FROM_ADDRESS);
+                    refuse(tcp, &refusing, peer.ip(), TOO_MANY_FROM_ADDRESS);
                     continue;
                 }
             },
@@ -296,14 +410,13 @@ async fn accept_error(e: std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// A connection past a limit: the 503 problem saying `detail`, then close (see the module
-/// doc).
-fn refuse(mut tcp: TcpStream, refusing: &Arc<AtomicUsize>, detail: &'static str) {
-    if refusing.fetch_add(1, Ordering::AcqRel) >= REFUSALS_IN_FLIGHT {
-        refusing.fetch_sub(1, Ordering::AcqRel);
+/// A connection from `ip` past a limit: the 503 problem saying `detail`, then close; or, with
+/// no answer free in `refusing` (in all, or for `ip`'s address), close unanswered (see the
+/// module doc).
+fn refuse(mut tcp: TcpStream, refusing: &Arc<Refusals>, ip: IpAddr, detail: &'static str) {
+    let Some(answer) = refusing.try_acquire(ip) else {
         return;
-    }
-    let refusing = refusing.clone();
+    };
     tokio::spawn(async move {
         let response = refusal(detail);
         let _ = tokio::time::timeout(REFUSAL_GRACE, async {
@@ -316,7 +429,7 @@ fn refuse(mut tcp: TcpStream, refusing: &Arc<AtomicUsize>, detail: &'static str)
             Ok::<_, std::io::Error>(())
         })
         .await;
-        refusing.fetch_sub(1, Ordering::AcqRel);
+        drop(answer);
     });
 }
 
@@ -493,5 +606,181 @@ mod tests {
         let a3 = table.try_acquire(a).expect("a released slot is free again");
         drop((a2, a3, b1, v1, v2));
         assert_eq!(table.addresses(), 0, "no entry without a connection");
+    }
+
+    /// The refusal answers are bounded in all and per address, an IPv6 /64 counting as one
+    /// address; an answer done frees its place, and an address with none in flight leaves
+    /// the table.
+    #[test]
+    fn refusal_answers_are_bounded_in_all_and_per_address() {
+        let table = Refusals::new(4, 2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        let v6: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let v6_same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let a1 = table.try_acquire(a).expect("first to a");
+        let a2 = table.try_acquire(a).expect("second to a");
+        assert!(
+            table.try_acquire(a).is_none(),
+            "a third to a: past its share"
+        );
+        assert_eq!(table.in_flight_to(a), 2);
+        let v1 = table.try_acquire(v6).expect("v6");
+        assert!(
+            table.try_acquire(v6_same_64).is_some(),
+            "the /64's second (dropped at once)"
+        );
+        let v2 = table
+            .try_acquire(v6_same_64)
+            .expect("the /64's second again");
+        assert!(table.try_acquire(v6).is_none(), "the /64 has its share");
+        assert_eq!(table.in_flight(), 4);
+        assert!(table.try_acquire(b).is_none(), "all four in flight");
+        drop(v1);
+        let b1 = table.try_acquire(b).expect("b once one is done");
+        assert!(table.try_acquire(c).is_none(), "all four in flight again");
+        assert_eq!(table.addresses(), 3);
+        drop(a1);
+        let a3 = table.try_acquire(a).expect("a's done answer is free again");
+        drop((a2, a3, v2, b1));
+        assert_eq!(table.in_flight(), 0);
+        assert_eq!(table.addresses(), 0, "no entry without an answer in flight");
+    }
+
+    /// A connection to `server` from the loopback address `from` (every 127/8 address is
+    /// the machine's own, so each is another client address to the server).
+    async fn connect_from(server: std::net::SocketAddr, from: [u8; 4]) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind((std::net::Ipv4Addr::from(from), 0).into())
+            .expect("bind the client address");
+        tokio::time::timeout(Duration::from_secs(5), socket.connect(server))
+            .await
+            .expect("connected in time")
+            .expect("connect")
+    }
+
+    /// What the server sent on `tcp` before closing it, within 5 s (a reset: nothing).
+    async fn read_to_close(tcp: &mut TcpStream) -> Vec<u8> {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read_to_end(tcp, &mut answer),
+        )
+        .await
+        .expect("the refused connection is closed in time");
+        if read.is_err() {
+            answer.clear();
+        }
+        answer
+    }
+
+    /// Floods `serve` (with `limits`) from 127.0.0.1 past a bound while it holds one
+    /// connection from there, then asks once from 127.0.0.2 past the same bound. Returns
+    /// the flood's answered and unanswered counts, whether 127.0.0.2 was answered, and the
+    /// refusals counted; `None` when the run took longer than [`REFUSAL_GRACE`] (an answer
+    /// may have ended and freed its place: the counts say nothing).
+    async fn flood_one_address(
+        limits: ConnLimits,
+        flood: usize,
+    ) -> Option<(usize, usize, bool, Arc<RefusalCounts>)> {
+        const A: [u8; 4] = [127, 0, 0, 1];
+        const B: [u8; 4] = [127, 0, 0, 2];
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let refused = Arc::new(RefusalCounts::default());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, limits, refused.clone(), async {
+            let _ = stop_rx.await;
+        }));
+        // The connection that takes the slot; the accept loop takes the flood after it.
+        let held = connect_from(addr, A).await;
+        let started = std::time::Instant::now();
+        // All of them open before any is read: the answers given stay in flight (the
+        // server waits for the client's close, up to the grace).
+        let mut conns = Vec::with_capacity(flood);
+        for _ in 0..flood {
+            conns.push(connect_from(addr, A).await);
+        }
+        let (mut answered, mut unanswered) = (0, 0);
+        for tcp in &mut conns {
+            let answer = read_to_close(tcp).await;
+            if answer.is_empty() {
+                unanswered += 1;
+            } else {
+                let text = String::from_utf8_lossy(&answer);
+                assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+                answered += 1;
+            }
+        }
+        // Another address refused at the same bound while 127.0.0.1's answers are out.
+        let held_b = if limits.max_connections_per_address < limits.max_connections {
+            Some(connect_from(addr, B).await)
+        } else {
+            None
+        };
+        let mut other = connect_from(addr, B).await;
+        let other_answer = read_to_close(&mut other).await;
+        let in_time = started.elapsed() < REFUSAL_GRACE;
+        drop((held, held_b, other, conns));
+        stop_tx.send(()).expect("the server is up");
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server stops in time")
+            .expect("the server task");
+        let other_answered = String::from_utf8_lossy(&other_answer).starts_with("HTTP/1.1 503 ");
+        in_time.then_some((answered, unanswered, other_answered, refused))
+    }
+
+    /// One address flooding past a bound gets at most [`REFUSALS_IN_FLIGHT_PER_ADDRESS`]
+    /// 503s in flight, the rest of its connections closed unanswered (and counted), and
+    /// another address refused meanwhile still gets its 503: at the per-address bound and
+    /// at the global one. Before the share, the flood took an answer for each of its
+    /// connections up to all [`REFUSALS_IN_FLIGHT`], and every other refused client was
+    /// closed unanswered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_address_holds_at_most_its_share_of_the_refusal_answers() {
+        let flood = 3 * REFUSALS_IN_FLIGHT_PER_ADDRESS;
+        for (bound, limits) in [
+            (
+                "per address",
+                ConnLimits {
+                    max_connections: 4,
+                    max_connections_per_address: 1,
+                    header_timeout: Duration::from_secs(10),
+                },
+            ),
+            (
+                "global",
+                ConnLimits {
+                    max_connections: 1,
+                    max_connections_per_address: 1,
+                    header_timeout: Duration::from_secs(10),
+                },
+            ),
+        ] {
+            // A run slower than the grace (a loaded machine) proves nothing: run again.
+            let mut outcome = None;
+            for _ in 0..5 {
+                outcome = flood_one_address(limits, flood).await;
+                if outcome.is_some() {
+                    break;
+                }
+            }
+            let (answered, unanswered, other_answered, refused) =
+                outcome.unwrap_or_else(|| panic!("{bound}: no run within {REFUSAL_GRACE:?}"));
+            assert_eq!(answered, REFUSALS_IN_FLIGHT_PER_ADDRESS, "{bound}");
+            assert_eq!(
+                unanswered,
+                flood - REFUSALS_IN_FLIGHT_PER_ADDRESS,
+                "{bound}"
+            );
+            assert!(other_answered, "{bound}: the other address got no 503");
+            let counted = refused.global.load(Ordering::Relaxed)
+                + refused.per_address.load(Ordering::Relaxed);
+            assert_eq!(counted, flood as u64 + 1, "{bound}: every refusal counted");
+        }
     }
 }

@@ -247,9 +247,14 @@ impl Shared {
         self.failed.load(Ordering::Acquire)
     }
 
-    /// Marks the pipeline failed: loud, final, no retry.
+    /// Marks the pipeline failed: loud (an error in the log, through `tracing` like the rest
+    /// of the server's log), final, no retry.
     fn fail(&self, why: String) {
-        eprintln!("bourse pipeline: FATAL: {why}; the engine has stopped");
+        tracing::error!(
+            reason = %why,
+            last_durable_seq = self.last_seq.load(Ordering::Acquire),
+            "the pipeline failed: the engine has stopped for good; restart to recover"
+        );
         {
             let mut f = self.failure.lock();
             if f.is_none() {
@@ -513,5 +518,79 @@ impl Drop for Pipeline {
         if self.engine_thread.is_some() {
             let _ = self.stop();
         }
+    }
+}
+
+/// What a pipeline test needs of [`Shared`] and of the log.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// A fresh [`Shared`] with `pairs` rings, nothing failed.
+    pub(crate) fn shared(pairs: usize) -> Shared {
+        let router = ring::Router::new(16);
+        router.ensure_pairs(pairs);
+        Shared {
+            router,
+            counters: stats::Counters::default(),
+            last_seq: AtomicU64::new(41),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            snapshot_error: Mutex::new(None),
+        }
+    }
+
+    /// The `tracing` log `f` writes on this thread, as plain text lines.
+    pub(crate) fn log_of(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buffer.0.lock().clone();
+        String::from_utf8(bytes).expect("utf-8 log")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{log_of, shared};
+
+    /// The fatal failure is an error in the `tracing` log, with its reason and the last
+    /// durable sequence as fields, and it marks the pipeline failed. It went to stderr with
+    /// `eprintln!`, outside the server's log and its format (a log shipper reading the
+    /// server's log never saw it).
+    #[test]
+    fn the_fatal_failure_is_logged_as_an_error() {
+        let shared = shared(1);
+        let log = log_of(|| shared.fail("journal append failed: disk full".to_string()));
+        let line = log
+            .lines()
+            .find(|l| l.contains("the engine has stopped"))
+            .unwrap_or_else(|| panic!("no failure in the log: {log:?}"));
+        assert!(line.contains("ERROR"), "{line}");
+        assert!(
+            line.contains("reason=journal append failed: disk full"),
+            "{line}"
+        );
+        assert!(line.contains("last_durable_seq=41"), "{line}");
+        assert!(shared.is_failed());
+        assert_eq!(
+            shared.failure.lock().as_deref(),
+            Some("journal append failed: disk full")
+        );
     }
 }

@@ -138,9 +138,56 @@ fn write_snapshot(
                 .fetch_add(1, Ordering::Relaxed);
         }
         Err(e) => {
+            tracing::error!(
+                seq = snap.seq,
+                dir = %dir.display(),
+                error = %e,
+                "snapshot write failed; the journal still holds everything, but recovery \
+                 replays from the last snapshot written"
+            );
             let msg = format!("snapshot {} in {} failed: {e}", snap.seq, dir.display());
-            eprintln!("bourse pipeline: {msg}");
             *shared.snapshot_error.lock() = Some(msg);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::storage::FsStorage;
+    use super::super::test_support::{log_of, shared};
+    use super::*;
+
+    /// A snapshot that cannot be written is an error in the `tracing` log, with the
+    /// sequence, the directory and the I/O error as fields, and is kept for `/ready`; the
+    /// pipeline goes on. It went to stderr with `eprintln!`, outside the server's log.
+    #[test]
+    fn a_failed_snapshot_is_logged_and_kept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // A file where the snapshots' directory should be: every write under it fails.
+        let dir = tmp.path().join("snapshots");
+        std::fs::write(&dir, b"not a directory").expect("write");
+        let shared = shared(1);
+        let snap = SnapshotData {
+            seq: 7,
+            timestamp_ns: 0,
+            state: vec![1, 2, 3],
+        };
+        let log = log_of(|| write_snapshot(&FsStorage, &dir, &snap, 2, &shared));
+        let line = log
+            .lines()
+            .find(|l| l.contains("snapshot write failed"))
+            .unwrap_or_else(|| panic!("no failure in the log: {log:?}"));
+        assert!(line.contains("ERROR"), "{line}");
+        assert!(line.contains("seq=7"), "{line}");
+        assert!(line.contains(&format!("dir={}", dir.display())), "{line}");
+        assert!(line.contains("error="), "{line}");
+        let kept = shared
+            .snapshot_error
+            .lock()
+            .clone()
+            .expect("the error is kept");
+        assert!(kept.contains("snapshot 7"), "{kept}");
+        assert!(!shared.is_failed(), "a snapshot failure is not fatal");
+        assert_eq!(shared.counters.snapshots_written.load(Ordering::Relaxed), 0);
     }
 }
