@@ -135,13 +135,18 @@ impl From<rusqlite::Error> for ApiError {
                  or ask for a smaller offset",
             );
         }
-        // The store refused the read (it stopped on a write error, or is behind): a 503,
-        // which is what it is, not a 500 with an error line per read. The stop itself was
-        // logged once by the store thread, and `/ready` says so.
+        // The store refused the read (it stopped on a write error, its file is damaged, or
+        // it is behind): a 503, which is what it is, not a 500 with an error line per read.
+        // The stop or the damage itself was logged once where it was found, and `/ready`
+        // says so. The client is told what it is, never SQLite's words or the file's path.
         match crate::store::unavailable_reason(&e) {
             Some(why) if why == crate::store::STORE_FAILED => ApiError::unavailable(
                 "history is unavailable (the history store has stopped); the operator has \
                  to restart the server",
+            ),
+            Some(why) if why == crate::store::STORE_DAMAGED => ApiError::unavailable(
+                "history is unavailable (the history store is damaged); the operator has to \
+                 restart the server, which rebuilds it; orders are still accepted",
             ),
             Some(_) => ApiError::retry_shortly("history is catching up; retry shortly"),
             None => {

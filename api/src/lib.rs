@@ -29,6 +29,7 @@ pub mod server_error;
 pub mod starting;
 pub mod state;
 pub mod store;
+pub mod store_damage;
 pub mod used_keys;
 pub mod web;
 

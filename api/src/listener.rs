@@ -12,7 +12,7 @@
 //! cancel) need no SQLite read at all.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -25,7 +25,7 @@ use rusqlite::Connection;
 use crate::model::{self, FillRec, OrderRec, RequestRec, TxRec, TxType};
 use crate::open_orders::OpenOrders;
 use crate::state::{AuditFig, PrivatePublisher, ReadModel};
-use crate::store;
+use crate::{store, store_damage};
 
 /// A row for the store thread.
 enum Op {
@@ -134,8 +134,12 @@ fn load_used_keys(
 
 /// The store thread: commits queued batches, several per transaction, `applied_seq` in the
 /// same transaction. A failure stops the writes (the store stays at its last good batch, the
-/// journal replays the rest at the next start) and fails the reads that wait for it.
-fn store_thread(conn: Connection, rx: Receiver<StoreMsg>, model: Arc<ReadModel>) {
+/// journal replays the rest at the next start) and fails the reads that wait for it. A
+/// failure that says the file at `path` is damaged is reported as such
+/// ([`crate::store_damage`]: the next start rebuilds the store), and damage a read found
+/// stops the writes too (the file is to be replaced). A stopped thread still takes every
+/// batch off the queue, so the engine thread never waits for it.
+fn store_thread(conn: Connection, path: PathBuf, rx: Receiver<StoreMsg>, model: Arc<ReadModel>) {
     let mut failed = false;
     let mut latest: HashMap<u64, (usize, usize)> = HashMap::new();
     while let Ok(first) = rx.recv() {
@@ -167,7 +171,8 @@ fn store_thread(conn: Connection, rx: Receiver<StoreMsg>, model: Arc<ReadModel>)
                 break;
             }
         }
-        if failed {
+        if failed || model.store_damaged() {
+            failed = true;
             continue;
         }
         let last = group.last().map_or(0, |m| m.last_seq);
@@ -200,10 +205,13 @@ fn store_thread(conn: Connection, rx: Receiver<StoreMsg>, model: Arc<ReadModel>)
             Ok(()) => model.set_stored(last),
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
-                // The journal still has the batches: the next start replays them.
-                tracing::error!(error = %e, seq = last, "history store write failed; the store stops here");
+                // The journal still has the batches: the next start replays them (into a new
+                // store when this one is damaged).
+                if !store_damage::report(&model, &path, &e, store_damage::FoundBy::Writer) {
+                    tracing::error!(error = %e, seq = last, "history store write failed; the store stops here");
+                    model.fail_store();
+                }
                 failed = true;
-                model.fail_store();
             }
         }
     }
@@ -359,9 +367,10 @@ impl HistoryListener {
         writer.pragma_update(None, "cache_size", -65_536)?;
         let (tx, rx) = crossbeam_channel::bounded(STORE_QUEUE);
         let thread_model = model.clone();
+        let thread_path = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("bourse-history".into())
-            .spawn(move || store_thread(writer, rx, thread_model))
+            .spawn(move || store_thread(writer, thread_path, rx, thread_model))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(HistoryListener {
             conn,
@@ -822,7 +831,8 @@ mod tests {
         let model = Arc::new(ReadModel::default());
         let (tx, rx) = crossbeam_channel::bounded(STORE_QUEUE);
         let thread_model = model.clone();
-        let thread = std::thread::spawn(move || store_thread(conn, rx, thread_model));
+        let path = store::db_path(dir.path());
+        let thread = std::thread::spawn(move || store_thread(conn, path, rx, thread_model));
         (dir, model, tx, thread)
     }
 

@@ -174,6 +174,26 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
             n.load(Ordering::Relaxed)
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP bourse_history_store_failed 1 once the history store has stopped (a write error, or its file damaged): history reads and sign-ins are refused until a restart, else 0."
+    );
+    let _ = writeln!(out, "# TYPE bourse_history_store_failed gauge");
+    let _ = writeln!(
+        out,
+        "bourse_history_store_failed {}",
+        u8::from(model.store_failed())
+    );
+    let _ = writeln!(
+        out,
+        "# HELP bourse_history_store_damaged 1 once SQLite has reported the history store's file damaged (the next start sets it aside and rebuilds it from the journal), else 0."
+    );
+    let _ = writeln!(out, "# TYPE bourse_history_store_damaged gauge");
+    let _ = writeln!(
+        out,
+        "bourse_history_store_damaged {}",
+        u8::from(model.store_damaged())
+    );
     let _ = writeln!(out, "# HELP bourse_trades_total Trades since start.");
     let _ = writeln!(out, "# TYPE bourse_trades_total counter");
     let _ = writeln!(

@@ -16,13 +16,35 @@ use crate::listener::HistoryListener;
 use crate::server_error::ServerError;
 use crate::state::{AppState, ReadModel, Shared};
 use crate::store::{self, Store};
+use crate::store_damage;
 
 /// How much longer than a connection's close grace the shutdown waits for the WebSocket
 /// connections to end (their tasks need a moment to be scheduled after the grace).
 const WS_CLOSE_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Recovers the engine, opens the store and prepares the state (markets and admin included).
+///
+/// A history store found damaged during the start itself (the replay's writes or the admin
+/// bootstrap's reads reach a bad page that opening it did not) leaves the rebuild marker
+/// ([`store_damage`]) and fails that start, which is then made once more: the second sets
+/// the store aside and rebuilds it from the journal. Such a store used to fail every start
+/// ("history store: the history store has stopped") until its file was removed by hand.
 pub async fn start(config: Config) -> Result<AppState, ServerError> {
+    let marker = store_damage::marker_path(&store::db_path(&config.data_dir));
+    match start_once(config.clone()).await {
+        Err(e) if marker.exists() => {
+            tracing::warn!(
+                error = %e,
+                "the history store was found damaged while starting: starting again, which \
+                 sets it aside and rebuilds it from the journal"
+            );
+            start_once(config).await
+        }
+        other => other,
+    }
+}
+
+async fn start_once(config: Config) -> Result<AppState, ServerError> {
     config.validate()?;
     let (memory, iterations) = (config.argon2_memory_kib, config.argon2_iterations);
     let pending = config.argon2_max_pending as usize;
@@ -49,7 +71,8 @@ pub async fn start(config: Config) -> Result<AppState, ServerError> {
         }),
         announce: Arc::new(move || announcing_feed.wake_private()),
     };
-    let (history, model) = open_history(&db, model, publisher)?;
+    let check = config.history_check_on_start;
+    let (history, model) = open_history(&db, model, publisher, check)?;
     // The journal replays into the history store whatever it has not applied: all of it
     // when the store is new or was lost, which takes a while on a large journal.
     tracing::info!(
@@ -118,7 +141,20 @@ pub async fn start(config: Config) -> Result<AppState, ServerError> {
         Some(state) => state.rate.check(crate::rate_limit::RateKey::peer(ip)),
         None => Ok(()),
     }));
-    bootstrap_markets(&state).await?;
+    if let Err(e) = prepare(&state, held_bound, held_rules).await {
+        // The pipeline stops before another start may take the data dir.
+        if let Err(stop) = stop_pipeline(&state).await {
+            tracing::warn!(error = %stop, "stopping the pipeline after a failed start");
+        }
+        return Err(e);
+    }
+    Ok(state)
+}
+
+/// The start's journaled set-up: the settings' markets, the outcome-deciding settings and
+/// the admin.
+async fn prepare(state: &AppState, held_bound: usize, held_rules: u32) -> Result<(), ServerError> {
+    bootstrap_markets(state).await?;
     // The bound on resting orders and the matching rules decide outcomes, so they change
     // only through the journal, never by a setting read at start: a replay meets every
     // order under the bound and the rules its live run met. The configured bound is
@@ -126,7 +162,7 @@ pub async fn start(config: Config) -> Result<AppState, ServerError> {
     // knows (every data dir starts at the genesis rules, a fresh one included).
     let max = state.config.max_orders_per_book;
     if held_bound != max as usize {
-        journal_at_start(&state, Command::SetMaxOrdersPerBook { max }, |e| {
+        journal_at_start(state, Command::SetMaxOrdersPerBook { max }, |e| {
             matches!(e, Event::MaxOrdersPerBookSet { .. })
         })
         .await?;
@@ -134,7 +170,7 @@ pub async fn start(config: Config) -> Result<AppState, ServerError> {
     }
     let version = engine::RULES_VERSION_CURRENT;
     if held_rules < version {
-        journal_at_start(&state, Command::SetRulesVersion { version }, |e| {
+        journal_at_start(state, Command::SetRulesVersion { version }, |e| {
             matches!(e, Event::RulesVersionSet { .. })
         })
         .await?;
@@ -144,39 +180,70 @@ pub async fn start(config: Config) -> Result<AppState, ServerError> {
             "matching rules version changed"
         );
     }
-    bootstrap_admin(&state).await?;
-    Ok(state)
+    bootstrap_admin(state).await?;
+    Ok(())
 }
 
-/// Opens the history store, or, when SQLite finds it damaged (not a database, or
-/// corrupt), sets its files aside (`history.sqlite.damaged-<unix seconds>`, with its
-/// `-wal` and `-shm`) and starts a new one, which recovery then fills from the journal: the
-/// store holds nothing the journal does not (tokens aside: clients sign in again). The
-/// start used to stop at "history store: file is not a database", naming neither the file
-/// nor the remedy. Returns the listener and the read model it loaded (a new one after a
-/// damaged store, so nothing read from it is kept).
+/// Opens the history store, or, when it is damaged, sets its files aside
+/// (`history.sqlite.damaged-<unix seconds>`, with its `-wal` and `-shm`) and starts a new
+/// one, which recovery then fills from the journal: the store holds nothing the journal
+/// does not (tokens aside: clients sign in again). Damaged means: the server that ran last
+/// found it so and left the rebuild marker ([`store_damage::take_marker`]), SQLite finds it
+/// so on opening (not a database, or corrupt), or, with `check` (the setting
+/// `history_check_on_start`), `PRAGMA quick_check` does. The start used to stop at "history
+/// store: file is not a database", naming neither the file nor the remedy. Returns the
+/// listener and the read model it loaded (a new one after a damaged store, so nothing read
+/// from it is kept).
 fn open_history(
     db: &std::path::Path,
     model: Arc<ReadModel>,
     publisher: crate::state::PrivatePublisher,
+    check: bool,
 ) -> Result<(HistoryListener, Arc<ReadModel>), ServerError> {
     let named = |source| ServerError::HistoryStore {
         path: db.to_path_buf(),
         source,
     };
+    let data_dir = |source| ServerError::DataDir {
+        path: db.to_path_buf(),
+        source,
+    };
+    let set_aside = |why: &dyn std::fmt::Display| -> Result<(), ServerError> {
+        let aside = store::set_aside(db).map_err(data_dir)?;
+        tracing::warn!(
+            file = %db.display(),
+            moved_to = %aside.display(),
+            error = %why,
+            "the history store is damaged: set aside, a new one is rebuilt from the journal"
+        );
+        Ok(())
+    };
+    if let Some(taken) = store_damage::take_marker(db).map_err(data_dir)? {
+        tracing::warn!(
+            file = %db.display(),
+            moved_to = %taken.aside.as_ref().map_or("(no store file)".into(), |p| p.display().to_string()),
+            marker = %store_damage::marker_path(db).display(),
+            reason = %taken.reason,
+            "the history store was found damaged while the server ran (or the rebuild was asked \
+             for by hand): set aside, a new one is rebuilt from the journal"
+        );
+    } else if check && db.exists() {
+        let started = std::time::Instant::now();
+        match store_damage::quick_check(db) {
+            Ok(None) => tracing::info!(
+                file = %db.display(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "history store checked (PRAGMA quick_check): ok"
+            ),
+            Ok(Some(problem)) => set_aside(&format!("PRAGMA quick_check: {problem}"))?,
+            Err(e) if store::is_damaged(&e) => set_aside(&e)?,
+            Err(e) => return Err(named(e)),
+        }
+    }
     match HistoryListener::open(db, model.clone(), Some(publisher.clone())) {
         Ok(history) => Ok((history, model)),
         Err(e) if store::is_damaged(&e) => {
-            let aside = store::set_aside(db).map_err(|source| ServerError::DataDir {
-                path: db.to_path_buf(),
-                source,
-            })?;
-            tracing::warn!(
-                file = %db.display(),
-                moved_to = %aside.display(),
-                error = %e,
-                "the history store is damaged: set aside, a new one is rebuilt from the journal"
-            );
+            set_aside(&e)?;
             let model = Arc::new(ReadModel::default());
             let history =
                 HistoryListener::open(db, model.clone(), Some(publisher)).map_err(named)?;

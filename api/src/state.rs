@@ -74,6 +74,8 @@ pub struct ReadModel {
     stored_seq: Mutex<u64>,
     stored_cv: Condvar,
     store_failed: AtomicBool,
+    /// SQLite said the store's file is damaged ([`ReadModel::damage_store`]).
+    store_damaged: AtomicBool,
     /// Why the store thread should stop lingering and commit what it has
     /// ([`ReadModel::linger`]).
     store_wanted: Mutex<StoreWanted>,
@@ -136,6 +138,21 @@ impl ReadModel {
         self.store_failed.store(true, Ordering::Release);
         let _s = self.stored_seq.lock();
         self.stored_cv.notify_all();
+    }
+
+    /// Whether SQLite said the history store's file is damaged, on the writer or on a read
+    /// ([`crate::store_damage`]); the store is then stopped too ([`ReadModel::store_failed`]).
+    pub fn store_damaged(&self) -> bool {
+        self.store_damaged.load(Ordering::Acquire)
+    }
+
+    /// The history store's file is damaged: the store stops ([`ReadModel::fail_store`]: the
+    /// writer commits nothing more, reads are refused). True the first time only, so the
+    /// damage is logged and marked once ([`crate::store_damage::report`]).
+    pub fn damage_store(&self) -> bool {
+        let first = !self.store_damaged.swap(true, Ordering::AcqRel);
+        self.fail_store();
+        first
     }
 
     /// Store thread: waits until `deadline` or until the store is wanted (a reader waits for

@@ -179,6 +179,9 @@ impl Reader {
 /// Why a read was refused before it ran: the store thread stopped on a write error (the
 /// store stays at its last good commit until a restart rebuilds it from the journal).
 pub const STORE_FAILED: &str = "the history store has stopped";
+/// Why a read was refused: SQLite said the store's file is damaged, on this read or
+/// earlier ([`crate::store_damage`]); the next start rebuilds it from the journal.
+pub const STORE_DAMAGED: &str = "the history store is damaged";
 /// Why a read was refused before it ran: the store did not catch up with the last
 /// acknowledged command in time.
 pub const STORE_BEHIND: &str = "the history store is behind";
@@ -190,14 +193,17 @@ fn unavailable(why: &'static str) -> rusqlite::Error {
     )
 }
 
-/// The reason [`Store::read`] refused to run a read ([`STORE_FAILED`], [`STORE_BEHIND`]),
-/// if that is what `e` is: the client gets a 503, not an internal error.
+/// The reason [`Store::read`] refused to run a read, or gave up on one ([`STORE_FAILED`],
+/// [`STORE_DAMAGED`], [`STORE_BEHIND`]), if that is what `e` is: the client gets a 503, not
+/// an internal error.
 pub fn unavailable_reason(e: &rusqlite::Error) -> Option<&'static str> {
     match e {
         rusqlite::Error::SqliteFailure(f, Some(msg))
             if f.code == rusqlite::ErrorCode::DatabaseBusy =>
         {
-            [STORE_FAILED, STORE_BEHIND].into_iter().find(|w| msg == w)
+            [STORE_FAILED, STORE_DAMAGED, STORE_BEHIND]
+                .into_iter()
+                .find(|w| msg == w)
         }
         _ => None,
     }
@@ -211,6 +217,8 @@ pub fn is_interrupted(e: &rusqlite::Error) -> bool {
 /// Reader connections for the handlers.
 #[derive(Debug)]
 pub struct Store {
+    /// The store's file (for [`crate::store_damage::report`]).
+    path: PathBuf,
     readers: Vec<Mutex<Reader>>,
     next: AtomicUsize,
     model: Arc<crate::state::ReadModel>,
@@ -230,6 +238,7 @@ impl Store {
             v.push(Mutex::new(Reader::open(path)?));
         }
         Ok(Store {
+            path: path.to_path_buf(),
             readers: v,
             next: AtomicUsize::new(0),
             model,
@@ -264,32 +273,61 @@ impl Store {
     ) -> rusqlite::Result<T> {
         // A failed store commits nothing more: every read is refused, not just those that
         // would wait for a sequence it will never hold, so history does not look complete
-        // to one client and broken to the next.
-        if self.model.store_failed() {
-            return Err(unavailable(STORE_FAILED));
+        // to one client and broken to the next. A damaged one likewise: the reads that miss
+        // its bad pages would answer as if all was well.
+        if let Some(why) = self.stopped() {
+            return Err(unavailable(why));
         }
         let seq = self.model.last_seq.load(Ordering::Acquire);
         if !self.model.is_stored(seq) && !off_the_runtime(|| self.model.wait_stored(seq)) {
-            let why = if self.model.store_failed() {
-                STORE_FAILED
-            } else {
-                STORE_BEHIND
-            };
-            return Err(unavailable(why));
+            return Err(unavailable(self.stopped().unwrap_or(STORE_BEHIND)));
         }
-        self.on_reader(|r| match limit {
+        let read = self.on_reader(|r| match limit {
             Some(limit) => r.bounded(limit, f),
             None => f(&r.conn),
-        })
+        });
+        self.damage_checked(read)
+    }
+
+    /// Why every read is refused, if it is: the store is damaged or has stopped.
+    fn stopped(&self) -> Option<&'static str> {
+        if self.model.store_damaged() {
+            Some(STORE_DAMAGED)
+        } else if self.model.store_failed() {
+            Some(STORE_FAILED)
+        } else {
+            None
+        }
+    }
+
+    /// A read's result, with damage SQLite found on the way reported
+    /// ([`crate::store_damage::report`]: the store stops, the next start rebuilds it) and
+    /// turned into [`STORE_DAMAGED`], which the client gets as a 503.
+    fn damage_checked<T>(&self, read: rusqlite::Result<T>) -> rusqlite::Result<T> {
+        match read {
+            Err(e)
+                if crate::store_damage::report(
+                    &self.model,
+                    &self.path,
+                    &e,
+                    crate::store_damage::FoundBy::Read,
+                ) =>
+            {
+                Err(unavailable(STORE_DAMAGED))
+            }
+            other => other,
+        }
     }
 
     /// Runs `f` without waiting for the history store (for what only handlers write:
-    /// tokens).
+    /// tokens). It runs on a stopped or damaged store too: the tokens table may well be
+    /// readable, and a token it cannot read is one the client signs in for again.
     pub fn read_now<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
-        self.on_reader(|r| f(&r.conn))
+        let read = self.on_reader(|r| f(&r.conn));
+        self.damage_checked(read)
     }
 
     /// Runs `f` on a free reader, or waits for one.

@@ -116,6 +116,14 @@ fn not_ready(state: &AppState) -> Option<&'static str> {
     if !state.model.recovered.load(Ordering::Acquire) {
         return Some("the server is recovering");
     }
+    if state.model.store_damaged() {
+        return Some(
+            "the history store is damaged (SQLite reported a corrupt file, see the server \
+             log): orders, fills, transactions and sign-ins cannot be read, orders are still \
+             accepted; restart the server, which sets the file aside and rebuilds the store \
+             from the journal",
+        );
+    }
     if state.model.store_failed() {
         return Some(
             "the history store has stopped after a write error (see the server log): \

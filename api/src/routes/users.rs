@@ -313,8 +313,9 @@ pub async fn oauth_token(State(state): State<AppState>, req: Request) -> Respons
         )?;
         c.execute("DELETE FROM tokens WHERE expires_ns <= ?1", [now_ns()])
     });
-    if stored.is_err() {
-        return ApiError::internal().into_response();
+    // A damaged store is a 503 that says so ([`crate::store::Store::read_now`]).
+    if let Err(e) = stored {
+        return ApiError::from(e).into_response();
     }
     state.tokens.put(
         hash,

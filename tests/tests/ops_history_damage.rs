@@ -1,0 +1,322 @@
+//! A history store (SQLite) damaged in the middle of its file, not in its header: pages
+//! overwritten with garbage while the server was stopped, found by a read or by the writer
+//! once the server runs again (the start opens the file without reading those pages).
+//!
+//! Before: a read that reached a bad page was a 500 `INTERNAL_ERROR` (an error line per
+//! read) while other reads answered as if all was well, `/ready` stayed 200; the writer
+//! meeting one stopped the store "after a write error", and the restart `/ready` asked for
+//! reopened the same file, replayed into it and met the same page again, at every start.
+//! Now the first such error stops the store (history reads 503, `/ready` 503, the
+//! `bourse_history_store_damaged` gauge 1), orders are still accepted, and a marker in the
+//! data dir makes the next start set the file aside and rebuild it from the journal.
+
+use std::path::Path;
+
+use bourse_tests::*;
+
+/// A store with some history: alice sells and bob buys `pairs` times at one price, so every
+/// order is filled (closed) and each trade has two fills and a few transactions. Returns the
+/// server, the two accounts and alice's first order.
+async fn traded(pairs: usize) -> (TestServer, String, User, User, Value) {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let a = s.register("alice").await;
+    let b = s.register("bob").await;
+    s.fund(&admin, &a, "BTC", "10").await;
+    s.fund(&admin, &b, "SEK", "100000").await;
+    let mut first = None;
+    for i in 0..pairs {
+        let sold = s
+            .limit(&a, "BTC_SEK", "sell", "0.001", "1000", &format!("s{i}"))
+            .await;
+        first.get_or_insert(sold);
+        s.limit(&b, "BTC_SEK", "buy", "0.001", "1000", &format!("b{i}"))
+            .await;
+    }
+    (s, admin, a, b, first.expect("an order"))
+}
+
+/// The pages (SQLite's 1-based numbers) of the table or index `name` in the store at `db`,
+/// leaves only or all of them, in the b-tree's order (the first leaf holds its lowest keys).
+/// The store's WAL is checkpointed into the file first, so the pages hold what is stored.
+fn pages_of(db: &Path, name: &str, leaves_only: bool) -> Vec<i64> {
+    let conn = rusqlite::Connection::open(db).expect("open the store");
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .expect("checkpoint");
+    let kind = if leaves_only { "leaf" } else { "%" };
+    let pages = conn
+        .prepare("SELECT pageno FROM dbstat WHERE name = ?1 AND pagetype LIKE ?2 ORDER BY path")
+        .expect("dbstat")
+        .query_map([name, kind], |r| r.get(0))
+        .expect("pages")
+        .collect::<Result<Vec<i64>, _>>()
+        .expect("pages");
+    assert!(!pages.is_empty(), "no pages of {name}");
+    pages
+}
+
+/// Overwrites the 4 KiB pages `pages` of the file `db` with garbage (a few KiB past its
+/// first pages: its header is left alone, so SQLite opens it without complaint).
+fn overwrite(db: &Path, pages: &[i64]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(db)
+        .expect("open");
+    for &p in pages {
+        assert!(p > 2, "page {p} is the header's");
+        f.seek(SeekFrom::Start((p as u64 - 1) * 4096))
+            .expect("seek");
+        f.write_all(&[0x5a; 4096]).expect("write");
+    }
+    f.sync_all().expect("sync");
+}
+
+/// The names in the data dir that start with `prefix`.
+fn files(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("data dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+async fn sign_in(s: &TestServer, u: &User) -> User {
+    let (st, body) = s.token(&u.client_id, &u.secret, None).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    User {
+        token: body["access_token"].as_str().expect("token").to_string(),
+        ..u.clone()
+    }
+}
+
+/// A history read refused because the store is damaged: a 503 that says so, with nothing
+/// of SQLite or the file in it.
+fn assert_damaged_answer(what: &str, st: StatusCode, body: &Value) {
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{what}: {body}");
+    assert_eq!(body["code"], "SERVICE_UNAVAILABLE", "{what}: {body}");
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(detail.contains("damaged"), "{what}: {detail}");
+    for internal in ["malformed", "SQLite", "sqlite", "/", "disk image"] {
+        assert!(!detail.contains(internal), "{what}: {internal} in {detail}");
+    }
+}
+
+async fn gauge(s: &TestServer, name: &str) -> String {
+    let (st, text) = s.get_text("/metrics").await;
+    assert_eq!(st, StatusCode::OK);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_string))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// After the restart: the store was set aside and rebuilt, every user's fills read and
+/// their transactions add up to their wallets, the books balance.
+async fn assert_rebuilt(s: &TestServer, users: &[&User]) {
+    assert_eq!(files(&s.dir, "history.sqlite.rebuild").len(), 0);
+    let aside = files(&s.dir, "history.sqlite.damaged-");
+    assert!(
+        aside.iter().any(|n| n.ends_with(".reason")),
+        "the damaged store and why are kept aside: {aside:?}"
+    );
+    let (st, ready) = s.get("/ready", None).await;
+    assert_eq!(st, StatusCode::OK, "{ready}");
+    assert_eq!(gauge(s, "bourse_history_store_damaged").await, "0");
+    for u in users {
+        let u = sign_in(s, u).await;
+        let (st, list) = s.get("/v1/fills?limit=1000", Some(&u.token)).await;
+        assert_eq!(st, StatusCode::OK, "{list}");
+        s.assert_transactions_match_wallet(&u).await;
+    }
+    s.assert_audit_ok(&s.admin_token().await).await;
+}
+
+/// Alice's order `id`, read after the rebuild.
+async fn order_of(s: &TestServer, a: &User, id: &str) -> Value {
+    let a = sign_in(s, a).await;
+    let (st, order) = s.get(&format!("/v1/orders/{id}"), Some(&a.token)).await;
+    assert_eq!(st, StatusCode::OK, "{order}");
+    order
+}
+
+/// A bad page under alice's oldest orders, found by the first read of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_page_found_by_a_read_stops_the_store_and_the_next_start_rebuilds_it() {
+    let (s, _admin, a, b, first) = traded(300).await;
+    let first = id_of(&first).to_string();
+    let s = s
+        .restart_with(|dir| {
+            let db = dir.join("history.sqlite");
+            let leaves = pages_of(&db, "orders", true);
+            assert!(leaves.len() > 4, "{leaves:?}");
+            overwrite(&db, &leaves[..1]);
+        })
+        .await;
+    // The start read nothing of those pages.
+    let (st, ready) = s.get("/ready", None).await;
+    assert_eq!(st, StatusCode::OK, "{ready}");
+    let a = sign_in(&s, &a).await;
+    let (st, body) = s.get(&format!("/v1/orders/{first}"), Some(&a.token)).await;
+    assert_damaged_answer("the first read", st, &body);
+    // Every read now, those that would miss the bad page too: history does not look whole
+    // to one client and broken to the next.
+    for path in [
+        format!("/v1/orders/{first}"),
+        "/v1/transactions".to_string(),
+        "/v1/orders?status=open".to_string(),
+    ] {
+        let (st, body) = s.get(&path, Some(&a.token)).await;
+        assert_damaged_answer(&path, st, &body);
+    }
+    let (st, ready) = s.get("/ready", None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    let detail = ready["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("damaged") && detail.contains("restart"),
+        "{detail}"
+    );
+    assert_eq!(gauge(&s, "bourse_history_store_damaged").await, "1");
+    assert_eq!(gauge(&s, "bourse_history_store_failed").await, "1");
+    // The engine and the journal are fine: orders are taken, and an open one cancelled.
+    let placed = s
+        .limit(&a, "BTC_SEK", "sell", "0.001", "2000", "after")
+        .await;
+    let placed = id_of(&placed).to_string();
+    let (st, cancelled) = s
+        .delete(&format!("/v1/orders/{placed}"), Some(&a.token))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let marker = std::fs::read_to_string(s.dir.join("history.sqlite.rebuild"))
+        .expect("the rebuild marker is left for the next start");
+    assert!(marker.contains("read"), "{marker}");
+    let s = s.restart().await;
+    assert_rebuilt(&s, &[&a, &b]).await;
+    assert_eq!(order_of(&s, &a, &first).await["status"], "filled");
+    assert_eq!(order_of(&s, &a, &placed).await["status"], "cancelled");
+    s.stop().await;
+}
+
+/// A bad index under the account fills, which no start reads: found by the writer when
+/// the next trade's fills are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_page_found_by_the_writer_is_rebuilt_at_the_next_start() {
+    let (s, _admin, a, b, first) = traded(300).await;
+    let first = id_of(&first).to_string();
+    let s = s
+        .restart_with(|dir| {
+            let db = dir.join("history.sqlite");
+            overwrite(&db, &pages_of(&db, "fills_account_trade", false));
+        })
+        .await;
+    let (st, ready) = s.get("/ready", None).await;
+    assert_eq!(st, StatusCode::OK, "{ready}");
+    let a = sign_in(&s, &a).await;
+    let b = sign_in(&s, &b).await;
+    // A trade: its fills go to the bad index.
+    let sold = s.limit(&a, "BTC_SEK", "sell", "0.001", "1000", "t-s").await;
+    s.limit(&b, "BTC_SEK", "buy", "0.001", "1000", "t-b").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (st, ready) = s.get("/ready", None).await;
+        if st == StatusCode::SERVICE_UNAVAILABLE {
+            let detail = ready["detail"].as_str().expect("detail");
+            assert!(detail.contains("damaged"), "{detail}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer did not report the damage: {ready}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(gauge(&s, "bourse_history_store_damaged").await, "1");
+    let (st, body) = s.get(&format!("/v1/orders/{first}"), Some(&a.token)).await;
+    assert_damaged_answer("a read after the writer's damage", st, &body);
+    // Orders still taken while the store is down.
+    let later = s
+        .limit(&a, "BTC_SEK", "sell", "0.001", "1000", "later")
+        .await;
+    s.limit(&b, "BTC_SEK", "buy", "0.001", "1000", "later")
+        .await;
+    let marker = std::fs::read_to_string(s.dir.join("history.sqlite.rebuild")).expect("marker");
+    assert!(marker.contains("writer"), "{marker}");
+    let s = s.restart().await;
+    assert_rebuilt(&s, &[&a, &b]).await;
+    for id in [first.as_str(), id_of(&sold), id_of(&later)] {
+        assert_eq!(order_of(&s, &a, id).await["status"], "filled");
+    }
+    let a = sign_in(&s, &a).await;
+    let (_, fills) = s.get("/v1/fills?limit=1000", Some(&a.token)).await;
+    assert_eq!(fills["meta"]["totalCount"], 302, "{}", fills["meta"]);
+    s.stop().await;
+}
+
+/// With `history_check_on_start`, the start runs `PRAGMA quick_check` and sets a store
+/// that fails it aside before serving anything from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_on_start_sets_a_bad_page_aside_before_serving() {
+    let (s, _admin, a, _b, first) = traded(100).await;
+    let first = id_of(&first).to_string();
+    let kept = tempfile::tempdir().expect("tempdir");
+    let copy = kept.path().to_path_buf();
+    // Stopped, damaged, copied; then started from the copy with the check on.
+    s.restart_with(|dir| {
+        let db = dir.join("history.sqlite");
+        let leaves = pages_of(&db, "orders", true);
+        overwrite(&db, &leaves[..1]);
+        copy_dir(dir, &copy);
+    })
+    .await
+    .stop()
+    .await;
+    let mut config = test_config(&copy);
+    config.history_check_on_start = true;
+    let s = TestServer::start_with(config).await;
+    assert_eq!(files(&s.dir, "history.sqlite.damaged-").len(), 1);
+    assert_eq!(order_of(&s, &a, &first).await["status"], "filled");
+    assert_eq!(gauge(&s, "bourse_history_store_damaged").await, "0");
+    s.stop().await;
+}
+
+/// Copies a data dir (without its lock).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("dir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else if e.file_name() != "lock" {
+            std::fs::copy(e.path(), target).expect("copy");
+        }
+    }
+}
+
+/// A bad page that the start's own replay meets (here: the store behind the journal, as a
+/// crash leaves it, and its account-fills index garbage): the writer reports it during the
+/// start, and the start sets the store aside and rebuilds it rather than failing. It used
+/// to fail every start ("history store: the history store has stopped") until the file
+/// was removed by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_page_met_by_the_start_is_rebuilt_by_that_start() {
+    let (s, _admin, a, b, first) = traded(300).await;
+    let first = id_of(&first).to_string();
+    let s = s
+        .restart_with(|dir| {
+            let db = dir.join("history.sqlite");
+            let pages = pages_of(&db, "fills_account_trade", false);
+            let conn = rusqlite::Connection::open(&db).expect("open");
+            conn.execute(
+                "UPDATE meta SET value = value - 100 WHERE key = 'applied_seq'",
+                [],
+            )
+            .expect("behind");
+            drop(conn);
+            overwrite(&db, &pages);
+        })
+        .await;
+    assert_rebuilt(&s, &[&a, &b]).await;
+    assert_eq!(order_of(&s, &a, &first).await["status"], "filled");
+    s.stop().await;
+}
