@@ -26,11 +26,11 @@
 //! p50 ~0.9 ms, p99 ~2.4 ms at 20,000/s on the project's machine, session 13). A client
 //! has one request in flight on its connection (HTTP/1.1), so a send whose time comes while
 //! the previous answer is still awaited goes out late, behind it, and that wait is charged
-//! too: the report counts those sends (`queued` line, `sendsBehindSchedule`). With few
-//! connections for the rate (128 at 30,000/s: one send per connection every 4.3 ms against
-//! answers of 2-3 ms) each connection is a queue of its own at 50-70 % use and the tail is
-//! mostly that queue; more `--clients` spread the same rate thinner. Without a rate the
-//! clients run closed-loop and latency is plain service time.
+//! too: the report counts those sends (`queued` line, `sendsBehindSchedule`). At 30,000/s
+//! over 128 connections (a send per connection every 4.3 ms against answers of ~2 ms) that
+//! was 23-28 % of the sends in session 14; over 512 connections 9-13 %, but the server's
+//! cost per request rose with them and the tail with it (`docs/performance-log.md`).
+//! Without a rate the clients run closed-loop and latency is plain service time.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -1207,7 +1207,7 @@ impl Report {
             let sends = self.all.len();
             let _ = writeln!(
                 s,
-                "queued    {} of {} sends ({}) were behind schedule before their connection was free: each waited for its connection's previous answer (one request at a time per HTTP/1.1 connection), and that wait is in the latencies above; more --clients spread the rate over more connections",
+                "queued    {} of {} sends ({}) were behind schedule before their connection was free: each waited for its connection's previous answer (one request at a time per HTTP/1.1 connection), and that wait is in the latencies above",
                 self.behind,
                 sends,
                 fmt_percent(self.behind, sends)
