@@ -93,8 +93,12 @@ impl Metrics {
 /// The whole `/metrics` text; `stats` is the pipeline's, when there is one.
 pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
     let mut out = String::new();
-    out.push_str("# HELP bourse_http_requests_total HTTP requests by route and status.\n");
-    out.push_str("# TYPE bourse_http_requests_total counter\n");
+    family(
+        &mut out,
+        "bourse_http_requests_total",
+        "counter",
+        "HTTP requests by route and status.",
+    );
     let routes = shared.metrics.routes.lock().clone();
     for (r, methods) in &routes {
         for ms in methods {
@@ -107,8 +111,12 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
             }
         }
     }
-    out.push_str("# HELP bourse_http_request_duration_seconds HTTP latency by route.\n");
-    out.push_str("# TYPE bourse_http_request_duration_seconds histogram\n");
+    family(
+        &mut out,
+        "bourse_http_request_duration_seconds",
+        "histogram",
+        "HTTP latency by route.",
+    );
     for (r, ms, s) in routes
         .iter()
         .flat_map(|(r, v)| v.iter().map(move |m| (r, &m.method, &m.latency)))
@@ -139,31 +147,26 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
         );
     }
     let model = &shared.model;
-    let _ = writeln!(
-        out,
-        "# HELP bourse_orders_total Orders accepted by the engine since start."
+    scalar(
+        &mut out,
+        "bourse_orders_total",
+        "counter",
+        "Orders accepted by the engine since start.",
+        model.orders_total.load(Ordering::Relaxed),
     );
-    let _ = writeln!(out, "# TYPE bourse_orders_total counter");
-    let _ = writeln!(
-        out,
-        "bourse_orders_total {}",
-        model.orders_total.load(Ordering::Relaxed)
+    scalar(
+        &mut out,
+        "bourse_auth_secret_verifications_total",
+        "counter",
+        "Argon2 client secret verifications (unknown clients included).",
+        shared.secrets.verifications(),
     );
-    let _ = writeln!(
-        out,
-        "# HELP bourse_auth_secret_verifications_total Argon2 client secret verifications (unknown clients included)."
+    family(
+        &mut out,
+        "bourse_connections_refused_total",
+        "counter",
+        "Connections refused at a connection bound (503 or closed), by bound.",
     );
-    let _ = writeln!(out, "# TYPE bourse_auth_secret_verifications_total counter");
-    let _ = writeln!(
-        out,
-        "bourse_auth_secret_verifications_total {}",
-        shared.secrets.verifications()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP bourse_connections_refused_total Connections refused at a connection bound (503 or closed), by bound."
-    );
-    let _ = writeln!(out, "# TYPE bourse_connections_refused_total counter");
     for (limit, n) in [
         ("global", &shared.metrics.refused.global),
         ("per_address", &shared.metrics.refused.per_address),
@@ -174,74 +177,70 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
             n.load(Ordering::Relaxed)
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP bourse_history_store_failed 1 once the history store has stopped (a write error, or its file damaged): history reads and sign-ins are refused until a restart, else 0."
+    scalar(
+        &mut out,
+        "bourse_history_store_failed",
+        "gauge",
+        "1 once the history store has stopped (a write error, or its file damaged): history reads and sign-ins are refused until a restart, else 0.",
+        u8::from(model.store_failed()),
     );
-    let _ = writeln!(out, "# TYPE bourse_history_store_failed gauge");
-    let _ = writeln!(
-        out,
-        "bourse_history_store_failed {}",
-        u8::from(model.store_failed())
+    scalar(
+        &mut out,
+        "bourse_history_store_damaged",
+        "gauge",
+        "1 once SQLite has reported the history store's file damaged (the next start sets it aside and rebuilds it from the journal), else 0.",
+        u8::from(model.store_damaged()),
     );
-    let _ = writeln!(
-        out,
-        "# HELP bourse_history_store_damaged 1 once SQLite has reported the history store's file damaged (the next start sets it aside and rebuilds it from the journal), else 0."
-    );
-    let _ = writeln!(out, "# TYPE bourse_history_store_damaged gauge");
-    let _ = writeln!(
-        out,
-        "bourse_history_store_damaged {}",
-        u8::from(model.store_damaged())
-    );
-    let _ = writeln!(out, "# HELP bourse_trades_total Trades since start.");
-    let _ = writeln!(out, "# TYPE bourse_trades_total counter");
-    let _ = writeln!(
-        out,
-        "bourse_trades_total {}",
-        model.trades_total.load(Ordering::Relaxed)
+    scalar(
+        &mut out,
+        "bourse_trades_total",
+        "counter",
+        "Trades since start.",
+        model.trades_total.load(Ordering::Relaxed),
     );
     if let Some(s) = stats {
-        let _ = writeln!(
-            out,
-            "# HELP bourse_engine_failed 1 once the engine has stopped for good after a storage failure (restart the server), else 0."
+        scalar(
+            &mut out,
+            "bourse_engine_failed",
+            "gauge",
+            "1 once the engine has stopped for good after a storage failure (restart the server), else 0.",
+            u8::from(s.failed),
         );
-        let _ = writeln!(out, "# TYPE bourse_engine_failed gauge");
-        let _ = writeln!(out, "bourse_engine_failed {}", u8::from(s.failed));
-        let _ = writeln!(
-            out,
-            "# HELP bourse_pipeline_commands_total Commands sequenced since start (replay not included)."
+        scalar(
+            &mut out,
+            "bourse_pipeline_commands_total",
+            "counter",
+            "Commands sequenced since start (replay not included).",
+            s.commands,
         );
-        let _ = writeln!(out, "# TYPE bourse_pipeline_commands_total counter");
-        let _ = writeln!(out, "bourse_pipeline_commands_total {}", s.commands);
-        let _ = writeln!(
-            out,
-            "# HELP bourse_pipeline_batches_total Batches handed to the journal writer since start."
+        scalar(
+            &mut out,
+            "bourse_pipeline_batches_total",
+            "counter",
+            "Batches handed to the journal writer since start.",
+            s.batches,
         );
-        let _ = writeln!(out, "# TYPE bourse_pipeline_batches_total counter");
-        let _ = writeln!(out, "bourse_pipeline_batches_total {}", s.batches);
-        let _ = writeln!(
-            out,
-            "# HELP bourse_pipeline_busy_rejections_total Submits refused because their ring was full (503)."
+        scalar(
+            &mut out,
+            "bourse_pipeline_busy_rejections_total",
+            "counter",
+            "Submits refused because their ring was full (503).",
+            s.busy_rejections,
         );
-        let _ = writeln!(out, "# TYPE bourse_pipeline_busy_rejections_total counter");
-        let _ = writeln!(
-            out,
-            "bourse_pipeline_busy_rejections_total {}",
-            s.busy_rejections
+        scalar(
+            &mut out,
+            "bourse_pipeline_last_seq",
+            "gauge",
+            "Sequence number of the last command sequenced.",
+            s.last_seq,
         );
-        let _ = writeln!(
-            out,
-            "# HELP bourse_pipeline_last_seq Sequence number of the last command sequenced."
+        scalar(
+            &mut out,
+            "bourse_journal_bytes_total",
+            "counter",
+            "Journal bytes appended since start.",
+            s.journal_bytes,
         );
-        let _ = writeln!(out, "# TYPE bourse_pipeline_last_seq gauge");
-        let _ = writeln!(out, "bourse_pipeline_last_seq {}", s.last_seq);
-        let _ = writeln!(
-            out,
-            "# HELP bourse_journal_bytes_total Journal bytes appended since start."
-        );
-        let _ = writeln!(out, "# TYPE bourse_journal_bytes_total counter");
-        let _ = writeln!(out, "bourse_journal_bytes_total {}", s.journal_bytes);
         // One family after the other: a family's samples must not be interleaved with
         // another's (a parser takes the second run of samples for a new, untyped family).
         let ring = |r: &engine::pipeline::RingStats| {
@@ -249,11 +248,12 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
                 .map(|p| p.0.to_string())
                 .unwrap_or_else(|| "control".into())
         };
-        let _ = writeln!(
-            out,
-            "# HELP bourse_ring_occupancy Commands queued per ring."
+        family(
+            &mut out,
+            "bourse_ring_occupancy",
+            "gauge",
+            "Commands queued per ring.",
         );
-        let _ = writeln!(out, "# TYPE bourse_ring_occupancy gauge");
         for r in &s.rings {
             let _ = writeln!(
                 out,
@@ -262,8 +262,12 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
                 r.len
             );
         }
-        let _ = writeln!(out, "# HELP bourse_ring_capacity Command slots per ring.");
-        let _ = writeln!(out, "# TYPE bourse_ring_capacity gauge");
+        family(
+            &mut out,
+            "bourse_ring_capacity",
+            "gauge",
+            "Command slots per ring.",
+        );
         for r in &s.rings {
             let _ = writeln!(
                 out,
@@ -272,13 +276,11 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
                 r.capacity
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP bourse_journal_fsync_duration_seconds Journal fsync latency."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE bourse_journal_fsync_duration_seconds histogram"
+        family(
+            &mut out,
+            "bourse_journal_fsync_duration_seconds",
+            "histogram",
+            "Journal fsync latency.",
         );
         let mut cumulative = 0;
         for (i, n) in s.fsync_us_buckets.iter().enumerate() {
@@ -307,18 +309,27 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
             "bourse_journal_fsync_duration_seconds_count {}",
             s.fsyncs
         );
-        let _ = writeln!(
-            out,
-            "# HELP bourse_journal_fsync_max_seconds Longest journal fsync since start."
-        );
-        let _ = writeln!(out, "# TYPE bourse_journal_fsync_max_seconds gauge");
-        let _ = writeln!(
-            out,
-            "bourse_journal_fsync_max_seconds {}",
-            secs_ns(s.fsync_ns_max)
+        scalar(
+            &mut out,
+            "bourse_journal_fsync_max_seconds",
+            "gauge",
+            "Longest journal fsync since start.",
+            secs_ns(s.fsync_ns_max),
         );
     }
     out
+}
+
+/// A metric family's `# HELP` and `# TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A family of one unlabelled sample.
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 fn secs_us(us: u64) -> String {
