@@ -77,6 +77,8 @@ const STORE_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 /// Writes the history store; see the module doc.
 pub struct HistoryListener {
     conn: Connection,
+    /// The store's file (a damaged one is reported by it: [`store_damage::report`]).
+    path: PathBuf,
     model: Arc<ReadModel>,
     markets: Markets,
     open: OpenOrders,
@@ -374,6 +376,7 @@ impl HistoryListener {
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok(HistoryListener {
             conn,
+            path: path.to_path_buf(),
             model,
             markets,
             open,
@@ -721,23 +724,42 @@ impl OutputListener for HistoryListener {
                 );
             }
         }
-        // The store thread may still be committing the replayed batches.
-        self.model.wait_stored(self.applied);
-        let (max_order, max_request, max_user) = self
-            .conn
-            .query_row(
-                "SELECT (SELECT COALESCE(MAX(id), 0) FROM orders), (SELECT COALESCE(MAX(id), 0) FROM requests),
-                 (SELECT COALESCE(MAX(id), 0) FROM users)",
-                [],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)? as u64,
-                        r.get::<_, i64>(1)? as u64,
-                        r.get::<_, i64>(2)? as u64,
-                    ))
-                },
-            )
-            .unwrap_or((0, 0, 0));
+        // The store thread may still be committing the replayed batches (a rebuild replays
+        // the whole journal into it). The id floors below read the store, and an account
+        // id floor read before it caught up could hand a new registration the id of an
+        // account whose row was still queued (the engine keeps no list of accounts): wait
+        // for it however long that takes, unless it fails.
+        while !self.model.wait_stored(self.applied) && !self.model.store_failed() {
+            tracing::info!(
+                seq = self.applied,
+                "waiting for the history store to catch up with the journal's replay"
+            );
+        }
+        let maxima = self.conn.query_row(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM orders), (SELECT COALESCE(MAX(id), 0) FROM requests),
+             (SELECT COALESCE(MAX(id), 0) FROM users)",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            },
+        );
+        let (max_order, max_request, max_user) = match maxima {
+            Ok(m) => m,
+            Err(e) => {
+                // The floors are unknown: the store stops (registrations wait for the
+                // restart that rebuilds it, `routes::users::create_user`), and damage is
+                // reported as such, so the start's next read fails and a start rebuilds.
+                if !store_damage::report(&self.model, &self.path, &e, store_damage::FoundBy::Read) {
+                    tracing::error!(error = %e, "history store: reading the id floors failed; the store stops here");
+                    self.model.fail_store();
+                }
+                (0, 0, 0)
+            }
+        };
         let max_account = engine
             .ledger()
             .non_zero()

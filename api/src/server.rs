@@ -31,8 +31,12 @@ const WS_CLOSE_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 /// ("history store: the history store has stopped") until its file was removed by hand.
 pub async fn start(config: Config) -> Result<AppState, ServerError> {
     let marker = store_damage::marker_path(&store::db_path(&config.data_dir));
+    // Only a marker this attempt left calls for another: one that was there before is
+    // taken by this attempt's store opening, or this attempt failed before that for a
+    // reason a second one would meet again.
+    let marked_before = marker.exists();
     match start_once(config.clone()).await {
-        Err(e) if marker.exists() => {
+        Err(e) if !marked_before && marker.exists() => {
             tracing::warn!(
                 error = %e,
                 "the history store was found damaged while starting: starting again, which \

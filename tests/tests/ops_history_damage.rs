@@ -177,6 +177,18 @@ async fn a_bad_page_found_by_a_read_stops_the_store_and_the_next_start_rebuilds_
     );
     assert_eq!(gauge(&s, "bourse_history_store_damaged").await, "1");
     assert_eq!(gauge(&s, "bourse_history_store_failed").await, "1");
+    // A new account waits for the restart: its id is chosen above the store's highest, and
+    // a stopped store may not have told the start that.
+    let (st, body) = s
+        .post("/v1/users", None, &serde_json::json!({ "name": "late" }))
+        .await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("restarts")),
+        "{body}"
+    );
     // The engine and the journal are fine: orders are taken, and an open one cancelled.
     let placed = s
         .limit(&a, "BTC_SEK", "sell", "0.001", "2000", "after")
