@@ -59,7 +59,21 @@ fn main() -> anyhow::Result<()> {
             config,
         } => serve(bind, data_dir, config.or_else(config_from_env)),
         Command::Demo(args) => api::demo::main(args),
-        Command::Bench { bench } => bench_harness::cli::run(bench),
+        Command::Bench { bench } => {
+            // The in-process benches run the engine's pipeline, which reports a fatal
+            // failure through tracing: warnings and errors go to stderr, so a report on
+            // stdout (`--json`) stays clean.
+            use std::io::IsTerminal as _;
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "warn".into()),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init();
+            bench_harness::cli::run(bench)
+        }
     }
 }
 

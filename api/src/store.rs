@@ -84,8 +84,9 @@ pub fn is_damaged(e: &rusqlite::Error) -> bool {
 }
 
 /// Renames the store at `path` and its `-wal` and `-shm` files to
-/// `<name>.damaged-<unix seconds>[-wal|-shm]` (kept for a post-mortem, never read again);
-/// returns the new name of the main file.
+/// `<name>.damaged-<unix seconds>[-<n>][-wal|-shm]` (kept for a post-mortem, never read
+/// again; `-<n>` when a store was already set aside in that second, so one copy never
+/// replaces another); returns the new name of the main file.
 pub fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -95,7 +96,14 @@ pub fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
         s.push(suffix);
         PathBuf::from(s)
     };
-    let aside = with(path, &format!(".damaged-{secs}"));
+    let taken = |p: &Path| ["", "-wal", "-shm"].iter().any(|x| with(p, x).exists());
+    let aside = (0u32..)
+        .map(|n| match n {
+            0 => with(path, &format!(".damaged-{secs}")),
+            n => with(path, &format!(".damaged-{secs}-{n}")),
+        })
+        .find(|p| !taken(p))
+        .expect("some name is free");
     std::fs::rename(path, &aside)?;
     for extra in ["-wal", "-shm"] {
         match std::fs::rename(with(path, extra), with(&aside, extra)) {

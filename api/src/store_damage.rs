@@ -147,9 +147,10 @@ pub struct MarkerTaken {
 }
 
 /// At start, before the store is opened: when the rebuild marker is there, sets the store at
-/// `db` aside ([`store::set_aside`]) with the marker beside it (`<aside>.reason`), or only
-/// removes the marker when there is no store; the store is then created anew and recovery
-/// fills it from the journal. `None` when there is no marker.
+/// `db` aside ([`store::set_aside`]) with the marker beside it (`<aside>.reason`), or, when
+/// there is no store file, removes the marker and any `-wal`/`-shm` left behind; the store
+/// is then created anew and recovery fills it from the journal. `None` when there is no
+/// marker.
 pub fn take_marker(db: &Path) -> std::io::Result<Option<MarkerTaken>> {
     let marker = marker_path(db);
     let reason = match std::fs::read(&marker) {
@@ -162,6 +163,14 @@ pub fn take_marker(db: &Path) -> std::io::Result<Option<MarkerTaken>> {
         std::fs::rename(&marker, with_suffix(&aside, ".reason"))?;
         Some(aside)
     } else {
+        // The store was moved away by hand, perhaps without its `-wal` and `-shm`: SQLite
+        // would apply a stale log to the new, empty store, so they go too.
+        for extra in ["-wal", "-shm"] {
+            match std::fs::remove_file(with_suffix(db, extra)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         std::fs::remove_file(&marker)?;
         None
     };
@@ -279,6 +288,44 @@ mod tests {
             }
         );
         assert!(!marker_path(&db).exists());
+    }
+
+    /// A store moved away by hand without its `-wal` and `-shm`: the marker takes them too,
+    /// so the new store never replays a stale log.
+    #[test]
+    fn a_marker_without_its_store_takes_a_stale_log_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = store::db_path(dir.path());
+        std::fs::write(with_suffix(&db, "-wal"), b"wal").expect("wal");
+        std::fs::write(with_suffix(&db, "-shm"), b"shm").expect("shm");
+        std::fs::write(marker_path(&db), b"by hand").expect("marker");
+        let taken = take_marker(&db).expect("taken").expect("a marker");
+        assert_eq!(taken.aside, None);
+        assert!(!with_suffix(&db, "-wal").exists());
+        assert!(!with_suffix(&db, "-shm").exists());
+        assert!(!marker_path(&db).exists());
+    }
+
+    /// Two stores set aside within one second both stay (the second name gets `-1`), each
+    /// with its own `-wal`.
+    #[test]
+    fn stores_set_aside_in_one_second_keep_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = store::db_path(dir.path());
+        let mut asides = Vec::new();
+        for body in [b"first", b"other"] {
+            std::fs::write(&db, body).expect("db");
+            std::fs::write(with_suffix(&db, "-wal"), body).expect("wal");
+            asides.push(store::set_aside(&db).expect("set aside"));
+        }
+        // Unless the second fell in the next second, the names share it and differ by -1.
+        assert_ne!(asides[0], asides[1]);
+        assert_eq!(std::fs::read(&asides[0]).expect("first"), b"first");
+        assert_eq!(std::fs::read(&asides[1]).expect("second"), b"other");
+        assert_eq!(
+            std::fs::read(with_suffix(&asides[1], "-wal")).expect("second wal"),
+            b"other"
+        );
     }
 
     /// What `quick_check` says of a sound store, of one with garbage over pages in the middle
