@@ -41,7 +41,7 @@
 //! tells it when to come back. The share is per address, not per bound, so that an address
 //! refused at the global bound cannot do the same. The table of shares holds an address
 //! only while it has an answer in flight, so never more than [`REFUSALS_IN_FLIGHT`]
-//! entries ([`Refusals`]).
+//! entries ([`PerAddress`], the table the per-address bound uses too).
 //!
 //! Graceful shutdown is `axum::serve`'s: stop accepting, let each connection finish its
 //! request in flight, wait for them.
@@ -103,54 +103,86 @@ const TOO_MANY_CONNECTIONS: &str = "too many connections; retry shortly";
 const TOO_MANY_FROM_ADDRESS: &str =
     "too many connections from this client address; close one or retry shortly";
 
-/// The connections open per client address ([`crate::rate_limit::client_address`]),
-/// bounded by `max` each. An address is in the table only while it has a connection open
-/// (its entry goes when its count drops to 0), and each of those connections holds one of
-/// the `max_connections` slots, so the table never holds more entries than that.
+/// What is held per client address ([`crate::rate_limit::client_address`]): the
+/// connections open ([`ConnLimits::max_connections_per_address`] each), or the refusal
+/// answers in flight ([`REFUSALS_IN_FLIGHT_PER_ADDRESS`] each, [`REFUSALS_IN_FLIGHT`] in
+/// all). An address is in the table only while it holds something (its entry goes when its
+/// count drops to 0), and each of those holds one of a bounded number (the connections'
+/// `max_connections` slots, the refusals' `max_total`), so the table never holds more
+/// entries than that.
 #[derive(Debug)]
 pub struct PerAddress {
     max: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
+    max_total: usize,
+    held: Mutex<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
 }
 
 impl PerAddress {
-    /// A table allowing `max` connections per address (at least 1).
+    /// A table allowing `max` per address (at least 1), with no bound in all (the
+    /// connections: their slots bound them).
     pub fn new(max: usize) -> Arc<PerAddress> {
+        Self::with_total(max, usize::MAX)
+    }
+
+    /// A table allowing `max` per address (at least 1) and `max_total` in all.
+    pub fn with_total(max: usize, max_total: usize) -> Arc<PerAddress> {
         Arc::new(PerAddress {
             max: max.max(1),
-            open: Mutex::new(HashMap::new()),
+            max_total,
+            held: Mutex::new(Held::default()),
         })
     }
 
-    /// One more connection from `ip`, held until the returned guard is dropped; `None` when
-    /// its address already has `max` open.
+    /// One more for `ip`, held until the returned guard is dropped; `None` when `max_total`
+    /// are held, or its address already holds `max`.
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
         let address = crate::rate_limit::client_address(ip);
-        let mut open = self.open.lock();
-        let count = open.entry(address).or_insert(0);
-        if *count >= self.max {
+        let mut held = self.held.lock();
+        if held.total >= self.max_total {
             return None;
         }
-        *count += 1;
+        let count = held.by_address.get(&address).copied().unwrap_or(0);
+        if count >= self.max {
+            return None;
+        }
+        held.by_address.insert(address, count + 1);
+        held.total += 1;
         Some(AddressSlot {
             table: self.clone(),
             address,
         })
     }
 
-    /// Connections open from `ip`'s address.
-    pub fn open_from(&self, ip: IpAddr) -> usize {
+    /// What `ip`'s address holds.
+    pub fn held_by(&self, ip: IpAddr) -> usize {
         let address = crate::rate_limit::client_address(ip);
-        self.open.lock().get(&address).copied().unwrap_or(0)
+        self.held
+            .lock()
+            .by_address
+            .get(&address)
+            .copied()
+            .unwrap_or(0)
     }
 
-    /// Addresses with a connection open.
+    /// What is held, by every address.
+    pub fn total(&self) -> usize {
+        self.held.lock().total
+    }
+
+    /// Addresses holding something.
     pub fn addresses(&self) -> usize {
-        self.open.lock().len()
+        self.held.lock().by_address.len()
     }
 }
 
-/// One connection counted against its address in a [`PerAddress`] table, until dropped.
+/// One connection or refusal answer counted against its address in a [`PerAddress`]
+/// table, until dropped.
 #[derive(Debug)]
 pub struct AddressSlot {
     table: Arc<PerAddress>,
@@ -159,108 +191,18 @@ pub struct AddressSlot {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut open = self.table.open.lock();
-        let count = open
+        let mut held = self.table.held.lock();
+        let count = held
+            .by_address
             .get_mut(&self.address)
             .expect("an address with a slot out is in the table");
         assert!(*count > 0);
         *count -= 1;
         if *count == 0 {
-            open.remove(&self.address);
+            held.by_address.remove(&self.address);
         }
-    }
-}
-
-/// The refusal answers in flight: at most `max_total` at once, and at most `max_per_address`
-/// to one client address ([`crate::rate_limit::client_address`]). An address is in the
-/// table only while it has an answer in flight (its entry goes with its last one), and each
-/// of those holds one of the `max_total`, so the table never holds more entries than that.
-#[derive(Debug)]
-pub struct Refusals {
-    max_total: usize,
-    max_per_address: usize,
-    in_flight: Mutex<RefusalsInFlight>,
-}
-
-#[derive(Debug, Default)]
-struct RefusalsInFlight {
-    total: usize,
-    by_address: HashMap<IpAddr, usize>,
-}
-
-impl Refusals {
-    /// A table allowing `max_total` answers at once and `max_per_address` per address.
-    pub fn new(max_total: usize, max_per_address: usize) -> Arc<Refusals> {
-        Arc::new(Refusals {
-            max_total,
-            max_per_address,
-            in_flight: Mutex::new(RefusalsInFlight::default()),
-        })
-    }
-
-    /// One more answer to `ip`, in flight until the returned guard is dropped; `None` when
-    /// `max_total` are in flight, or `max_per_address` to its address.
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<RefusalSlot> {
-        let address = crate::rate_limit::client_address(ip);
-        let mut in_flight = self.in_flight.lock();
-        if in_flight.total >= self.max_total {
-            return None;
-        }
-        let count = in_flight.by_address.get(&address).copied().unwrap_or(0);
-        if count >= self.max_per_address {
-            return None;
-        }
-        in_flight.by_address.insert(address, count + 1);
-        in_flight.total += 1;
-        Some(RefusalSlot {
-            table: self.clone(),
-            address,
-        })
-    }
-
-    /// Answers in flight, to every address.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.lock().total
-    }
-
-    /// Answers in flight to `ip`'s address.
-    pub fn in_flight_to(&self, ip: IpAddr) -> usize {
-        let address = crate::rate_limit::client_address(ip);
-        self.in_flight
-            .lock()
-            .by_address
-            .get(&address)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Addresses with an answer in flight.
-    pub fn addresses(&self) -> usize {
-        self.in_flight.lock().by_address.len()
-    }
-}
-
-/// One refusal answer in flight in a [`Refusals`] table, until dropped.
-#[derive(Debug)]
-pub struct RefusalSlot {
-    table: Arc<Refusals>,
-    address: IpAddr,
-}
-
-impl Drop for RefusalSlot {
-    fn drop(&mut self) {
-        let mut in_flight = self.table.in_flight.lock();
-        let count = in_flight
-            .by_address
-            .get_mut(&self.address)
-            .expect("an address with an answer in flight is in the table");
-        assert!(*count > 0);
-        *count -= 1;
-        if *count == 0 {
-            in_flight.by_address.remove(&self.address);
-        }
-        assert!(in_flight.total > 0);
-        in_flight.total -= 1;
+        assert!(held.total > 0);
+        held.total -= 1;
     }
 }
 
@@ -314,7 +256,7 @@ pub async fn serve(
     // At `max_connections` per address or more, the global bound is the only one: no table.
     let per_address = (limits.max_connections_per_address < limits.max_connections)
         .then(|| PerAddress::new(limits.max_connections_per_address));
-    let refusing = Refusals::new(REFUSALS_IN_FLIGHT, REFUSALS_IN_FLIGHT_PER_ADDRESS);
+    let refusing = PerAddress::with_total(REFUSALS_IN_FLIGHT_PER_ADDRESS, REFUSALS_IN_FLIGHT);
     // Connections watch `stop` to start their graceful shutdown; each holds a `done`
     // receiver, so `done_tx.closed()` resolves once all have ended.
     let (stop_tx, stop_rx) = watch::channel(());
@@ -413,7 +355,7 @@ async fn accept_error(e: std::io::Error) {
 /// A connection from `ip` past a limit: the 503 problem saying `detail`, then close; or, with
 /// no answer free in `refusing` (in all, or for `ip`'s address), close unanswered (see the
 /// module doc).
-fn refuse(mut tcp: TcpStream, refusing: &Arc<Refusals>, ip: IpAddr, detail: &'static str) {
+fn refuse(mut tcp: TcpStream, refusing: &Arc<PerAddress>, ip: IpAddr, detail: &'static str) {
     let Some(answer) = refusing.try_acquire(ip) else {
         return;
     };
@@ -599,10 +541,10 @@ mod tests {
         let v1 = table.try_acquire(v6).expect("v6");
         let v2 = table.try_acquire(v6_same_64).expect("v6, same /64");
         assert!(table.try_acquire(v6).is_none(), "the /64 is full");
-        assert_eq!(table.open_from(v6_same_64), 2);
+        assert_eq!(table.held_by(v6_same_64), 2);
         assert_eq!(table.addresses(), 3);
         drop(a1);
-        assert_eq!(table.open_from(a), 1);
+        assert_eq!(table.held_by(a), 1);
         let a3 = table.try_acquire(a).expect("a released slot is free again");
         drop((a2, a3, b1, v1, v2));
         assert_eq!(table.addresses(), 0, "no entry without a connection");
@@ -613,7 +555,7 @@ mod tests {
     /// the table.
     #[test]
     fn refusal_answers_are_bounded_in_all_and_per_address() {
-        let table = Refusals::new(4, 2);
+        let table = PerAddress::with_total(2, 4);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let c: IpAddr = "192.0.2.3".parse().unwrap();
@@ -625,7 +567,7 @@ mod tests {
             table.try_acquire(a).is_none(),
             "a third to a: past its share"
         );
-        assert_eq!(table.in_flight_to(a), 2);
+        assert_eq!(table.held_by(a), 2);
         let v1 = table.try_acquire(v6).expect("v6");
         assert!(
             table.try_acquire(v6_same_64).is_some(),
@@ -635,7 +577,7 @@ mod tests {
             .try_acquire(v6_same_64)
             .expect("the /64's second again");
         assert!(table.try_acquire(v6).is_none(), "the /64 has its share");
-        assert_eq!(table.in_flight(), 4);
+        assert_eq!(table.total(), 4);
         assert!(table.try_acquire(b).is_none(), "all four in flight");
         drop(v1);
         let b1 = table.try_acquire(b).expect("b once one is done");
@@ -644,7 +586,7 @@ mod tests {
         drop(a1);
         let a3 = table.try_acquire(a).expect("a's done answer is free again");
         drop((a2, a3, v2, b1));
-        assert_eq!(table.in_flight(), 0);
+        assert_eq!(table.total(), 0);
         assert_eq!(table.addresses(), 0, "no entry without an answer in flight");
     }
 
