@@ -102,7 +102,7 @@ fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
 /// its scheduled sends, the part of each latency that is not the server's.
 #[test]
 fn an_open_loop_run_reports_the_generators_timer_lateness() {
-    let doc = bench(&[
+    let closed_loop = [
         "http",
         "--spawn-server",
         "--duration",
@@ -111,9 +111,8 @@ fn an_open_loop_run_reports_the_generators_timer_lateness() {
         "2",
         "--no-cancel",
         "--no-health",
-        "--rate",
-        "200",
-    ]);
+    ];
+    let doc = bench(&[&closed_loop[..], &["--rate", "200"]].concat());
     let late = &doc["generatorTimerLateness"];
     let waits = late["count"].as_u64().expect("a count of waits");
     let placed = doc["place"]["count"].as_u64().expect("count");
@@ -130,16 +129,7 @@ fn an_open_loop_run_reports_the_generators_timer_lateness() {
     );
     assert!(p50.is_some_and(|v| v > 0) && p50 <= max, "{late}");
     // A closed-loop run has no schedule, and no such figure.
-    let closed = bench(&[
-        "http",
-        "--spawn-server",
-        "--duration",
-        "1s",
-        "--clients",
-        "2",
-        "--no-cancel",
-        "--no-health",
-    ]);
+    let closed = bench(&closed_loop);
     assert!(closed.get("generatorTimerLateness").is_none(), "{}", closed);
     assert!(closed.get("sendsBehindSchedule").is_none(), "{}", closed);
 }
