@@ -88,30 +88,41 @@ pub fn is_damaged(e: &rusqlite::Error) -> bool {
 /// again; `-<n>` when a store was already set aside in that second, so one copy never
 /// replaces another); returns the new name of the main file.
 pub fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let with = |p: &Path, suffix: &str| {
-        let mut s = p.as_os_str().to_os_string();
-        s.push(suffix);
-        PathBuf::from(s)
+    let secs = unix_secs();
+    let taken = |p: &Path| {
+        ["", "-wal", "-shm"]
+            .iter()
+            .any(|x| with_suffix(p, x).exists())
     };
-    let taken = |p: &Path| ["", "-wal", "-shm"].iter().any(|x| with(p, x).exists());
     let aside = (0u32..)
         .map(|n| match n {
-            0 => with(path, &format!(".damaged-{secs}")),
-            n => with(path, &format!(".damaged-{secs}-{n}")),
+            0 => with_suffix(path, &format!(".damaged-{secs}")),
+            n => with_suffix(path, &format!(".damaged-{secs}-{n}")),
         })
         .find(|p| !taken(p))
         .expect("some name is free");
     std::fs::rename(path, &aside)?;
     for extra in ["-wal", "-shm"] {
-        match std::fs::rename(with(path, extra), with(&aside, extra)) {
+        match std::fs::rename(with_suffix(path, extra), with_suffix(&aside, extra)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
     }
     Ok(aside)
+}
+
+/// `p` with `suffix` appended to its file name (`history.sqlite` + `-wal`).
+pub(crate) fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Now, in Unix seconds (0 before 1970): the names and notes of damaged stores.
+pub(crate) fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Opens a connection with the store's pragmas (and creates the schema).

@@ -49,7 +49,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::state::ReadModel;
-use crate::store;
+use crate::store::{self, unix_secs, with_suffix};
 
 /// The marker's name beside the store: `history.sqlite` + this.
 pub const MARKER_SUFFIX: &str = ".rebuild";
@@ -57,12 +57,6 @@ pub const MARKER_SUFFIX: &str = ".rebuild";
 /// The marker that asks the next start to set the store at `db` aside and rebuild it.
 pub fn marker_path(db: &Path) -> PathBuf {
     with_suffix(db, MARKER_SUFFIX)
-}
-
-fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
-    let mut s = p.as_os_str().to_os_string();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// Which side of the store met the damage (for the log).
@@ -117,12 +111,6 @@ pub fn report(model: &ReadModel, db: &Path, e: &rusqlite::Error, found_by: Found
         );
     }
     true
-}
-
-fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Writes `bytes` to a new file at `path`, synced with its directory entry (the marker must
