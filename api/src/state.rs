@@ -499,16 +499,19 @@ pub const ENGINE_FAILED: &str = "the engine has stopped after a storage failure 
      no commands until the server is restarted; nothing was done";
 
 impl Shared {
+    /// Whether the engine has stopped for good after a storage failure.
+    pub fn engine_failed(&self) -> bool {
+        self.pipeline
+            .read()
+            .as_ref()
+            .is_some_and(|p| p.has_failed())
+    }
+
     /// The error of a command whose reply was dropped unrun: the pipeline failed with it
     /// queued or in the group whose write failed (its outcome is unknown to this process;
     /// the journal decides it at the next start), or it stopped.
     fn reply_lost(&self) -> ApiError {
-        let failed = self
-            .pipeline
-            .read()
-            .as_ref()
-            .is_some_and(|p| p.has_failed());
-        if failed {
+        if self.engine_failed() {
             ApiError::unavailable(
                 "the engine stopped after a storage failure before this request's outcome \
                  was known: once the service is back, look it up (by clientId or externalId) \

@@ -66,12 +66,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// and only `/ready` told.)
 #[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200), (status = 503)))]
 pub async fn health(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    if state
-        .pipeline
-        .read()
-        .as_ref()
-        .is_some_and(|p| p.has_failed())
-    {
+    if state.engine_failed() {
         return Err(ApiError::unavailable(ENGINE_STOPPED));
     }
     Ok((
