@@ -47,6 +47,15 @@ pub async fn create_user(
     scopes: u8,
     account: Option<u32>,
 ) -> ApiResult<UserCreated> {
+    // A stopped history store may have stopped before the start read the highest account
+    // id from it (`listener::on_recovered`): a new id could then be an existing account's.
+    // Its accounts could not sign in anyway until the restart rebuilds it. Refused before
+    // the secret is hashed, which would be wasted.
+    if account.is_none() && state.model.store_failed() {
+        return Err(ApiError::unavailable(
+            "registration is unavailable until the server restarts (the history store has stopped)",
+        ));
+    }
     let client_id = client_id
         .map(str::to_string)
         .unwrap_or_else(auth::random_client_id);
@@ -59,14 +68,6 @@ pub async fn create_user(
     };
     let account = match account {
         Some(a) => a,
-        // A stopped history store may have stopped before the start read the highest
-        // account id from it (`listener::on_recovered`): a new id could then be an existing
-        // account's. Its accounts could not sign in anyway until the restart rebuilds it.
-        None if state.model.store_failed() => {
-            return Err(ApiError::unavailable(
-                "registration is unavailable until the server restarts (the history store has stopped)",
-            ));
-        }
         None => u32::try_from(state.next_account_id())
             .map_err(|_| ApiError::unavailable("no more accounts can be registered"))?,
     };
