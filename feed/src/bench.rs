@@ -233,9 +233,12 @@ pub struct WsBenchArgs {
     /// `FeedConfig::book_interval`, microseconds (0: one book update per pipeline batch).
     #[arg(long, default_value_t = 5000)]
     pub book_interval_us: u64,
-    /// Worker threads of the clients' runtime (the server's has 2).
+    /// Worker threads of the clients' runtime.
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
+    /// Worker threads of the server's runtime (`bourse serve`'s `worker_threads`).
+    #[arg(long, default_value_t = 2)]
+    pub server_threads: usize,
     /// 0: every client in this process; 1: all but the latency-sampled clients in a child
     /// process. Default: a child only when the descriptors would not suffice.
     #[arg(long)]
@@ -471,7 +474,7 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         .ok_or("warm-up did not trade")?;
 
     let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.server_threads.max(1))
         .thread_name("ws-server")
         .enable_all()
         .build()
