@@ -189,7 +189,8 @@ async fn prepare(state: &AppState, held_bound: usize, held_rules: u32) -> Result
 }
 
 /// Opens the history store, or, when it is damaged, sets its files aside
-/// (`history.sqlite.damaged-<unix seconds>`, with its `-wal` and `-shm`) and starts a new
+/// (`history.sqlite.damaged-<unix seconds>`, with its `-wal` and `-shm`; [`store::set_aside`]
+/// keeps only the newest [`store::SET_ASIDE_KEPT`] copies) and starts a new
 /// one, which recovery then fills from the journal: the store holds nothing the journal
 /// does not (tokens aside: clients sign in again). Damaged means: the server that ran last
 /// found it so and left the rebuild marker ([`store_damage::take_marker`]), SQLite finds it

@@ -83,18 +83,41 @@ pub fn is_damaged(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// How many set-aside copies of a store are kept ([`set_aside`] removes older ones). A
+/// post-mortem needs the latest damage and the few before it (a recurring fault tells from a
+/// one-off); each copy is as large as the whole history, and a store found damaged at every
+/// start under a supervisor that restarts the server used to leave a new copy each time
+/// until the disk was full (which stops the journal too, when it shares that disk).
+pub const SET_ASIDE_KEPT: usize = 3;
+const _: () = assert!(
+    SET_ASIDE_KEPT >= 1,
+    "the copy just set aside is always kept"
+);
+
+/// The files of one set-aside copy: `<name>.damaged-<stamp>` and these after it (`.reason`
+/// is the rebuild marker's text, [`crate::store_damage::take_marker`]).
+const SET_ASIDE_FILES: [&str; 4] = ["", "-wal", "-shm", ".reason"];
+
 /// Renames the store at `path` and its `-wal` and `-shm` files to
 /// `<name>.damaged-<unix seconds>[-<n>][-wal|-shm]` (kept for a post-mortem, never read
 /// again; `-<n>` when a store was already set aside in that second, so one copy never
-/// replaces another); returns the new name of the main file.
+/// replaces another, and `<n>` above every copy of that second, so the newest copy has the
+/// newest name even after older ones were removed); returns the new name of the main file.
+/// Then removes all but the newest [`SET_ASIDE_KEPT`] copies of this store
+/// ([`prune_set_aside`]; the one just made is always kept). A copy that cannot be removed
+/// is logged, not an error.
 pub fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
     let secs = unix_secs();
-    let taken = |p: &Path| {
-        ["", "-wal", "-shm"]
-            .iter()
-            .any(|x| with_suffix(p, x).exists())
-    };
-    let aside = (0u32..)
+    let taken = |p: &Path| SET_ASIDE_FILES.iter().any(|x| with_suffix(p, x).exists());
+    // Unlistable, the first free name will do: the rename below says what is wrong.
+    let first_n = set_aside_copies(path)
+        .unwrap_or_default()
+        .iter()
+        .filter(|(s, _, _)| *s == secs)
+        .map(|(_, n, _)| n.saturating_add(1))
+        .max()
+        .unwrap_or(0);
+    let aside = (first_n..)
         .map(|n| match n {
             0 => with_suffix(path, &format!(".damaged-{secs}")),
             n => with_suffix(path, &format!(".damaged-{secs}-{n}")),
@@ -108,7 +131,111 @@ pub fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
             _ => {}
         }
     }
+    prune_set_aside(path, &aside);
     Ok(aside)
+}
+
+/// Where a set-aside copy of the store named `store_name` stands among the others: its
+/// seconds, its `-<n>` (0 without one) and its main file's name, when `file_name` is exactly
+/// `<store_name>.damaged-<digits>[-<digits>]` followed by nothing, `-wal`, `-shm` or
+/// `.reason`; `None` for any other name (an operator's `history.sqlite.damaged-keep` is
+/// never touched).
+fn set_aside_copy(store_name: &str, file_name: &str) -> Option<(u64, u64, String)> {
+    let stamp_and_suffix = file_name
+        .strip_prefix(store_name)?
+        .strip_prefix(".damaged-")?;
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    SET_ASIDE_FILES.iter().find_map(|suffix| {
+        let stamp = stamp_and_suffix.strip_suffix(suffix)?;
+        let (secs, n) = match stamp.split_once('-') {
+            Some((secs, n)) => (number(secs)?, number(n)?),
+            None => (number(stamp)?, 0),
+        };
+        Some((secs, n, format!("{store_name}.damaged-{stamp}")))
+    })
+}
+
+/// The directory `path` is in (`.` for a bare name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// The set-aside copies of the store at `path` beside it ([`set_aside_copy`]), oldest first,
+/// each once however many of its files are there.
+fn set_aside_copies(path: &Path) -> std::io::Result<Vec<(u64, u64, String)>> {
+    let Some(store_name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let mut copies = Vec::new();
+    for entry in std::fs::read_dir(dir_of(path))? {
+        if let Ok(name) = entry?.file_name().into_string()
+            && let Some(copy) = set_aside_copy(store_name, &name)
+        {
+            copies.push(copy);
+        }
+    }
+    copies.sort_unstable();
+    copies.dedup();
+    Ok(copies)
+}
+
+/// Removes every set-aside copy of the store at `path` (all its files, [`SET_ASIDE_FILES`])
+/// but the newest [`SET_ASIDE_KEPT`]: `just_made` and the newest others, ordered by the
+/// seconds in their names, then the `-<n>` (not by modification time, which a copy or a
+/// restore changes). `just_made` is kept whatever its name says (a clock set back would
+/// make it look oldest). Each removed copy is logged; a file that cannot be removed is
+/// logged as a warning and stays, for the next set-aside to try again.
+fn prune_set_aside(path: &Path, just_made: &Path) {
+    let dir = dir_of(path);
+    let copies = match set_aside_copies(path) {
+        Ok(copies) => copies,
+        Err(e) => {
+            tracing::warn!(
+                dir = %dir.display(),
+                error = %e,
+                "could not list the data dir to remove old set-aside history stores"
+            );
+            return;
+        }
+    };
+    let just_made = just_made.file_name().and_then(|n| n.to_str());
+    let copies: Vec<_> = copies
+        .into_iter()
+        .filter(|(_, _, main)| Some(main.as_str()) != just_made)
+        .collect();
+    let old = copies.len().saturating_sub(SET_ASIDE_KEPT - 1);
+    for (_, _, main) in &copies[..old] {
+        let mut removed = true;
+        for suffix in SET_ASIDE_FILES {
+            let file = dir.join(format!("{main}{suffix}"));
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    removed = false;
+                    tracing::warn!(
+                        file = %file.display(),
+                        error = %e,
+                        "could not remove an old set-aside history store file: it stays (the \
+                         next set-aside tries again)"
+                    );
+                }
+                _ => {}
+            }
+        }
+        if removed {
+            tracing::info!(
+                removed = %dir.join(main).display(),
+                kept = SET_ASIDE_KEPT,
+                "old set-aside history store removed (only the newest are kept)"
+            );
+        }
+    }
 }
 
 /// `p` with `suffix` appended to its file name (`history.sqlite` + `-wal`).
@@ -933,5 +1060,176 @@ mod tests {
         });
         // Outside a runtime it simply runs.
         assert_eq!(off_the_runtime(|| 7), 7);
+    }
+
+    /// The names in `dir`, sorted.
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Creates `history.sqlite.damaged-<stamp>` with each of `suffixes` in `dir`.
+    fn plant(dir: &std::path::Path, stamp: &str, suffixes: &[&str]) {
+        for suffix in suffixes {
+            let f = dir.join(format!("history.sqlite.damaged-{stamp}{suffix}"));
+            std::fs::write(&f, stamp).expect("plant");
+        }
+    }
+
+    /// Names that are not exactly a set-aside copy's (an operator's, another store's), or
+    /// whose seconds no clock gives (more than a `u64`): never touched.
+    const DECOYS: [&str; 9] = [
+        "history.sqlite.damaged-keep",
+        "history.sqlite.damaged-",
+        "history.sqlite.damaged-1.bak",
+        "history.sqlite.damaged-1-2-3",
+        "history.sqlite.damaged-1-",
+        "history.sqlite.damaged-+1",
+        "history.sqlite.damaged-99999999999999999999999",
+        "history.sqlite.damaged-1-wal-shm",
+        "marketdata.sqlite.damaged-1",
+    ];
+
+    /// A store set aside once more than [`super::SET_ASIDE_KEPT`] allows: the oldest copies
+    /// go with all their files, ordered by the seconds in their names (99 before 100, though
+    /// "99" sorts after "100" as text and its files are the most recently modified), then by
+    /// `-<n>`; names that are not exactly a copy's stay. Copies used to pile up for ever.
+    #[test]
+    fn only_the_newest_set_aside_copies_are_kept() {
+        use super::{SET_ASIDE_KEPT, set_aside};
+        assert_eq!(SET_ASIDE_KEPT, 3, "the expectations below are for 3");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = super::db_path(dir.path());
+        plant(dir.path(), "100", &[""]);
+        plant(dir.path(), "100-1", &["", "-wal"]);
+        plant(dir.path(), "1000", &["", ".reason"]);
+        plant(dir.path(), "99", &["", "-wal", "-shm", ".reason"]);
+        for decoy in DECOYS {
+            std::fs::write(dir.path().join(decoy), b"mine").expect("decoy");
+        }
+        std::fs::write(&db, b"store").expect("db");
+        std::fs::write(super::with_suffix(&db, "-shm"), b"shm").expect("shm");
+        let aside = set_aside(&db).expect("set aside");
+        let aside = aside.file_name().expect("name").to_str().expect("utf-8");
+        let mut expected: Vec<String> = DECOYS.iter().map(|d| d.to_string()).collect();
+        expected.extend([
+            aside.to_string(),
+            format!("{aside}-shm"),
+            "history.sqlite.damaged-100-1".into(),
+            "history.sqlite.damaged-100-1-wal".into(),
+            "history.sqlite.damaged-1000".into(),
+            "history.sqlite.damaged-1000.reason".into(),
+        ]);
+        expected.sort();
+        assert_eq!(names(dir.path()), expected);
+    }
+
+    /// A store damaged again and again within one second (a supervisor restarting the
+    /// server at once): the copies get `-1`, `-2`, ... and only the last three made stay,
+    /// each with its `-wal`.
+    #[test]
+    fn repeated_set_asides_keep_the_last_three() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = super::db_path(dir.path());
+        let mut asides = Vec::new();
+        for i in 0..6 {
+            std::fs::write(&db, format!("store {i}")).expect("db");
+            std::fs::write(super::with_suffix(&db, "-wal"), b"wal").expect("wal");
+            asides.push(super::set_aside(&db).expect("set aside"));
+        }
+        let mut expected: Vec<String> = asides[3..]
+            .iter()
+            .flat_map(|p| {
+                let name = p.file_name().expect("name").to_str().expect("utf-8");
+                [name.to_string(), format!("{name}-wal")]
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(names(dir.path()), expected);
+        assert_eq!(std::fs::read(&asides[5]).expect("last"), b"store 5");
+    }
+
+    /// The copy just set aside stays even when older copies' names look newer (a clock set
+    /// back); the newest of those fill the other places.
+    #[test]
+    fn the_copy_just_set_aside_is_kept_whatever_its_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = super::db_path(dir.path());
+        for stamp in ["9000000000", "9000000001", "9000000002", "9000000002-1"] {
+            plant(dir.path(), stamp, &[""]);
+        }
+        std::fs::write(&db, b"store").expect("db");
+        let aside = super::set_aside(&db).expect("set aside");
+        let aside = aside.file_name().expect("name").to_str().expect("utf-8");
+        let mut expected = vec![
+            aside.to_string(),
+            "history.sqlite.damaged-9000000002".into(),
+            "history.sqlite.damaged-9000000002-1".into(),
+        ];
+        expected.sort();
+        assert_eq!(names(dir.path()), expected);
+    }
+
+    /// A file of an old copy that cannot be removed (here a directory in the place of its
+    /// `-wal`) is logged as a warning and stays; the rest of that copy goes, the set-aside
+    /// succeeds, and each copy removed is logged.
+    #[test]
+    fn a_copy_that_cannot_be_removed_does_not_fail_the_set_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = super::db_path(dir.path());
+        plant(dir.path(), "1", &["", ".reason"]);
+        let stuck = dir.path().join("history.sqlite.damaged-1-wal");
+        std::fs::create_dir(&stuck).expect("dir");
+        std::fs::write(stuck.join("inside"), b"x").expect("inside");
+        for stamp in ["2", "3", "4"] {
+            plant(dir.path(), stamp, &[""]);
+        }
+        std::fs::write(&db, b"store").expect("db");
+        let log = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .finish();
+        let aside = tracing::subscriber::with_default(subscriber, || super::set_aside(&db))
+            .expect("the set-aside succeeds");
+        let aside = aside.file_name().expect("name").to_str().expect("utf-8");
+        let mut expected = vec![
+            aside.to_string(),
+            "history.sqlite.damaged-1-wal".into(),
+            "history.sqlite.damaged-3".into(),
+            "history.sqlite.damaged-4".into(),
+        ];
+        expected.sort();
+        assert_eq!(names(dir.path()), expected);
+        let text = String::from_utf8(log.0.lock().expect("log").clone()).expect("utf-8");
+        assert_eq!(text.matches(" WARN ").count(), 1, "{text}");
+        assert!(text.contains("history.sqlite.damaged-1-wal"), "{text}");
+        assert_eq!(text.matches(" INFO ").count(), 1, "{text}");
+        assert!(text.contains("history.sqlite.damaged-2"), "{text}");
+    }
+
+    /// A tracing writer that keeps what is logged, for a test to read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
     }
 }

@@ -21,7 +21,8 @@
 //! - logs it once (the file, SQLite's error, whether the writer or a read found it);
 //! - leaves the marker `history.sqlite.rebuild` beside the store ([`marker_path`]), so the
 //!   next start sets the file aside as `history.sqlite.damaged-<unix seconds>` (its marker
-//!   beside it as `...damaged-<unix seconds>.reason`) and rebuilds the store from the
+//!   beside it as `...damaged-<unix seconds>.reason`; only the newest
+//!   [`store::SET_ASIDE_KEPT`] such copies are kept) and rebuilds the store from the
 //!   journal ([`take_marker`]), as it does for a header SQLite cannot read. An operator may
 //!   create the marker by hand (empty will do) to have the next start rebuild the store.
 //!
@@ -314,6 +315,36 @@ mod tests {
             std::fs::read(with_suffix(&asides[1], "-wal")).expect("second wal"),
             b"other"
         );
+    }
+
+    /// Rebuilds asked for at start again and again (a store damaged at every run): only the
+    /// newest [`store::SET_ASIDE_KEPT`] copies stay, each with its `.reason`; an older copy
+    /// goes with its `.reason` and `-wal`.
+    #[test]
+    fn markers_taken_again_and_again_keep_the_newest_copies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = store::db_path(dir.path());
+        let mut asides = Vec::new();
+        for i in 0..5 {
+            std::fs::write(&db, format!("store {i}")).expect("db");
+            std::fs::write(with_suffix(&db, "-wal"), b"wal").expect("wal");
+            std::fs::write(marker_path(&db), format!("why {i}")).expect("marker");
+            let taken = take_marker(&db).expect("taken").expect("a marker");
+            asides.push(taken.aside.expect("set aside"));
+        }
+        let mut left: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        left.sort();
+        let mut expected: Vec<PathBuf> = asides[5 - store::SET_ASIDE_KEPT..]
+            .iter()
+            .flat_map(|a| [a.clone(), with_suffix(a, "-wal"), with_suffix(a, ".reason")])
+            .collect();
+        expected.sort();
+        assert_eq!(left, expected);
+        let reason = std::fs::read_to_string(with_suffix(&asides[4], ".reason")).expect("reason");
+        assert_eq!(reason, "why 4");
     }
 
     /// What `quick_check` says of a sound store, of one with garbage over pages in the middle

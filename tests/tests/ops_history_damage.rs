@@ -332,3 +332,67 @@ async fn a_bad_page_met_by_the_start_is_rebuilt_by_that_start() {
     assert_eq!(order_of(&s, &a, &first).await["status"], "filled");
     s.stop().await;
 }
+
+/// The set-aside copies' main files in the data dir (`history.sqlite.damaged-...` without
+/// `-wal`, `-shm` or `.reason`), sorted.
+fn copies(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = files(dir, "history.sqlite.damaged-")
+        .into_iter()
+        .filter(|n| !n.ends_with("-wal") && !n.ends_with("-shm") && !n.ends_with(".reason"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A store set aside at start again and again (a supervisor restarting a server whose store
+/// keeps being damaged): once by SQLite refusing its header, once by a rebuild marker. Only
+/// the newest three copies stay (the two just made and the newest older one), with their
+/// `.reason`; an operator's own copy is left alone. Copies used to pile up until the disk
+/// was full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_set_asides_keep_only_the_newest_copies() {
+    let (s, _admin, a, _b, first) = traded(1).await;
+    let first = id_of(&first).to_string();
+    let s = s
+        .restart_with(|dir| {
+            for name in [
+                "history.sqlite.damaged-100",
+                "history.sqlite.damaged-100.reason",
+                "history.sqlite.damaged-200",
+                "history.sqlite.damaged-200-1",
+                "history.sqlite.damaged-200-1.reason",
+                "history.sqlite.damaged-keep",
+            ] {
+                std::fs::write(dir.join(name), b"old").expect("plant");
+            }
+            let db = dir.join("history.sqlite");
+            let mut bytes = std::fs::read(&db).expect("store");
+            bytes[..100].copy_from_slice(&[0x5a; 100]);
+            std::fs::write(&db, bytes).expect("garbage header");
+        })
+        .await;
+    let after_one = copies(&s.dir);
+    assert_eq!(after_one.len(), 4, "{after_one:?}");
+    assert!(!after_one.contains(&"history.sqlite.damaged-100".to_string()));
+    let s = s
+        .restart_with(|dir| {
+            std::fs::write(dir.join("history.sqlite.rebuild"), b"").expect("marker");
+        })
+        .await;
+    let left = copies(&s.dir);
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert!(left.contains(&"history.sqlite.damaged-keep".to_string()));
+    assert!(left.contains(&"history.sqlite.damaged-200-1".to_string()));
+    assert!(!left.contains(&"history.sqlite.damaged-200".to_string()));
+    let all = files(&s.dir, "history.sqlite.damaged-");
+    assert!(
+        !all.contains(&"history.sqlite.damaged-100.reason".to_string()),
+        "{all:?}"
+    );
+    assert!(
+        all.contains(&"history.sqlite.damaged-200-1.reason".to_string()),
+        "{all:?}"
+    );
+    assert_eq!(order_of(&s, &a, &first).await["status"], "filled");
+    s.stop().await;
+}
