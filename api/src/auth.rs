@@ -310,13 +310,61 @@ impl TokenLookup {
     }
 
     /// What [`verify_token`] answers for this token: the cached entry, else the store's.
-    pub fn verify(&self, state: &AppState) -> Option<TokenInfo> {
+    pub fn verify(&self, state: &AppState) -> Result<TokenInfo, TokenError> {
         verify_hashed(state, &self.hash, self.cached)
     }
 }
 
+/// Why a bearer token was not accepted: it is not valid, or it could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// Unknown or expired: a 401, and the client signs in again.
+    #[error("invalid or expired token")]
+    Invalid,
+    /// Not in the cache, and the history store could not be asked (stopped, damaged, or any
+    /// other SQLite error): the token may well be good, so this is a 503, not a 401 that
+    /// would have the client throw it away.
+    #[error("the token could not be checked: {0}")]
+    Unchecked(#[source] rusqlite::Error),
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        use crate::store::{STORE_DAMAGED, STORE_FAILED, unavailable_reason};
+        match e {
+            TokenError::Invalid => ApiError::unauthorized("invalid or expired token"),
+            // As for the other reads of a stopped store: what it is and the remedy, never
+            // SQLite's words or the file's path. The stop or the damage was logged where it
+            // was found, any other error in `verify_hashed`.
+            TokenError::Unchecked(e) => match unavailable_reason(&e) {
+                Some(why) if why == STORE_DAMAGED => ApiError::unavailable(
+                    "the token could not be checked (the history store is damaged); the \
+                     operator has to restart the server, which rebuilds it",
+                ),
+                Some(why) if why == STORE_FAILED => ApiError::unavailable(
+                    "the token could not be checked (the history store has stopped); the \
+                     operator has to restart the server",
+                ),
+                _ => ApiError::unavailable(
+                    "the token could not be checked (the history store did not answer); \
+                     retry later",
+                ),
+            },
+        }
+    }
+}
+
+impl From<TokenError> for feed::AuthRefusal {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Invalid => feed::AuthRefusal::Invalid,
+            TokenError::Unchecked(_) => feed::AuthRefusal::Unavailable,
+        }
+    }
+}
+
 /// Looks a bearer token up (cache, then the store).
-pub fn verify_token(state: &AppState, token: &str) -> Option<TokenInfo> {
+pub fn verify_token(state: &AppState, token: &str) -> Result<TokenInfo, TokenError> {
     TokenLookup::find(state, token).verify(state)
 }
 
@@ -326,7 +374,7 @@ pub fn verify_request(
     state: &AppState,
     lookup: Option<&TokenLookup>,
     token: &str,
-) -> Option<TokenInfo> {
+) -> Result<TokenInfo, TokenError> {
     match lookup {
         Some(lookup) => lookup.verify(state),
         None => verify_token(state, token),
@@ -334,12 +382,13 @@ pub fn verify_request(
 }
 
 /// The token whose hash is `hash`, not expired: `cached` (what the cache holds for it) or,
-/// when the cache had nothing, the store's entry, which is then cached.
+/// when the cache had nothing, the store's entry, which is then cached. A store that cannot
+/// be read is [`TokenError::Unchecked`], not a token unknown.
 fn verify_hashed(
     state: &AppState,
     hash: &[u8; 32],
     cached: Option<TokenInfo>,
-) -> Option<TokenInfo> {
+) -> Result<TokenInfo, TokenError> {
     let now = crate::model::now_ns();
     let info = match cached {
         Some(info) => info,
@@ -364,16 +413,27 @@ fn verify_hashed(
                     )
                     .optional()
                 })
-                .ok()
-                .flatten()?;
-            if !ct_eq(&found.0, hash) {
-                return None;
+                .map_err(|e| {
+                    if crate::store::unavailable_reason(&e).is_none() {
+                        tracing::error!(error = %e, "token lookup: history store error");
+                    }
+                    TokenError::Unchecked(e)
+                })?;
+            let Some((stored, info)) = found else {
+                return Err(TokenError::Invalid);
+            };
+            if !ct_eq(&stored, hash) {
+                return Err(TokenError::Invalid);
             }
-            state.tokens.put(*hash, found.1);
-            found.1
+            state.tokens.put(*hash, info);
+            info
         }
     };
-    info.valid_at(now).then_some(info)
+    if info.valid_at(now) {
+        Ok(info)
+    } else {
+        Err(TokenError::Invalid)
+    }
 }
 
 /// The caller, authenticated by `Authorization: Bearer TOKEN`.
@@ -419,9 +479,8 @@ impl FromRequestParts<AppState> for Auth {
         let Some(token) = bearer(parts) else {
             return Err(ApiError::unauthorized("missing or malformed bearer token"));
         };
-        let Some(info) = verify_request(state, parts.extensions.get::<TokenLookup>(), token) else {
-            return Err(ApiError::unauthorized("invalid or expired token"));
-        };
+        // Unknown or expired: 401; not in the cache and the store unreadable: 503.
+        let info = verify_request(state, parts.extensions.get::<TokenLookup>(), token)?;
         Ok(Auth {
             account: AccountId(info.account),
             scopes: info.scopes,
@@ -658,6 +717,73 @@ mod tests {
             assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{token}");
         }
         crate::server::stop_pipeline(&state).await.expect("stops");
+    }
+
+    /// A token the cache does not hold, when the store cannot be read (here its tokens table
+    /// is gone, any SQLite error): a 503, not a 401 that has the client throw a good token
+    /// away. A token the cache holds still authenticates; what a stopped or damaged store
+    /// says is told, in words with no SQLite in them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_lookup_the_store_cannot_answer_is_a_503_not_a_401() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = started(tmp.path()).await;
+        let live = TokenInfo {
+            account: 3,
+            scopes: ORDERS,
+            expires_ns: crate::model::now_ns() + 3_600_000_000_000,
+        };
+        state.tokens.put(token_hash("cached"), live);
+        state
+            .store
+            .read_now(|c| c.execute_batch("DROP TABLE tokens"))
+            .expect("tokens table dropped");
+        assert!(matches!(
+            verify_token(&state, "not-cached"),
+            Err(TokenError::Unchecked(_))
+        ));
+        assert_eq!(
+            auth_of(&state, request_parts("not-cached", None)).await,
+            Err(StatusCode::SERVICE_UNAVAILABLE)
+        );
+        let missed = TokenLookup::find(&state, "not-cached");
+        assert_eq!(
+            auth_of(&state, request_parts("not-cached", Some(missed))).await,
+            Err(StatusCode::SERVICE_UNAVAILABLE),
+            "with the edge's lookup"
+        );
+        assert_eq!(
+            auth_of(&state, request_parts("cached", None)).await,
+            Ok((3, ORDERS))
+        );
+        assert_eq!(
+            verify_token(&state, "not-cached")
+                .map_err(feed::AuthRefusal::from)
+                .err(),
+            Some(feed::AuthRefusal::Unavailable),
+            "what the WebSocket's authenticator answers"
+        );
+        crate::server::stop_pipeline(&state).await.expect("stops");
+
+        let refused = |why: &str| {
+            ApiError::from(TokenError::Unchecked(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                Some(why.into()),
+            )))
+            .0
+        };
+        for (why, says) in [
+            (crate::store::STORE_DAMAGED, "damaged"),
+            (crate::store::STORE_FAILED, "stopped"),
+            ("disk I/O error", "did not answer"),
+        ] {
+            let p = refused(why);
+            assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE, "{why}");
+            assert_eq!(p.code, "SERVICE_UNAVAILABLE", "{why}");
+            assert!(p.detail.contains(says), "{why}: {}", p.detail);
+            assert!(!p.detail.contains("I/O"), "{}", p.detail);
+        }
+        let p = ApiError::from(TokenError::Invalid).0;
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED);
     }
 
     #[test]

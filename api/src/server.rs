@@ -136,8 +136,9 @@ async fn start_once(config: Config) -> Result<AppState, ServerError> {
     });
     let weak = Arc::downgrade(&state);
     feed.set_authenticator(Arc::new(move |token: &str| {
-        let state = weak.upgrade()?;
-        auth::verify_token(&state, token).map(|t| t.feed_grant())
+        // A server that is gone cannot check the token, which may be good.
+        let state = weak.upgrade().ok_or(feed::AuthRefusal::Unavailable)?;
+        Ok(auth::verify_token(&state, token)?.feed_grant())
     }));
     // A WebSocket `auth` spends its address's budget, as a call of the token endpoint does.
     let weak = Arc::downgrade(&state);

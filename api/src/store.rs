@@ -467,7 +467,8 @@ impl Store {
 
     /// Runs `f` without waiting for the history store (for what only handlers write:
     /// tokens). It runs on a stopped or damaged store too: the tokens table may well be
-    /// readable, and a token it cannot read is one the client signs in for again.
+    /// readable. A token it cannot read is a 503 (`auth::TokenError::Unchecked`), not a 401:
+    /// the client keeps it.
     pub fn read_now<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,

@@ -31,9 +31,11 @@
 //! `clientId`, which is settled by the store, is a 503 rather than a 409, and is never taken
 //! twice). What stops until the restart is everything read from the store: order and fill
 //! lookups and lists, transactions, deposits and withdrawals, and sign-ins (the clients
-//! table); tokens already in the server's cache keep working. The restart replays the whole
-//! journal into the new store (as for a deleted one), during which `/ready` says the server
-//! is recovering.
+//! table); tokens already in the server's cache keep working, and one that is not is still
+//! looked up in the store's tokens table, which may well be readable: when that read fails,
+//! the request is a 503 that says the store is damaged, not a 401 (the token may be good,
+//! and a client told 401 throws it away). The restart replays the whole journal into the
+//! new store (as for a deleted one), during which `/ready` says the server is recovering.
 //!
 //! At start, `history_check_on_start` (off by default) runs SQLite's `PRAGMA quick_check`
 //! over the whole file before it is opened ([`quick_check`]) and treats a failure as damage.

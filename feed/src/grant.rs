@@ -31,6 +31,18 @@ pub struct Grant {
     pub expires_ns: i64,
 }
 
+/// Why an authenticator gave no [`Grant`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthRefusal {
+    /// The token is unknown or expired: the `auth` op's error is `UNAUTHORIZED`.
+    #[error("invalid or expired token")]
+    Invalid,
+    /// The token could not be checked now (the server cannot read its tokens): it may be
+    /// good, so the error is `SERVICE_UNAVAILABLE`, and the client keeps it and retries.
+    #[error("the token could not be checked now")]
+    Unavailable,
+}
+
 impl Grant {
     /// Whether the token has expired at `now_ns` (Unix time in nanoseconds).
     pub fn expired(&self, now_ns: i64) -> bool {

@@ -33,7 +33,7 @@ use engine::AccountId;
 use engine::pipeline::{OutputListener, Processed};
 use parking_lot::{Mutex, RwLock};
 
-pub use grant::{Grant, ReadScopes};
+pub use grant::{AuthRefusal, Grant, ReadScopes};
 pub use l2::checksum_of;
 pub use rest::openapi;
 pub use state::Published;
@@ -187,9 +187,9 @@ impl PrivateChannel {
     }
 }
 
-/// Verifies a token: its account and what it may read ([`Grant`]), or `None` for a token
-/// that is unknown or expired.
-pub type Authenticator = Arc<dyn Fn(&str) -> Option<Grant> + Send + Sync>;
+/// Verifies a token: its account and what it may read ([`Grant`]), or why not: unknown or
+/// expired, or not checkable now ([`AuthRefusal`]).
+pub type Authenticator = Arc<dyn Fn(&str) -> Result<Grant, AuthRefusal> + Send + Sync>;
 
 /// Admits an `auth` op from a client address (`None`: unknown), or says in how many seconds
 /// to retry: the server's per-address rate limit, which the token endpoint spends too.

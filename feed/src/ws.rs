@@ -63,7 +63,7 @@ use crate::candles::Interval;
 use crate::problem::Problem;
 use crate::read_gate::ReadGate;
 use crate::shutdown::StopSignal;
-use crate::{Feed, FeedConfig, Grant, PrivateChannel};
+use crate::{AuthRefusal, Feed, FeedConfig, Grant, PrivateChannel};
 
 /// Close code for a server going down (and for an idle peer).
 const GOING_AWAY: u16 = 1001;
@@ -1238,7 +1238,7 @@ impl Conn {
             return self.error(id, "UNAUTHORIZED", "authentication is not available");
         };
         match auth(token) {
-            Some(grant) => {
+            Ok(grant) => {
                 // The private subscriptions the new token may not read go: all of another
                 // account's, and those outside its scopes. The client is told which, with
                 // an `unsubscribed` of id null ahead of the reply (it did not ask for it):
@@ -1262,7 +1262,14 @@ impl Conn {
                 self.grant = Some(grant);
                 self.reply(json!({"op": "authenticated", "id": id, "expiresAt": expires_at}));
             }
-            None => self.error(id, "UNAUTHORIZED", "invalid or expired token"),
+            Err(AuthRefusal::Invalid) => self.error(id, "UNAUTHORIZED", "invalid or expired token"),
+            // The token may be good: the client keeps it and retries, and whatever this
+            // connection was granted before stays.
+            Err(AuthRefusal::Unavailable) => self.error(
+                id,
+                "SERVICE_UNAVAILABLE",
+                "the token could not be checked now; retry later",
+            ),
         }
     }
 }

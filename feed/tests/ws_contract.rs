@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use engine::{AccountId, Side, TimeInForce};
-use feed::{FeedConfig, PrivateChannel};
+use feed::{AuthRefusal, FeedConfig, Grant, PrivateChannel, ReadScopes};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -806,6 +806,43 @@ async fn private_channels_follow_the_authenticated_account() {
     assert_eq!(m["data"]["id"], "x2");
     nothing_pending(&mut a, "only account 2").await;
     assert_eq!(next_json(&mut a2).await["data"]["id"], "o3");
+    h.stop().await;
+}
+
+/// A token the authenticator could not check (the API's token store is unreadable) is a
+/// `SERVICE_UNAVAILABLE` error, not `UNAUTHORIZED` (the client would throw a good token
+/// away); the connection stays open and keeps what it was granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_could_not_be_checked_is_unavailable_not_unauthorized() {
+    let (_dir, h) = Harness::with_market(FeedConfig::default(), 0).await;
+    h.feed.set_authenticator(Arc::new(|t: &str| match t {
+        "tok-1" => Ok(Grant {
+            account: AccountId(1),
+            scopes: ReadScopes {
+                orders: true,
+                wallet: true,
+            },
+            expires_ns: i64::MAX,
+        }),
+        "unchecked" => Err(AuthRefusal::Unavailable),
+        _ => Err(AuthRefusal::Invalid),
+    }));
+    let mut ws = h.ws().await;
+    send(&mut ws, json!({"op":"auth","id":1,"token":"unchecked"})).await;
+    assert_error(&next_json(&mut ws).await, json!(1), "SERVICE_UNAVAILABLE");
+    send(&mut ws, json!({"op":"auth","id":2,"token":"made-up"})).await;
+    assert_error(&next_json(&mut ws).await, json!(2), "UNAUTHORIZED");
+    authenticated(&mut ws, 3, "tok-1").await;
+    subscribed(&mut ws, 4, &["orders"]).await;
+    send(&mut ws, json!({"op":"auth","id":5,"token":"unchecked"})).await;
+    assert_error(&next_json(&mut ws).await, json!(5), "SERVICE_UNAVAILABLE");
+    h.feed
+        .publish_private(AccountId(1), PrivateChannel::Orders, json!({"id": "o1"}));
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"channel":"orders","seq":1,"data":{"id":"o1"}})
+    );
+    nothing_pending(&mut ws, "still open").await;
     h.stop().await;
 }
 

@@ -396,3 +396,60 @@ async fn repeated_set_asides_keep_only_the_newest_copies() {
     assert_eq!(order_of(&s, &a, &first).await["status"], "filled");
     s.stop().await;
 }
+
+/// A bad page under the tokens table: a token signed in for before the damage, which the
+/// restarted server's cache does not hold, is looked up in the store and meets the page.
+/// It used to be a 401 "invalid or expired token" (the lookup turned any store error into
+/// "no such token"), so a client threw a good token away; now it is a 503 that says the
+/// store is damaged, on REST and on the WebSocket's `auth`. A made-up token, which the
+/// (sound) index of the tokens table tells apart without reaching the bad page, is a 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_token_the_damaged_store_cannot_read_is_a_503_not_a_401() {
+    use bourse_tests::ws::{connect, request};
+
+    let s = TestServer::start().await;
+    let a = s.register("alice").await;
+    let s = s
+        .restart_with(|dir| {
+            let db = dir.join("history.sqlite");
+            overwrite(&db, &pages_of(&db, "tokens", false));
+        })
+        .await;
+    let made_up = "made-up-token";
+    for round in ["first", "again (nothing cached)"] {
+        let (st, body) = s.get("/v1/wallet", Some(&a.token)).await;
+        assert_damaged_answer(&format!("wallet, {round}"), st, &body);
+        let (st, body) = s
+            .order(
+                &a,
+                json!({"pair": "BTC_SEK", "side": "buy", "type": "limit", "amount": "0.001",
+                       "price": "1000", "clientId": format!("o-{round}")}),
+            )
+            .await;
+        assert_damaged_answer(&format!("an order, {round}"), st, &body);
+        let (st, body) = s.get("/v1/wallet", Some(made_up)).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["code"], "UNAUTHORIZED", "{body}");
+    }
+    // The token's read found the damage: the store is stopped as for any other read.
+    let (st, ready) = s.get("/ready", None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(gauge(&s, "bourse_history_store_damaged").await, "1");
+    // The WebSocket's `auth`: the same three-way answer, and the connection stays open.
+    let mut ws = connect(&s.base).await;
+    let r = request(&mut ws, 1, json!({"op": "auth", "id": 1, "token": a.token})).await;
+    assert_eq!(r["op"], "error", "{r}");
+    assert_eq!(r["code"], "SERVICE_UNAVAILABLE", "{r}");
+    let r = request(&mut ws, 2, json!({"op": "auth", "id": 2, "token": made_up})).await;
+    assert_eq!(r["code"], "UNAUTHORIZED", "{r}");
+    let r = request(&mut ws, 3, json!({"op": "ping", "id": 3})).await;
+    assert_eq!(r, json!({"op": "pong", "id": 3}));
+    drop(ws);
+    // The restart rebuilds the store, without tokens (they are not journaled): the client
+    // signs in again.
+    let s = s.restart().await;
+    let (st, body) = s.get("/v1/wallet", Some(&a.token)).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{body}");
+    assert_rebuilt(&s, &[&a]).await;
+    s.stop().await;
+}

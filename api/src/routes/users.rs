@@ -107,8 +107,7 @@ pub async fn users_create(
     if state.config.registration == Registration::Admin {
         let token = auth::bearer_in(&headers)
             .ok_or_else(|| ApiError::unauthorized("registration is restricted to admins"))?;
-        let info = auth::verify_request(&state, lookup.as_ref().map(|l| &l.0), token)
-            .ok_or_else(|| ApiError::unauthorized("invalid or expired token"))?;
+        let info = auth::verify_request(&state, lookup.as_ref().map(|l| &l.0), token)?;
         if info.scopes & ADMIN == 0 {
             return Err(ApiError::forbidden("registration is restricted to admins"));
         }

@@ -14,7 +14,7 @@ use engine::{
     AccountId, Amount, ClientOrderId, Command, CurrencyId, CurrencySpec, Event, OrderId, PairId,
     PairSpec, PairStatus, PlaceOrder, Price, RequestId, RequestSpec, Side, TimeInForce,
 };
-use feed::{Feed, FeedConfig, Grant, ReadScopes, checksum_of};
+use feed::{AuthRefusal, Feed, FeedConfig, Grant, ReadScopes, checksum_of};
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -161,6 +161,7 @@ impl Harness {
                     },
                     expires_ns: i64::MAX,
                 })
+                .ok_or(AuthRefusal::Invalid)
         }));
     }
 
