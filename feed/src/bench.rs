@@ -356,6 +356,11 @@ pub struct WsBenchReport {
     /// engine thread having handed its batch to the feed (the order's reply), ms:
     /// p50, p99, max.
     pub published_ms: [f64; 3],
+    /// The fan-out's part: from the batch reaching the feed to the sampled client reading
+    /// the trade message (the feed, the connection's write schedule, loopback TCP and the
+    /// clients' thread), ms: p50, p99, max. Compare with the machine's floor for the same
+    /// writes, `cargo run --release -p bourse-feed --example loopback_floor`.
+    pub fanout_ms: [f64; 3],
     pub clients_closed_early: u64,
     pub busy_retries: u64,
     pub client_threads: usize,
@@ -522,7 +527,11 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         epoch,
         base_id,
         submit_ns: submit_ns.clone(),
+        published_ns: published_ns.clone(),
         hist: parking_lot::Mutex::new(
+            Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?,
+        ),
+        fanout: parking_lot::Mutex::new(
             Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?,
         ),
     });
@@ -634,6 +643,7 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
         c.finish();
     }
     let hist = sampling.hist.lock().clone();
+    let fanout = sampling.fanout.lock().clone();
     let mut published =
         Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| e.to_string())?;
     for (s, p) in submit_ns.iter().zip(published_ns.iter()) {
@@ -674,6 +684,11 @@ pub fn run(args: WsBenchArgs) -> Result<WsBenchReport, String> {
             ms(&published, 0.5),
             ms(&published, 0.99),
             published.max() as f64 / 1000.0,
+        ],
+        fanout_ms: [
+            ms(&fanout, 0.5),
+            ms(&fanout, 0.99),
+            fanout.max() as f64 / 1000.0,
         ],
         clients_closed_early: closed,
         busy_retries: busy.load(Ordering::Relaxed),
@@ -736,6 +751,10 @@ pub fn print(report: &WsBenchReport, json: bool) {
     let [pp50, pp99, pmax] = report.published_ms;
     println!(
         "  of which the pipeline (submit -> published to the feed): p50 {pp50:.2}  p99 {pp99:.2}  max {pmax:.2}"
+    );
+    let [fp50, fp99, fmax] = report.fanout_ms;
+    println!(
+        "  and the fan-out (published -> client): p50 {fp50:.2}  p99 {fp99:.2}  max {fmax:.2}"
     );
     println!(
         "  clients closed early (slow consumer) {}, busy retries {}",

@@ -24,14 +24,23 @@ pub struct ClientStats {
     pub close_code: AtomicU64,
 }
 
-/// What a latency-sampled client needs: submit times by trade id.
+/// What a latency-sampled client needs: submit and publish times by trade id.
 #[derive(Debug)]
 pub struct Sampling {
     pub epoch: Instant,
     pub base_id: u64,
     pub submit_ns: Arc<Vec<AtomicI64>>,
+    /// When the engine thread had handed the trade's batch to the feed (0: not yet seen).
+    pub published_ns: Arc<Vec<AtomicI64>>,
+    /// Submit to client, us.
     pub hist: Mutex<Histogram<u64>>,
+    /// Published to client (the fan-out's part), us.
+    pub fanout: Mutex<Histogram<u64>>,
 }
+
+/// One sampled trade message: microseconds since its order was submitted, and since its
+/// batch reached the feed (`None` when the publish time was not noted yet).
+type Sample = (u64, Option<u64>);
 
 /// A masked client frame (the mask is fixed: the bench is not an attack surface).
 fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
@@ -99,7 +108,7 @@ enum Control {
 fn parse_frames(
     buf: &[u8],
     sampling: Option<(&Sampling, i64)>,
-    lat: &mut Vec<u64>,
+    lat: &mut Vec<Sample>,
     count: &mut u64,
 ) -> (usize, Option<Control>) {
     let mut start = 0usize;
@@ -144,11 +153,17 @@ fn parse_frames(
                         .iter()
                         .take_while(|c| c.is_ascii_digit())
                         .fold(0u64, |a, c| a * 10 + u64::from(c - b'0'));
+                    let k = id.wrapping_sub(sm.base_id + 1) as usize;
                     if id > sm.base_id
-                        && let Some(sent) = sm.submit_ns.get((id - sm.base_id - 1) as usize)
+                        && let Some(sent) = sm.submit_ns.get(k)
                     {
-                        let us = (now - sent.load(Ordering::Relaxed)) / 1000;
-                        lat.push(us.max(1) as u64);
+                        let us = |t: i64| ((now - t) / 1000).max(1) as u64;
+                        let published = sm
+                            .published_ns
+                            .get(k)
+                            .map(|p| p.load(Ordering::Relaxed))
+                            .filter(|&p| p > 0);
+                        lat.push((us(sent.load(Ordering::Relaxed)), published.map(us)));
                     }
                 }
             }
@@ -178,7 +193,7 @@ pub async fn read_loop(
     sampling: Option<Arc<Sampling>>,
 ) {
     let mut carry: Vec<u8> = Vec::new();
-    let mut lat: Vec<u64> = Vec::new();
+    let mut lat: Vec<Sample> = Vec::new();
     loop {
         let mut count = 0u64;
         // One `poll_read` per wake-up: tokio takes a read shorter than the buffer as the
@@ -218,9 +233,12 @@ pub async fn read_loop(
         if let Some(sm) = sampling.as_ref()
             && !lat.is_empty()
         {
-            let mut h = sm.hist.lock();
-            for v in lat.drain(..) {
-                let _ = h.record(v);
+            let (mut h, mut f) = (sm.hist.lock(), sm.fanout.lock());
+            for (total, fanout) in lat.drain(..) {
+                let _ = h.record(total);
+                if let Some(v) = fanout {
+                    let _ = f.record(v);
+                }
             }
         }
         let pong = match control {
