@@ -84,6 +84,12 @@ fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
     }
 
     assert_eq!(spread["runs"], 2, "{spread}");
+    assert!(
+        spread["fanout_ms_p99"]["max"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0),
+        "{spread}"
+    );
     creates.sort_by(f64::total_cmp);
     let c = &spread["createsPerSec"];
     assert_eq!(c["min"].as_f64(), Some(creates[0]), "{spread}");
@@ -159,6 +165,18 @@ fn the_ws_bench_with_a_syncing_journal_delivers_every_trade() {
     let delivered = r["messages_delivered"].as_u64().expect("messages");
     assert!(delivered >= trades * subscribers, "{r}");
     assert!(r["latency_ms_p99"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+    // The fan-out's part (published -> client) of each sampled trade is within its whole
+    // latency (submit -> client), so its largest is too.
+    let fanout: Vec<f64> = r["fanout_ms"]
+        .as_array()
+        .expect("fanout_ms")
+        .iter()
+        .map(|v| v.as_f64().expect("a number"))
+        .collect();
+    assert_eq!(fanout.len(), 3, "{r}");
+    assert!(fanout[1] > 0.0, "{r}");
+    let max = r["latency_ms_max"].as_f64().expect("max");
+    assert!(fanout[2] <= max, "{r}");
 }
 
 /// `--json --runs N` prints one document: every run's report and their spread.

@@ -54,6 +54,11 @@ struct Args {
     /// Seconds of generation per run.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Permille of a CPU that one more thread keeps busy meanwhile, in bursts within each
+    /// millisecond: a stand-in for the bench's pipeline (the engine thread, the journal's
+    /// syncs, the feed's derivation), which takes ~250 of the same two CPUs.
+    #[arg(long, default_value_t = 0)]
+    background_permille: u32,
     /// Runs; with more than one, ends with the median of p50, p99 and CPU.
     #[arg(long, default_value_t = 1)]
     runs: usize,
@@ -122,6 +127,11 @@ fn run(args: &Args) -> std::io::Result<Run> {
         let sampled = args.latency_clients;
         std::thread::spawn(move || read_all(clients, &trades, &stop, record, sampled))
     };
+    let background = (args.background_permille > 0).then(|| {
+        let stop = stop.clone();
+        let busy = Duration::from_micros(u64::from(args.background_permille.min(1000)));
+        std::thread::spawn(move || busy_bursts(&stop, busy))
+    });
     let interval = Duration::from_nanos(
         (args.subscribers as u64 * 1_000_000_000) / args.max_writes_per_sec.max(1),
     );
@@ -158,6 +168,9 @@ fn run(args: &Args) -> std::io::Result<Run> {
         writes += n;
         bytes += b;
     }
+    if let Some(b) = background {
+        let _ = b.join();
+    }
     let (reader_ns, hist) = reader
         .join()
         .map_err(|_| std::io::Error::other("reader panicked"))?;
@@ -172,6 +185,25 @@ fn run(args: &Args) -> std::io::Result<Run> {
         p999_ms: ms(&hist, 0.999),
         max_ms: hist.max() as f64 / 1000.0,
     })
+}
+
+/// Until `stop`: in every millisecond, keeps a CPU busy for `busy`, then sleeps.
+fn busy_bursts(stop: &AtomicBool, busy: Duration) {
+    let period = Duration::from_millis(1);
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let start = Instant::now();
+        while start.elapsed() < busy {
+            std::hint::spin_loop();
+        }
+        next += period;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
+    }
 }
 
 /// Writes each connection every `interval` the bytes of the records generated since its

@@ -303,6 +303,8 @@ pub struct WsRunsSpread {
     pub runs: usize,
     pub latency_ms_p50: Spread,
     pub latency_ms_p99: Spread,
+    /// The fan-out's part of the p99 ([`WsBenchReport::fanout_ms`]).
+    pub fanout_ms_p99: Spread,
     pub messages_per_sec: Spread,
 }
 
@@ -313,6 +315,7 @@ impl WsRunsSpread {
             runs: reports.len(),
             latency_ms_p50: Spread::of(reports.iter().map(|r| r.latency_ms_p50))?,
             latency_ms_p99: Spread::of(reports.iter().map(|r| r.latency_ms_p99))?,
+            fanout_ms_p99: Spread::of(reports.iter().map(|r| r.fanout_ms[1]))?,
             messages_per_sec: Spread::of(reports.iter().map(|r| r.messages_per_sec))?,
         })
     }
@@ -323,6 +326,7 @@ impl WsRunsSpread {
         println!("bourse bench ws, {} runs", self.runs);
         println!("{}", self.latency_ms_p50.line("latency p50", 2, " ms"));
         println!("{}", self.latency_ms_p99.line("latency p99", 2, " ms"));
+        println!("{}", self.fanout_ms_p99.line("fan-out p99", 2, " ms"));
         println!(
             "{}",
             self.messages_per_sec.line("messages delivered", 0, "/s")
