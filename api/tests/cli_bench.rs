@@ -84,12 +84,6 @@ fn each_run_measures_a_server_of_its_own_and_the_spread_sums_them_up() {
     }
 
     assert_eq!(spread["runs"], 2, "{spread}");
-    assert!(
-        spread["fanout_ms_p99"]["max"]
-            .as_f64()
-            .is_some_and(|v| v > 0.0),
-        "{spread}"
-    );
     creates.sort_by(f64::total_cmp);
     let c = &spread["createsPerSec"];
     assert_eq!(c["min"].as_f64(), Some(creates[0]), "{spread}");
@@ -205,6 +199,12 @@ fn the_ws_bench_prints_its_runs_and_their_spread_as_one_document() {
     p99.sort_by(f64::total_cmp);
     let spread = &doc["spread"];
     assert_eq!(spread["runs"], 2, "{spread}");
+    assert!(
+        spread["fanout_ms_p99"]["max"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0),
+        "{spread}"
+    );
     assert_eq!(
         spread["latency_ms_p99"]["min"].as_f64(),
         Some(p99[0]),
