@@ -48,19 +48,14 @@
 //! start; an operator who would rather have a start that is slower by that much and sure
 //! of the whole file turns it on.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::state::ReadModel;
-use crate::store::{self, unix_secs, with_suffix};
+use crate::store::{self, unix_secs};
 
-/// The marker's name beside the store: `history.sqlite` + this.
-pub const MARKER_SUFFIX: &str = ".rebuild";
-
-/// The marker that asks the next start to set the store at `db` aside and rebuild it.
-pub fn marker_path(db: &Path) -> PathBuf {
-    with_suffix(db, MARKER_SUFFIX)
-}
+/// The marker and the set-aside at start are shared with the market data store:
+/// [`feed::damaged_store`].
+pub use feed::damaged_store::{MARKER_SUFFIX, MarkerTaken, marker_path, take_marker};
 
 /// Which side of the store met the damage (for the log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +100,7 @@ pub fn report(model: &ReadModel, db: &Path, e: &rusqlite::Error, found_by: Found
         unix_secs(),
         found_by.as_str()
     );
-    if let Err(io) = write_durably(&marker, text.as_bytes()) {
+    if let Err(io) = feed::damaged_store::write_marker(db, &text) {
         tracing::error!(
             marker = %marker.display(),
             error = %io,
@@ -114,58 +109,6 @@ pub fn report(model: &ReadModel, db: &Path, e: &rusqlite::Error, found_by: Found
         );
     }
     true
-}
-
-/// Writes `bytes` to a new file at `path`, synced with its directory entry (the marker must
-/// survive the crash that may follow).
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// What the start did with a rebuild marker ([`take_marker`]).
-#[derive(Debug, PartialEq, Eq)]
-pub struct MarkerTaken {
-    /// Where the store was set aside (`None`: there was no store file).
-    pub aside: Option<PathBuf>,
-    /// The marker's text (empty when an operator made it by hand).
-    pub reason: String,
-}
-
-/// At start, before the store is opened: when the rebuild marker is there, sets the store at
-/// `db` aside ([`store::set_aside`]) with the marker beside it (`<aside>.reason`), or, when
-/// there is no store file, removes the marker and any `-wal`/`-shm` left behind; the store
-/// is then created anew and recovery fills it from the journal. `None` when there is no
-/// marker.
-pub fn take_marker(db: &Path) -> std::io::Result<Option<MarkerTaken>> {
-    let marker = marker_path(db);
-    let reason = match std::fs::read(&marker) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let aside = if db.exists() {
-        let aside = store::set_aside(db)?;
-        std::fs::rename(&marker, with_suffix(&aside, ".reason"))?;
-        Some(aside)
-    } else {
-        // The store was moved away by hand, perhaps without its `-wal` and `-shm`: SQLite
-        // would apply a stale log to the new, empty store, so they go too.
-        for extra in ["-wal", "-shm"] {
-            match std::fs::remove_file(with_suffix(db, extra)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        std::fs::remove_file(&marker)?;
-        None
-    };
-    Ok(Some(MarkerTaken { aside, reason }))
 }
 
 /// SQLite's `PRAGMA quick_check` of the store at `db` (every page read; see the module doc
@@ -251,104 +194,6 @@ mod tests {
         assert!(marker.contains("malformed"), "{marker}");
     }
 
-    /// The marker sets the store and its `-wal` aside with the marker beside them; without a
-    /// store it is only removed; without a marker nothing moves.
-    #[test]
-    fn the_marker_sets_the_store_aside_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = store::db_path(dir.path());
-        std::fs::write(&db, b"store").expect("db");
-        std::fs::write(with_suffix(&db, "-wal"), b"wal").expect("wal");
-        assert_eq!(take_marker(&db).expect("no marker"), None);
-        assert!(db.exists());
-        std::fs::write(marker_path(&db), b"").expect("marker by hand");
-        let taken = take_marker(&db).expect("taken").expect("a marker");
-        let aside = taken.aside.expect("set aside");
-        assert_eq!(taken.reason, "");
-        assert!(!db.exists() && !marker_path(&db).exists());
-        assert_eq!(std::fs::read(&aside).expect("aside"), b"store");
-        assert!(with_suffix(&aside, "-wal").exists());
-        assert!(with_suffix(&aside, ".reason").exists());
-        std::fs::write(marker_path(&db), b"why").expect("marker");
-        let taken = take_marker(&db).expect("taken").expect("a marker");
-        assert_eq!(
-            taken,
-            MarkerTaken {
-                aside: None,
-                reason: "why".into()
-            }
-        );
-        assert!(!marker_path(&db).exists());
-    }
-
-    /// A store moved away by hand without its `-wal` and `-shm`: the marker takes them too,
-    /// so the new store never replays a stale log.
-    #[test]
-    fn a_marker_without_its_store_takes_a_stale_log_with_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = store::db_path(dir.path());
-        std::fs::write(with_suffix(&db, "-wal"), b"wal").expect("wal");
-        std::fs::write(with_suffix(&db, "-shm"), b"shm").expect("shm");
-        std::fs::write(marker_path(&db), b"by hand").expect("marker");
-        let taken = take_marker(&db).expect("taken").expect("a marker");
-        assert_eq!(taken.aside, None);
-        assert!(!with_suffix(&db, "-wal").exists());
-        assert!(!with_suffix(&db, "-shm").exists());
-        assert!(!marker_path(&db).exists());
-    }
-
-    /// Two stores set aside within one second both stay (the second name gets `-1`), each
-    /// with its own `-wal`.
-    #[test]
-    fn stores_set_aside_in_one_second_keep_apart() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = store::db_path(dir.path());
-        let mut asides = Vec::new();
-        for body in [b"first", b"other"] {
-            std::fs::write(&db, body).expect("db");
-            std::fs::write(with_suffix(&db, "-wal"), body).expect("wal");
-            asides.push(store::set_aside(&db).expect("set aside"));
-        }
-        // Unless the second fell in the next second, the names share it and differ by -1.
-        assert_ne!(asides[0], asides[1]);
-        assert_eq!(std::fs::read(&asides[0]).expect("first"), b"first");
-        assert_eq!(std::fs::read(&asides[1]).expect("second"), b"other");
-        assert_eq!(
-            std::fs::read(with_suffix(&asides[1], "-wal")).expect("second wal"),
-            b"other"
-        );
-    }
-
-    /// Rebuilds asked for at start again and again (a store damaged at every run): only the
-    /// newest [`store::SET_ASIDE_KEPT`] copies stay, each with its `.reason`; an older copy
-    /// goes with its `.reason` and `-wal`.
-    #[test]
-    fn markers_taken_again_and_again_keep_the_newest_copies() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = store::db_path(dir.path());
-        let mut asides = Vec::new();
-        for i in 0..5 {
-            std::fs::write(&db, format!("store {i}")).expect("db");
-            std::fs::write(with_suffix(&db, "-wal"), b"wal").expect("wal");
-            std::fs::write(marker_path(&db), format!("why {i}")).expect("marker");
-            let taken = take_marker(&db).expect("taken").expect("a marker");
-            asides.push(taken.aside.expect("set aside"));
-        }
-        let mut left: Vec<PathBuf> = std::fs::read_dir(dir.path())
-            .expect("dir")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        left.sort();
-        let mut expected: Vec<PathBuf> = asides[5 - store::SET_ASIDE_KEPT..]
-            .iter()
-            .flat_map(|a| [a.clone(), with_suffix(a, "-wal"), with_suffix(a, ".reason")])
-            .collect();
-        expected.sort();
-        assert_eq!(left, expected);
-        let reason = std::fs::read_to_string(with_suffix(&asides[4], ".reason")).expect("reason");
-        assert_eq!(reason, "why 4");
-    }
-
     /// What `quick_check` says of a sound store, of one with garbage over pages in the middle
     /// (an index's leaves), and of one with garbage over its header.
     #[test]
@@ -384,7 +229,7 @@ mod tests {
 
     /// Overwrites the 4 KiB pages `pages` (1-based, SQLite's numbering) with garbage.
     fn overwrite_pages(db: &Path, pages: &[i64]) {
-        use std::io::{Seek, SeekFrom};
+        use std::io::{Seek, SeekFrom, Write};
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .open(db)

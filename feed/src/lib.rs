@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod bus;
 pub mod candles;
+pub mod damaged_store;
 mod grant;
 pub mod l2;
 pub mod path;
@@ -24,7 +25,7 @@ pub mod window;
 mod ws;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -260,6 +261,8 @@ pub(crate) struct Inner {
     pub(crate) config: FeedConfig,
     pub(crate) state: RwLock<State>,
     store: Arc<Mutex<Store>>,
+    /// Where the store is (the writer leaves the rebuild marker beside it).
+    store_path: PathBuf,
     stored_seq: u64,
     private: Mutex<PrivateRings>,
     pub(crate) authenticator: RwLock<Option<Authenticator>>,
@@ -309,8 +312,50 @@ impl std::fmt::Debug for Feed {
     }
 }
 
+/// Opens the market data store at `path` and loads it, or, when it is damaged, sets its
+/// files aside (`marketdata.sqlite.damaged-<unix seconds>`, with its `-wal` and `-shm`;
+/// [`damaged_store::set_aside`] keeps only the newest [`damaged_store::SET_ASIDE_KEPT`]
+/// copies) and starts a new, empty one, which recovery then fills by replaying the whole
+/// journal (its applied seq is 0). Damaged means: the writer of the server that ran last
+/// found it so and left the rebuild marker `marketdata.sqlite.rebuild` (or an operator made
+/// one; [`damaged_store::take_marker`]), or SQLite finds it so on opening or loading it (not
+/// a database, or corrupt). Such a store used to fail every start ("market data store: file
+/// is not a database") until its file was removed by hand. Other errors still fail.
+fn open_store(path: &Path, candles_retained: usize) -> Result<(Store, store::Loaded), FeedError> {
+    if let Some(taken) = damaged_store::take_marker(path)? {
+        tracing::warn!(
+            file = %path.display(),
+            moved_to = %taken.aside.as_ref().map_or("(no store file)".into(), |p| p.display().to_string()),
+            marker = %damaged_store::marker_path(path).display(),
+            reason = %taken.reason,
+            "the market data store was found damaged while the server ran (or the rebuild was \
+             asked for by hand): set aside, a new one is rebuilt from the journal"
+        );
+    }
+    let open = || {
+        let store = Store::open(path)?;
+        let loaded = store.load(candles_retained)?;
+        Ok((store, loaded))
+    };
+    match open() {
+        Err(e) if damaged_store::is_damaged(&e) => {
+            let aside = damaged_store::set_aside(path)?;
+            tracing::warn!(
+                file = %path.display(),
+                moved_to = %aside.display(),
+                error = %e,
+                "the market data store is damaged: set aside, a new one is rebuilt from the \
+                 journal"
+            );
+            Ok(open()?)
+        }
+        other => Ok(other?),
+    }
+}
+
 impl Feed {
-    /// Opens (or creates) `data_dir/marketdata.sqlite` and loads trades and candles.
+    /// Opens (or creates) `data_dir/marketdata.sqlite` and loads trades and candles; a
+    /// damaged store is set aside and a new one started ([`open_store`]).
     pub fn open(config: FeedConfig, data_dir: &Path) -> Result<Feed, FeedError> {
         std::fs::create_dir_all(data_dir)?;
         let nofile = raise_nofile_limit();
@@ -321,8 +366,8 @@ impl Feed {
                 "open-file limit below the WebSocket connection limit"
             );
         }
-        let store = Store::open(&data_dir.join("marketdata.sqlite"))?;
-        let loaded = store.load(config.candles_retained)?;
+        let path = data_dir.join("marketdata.sqlite");
+        let (store, loaded) = open_store(&path, config.candles_retained)?;
         let mut state = State::new(DeriveConfig {
             channel_capacity: config.ring_capacity(),
             candles_retained: config.candles_retained,
@@ -334,6 +379,7 @@ impl Feed {
                 config,
                 state: RwLock::new(state),
                 store: Arc::new(Mutex::new(store)),
+                store_path: path,
                 stored_seq: loaded.applied_seq,
                 private: Mutex::new(PrivateRings::new()),
                 authenticator: RwLock::new(None),
@@ -444,7 +490,7 @@ impl Feed {
     pub fn listener(&self) -> Box<dyn OutputListener> {
         Box::new(FeedListener {
             feed: self.clone(),
-            store: StoreWriter::start(self.inner.store.clone()),
+            store: StoreWriter::start(self.inner.store.clone(), self.inner.store_path.clone()),
         })
     }
 
@@ -655,14 +701,18 @@ const STORE_LINGER_STEP: Duration = Duration::from_millis(10);
 /// logging once): the store stays at its last good group, and the next start replays the
 /// journal from there. Going on wrote the next group's applied seq over the failed one's
 /// trades, so a full disk that cleared (or a transient I/O error) left a gap in the stored
-/// trades that no restart would fill, and logged an error per group, ten a second.
+/// trades that no restart would fill, and logged an error per group, ten a second. When
+/// SQLite says the file is damaged (`SQLITE_CORRUPT`, `SQLITE_NOTADB`: a bad page the write
+/// reached), replaying into the same file at the next start would meet the same page again,
+/// so the writer also leaves the rebuild marker beside the store ([`store_damaged`]): the
+/// next start sets the file aside and rebuilds it from the journal ([`open_store`]).
 struct StoreWriter {
     tx: Option<std::sync::mpsc::SyncSender<state::BatchOutput>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl StoreWriter {
-    fn start(store: Arc<Mutex<Store>>) -> StoreWriter {
+    fn start(store: Arc<Mutex<Store>>, path: PathBuf) -> StoreWriter {
         let (tx, rx) = std::sync::mpsc::sync_channel::<state::BatchOutput>(STORE_QUEUE);
         let spawned = std::thread::Builder::new()
             .name("bourse-feed-store".into())
@@ -716,11 +766,15 @@ impl StoreWriter {
                     );
                     if let Err(e) = res {
                         failed = true;
-                        tracing::error!(
-                            error = %e,
-                            "market data store write failed: it stops here, and the next \
-                             start replays the journal into it from its last good write"
-                        );
+                        if damaged_store::is_damaged(&e) {
+                            store_damaged(&path, &e);
+                        } else {
+                            tracing::error!(
+                                error = %e,
+                                "market data store write failed: it stops here, and the next \
+                                 start replays the journal into it from its last good write"
+                            );
+                        }
                     }
                 }
             });
@@ -745,6 +799,34 @@ impl StoreWriter {
         {
             tracing::error!("market data store thread gone");
         }
+    }
+}
+
+/// The writer found the store at `path` damaged (`e`): logs it and leaves the rebuild
+/// marker, synced ([`damaged_store::write_marker`]), so the next start sets the file aside and
+/// rebuilds the store from the journal.
+fn store_damaged(path: &Path, e: &rusqlite::Error) {
+    let marker = damaged_store::marker_path(path);
+    tracing::error!(
+        file = %path.display(),
+        error = %e,
+        marker = %marker.display(),
+        "the market data store is damaged: its writer stops here (the market data in memory \
+         stays live); restart the server, which sets the file aside and rebuilds the store \
+         from the journal"
+    );
+    let text = format!(
+        "SQLite reported this market data store damaged at {} (unix seconds), found by the \
+         writer: {e}\nThe next start sets the store aside and rebuilds it from the journal.\n",
+        damaged_store::unix_secs()
+    );
+    if let Err(io) = damaged_store::write_marker(path, &text) {
+        tracing::error!(
+            marker = %marker.display(),
+            error = %io,
+            "could not leave the rebuild marker: move the market data store's files away by \
+             hand before the next start, or it reopens the damaged file"
+        );
     }
 }
 
@@ -785,7 +867,7 @@ mod tests {
             last_ts_ns: seq as i64,
             ..BatchOutput::default()
         };
-        let writer = StoreWriter::start(store.clone());
+        let writer = StoreWriter::start(store.clone(), path.clone());
         writer.send(batch(1));
         drop(writer); // writes what is queued
         let set_query_only = |on: bool| {
@@ -796,7 +878,7 @@ mod tests {
                 .unwrap();
         };
         set_query_only(true);
-        let writer = StoreWriter::start(store.clone());
+        let writer = StoreWriter::start(store.clone(), path.clone());
         writer.send(batch(2)); // fails
         std::thread::sleep(std::time::Duration::from_millis(400));
         set_query_only(false);
@@ -806,6 +888,92 @@ mod tests {
         let ids: Vec<u64> = loaded.trades.iter().map(|t| t.id).collect();
         assert_eq!(loaded.applied_seq, 1, "stored trades {ids:?}");
         assert_eq!(ids, vec![1]);
+    }
+
+    /// A store of `n` trades at `path` whose pages after the first (the schema) are then
+    /// overwritten with garbage: it opens (SQLite reads only the header and the schema), and
+    /// any read or write of a table is `SQLITE_CORRUPT`.
+    fn store_damaged_past_its_header(path: &std::path::Path, n: u64) {
+        use super::store::{Store, StoredTrade};
+        use std::io::{Seek, SeekFrom, Write};
+        let trades: Vec<StoredTrade> = (1..=n)
+            .map(|id| StoredTrade {
+                id,
+                pair: 0,
+                ts_ns: id as i64,
+                price: 100,
+                lots: 1,
+                quote: 100,
+                taker_buy: true,
+            })
+            .collect();
+        let mut store = Store::open(path).unwrap();
+        store.commit(&trades, &[], &[], (n, n as i64)).unwrap();
+        drop(store); // the last connection checkpoints and removes the -wal
+        let len = std::fs::metadata(path).unwrap().len();
+        assert!(len > 8 * 4096, "{len} bytes");
+        let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.seek(SeekFrom::Start(4096)).unwrap();
+        f.write_all(&vec![0xAB; (len - 4096) as usize]).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    /// A write that reaches a damaged page stops the writer and leaves the rebuild marker
+    /// (saying why); the next open sets the file aside with the marker beside it and starts
+    /// an empty store (applied seq 0: recovery replays the whole journal). The writer used
+    /// to stop without a marker, so every start reopened the damaged file.
+    #[test]
+    fn a_damaged_store_write_leaves_the_rebuild_marker() {
+        use super::{Feed, StoreWriter, damaged_store, state::BatchOutput, store::Store};
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("marketdata.sqlite");
+        store_damaged_past_its_header(&path, 5_000);
+        let store = std::sync::Arc::new(parking_lot::Mutex::new(Store::open(&path).unwrap()));
+        let writer = StoreWriter::start(store.clone(), path.clone());
+        writer.send(BatchOutput {
+            last_seq: 5_001,
+            last_ts_ns: 5_001,
+            ..BatchOutput::default()
+        });
+        drop(writer);
+        drop(store);
+        let marker = damaged_store::marker_path(&path);
+        let text = std::fs::read_to_string(&marker).expect("the rebuild marker");
+        assert!(text.contains("malformed"), "{text}");
+        let feed = Feed::open(FeedConfig::default(), tmp.path()).unwrap();
+        assert_eq!(feed.applied_seq(), 0);
+        assert!(!marker.exists());
+        let names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let reason = names
+            .iter()
+            .find(|n| n.starts_with("marketdata.sqlite.damaged-") && n.ends_with(".reason"))
+            .unwrap_or_else(|| panic!("no set-aside copy: {names:?}"));
+        let aside = tmp.path().join(reason.trim_end_matches(".reason"));
+        assert!(aside.exists(), "{names:?}");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join(reason)).unwrap(),
+            text
+        );
+    }
+
+    /// A store whose header is fine but whose tables are damaged fails when it is loaded,
+    /// not when it is opened: that too sets the file aside and starts an empty store.
+    #[test]
+    fn a_store_damaged_past_its_header_is_set_aside_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("marketdata.sqlite");
+        store_damaged_past_its_header(&path, 5_000);
+        let feed = super::Feed::open(FeedConfig::default(), tmp.path()).unwrap();
+        assert_eq!(feed.applied_seq(), 0);
+        let aside: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("marketdata.sqlite.damaged-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
     }
 
     #[test]

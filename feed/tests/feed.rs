@@ -536,6 +536,40 @@ async fn slow_consumer_is_closed_and_does_not_delay_others() {
 /// Restart on the same data dir keeps the 24 h figures, trades and candles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_ticker_trades_and_candles() {
+    restart_keeps_the_market_data(|_| Vec::new()).await;
+}
+
+/// A `marketdata.sqlite` that is not a database (4 KiB of 0xAB) no longer stops the start
+/// ("market data store: file is not a database"): it is set aside
+/// (`marketdata.sqlite.damaged-<secs>`, its bytes kept) and a new store is rebuilt by the
+/// journal's replay, with the same trades, candles and 24 h figures as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_market_data_store_is_set_aside_and_rebuilt_from_the_journal() {
+    restart_keeps_the_market_data(|dir| {
+        let db = dir.join("marketdata.sqlite");
+        std::fs::write(&db, [0xAB; 4096]).unwrap();
+        vec![vec![0xAB; 4096]]
+    })
+    .await;
+}
+
+/// The rebuild marker `marketdata.sqlite.rebuild` (left by a store writer that found the
+/// file damaged, or made by hand) has the next start set the sound store aside, with the
+/// marker beside it as `.reason`, and rebuild it from the journal: the same market data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rebuild_marker_sets_the_market_data_store_aside_at_the_next_start() {
+    restart_keeps_the_market_data(|dir| {
+        let db = dir.join("marketdata.sqlite");
+        std::fs::write(dir.join("marketdata.sqlite.rebuild"), b"by hand").unwrap();
+        vec![std::fs::read(&db).unwrap(), b"by hand".to_vec()]
+    })
+    .await;
+}
+
+/// Trades on a market, a stop, `damage` done to the stopped data dir (it returns the
+/// contents expected of the set-aside copy and, when there is one, of its `.reason`; none
+/// when nothing is to be set aside), a restart: the market data read back is what it was.
+async fn restart_keeps_the_market_data(damage: impl FnOnce(&std::path::Path) -> Vec<Vec<u8>>) {
     let (dir, h) = Harness::with_market(FeedConfig::default(), 2).await;
     for i in 0..200u64 {
         h.sell_then_buy(i, (100_000 + i % 13, 3 + i % 5), (100_020, 2))
@@ -553,13 +587,45 @@ async fn restart_keeps_ticker_trades_and_candles() {
     }
     let ticker = h.http.json(&format!("/v1/pairs/{PAIR}/ticker")).await;
     h.stop().await;
+    let aside_expected = damage(dir.path());
+    let rebuilt = !aside_expected.is_empty();
     let h = Harness::start(dir.path(), FeedConfig::default()).await;
+    let mut aside: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("marketdata.sqlite.damaged-"))
+        .collect();
+    aside.sort();
+    if let [main, rest @ ..] = &aside_expected[..] {
+        assert_eq!(&std::fs::read(dir.path().join(&aside[0])).unwrap(), main);
+        match rest {
+            [] => assert_eq!(aside.len(), 1, "{aside:?}"),
+            [reason] => {
+                assert_eq!(aside.len(), 2, "{aside:?}");
+                assert_eq!(aside[1], format!("{}.reason", aside[0]));
+                assert_eq!(&std::fs::read(dir.path().join(&aside[1])).unwrap(), reason);
+            }
+            _ => unreachable!(),
+        }
+        assert!(!dir.path().join("marketdata.sqlite.rebuild").exists());
+    } else {
+        assert_eq!(aside, Vec::<String>::new());
+    }
     for (p, b) in paths.iter().zip(&before) {
         let mut a = h.http.json(p).await;
         let mut b = b.clone();
         if p.contains("/book") {
             a["timestamp"] = Value::Null;
             b["timestamp"] = Value::Null;
+            if rebuilt {
+                // The book's sequence is the feed's own count of published changes, kept
+                // only in the store: a new store starts from the engine's count of
+                // book-changing commands, which is at least as many (so a seq never names
+                // two different books), not the same number.
+                assert!(a["sequence"].as_u64() >= b["sequence"].as_u64(), "{a} {b}");
+                a["sequence"] = Value::Null;
+                b["sequence"] = Value::Null;
+            }
         }
         assert_eq!(a, b, "{p}");
     }
