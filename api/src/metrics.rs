@@ -191,6 +191,21 @@ pub fn render(shared: &Shared, stats: Option<PipelineStats>) -> String {
         "1 once SQLite has reported the history store's file damaged (the next start sets it aside and rebuilds it from the journal), else 0.",
         u8::from(model.store_damaged()),
     );
+    let (marketdata_stopped, marketdata_damaged) = shared.feed.store_health();
+    scalar(
+        &mut out,
+        "bourse_marketdata_store_stopped",
+        "gauge",
+        "1 once the market data store's writer has stopped (a write error, or its file damaged): market data stays live in memory, the store no longer follows it, and the next start replays the journal into it, else 0.",
+        u8::from(marketdata_stopped),
+    );
+    scalar(
+        &mut out,
+        "bourse_marketdata_store_damaged",
+        "gauge",
+        "1 once SQLite has reported the market data store's file damaged (the next start sets it aside and rebuilds it from the journal), else 0.",
+        u8::from(marketdata_damaged),
+    );
     scalar(
         &mut out,
         "bourse_trades_total",

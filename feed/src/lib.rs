@@ -27,7 +27,7 @@ mod ws;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use engine::AccountId;
@@ -263,6 +263,8 @@ pub(crate) struct Inner {
     store: Arc<Mutex<Store>>,
     /// Where the store is (the writer leaves the rebuild marker beside it).
     store_path: PathBuf,
+    /// Whether the store's writer has stopped, and why ([`Feed::store_health`]).
+    store_health: Arc<StoreHealth>,
     stored_seq: u64,
     private: Mutex<PrivateRings>,
     pub(crate) authenticator: RwLock<Option<Authenticator>>,
@@ -380,6 +382,7 @@ impl Feed {
                 state: RwLock::new(state),
                 store: Arc::new(Mutex::new(store)),
                 store_path: path,
+                store_health: Arc::default(),
                 stored_seq: loaded.applied_seq,
                 private: Mutex::new(PrivateRings::new()),
                 authenticator: RwLock::new(None),
@@ -490,7 +493,11 @@ impl Feed {
     pub fn listener(&self) -> Box<dyn OutputListener> {
         Box::new(FeedListener {
             feed: self.clone(),
-            store: StoreWriter::start(self.inner.store.clone(), self.inner.store_path.clone()),
+            store: StoreWriter::start(
+                self.inner.store.clone(),
+                self.inner.store_path.clone(),
+                self.inner.store_health.clone(),
+            ),
         })
     }
 
@@ -589,6 +596,16 @@ impl Feed {
     ) -> bus::Cursor {
         let cap = self.inner.config.ring_capacity();
         self.inner.private.lock().subscribe((account, channel), cap)
+    }
+
+    /// The market data store's writer: stopped, and stopped because the file is damaged
+    /// ([`StoreHealth`]).
+    pub fn store_health(&self) -> (bool, bool) {
+        let h = &self.inner.store_health;
+        (
+            h.stopped.load(Ordering::Acquire),
+            h.damaged.load(Ordering::Acquire),
+        )
     }
 
     /// The feed's applied sequence (what it has derived).
@@ -697,6 +714,18 @@ const STORE_LINGER_STEP: Duration = Duration::from_millis(10);
 /// the group is derived again. The queue is bounded: past it the engine thread waits.
 /// Dropping the writer writes what is queued and joins the thread.
 ///
+/// Whether the market data store's writer has stopped (a failed write, or its thread could
+/// not start) and whether SQLite reported the file damaged. The market data in memory stays
+/// live either way (clients see no difference), so this is not a readiness failure, but the
+/// store no longer follows and the next start replays everything since its last good write:
+/// the operator learns it from `/metrics` (`bourse_marketdata_store_stopped`,
+/// `bourse_marketdata_store_damaged`) as well as the log line.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    pub stopped: AtomicBool,
+    pub damaged: AtomicBool,
+}
+
 /// A failed write stops the writer for good (it drains its queue and writes nothing more,
 /// logging once): the store stays at its last good group, and the next start replays the
 /// journal from there. Going on wrote the next group's applied seq over the failed one's
@@ -712,7 +741,8 @@ struct StoreWriter {
 }
 
 impl StoreWriter {
-    fn start(store: Arc<Mutex<Store>>, path: PathBuf) -> StoreWriter {
+    fn start(store: Arc<Mutex<Store>>, path: PathBuf, health: Arc<StoreHealth>) -> StoreWriter {
+        let thread_health = health.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel::<state::BatchOutput>(STORE_QUEUE);
         let spawned = std::thread::Builder::new()
             .name("bourse-feed-store".into())
@@ -766,7 +796,10 @@ impl StoreWriter {
                     );
                     if let Err(e) = res {
                         failed = true;
-                        if damaged_store::is_damaged(&e) {
+                        let damaged = damaged_store::is_damaged(&e);
+                        thread_health.damaged.store(damaged, Ordering::Release);
+                        thread_health.stopped.store(true, Ordering::Release);
+                        if damaged {
                             store_damaged(&path, &e);
                         } else {
                             tracing::error!(
@@ -784,6 +817,7 @@ impl StoreWriter {
                 thread: Some(thread),
             },
             Err(e) => {
+                health.stopped.store(true, Ordering::Release);
                 tracing::error!(error = %e, "market data store thread not started");
                 StoreWriter {
                     tx: None,
@@ -867,9 +901,15 @@ mod tests {
             last_ts_ns: seq as i64,
             ..BatchOutput::default()
         };
-        let writer = StoreWriter::start(store.clone(), path.clone());
+        let health = std::sync::Arc::new(super::StoreHealth::default());
+        let writer = StoreWriter::start(store.clone(), path.clone(), health.clone());
         writer.send(batch(1));
         drop(writer); // writes what is queued
+        let flags = |h: &super::StoreHealth| {
+            use std::sync::atomic::Ordering::Acquire;
+            (h.stopped.load(Acquire), h.damaged.load(Acquire))
+        };
+        assert_eq!(flags(&health), (false, false));
         let set_query_only = |on: bool| {
             store
                 .lock()
@@ -878,9 +918,11 @@ mod tests {
                 .unwrap();
         };
         set_query_only(true);
-        let writer = StoreWriter::start(store.clone(), path.clone());
+        let writer = StoreWriter::start(store.clone(), path.clone(), health.clone());
         writer.send(batch(2)); // fails
         std::thread::sleep(std::time::Duration::from_millis(400));
+        // Stopped, for a reason other than damage (a read-only store).
+        assert_eq!(flags(&health), (true, false));
         set_query_only(false);
         writer.send(batch(3)); // the disk is fine again
         drop(writer);
@@ -929,7 +971,8 @@ mod tests {
         let path = tmp.path().join("marketdata.sqlite");
         store_damaged_past_its_header(&path, 5_000);
         let store = std::sync::Arc::new(parking_lot::Mutex::new(Store::open(&path).unwrap()));
-        let writer = StoreWriter::start(store.clone(), path.clone());
+        let health = std::sync::Arc::new(super::StoreHealth::default());
+        let writer = StoreWriter::start(store.clone(), path.clone(), health.clone());
         writer.send(BatchOutput {
             last_seq: 5_001,
             last_ts_ns: 5_001,
@@ -937,6 +980,8 @@ mod tests {
         });
         drop(writer);
         drop(store);
+        use std::sync::atomic::Ordering::Acquire;
+        assert!(health.stopped.load(Acquire) && health.damaged.load(Acquire));
         let marker = damaged_store::marker_path(&path);
         let text = std::fs::read_to_string(&marker).expect("the rebuild marker");
         assert!(text.contains("malformed"), "{text}");

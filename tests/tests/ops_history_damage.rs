@@ -9,6 +9,10 @@
 //! Now the first such error stops the store (history reads 503, `/ready` 503, the
 //! `bourse_history_store_damaged` gauge 1), orders are still accepted, and a marker in the
 //! data dir makes the next start set the file aside and rebuild it from the journal.
+//!
+//! The market data store (`marketdata.sqlite`) damaged the same way used to stop every
+//! start ("file is not a database" or a malformed table at load); now the start sets it
+//! aside and the journal's replay rebuilds it (last test).
 
 use std::path::Path;
 
@@ -451,5 +455,42 @@ async fn a_good_token_the_damaged_store_cannot_read_is_a_503_not_a_401() {
     let (st, body) = s.get("/v1/wallet", Some(&a.token)).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "{body}");
     assert_rebuilt(&s, &[&a]).await;
+    s.stop().await;
+}
+
+/// The pair's trades and 1-minute candles, as REST serves them.
+async fn market(s: &TestServer) -> (Value, Value) {
+    let (st, trades) = s.get("/v1/pairs/BTC_SEK/trades?limit=1000", None).await;
+    assert_eq!(st, StatusCode::OK, "{trades}");
+    let (st, candles) = s.get("/v1/pairs/BTC_SEK/candles?interval=1m", None).await;
+    assert_eq!(st, StatusCode::OK, "{candles}");
+    (trades, candles)
+}
+
+/// The market data store with its trades' pages overwritten while the server was stopped:
+/// the start used to fail loading it ("database disk image is malformed"), every time. Now it
+/// sets the file aside, the replay of the journal rebuilds the same trades and candles, and
+/// the store's gauges say its writer runs (they were 0 before the damage too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_market_data_store_is_set_aside_and_rebuilt_at_start() {
+    let (s, _admin, _a, _b, _first) = traded(300).await;
+    assert_eq!(gauge(&s, "bourse_marketdata_store_stopped").await, "0");
+    assert_eq!(gauge(&s, "bourse_marketdata_store_damaged").await, "0");
+    let before = market(&s).await;
+    assert_eq!(before.0.as_array().map(Vec::len), Some(300), "{}", before.0);
+    let s = s
+        .restart_with(|dir| {
+            let db = dir.join("marketdata.sqlite");
+            let leaves = pages_of(&db, "trades", true);
+            overwrite(&db, &leaves);
+        })
+        .await;
+    let aside = files(&s.dir, "marketdata.sqlite.damaged-");
+    assert!(!aside.is_empty(), "the damaged store is kept aside");
+    let (st, ready) = s.get("/ready", None).await;
+    assert_eq!(st, StatusCode::OK, "{ready}");
+    assert_eq!(market(&s).await, before);
+    assert_eq!(gauge(&s, "bourse_marketdata_store_stopped").await, "0");
+    assert_eq!(gauge(&s, "bourse_marketdata_store_damaged").await, "0");
     s.stop().await;
 }
