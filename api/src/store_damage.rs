@@ -126,28 +126,6 @@ pub fn quick_check(db: &Path) -> rusqlite::Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    /// A tracing writer that keeps what is logged, for a test to read.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("log").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Captured {
-            self.clone()
-        }
-    }
 
     fn corrupt() -> rusqlite::Error {
         rusqlite::Error::SqliteFailure(
@@ -163,12 +141,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = store::db_path(dir.path());
         let model = ReadModel::default();
-        let log = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(log.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = engine::log_capture::log_of(|| {
             let busy = rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
                 None,
@@ -180,7 +153,6 @@ mod tests {
             assert!(report(&model, &db, &corrupt(), FoundBy::Writer));
         });
         assert!(model.store_damaged() && model.store_failed());
-        let text = String::from_utf8(log.0.lock().expect("log").clone()).expect("utf-8");
         assert_eq!(
             text.matches("the history store is damaged").count(),
             1,

@@ -17,6 +17,8 @@ pub mod id_hash;
 pub mod id_window;
 pub mod ids;
 pub mod ledger;
+#[cfg(any(test, feature = "test-support"))]
+pub mod log_capture;
 pub mod markets;
 pub mod money;
 pub mod pipeline;

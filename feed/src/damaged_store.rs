@@ -265,7 +265,6 @@ pub fn take_marker(db: &Path) -> std::io::Result<Option<MarkerTaken>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     /// A store's path in `dir` (the names are the history store's, as these tests were
     /// written for it; nothing here depends on the name).
@@ -400,12 +399,10 @@ mod tests {
             plant(dir.path(), stamp, &[""]);
         }
         std::fs::write(&db, b"store").expect("db");
-        let log = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(log.clone())
-            .with_ansi(false)
-            .finish();
-        let aside = tracing::subscriber::with_default(subscriber, || set_aside(&db))
+        let mut aside = None;
+        let text = engine::log_capture::log_of(|| aside = Some(set_aside(&db)));
+        let aside = aside
+            .expect("set_aside ran")
             .expect("the set-aside succeeds");
         let aside = aside.file_name().expect("name").to_str().expect("utf-8");
         let mut expected = vec![
@@ -416,32 +413,10 @@ mod tests {
         ];
         expected.sort();
         assert_eq!(names(dir.path()), expected);
-        let text = String::from_utf8(log.0.lock().expect("log").clone()).expect("utf-8");
         assert_eq!(text.matches(" WARN ").count(), 1, "{text}");
         assert!(text.contains("history.sqlite.damaged-1-wal"), "{text}");
         assert_eq!(text.matches(" INFO ").count(), 1, "{text}");
         assert!(text.contains("history.sqlite.damaged-2"), "{text}");
-    }
-
-    /// A tracing writer that keeps what is logged, for a test to read.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("log").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Captured {
-            self.clone()
-        }
     }
 
     /// The marker sets the store and its `-wal` aside with the marker beside them; without a

@@ -882,21 +882,12 @@ mod tests {
     /// would then never replay them).
     #[test]
     fn a_failed_store_write_stops_the_writer_rather_than_leave_a_gap() {
-        use super::{StoreWriter, state::BatchOutput, store::Store, store::StoredTrade};
+        use super::{StoreWriter, state::BatchOutput, store::Store};
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("marketdata.sqlite");
         let store = std::sync::Arc::new(parking_lot::Mutex::new(Store::open(&path).unwrap()));
-        let trade = |id: u64| StoredTrade {
-            id,
-            pair: 0,
-            ts_ns: id as i64,
-            price: 100,
-            lots: 1,
-            quote: 100,
-            taker_buy: true,
-        };
         let batch = |seq: u64| BatchOutput {
-            trades: vec![trade(seq)],
+            trades: vec![stored_trade(seq)],
             last_seq: seq,
             last_ts_ns: seq as i64,
             ..BatchOutput::default()
@@ -932,23 +923,26 @@ mod tests {
         assert_eq!(ids, vec![1]);
     }
 
+    /// Trade `id` of pair 0 as stored, at `id` ns.
+    fn stored_trade(id: u64) -> super::store::StoredTrade {
+        super::store::StoredTrade {
+            id,
+            pair: 0,
+            ts_ns: id as i64,
+            price: 100,
+            lots: 1,
+            quote: 100,
+            taker_buy: true,
+        }
+    }
+
     /// A store of `n` trades at `path` whose pages after the first (the schema) are then
     /// overwritten with garbage: it opens (SQLite reads only the header and the schema), and
     /// any read or write of a table is `SQLITE_CORRUPT`.
     fn store_damaged_past_its_header(path: &std::path::Path, n: u64) {
         use super::store::{Store, StoredTrade};
         use std::io::{Seek, SeekFrom, Write};
-        let trades: Vec<StoredTrade> = (1..=n)
-            .map(|id| StoredTrade {
-                id,
-                pair: 0,
-                ts_ns: id as i64,
-                price: 100,
-                lots: 1,
-                quote: 100,
-                taker_buy: true,
-            })
-            .collect();
+        let trades: Vec<StoredTrade> = (1..=n).map(stored_trade).collect();
         let mut store = Store::open(path).unwrap();
         store.commit(&trades, &[], &[], (n, n as i64)).unwrap();
         drop(store); // the last connection checkpoints and removes the -wal

@@ -541,28 +541,7 @@ pub(crate) mod test_support {
     }
 
     /// The `tracing` log `f` writes on this thread, as plain text lines.
-    pub(crate) fn log_of(f: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        let bytes = buffer.0.lock().clone();
-        String::from_utf8(bytes).expect("utf-8 log")
-    }
+    pub(crate) use crate::log_capture::log_of;
 }
 
 #[cfg(test)]
