@@ -415,7 +415,7 @@ fn verify_hashed(
                 })
                 .map_err(|e| {
                     if crate::store::unavailable_reason(&e).is_none() {
-                        tracing::error!(error = %e, "token lookup: history store error");
+                        crate::store::log_store_error("token lookup: history store error", &e);
                     }
                     TokenError::Unchecked(e)
                 })?;

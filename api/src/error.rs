@@ -150,7 +150,7 @@ impl From<rusqlite::Error> for ApiError {
             ),
             Some(_) => ApiError::retry_shortly("history is catching up; retry shortly"),
             None => {
-                tracing::error!(error = %e, "history store error");
+                crate::store::log_store_error("history store error", &e);
                 ApiError::internal()
             }
         }

@@ -79,6 +79,50 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 pub(crate) use feed::damaged_store::unix_secs;
 pub use feed::damaged_store::{SET_ASIDE_KEPT, is_damaged, set_aside};
 
+/// Logs an unexpected history store error (one that is neither the store stopped nor
+/// damaged, which are logged once where they are found) at most once a second, with how
+/// many were left out since the last line. Every request that meets such an error would
+/// otherwise write a line, and anyone can send requests: made-up bearer tokens reach the
+/// store, so an I/O error under it let unauthenticated clients fill the log.
+pub fn log_store_error(what: &'static str, e: &rusqlite::Error) {
+    static LIMIT: LogLimit = LogLimit::new();
+    LIMIT.error(what, e);
+}
+
+/// At most one log line a second ([`log_store_error`]).
+#[derive(Debug)]
+struct LogLimit {
+    /// The unix second of the last line.
+    last_sec: AtomicU64,
+    /// Calls left out since it.
+    left_out: AtomicU64,
+}
+
+impl LogLimit {
+    const fn new() -> LogLimit {
+        LogLimit {
+            last_sec: AtomicU64::new(0),
+            left_out: AtomicU64::new(0),
+        }
+    }
+
+    fn error(&self, what: &'static str, e: &rusqlite::Error) {
+        let sec = unix_secs();
+        let last = self.last_sec.load(Ordering::Relaxed);
+        if sec != last
+            && self
+                .last_sec
+                .compare_exchange(last, sec, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let left_out = self.left_out.swap(0, Ordering::Relaxed);
+            tracing::error!(error = %e, left_out, "{what}");
+        } else {
+            self.left_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Opens a connection with the store's pragmas (and creates the schema).
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
@@ -751,6 +795,40 @@ mod tests {
     use crate::state::ReadModel;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
+
+    /// A flood of unexpected store errors (one per request: anyone can send made-up
+    /// tokens) logs at most a line a second, and the next line says how many it left out.
+    /// Each used to log its own line.
+    #[test]
+    fn unexpected_store_errors_log_at_most_a_line_a_second() {
+        let limit = super::LogLimit::new();
+        let io = || {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                None,
+            )
+        };
+        let log = engine::log_capture::log_of(|| {
+            for _ in 0..1000 {
+                limit.error("history store error", &io());
+            }
+        });
+        let lines = log
+            .lines()
+            .filter(|l| l.contains("history store error"))
+            .count();
+        // 1000 calls take well under a second; at a second's edge, two lines.
+        assert!((1..=2).contains(&lines), "{lines} lines:\n{log}");
+        std::thread::sleep(Duration::from_millis(1100));
+        let log = engine::log_capture::log_of(|| limit.error("history store error", &io()));
+        let left_out: u64 = log
+            .split("left_out=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no left_out in {log}"));
+        assert!(left_out >= 998, "{log}");
+    }
 
     /// SQLite work that takes seconds and needs no data: counting a recursive sequence.
     const SLOW: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c \
