@@ -190,11 +190,11 @@ async fn prepare(state: &AppState, held_bound: usize, held_rules: u32) -> Result
 }
 
 /// Opens the history store, or, when it is damaged, sets its files aside
-/// (`history.sqlite.damaged-<unix seconds>`, with its `-wal` and `-shm`; [`store::set_aside`]
-/// keeps only the newest [`store::SET_ASIDE_KEPT`] copies) and starts a new
+/// (`history.sqlite.damaged-<unix seconds>`, with its `-wal` and `-shm`; [`feed::damaged_store::set_aside`]
+/// keeps only the newest [`feed::damaged_store::SET_ASIDE_KEPT`] copies) and starts a new
 /// one, which recovery then fills from the journal: the store holds nothing the journal
 /// does not (tokens aside: clients sign in again). Damaged means: the server that ran last
-/// found it so and left the rebuild marker ([`store_damage::take_marker`]), SQLite finds it
+/// found it so and left the rebuild marker ([`feed::damaged_store::take_marker`]), SQLite finds it
 /// so on opening (not a database, or corrupt), or, with `check` (the setting
 /// `history_check_on_start`), `PRAGMA quick_check` does. The start used to stop at "history
 /// store: file is not a database", naming neither the file nor the remedy. Returns the
@@ -214,26 +214,14 @@ fn open_history(
         path: db.to_path_buf(),
         source,
     };
-    let set_aside = |why: &dyn std::fmt::Display| -> Result<(), ServerError> {
-        let aside = store::set_aside(db).map_err(data_dir)?;
-        tracing::warn!(
-            file = %db.display(),
-            moved_to = %aside.display(),
-            error = %why,
-            "the history store is damaged: set aside, a new one is rebuilt from the journal"
-        );
-        Ok(())
+    let set_aside = |why: &dyn std::fmt::Display| {
+        feed::damaged_store::set_aside_logged(db, "history store", why)
+            .map(drop)
+            .map_err(data_dir)
     };
-    if let Some(taken) = store_damage::take_marker(db).map_err(data_dir)? {
-        tracing::warn!(
-            file = %db.display(),
-            moved_to = %taken.aside.as_ref().map_or("(no store file)".into(), |p| p.display().to_string()),
-            marker = %store_damage::marker_path(db).display(),
-            reason = %taken.reason,
-            "the history store was found damaged while the server ran (or the rebuild was asked \
-             for by hand): set aside, a new one is rebuilt from the journal"
-        );
-    } else if check && db.exists() {
+    // A store the marker set aside is new: nothing to check.
+    let rebuilt = feed::damaged_store::take_marker_logged(db, "history store").map_err(data_dir)?;
+    if !rebuilt && check && db.exists() {
         let started = std::time::Instant::now();
         match store_damage::quick_check(db) {
             Ok(None) => tracing::info!(

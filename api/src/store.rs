@@ -76,8 +76,8 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
 
 // The generic handling of a damaged store (shared with the market data store, so it lives
 // in the feed crate, the lower one): see `feed::damaged_store`.
+pub use feed::damaged_store::is_damaged;
 pub(crate) use feed::damaged_store::unix_secs;
-pub use feed::damaged_store::{SET_ASIDE_KEPT, is_damaged, set_aside};
 
 /// Logs an unexpected history store error (one that is neither the store stopped nor
 /// damaged, which are logged once where they are found) at most once a second, with how

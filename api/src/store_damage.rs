@@ -22,8 +22,8 @@
 //! - leaves the marker `history.sqlite.rebuild` beside the store ([`marker_path`]), so the
 //!   next start sets the file aside as `history.sqlite.damaged-<unix seconds>` (its marker
 //!   beside it as `...damaged-<unix seconds>.reason`; only the newest
-//!   [`store::SET_ASIDE_KEPT`] such copies are kept) and rebuilds the store from the
-//!   journal ([`take_marker`]), as it does for a header SQLite cannot read. An operator may
+//!   [`feed::damaged_store::SET_ASIDE_KEPT`] such copies are kept) and rebuilds the store from the
+//!   journal ([`feed::damaged_store::take_marker`]), as it does for a header SQLite cannot read. An operator may
 //!   create the marker by hand (empty will do) to have the next start rebuild the store.
 //!
 //! Orders keep being accepted: the engine, the ledger and the journal do not depend on the
@@ -51,11 +51,11 @@
 use std::path::Path;
 
 use crate::state::ReadModel;
-use crate::store::{self, unix_secs};
+use crate::store;
 
 /// The marker and the set-aside at start are shared with the market data store:
 /// [`feed::damaged_store`].
-pub use feed::damaged_store::{MARKER_SUFFIX, MarkerTaken, marker_path, take_marker};
+pub use feed::damaged_store::marker_path;
 
 /// Which side of the store met the damage (for the log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +85,6 @@ pub fn report(model: &ReadModel, db: &Path, e: &rusqlite::Error, found_by: Found
     if !model.damage_store() {
         return true;
     }
-    let marker = marker_path(db);
     tracing::error!(
         file = %db.display(),
         error = %e,
@@ -94,20 +93,7 @@ pub fn report(model: &ReadModel, db: &Path, e: &rusqlite::Error, found_by: Found
          orders are still accepted); restart the server, which sets the file aside and \
          rebuilds the store from the journal"
     );
-    let text = format!(
-        "SQLite reported this history store damaged at {} (unix seconds), found by the {}: \
-         {e}\nThe next start sets the store aside and rebuilds it from the journal.\n",
-        unix_secs(),
-        found_by.as_str()
-    );
-    if let Err(io) = feed::damaged_store::write_marker(db, &text) {
-        tracing::error!(
-            marker = %marker.display(),
-            error = %io,
-            "could not leave the rebuild marker: move the history store's files away by hand \
-             before the next start, or it reopens the damaged file"
-        );
-    }
+    feed::damaged_store::leave_marker(db, "history store", found_by.as_str(), e);
     true
 }
 

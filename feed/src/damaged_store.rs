@@ -262,6 +262,61 @@ pub fn take_marker(db: &Path) -> std::io::Result<Option<MarkerTaken>> {
     Ok(Some(MarkerTaken { aside, reason }))
 }
 
+/// [`take_marker`] at a start, logged: a warning naming `store` ("history store", "market
+/// data store"), the file, where it went and the marker's reason. True when there was a
+/// marker (the store is new now).
+pub fn take_marker_logged(db: &Path, store: &str) -> std::io::Result<bool> {
+    let Some(taken) = take_marker(db)? else {
+        return Ok(false);
+    };
+    tracing::warn!(
+        file = %db.display(),
+        moved_to = %taken.aside.as_ref().map_or("(no store file)".into(), |p| p.display().to_string()),
+        marker = %marker_path(db).display(),
+        reason = %taken.reason,
+        "the {store} was found damaged while the server ran (or the rebuild was asked for \
+         by hand): set aside, a new one is rebuilt from the journal"
+    );
+    Ok(true)
+}
+
+/// [`set_aside`] of the store at `db`, which SQLite found damaged at start (`why`), logged
+/// as a warning naming `store`.
+pub fn set_aside_logged(
+    db: &Path,
+    store: &str,
+    why: &dyn std::fmt::Display,
+) -> std::io::Result<PathBuf> {
+    let aside = set_aside(db)?;
+    tracing::warn!(
+        file = %db.display(),
+        moved_to = %aside.display(),
+        error = %why,
+        "the {store} is damaged: set aside, a new one is rebuilt from the journal"
+    );
+    Ok(aside)
+}
+
+/// Damage found while the server runs (`e`, by the `found_by`: "writer", "read"): leaves the
+/// rebuild marker beside the store at `db` ([`write_marker`]) saying so, for the next start;
+/// a marker that cannot be written is logged with what the operator must do instead. The
+/// caller logs the damage itself (what stops differs from store to store).
+pub fn leave_marker(db: &Path, store: &str, found_by: &str, e: &rusqlite::Error) {
+    let text = format!(
+        "SQLite reported this {store} damaged at {} (unix seconds), found by the {found_by}: \
+         {e}\nThe next start sets the store aside and rebuilds it from the journal.\n",
+        unix_secs()
+    );
+    if let Err(io) = write_marker(db, &text) {
+        tracing::error!(
+            marker = %marker_path(db).display(),
+            error = %io,
+            "could not leave the rebuild marker: move the {store}'s files away by hand before \
+             the next start, or it reopens the damaged file"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -324,16 +324,7 @@ impl std::fmt::Debug for Feed {
 /// a database, or corrupt). Such a store used to fail every start ("market data store: file
 /// is not a database") until its file was removed by hand. Other errors still fail.
 fn open_store(path: &Path, candles_retained: usize) -> Result<(Store, store::Loaded), FeedError> {
-    if let Some(taken) = damaged_store::take_marker(path)? {
-        tracing::warn!(
-            file = %path.display(),
-            moved_to = %taken.aside.as_ref().map_or("(no store file)".into(), |p| p.display().to_string()),
-            marker = %damaged_store::marker_path(path).display(),
-            reason = %taken.reason,
-            "the market data store was found damaged while the server ran (or the rebuild was \
-             asked for by hand): set aside, a new one is rebuilt from the journal"
-        );
-    }
+    damaged_store::take_marker_logged(path, "market data store")?;
     let open = || {
         let store = Store::open(path)?;
         let loaded = store.load(candles_retained)?;
@@ -341,14 +332,7 @@ fn open_store(path: &Path, candles_retained: usize) -> Result<(Store, store::Loa
     };
     match open() {
         Err(e) if damaged_store::is_damaged(&e) => {
-            let aside = damaged_store::set_aside(path)?;
-            tracing::warn!(
-                file = %path.display(),
-                moved_to = %aside.display(),
-                error = %e,
-                "the market data store is damaged: set aside, a new one is rebuilt from the \
-                 journal"
-            );
+            damaged_store::set_aside_logged(path, "market data store", &e)?;
             Ok(open()?)
         }
         other => Ok(other?),
@@ -699,6 +683,18 @@ const STORE_GROUP: usize = 1024;
 const STORE_LINGER: Duration = Duration::from_millis(100);
 const STORE_LINGER_STEP: Duration = Duration::from_millis(10);
 
+/// Whether the market data store's writer has stopped (a failed write, or its thread could
+/// not start) and whether SQLite reported the file damaged. The market data in memory stays
+/// live either way (clients see no difference), so this is not a readiness failure, but the
+/// store no longer follows and the next start replays everything since its last good write:
+/// the operator learns it from `/metrics` (`bourse_marketdata_store_stopped`,
+/// `bourse_marketdata_store_damaged`) as well as the log line.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    pub stopped: AtomicBool,
+    pub damaged: AtomicBool,
+}
+
 /// Writes the feed's store behind the engine thread, on `bourse-feed-store`: one SQLite
 /// transaction per group of the batches waiting (with the applied seq of the last), so a
 /// commit, and a WAL checkpoint's fsyncs, never hold up publishing, and a busy stream costs
@@ -714,18 +710,6 @@ const STORE_LINGER_STEP: Duration = Duration::from_millis(10);
 /// the group is derived again. The queue is bounded: past it the engine thread waits.
 /// Dropping the writer writes what is queued and joins the thread.
 ///
-/// Whether the market data store's writer has stopped (a failed write, or its thread could
-/// not start) and whether SQLite reported the file damaged. The market data in memory stays
-/// live either way (clients see no difference), so this is not a readiness failure, but the
-/// store no longer follows and the next start replays everything since its last good write:
-/// the operator learns it from `/metrics` (`bourse_marketdata_store_stopped`,
-/// `bourse_marketdata_store_damaged`) as well as the log line.
-#[derive(Debug, Default)]
-pub struct StoreHealth {
-    pub stopped: AtomicBool,
-    pub damaged: AtomicBool,
-}
-
 /// A failed write stops the writer for good (it drains its queue and writes nothing more,
 /// logging once): the store stays at its last good group, and the next start replays the
 /// journal from there. Going on wrote the next group's applied seq over the failed one's
@@ -840,28 +824,15 @@ impl StoreWriter {
 /// marker, synced ([`damaged_store::write_marker`]), so the next start sets the file aside and
 /// rebuilds the store from the journal.
 fn store_damaged(path: &Path, e: &rusqlite::Error) {
-    let marker = damaged_store::marker_path(path);
     tracing::error!(
         file = %path.display(),
         error = %e,
-        marker = %marker.display(),
+        marker = %damaged_store::marker_path(path).display(),
         "the market data store is damaged: its writer stops here (the market data in memory \
          stays live); restart the server, which sets the file aside and rebuilds the store \
          from the journal"
     );
-    let text = format!(
-        "SQLite reported this market data store damaged at {} (unix seconds), found by the \
-         writer: {e}\nThe next start sets the store aside and rebuilds it from the journal.\n",
-        damaged_store::unix_secs()
-    );
-    if let Err(io) = damaged_store::write_marker(path, &text) {
-        tracing::error!(
-            marker = %marker.display(),
-            error = %io,
-            "could not leave the rebuild marker: move the market data store's files away by \
-             hand before the next start, or it reopens the damaged file"
-        );
-    }
+    damaged_store::leave_marker(path, "market data store", "writer", e);
 }
 
 impl Drop for StoreWriter {
